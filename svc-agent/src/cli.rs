@@ -1,0 +1,42 @@
+//! Command line of the `svc-agent` binary.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// svc-lb node agent: eBPF Service load balancing in place of kube-proxy.
+#[derive(Debug, Parser)]
+#[command(name = "svc-agent", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the frontend → backend tables the kernel holds (reads the
+    /// pinned maps; works while no agent runs).
+    Dump {
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        #[command(flatten)]
+        pin: PinPath,
+    },
+    /// Remove this agent's pinned links (detaching its programs) and maps.
+    Cleanup {
+        #[command(flatten)]
+        pin: PinPath,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PinPath {
+    /// bpffs directory holding this agent's maps and links.
+    #[arg(long, env = "SVC_PIN_PATH", default_value = "/sys/fs/bpf/svc-lb")]
+    pub pin_path: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}

@@ -1,0 +1,111 @@
+//! Conversions between the domain model and the map layouts of svc-common.
+use std::net::Ipv4Addr;
+
+use svc_common::{
+    Backend, FrontendKey, FrontendMeta, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN, frontend_kind,
+    proto,
+};
+
+use crate::model::{Frontend, FrontendKind, Protocol};
+
+pub fn addr_be(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+pub fn addr_from_be(addr_be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(addr_be.to_ne_bytes())
+}
+
+pub fn protocol_number(protocol: Protocol) -> u8 {
+    match protocol {
+        Protocol::TCP => proto::TCP,
+        Protocol::UDP => proto::UDP,
+        // IANA number; the datapath does not translate SCTP yet.
+        Protocol::SCTP => 132,
+    }
+}
+
+pub fn protocol_from_number(number: u8) -> Option<Protocol> {
+    match number {
+        proto::TCP => Some(Protocol::TCP),
+        proto::UDP => Some(Protocol::UDP),
+        132 => Some(Protocol::SCTP),
+        _ => None,
+    }
+}
+
+pub fn header_key(frontend: &Frontend) -> FrontendKey {
+    FrontendKey::new(
+        addr_be(frontend.address),
+        frontend.port.to_be(),
+        protocol_number(frontend.protocol),
+        0,
+    )
+}
+
+pub fn rev_nat(frontend: &Frontend) -> RevNat {
+    RevNat {
+        addr_be: addr_be(frontend.address),
+        port_be: frontend.port.to_be(),
+        _pad: 0,
+    }
+}
+
+pub fn backend(address: Ipv4Addr, port: u16, protocol: Protocol) -> Backend {
+    Backend {
+        addr_be: addr_be(address),
+        port_be: port.to_be(),
+        proto: protocol_number(protocol),
+        flags: 0,
+    }
+}
+
+pub fn kind_number(kind: FrontendKind) -> u8 {
+    match kind {
+        FrontendKind::ClusterIP => frontend_kind::CLUSTER_IP,
+        FrontendKind::NodePort => frontend_kind::NODE_PORT,
+        FrontendKind::LoadBalancer => frontend_kind::LOAD_BALANCER,
+        FrontendKind::ExternalIP => frontend_kind::EXTERNAL_IP,
+    }
+}
+
+pub fn kind_from_number(number: u8) -> Option<FrontendKind> {
+    match number {
+        frontend_kind::CLUSTER_IP => Some(FrontendKind::ClusterIP),
+        frontend_kind::NODE_PORT => Some(FrontendKind::NodePort),
+        frontend_kind::LOAD_BALANCER => Some(FrontendKind::LoadBalancer),
+        frontend_kind::EXTERNAL_IP => Some(FrontendKind::ExternalIP),
+        _ => None,
+    }
+}
+
+/// Names longer than the fields are cut at a character boundary; the
+/// Kubernetes limits (63-character namespace and name, 15-character port
+/// names) fit.
+pub fn meta(frontend: &Frontend) -> FrontendMeta {
+    let mut meta = FrontendMeta {
+        kind: kind_number(frontend.kind),
+        service_len: 0,
+        port_name_len: 0,
+        _pad: 0,
+        service: [0; SERVICE_NAME_LEN],
+        port_name: [0; PORT_NAME_LEN],
+    };
+    meta.service_len = copy_truncated(&frontend.service, &mut meta.service);
+    meta.port_name_len = copy_truncated(&frontend.port_name, &mut meta.port_name);
+    meta
+}
+
+fn copy_truncated(text: &str, field: &mut [u8]) -> u8 {
+    let mut len = text.len().min(field.len()).min(usize::from(u8::MAX));
+    while !text.is_char_boundary(len) {
+        len -= 1;
+    }
+    field[..len].copy_from_slice(&text.as_bytes()[..len]);
+    len as u8
+}
+
+pub fn meta_text(field: &[u8], len: u8) -> String {
+    let len = usize::from(len).min(field.len());
+    String::from_utf8_lossy(&field[..len]).into_owned()
+}

@@ -1,0 +1,240 @@
+//! The only module that touches BPF programs and maps.
+//!
+//! Maps are pinned under one bpffs directory per agent instance (the lab runs
+//! several agents on one kernel); a restarted agent reuses them as they are.
+//! Program attachments are TCX links, pinned beside the maps, so traffic keeps
+//! flowing while no agent runs.
+mod codec;
+mod tables;
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Map, MapData},
+    programs::{
+        SchedClassifier, TcAttachType,
+        links::{FdLink, PinnedLink},
+    },
+};
+use svc_common::names;
+pub use tables::{ApplyReport, DropCounter, FrontendState, Tables};
+
+/// The compiled kernel programs (built by build.rs).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/svc-ebpf"));
+
+/// The TC program on the host side of pod veths.
+pub const FROM_POD_PROGRAM: &str = "svc_from_pod";
+
+/// bpffs magic number (statfs f_type).
+const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(
+        "{path} is not on a bpffs mount: mount one (`mount -t bpf bpf /sys/fs/bpf`) or choose \
+         another --pin-path"
+    )]
+    NotBpffs { path: PathBuf },
+    #[error("cannot create pin directory {path}")]
+    PinDir { path: PathBuf, source: io::Error },
+    #[error("loading the eBPF object failed (is this kernel >= 6.6 with BTF?)")]
+    Load(#[from] Box<aya::EbpfError>),
+    #[error("program {name}")]
+    Program {
+        name: &'static str,
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("attaching {program} to interface {interface} failed")]
+    Attach {
+        program: &'static str,
+        interface: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("map {name}")]
+    Map {
+        name: &'static str,
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("no map {name} at {path}: is an agent's datapath loaded there?")]
+    NotPinned {
+        name: &'static str,
+        path: PathBuf,
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("the {map} map is full: {service} did not fit ({entries} entries)")]
+    Full {
+        map: &'static str,
+        service: String,
+        entries: u32,
+    },
+}
+
+/// Loaded programs plus the maps they use.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    tables: Tables,
+}
+
+impl Datapath {
+    /// Loads the programs. With `pin_dir`, maps are created there (or the
+    /// ones already pinned there are reused, entries and all); without, they
+    /// live as long as this value (packet tests, benchmarks).
+    pub fn load(pin_dir: Option<&Path>) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        let map_paths: Vec<(&'static str, PathBuf)> = match pin_dir {
+            Some(dir) => {
+                ensure_pin_dir(dir)?;
+                names::ALL
+                    .iter()
+                    .map(|name| (*name, dir.join(name)))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(Box::new)?;
+        let program: &mut SchedClassifier = program_mut(&mut ebpf, FROM_POD_PROGRAM)?;
+        program.load().map_err(|source| DataplaneError::Program {
+            name: FROM_POD_PROGRAM,
+            source: Box::new(source),
+        })?;
+        let tables = Tables::from_maps(|name| {
+            ebpf.take_map(name).ok_or(DataplaneError::Map {
+                name,
+                source: Box::new(aya::maps::MapError::InvalidName {
+                    name: name.to_owned(),
+                }),
+            })
+        })?;
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            tables,
+        })
+    }
+
+    pub fn tables(&mut self) -> &mut Tables {
+        &mut self.tables
+    }
+
+    /// The TC program, e.g. to run it on crafted packets.
+    pub fn from_pod_program(&mut self) -> Result<&mut SchedClassifier, DataplaneError> {
+        program_mut(&mut self.ebpf, FROM_POD_PROGRAM)
+    }
+
+    /// Attaches the pod-side program (TCX ingress) to the host side of a pod
+    /// veth. The calling thread's network namespace decides which interface
+    /// `interface` names. With a pin directory the link is pinned, so it
+    /// outlives this process; an interface whose link is already pinned is
+    /// left as it is.
+    pub fn attach_pod_interface(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        let attach_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
+                program: FROM_POD_PROGRAM,
+                interface: interface.to_owned(),
+                source,
+            };
+        let link_pin = match &self.pin_dir {
+            Some(dir) => {
+                // bpffs refuses names with dots (they are kept for its own files).
+                let name = format!("from_pod-{}", interface.replace('.', "_"));
+                let path = dir.join("links").join(name);
+                if PinnedLink::from_pin(&path).is_ok() {
+                    return Ok(());
+                }
+                Some(path)
+            }
+            None => None,
+        };
+        let program = program_mut::<SchedClassifier>(&mut self.ebpf, FROM_POD_PROGRAM)?;
+        let link_id = program
+            .attach(interface, TcAttachType::Ingress)
+            .map_err(|e| attach_error(Box::new(e)))?;
+        if let Some(path) = link_pin {
+            let link = program
+                .take_link(link_id)
+                .map_err(|e| attach_error(Box::new(e)))?;
+            let link: FdLink = link.try_into().map_err(|e| attach_error(Box::new(e)))?;
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(|source| DataplaneError::PinDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            }
+            link.pin(&path).map_err(|e| attach_error(Box::new(e)))?;
+        }
+        Ok(())
+    }
+}
+
+impl Tables {
+    /// Opens the maps an agent pinned in `pin_dir`, without loading programs
+    /// (for `dump`, which must show the kernel's truth even with no agent).
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        Self::from_maps(|name| {
+            let path = pin_dir.join(name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .map_err(|source| DataplaneError::NotPinned {
+                    name,
+                    path,
+                    source: Box::new(source),
+                })
+        })
+    }
+}
+
+/// Removes everything an agent pinned under `pin_dir`: links (which detaches
+/// the programs) and maps. Missing entries are not an error.
+pub fn remove_pins(pin_dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(pin_dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(DataplaneError::Program {
+        name,
+        source: Box::new(aya::programs::ProgramError::InvalidName {
+            name: name.to_owned(),
+        }),
+    })?;
+    program
+        .try_into()
+        .map_err(|source| DataplaneError::Program {
+            name,
+            source: Box::new(source),
+        })
+}
+
+fn ensure_pin_dir(dir: &Path) -> Result<(), DataplaneError> {
+    fs::create_dir_all(dir).map_err(|source| DataplaneError::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+        DataplaneError::NotBpffs {
+            path: dir.to_path_buf(),
+        }
+    })?;
+    // SAFETY: statfs fills the zeroed struct; the path is NUL-terminated.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 || stat.f_type != BPF_FS_MAGIC {
+        return Err(DataplaneError::NotBpffs {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}

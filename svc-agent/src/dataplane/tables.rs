@@ -1,0 +1,470 @@
+//! Writing the desired tables into the maps, and reading them back.
+//!
+//! `apply` computes what to change from the maps themselves, not from memory
+//! of an earlier run, so it is idempotent, retryable and adopts whatever a
+//! previous agent left. Writes are ordered so a packet never sees a header
+//! whose count points at a missing slot (make before break): backends, then
+//! slots, then the header with the new count; trailing slots, removed
+//! frontends and orphaned backends go last.
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
+
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use serde::Serialize;
+use svc_common::{
+    Backend, DropReason, Flow, FlowKey, FrontendCounters, FrontendKey, FrontendMeta, MAX_BACKENDS,
+    MAX_FRONTENDS, RevNat, ServiceSlot, frontend_flags, names,
+};
+
+use super::{DataplaneError, codec};
+use crate::model::{BackendRef, BackendState, Frontend, OnEmpty};
+
+/// Handles on every map of one datapath instance.
+pub struct Tables {
+    services: HashMap<MapData, FrontendKey, ServiceSlot>,
+    backends: HashMap<MapData, u32, Backend>,
+    rev_nat: HashMap<MapData, u32, RevNat>,
+    meta: HashMap<MapData, u32, FrontendMeta>,
+    ct: HashMap<MapData, FlowKey, Flow>,
+    frontend_stats: PerCpuArray<MapData, FrontendCounters>,
+    drops: PerCpuArray<MapData, u64>,
+}
+
+/// What one `apply` changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ApplyReport {
+    pub frontends_written: usize,
+    pub frontends_removed: usize,
+    pub backends_removed: usize,
+}
+
+/// A frontend as the kernel holds it, with its counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FrontendState {
+    #[serde(flatten)]
+    pub frontend: Frontend,
+    pub rev_nat_id: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DropCounter {
+    pub reason: &'static str,
+    pub packets: u64,
+}
+
+fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map {
+        name,
+        source: Box::new(source),
+    }
+}
+
+fn is_full(error: &MapError) -> bool {
+    matches!(error, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG))
+}
+
+impl Tables {
+    pub(super) fn from_maps(
+        mut open: impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+    ) -> Result<Self, DataplaneError> {
+        fn typed<T: TryFrom<Map, Error = MapError>>(
+            name: &'static str,
+            open: &mut impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+        ) -> Result<T, DataplaneError> {
+            T::try_from(open(name)?).map_err(map_error(name))
+        }
+        Ok(Self {
+            services: typed(names::SERVICES, &mut open)?,
+            backends: typed(names::BACKENDS, &mut open)?,
+            rev_nat: typed(names::REV_NAT, &mut open)?,
+            meta: typed(names::FRONTEND_META, &mut open)?,
+            ct: typed(names::CT, &mut open)?,
+            frontend_stats: typed(names::FRONTEND_STATS, &mut open)?,
+            drops: typed(names::DROP_STATS, &mut open)?,
+        })
+    }
+
+    /// Makes the maps hold exactly `desired` (see the module docs for the
+    /// order of writes).
+    pub fn apply(&mut self, desired: &[Frontend]) -> Result<ApplyReport, DataplaneError> {
+        let slots = self.read_slots()?;
+        let current_backends: BTreeMap<u32, Backend> = self
+            .backends
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_error(names::BACKENDS))?;
+        let mut backend_ids: StdHashMap<Backend, u32> =
+            current_backends.iter().map(|(id, b)| (*b, *id)).collect();
+        let mut backend_alloc = IdAllocator::new(current_backends.keys().copied(), MAX_BACKENDS);
+        let mut rev_nat_alloc = IdAllocator::new(
+            slots
+                .iter()
+                .filter(|(key, _)| key.slot == 0)
+                .map(|(_, header)| header.rev_nat_id),
+            MAX_FRONTENDS,
+        );
+
+        let mut report = ApplyReport::default();
+        let mut wanted_headers = BTreeSet::new();
+        let mut wanted_backends = BTreeSet::new();
+        for frontend in desired {
+            let key = codec::header_key(frontend);
+            wanted_headers.insert(key);
+            let old_header = slots.get(&key).copied();
+            let rev_nat_id = match old_header {
+                Some(header) => header.rev_nat_id,
+                None => rev_nat_alloc.next().ok_or_else(|| DataplaneError::Full {
+                    map: names::REV_NAT,
+                    service: frontend.service.clone(),
+                    entries: MAX_FRONTENDS,
+                })?,
+            };
+            let changed = self.write_frontend(
+                frontend,
+                key,
+                rev_nat_id,
+                old_header,
+                &slots,
+                &mut backend_ids,
+                &mut backend_alloc,
+                &mut wanted_backends,
+            )?;
+            if changed {
+                report.frontends_written += 1;
+            }
+        }
+
+        for (key, header) in slots.iter().filter(|(key, _)| key.slot == 0) {
+            if !wanted_headers.contains(key) {
+                self.remove_frontend(*key, header)?;
+                report.frontends_removed += 1;
+            }
+        }
+        for (id, _) in current_backends {
+            if !wanted_backends.contains(&id) {
+                self.backends
+                    .remove(&id)
+                    .map_err(map_error(names::BACKENDS))?;
+                report.backends_removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_frontend(
+        &mut self,
+        frontend: &Frontend,
+        key: FrontendKey,
+        rev_nat_id: u32,
+        old_header: Option<ServiceSlot>,
+        slots: &BTreeMap<FrontendKey, ServiceSlot>,
+        backend_ids: &mut StdHashMap<Backend, u32>,
+        backend_alloc: &mut IdAllocator,
+        wanted_backends: &mut BTreeSet<u32>,
+    ) -> Result<bool, DataplaneError> {
+        let full = |map: &'static str, entries: u32| DataplaneError::Full {
+            map,
+            service: frontend.service.clone(),
+            entries,
+        };
+        let mut changed = false;
+        if old_header.is_none() {
+            // A fresh rev_nat_id: its counters start from zero and its
+            // reverse translation exists before any flow can use it.
+            self.reset_counters(rev_nat_id)?;
+            self.rev_nat
+                .insert(rev_nat_id, codec::rev_nat(frontend), 0)
+                .map_err(map_error(names::REV_NAT))?;
+        }
+        let meta = codec::meta(frontend);
+        if self.meta.get(&rev_nat_id, 0).ok() != Some(meta) {
+            self.meta
+                .insert(rev_nat_id, meta, 0)
+                .map_err(map_error(names::FRONTEND_META))?;
+            changed = true;
+        }
+
+        let ordered: Vec<&BackendRef> = frontend
+            .ready_backends()
+            .chain(frontend.terminating_backends())
+            .collect();
+        let max_slots = usize::from(u16::MAX);
+        if ordered.len() > max_slots {
+            return Err(full(names::SERVICES, u32::from(u16::MAX)));
+        }
+        for (index, backend_ref) in ordered.iter().enumerate() {
+            let backend = codec::backend(backend_ref.address, backend_ref.port, frontend.protocol);
+            let backend_id = match backend_ids.get(&backend) {
+                Some(id) => *id,
+                None => {
+                    let id = backend_alloc
+                        .next()
+                        .ok_or_else(|| full(names::BACKENDS, MAX_BACKENDS))?;
+                    self.backends.insert(id, backend, 0).map_err(|e| {
+                        if is_full(&e) {
+                            full(names::BACKENDS, MAX_BACKENDS)
+                        } else {
+                            map_error(names::BACKENDS)(e)
+                        }
+                    })?;
+                    backend_ids.insert(backend, id);
+                    id
+                }
+            };
+            wanted_backends.insert(backend_id);
+            // Slot numbers fit u16: checked against max_slots above.
+            let slot_key = key.with_slot(index as u16 + 1);
+            if slots.get(&slot_key).map(|slot| slot.backend_id) != Some(backend_id) {
+                let slot = ServiceSlot {
+                    backend_id,
+                    ..ServiceSlot::default()
+                };
+                self.insert_slot(slot_key, slot, frontend)?;
+                changed = true;
+            }
+        }
+
+        let ready = frontend.ready_backends().count() as u16;
+        let header = ServiceSlot {
+            backend_id: 0,
+            count: ready,
+            terminating_count: ordered.len() as u16 - ready,
+            rev_nat_id,
+            flags: match frontend.on_empty {
+                OnEmpty::Reject => 0,
+                OnEmpty::Drop => frontend_flags::DROP_WHEN_EMPTY,
+            },
+            _pad: 0,
+            affinity_timeout_s: frontend.affinity_timeout_seconds.unwrap_or(0),
+        };
+        if old_header != Some(header) {
+            self.insert_slot(key, header, frontend)?;
+            changed = true;
+        }
+        if let Some(old) = old_header {
+            let old_total = old.count + old.terminating_count;
+            for slot in (ordered.len() as u16 + 1)..=old_total {
+                self.remove_slot(key.with_slot(slot))?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    fn insert_slot(
+        &mut self,
+        key: FrontendKey,
+        slot: ServiceSlot,
+        frontend: &Frontend,
+    ) -> Result<(), DataplaneError> {
+        self.services.insert(key, slot, 0).map_err(|e| {
+            if is_full(&e) {
+                DataplaneError::Full {
+                    map: names::SERVICES,
+                    service: frontend.service.clone(),
+                    entries: self.services_capacity(),
+                }
+            } else {
+                map_error(names::SERVICES)(e)
+            }
+        })
+    }
+
+    fn services_capacity(&self) -> u32 {
+        svc_common::MAX_SERVICE_SLOTS
+    }
+
+    fn remove_slot(&mut self, key: FrontendKey) -> Result<(), DataplaneError> {
+        match self.services.remove(&key) {
+            Err(MapError::KeyNotFound) | Ok(()) => Ok(()),
+            Err(e) => Err(map_error(names::SERVICES)(e)),
+        }
+    }
+
+    /// Header first: the frontend disappears for new packets in one step.
+    fn remove_frontend(
+        &mut self,
+        key: FrontendKey,
+        header: &ServiceSlot,
+    ) -> Result<(), DataplaneError> {
+        self.remove_slot(key)?;
+        for slot in 1..=(header.count + header.terminating_count) {
+            self.remove_slot(key.with_slot(slot))?;
+        }
+        for result in [
+            self.rev_nat.remove(&header.rev_nat_id),
+            self.meta.remove(&header.rev_nat_id),
+        ] {
+            match result {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error(names::REV_NAT)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn reset_counters(&mut self, rev_nat_id: u32) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, io_error)| DataplaneError::Map {
+            name: names::FRONTEND_STATS,
+            source: Box::new(MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error,
+            })),
+        })?;
+        let zeros = PerCpuValues::try_from(vec![FrontendCounters::default(); cpus]).map_err(
+            |io_error| DataplaneError::Map {
+                name: names::FRONTEND_STATS,
+                source: Box::new(MapError::SyscallError(aya::sys::SyscallError {
+                    call: "per-cpu values",
+                    io_error,
+                })),
+            },
+        )?;
+        self.frontend_stats
+            .set(rev_nat_id, zeros, 0)
+            .map_err(map_error(names::FRONTEND_STATS))
+    }
+
+    fn read_slots(&self) -> Result<BTreeMap<FrontendKey, ServiceSlot>, DataplaneError> {
+        self.services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_error(names::SERVICES))
+    }
+
+    /// Every frontend the kernel holds, with backends and counters, sorted.
+    pub fn read(&self) -> Result<Vec<FrontendState>, DataplaneError> {
+        let slots = self.read_slots()?;
+        let mut states = Vec::new();
+        for (key, header) in slots.iter().filter(|(key, _)| key.slot == 0) {
+            let meta = self.meta.get(&header.rev_nat_id, 0).ok();
+            let protocol = codec::protocol_from_number(key.proto);
+            let (Some(protocol), Some(meta)) = (protocol, meta) else {
+                continue;
+            };
+            let kind = codec::kind_from_number(meta.kind);
+            let Some(kind) = kind else { continue };
+            let mut backends = Vec::new();
+            for slot in 1..=(header.count + header.terminating_count) {
+                let Some(entry) = slots.get(&key.with_slot(slot)) else {
+                    continue;
+                };
+                let Ok(backend) = self.backends.get(&entry.backend_id, 0) else {
+                    continue;
+                };
+                backends.push(BackendRef {
+                    address: codec::addr_from_be(backend.addr_be),
+                    port: u16::from_be(backend.port_be),
+                    state: if slot <= header.count {
+                        BackendState::Ready
+                    } else {
+                        BackendState::Terminating
+                    },
+                });
+            }
+            let counters = self.frontend_counters(header.rev_nat_id)?;
+            states.push(FrontendState {
+                frontend: Frontend {
+                    service: codec::meta_text(&meta.service, meta.service_len),
+                    port_name: codec::meta_text(&meta.port_name, meta.port_name_len),
+                    kind,
+                    address: codec::addr_from_be(key.addr_be),
+                    port: u16::from_be(key.port_be),
+                    protocol,
+                    backends,
+                    affinity_timeout_seconds: (header.affinity_timeout_s > 0)
+                        .then_some(header.affinity_timeout_s),
+                    on_empty: if header.flags & frontend_flags::DROP_WHEN_EMPTY != 0 {
+                        OnEmpty::Drop
+                    } else {
+                        OnEmpty::Reject
+                    },
+                },
+                rev_nat_id: header.rev_nat_id,
+                packets: counters.packets,
+                bytes: counters.bytes,
+            });
+        }
+        states.sort_by(|a, b| {
+            let key = |s: &FrontendState| {
+                (
+                    s.frontend.service.clone(),
+                    s.frontend.kind,
+                    s.frontend.address,
+                    s.frontend.port,
+                    s.frontend.protocol,
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        Ok(states)
+    }
+
+    fn frontend_counters(&self, rev_nat_id: u32) -> Result<FrontendCounters, DataplaneError> {
+        let per_cpu = self
+            .frontend_stats
+            .get(&rev_nat_id, 0)
+            .map_err(map_error(names::FRONTEND_STATS))?;
+        Ok(per_cpu
+            .iter()
+            .fold(FrontendCounters::default(), |sum, c| FrontendCounters {
+                packets: sum.packets + c.packets,
+                bytes: sum.bytes + c.bytes,
+            }))
+    }
+
+    /// Packets not forwarded as they came, by reason, summed over CPUs.
+    pub fn drop_counters(&self) -> Result<Vec<DropCounter>, DataplaneError> {
+        DropReason::ALL
+            .iter()
+            .map(|reason| {
+                let per_cpu = self
+                    .drops
+                    .get(&(*reason as u32), 0)
+                    .map_err(map_error(names::DROP_STATS))?;
+                Ok(DropCounter {
+                    reason: reason.name(),
+                    packets: per_cpu.iter().sum(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every conntrack entry (both directions of each flow).
+    pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
+        self.ct
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_error(names::CT))
+    }
+}
+
+/// Hands out the lowest ids not in use, from 1 (0 means "none").
+struct IdAllocator {
+    used: BTreeSet<u32>,
+    next: u32,
+    limit: u32,
+}
+
+impl IdAllocator {
+    fn new(used: impl IntoIterator<Item = u32>, limit: u32) -> Self {
+        Self {
+            used: used.into_iter().collect(),
+            next: 1,
+            limit,
+        }
+    }
+
+    fn next(&mut self) -> Option<u32> {
+        while self.next < self.limit {
+            let id = self.next;
+            self.next += 1;
+            if self.used.insert(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+}

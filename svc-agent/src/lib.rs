@@ -1,0 +1,9 @@
+//! svc-lb's node agent as a library: the binary in main.rs is a thin shell.
+//!
+//! Data moves one way: source → snapshot → translate → diff → apply.
+//! [`model`] holds the desired tables, [`dataplane`] is the only code that
+//! touches BPF programs and maps, [`render`] turns tables into text.
+pub mod cli;
+pub mod dataplane;
+pub mod model;
+pub mod render;

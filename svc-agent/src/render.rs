@@ -1,0 +1,191 @@
+//! Text renderings of the tables for people (JSON goes through serde).
+use std::fmt::Write as _;
+
+use crate::{
+    dataplane::{DropCounter, FrontendState},
+    model::Frontend,
+};
+
+/// One line per frontend: `plan`'s view (no counters).
+pub fn plan_table(frontends: &[Frontend]) -> String {
+    let rows: Vec<Row> = frontends.iter().map(|f| Row::new(f, None)).collect();
+    render(&rows, false)
+}
+
+/// One line per frontend with its counters: `dump`'s view of the kernel.
+pub fn dump_table(states: &[FrontendState], drops: &[DropCounter]) -> String {
+    let rows: Vec<Row> = states
+        .iter()
+        .map(|s| Row::new(&s.frontend, Some((s.packets, s.bytes))))
+        .collect();
+    let mut out = render(&rows, true);
+    let nonzero: Vec<String> = drops
+        .iter()
+        .filter(|d| d.packets > 0)
+        .map(|d| format!("{}={}", d.reason, d.packets))
+        .collect();
+    if !nonzero.is_empty() {
+        let _ = writeln!(out, "not forwarded: {}", nonzero.join(" "));
+    }
+    out
+}
+
+struct Row {
+    cells: Vec<String>,
+}
+
+impl Row {
+    fn new(frontend: &Frontend, counters: Option<(u64, u64)>) -> Self {
+        let service = if frontend.port_name.is_empty() {
+            frontend.service.clone()
+        } else {
+            format!("{}:{}", frontend.service, frontend.port_name)
+        };
+        let backends = if frontend.backends.is_empty() {
+            format!("<none: {}>", on_empty_word(frontend))
+        } else {
+            frontend
+                .backends
+                .iter()
+                .map(|b| format!("{}:{} ({})", b.address, b.port, b.state))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut cells = vec![
+            service,
+            frontend.kind.to_string(),
+            format!(
+                "{}:{}/{}",
+                frontend.address, frontend.port, frontend.protocol
+            ),
+            backends,
+        ];
+        if let Some((packets, bytes)) = counters {
+            cells.push(packets.to_string());
+            cells.push(bytes.to_string());
+        }
+        Self { cells }
+    }
+}
+
+fn on_empty_word(frontend: &Frontend) -> &'static str {
+    match frontend.on_empty {
+        crate::model::OnEmpty::Reject => "reject",
+        crate::model::OnEmpty::Drop => "drop",
+    }
+}
+
+fn render(rows: &[Row], with_counters: bool) -> String {
+    let mut header = vec!["SERVICE", "KIND", "FRONTEND", "BACKENDS"];
+    if with_counters {
+        header.extend(["PACKETS", "BYTES"]);
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(&row.cells) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[&str], out: &mut String| {
+        let last = cells.len() - 1;
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                let _ = writeln!(out, "{cell}");
+            } else {
+                let _ = write!(out, "{cell:<width$}  ", width = widths[i]);
+            }
+        }
+    };
+    line(&header, &mut out);
+    for row in rows {
+        let cells: Vec<&str> = row.cells.iter().map(String::as_str).collect();
+        line(&cells, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::model::{BackendRef, BackendState, FrontendKind, OnEmpty, Protocol};
+
+    fn frontend(backends: Vec<BackendRef>) -> Frontend {
+        Frontend {
+            service: "demo/web".into(),
+            port_name: "http".into(),
+            kind: FrontendKind::ClusterIP,
+            address: Ipv4Addr::new(198, 19, 0, 10),
+            port: 80,
+            protocol: Protocol::TCP,
+            backends,
+            affinity_timeout_seconds: None,
+            on_empty: OnEmpty::Reject,
+        }
+    }
+
+    #[test]
+    fn plan_table_lists_backends_with_state() {
+        let table = plan_table(&[frontend(vec![
+            BackendRef {
+                address: Ipv4Addr::new(198, 18, 1, 11),
+                port: 8080,
+                state: BackendState::Ready,
+            },
+            BackendRef {
+                address: Ipv4Addr::new(198, 18, 1, 12),
+                port: 8080,
+                state: BackendState::Terminating,
+            },
+        ])]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("SERVICE"));
+        assert!(lines[1].starts_with("demo/web:http  ClusterIP  198.19.0.10:80/TCP"));
+        assert!(
+            lines[1].ends_with("198.18.1.11:8080 (ready), 198.18.1.12:8080 (terminating)"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn empty_frontend_says_what_it_does() {
+        let table = plan_table(&[frontend(Vec::new())]);
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .is_some_and(|l| l.ends_with("<none: reject>")),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn dump_table_shows_counters_and_nonzero_drops() {
+        let state = FrontendState {
+            frontend: frontend(Vec::new()),
+            rev_nat_id: 1,
+            packets: 7,
+            bytes: 420,
+        };
+        let drops = [
+            DropCounter {
+                reason: "malformed",
+                packets: 0,
+            },
+            DropCounter {
+                reason: "no_backend_reset",
+                packets: 3,
+            },
+        ];
+        let table = dump_table(&[state], &drops);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].ends_with("<none: reject>  7        420"),
+            "{table}"
+        );
+        assert_eq!(lines[2], "not forwarded: no_backend_reset=3");
+    }
+}

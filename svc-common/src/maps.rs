@@ -1,0 +1,203 @@
+//! Keys and values of the load-balancing maps (modelled on Cilium's lb4 maps).
+
+/// IP protocol numbers the datapath translates.
+pub mod proto {
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+}
+
+/// Map names, as pinned under the agent's bpffs directory.
+pub mod names {
+    pub const SERVICES: &str = "SERVICES_V1";
+    pub const BACKENDS: &str = "BACKENDS_V1";
+    pub const REV_NAT: &str = "REV_NAT_V1";
+    pub const FRONTEND_META: &str = "FE_META_V1";
+    pub const CT: &str = "CT_V1";
+    pub const FRONTEND_STATS: &str = "FE_STATS_V1";
+    pub const DROP_STATS: &str = "DROPS_V1";
+    /// Every map the agent pins, in the order they are created.
+    pub const ALL: [&str; 7] = [
+        SERVICES,
+        BACKENDS,
+        REV_NAT,
+        FRONTEND_META,
+        CT,
+        FRONTEND_STATS,
+        DROP_STATS,
+    ];
+}
+
+/// Capacities. `MAX_FRONTENDS` also bounds `rev_nat_id`, which indexes the
+/// per-frontend counters array.
+pub const MAX_FRONTENDS: u32 = 65_536;
+pub const MAX_SERVICE_SLOTS: u32 = 1_048_576;
+pub const MAX_BACKENDS: u32 = 262_144;
+pub const MAX_FLOWS: u32 = 262_144;
+
+/// Which traffic a frontend entry serves. Scope 0 is the only one written so
+/// far; the field is reserved for per-traffic-policy tables.
+pub const SCOPE_ALL: u8 = 0;
+
+/// SERVICES key: one frontend (address, port, protocol) and one slot of it.
+/// Slot 0 holds the frontend's header, slots 1.. its backends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrontendKey {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub proto: u8,
+    pub scope: u8,
+    pub slot: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<FrontendKey>() == 12);
+
+impl FrontendKey {
+    pub const fn new(addr_be: u32, port_be: u16, proto: u8, slot: u16) -> Self {
+        Self {
+            addr_be,
+            port_be,
+            proto,
+            scope: SCOPE_ALL,
+            slot,
+            _pad: 0,
+        }
+    }
+
+    pub const fn with_slot(&self, slot: u16) -> Self {
+        Self { slot, ..*self }
+    }
+}
+
+/// SERVICES value. In slot 0 (the frontend header) `count`,
+/// `terminating_count`, `rev_nat_id`, `flags` and `affinity_timeout_s` are
+/// meaningful; in slot n only `backend_id` is.
+///
+/// New flows pick among slots `1..=count`. Terminating backends sit in slots
+/// `count+1..=count+terminating_count` and are used only when `count` is 0,
+/// as kube-proxy falls back to serving-and-terminating endpoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceSlot {
+    pub backend_id: u32,
+    pub count: u16,
+    pub terminating_count: u16,
+    pub rev_nat_id: u32,
+    pub flags: u16,
+    pub _pad: u16,
+    pub affinity_timeout_s: u32,
+}
+const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 20);
+
+/// Frontend flags (slot 0 `flags`).
+pub mod frontend_flags {
+    /// With no backend, drop instead of answering with a reset
+    /// (externalTrafficPolicy=Local without a local endpoint).
+    pub const DROP_WHEN_EMPTY: u16 = 1 << 0;
+}
+
+/// BACKENDS value, keyed by a `u32` backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub proto: u8,
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+
+/// REV_NAT value, keyed by a `u32` rev_nat_id: the frontend replies must
+/// appear to come from.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevNat {
+    pub addr_be: u32,
+    pub port_be: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
+
+pub const SERVICE_NAME_LEN: usize = 128;
+pub const PORT_NAME_LEN: usize = 16;
+
+/// FE_META value, keyed by rev_nat_id: what the frontend is, for `dump`.
+/// The kernel programs never read it; it lets the tables explain themselves
+/// without the agent's memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontendMeta {
+    /// One of [`frontend_kind`].
+    pub kind: u8,
+    pub service_len: u8,
+    pub port_name_len: u8,
+    pub _pad: u8,
+    /// `NAMESPACE/NAME`, UTF-8, `service_len` bytes used.
+    pub service: [u8; SERVICE_NAME_LEN],
+    /// The Service port's name, `port_name_len` bytes used.
+    pub port_name: [u8; PORT_NAME_LEN],
+}
+const _: () = assert!(core::mem::size_of::<FrontendMeta>() == 148);
+
+pub mod frontend_kind {
+    pub const CLUSTER_IP: u8 = 1;
+    pub const NODE_PORT: u8 = 2;
+    pub const LOAD_BALANCER: u8 = 3;
+    pub const EXTERNAL_IP: u8 = 4;
+}
+
+/// CT key: a flow's 5-tuple as it appears on the wire in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+
+/// CT value. A translated flow has two entries: the original direction
+/// (client → frontend, `flags` without [`flow_flags::REPLY`]) and the reply
+/// direction (backend → client, with it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flow {
+    pub backend_id: u32,
+    pub rev_nat_id: u32,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Flow>() == 32);
+
+pub mod flow_flags {
+    /// The entry matches replies (backend → client): reverse-NAT them.
+    pub const REPLY: u32 = 1 << 0;
+}
+
+/// FE_STATS value (per CPU), indexed by rev_nat_id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrontendCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<FrontendCounters>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type is repr(C), has no implicit padding (the size
+    // assertions above pin each layout) and is valid for any bit pattern.
+    unsafe impl aya::Pod for super::FrontendKey {}
+    unsafe impl aya::Pod for super::ServiceSlot {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::RevNat {}
+    unsafe impl aya::Pod for super::FrontendMeta {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::FrontendCounters {}
+}

@@ -1,0 +1,46 @@
+//! Reasons a packet addressed to the datapath was not forwarded as-is. Each
+//! reason indexes one per-CPU counter in DROPS_V1.
+
+/// Index into DROPS_V1.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A header was cut short or claimed a length the packet does not have.
+    Malformed = 0,
+    /// A frontend with no usable backend; a TCP reset was sent back.
+    NoBackendReset = 1,
+    /// A frontend with no usable backend, and no reply is made
+    /// (UDP for now, or a frontend marked drop-when-empty).
+    NoBackendDrop = 2,
+    /// A slot or backend the frontend header points at is missing.
+    SlotMissing = 3,
+    /// The conntrack table refused an insert.
+    FlowInsertFailed = 4,
+    /// A kernel helper that rewrites the packet failed.
+    RewriteFailed = 5,
+}
+
+impl DropReason {
+    pub const COUNT: u32 = 6;
+
+    pub const ALL: [DropReason; Self::COUNT as usize] = [
+        DropReason::Malformed,
+        DropReason::NoBackendReset,
+        DropReason::NoBackendDrop,
+        DropReason::SlotMissing,
+        DropReason::FlowInsertFailed,
+        DropReason::RewriteFailed,
+    ];
+
+    /// The name `dump` and the metrics use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::NoBackendReset => "no_backend_reset",
+            DropReason::NoBackendDrop => "no_backend_drop",
+            DropReason::SlotMissing => "slot_missing",
+            DropReason::FlowInsertFailed => "flow_insert_failed",
+            DropReason::RewriteFailed => "rewrite_failed",
+        }
+    }
+}

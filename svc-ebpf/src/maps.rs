@@ -1,0 +1,42 @@
+//! Every map the programs use. Layouts and names come from svc-common; the
+//! agent creates and pins them (by these names) before it loads programs.
+use aya_ebpf::{
+    btf_maps::{HashMap, LruHashMap, PerCpuArray},
+    macros::btf_map,
+};
+use svc_common::{
+    Backend, DropReason, Flow, FlowKey, FrontendCounters, FrontendKey, FrontendMeta, MAX_BACKENDS,
+    MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICE_SLOTS, RevNat, ServiceSlot,
+};
+
+/// Frontend (address, port, protocol, slot) → slot 0 header or slot n backend.
+#[btf_map]
+pub static SERVICES_V1: HashMap<FrontendKey, ServiceSlot, { MAX_SERVICE_SLOTS as usize }> =
+    HashMap::new();
+
+/// backend_id → backend address.
+#[btf_map]
+pub static BACKENDS_V1: HashMap<u32, Backend, { MAX_BACKENDS as usize }> = HashMap::new();
+
+/// rev_nat_id → the frontend address replies are rewritten to.
+#[btf_map]
+pub static REV_NAT_V1: HashMap<u32, RevNat, { MAX_FRONTENDS as usize }> = HashMap::new();
+
+/// rev_nat_id → what the frontend is. Written by the agent, read by `dump`;
+/// declared here so it is created, pinned and typed like the others.
+#[btf_map]
+pub static FE_META_V1: HashMap<u32, FrontendMeta, { MAX_FRONTENDS as usize }> = HashMap::new();
+
+/// Conntrack: both directions of every translated flow. LRU, so a full table
+/// evicts the least recently seen flow instead of refusing new ones.
+#[btf_map]
+pub static CT_V1: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap::new();
+
+/// Per-frontend packet and byte counters, indexed by rev_nat_id.
+#[btf_map]
+pub static FE_STATS_V1: PerCpuArray<FrontendCounters, { MAX_FRONTENDS as usize }> =
+    PerCpuArray::new();
+
+/// Per-reason counters of packets not forwarded as they came.
+#[btf_map]
+pub static DROPS_V1: PerCpuArray<u64, { DropReason::COUNT as usize }> = PerCpuArray::new();

@@ -1,0 +1,123 @@
+//! Header parsing shared by every attach point. Reads go through [`Packet`],
+//! so each program type supplies its own bounds-checked access; every offset
+//! comes from the headers themselves (the IPv4 IHL is honoured).
+use svc_common::{DropReason, proto};
+
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const IPV4_MIN_HLEN: usize = 20;
+const TCP_MIN_HLEN: usize = 20;
+const UDP_HLEN: usize = 8;
+/// More-fragments flag and fragment offset bits of `frag_off`.
+const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Bounds-checked access to packet bytes.
+pub trait Packet {
+    /// Reads a `T` at `offset`, or fails when the packet is shorter.
+    fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason>;
+    /// Length of the whole packet (link layer included).
+    fn len(&self) -> usize;
+}
+
+/// What a packet is, as far as the load balancer cares.
+pub enum Parsed {
+    /// Not IPv4 TCP/UDP, or a fragment: not ours to translate.
+    Other,
+    Ipv4(Ipv4Flow),
+}
+
+/// An IPv4 TCP or UDP packet, fields as on the wire.
+#[derive(Clone, Copy)]
+pub struct Ipv4Flow {
+    pub l4_off: usize,
+    /// Bytes of the IP datagram (header included), from `tot_len`.
+    pub ip_len: u16,
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub proto: u8,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    /// TCP flags byte; 0 for UDP.
+    pub tcp_flags: u8,
+}
+
+impl Ipv4Flow {
+    /// Offset of the L4 checksum field.
+    pub fn l4_csum_off(&self) -> usize {
+        if self.proto == proto::TCP {
+            self.l4_off + 16
+        } else {
+            self.l4_off + 6
+        }
+    }
+}
+
+pub const IP_OFF: usize = ETH_HLEN;
+pub const IP_CSUM_OFF: usize = IP_OFF + 10;
+pub const IP_SADDR_OFF: usize = IP_OFF + 12;
+pub const IP_DADDR_OFF: usize = IP_OFF + 16;
+
+/// Parses Ethernet + IPv4 + TCP/UDP. Errors only for packets that claim to be
+/// IPv4 TCP/UDP and are not well formed; those are dropped, so no half-parsed
+/// packet is ever rewritten.
+#[inline(always)]
+pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
+    let ether_type: u16 = pkt.read(12)?;
+    if ether_type != ETH_P_IP.to_be() {
+        return Ok(Parsed::Other);
+    }
+    let version_ihl: u8 = pkt.read(IP_OFF)?;
+    if version_ihl >> 4 != 4 {
+        return Err(DropReason::Malformed);
+    }
+    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    if ihl < IPV4_MIN_HLEN {
+        return Err(DropReason::Malformed);
+    }
+    let ip_len = u16::from_be(pkt.read::<u16>(IP_OFF + 2)?);
+    if usize::from(ip_len) < ihl || IP_OFF + usize::from(ip_len) > pkt.len() {
+        return Err(DropReason::Malformed);
+    }
+    let frag_off = u16::from_be(pkt.read::<u16>(IP_OFF + 6)?);
+    if frag_off & IP_MF_OFFSET_MASK != 0 {
+        // Fragments carry no (or only the first) L4 header; they pass to the
+        // stack untranslated.
+        return Ok(Parsed::Other);
+    }
+    let ip_proto: u8 = pkt.read(IP_OFF + 9)?;
+    let l4_off = IP_OFF + ihl;
+    let l4_len = usize::from(ip_len) - ihl;
+    let tcp_flags = match ip_proto {
+        proto::TCP => {
+            let data_off: u8 = pkt.read(l4_off + 12)?;
+            let tcp_hlen = usize::from(data_off >> 4) * 4;
+            if tcp_hlen < TCP_MIN_HLEN || tcp_hlen > l4_len {
+                return Err(DropReason::Malformed);
+            }
+            pkt.read::<u8>(l4_off + 13)?
+        }
+        proto::UDP => {
+            let udp_len = usize::from(u16::from_be(pkt.read::<u16>(l4_off + 4)?));
+            if udp_len < UDP_HLEN || udp_len > l4_len {
+                return Err(DropReason::Malformed);
+            }
+            0
+        }
+        _ => return Ok(Parsed::Other),
+    };
+    Ok(Parsed::Ipv4(Ipv4Flow {
+        l4_off,
+        ip_len,
+        saddr_be: pkt.read(IP_SADDR_OFF)?,
+        daddr_be: pkt.read(IP_DADDR_OFF)?,
+        proto: ip_proto,
+        sport_be: pkt.read(l4_off)?,
+        dport_be: pkt.read(l4_off + 2)?,
+        tcp_flags,
+    }))
+}

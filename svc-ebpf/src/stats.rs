@@ -1,0 +1,23 @@
+//! Counters: per-packet visibility without logging.
+use svc_common::DropReason;
+
+use crate::maps::{DROPS_V1, FE_STATS_V1};
+
+#[inline(always)]
+pub fn count_drop(reason: DropReason) {
+    if let Some(counter) = DROPS_V1.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_frontend(rev_nat_id: u32, bytes: u32) {
+    if let Some(counters) = FE_STATS_V1.get_ptr_mut(rev_nat_id) {
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        unsafe {
+            (*counters).packets += 1;
+            (*counters).bytes += u64::from(bytes);
+        }
+    }
+}

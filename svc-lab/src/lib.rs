@@ -1,0 +1,42 @@
+//! A cluster made of network namespaces on one machine, for tests and for
+//! trying svc-lb without Kubernetes.
+//!
+//! [`Topology`] declares nodes, their pods and one external client; [`Lab`]
+//! builds it (namespaces joined by veths, addresses from 198.18.0.0/15, no
+//! default routes, TX checksum offload off) and removes all of it on drop,
+//! also while a failing test unwinds. Leftovers of killed runs are swept
+//! when the next lab comes up.
+pub mod netns;
+pub mod server;
+mod topology;
+
+use std::{io, path::PathBuf};
+
+pub use topology::{Lab, LabNode, LabPod, NodeSpec, PodSpec, Topology};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{what}")]
+    Io { what: String, source: io::Error },
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    #[error("a thread inside network namespace {namespace} panicked")]
+    ThreadPanicked { namespace: String },
+    #[error("no {kind} named {name} in this lab")]
+    Unknown { kind: &'static str, name: String },
+    #[error("topology: {0}")]
+    Topology(String),
+    #[error("the lab needs root (network namespaces, BPF): run it as root")]
+    NotRoot,
+    #[error("datapath of node {node}")]
+    Datapath {
+        node: String,
+        source: Box<svc_agent::dataplane::DataplaneError>,
+    },
+}
+
+/// Where labs pin their nodes' maps: one directory per lab, one per node
+/// inside it.
+pub fn pin_root() -> PathBuf {
+    PathBuf::from("/sys/fs/bpf/svc-lab")
+}

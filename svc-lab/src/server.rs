@@ -1,0 +1,205 @@
+//! The server every lab pod runs: HTTP on its TCP ports, echo on its UDP
+//! ports. Every answer says who answered and which client address it saw,
+//! so tests can tell the backend and check NAT from the reply alone.
+use std::{io, net::SocketAddr};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::watch,
+};
+
+/// Who is answering.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub pod: String,
+    pub node: String,
+}
+
+impl Identity {
+    /// The answer body: `pod=NAME node=NAME client=IP:PORT`.
+    pub fn answer(&self, client: SocketAddr) -> String {
+        format!("pod={} node={} client={}\n", self.pod, self.node, client)
+    }
+}
+
+/// What a lab server answered, parsed back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub pod: String,
+    pub node: String,
+    pub client: SocketAddr,
+}
+
+impl Answer {
+    /// Parses an answer body (the last line that holds one).
+    pub fn parse(text: &str) -> Option<Self> {
+        text.lines().rev().find_map(|line| {
+            let mut pod = None;
+            let mut node = None;
+            let mut client = None;
+            for field in line.split_whitespace() {
+                match field.split_once('=') {
+                    Some(("pod", v)) => pod = Some(v.to_owned()),
+                    Some(("node", v)) => node = Some(v.to_owned()),
+                    Some(("client", v)) => client = v.parse().ok(),
+                    _ => {}
+                }
+            }
+            Some(Self {
+                pod: pod?,
+                node: node?,
+                client: client?,
+            })
+        })
+    }
+}
+
+/// Binds every port now (so the caller knows the server is up when this
+/// returns) and serves until `stop` turns true.
+pub async fn bind(
+    identity: Identity,
+    tcp_ports: &[u16],
+    udp_ports: &[u16],
+) -> io::Result<Vec<Listener>> {
+    let mut listeners = Vec::new();
+    for port in tcp_ports {
+        listeners.push(Listener::Tcp(
+            TcpListener::bind(("0.0.0.0", *port)).await?,
+            identity.clone(),
+        ));
+    }
+    for port in udp_ports {
+        listeners.push(Listener::Udp(
+            UdpSocket::bind(("0.0.0.0", *port)).await?,
+            identity.clone(),
+        ));
+    }
+    Ok(listeners)
+}
+
+pub enum Listener {
+    Tcp(TcpListener, Identity),
+    Udp(UdpSocket, Identity),
+}
+
+/// Serves all listeners until `stop` changes.
+pub async fn serve(listeners: Vec<Listener>, mut stop: watch::Receiver<bool>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        match listener {
+            Listener::Tcp(listener, identity) => {
+                tasks.spawn(accept_loop(listener, identity));
+            }
+            Listener::Udp(socket, identity) => {
+                tasks.spawn(echo_loop(socket, identity));
+            }
+        }
+    }
+    let _ = stop.wait_for(|stopped| *stopped).await;
+    tasks.shutdown().await;
+}
+
+async fn accept_loop(listener: TcpListener, identity: Identity) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                connections.spawn(http_connection(stream, peer, identity.clone()));
+            }
+            Err(error) => tracing::warn!(%error, "accept failed"),
+        }
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+/// Minimal HTTP/1.1: answers every request on the connection (keep-alive)
+/// until the client closes or asks to.
+async fn http_connection(mut stream: TcpStream, peer: SocketAddr, identity: Identity) {
+    let mut buffer = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let end = loop {
+            if let Some(end) = find_header_end(&buffer) {
+                break end;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+            if buffer.len() > 64 * 1024 {
+                return;
+            }
+        };
+        let request = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        let close = request.contains("connection: close");
+        buffer.drain(..end);
+        let body = identity.answer(peer);
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" },
+            body
+        );
+        if stream.write_all(response.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+fn find_header_end(buffer: &[u8]) -> Option<usize> {
+    buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+}
+
+async fn echo_loop(socket: UdpSocket, identity: Identity) {
+    let mut buffer = [0u8; 2048];
+    loop {
+        let Ok((_, peer)) = socket.recv_from(&mut buffer).await else {
+            continue;
+        };
+        let _ = socket.send_to(identity.answer(peer).as_bytes(), peer).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_round_trips() {
+        let identity = Identity {
+            pod: "web-1".into(),
+            node: "node-1".into(),
+        };
+        let client: SocketAddr = "198.18.1.12:40000"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let parsed = Answer::parse(&identity.answer(client));
+        assert_eq!(
+            parsed,
+            Some(Answer {
+                pod: "web-1".into(),
+                node: "node-1".into(),
+                client
+            })
+        );
+    }
+
+    #[test]
+    fn answer_parse_rejects_other_text() {
+        assert_eq!(Answer::parse("curl: (7) Failed to connect"), None);
+    }
+
+    #[test]
+    fn header_end_is_found_after_blank_line() {
+        assert_eq!(
+            find_header_end(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest"),
+            Some(27)
+        );
+        assert_eq!(find_header_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+}

@@ -1,0 +1,472 @@
+//! Building and tearing down a lab.
+//!
+//! Addressing (every lab has its own namespaces, so labs never collide):
+//! - fabric: one namespace with bridge `br0` joining the nodes and the client,
+//!   198.18.0.0/24; node i is 198.18.0.(10+i), the client 198.18.0.100;
+//! - node i's pods: 198.18.i.0/24; pod j is 198.18.i.(10+j)/32 behind the
+//!   host-side veth `lxc<j>`, whose gateway address 198.18.i.1 sits on the
+//!   node side of every pod veth (a routed, not bridged, pod network);
+//! - pods reach 198.18.0.0/15 (pods, nodes and 198.19.x.x Service addresses)
+//!   through that gateway; nobody has a default route.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+};
+
+use svc_agent::dataplane::{self, Datapath, Tables};
+use tokio::sync::watch;
+
+use crate::{
+    LabError,
+    netns::{self, Netns, PREFIX},
+    pin_root,
+    server::{self, Identity},
+};
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub nodes: Vec<NodeSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub name: String,
+    pub pods: Vec<PodSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PodSpec {
+    pub name: String,
+    pub tcp_ports: Vec<u16>,
+    pub udp_ports: Vec<u16>,
+}
+
+impl PodSpec {
+    pub fn new(name: &str, tcp_ports: &[u16], udp_ports: &[u16]) -> Self {
+        Self {
+            name: name.to_owned(),
+            tcp_ports: tcp_ports.to_vec(),
+            udp_ports: udp_ports.to_vec(),
+        }
+    }
+}
+
+pub struct LabPod {
+    pub name: String,
+    pub node: String,
+    pub address: Ipv4Addr,
+    /// The host-side veth in the node's namespace.
+    pub host_interface: String,
+    ns: Netns,
+}
+
+impl LabPod {
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
+    pub fn command(&self, program: &str) -> Result<Command, LabError> {
+        self.ns.command(program)
+    }
+}
+
+pub struct LabNode {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub pin_dir: PathBuf,
+    ns: Netns,
+}
+
+impl LabNode {
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+}
+
+struct ServerHandle {
+    stop: watch::Sender<bool>,
+    thread: JoinHandle<()>,
+}
+
+/// A running lab. Dropping it removes everything it made.
+pub struct Lab {
+    id: String,
+    pin_dir: PathBuf,
+    servers: Vec<ServerHandle>,
+    // Dropped after `Drop::drop` ran, in this order: pods, nodes, client,
+    // fabric (each `Netns` deletes its namespace).
+    pods: Vec<LabPod>,
+    nodes: Vec<LabNode>,
+    client: Option<Netns>,
+    fabric: Option<Netns>,
+}
+
+static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
+
+pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+impl Lab {
+    pub fn up(topology: &Topology) -> Result<Self, LabError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(LabError::NotRoot);
+        }
+        if topology.nodes.is_empty() || topology.nodes.len() > 200 {
+            return Err(LabError::Topology("a lab has 1 to 200 nodes".into()));
+        }
+        ensure_bpffs()?;
+        netns::sweep_stale(&pin_root());
+        let id = format!(
+            "{PREFIX}{}x{}",
+            std::process::id(),
+            LAB_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut lab = Self {
+            pin_dir: pin_root().join(&id),
+            id,
+            servers: Vec::new(),
+            pods: Vec::new(),
+            nodes: Vec::new(),
+            client: None,
+            fabric: None,
+        };
+        // On any error below, dropping `lab` removes what was made so far.
+        lab.build(topology)?;
+        Ok(lab)
+    }
+
+    fn ns_name(&self, role: &str, name: &str) -> String {
+        format!("{}-{role}-{name}", self.id)
+    }
+
+    fn build(&mut self, topology: &Topology) -> Result<(), LabError> {
+        let fabric = Netns::create(&self.ns_name("fabric", "net"))?;
+        fabric.ip(&["link", "add", "br0", "type", "bridge"])?;
+        fabric.ip(&["link", "set", "br0", "up"])?;
+        self.fabric = Some(fabric);
+
+        for (index, spec) in topology.nodes.iter().enumerate() {
+            let number = index as u8 + 1;
+            let node = self.add_node(spec, number)?;
+            self.nodes.push(node);
+        }
+        for (index, node) in self.nodes.iter().enumerate() {
+            for (other_index, other) in self.nodes.iter().enumerate() {
+                if index != other_index {
+                    let cidr = format!("198.18.{}.0/24", other_index + 1);
+                    node.ns
+                        .ip(&["route", "add", &cidr, "via", &other.address.to_string()])?;
+                }
+            }
+        }
+        for (index, spec) in topology.nodes.iter().enumerate() {
+            for (pod_index, pod) in spec.pods.iter().enumerate() {
+                self.add_pod(index, pod_index, pod)?;
+            }
+        }
+
+        let client = Netns::create(&self.ns_name("client", "ext"))?;
+        self.plug_into_fabric(&client, "client", CLIENT_ADDRESS)?;
+        self.client = Some(client);
+        Ok(())
+    }
+
+    /// A veth from `ns` (as `eth0`) to the fabric bridge.
+    fn plug_into_fabric(&self, ns: &Netns, port: &str, address: Ipv4Addr) -> Result<(), LabError> {
+        let Some(fabric) = &self.fabric else {
+            return Err(LabError::Topology("no fabric".into()));
+        };
+        fabric.ip(&[
+            "link",
+            "add",
+            port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        fabric.ip(&["link", "set", port, "master", "br0", "up"])?;
+        ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        checksum_offload_off(fabric, port)?;
+        checksum_offload_off(ns, "eth0")
+    }
+
+    fn add_node(&self, spec: &NodeSpec, number: u8) -> Result<LabNode, LabError> {
+        let ns = Netns::create(&self.ns_name("node", &spec.name))?;
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.rp_filter", "0"),
+            ("net.ipv4.conf.default.rp_filter", "0"),
+        ] {
+            ns.sysctl(key, value)?;
+        }
+        let address = Ipv4Addr::new(198, 18, 0, 10 + number);
+        self.plug_into_fabric(&ns, &format!("n{number}"), address)?;
+        Ok(LabNode {
+            name: spec.name.clone(),
+            address,
+            pin_dir: self.pin_dir.join(&spec.name),
+            ns,
+        })
+    }
+
+    fn add_pod(
+        &mut self,
+        node_index: usize,
+        pod_index: usize,
+        spec: &PodSpec,
+    ) -> Result<(), LabError> {
+        if pod_index >= 200 {
+            return Err(LabError::Topology("at most 200 pods per node".into()));
+        }
+        let node = &self.nodes[node_index];
+        let subnet = node_index as u8 + 1;
+        let gateway = Ipv4Addr::new(198, 18, subnet, 1);
+        let address = Ipv4Addr::new(198, 18, subnet, 10 + pod_index as u8);
+        let host_interface = format!("lxc{pod_index}");
+        let ns = Netns::create(&self.ns_name("pod", &spec.name))?;
+
+        node.ns.ip(&[
+            "link",
+            "add",
+            &host_interface,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
+        ns.ip(&["addr", "add", &format!("{address}/32"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        ns.ip(&[
+            "route",
+            "add",
+            &gateway.to_string(),
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "198.18.0.0/15",
+            "via",
+            &gateway.to_string(),
+            "dev",
+            "eth0",
+        ])?;
+        node.ns.ip(&[
+            "addr",
+            "add",
+            &format!("{gateway}/32"),
+            "dev",
+            &host_interface,
+        ])?;
+        node.ns.ip(&["link", "set", &host_interface, "up"])?;
+        node.ns.ip(&[
+            "route",
+            "add",
+            &format!("{address}/32"),
+            "dev",
+            &host_interface,
+        ])?;
+        checksum_offload_off(&ns, "eth0")?;
+        checksum_offload_off(&node.ns, &host_interface)?;
+
+        let identity = Identity {
+            pod: spec.name.clone(),
+            node: node.name.clone(),
+        };
+        let server = start_server(&ns, identity, &spec.tcp_ports, &spec.udp_ports)?;
+        self.servers.push(server);
+        self.pods.push(LabPod {
+            name: spec.name.clone(),
+            node: node.name.clone(),
+            address,
+            host_interface,
+            ns,
+        });
+        Ok(())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn node(&self, name: &str) -> Result<&LabNode, LabError> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| LabError::Unknown {
+                kind: "node",
+                name: name.to_owned(),
+            })
+    }
+
+    pub fn pod(&self, name: &str) -> Result<&LabPod, LabError> {
+        self.pods
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| LabError::Unknown {
+                kind: "pod",
+                name: name.to_owned(),
+            })
+    }
+
+    pub fn pods(&self) -> &[LabPod] {
+        &self.pods
+    }
+
+    pub fn client(&self) -> Result<&Netns, LabError> {
+        self.client.as_ref().ok_or_else(|| LabError::Unknown {
+            kind: "client",
+            name: "client".into(),
+        })
+    }
+
+    /// Loads svc-lb's datapath for `node` (maps pinned in the node's pin
+    /// directory) and attaches it to every pod veth of that node.
+    pub fn load_datapath(&self, node: &str) -> Result<(), LabError> {
+        let lab_node = self.node(node)?;
+        let pin_dir = lab_node.pin_dir.clone();
+        let interfaces: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|p| p.node == node)
+            .map(|p| p.host_interface.clone())
+            .collect();
+        let node_name = node.to_owned();
+        lab_node
+            .ns
+            .in_thread(move || {
+                let mut datapath = Datapath::load(Some(&pin_dir))?;
+                for interface in &interfaces {
+                    datapath.attach_pod_interface(interface)?;
+                }
+                Ok::<(), dataplane::DataplaneError>(())
+            })?
+            .map_err(|source| LabError::Datapath {
+                node: node_name,
+                source: Box::new(source),
+            })
+    }
+
+    /// The pinned maps of `node`'s datapath.
+    pub fn tables(&self, node: &str) -> Result<Tables, LabError> {
+        Tables::open_pinned(&self.node(node)?.pin_dir).map_err(|source| LabError::Datapath {
+            node: node.to_owned(),
+            source: Box::new(source),
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for server in self.servers.drain(..) {
+            let _ = server.stop.send(true);
+            let _ = server.thread.join();
+        }
+        // Pinned links hold the programs; removing them detaches.
+        let _ = dataplane::remove_pins(&self.pin_dir);
+        // The namespaces go when the fields drop, right after this.
+    }
+}
+
+fn checksum_offload_off(ns: &Netns, interface: &str) -> Result<(), LabError> {
+    // Without this a veth hands packets on with a partial checksum, and a
+    // datapath that breaks checksums would still pass every test.
+    netns::run(ns.command("ethtool")?.args(["-K", interface, "tx", "off"]))?;
+    Ok(())
+}
+
+/// Starts a pod's server on a thread inside the pod's namespace and returns
+/// once every port is bound.
+fn start_server(
+    ns: &Netns,
+    identity: Identity,
+    tcp_ports: &[u16],
+    udp_ports: &[u16],
+) -> Result<ServerHandle, LabError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let path = ns.path();
+    let tcp_ports = tcp_ports.to_vec();
+    let udp_ports = udp_ports.to_vec();
+    let thread = std::thread::spawn(move || {
+        let result = netns::enter(&path).and_then(|()| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| LabError::Io {
+                    what: "starting a runtime".into(),
+                    source,
+                })
+        });
+        let runtime = match result {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                let _ = ready_tx.send(Err(error));
+                return;
+            }
+        };
+        runtime.block_on(async move {
+            match server::bind(identity, &tcp_ports, &udp_ports).await {
+                Ok(listeners) => {
+                    let _ = ready_tx.send(Ok(()));
+                    server::serve(listeners, stop_rx).await;
+                }
+                Err(source) => {
+                    let _ = ready_tx.send(Err(LabError::Io {
+                        what: "binding the lab server's ports".into(),
+                        source,
+                    }));
+                }
+            }
+        });
+    });
+    let ready = ready_rx.recv().map_err(|_| LabError::ThreadPanicked {
+        namespace: ns.name().to_owned(),
+    })?;
+    let handle = ServerHandle { stop, thread };
+    match ready {
+        Ok(()) => Ok(handle),
+        Err(error) => {
+            let _ = handle.thread.join();
+            Err(error)
+        }
+    }
+}
+
+/// Mounts bpffs on /sys/fs/bpf when nothing is mounted there.
+pub fn ensure_bpffs() -> Result<(), LabError> {
+    let root = Path::new("/sys/fs/bpf");
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .map(|mounts| {
+            mounts
+                .lines()
+                .any(|line| line.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+        })
+        .unwrap_or(false);
+    if !mounted {
+        netns::run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(root))?;
+    }
+    Ok(())
+}
