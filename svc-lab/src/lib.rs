@@ -12,7 +12,7 @@ mod topology;
 
 use std::{io, path::PathBuf};
 
-pub use topology::{Lab, LabNode, LabPod, NodeSpec, PodSpec, Topology};
+pub use topology::{Lab, LabNode, LabPod, NodeSpec, PodSpec, Topology, ensure_bpffs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

@@ -1,1 +1,241 @@
+//! Helpers for the integration tests: frames built and checked independently
+//! of the code under test.
+//!
+//! Checksums are verified here from first principles (RFC 1071 over the
+//! header, the pseudo header for L4), not with the datapath's helpers nor the
+//! library that builds the frames, so a bug in either cannot hide itself.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers panic on misuse"
+)]
 
+use std::net::Ipv4Addr;
+
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
+use etherparse::PacketBuilder;
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+pub const POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+pub const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+pub mod offsets {
+    pub const IP: usize = 14;
+    pub const IP_CSUM: usize = IP + 10;
+    pub const IP_SADDR: usize = IP + 12;
+    pub const IP_DADDR: usize = IP + 16;
+}
+
+/// A TCP segment from a pod (source MAC = pod, destination = host side).
+pub fn tcp_frame(
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    seq: u32,
+    flags: TcpFlags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut builder = PacketBuilder::ethernet2(POD_MAC, HOST_MAC)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, seq, 64240);
+    if flags.syn {
+        builder = builder.syn();
+    }
+    if let Some(ack) = flags.ack {
+        builder = builder.ack(ack);
+    }
+    if flags.rst {
+        builder = builder.rst();
+    }
+    if flags.psh {
+        builder = builder.psh();
+    }
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, payload).unwrap();
+    frame
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub ack: Option<u32>,
+    pub rst: bool,
+    pub psh: bool,
+}
+
+pub const SYN: TcpFlags = TcpFlags {
+    syn: true,
+    ack: None,
+    rst: false,
+    psh: false,
+};
+
+pub fn udp_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(POD_MAC, HOST_MAC)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .udp(src.1, dst.1);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    builder.write(&mut frame, payload).unwrap();
+    frame
+}
+
+/// Runs the TC program once on `frame`: (return code, bytes out).
+pub fn run_tc(program: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len().max(128) + 64];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+fn ones_complement_sum(bytes: &[u8], mut sum: u32) -> u32 {
+    for chunk in bytes.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u32::from(chunk[0]) << 8 | u32::from(chunk[1])
+        } else {
+            u32::from(chunk[0]) << 8
+        };
+        sum += word;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+/// The IPv4 header length of the frame's packet.
+pub fn ihl(frame: &[u8]) -> usize {
+    usize::from(frame[offsets::IP] & 0x0f) * 4
+}
+
+/// Checks the IPv4 header checksum and the TCP/UDP checksum of an Ethernet
+/// frame. Err names the first checksum that does not hold.
+pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
+    let ip = &frame[offsets::IP..];
+    let ihl = ihl(frame);
+    if ones_complement_sum(&ip[..ihl], 0) != 0xffff {
+        return Err("IPv4 header checksum".into());
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let l4 = &ip[ihl..total];
+    let proto = ip[9];
+    if proto == 17 && l4[6] == 0 && l4[7] == 0 {
+        return Ok(()); // UDP without checksum
+    }
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&ip[12..20]);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    if ones_complement_sum(l4, ones_complement_sum(&pseudo, 0)) != 0xffff {
+        return Err(if proto == 6 {
+            "TCP checksum"
+        } else {
+            "UDP checksum"
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Recomputes both checksums of a frame (to build expected frames).
+pub fn fix_checksums(frame: &mut [u8]) {
+    let ihl = ihl(frame);
+    let ip_start = offsets::IP;
+    frame[offsets::IP_CSUM] = 0;
+    frame[offsets::IP_CSUM + 1] = 0;
+    let sum = !(ones_complement_sum(&frame[ip_start..ip_start + ihl], 0) as u16);
+    frame[offsets::IP_CSUM..offsets::IP_CSUM + 2].copy_from_slice(&sum.to_be_bytes());
+    let total = usize::from(u16::from_be_bytes([
+        frame[ip_start + 2],
+        frame[ip_start + 3],
+    ]));
+    let proto = frame[ip_start + 9];
+    let l4_start = ip_start + ihl;
+    let csum_off = l4_start + if proto == 6 { 16 } else { 6 };
+    if proto == 17 && frame[csum_off] == 0 && frame[csum_off + 1] == 0 {
+        return;
+    }
+    frame[csum_off] = 0;
+    frame[csum_off + 1] = 0;
+    let mut pseudo = Vec::with_capacity(12);
+    pseudo.extend_from_slice(&frame[ip_start + 12..ip_start + 20]);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&((total - ihl) as u16).to_be_bytes());
+    let l4 = &frame[l4_start..ip_start + total];
+    let mut sum = !(ones_complement_sum(l4, ones_complement_sum(&pseudo, 0)) as u16);
+    if proto == 17 && sum == 0 {
+        sum = 0xffff;
+    }
+    frame[csum_off..csum_off + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// `frame` with the destination (or source) address and port replaced and
+/// checksums recomputed here: what a correct NAT must produce, byte for byte.
+pub fn rewritten(frame: &[u8], destination: bool, addr: Ipv4Addr, port: u16) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    let l4 = offsets::IP + ihl(frame);
+    let (addr_off, port_off) = if destination {
+        (offsets::IP_DADDR, l4 + 2)
+    } else {
+        (offsets::IP_SADDR, l4)
+    };
+    out[addr_off..addr_off + 4].copy_from_slice(&addr.octets());
+    out[port_off..port_off + 2].copy_from_slice(&port.to_be_bytes());
+    fix_checksums(&mut out);
+    out
+}
+
+/// One lab node `node-1` with pods `web` (TCP 8080, UDP 5353) and `curl`,
+/// svc-lb loaded, and the given frontends applied.
+pub fn one_node_lab(frontends: &[svc_agent::model::Frontend]) -> svc_lab::Lab {
+    use svc_lab::{Lab, NodeSpec, PodSpec, Topology};
+    let lab = Lab::up(&Topology {
+        nodes: vec![NodeSpec {
+            name: "node-1".into(),
+            pods: vec![
+                PodSpec::new("web", &[8080], &[5353]),
+                PodSpec::new("curl", &[], &[]),
+            ],
+        }],
+    })
+    .expect("lab up (root)");
+    lab.load_datapath("node-1").expect("datapath");
+    lab.tables("node-1").unwrap().apply(frontends).unwrap();
+    lab
+}
+
+/// A ClusterIP frontend `test/NAME` with ready backends.
+pub fn cluster_ip(
+    name: &str,
+    address: Ipv4Addr,
+    port: u16,
+    protocol: svc_agent::model::Protocol,
+    backends: &[(Ipv4Addr, u16)],
+) -> svc_agent::model::Frontend {
+    use svc_agent::model::{BackendRef, BackendState, Frontend, FrontendKind, OnEmpty};
+    Frontend {
+        service: format!("test/{name}"),
+        port_name: String::new(),
+        kind: FrontendKind::ClusterIP,
+        address,
+        port,
+        protocol,
+        backends: backends
+            .iter()
+            .map(|(address, port)| BackendRef {
+                address: *address,
+                port: *port,
+                state: BackendState::Ready,
+            })
+            .collect(),
+        affinity_timeout_seconds: None,
+        on_empty: OnEmpty::Reject,
+    }
+}

@@ -1,1 +1,162 @@
-fn main() {}
+//! Project tasks. `cargo xtask setup` runs first in every other task.
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing: the eBPF nightly, bpf-linker built against
+    /// its LLVM, and the Debian packages the tests use.
+    Setup,
+    /// Run every test (needs root: BPF and network namespaces), then check
+    /// that nothing of ours was left behind.
+    Test {
+        /// Passed to `cargo test` (e.g. a test name filter after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// rustfmt check, and clippy with -D warnings on the workspace and on
+    /// svc-ebpf for the BPF target.
+    Lint,
+    /// Build and run the demo: a one-node lab, curl through a ClusterIP, and
+    /// the tables the kernel holds.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    let tools = setup::install(&root)?;
+    match cli.command {
+        Task::Setup => Ok(()),
+        Task::Test { args } => test(&root, &tools, &args),
+        Task::Lint => lint(&root, &tools),
+        Task::Demo => demo(&root),
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// Runs a command to completion, failing with its rendering if it fails.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let rendered = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("starting {rendered}"))?;
+    if !status.success() {
+        bail!("{rendered} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo(root: &Path) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(root);
+    command
+}
+
+fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> anyhow::Result<()> {
+    setup::require_root("the tests load BPF programs and create network namespaces")?;
+    let result = run(cargo(root)
+        .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .args(["test", "--workspace", "--exclude", "svc-ebpf"])
+        .args(args));
+    let leftovers = leftovers();
+    result?;
+    if !leftovers.is_empty() {
+        bail!("the tests left behind: {}", leftovers.join(", "));
+    }
+    println!("no namespace, pin or program of ours is left behind");
+    Ok(())
+}
+
+/// Namespaces, pins and programs of ours still present.
+fn leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("svl") || name.starts_with("svc-test") {
+                found.push(format!("netns {name}"));
+            }
+        }
+    }
+    for dir in ["/sys/fs/bpf/svc-lab", "/sys/fs/bpf/svc-test"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.filter_map(Result::ok) {
+                found.push(format!("pin {}", entry.path().display()));
+            }
+        }
+    }
+    if let Ok(out) = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout);
+        // Program names are cut at 15 characters by the kernel.
+        if text.contains("\"name\":\"svc_from_pod\"") {
+            found.push("program svc_from_pod".into());
+        }
+    }
+    found
+}
+
+fn lint(root: &Path, tools: &setup::Tools) -> anyhow::Result<()> {
+    run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo(root)
+        .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "svc-ebpf",
+            "--all-targets",
+        ])
+        .args(["--", "-D", "warnings"]))?;
+    // svc-ebpf only builds for the BPF target, with the eBPF nightly.
+    run(Command::new("rustup")
+        .current_dir(root.join("svc-ebpf"))
+        .args(["run", &tools.ebpf_toolchain, "cargo", "clippy"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .args([
+            "--target-dir",
+            &root.join("target/ebpf-clippy").to_string_lossy(),
+        ])
+        .args(["--", "-D", "warnings"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("CARGO"))
+}
+
+fn demo(root: &Path) -> anyhow::Result<()> {
+    setup::require_root("the demo creates network namespaces and loads BPF programs")?;
+    run(cargo(root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "svc-lab",
+        "-p",
+        "svc-agent",
+    ]))?;
+    run(Command::new(root.join("target/release/svc-lab")).arg("demo"))
+}

@@ -1,0 +1,123 @@
+//! Real packets through a network-namespace lab: curl from a pod to a
+//! ClusterIP, UDP replies checked for their source, and refused connections.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::{
+    io,
+    net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use svc_agent::model::Protocol;
+use svc_lab::server::Answer;
+use tests::{cluster_ip, one_node_lab};
+
+const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
+
+fn lab() -> svc_lab::Lab {
+    // Pod addresses are fixed by position: web is 198.18.1.10.
+    let web = Ipv4Addr::new(198, 18, 1, 10);
+    one_node_lab(&[
+        cluster_ip("web", CLUSTER_IP, 80, Protocol::TCP, &[(web, 8080)]),
+        cluster_ip("dns", CLUSTER_IP, 53, Protocol::UDP, &[(web, 5353)]),
+        cluster_ip("empty", EMPTY_IP, 80, Protocol::TCP, &[]),
+    ])
+}
+
+#[test]
+fn curl_from_pod_to_cluster_ip_reaches_the_backend_pod() {
+    let lab = lab();
+    let curl = lab.pod("curl").unwrap();
+    assert_eq!(
+        lab.pod("web").unwrap().address,
+        Ipv4Addr::new(198, 18, 1, 10)
+    );
+    let output = curl
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "--max-time", "5", "http://198.19.0.10/"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer = Answer::parse(&stdout).expect("a lab server answer");
+    assert_eq!(answer.pod, "web");
+    assert_eq!(answer.node, "node-1");
+    // No SNAT on this path: the backend sees the client pod itself.
+    assert_eq!(answer.client.ip(), curl.address);
+
+    let states = lab.tables("node-1").unwrap().read().unwrap();
+    let web = states
+        .iter()
+        .find(|s| s.frontend.service == "test/web")
+        .unwrap();
+    assert!(
+        web.packets >= 3,
+        "SYN, ACK, request at least: {}",
+        web.packets
+    );
+}
+
+#[test]
+fn udp_replies_come_from_the_cluster_ip() {
+    let lab = lab();
+    let curl = lab.pod("curl").unwrap();
+    let (reply, from) = curl
+        .netns()
+        .in_thread(|| -> io::Result<(String, SocketAddr)> {
+            let socket = UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(Duration::from_secs(3)))?;
+            socket.send_to(b"ping", (CLUSTER_IP, 53))?;
+            let mut buffer = [0u8; 512];
+            let (len, from) = socket.recv_from(&mut buffer)?;
+            Ok((String::from_utf8_lossy(&buffer[..len]).into_owned(), from))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, SocketAddr::from((CLUSTER_IP, 53)), "reply source");
+    let answer = Answer::parse(&reply).unwrap();
+    assert_eq!(answer.pod, "web");
+    assert_eq!(answer.client.ip(), curl.address);
+}
+
+#[test]
+fn frontend_without_backends_refuses_at_once() {
+    let lab = lab();
+    let curl = lab.pod("curl").unwrap();
+    let (kind, elapsed) = curl
+        .netns()
+        .in_thread(|| {
+            let start = Instant::now();
+            let result = TcpStream::connect_timeout(
+                &SocketAddr::from((EMPTY_IP, 80)),
+                Duration::from_secs(3),
+            );
+            (result.err().map(|e| e.kind()), start.elapsed())
+        })
+        .unwrap();
+    assert_eq!(kind, Some(io::ErrorKind::ConnectionRefused));
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "refused after {elapsed:?}"
+    );
+
+    // curl says what users see: exit code 7, "Couldn't connect".
+    let output = curl
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "--max-time", "5", "http://198.19.0.11/"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(7));
+    let dropped = lab.tables("node-1").unwrap().drop_counters().unwrap();
+    let resets = dropped
+        .iter()
+        .find(|c| c.reason == "no_backend_reset")
+        .unwrap();
+    assert_eq!(resets.packets, 2);
+}
