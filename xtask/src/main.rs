@@ -76,17 +76,74 @@ fn cargo(root: &Path) -> Command {
 
 fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> anyhow::Result<()> {
     setup::require_root("the tests load BPF programs and create network namespaces")?;
-    let result = run(cargo(root)
+    let mut command = cargo(root);
+    command
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
         .args(["test", "--workspace", "--exclude", "svc-ebpf"])
-        .args(args));
+        .args(args);
+    let result = run_counting_tests(&mut command);
     let leftovers = leftovers();
-    result?;
+    let totals = result?;
     if !leftovers.is_empty() {
         bail!("the tests left behind: {}", leftovers.join(", "));
     }
     println!("no namespace, pin or program of ours is left behind");
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
     Ok(())
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs `cargo test`, echoing its output, and adds up the per-binary
+/// `test result:` lines into one closing count.
+fn run_counting_tests(command: &mut Command) -> anyhow::Result<Totals> {
+    use std::io::{BufRead as _, BufReader};
+    let rendered = format!("{command:?}");
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {rendered}"))?;
+    let mut totals = Totals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(summary) = line.strip_prefix("test result: ") {
+                for part in summary.split([';', '.']) {
+                    let mut words = part.split_whitespace();
+                    let (Some(count), Some(what)) = (words.next(), words.next()) else {
+                        continue;
+                    };
+                    let Ok(count) = count.parse::<u64>() else {
+                        continue;
+                    };
+                    match what {
+                        "passed" => totals.passed += count,
+                        "failed" => totals.failed += count,
+                        "ignored" => totals.ignored += count,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!(
+            "{rendered} failed ({status}): {} passed, {} failed",
+            totals.passed,
+            totals.failed
+        );
+    }
+    Ok(totals)
 }
 
 /// Namespaces, pins and programs of ours still present.
