@@ -123,6 +123,8 @@ mod tests {
             backends,
             affinity_timeout_seconds: None,
             on_empty: OnEmpty::Reject,
+            source_ranges: Vec::new(),
+            health_check_node_port: None,
         }
     }
 
@@ -133,11 +135,13 @@ mod tests {
                 address: Ipv4Addr::new(198, 18, 1, 11),
                 port: 8080,
                 state: BackendState::Ready,
+                local: true,
             },
             BackendRef {
                 address: Ipv4Addr::new(198, 18, 1, 12),
                 port: 8080,
                 state: BackendState::Terminating,
+                local: true,
             },
         ])]);
         let lines: Vec<&str> = table.lines().collect();

@@ -15,8 +15,12 @@ pub mod names {
     pub const CT: &str = "CT_V1";
     pub const FRONTEND_STATS: &str = "FE_STATS_V1";
     pub const DROP_STATS: &str = "DROPS_V1";
+    pub const AFFINITY: &str = "AFFINITY_V1";
+    pub const SOURCE_RANGES: &str = "SRC_RANGES_V1";
+    pub const CONFIG: &str = "CONFIG_V1";
+    pub const SOCK_REV_NAT: &str = "SOCK_RNAT_V1";
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 11] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -24,6 +28,10 @@ pub mod names {
         CT,
         FRONTEND_STATS,
         DROP_STATS,
+        AFFINITY,
+        SOURCE_RANGES,
+        CONFIG,
+        SOCK_REV_NAT,
     ];
 }
 
@@ -33,6 +41,9 @@ pub const MAX_FRONTENDS: u32 = 65_536;
 pub const MAX_SERVICE_SLOTS: u32 = 1_048_576;
 pub const MAX_BACKENDS: u32 = 262_144;
 pub const MAX_FLOWS: u32 = 262_144;
+pub const MAX_AFFINITY: u32 = 65_536;
+pub const MAX_SOURCE_RANGES: u32 = 16_384;
+pub const MAX_SOCKETS: u32 = 65_536;
 
 /// Which traffic a frontend entry serves. Scope 0 is the only one written so
 /// far; the field is reserved for per-traffic-policy tables.
@@ -94,6 +105,9 @@ pub mod frontend_flags {
     /// With no backend, drop instead of answering with a reset
     /// (externalTrafficPolicy=Local without a local endpoint).
     pub const DROP_WHEN_EMPTY: u16 = 1 << 0;
+    /// Only clients inside the frontend's SRC_RANGES entries are served
+    /// (loadBalancerSourceRanges).
+    pub const SOURCE_RANGES: u16 = 1 << 1;
 }
 
 /// BACKENDS value, keyed by a `u32` backend id.
@@ -103,9 +117,16 @@ pub struct Backend {
     pub addr_be: u32,
     pub port_be: u16,
     pub proto: u8,
+    /// [`backend_flags`].
     pub flags: u8,
 }
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+
+pub mod backend_flags {
+    /// The backend runs on this node: external traffic reaches it without
+    /// source NAT, replies pass this node anyway.
+    pub const LOCAL: u8 = 1 << 0;
+}
 
 /// REV_NAT value, keyed by a `u32` rev_nat_id: the frontend replies must
 /// appear to come from.
@@ -132,12 +153,15 @@ pub struct FrontendMeta {
     pub service_len: u8,
     pub port_name_len: u8,
     pub _pad: u8,
+    /// healthCheckNodePort (host order), 0 for none.
+    pub health_check_node_port: u16,
+    pub _pad2: u16,
     /// `NAMESPACE/NAME`, UTF-8, `service_len` bytes used.
     pub service: [u8; SERVICE_NAME_LEN],
     /// The Service port's name, `port_name_len` bytes used.
     pub port_name: [u8; PORT_NAME_LEN],
 }
-const _: () = assert!(core::mem::size_of::<FrontendMeta>() == 148);
+const _: () = assert!(core::mem::size_of::<FrontendMeta>() == 152);
 
 pub mod frontend_kind {
     pub const CLUSTER_IP: u8 = 1;
@@ -161,7 +185,7 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 
 /// CT value. A translated flow has two entries: the original direction
 /// (client → frontend, `flags` without [`flow_flags::REPLY`]) and the reply
-/// direction (backend → client, with it).
+/// direction (backend → client or, with source NAT, backend → node).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
@@ -169,15 +193,88 @@ pub struct Flow {
     pub rev_nat_id: u32,
     pub created_ns: u64,
     pub last_seen_ns: u64,
-    pub flags: u32,
-    pub _pad: u32,
+    /// With [`flow_flags::SNAT`]: in the original direction the source the
+    /// packets get (node address, allocated port); in the reply direction the
+    /// client's address the replies go back to.
+    pub nat_addr_be: u32,
+    pub nat_port_be: u16,
+    /// [`flow_flags`].
+    pub flags: u16,
 }
 const _: () = assert!(core::mem::size_of::<Flow>() == 32);
 
 pub mod flow_flags {
     /// The entry matches replies (backend → client): reverse-NAT them.
-    pub const REPLY: u32 = 1 << 0;
+    pub const REPLY: u16 = 1 << 0;
+    /// The source is translated too (remote backend of external traffic, or
+    /// a pod reaching itself through its Service).
+    pub const SNAT: u16 = 1 << 1;
+    /// A FIN or RST was seen: the entry expires soon.
+    pub const CLOSING: u16 = 1 << 2;
 }
+
+/// How long an idle flow is remembered, by protocol and state.
+pub mod flow_timeouts {
+    pub const TCP_ESTABLISHED_NS: u64 = 6 * 3600 * 1_000_000_000;
+    pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
+    pub const UDP_NS: u64 = 120 * 1_000_000_000;
+}
+
+/// CONFIG_V1 (one entry): this node's facts the programs need.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Source address of SNATed flows to backends on other nodes.
+    pub node_addr_be: u32,
+    /// Source address a pod sees when it reaches itself through a Service.
+    pub hairpin_addr_be: u32,
+    /// Ports (host order) SNATed flows are given, inclusive.
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<NodeConfig>() == 16);
+
+/// AFFINITY key: sessionAffinity ClientIP per frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AffinityKey {
+    pub rev_nat_id: u32,
+    pub client_addr_be: u32,
+}
+const _: () = assert!(core::mem::size_of::<AffinityKey>() == 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Affinity {
+    pub backend_id: u32,
+    pub _pad: u32,
+    pub last_used_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Affinity>() == 16);
+
+/// SRC_RANGES key data (after the LPM prefix length): a frontend's
+/// loadBalancerSourceRanges entry. The prefix length covers the 32 bits of
+/// `rev_nat_id` plus the CIDR's bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceRange {
+    pub rev_nat_id: u32,
+    pub addr_be: u32,
+}
+const _: () = assert!(core::mem::size_of::<SourceRange>() == 8);
+
+/// SOCK_RNAT key: a socket (by cookie) and the backend the socket hook
+/// connected it to, for UDP replies and getpeername().
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub cookie: u64,
+    pub backend_addr_be: u32,
+    pub backend_port_be: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockKey>() == 16);
 
 /// FE_STATS value (per CPU), indexed by rev_nat_id.
 #[repr(C)]
@@ -200,4 +297,9 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::FrontendCounters {}
+    unsafe impl aya::Pod for super::NodeConfig {}
+    unsafe impl aya::Pod for super::AffinityKey {}
+    unsafe impl aya::Pod for super::Affinity {}
+    unsafe impl aya::Pod for super::SourceRange {}
+    unsafe impl aya::Pod for super::SockKey {}
 }

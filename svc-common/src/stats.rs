@@ -9,8 +9,9 @@ pub enum DropReason {
     Malformed = 0,
     /// A frontend with no usable backend; a TCP reset was sent back.
     NoBackendReset = 1,
-    /// A frontend with no usable backend, and no reply is made
-    /// (UDP for now, or a frontend marked drop-when-empty).
+    /// A frontend with no usable backend, and no reply is made: the
+    /// frontend is marked drop-when-empty, or the packet must not be
+    /// answered (a reset, an ICMP error, an unsupported header layout).
     NoBackendDrop = 2,
     /// A slot or backend the frontend header points at is missing.
     SlotMissing = 3,
@@ -18,10 +19,20 @@ pub enum DropReason {
     FlowInsertFailed = 4,
     /// A kernel helper that rewrites the packet failed.
     RewriteFailed = 5,
+    /// The client is outside the frontend's loadBalancerSourceRanges.
+    SourceRangeDenied = 6,
+    /// No source port was free for SNAT towards that backend.
+    NatPortsExhausted = 7,
+    /// UDP to a frontend with no usable backend: answered with ICMP port
+    /// unreachable.
+    NoBackendUnreachable = 8,
+    /// Source NAT was needed but the agent has not set this node's
+    /// addresses (CONFIG_V1) yet.
+    NodeConfigMissing = 9,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 10;
 
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
@@ -30,6 +41,10 @@ impl DropReason {
         DropReason::SlotMissing,
         DropReason::FlowInsertFailed,
         DropReason::RewriteFailed,
+        DropReason::SourceRangeDenied,
+        DropReason::NatPortsExhausted,
+        DropReason::NoBackendUnreachable,
+        DropReason::NodeConfigMissing,
     ];
 
     /// The name `dump` and the metrics use.
@@ -41,6 +56,10 @@ impl DropReason {
             DropReason::SlotMissing => "slot_missing",
             DropReason::FlowInsertFailed => "flow_insert_failed",
             DropReason::RewriteFailed => "rewrite_failed",
+            DropReason::SourceRangeDenied => "source_range_denied",
+            DropReason::NatPortsExhausted => "nat_ports_exhausted",
+            DropReason::NoBackendUnreachable => "no_backend_unreachable",
+            DropReason::NodeConfigMissing => "node_config_missing",
         }
     }
 }

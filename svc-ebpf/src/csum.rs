@@ -1,5 +1,5 @@
-//! Internet checksums (RFC 1071) of headers the programs build themselves.
-//! Rewrites of existing packets use the kernel's incremental helpers instead.
+//! Internet checksums (RFC 1071) of headers the programs build, and the
+//! incremental update (RFC 1624) XDP uses where TC has kernel helpers.
 
 /// Adds `bytes` as big-endian 16-bit words to `acc`.
 #[inline(always)]
@@ -12,12 +12,17 @@ pub fn add_words<const N: usize>(bytes: &[u8; N], mut acc: u32) -> u32 {
     acc
 }
 
+#[inline(always)]
+fn fold(mut acc: u32) -> u16 {
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc = (acc & 0xffff) + (acc >> 16);
+    acc as u16
+}
+
 /// Folds the carries and complements: the value to store, big-endian.
 #[inline(always)]
-pub fn finish(mut acc: u32) -> [u8; 2] {
-    acc = (acc & 0xffff) + (acc >> 16);
-    acc = (acc & 0xffff) + (acc >> 16);
-    (!(acc as u16)).to_be_bytes()
+pub fn finish(acc: u32) -> [u8; 2] {
+    (!fold(acc)).to_be_bytes()
 }
 
 /// The IPv4 pseudo header's share of a TCP/UDP checksum.
@@ -26,4 +31,22 @@ pub fn pseudo_header(saddr: [u8; 4], daddr: [u8; 4], proto: u8, l4_len: u16) -> 
     let acc = add_words(&saddr, 0);
     let acc = add_words(&daddr, acc);
     acc + u32::from(proto) + u32::from(l4_len)
+}
+
+/// RFC 1624 eqn. 3: the checksum (as stored, big-endian bytes) after the
+/// covered bytes `old` changed to `new`. `old` and `new` are the field's
+/// bytes as in the packet (2 or 4 of them; unused high bytes zero).
+#[inline(always)]
+pub fn replace(csum: [u8; 2], old: [u8; 4], new: [u8; 4], size: u8) -> [u8; 2] {
+    let mut acc = u32::from(!u16::from_be_bytes(csum));
+    if size == 4 {
+        acc += u32::from(!u16::from_be_bytes([old[0], old[1]]));
+        acc += u32::from(!u16::from_be_bytes([old[2], old[3]]));
+        acc += u32::from(u16::from_be_bytes([new[0], new[1]]));
+        acc += u32::from(u16::from_be_bytes([new[2], new[3]]));
+    } else {
+        acc += u32::from(!u16::from_be_bytes([old[0], old[1]]));
+        acc += u32::from(u16::from_be_bytes([new[0], new[1]]));
+    }
+    (!fold(acc)).to_be_bytes()
 }

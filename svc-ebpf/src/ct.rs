@@ -1,9 +1,26 @@
-//! Connection tracking: a translated flow keeps its backend for its whole
-//! life, whatever happens to the Service's backend set meanwhile.
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
-use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags};
+//! Connection tracking: a translated flow keeps its backend (and its source
+//! NAT port) for its whole life, whatever happens to the Service's backend
+//! set meanwhile. Idle entries expire by protocol and state; the LRU map
+//! evicts the oldest when full.
+use aya_ebpf::{
+    bindings::{BPF_ANY, BPF_NOEXIST},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeouts, proto};
 
-use crate::{maps::CT_V1, packet::Ipv4Flow};
+use crate::{
+    maps::CT_V1,
+    packet::{Ipv4Flow, TCP_FIN, TCP_RST},
+};
+
+/// How many ports are tried before SNAT gives up on a flow.
+const NAT_PORT_TRIES: u32 = 32;
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
 
 /// The key of this packet's own direction.
 #[inline(always)]
@@ -18,54 +35,135 @@ pub fn key_of(flow: &Ipv4Flow) -> FlowKey {
     }
 }
 
-/// The key replies from `backend` to this packet's sender will carry.
 #[inline(always)]
-fn reply_key_of(flow: &Ipv4Flow, backend: &Backend) -> FlowKey {
-    FlowKey {
-        saddr_be: backend.addr_be,
-        daddr_be: flow.saddr_be,
-        sport_be: backend.port_be,
-        dport_be: flow.sport_be,
-        proto: flow.proto,
-        _pad: [0; 3],
+fn timeout_ns(entry: &Flow, protocol: u8) -> u64 {
+    if protocol != proto::TCP {
+        flow_timeouts::UDP_NS
+    } else if entry.flags & flow_flags::CLOSING != 0 {
+        flow_timeouts::TCP_CLOSING_NS
+    } else {
+        flow_timeouts::TCP_ESTABLISHED_NS
     }
 }
 
-/// Looks the packet's direction up and marks the entry as seen now.
+/// Looks the packet's direction up. A live entry is marked seen now (and
+/// closing on FIN/RST); an expired one is removed and reported as absent.
 #[inline(always)]
-pub fn lookup(key: &FlowKey) -> Option<Flow> {
+pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Flow> {
     let entry = CT_V1.get_ptr_mut(key)?;
+    let now = now();
     // SAFETY: the pointer is valid until the next update of this key; we
-    // copy out and write one field, nothing else runs in between.
+    // copy out and write fields, nothing else runs in between on this CPU.
     unsafe {
-        (*entry).last_seen_ns = bpf_ktime_get_ns();
-        Some(*entry)
+        let mut current = *entry;
+        if now.saturating_sub(current.last_seen_ns) > timeout_ns(&current, flow.proto) {
+            let _ = CT_V1.remove(key);
+            return None;
+        }
+        current.last_seen_ns = now;
+        if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+            current.flags |= flow_flags::CLOSING;
+        }
+        (*entry).last_seen_ns = current.last_seen_ns;
+        (*entry).flags = current.flags;
+        Some(current)
     }
 }
 
-/// Records both directions of a new translated flow.
+/// Source NAT for a new flow: the address it gets, and the port range.
+pub struct Snat {
+    pub addr_be: u32,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+/// What a new flow was given.
+pub struct Created {
+    /// The source port after SNAT (network order); unchanged without SNAT.
+    pub nat_port_be: u16,
+}
+
+/// Records both directions of a new translated flow. With `snat_addr`, the
+/// flow's source becomes that address and a port no other flow to the same
+/// backend uses (the client's own port when free).
 #[inline(always)]
 pub fn create(
     flow: &Ipv4Flow,
     backend_id: u32,
     backend: &Backend,
     rev_nat_id: u32,
-) -> Result<(), DropReason> {
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let mut entry = Flow {
+    snat: Option<Snat>,
+) -> Result<Created, DropReason> {
+    let now = now();
+    let mut reply = Flow {
         backend_id,
         rev_nat_id,
         created_ns: now,
         last_seen_ns: now,
-        flags: 0,
-        _pad: 0,
+        nat_addr_be: 0,
+        nat_port_be: 0,
+        flags: flow_flags::REPLY,
+    };
+    let mut reply_key = FlowKey {
+        saddr_be: backend.addr_be,
+        daddr_be: flow.saddr_be,
+        sport_be: backend.port_be,
+        dport_be: flow.sport_be,
+        proto: flow.proto,
+        _pad: [0; 3],
+    };
+    let mut forward = Flow { flags: 0, ..reply };
+
+    let nat_port_be = match snat {
+        None => {
+            CT_V1
+                .insert(reply_key, reply, u64::from(BPF_ANY))
+                .map_err(|_| DropReason::FlowInsertFailed)?;
+            flow.sport_be
+        }
+        Some(snat) => {
+            reply.flags |= flow_flags::SNAT;
+            reply.nat_addr_be = flow.saddr_be;
+            reply.nat_port_be = flow.sport_be;
+            reply_key.daddr_be = snat.addr_be;
+            let port_be = claim_port(&mut reply_key, &reply, flow.sport_be, &snat)?;
+            forward.flags |= flow_flags::SNAT;
+            forward.nat_addr_be = snat.addr_be;
+            forward.nat_port_be = port_be;
+            port_be
+        }
     };
     CT_V1
-        .insert(key_of(flow), entry, u64::from(BPF_ANY))
+        .insert(key_of(flow), forward, u64::from(BPF_ANY))
         .map_err(|_| DropReason::FlowInsertFailed)?;
-    entry.flags = flow_flags::REPLY;
-    CT_V1
-        .insert(reply_key_of(flow, backend), entry, u64::from(BPF_ANY))
-        .map_err(|_| DropReason::FlowInsertFailed)
+    Ok(Created { nat_port_be })
+}
+
+/// Claims a source port for an SNATed flow by inserting its reply entry with
+/// BPF_NOEXIST: the insert itself is the atomic test-and-set, so two flows
+/// (on any CPU) can never share a (backend, node address, port) triple.
+#[inline(always)]
+fn claim_port(
+    reply_key: &mut FlowKey,
+    reply: &Flow,
+    preferred_be: u16,
+    snat: &Snat,
+) -> Result<u16, DropReason> {
+    let min = u32::from(snat.port_min);
+    let span = u32::from(snat.port_max).saturating_sub(min) + 1;
+    let mut port = u16::from_be(preferred_be);
+    for _ in 0..NAT_PORT_TRIES {
+        if u32::from(port) >= min && u32::from(port) < min + span {
+            reply_key.dport_be = port.to_be();
+            if CT_V1
+                .insert(*reply_key, *reply, u64::from(BPF_NOEXIST))
+                .is_ok()
+            {
+                return Ok(port.to_be());
+            }
+        }
+        // SAFETY: helper without arguments.
+        port = (min + unsafe { bpf_get_prandom_u32() } % span) as u16;
+    }
+    Err(DropReason::NatPortsExhausted)
 }

@@ -1,9 +1,17 @@
-//! Frontend lookup and backend selection over the slot layout of SERVICES.
-use aya_ebpf::helpers::bpf_get_prandom_u32;
-use svc_common::{Backend, DropReason, FrontendKey, RevNat, frontend_flags};
+//! Frontend lookup and backend selection over the slot layout of SERVICES,
+//! with sessionAffinity and loadBalancerSourceRanges.
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    btf_maps::lpm_trie::Key,
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+};
+use svc_common::{
+    Affinity, AffinityKey, Backend, DropReason, FrontendKey, RevNat, ServiceSlot, SourceRange,
+    frontend_flags,
+};
 
 use crate::{
-    maps::{BACKENDS_V1, REV_NAT_V1, SERVICES_V1},
+    maps::{AFFINITY_V1, BACKENDS_V1, REV_NAT_V1, SERVICES_V1, SRC_RANGES_V1},
     packet::Ipv4Flow,
 };
 
@@ -23,20 +31,36 @@ pub enum Selection {
     Backend(Selected),
 }
 
+#[inline(always)]
+pub fn frontend_header(
+    addr_be: u32,
+    port_be: u16,
+    protocol: u8,
+) -> Option<(FrontendKey, ServiceSlot)> {
+    let key = FrontendKey::new(addr_be, port_be, protocol, 0);
+    // SAFETY: copied out at once; the agent replaces values whole.
+    let header = unsafe { SERVICES_V1.get(key) }.copied()?;
+    Some((key, header))
+}
+
 /// Picks a backend for a new flow to `flow`'s destination.
 ///
 /// Ready backends (slots `1..=count`) are chosen uniformly at random: every
 /// new flow is independent, so random choice spreads load like kube-proxy's
 /// `statistic --mode random` without shared state between CPUs. Terminating
 /// backends (the next `terminating_count` slots) serve only when no ready one
-/// exists.
+/// exists. With sessionAffinity a client keeps its backend while it comes
+/// back within the timeout and the backend still exists (the agent forgets
+/// affinities to backends it removes from a frontend).
 #[inline(always)]
 pub fn select(flow: &Ipv4Flow) -> Result<Selection, DropReason> {
-    let key = FrontendKey::new(flow.daddr_be, flow.dport_be, flow.proto, 0);
-    // SAFETY: copied out at once; the agent replaces values whole.
-    let Some(header) = (unsafe { SERVICES_V1.get(key) }).copied() else {
+    let Some((key, header)) = frontend_header(flow.daddr_be, flow.dport_be, flow.proto) else {
         return Ok(Selection::NotAFrontend);
     };
+    if header.flags & frontend_flags::SOURCE_RANGES != 0 && !source_allowed(&header, flow.saddr_be)
+    {
+        return Err(DropReason::SourceRangeDenied);
+    }
     let candidates = if header.count > 0 {
         u32::from(header.count)
     } else {
@@ -47,6 +71,17 @@ pub fn select(flow: &Ipv4Flow) -> Result<Selection, DropReason> {
             drop: header.flags & frontend_flags::DROP_WHEN_EMPTY != 0,
         });
     }
+    let affinity_key = AffinityKey {
+        rev_nat_id: header.rev_nat_id,
+        client_addr_be: flow.saddr_be,
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if header.affinity_timeout_s > 0
+        && let Some(selected) = remembered(&affinity_key, &header, now)
+    {
+        return Ok(Selection::Backend(selected));
+    }
     // `candidates` <= u16::MAX, so the slot always fits the key's u16.
     // SAFETY: helper without arguments.
     let slot = (1 + unsafe { bpf_get_prandom_u32() } % candidates) as u16;
@@ -55,11 +90,53 @@ pub fn select(flow: &Ipv4Flow) -> Result<Selection, DropReason> {
         .map(|entry| entry.backend_id)
         .ok_or(DropReason::SlotMissing)?;
     let backend = backend(backend_id).ok_or(DropReason::SlotMissing)?;
+    if header.affinity_timeout_s > 0 {
+        let affinity = Affinity {
+            backend_id,
+            _pad: 0,
+            last_used_ns: now,
+        };
+        // Best effort: without the entry the next flow just picks anew.
+        let _ = AFFINITY_V1.insert(affinity_key, affinity, u64::from(BPF_ANY));
+    }
     Ok(Selection::Backend(Selected {
         backend_id,
         backend,
         rev_nat_id: header.rev_nat_id,
     }))
+}
+
+/// The client's remembered backend, if recent enough and still present.
+#[inline(always)]
+fn remembered(key: &AffinityKey, header: &ServiceSlot, now: u64) -> Option<Selected> {
+    let entry = AFFINITY_V1.get_ptr_mut(key)?;
+    // SAFETY: valid until the next update of this key; copied, then one
+    // field written.
+    let affinity = unsafe { *entry };
+    let timeout_ns = u64::from(header.affinity_timeout_s) * 1_000_000_000;
+    if now.saturating_sub(affinity.last_used_ns) > timeout_ns {
+        return None;
+    }
+    let backend = backend(affinity.backend_id)?;
+    // SAFETY: as above.
+    unsafe { (*entry).last_used_ns = now };
+    Some(Selected {
+        backend_id: affinity.backend_id,
+        backend,
+        rev_nat_id: header.rev_nat_id,
+    })
+}
+
+#[inline(always)]
+fn source_allowed(header: &ServiceSlot, saddr_be: u32) -> bool {
+    let key = Key::new(
+        64,
+        SourceRange {
+            rev_nat_id: header.rev_nat_id,
+            addr_be: saddr_be,
+        },
+    );
+    SRC_RANGES_V1.get(&key).is_some()
 }
 
 #[inline(always)]

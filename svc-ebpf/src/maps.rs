@@ -1,12 +1,13 @@
 //! Every map the programs use. Layouts and names come from svc-common; the
 //! agent creates and pins them (by these names) before it loads programs.
 use aya_ebpf::{
-    btf_maps::{HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use svc_common::{
-    Backend, DropReason, Flow, FlowKey, FrontendCounters, FrontendKey, FrontendMeta, MAX_BACKENDS,
-    MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICE_SLOTS, RevNat, ServiceSlot,
+    Affinity, AffinityKey, Backend, DropReason, Flow, FlowKey, FrontendCounters, FrontendKey,
+    FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICE_SLOTS,
+    MAX_SOCKETS, MAX_SOURCE_RANGES, NodeConfig, RevNat, ServiceSlot, SockKey, SourceRange,
 };
 
 /// Frontend (address, port, protocol, slot) → slot 0 header or slot n backend.
@@ -28,7 +29,9 @@ pub static REV_NAT_V1: HashMap<u32, RevNat, { MAX_FRONTENDS as usize }> = HashMa
 pub static FE_META_V1: HashMap<u32, FrontendMeta, { MAX_FRONTENDS as usize }> = HashMap::new();
 
 /// Conntrack: both directions of every translated flow. LRU, so a full table
-/// evicts the least recently seen flow instead of refusing new ones.
+/// evicts the least recently seen flow instead of refusing new ones. Reply
+/// entries of source-NATed flows double as the NAT port table: claiming a
+/// port is inserting its reply key with BPF_NOEXIST.
 #[btf_map]
 pub static CT_V1: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap::new();
 
@@ -40,3 +43,21 @@ pub static FE_STATS_V1: PerCpuArray<FrontendCounters, { MAX_FRONTENDS as usize }
 /// Per-reason counters of packets not forwarded as they came.
 #[btf_map]
 pub static DROPS_V1: PerCpuArray<u64, { DropReason::COUNT as usize }> = PerCpuArray::new();
+
+/// sessionAffinity ClientIP: (frontend, client) → backend last used.
+#[btf_map]
+pub static AFFINITY_V1: LruHashMap<AffinityKey, Affinity, { MAX_AFFINITY as usize }> =
+    LruHashMap::new();
+
+/// loadBalancerSourceRanges: (frontend, client prefix) → allowed.
+#[btf_map]
+pub static SRC_RANGES_V1: LpmTrie<SourceRange, u8, { MAX_SOURCE_RANGES as usize }> = LpmTrie::new();
+
+/// This node's addresses (one entry, index 0).
+#[btf_map]
+pub static CONFIG_V1: Array<NodeConfig, 1> = Array::new();
+
+/// Socket-level load balancing: which frontend a connected socket's backend
+/// stands for (UDP replies, getpeername).
+#[btf_map]
+pub static SOCK_RNAT_V1: LruHashMap<SockKey, RevNat, { MAX_SOCKETS as usize }> = LruHashMap::new();

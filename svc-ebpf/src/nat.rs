@@ -1,51 +1,37 @@
-//! Address and port rewrites on socket buffers. The kernel helpers update
-//! the IP and L4 checksums incrementally, and handle checksum-offloaded
-//! (CHECKSUM_PARTIAL) packets correctly, which a hand update would not.
-use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
-    programs::TcContext,
-};
+//! Address and port rewrites, with every checksum they touch updated
+//! incrementally: the IPv4 header checksum for addresses, the L4 checksum
+//! for ports and (through the pseudo header) addresses.
 use svc_common::{DropReason, proto};
 
-use crate::packet::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4Flow};
+use crate::packet::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4Flow, Packet};
 
-/// DNAT: destination becomes the backend.
+/// Destination becomes `addr:port`.
 #[inline(always)]
-pub fn rewrite_destination(
-    ctx: &TcContext,
+pub fn rewrite_destination<P: Packet>(
+    pkt: &P,
     flow: &Ipv4Flow,
     addr_be: u32,
     port_be: u16,
 ) -> Result<(), DropReason> {
-    rewrite_addr(ctx, flow, IP_DADDR_OFF, flow.daddr_be, addr_be)?;
-    rewrite_port(ctx, flow, flow.l4_off + 2, flow.dport_be, port_be)
+    rewrite_addr(pkt, flow, IP_DADDR_OFF, flow.daddr_be, addr_be)?;
+    rewrite_port(pkt, flow, flow.l4_off + 2, flow.dport_be, port_be)
 }
 
-/// Reverse NAT: the source of a reply becomes the frontend again.
+/// Source becomes `addr:port`.
 #[inline(always)]
-pub fn rewrite_source(
-    ctx: &TcContext,
+pub fn rewrite_source<P: Packet>(
+    pkt: &P,
     flow: &Ipv4Flow,
     addr_be: u32,
     port_be: u16,
 ) -> Result<(), DropReason> {
-    rewrite_addr(ctx, flow, IP_SADDR_OFF, flow.saddr_be, addr_be)?;
-    rewrite_port(ctx, flow, flow.l4_off, flow.sport_be, port_be)
+    rewrite_addr(pkt, flow, IP_SADDR_OFF, flow.saddr_be, addr_be)?;
+    rewrite_port(pkt, flow, flow.l4_off, flow.sport_be, port_be)
 }
 
 #[inline(always)]
-fn l4_flags(flow: &Ipv4Flow) -> u64 {
-    if flow.proto == proto::UDP {
-        // A UDP checksum of 0 means "none" and must stay 0.
-        u64::from(BPF_F_MARK_MANGLED_0)
-    } else {
-        0
-    }
-}
-
-#[inline(always)]
-fn rewrite_addr(
-    ctx: &TcContext,
+fn rewrite_addr<P: Packet>(
+    pkt: &P,
     flow: &Ipv4Flow,
     offset: usize,
     old_be: u32,
@@ -54,19 +40,15 @@ fn rewrite_addr(
     if old_be == new_be {
         return Ok(());
     }
-    // The address is part of the L4 pseudo header.
-    let l4 = l4_flags(flow) | u64::from(BPF_F_PSEUDO_HDR) | 4;
-    ctx.l4_csum_replace(flow.l4_csum_off(), u64::from(old_be), u64::from(new_be), l4)
-        .map_err(|_| DropReason::RewriteFailed)?;
-    ctx.l3_csum_replace(IP_CSUM_OFF, u64::from(old_be), u64::from(new_be), 4)
-        .map_err(|_| DropReason::RewriteFailed)?;
-    ctx.store(offset, &new_be, 0)
-        .map_err(|_| DropReason::RewriteFailed)
+    let udp = flow.proto == proto::UDP;
+    pkt.update_l4_csum(flow.l4_csum_off(), old_be, new_be, 4, true, udp)?;
+    pkt.update_csum32(IP_CSUM_OFF, old_be, new_be)?;
+    pkt.write(offset, &new_be)
 }
 
 #[inline(always)]
-fn rewrite_port(
-    ctx: &TcContext,
+fn rewrite_port<P: Packet>(
+    pkt: &P,
     flow: &Ipv4Flow,
     offset: usize,
     old_be: u16,
@@ -75,9 +57,14 @@ fn rewrite_port(
     if old_be == new_be {
         return Ok(());
     }
-    let l4 = l4_flags(flow) | 2;
-    ctx.l4_csum_replace(flow.l4_csum_off(), u64::from(old_be), u64::from(new_be), l4)
-        .map_err(|_| DropReason::RewriteFailed)?;
-    ctx.store(offset, &new_be, 0)
-        .map_err(|_| DropReason::RewriteFailed)
+    let udp = flow.proto == proto::UDP;
+    pkt.update_l4_csum(
+        flow.l4_csum_off(),
+        u32::from(old_be),
+        u32::from(new_be),
+        2,
+        false,
+        udp,
+    )?;
+    pkt.write(offset, &new_be)
 }

@@ -16,12 +16,33 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Bounds-checked access to packet bytes.
+/// Bounds-checked access to packet bytes, and the rewrites NAT needs. Each
+/// attach point implements it with its own primitives (skb helpers for TC,
+/// direct access for XDP).
 pub trait Packet {
     /// Reads a `T` at `offset`, or fails when the packet is shorter.
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason>;
     /// Length of the whole packet (link layer included).
     fn len(&self) -> usize;
+    /// Writes `value` at `offset`; checksums are not touched.
+    fn write<T: Copy>(&self, offset: usize, value: &T) -> Result<(), DropReason>;
+    /// Folds the change of a 4-byte field from `old` to `new` into the
+    /// checksum at `csum_off` (an IPv4 header checksum, or ICMP's).
+    fn update_csum32(&self, csum_off: usize, old: u32, new: u32) -> Result<(), DropReason>;
+    /// The same for an L4 checksum: `size` is 2 or 4 bytes, `pseudo` when the
+    /// field is part of the pseudo header (addresses), `udp` when a zero
+    /// checksum means "none" and must stay so.
+    fn update_l4_csum(
+        &self,
+        csum_off: usize,
+        old: u32,
+        new: u32,
+        size: u8,
+        pseudo: bool,
+        udp: bool,
+    ) -> Result<(), DropReason>;
+    /// Cuts or grows the packet to `len` bytes.
+    fn resize(&self, len: usize) -> Result<(), DropReason>;
 }
 
 /// What a packet is, as far as the load balancer cares.

@@ -1,7 +1,8 @@
-//! "Connection refused": turns a TCP segment sent to a frontend without
-//! backends into the reset a closed port would answer with (RFC 9293 3.10.7.1),
-//! so clients fail at once instead of retrying SYNs for a minute.
-use aya_ebpf::{helpers::bpf_skb_change_tail, programs::TcContext};
+//! "Connection refused" for frontends without backends: the packet is
+//! rewritten in place into the answer a closed port would give, and the
+//! caller sends it back where it came from. TCP gets a reset (RFC 9293
+//! 3.10.7.1), UDP an ICMP port unreachable (RFC 1122 4.1.3.1), as kube-proxy's
+//! REJECT rules give.
 use svc_common::{DropReason, proto};
 
 use crate::{
@@ -9,24 +10,52 @@ use crate::{
     packet::{ETH_HLEN, IP_OFF, Ipv4Flow, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
-const RESET_IP_LEN: u16 = 40;
-const RESET_FRAME_LEN: u32 = ETH_HLEN as u32 + RESET_IP_LEN as u32;
 const IP_DF: u8 = 0x40;
-const RESET_TTL: u8 = 64;
+const TTL: u8 = 64;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_PORT_UNREACH: u8 = 3;
+const IPPROTO_ICMP: u8 = 1;
 
-/// Rewrites the packet in place into the reset. The caller sends it back out
-/// of the interface it arrived on.
+/// An IPv4 header from the frontend back to the client, checksum filled in.
 #[inline(always)]
-pub fn tcp_reset(ctx: &TcContext, flow: &Ipv4Flow) -> Result<(), DropReason> {
+fn ip_header(flow: &Ipv4Flow, total_len: u16, protocol: u8) -> [u8; 20] {
+    let saddr = flow.daddr_be.to_ne_bytes();
+    let daddr = flow.saddr_be.to_ne_bytes();
+    let len = total_len.to_be_bytes();
+    let mut ip: [u8; 20] = [
+        0x45, 0, len[0], len[1], 0, 0, IP_DF, 0, TTL, protocol, 0, 0, saddr[0], saddr[1], saddr[2],
+        saddr[3], daddr[0], daddr[1], daddr[2], daddr[3],
+    ];
+    let sum = csum::finish(csum::add_words(&ip, 0));
+    ip[10] = sum[0];
+    ip[11] = sum[1];
+    ip
+}
+
+/// The Ethernet header back to the sender: the MAC addresses swap.
+#[inline(always)]
+fn write_eth_back<P: Packet>(
+    pkt: &P,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> Result<(), DropReason> {
+    pkt.write(0, &src_mac)?;
+    pkt.write(6, &dst_mac)?;
+    pkt.write(12, &0x0800u16.to_be())
+}
+
+/// Rewrites a TCP segment into the reset that answers it.
+#[inline(always)]
+pub fn tcp_reset<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> {
     if flow.tcp_flags & TCP_RST != 0 {
         // Never answer a reset with a reset.
         return Err(DropReason::NoBackendDrop);
     }
-    let dst_mac: [u8; 6] = ctx.read(0)?;
-    let src_mac: [u8; 6] = ctx.read(6)?;
-    let their_seq = u32::from_be(ctx.read::<u32>(flow.l4_off + 4)?);
-    let their_ack: u32 = ctx.read(flow.l4_off + 8)?;
-    let data_off: u8 = ctx.read(flow.l4_off + 12)?;
+    let dst_mac: [u8; 6] = pkt.read(0)?;
+    let src_mac: [u8; 6] = pkt.read(6)?;
+    let their_seq = u32::from_be(pkt.read::<u32>(flow.l4_off + 4)?);
+    let their_ack: u32 = pkt.read(flow.l4_off + 8)?;
+    let data_off: u8 = pkt.read(flow.l4_off + 12)?;
     let headers = (flow.l4_off - IP_OFF) as u32 + u32::from(data_off >> 4) * 4;
     let payload = u32::from(flow.ip_len).saturating_sub(headers);
 
@@ -42,35 +71,7 @@ pub fn tcp_reset(ctx: &TcContext, flow: &Ipv4Flow) -> Result<(), DropReason> {
         )
     };
 
-    let saddr = flow.daddr_be.to_ne_bytes();
-    let daddr = flow.saddr_be.to_ne_bytes();
-    let len = RESET_IP_LEN.to_be_bytes();
-    let mut ip: [u8; 20] = [
-        0x45,
-        0,
-        len[0],
-        len[1],
-        0,
-        0,
-        IP_DF,
-        0,
-        RESET_TTL,
-        proto::TCP,
-        0,
-        0,
-        saddr[0],
-        saddr[1],
-        saddr[2],
-        saddr[3],
-        daddr[0],
-        daddr[1],
-        daddr[2],
-        daddr[3],
-    ];
-    let ip_csum = csum::finish(csum::add_words(&ip, 0));
-    ip[10] = ip_csum[0];
-    ip[11] = ip_csum[1];
-
+    let ip = ip_header(flow, 40, proto::TCP);
     let sport = flow.dport_be.to_ne_bytes();
     let dport = flow.sport_be.to_ne_bytes();
     let seq = seq_be.to_ne_bytes();
@@ -97,29 +98,47 @@ pub fn tcp_reset(ctx: &TcContext, flow: &Ipv4Flow) -> Result<(), DropReason> {
         0,
         0,
     ];
-    let tcp_csum = csum::finish(csum::add_words(
+    let sum = csum::finish(csum::add_words(
         &tcp,
-        csum::pseudo_header(saddr, daddr, proto::TCP, 20),
+        csum::pseudo_header(
+            flow.daddr_be.to_ne_bytes(),
+            flow.saddr_be.to_ne_bytes(),
+            proto::TCP,
+            20,
+        ),
     ));
-    tcp[16] = tcp_csum[0];
-    tcp[17] = tcp_csum[1];
+    tcp[16] = sum[0];
+    tcp[17] = sum[1];
 
-    // SAFETY: the context pointer the kernel handed us.
-    if unsafe { bpf_skb_change_tail(ctx.skb.skb, RESET_FRAME_LEN, 0) } != 0 {
-        return Err(DropReason::RewriteFailed);
-    }
-    // Back to the sender: the MAC addresses swap too.
-    let eth: [u8; 14] = [
-        src_mac[0], src_mac[1], src_mac[2], src_mac[3], src_mac[4], src_mac[5], dst_mac[0],
-        dst_mac[1], dst_mac[2], dst_mac[3], dst_mac[4], dst_mac[5], 0x08, 0x00,
-    ];
-    store(ctx, 0, &eth)?;
-    store(ctx, IP_OFF, &ip)?;
-    store(ctx, IP_OFF + 20, &tcp)
+    pkt.resize(ETH_HLEN + 40)?;
+    write_eth_back(pkt, dst_mac, src_mac)?;
+    pkt.write(IP_OFF, &ip)?;
+    pkt.write(IP_OFF + 20, &tcp)
 }
 
+/// Rewrites a UDP datagram into the ICMP port unreachable that answers it:
+/// the original IP header and first 8 bytes of UDP ride along, so the
+/// client's stack finds the socket.
 #[inline(always)]
-fn store<T>(ctx: &TcContext, offset: usize, value: &T) -> Result<(), DropReason> {
-    ctx.store(offset, value, 0)
-        .map_err(|_| DropReason::RewriteFailed)
+pub fn udp_unreachable<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> {
+    if flow.l4_off != IP_OFF + 20 {
+        // IP options would have to ride along too; such datagrams are rare
+        // enough to be dropped instead (and counted).
+        return Err(DropReason::NoBackendDrop);
+    }
+    let dst_mac: [u8; 6] = pkt.read(0)?;
+    let src_mac: [u8; 6] = pkt.read(6)?;
+    let original: [u8; 28] = pkt.read(IP_OFF)?;
+
+    let ip = ip_header(flow, 20 + 8 + 28, IPPROTO_ICMP);
+    let mut icmp: [u8; 8] = [ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0, 0, 0, 0, 0, 0];
+    let sum = csum::finish(csum::add_words(&original, csum::add_words(&icmp, 0)));
+    icmp[2] = sum[0];
+    icmp[3] = sum[1];
+
+    pkt.resize(ETH_HLEN + 20 + 8 + 28)?;
+    write_eth_back(pkt, dst_mac, src_mac)?;
+    pkt.write(IP_OFF, &ip)?;
+    pkt.write(IP_OFF + 20, &icmp)?;
+    pkt.write(IP_OFF + 28, &original)
 }

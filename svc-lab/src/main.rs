@@ -78,6 +78,7 @@ fn demo() -> anyhow::Result<()> {
                 address: web.address,
                 port: 8080,
                 state: BackendState::Ready,
+                local: true,
             }],
         ),
         cluster_ip("demo/no-endpoints", EMPTY_CLUSTER_IP, Vec::new()),
@@ -121,6 +122,8 @@ fn cluster_ip(service: &str, address: Ipv4Addr, backends: Vec<BackendRef>) -> Fr
         backends,
         affinity_timeout_seconds: None,
         on_empty: OnEmpty::Reject,
+        source_ranges: Vec::new(),
+        health_check_node_port: None,
     }
 }
 

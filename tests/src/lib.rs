@@ -12,12 +12,15 @@
 
 use std::net::Ipv4Addr;
 
-use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
 
 pub const TC_ACT_OK: u32 = 0;
 pub const TC_ACT_SHOT: u32 = 2;
 pub const TC_ACT_REDIRECT: u32 = 7;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 
 pub const POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 pub const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -93,6 +96,33 @@ pub fn run_tc(program: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
         .expect("BPF_PROG_TEST_RUN");
     out.truncate(result.data_size_out as usize);
     (result.return_value, out)
+}
+
+/// Runs the XDP program once on `frame`: (verdict, bytes out).
+pub fn run_xdp(program: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len().max(128) + 64];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    (result.return_value, out)
+}
+
+/// (source, destination) addresses and ports of a frame's IPv4 TCP/UDP
+/// packet.
+pub fn endpoints(frame: &[u8]) -> ((Ipv4Addr, u16), (Ipv4Addr, u16)) {
+    let ip = offsets::IP;
+    let l4 = ip + ihl(frame);
+    let addr = |at: usize| Ipv4Addr::new(frame[at], frame[at + 1], frame[at + 2], frame[at + 3]);
+    let port = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    (
+        (addr(offsets::IP_SADDR), port(l4)),
+        (addr(offsets::IP_DADDR), port(l4 + 2)),
+    )
 }
 
 fn ones_complement_sum(bytes: &[u8], mut sum: u32) -> u32 {
@@ -211,7 +241,7 @@ pub fn one_node_lab(frontends: &[svc_agent::model::Frontend]) -> svc_lab::Lab {
     lab
 }
 
-/// A ClusterIP frontend `test/NAME` with ready backends.
+/// A ClusterIP frontend `test/NAME` with ready, local backends.
 pub fn cluster_ip(
     name: &str,
     address: Ipv4Addr,
@@ -219,23 +249,54 @@ pub fn cluster_ip(
     protocol: svc_agent::model::Protocol,
     backends: &[(Ipv4Addr, u16)],
 ) -> svc_agent::model::Frontend {
-    use svc_agent::model::{BackendRef, BackendState, Frontend, FrontendKind, OnEmpty};
-    Frontend {
+    let backends: Vec<_> = backends
+        .iter()
+        .map(|(address, port)| ready(*address, *port, true))
+        .collect();
+    frontend(
+        svc_agent::model::FrontendKind::ClusterIP,
+        name,
+        (address, port),
+        protocol,
+        &backends,
+    )
+}
+
+/// A frontend `test/NAME` of any kind, rejecting when empty.
+pub fn frontend(
+    kind: svc_agent::model::FrontendKind,
+    name: &str,
+    (address, port): (Ipv4Addr, u16),
+    protocol: svc_agent::model::Protocol,
+    backends: &[svc_agent::model::BackendRef],
+) -> svc_agent::model::Frontend {
+    svc_agent::model::Frontend {
         service: format!("test/{name}"),
         port_name: String::new(),
-        kind: FrontendKind::ClusterIP,
+        kind,
         address,
         port,
         protocol,
-        backends: backends
-            .iter()
-            .map(|(address, port)| BackendRef {
-                address: *address,
-                port: *port,
-                state: BackendState::Ready,
-            })
-            .collect(),
+        backends: backends.to_vec(),
         affinity_timeout_seconds: None,
-        on_empty: OnEmpty::Reject,
+        on_empty: svc_agent::model::OnEmpty::Reject,
+        source_ranges: Vec::new(),
+        health_check_node_port: None,
+    }
+}
+
+pub fn ready(address: Ipv4Addr, port: u16, local: bool) -> svc_agent::model::BackendRef {
+    svc_agent::model::BackendRef {
+        address,
+        port,
+        state: svc_agent::model::BackendState::Ready,
+        local,
+    }
+}
+
+pub fn terminating(address: Ipv4Addr, port: u16, local: bool) -> svc_agent::model::BackendRef {
+    svc_agent::model::BackendRef {
+        state: svc_agent::model::BackendState::Terminating,
+        ..ready(address, port, local)
     }
 }

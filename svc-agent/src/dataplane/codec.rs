@@ -1,9 +1,10 @@
 //! Conversions between the domain model and the map layouts of svc-common.
 use std::net::Ipv4Addr;
 
+use aya::maps::lpm_trie::Key;
 use svc_common::{
-    Backend, FrontendKey, FrontendMeta, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN, frontend_kind,
-    proto,
+    Backend, FrontendKey, FrontendMeta, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN, SourceRange,
+    backend_flags, frontend_kind, proto,
 };
 
 use crate::model::{Frontend, FrontendKind, Protocol};
@@ -51,13 +52,41 @@ pub fn rev_nat(frontend: &Frontend) -> RevNat {
     }
 }
 
-pub fn backend(address: Ipv4Addr, port: u16, protocol: Protocol) -> Backend {
+pub fn backend(address: Ipv4Addr, port: u16, protocol: Protocol, local: bool) -> Backend {
     Backend {
         addr_be: addr_be(address),
         port_be: port.to_be(),
         proto: protocol_number(protocol),
-        flags: 0,
+        flags: if local { backend_flags::LOCAL } else { 0 },
     }
+}
+
+/// Parses `a.b.c.d/len` (or a bare address, as /32).
+pub fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((addr, len)) => (addr, len.parse().ok()?),
+        None => (text, 32),
+    };
+    let addr: Ipv4Addr = addr.trim().parse().ok()?;
+    (len <= 32).then_some((addr, len))
+}
+
+/// The SRC_RANGES key of one of a frontend's source ranges. Host bits are
+/// cleared so equal prefixes give equal keys.
+pub fn source_range_key(rev_nat_id: u32, addr: Ipv4Addr, len: u8) -> Key<SourceRange> {
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
+    let network = Ipv4Addr::from(u32::from(addr) & mask);
+    Key::new(
+        32 + u32::from(len),
+        SourceRange {
+            rev_nat_id,
+            addr_be: addr_be(network),
+        },
+    )
 }
 
 pub fn kind_number(kind: FrontendKind) -> u8 {
@@ -88,6 +117,8 @@ pub fn meta(frontend: &Frontend) -> FrontendMeta {
         service_len: 0,
         port_name_len: 0,
         _pad: 0,
+        health_check_node_port: frontend.health_check_node_port.unwrap_or(0),
+        _pad2: 0,
         service: [0; SERVICE_NAME_LEN],
         port_name: [0; PORT_NAME_LEN],
     };

@@ -16,7 +16,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData},
     programs::{
-        SchedClassifier, TcAttachType,
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
     },
 };
@@ -28,6 +28,10 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// The TC program on the host side of pod veths.
 pub const FROM_POD_PROGRAM: &str = "svc_from_pod";
+/// The XDP program on the node's NICs.
+pub const FROM_WORLD_PROGRAM: &str = "svc_from_world";
+/// An XDP program that passes everything (benchmark baseline).
+pub const XDP_PASS_PROGRAM: &str = "svc_xdp_pass";
 
 /// bpffs magic number (statfs f_type).
 const BPF_FS_MAGIC: libc::__fsword_t = 0xcafe_4a11;
@@ -65,6 +69,8 @@ pub enum DataplaneError {
         path: PathBuf,
         source: Box<aya::maps::MapError>,
     },
+    #[error("{service}: loadBalancerSourceRanges entry {range:?} is not an IPv4 CIDR")]
+    BadSourceRange { service: String, range: String },
     #[error("the {map} map is full: {service} did not fit ({entries} entries)")]
     Full {
         map: &'static str,
@@ -100,11 +106,20 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(Box::new)?;
-        let program: &mut SchedClassifier = program_mut(&mut ebpf, FROM_POD_PROGRAM)?;
-        program.load().map_err(|source| DataplaneError::Program {
-            name: FROM_POD_PROGRAM,
-            source: Box::new(source),
-        })?;
+        let load_error = |name: &'static str| {
+            move |source| DataplaneError::Program {
+                name,
+                source: Box::new(source),
+            }
+        };
+        program_mut::<SchedClassifier>(&mut ebpf, FROM_POD_PROGRAM)?
+            .load()
+            .map_err(load_error(FROM_POD_PROGRAM))?;
+        for name in [FROM_WORLD_PROGRAM, XDP_PASS_PROGRAM] {
+            program_mut::<Xdp>(&mut ebpf, name)?
+                .load()
+                .map_err(load_error(name))?;
+        }
         let tables = Tables::from_maps(|name| {
             ebpf.take_map(name).ok_or(DataplaneError::Map {
                 name,
@@ -129,6 +144,56 @@ impl Datapath {
         program_mut(&mut self.ebpf, FROM_POD_PROGRAM)
     }
 
+    /// The XDP program of node NICs.
+    pub fn from_world_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        program_mut(&mut self.ebpf, FROM_WORLD_PROGRAM)
+    }
+
+    /// The XDP program that passes everything.
+    pub fn xdp_pass_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        program_mut(&mut self.ebpf, XDP_PASS_PROGRAM)
+    }
+
+    /// Attaches the NIC program (XDP, native mode) to a node interface that
+    /// Service traffic arrives on from the network. Pinned like
+    /// [`Self::attach_pod_interface`].
+    pub fn attach_node_interface(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        let attach_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
+                program: FROM_WORLD_PROGRAM,
+                interface: interface.to_owned(),
+                source,
+            };
+        let link_pin = self.link_pin("from_world", interface);
+        if link_pin
+            .as_ref()
+            .is_some_and(|path| PinnedLink::from_pin(path).is_ok())
+        {
+            return Ok(());
+        }
+        let program = program_mut::<Xdp>(&mut self.ebpf, FROM_WORLD_PROGRAM)?;
+        let link_id = program
+            .attach(interface, XdpMode::Default)
+            .map_err(|e| attach_error(Box::new(e)))?;
+        if let Some(path) = link_pin {
+            let link = program
+                .take_link(link_id)
+                .map_err(|e| attach_error(Box::new(e)))?;
+            let link: FdLink = link.try_into().map_err(|e| attach_error(Box::new(e)))?;
+            pin_link(link, &path).map_err(attach_error)?;
+        }
+        Ok(())
+    }
+
+    /// Where a link of `program` on `interface` is pinned, with a pin dir.
+    fn link_pin(&self, program: &str, interface: &str) -> Option<PathBuf> {
+        // bpffs refuses names with dots (they are kept for its own files).
+        let name = format!("{program}-{}", interface.replace('.', "_"));
+        self.pin_dir
+            .as_ref()
+            .map(|dir| dir.join("links").join(name))
+    }
+
     /// Attaches the pod-side program (TCX ingress) to the host side of a pod
     /// veth. The calling thread's network namespace decides which interface
     /// `interface` names. With a pin directory the link is pinned, so it
@@ -141,18 +206,13 @@ impl Datapath {
                 interface: interface.to_owned(),
                 source,
             };
-        let link_pin = match &self.pin_dir {
-            Some(dir) => {
-                // bpffs refuses names with dots (they are kept for its own files).
-                let name = format!("from_pod-{}", interface.replace('.', "_"));
-                let path = dir.join("links").join(name);
-                if PinnedLink::from_pin(&path).is_ok() {
-                    return Ok(());
-                }
-                Some(path)
-            }
-            None => None,
-        };
+        let link_pin = self.link_pin("from_pod", interface);
+        if link_pin
+            .as_ref()
+            .is_some_and(|path| PinnedLink::from_pin(path).is_ok())
+        {
+            return Ok(());
+        }
         let program = program_mut::<SchedClassifier>(&mut self.ebpf, FROM_POD_PROGRAM)?;
         let link_id = program
             .attach(interface, TcAttachType::Ingress)
@@ -162,16 +222,18 @@ impl Datapath {
                 .take_link(link_id)
                 .map_err(|e| attach_error(Box::new(e)))?;
             let link: FdLink = link.try_into().map_err(|e| attach_error(Box::new(e)))?;
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(|source| DataplaneError::PinDir {
-                    path: parent.to_path_buf(),
-                    source,
-                })?;
-            }
-            link.pin(&path).map_err(|e| attach_error(Box::new(e)))?;
+            pin_link(link, &path).map_err(attach_error)?;
         }
         Ok(())
     }
+}
+
+fn pin_link(link: FdLink, path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    link.pin(path)?;
+    Ok(())
 }
 
 impl Tables {

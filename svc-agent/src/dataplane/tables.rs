@@ -8,11 +8,14 @@
 //! frontends and orphaned backends go last.
 use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
 
-use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues};
+use aya::maps::{
+    Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie,
+};
 use serde::Serialize;
 use svc_common::{
-    Backend, DropReason, Flow, FlowKey, FrontendCounters, FrontendKey, FrontendMeta, MAX_BACKENDS,
-    MAX_FRONTENDS, RevNat, ServiceSlot, frontend_flags, names,
+    Affinity, AffinityKey, Backend, DropReason, Flow, FlowKey, FrontendCounters, FrontendKey,
+    FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, NodeConfig, RevNat, ServiceSlot, SourceRange,
+    backend_flags, frontend_flags, names,
 };
 
 use super::{DataplaneError, codec};
@@ -27,6 +30,9 @@ pub struct Tables {
     ct: HashMap<MapData, FlowKey, Flow>,
     frontend_stats: PerCpuArray<MapData, FrontendCounters>,
     drops: PerCpuArray<MapData, u64>,
+    affinity: HashMap<MapData, AffinityKey, Affinity>,
+    source_ranges: LpmTrie<MapData, SourceRange, u8>,
+    config: Array<MapData, NodeConfig>,
 }
 
 /// What one `apply` changed.
@@ -82,7 +88,21 @@ impl Tables {
             ct: typed(names::CT, &mut open)?,
             frontend_stats: typed(names::FRONTEND_STATS, &mut open)?,
             drops: typed(names::DROP_STATS, &mut open)?,
+            affinity: typed(names::AFFINITY, &mut open)?,
+            source_ranges: typed(names::SOURCE_RANGES, &mut open)?,
+            config: typed(names::CONFIG, &mut open)?,
         })
+    }
+
+    /// Sets this node's addresses (source NAT, hairpin) for the programs.
+    pub fn set_node_config(&mut self, config: NodeConfig) -> Result<(), DataplaneError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_error(names::CONFIG))
+    }
+
+    pub fn node_config(&self) -> Result<NodeConfig, DataplaneError> {
+        self.config.get(&0, 0).map_err(map_error(names::CONFIG))
     }
 
     /// Makes the maps hold exactly `desired` (see the module docs for the
@@ -195,7 +215,12 @@ impl Tables {
             return Err(full(names::SERVICES, u32::from(u16::MAX)));
         }
         for (index, backend_ref) in ordered.iter().enumerate() {
-            let backend = codec::backend(backend_ref.address, backend_ref.port, frontend.protocol);
+            let backend = codec::backend(
+                backend_ref.address,
+                backend_ref.port,
+                frontend.protocol,
+                backend_ref.local,
+            );
             let backend_id = match backend_ids.get(&backend) {
                 Some(id) => *id,
                 None => {
@@ -226,16 +251,24 @@ impl Tables {
             }
         }
 
+        // Ranges go in before the header flag that makes them count.
+        if self.write_source_ranges(frontend, rev_nat_id)? {
+            changed = true;
+        }
         let ready = frontend.ready_backends().count() as u16;
+        let mut flags = match frontend.on_empty {
+            OnEmpty::Reject => 0,
+            OnEmpty::Drop => frontend_flags::DROP_WHEN_EMPTY,
+        };
+        if !frontend.source_ranges.is_empty() {
+            flags |= frontend_flags::SOURCE_RANGES;
+        }
         let header = ServiceSlot {
             backend_id: 0,
             count: ready,
             terminating_count: ordered.len() as u16 - ready,
             rev_nat_id,
-            flags: match frontend.on_empty {
-                OnEmpty::Reject => 0,
-                OnEmpty::Drop => frontend_flags::DROP_WHEN_EMPTY,
-            },
+            flags,
             _pad: 0,
             affinity_timeout_s: frontend.affinity_timeout_seconds.unwrap_or(0),
         };
@@ -250,7 +283,111 @@ impl Tables {
                 changed = true;
             }
         }
+        if changed && header.affinity_timeout_s > 0 {
+            let current: BTreeSet<u32> = ordered
+                .iter()
+                .filter_map(|b| {
+                    let backend = codec::backend(b.address, b.port, frontend.protocol, b.local);
+                    backend_ids.get(&backend).copied()
+                })
+                .collect();
+            self.forget_affinities(rev_nat_id, |backend_id| !current.contains(&backend_id))?;
+        }
         Ok(changed)
+    }
+
+    /// Makes SRC_RANGES hold exactly the frontend's source ranges. Returns
+    /// whether anything changed.
+    fn write_source_ranges(
+        &mut self,
+        frontend: &Frontend,
+        rev_nat_id: u32,
+    ) -> Result<bool, DataplaneError> {
+        let mut wanted = BTreeSet::new();
+        for text in &frontend.source_ranges {
+            let (addr, len) =
+                codec::parse_cidr(text).ok_or_else(|| DataplaneError::BadSourceRange {
+                    service: frontend.service.clone(),
+                    range: text.clone(),
+                })?;
+            let key = codec::source_range_key(rev_nat_id, addr, len);
+            wanted.insert((key.prefix_len(), key.data().addr_be));
+        }
+        let present = self.source_ranges_of(rev_nat_id)?;
+        let mut changed = false;
+        for (prefix_len, addr_be) in &wanted {
+            if !present.contains(&(*prefix_len, *addr_be)) {
+                let key = aya::maps::lpm_trie::Key::new(
+                    *prefix_len,
+                    SourceRange {
+                        rev_nat_id,
+                        addr_be: *addr_be,
+                    },
+                );
+                self.source_ranges
+                    .insert(&key, 1, 0)
+                    .map_err(map_error(names::SOURCE_RANGES))?;
+                changed = true;
+            }
+        }
+        for (prefix_len, addr_be) in present.difference(&wanted) {
+            self.remove_source_range(rev_nat_id, *prefix_len, *addr_be)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    fn source_ranges_of(&self, rev_nat_id: u32) -> Result<BTreeSet<(u32, u32)>, DataplaneError> {
+        let mut found = BTreeSet::new();
+        for key in self.source_ranges.keys() {
+            let key = key.map_err(map_error(names::SOURCE_RANGES))?;
+            if key.data().rev_nat_id == rev_nat_id {
+                found.insert((key.prefix_len(), key.data().addr_be));
+            }
+        }
+        Ok(found)
+    }
+
+    fn remove_source_range(
+        &mut self,
+        rev_nat_id: u32,
+        prefix_len: u32,
+        addr_be: u32,
+    ) -> Result<(), DataplaneError> {
+        let key = aya::maps::lpm_trie::Key::new(
+            prefix_len,
+            SourceRange {
+                rev_nat_id,
+                addr_be,
+            },
+        );
+        match self.source_ranges.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_error(names::SOURCE_RANGES)(e)),
+        }
+    }
+
+    /// Drops sessionAffinity entries of a frontend whose backend `stale`
+    /// says is no longer one of its backends.
+    fn forget_affinities(
+        &mut self,
+        rev_nat_id: u32,
+        stale: impl Fn(u32) -> bool,
+    ) -> Result<(), DataplaneError> {
+        let doomed: Vec<AffinityKey> = self
+            .affinity
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, value)| key.rev_nat_id == rev_nat_id && stale(value.backend_id))
+            .map(|(key, _)| key)
+            .collect();
+        for key in doomed {
+            match self.affinity.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error(names::AFFINITY)(e)),
+            }
+        }
+        Ok(())
     }
 
     fn insert_slot(
@@ -293,6 +430,10 @@ impl Tables {
         for slot in 1..=(header.count + header.terminating_count) {
             self.remove_slot(key.with_slot(slot))?;
         }
+        for (prefix_len, addr_be) in self.source_ranges_of(header.rev_nat_id)? {
+            self.remove_source_range(header.rev_nat_id, prefix_len, addr_be)?;
+        }
+        self.forget_affinities(header.rev_nat_id, |_| true)?;
         for result in [
             self.rev_nat.remove(&header.rev_nat_id),
             self.meta.remove(&header.rev_nat_id),
@@ -362,9 +503,17 @@ impl Tables {
                     } else {
                         BackendState::Terminating
                     },
+                    local: backend.flags & backend_flags::LOCAL != 0,
                 });
             }
             let counters = self.frontend_counters(header.rev_nat_id)?;
+            let source_ranges = self
+                .source_ranges_of(header.rev_nat_id)?
+                .into_iter()
+                .map(|(prefix_len, addr_be)| {
+                    format!("{}/{}", codec::addr_from_be(addr_be), prefix_len - 32)
+                })
+                .collect();
             states.push(FrontendState {
                 frontend: Frontend {
                     service: codec::meta_text(&meta.service, meta.service_len),
@@ -381,6 +530,9 @@ impl Tables {
                     } else {
                         OnEmpty::Reject
                     },
+                    source_ranges,
+                    health_check_node_port: (meta.health_check_node_port != 0)
+                        .then_some(meta.health_check_node_port),
                 },
                 rev_nat_id: header.rev_nat_id,
                 packets: counters.packets,

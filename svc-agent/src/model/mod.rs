@@ -22,6 +22,12 @@ pub struct Frontend {
     pub backends: Vec<BackendRef>,
     pub affinity_timeout_seconds: Option<u32>,
     pub on_empty: OnEmpty,
+    /// loadBalancerSourceRanges (CIDRs); empty allows every client.
+    #[serde(default)]
+    pub source_ranges: Vec<String>,
+    /// healthCheckNodePort of an externalTrafficPolicy=Local Service.
+    #[serde(default)]
+    pub health_check_node_port: Option<u16>,
 }
 
 impl Frontend {
@@ -43,6 +49,10 @@ pub struct BackendRef {
     pub address: Ipv4Addr,
     pub port: u16,
     pub state: BackendState,
+    /// The endpoint runs on this node (external traffic to it needs no
+    /// source NAT).
+    #[serde(default)]
+    pub local: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -1,0 +1,117 @@
+//! What happens to one packet, whichever way it came in: conntrack first,
+//! then the frontend tables for new flows.
+use svc_common::{DropReason, NodeConfig, backend_flags, flow_flags, proto};
+
+use crate::{
+    ct::{self, Snat},
+    lb::{self, Selection},
+    maps::CONFIG_V1,
+    nat,
+    packet::{self, Packet, Parsed},
+    reject, stats,
+};
+
+/// Where a packet entered the node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Sent by a pod on this node (TC on the pod's veth).
+    Pod,
+    /// Arrived on a node interface from the network (XDP on the NIC).
+    World,
+}
+
+/// What to do with a packet that was not dropped.
+pub enum Action {
+    /// Hand it (rewritten or not) to the stack.
+    Pass,
+    /// It was turned into an answer to its sender (a reset, an ICMP error):
+    /// send it back out where it came from. Counted under the reason.
+    Bounce(DropReason),
+}
+
+#[inline(always)]
+fn node_config() -> Option<NodeConfig> {
+    CONFIG_V1.get(0).copied().filter(|c| c.node_addr_be != 0)
+}
+
+#[inline(always)]
+pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason> {
+    let Parsed::Ipv4(flow) = packet::parse(pkt)? else {
+        return Ok(Action::Pass);
+    };
+
+    if let Some(entry) = ct::lookup(&ct::key_of(&flow), &flow) {
+        if entry.flags & flow_flags::REPLY != 0 {
+            // A frontend removed under a live flow leaves nothing to
+            // translate back to; the client would reset the reply anyway.
+            let frontend = lb::rev_nat(entry.rev_nat_id).ok_or(DropReason::SlotMissing)?;
+            if entry.flags & flow_flags::SNAT != 0 {
+                nat::rewrite_destination(pkt, &flow, entry.nat_addr_be, entry.nat_port_be)?;
+            }
+            nat::rewrite_source(pkt, &flow, frontend.addr_be, frontend.port_be)?;
+            return Ok(Action::Pass);
+        }
+        if let Some(backend) = lb::backend(entry.backend_id) {
+            stats::count_frontend(entry.rev_nat_id, u32::from(flow.ip_len));
+            if entry.flags & flow_flags::SNAT != 0 {
+                nat::rewrite_source(pkt, &flow, entry.nat_addr_be, entry.nat_port_be)?;
+            }
+            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
+            return Ok(Action::Pass);
+        }
+        // The flow's backend is gone: choose again below, as a new flow.
+    }
+
+    match lb::select(&flow)? {
+        Selection::NotAFrontend => Ok(Action::Pass),
+        Selection::Empty { drop: true } => Err(DropReason::NoBackendDrop),
+        Selection::Empty { drop: false } => {
+            if flow.proto == proto::TCP {
+                reject::tcp_reset(pkt, &flow)?;
+                Ok(Action::Bounce(DropReason::NoBackendReset))
+            } else {
+                reject::udp_unreachable(pkt, &flow)?;
+                Ok(Action::Bounce(DropReason::NoBackendUnreachable))
+            }
+        }
+        Selection::Backend(selected) => {
+            let backend = &selected.backend;
+            // External traffic to a backend elsewhere must come back through
+            // this node: its source becomes the node's address. A pod that
+            // reaches itself through a Service would see its own address as
+            // the source and drop the packet: it gets the hairpin address.
+            let remote = backend.flags & backend_flags::LOCAL == 0;
+            let snat = if origin == Origin::World && remote {
+                let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
+                Some(Snat {
+                    addr_be: config.node_addr_be,
+                    port_min: config.nat_port_min,
+                    port_max: config.nat_port_max,
+                })
+            } else if origin == Origin::Pod && backend.addr_be == flow.saddr_be {
+                let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
+                Some(Snat {
+                    addr_be: config.hairpin_addr_be,
+                    port_min: config.nat_port_min,
+                    port_max: config.nat_port_max,
+                })
+            } else {
+                None
+            };
+            let snat_addr_be = snat.as_ref().map(|s| s.addr_be);
+            let created = ct::create(
+                &flow,
+                selected.backend_id,
+                backend,
+                selected.rev_nat_id,
+                snat,
+            )?;
+            stats::count_frontend(selected.rev_nat_id, u32::from(flow.ip_len));
+            if let Some(addr_be) = snat_addr_be {
+                nat::rewrite_source(pkt, &flow, addr_be, created.nat_port_be)?;
+            }
+            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
+            Ok(Action::Pass)
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Crafted packets through the NIC program (XDP) and the pod program (TC)
+//! for the north-south paths: NodePort/LoadBalancer to local and remote
+//! backends, source NAT and its replies, externalTrafficPolicy=Local,
+//! loadBalancerSourceRanges, sessionAffinity, terminating fallback, hairpin
+//! and ICMP port unreachable. Exact bytes, independently checked checksums.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use svc_agent::{
+    dataplane::Datapath,
+    model::{Frontend, FrontendKind, OnEmpty, Protocol},
+};
+use svc_common::NodeConfig;
+use tests::*;
+
+const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const HAIRPIN: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const LOCAL_POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+const LB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);
+const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+const NAT_MIN: u16 = 32768;
+const NAT_MAX: u16 = 60999;
+
+fn load_with(frontends: &[Frontend]) -> Datapath {
+    let mut datapath = Datapath::load(None).expect("load the datapath (root, kernel >= 6.6)");
+    let tables = datapath.tables();
+    tables
+        .set_node_config(NodeConfig {
+            node_addr_be: u32::from_ne_bytes(NODE.octets()),
+            hairpin_addr_be: u32::from_ne_bytes(HAIRPIN.octets()),
+            nat_port_min: NAT_MIN,
+            nat_port_max: NAT_MAX,
+            _pad: 0,
+        })
+        .unwrap();
+    tables.apply(frontends).unwrap();
+    datapath
+}
+
+fn node_port(backends: &[svc_agent::model::BackendRef]) -> Frontend {
+    frontend(
+        FrontendKind::NodePort,
+        "web",
+        (NODE, 30080),
+        Protocol::TCP,
+        backends,
+    )
+}
+
+fn drops(datapath: &mut Datapath, reason: &str) -> u64 {
+    let counters = datapath.tables().drop_counters().unwrap();
+    counters
+        .iter()
+        .find(|c| c.reason == reason)
+        .unwrap()
+        .packets
+}
+
+fn world(datapath: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    run_xdp(datapath.from_world_program().unwrap(), frame)
+}
+
+#[test]
+fn node_port_to_a_local_backend_keeps_the_client_source() {
+    let mut datapath = load_with(&[node_port(&[ready(LOCAL_POD, 8080, true)])]);
+    let syn = tcp_frame((CLIENT, 40000), (NODE, 30080), 1, SYN, b"");
+    let (verdict, out) = world(&mut datapath, &syn);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(out, rewritten(&syn, true, LOCAL_POD, 8080));
+    assert_eq!(verify_checksums(&out), Ok(()));
+
+    // The backend's reply leaves through its veth (TC) as the NodePort.
+    let flags = TcpFlags {
+        syn: true,
+        ack: Some(2),
+        ..TcpFlags::default()
+    };
+    let syn_ack = tcp_frame((LOCAL_POD, 8080), (CLIENT, 40000), 9, flags, b"");
+    let (verdict, out) = run_tc(datapath.from_pod_program().unwrap(), &syn_ack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, rewritten(&syn_ack, false, NODE, 30080));
+}
+
+#[test]
+fn node_port_to_a_remote_backend_is_snated_and_replies_come_back() {
+    let mut datapath = load_with(&[node_port(&[ready(REMOTE_POD, 8080, false)])]);
+    let syn = tcp_frame((CLIENT, 40000), (NODE, 30080), 1, SYN, b"");
+    let (verdict, out) = world(&mut datapath, &syn);
+    assert_eq!(verdict, XDP_PASS);
+    // The client's own port is free, so it is kept.
+    let expected = rewritten(&rewritten(&syn, true, REMOTE_POD, 8080), false, NODE, 40000);
+    assert_eq!(out, expected);
+    assert_eq!(verify_checksums(&out), Ok(()));
+
+    // The reply comes back to the node address and leaves as the NodePort,
+    // towards the client.
+    let flags = TcpFlags {
+        syn: true,
+        ack: Some(2),
+        ..TcpFlags::default()
+    };
+    let syn_ack = tcp_frame((REMOTE_POD, 8080), (NODE, 40000), 9, flags, b"");
+    let (verdict, out) = world(&mut datapath, &syn_ack);
+    assert_eq!(verdict, XDP_PASS);
+    let expected = rewritten(
+        &rewritten(&syn_ack, false, NODE, 30080),
+        true,
+        CLIENT,
+        40000,
+    );
+    assert_eq!(out, expected);
+    assert_eq!(verify_checksums(&out), Ok(()));
+}
+
+#[test]
+fn snat_ports_never_collide_between_flows() {
+    let mut datapath = load_with(&[node_port(&[ready(REMOTE_POD, 8080, false)])]);
+    // Eight clients, all from source port 40000, to the same backend.
+    let mut ports = BTreeSet::new();
+    for host in 100..108u8 {
+        let client = Ipv4Addr::new(198, 18, 0, host);
+        let syn = tcp_frame((client, 40000), (NODE, 30080), 1, SYN, b"");
+        let (verdict, out) = world(&mut datapath, &syn);
+        assert_eq!(verdict, XDP_PASS);
+        let ((source, port), (destination, _)) = endpoints(&out);
+        assert_eq!((source, destination), (NODE, REMOTE_POD));
+        assert!(
+            port == 40000 || (NAT_MIN..=NAT_MAX).contains(&port),
+            "{port}"
+        );
+        assert!(ports.insert(port), "port {port} handed out twice");
+
+        // Each reply finds its own client.
+        let reply = tcp_frame(
+            (REMOTE_POD, 8080),
+            (NODE, port),
+            9,
+            TcpFlags {
+                ack: Some(2),
+                ..TcpFlags::default()
+            },
+            b"",
+        );
+        let (verdict, out) = world(&mut datapath, &reply);
+        assert_eq!(verdict, XDP_PASS);
+        assert_eq!(endpoints(&out), ((NODE, 30080), (client, 40000)));
+    }
+    assert_eq!(ports.len(), 8);
+}
+
+#[test]
+fn local_policy_without_local_backend_drops_external_traffic() {
+    let mut empty = node_port(&[]);
+    empty.on_empty = OnEmpty::Drop;
+    let mut datapath = load_with(&[empty]);
+    let syn = tcp_frame((CLIENT, 40000), (NODE, 30080), 1, SYN, b"");
+    let (verdict, _) = world(&mut datapath, &syn);
+    assert_eq!(verdict, XDP_DROP);
+    assert_eq!(drops(&mut datapath, "no_backend_drop"), 1);
+    assert_eq!(drops(&mut datapath, "no_backend_reset"), 0);
+}
+
+#[test]
+fn tcp_to_an_empty_node_port_is_reset_from_the_nic() {
+    let mut datapath = load_with(&[node_port(&[])]);
+    let syn = tcp_frame((CLIENT, 40000), (NODE, 30080), 1000, SYN, b"");
+    let (verdict, out) = world(&mut datapath, &syn);
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(verify_checksums(&out), Ok(()));
+    assert_eq!(endpoints(&out), ((NODE, 30080), (CLIENT, 40000)));
+    assert_eq!(out[14 + 20 + 13], 0x14, "RST|ACK");
+    assert_eq!(drops(&mut datapath, "no_backend_reset"), 1);
+}
+
+#[test]
+fn udp_to_an_empty_frontend_gets_icmp_port_unreachable() {
+    let empty = frontend(
+        FrontendKind::NodePort,
+        "dns",
+        (NODE, 30053),
+        Protocol::UDP,
+        &[],
+    );
+    let mut datapath = load_with(&[empty]);
+    let datagram = udp_frame((CLIENT, 40000), (NODE, 30053), b"query");
+    let (verdict, out) = world(&mut datapath, &datagram);
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(out.len(), 14 + 20 + 8 + 28);
+    assert_eq!(&out[0..6], &POD_MAC, "back to the sender");
+    let ip = &out[14..34];
+    assert_eq!(ip[9], 1, "ICMP");
+    assert_eq!(&ip[12..16], &NODE.octets());
+    assert_eq!(&ip[16..20], &CLIENT.octets());
+    let icmp = &out[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 3), "destination unreachable, port");
+    assert_eq!(
+        &icmp[8..36],
+        &datagram[14..42],
+        "original header and 8 bytes ride along"
+    );
+    // IP header and ICMP checksums, computed here.
+    let mut sum = 0u32;
+    for pair in icmp.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    assert_eq!(sum, 0xffff, "ICMP checksum");
+    assert_eq!(drops(&mut datapath, "no_backend_unreachable"), 1);
+}
+
+#[test]
+fn source_ranges_admit_only_listed_clients() {
+    let mut lb = frontend(
+        FrontendKind::LoadBalancer,
+        "web",
+        (LB_IP, 80),
+        Protocol::TCP,
+        &[ready(LOCAL_POD, 8080, true)],
+    );
+    lb.source_ranges = vec!["198.18.0.0/25".into()];
+    let mut datapath = load_with(&[lb]);
+
+    let inside = tcp_frame((CLIENT, 40000), (LB_IP, 80), 1, SYN, b"");
+    let (verdict, out) = world(&mut datapath, &inside);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(out, rewritten(&inside, true, LOCAL_POD, 8080));
+
+    let outsider = Ipv4Addr::new(198, 18, 0, 200);
+    let outside = tcp_frame((outsider, 40000), (LB_IP, 80), 1, SYN, b"");
+    let (verdict, _) = world(&mut datapath, &outside);
+    assert_eq!(verdict, XDP_DROP);
+    assert_eq!(drops(&mut datapath, "source_range_denied"), 1);
+
+    let states = datapath.tables().read().unwrap();
+    assert_eq!(
+        states[0].frontend.source_ranges,
+        vec!["198.18.0.0/25".to_owned()]
+    );
+}
+
+fn backends_chosen(datapath: &mut Datapath, client: Ipv4Addr, flows: u16) -> BTreeSet<Ipv4Addr> {
+    (0..flows)
+        .map(|i| {
+            let syn = tcp_frame((client, 20000 + i), (CLUSTER_IP, 80), 1, SYN, b"");
+            let (verdict, out) = run_tc(datapath.from_pod_program().unwrap(), &syn);
+            assert_eq!(verdict, TC_ACT_OK);
+            endpoints(&out).1.0
+        })
+        .collect()
+}
+
+#[test]
+fn session_affinity_keeps_a_client_on_one_backend() {
+    let two = [
+        ready(LOCAL_POD, 8080, true),
+        ready(Ipv4Addr::new(198, 18, 1, 11), 8080, true),
+    ];
+    let mut sticky = frontend(
+        FrontendKind::ClusterIP,
+        "web",
+        (CLUSTER_IP, 80),
+        Protocol::TCP,
+        &two,
+    );
+    sticky.affinity_timeout_seconds = Some(60);
+    let mut datapath = load_with(&[sticky.clone()]);
+    let client = Ipv4Addr::new(198, 18, 1, 20);
+    assert_eq!(backends_chosen(&mut datapath, client, 40).len(), 1);
+
+    // Without affinity, 40 flows use both backends (all on one: 2^-39).
+    sticky.affinity_timeout_seconds = None;
+    let mut datapath = load_with(&[sticky]);
+    assert_eq!(backends_chosen(&mut datapath, client, 40).len(), 2);
+}
+
+#[test]
+fn terminating_backends_serve_only_when_none_is_ready() {
+    let old = Ipv4Addr::new(198, 18, 1, 11);
+    let mixed = [ready(LOCAL_POD, 8080, true), terminating(old, 8080, true)];
+    let mut datapath = load_with(&[frontend(
+        FrontendKind::ClusterIP,
+        "web",
+        (CLUSTER_IP, 80),
+        Protocol::TCP,
+        &mixed,
+    )]);
+    let client = Ipv4Addr::new(198, 18, 1, 20);
+    assert_eq!(
+        backends_chosen(&mut datapath, client, 30),
+        BTreeSet::from([LOCAL_POD])
+    );
+
+    let only_terminating = [terminating(old, 8080, true)];
+    let mut datapath = load_with(&[frontend(
+        FrontendKind::ClusterIP,
+        "web",
+        (CLUSTER_IP, 80),
+        Protocol::TCP,
+        &only_terminating,
+    )]);
+    assert_eq!(
+        backends_chosen(&mut datapath, client, 5),
+        BTreeSet::from([old])
+    );
+}
+
+#[test]
+fn a_pod_reaching_itself_is_hairpinned_through_the_node() {
+    let mut datapath = load_with(&[cluster_ip(
+        "web",
+        CLUSTER_IP,
+        80,
+        Protocol::TCP,
+        &[(LOCAL_POD, 8080)],
+    )]);
+    let syn = tcp_frame((LOCAL_POD, 40000), (CLUSTER_IP, 80), 1, SYN, b"");
+    let (verdict, out) = run_tc(datapath.from_pod_program().unwrap(), &syn);
+    assert_eq!(verdict, TC_ACT_OK);
+    let expected = rewritten(
+        &rewritten(&syn, true, LOCAL_POD, 8080),
+        false,
+        HAIRPIN,
+        40000,
+    );
+    assert_eq!(out, expected);
+
+    let flags = TcpFlags {
+        syn: true,
+        ack: Some(2),
+        ..TcpFlags::default()
+    };
+    let syn_ack = tcp_frame((LOCAL_POD, 8080), (HAIRPIN, 40000), 9, flags, b"");
+    let (verdict, out) = run_tc(datapath.from_pod_program().unwrap(), &syn_ack);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(endpoints(&out), ((CLUSTER_IP, 80), (LOCAL_POD, 40000)));
+    assert_eq!(verify_checksums(&out), Ok(()));
+}
+
+#[test]
+fn snat_without_node_config_is_refused_and_counted() {
+    let mut datapath = Datapath::load(None).unwrap();
+    datapath
+        .tables()
+        .apply(&[node_port(&[ready(REMOTE_POD, 8080, false)])])
+        .unwrap();
+    let syn = tcp_frame((CLIENT, 40000), (NODE, 30080), 1, SYN, b"");
+    let (verdict, _) = world(&mut datapath, &syn);
+    assert_eq!(verdict, XDP_DROP);
+    assert_eq!(drops(&mut datapath, "node_config_missing"), 1);
+}
