@@ -135,7 +135,15 @@ pub mod backend_flags {
 pub struct RevNat {
     pub addr_be: u32,
     pub port_be: u16,
-    pub _pad: u16,
+    /// [`rev_nat_flags`].
+    pub flags: u16,
+}
+
+pub mod rev_nat_flags {
+    /// The frontend address is one of this node's own (a NodePort): the
+    /// stack would drop a forwarded packet with that source as martian, so
+    /// translated replies are routed out by the program itself.
+    pub const LOCAL_ADDRESS: u16 = 1 << 0;
 }
 const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
 

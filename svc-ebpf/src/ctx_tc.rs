@@ -2,8 +2,8 @@
 //! checksum updates, which also keeps checksum-offloaded (CHECKSUM_PARTIAL)
 //! packets right.
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
-    helpers::bpf_skb_change_tail,
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, bpf_fib_lookup},
+    helpers::{bpf_fib_lookup, bpf_skb_change_tail},
     programs::TcContext,
 };
 use svc_common::DropReason;
@@ -11,6 +11,8 @@ use svc_common::DropReason;
 use crate::packet::Packet;
 
 impl Packet for TcContext {
+    const RESOLVES_NEIGHBOURS: bool = true;
+
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason> {
         self.load(offset).map_err(|_| DropReason::Malformed)
@@ -28,8 +30,14 @@ impl Packet for TcContext {
     }
 
     #[inline(always)]
-    fn update_csum32(&self, csum_off: usize, old: u32, new: u32) -> Result<(), DropReason> {
-        self.l3_csum_replace(csum_off, u64::from(old), u64::from(new), 4)
+    fn update_l3_csum(
+        &self,
+        csum_off: usize,
+        old: u32,
+        new: u32,
+        size: u8,
+    ) -> Result<(), DropReason> {
+        self.l3_csum_replace(csum_off, u64::from(old), u64::from(new), u64::from(size))
             .map_err(|_| DropReason::RewriteFailed)
     }
 
@@ -52,6 +60,25 @@ impl Packet for TcContext {
         }
         self.l4_csum_replace(csum_off, u64::from(old), u64::from(new), flags)
             .map_err(|_| DropReason::RewriteFailed)
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: the context pointer the kernel handed us.
+        unsafe { (*self.skb.skb).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64 {
+        // SAFETY: `params` is a valid, fully initialised lookup struct.
+        unsafe {
+            bpf_fib_lookup(
+                self.skb.skb.cast(),
+                params,
+                size_of::<bpf_fib_lookup>() as i32,
+                0,
+            )
+        }
     }
 
     #[inline(always)]

@@ -1,7 +1,11 @@
 //! [`Packet`] for XDP frames: direct, bounds-checked access and RFC 1624
 //! checksum updates (there are no checksum helpers for XDP, and frames at
 //! XDP carry complete checksums).
-use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{
+    bindings::bpf_fib_lookup,
+    helpers::{bpf_fib_lookup, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 use svc_common::DropReason;
 
 use crate::{csum, packet::Packet};
@@ -28,6 +32,8 @@ fn field_bytes(value: u32, size: u8) -> [u8; 4] {
 }
 
 impl Packet for XdpContext {
+    const RESOLVES_NEIGHBOURS: bool = false;
+
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason> {
         let ptr = ptr_at::<T>(self, offset)?;
@@ -58,9 +64,20 @@ impl Packet for XdpContext {
     }
 
     #[inline(always)]
-    fn update_csum32(&self, csum_off: usize, old: u32, new: u32) -> Result<(), DropReason> {
+    fn update_l3_csum(
+        &self,
+        csum_off: usize,
+        old: u32,
+        new: u32,
+        size: u8,
+    ) -> Result<(), DropReason> {
         let current: [u8; 2] = self.read(csum_off)?;
-        let updated = csum::replace(current, old.to_ne_bytes(), new.to_ne_bytes(), 4);
+        let updated = csum::replace(
+            current,
+            field_bytes(old, size),
+            field_bytes(new, size),
+            size,
+        );
         self.write(csum_off, &updated)
     }
 
@@ -89,6 +106,25 @@ impl Packet for XdpContext {
             updated = [0xff, 0xff];
         }
         self.write(csum_off, &updated)
+    }
+
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: `ctx` points at the xdp_md the kernel handed us.
+        unsafe { (*self.ctx).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64 {
+        // SAFETY: `params` is a valid, fully initialised lookup struct.
+        unsafe {
+            bpf_fib_lookup(
+                self.ctx.cast(),
+                params,
+                size_of::<bpf_fib_lookup>() as i32,
+                0,
+            )
+        }
     }
 
     #[inline(always)]

@@ -1,6 +1,6 @@
 //! What happens to one packet, whichever way it came in: conntrack first,
 //! then the frontend tables for new flows.
-use svc_common::{DropReason, NodeConfig, backend_flags, flow_flags, proto};
+use svc_common::{DropReason, NodeConfig, backend_flags, flow_flags, proto, rev_nat_flags};
 
 use crate::{
     ct::{self, Snat},
@@ -8,7 +8,7 @@ use crate::{
     maps::CONFIG_V1,
     nat,
     packet::{self, Packet, Parsed},
-    reject, stats,
+    reject, route, stats,
 };
 
 /// Where a packet entered the node.
@@ -27,6 +27,10 @@ pub enum Action {
     /// It was turned into an answer to its sender (a reset, an ICMP error):
     /// send it back out where it came from. Counted under the reason.
     Bounce(DropReason),
+    /// Routed by the program (see route.rs): send it out of this interface.
+    Redirect(u32),
+    /// The same, with the next hop's MAC address still to be resolved.
+    RedirectNeigh(u32),
 }
 
 #[inline(always)]
@@ -45,19 +49,49 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             // A frontend removed under a live flow leaves nothing to
             // translate back to; the client would reset the reply anyway.
             let frontend = lb::rev_nat(entry.rev_nat_id).ok_or(DropReason::SlotMissing)?;
-            if entry.flags & flow_flags::SNAT != 0 {
+            let snat = entry.flags & flow_flags::SNAT != 0;
+            let daddr_be = if snat {
+                entry.nat_addr_be
+            } else {
+                flow.daddr_be
+            };
+            let route = if frontend.flags & rev_nat_flags::LOCAL_ADDRESS != 0 {
+                let Some(route) = route::plan(pkt, frontend.addr_be, daddr_be, &flow) else {
+                    return Ok(Action::Pass);
+                };
+                Some(route)
+            } else {
+                None
+            };
+            if snat {
                 nat::rewrite_destination(pkt, &flow, entry.nat_addr_be, entry.nat_port_be)?;
             }
             nat::rewrite_source(pkt, &flow, frontend.addr_be, frontend.port_be)?;
-            return Ok(Action::Pass);
+            return match route {
+                Some(route) => route::send(pkt, route, flow.proto),
+                None => Ok(Action::Pass),
+            };
         }
         if let Some(backend) = lb::backend(entry.backend_id) {
+            let snat = entry.flags & flow_flags::SNAT != 0;
+            let route = if snat && origin == Origin::World {
+                let Some(route) = route::plan(pkt, entry.nat_addr_be, backend.addr_be, &flow)
+                else {
+                    return Ok(Action::Pass);
+                };
+                Some(route)
+            } else {
+                None
+            };
             stats::count_frontend(entry.rev_nat_id, u32::from(flow.ip_len));
-            if entry.flags & flow_flags::SNAT != 0 {
+            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
+            if snat {
                 nat::rewrite_source(pkt, &flow, entry.nat_addr_be, entry.nat_port_be)?;
             }
-            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
-            return Ok(Action::Pass);
+            return match route {
+                Some(route) => route::send(pkt, route, flow.proto),
+                None => Ok(Action::Pass),
+            };
         }
         // The flow's backend is gone: choose again below, as a new flow.
     }
@@ -81,8 +115,16 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             // reaches itself through a Service would see its own address as
             // the source and drop the packet: it gets the hairpin address.
             let remote = backend.flags & backend_flags::LOCAL == 0;
+            let mut route = None;
             let snat = if origin == Origin::World && remote {
                 let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
+                // Routed before any state is made: a program that cannot
+                // send this way leaves the whole flow to the TC fallback.
+                let Some(out) = route::plan(pkt, config.node_addr_be, backend.addr_be, &flow)
+                else {
+                    return Ok(Action::Pass);
+                };
+                route = Some(out);
                 Some(Snat {
                     addr_be: config.node_addr_be,
                     port_min: config.nat_port_min,
@@ -107,11 +149,17 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 snat,
             )?;
             stats::count_frontend(selected.rev_nat_id, u32::from(flow.ip_len));
+            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
             if let Some(addr_be) = snat_addr_be {
                 nat::rewrite_source(pkt, &flow, addr_be, created.nat_port_be)?;
             }
-            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
-            Ok(Action::Pass)
+            // SNAT to the node's address leaves by the program's own route
+            // (the stack would take that source for a martian); the hairpin
+            // address is no local address, so those go through the stack.
+            match route {
+                Some(route) => route::send(pkt, route, flow.proto),
+                None => Ok(Action::Pass),
+            }
         }
     }
 }

@@ -14,16 +14,19 @@ mod maps;
 mod nat;
 mod packet;
 mod reject;
+mod route;
 mod stats;
 mod tc;
 mod xdp;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::bpf_redirect,
+    helpers::{bpf_redirect, bpf_redirect_neigh},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+
+use svc_common::DropReason;
 
 use crate::flow::Action;
 
@@ -32,21 +35,14 @@ use crate::flow::Action;
 /// translated flows, and answers frontends without backends.
 #[classifier]
 pub fn svc_from_pod(ctx: TcContext) -> i32 {
-    match tc::try_from_pod(&ctx) {
-        Ok(Action::Pass) => TC_ACT_OK,
-        Ok(Action::Bounce(reason)) => {
-            stats::count_drop(reason);
-            // SAFETY: `skb` is the context pointer the kernel handed us.
-            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-            // Out of the interface the packet came in on: back to the pod.
-            // SAFETY: plain helper call.
-            unsafe { bpf_redirect(ifindex, 0) as i32 }
-        }
-        Err(reason) => {
-            stats::count_drop(reason);
-            TC_ACT_SHOT
-        }
-    }
+    tc_verdict(&ctx, tc::try_from_pod(&ctx))
+}
+
+/// TCX ingress on the node's NICs, behind the XDP program: takes what XDP
+/// passed on untouched because its next hop needs resolving first.
+#[classifier]
+pub fn svc_from_world_tc(ctx: TcContext) -> i32 {
+    tc_verdict(&ctx, tc::try_from_world(&ctx))
 }
 
 /// XDP on the node's NICs: Service traffic from outside (NodePort,
@@ -59,9 +55,46 @@ pub fn svc_from_world(ctx: XdpContext) -> u32 {
             stats::count_drop(reason);
             xdp_action::XDP_TX
         }
+        Ok(Action::Redirect(ifindex)) => {
+            // SAFETY: `ctx` points at the xdp_md the kernel handed us.
+            if ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {
+                xdp_action::XDP_TX
+            } else {
+                // SAFETY: plain helper call.
+                unsafe { bpf_redirect(ifindex, 0) as u32 }
+            }
+        }
+        // Never produced for XDP (route.rs leaves those packets to TC).
+        Ok(Action::RedirectNeigh(_)) => xdp_action::XDP_PASS,
         Err(reason) => {
             stats::count_drop(reason);
             xdp_action::XDP_DROP
+        }
+    }
+}
+
+/// The verdict of a TC program for what its `try_*` function decided.
+#[inline(always)]
+fn tc_verdict(ctx: &TcContext, result: Result<Action, DropReason>) -> i32 {
+    match result {
+        Ok(Action::Pass) => TC_ACT_OK,
+        Ok(Action::Bounce(reason)) => {
+            stats::count_drop(reason);
+            // SAFETY: `skb` is the context pointer the kernel handed us.
+            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            // Out of the interface the packet came in on: back to its sender.
+            // SAFETY: plain helper call.
+            unsafe { bpf_redirect(ifindex, 0) as i32 }
+        }
+        // SAFETY: plain helper call.
+        Ok(Action::Redirect(ifindex)) => unsafe { bpf_redirect(ifindex, 0) as i32 },
+        // SAFETY: plain helper call; no neighbour hint, the kernel resolves.
+        Ok(Action::RedirectNeigh(ifindex)) => unsafe {
+            bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32
+        },
+        Err(reason) => {
+            stats::count_drop(reason);
+            TC_ACT_SHOT
         }
     }
 }

@@ -42,7 +42,7 @@ fn rewrite_addr<P: Packet>(
     }
     let udp = flow.proto == proto::UDP;
     pkt.update_l4_csum(flow.l4_csum_off(), old_be, new_be, 4, true, udp)?;
-    pkt.update_csum32(IP_CSUM_OFF, old_be, new_be)?;
+    pkt.update_l3_csum(IP_CSUM_OFF, old_be, new_be, 4)?;
     pkt.write(offset, &new_be)
 }
 

@@ -1,6 +1,7 @@
 //! Header parsing shared by every attach point. Reads go through [`Packet`],
 //! so each program type supplies its own bounds-checked access; every offset
 //! comes from the headers themselves (the IPv4 IHL is honoured).
+use aya_ebpf::bindings::bpf_fib_lookup;
 use svc_common::{DropReason, proto};
 
 pub const ETH_HLEN: usize = 14;
@@ -20,15 +21,24 @@ pub const TCP_ACK: u8 = 0x10;
 /// attach point implements it with its own primitives (skb helpers for TC,
 /// direct access for XDP).
 pub trait Packet {
+    /// Whether this program type can send to a next hop whose MAC address
+    /// is not known yet (TC: bpf_redirect_neigh; XDP cannot).
+    const RESOLVES_NEIGHBOURS: bool;
     /// Reads a `T` at `offset`, or fails when the packet is shorter.
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason>;
     /// Length of the whole packet (link layer included).
     fn len(&self) -> usize;
     /// Writes `value` at `offset`; checksums are not touched.
     fn write<T: Copy>(&self, offset: usize, value: &T) -> Result<(), DropReason>;
-    /// Folds the change of a 4-byte field from `old` to `new` into the
-    /// checksum at `csum_off` (an IPv4 header checksum, or ICMP's).
-    fn update_csum32(&self, csum_off: usize, old: u32, new: u32) -> Result<(), DropReason>;
+    /// Folds the change of a `size`-byte (2 or 4) field from `old` to `new`
+    /// into the checksum at `csum_off` (an IPv4 header checksum, or ICMP's).
+    fn update_l3_csum(
+        &self,
+        csum_off: usize,
+        old: u32,
+        new: u32,
+        size: u8,
+    ) -> Result<(), DropReason>;
     /// The same for an L4 checksum: `size` is 2 or 4 bytes, `pseudo` when the
     /// field is part of the pseudo header (addresses), `udp` when a zero
     /// checksum means "none" and must stay so.
@@ -43,6 +53,10 @@ pub trait Packet {
     ) -> Result<(), DropReason>;
     /// Cuts or grows the packet to `len` bytes.
     fn resize(&self, len: usize) -> Result<(), DropReason>;
+    /// The interface the packet arrived on.
+    fn ingress_ifindex(&self) -> u32;
+    /// `bpf_fib_lookup` for this packet's context.
+    fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64;
 }
 
 /// What a packet is, as far as the load balancer cares.

@@ -1,5 +1,5 @@
 //! TC entry logic: pod veths (east-west Service traffic, and replies of
-//! local backends to any client).
+//! local backends to any client), and the NIC fallback behind XDP.
 use aya_ebpf::programs::TcContext;
 use svc_common::DropReason;
 
@@ -8,4 +8,9 @@ use crate::flow::{self, Action, Origin};
 #[inline(always)]
 pub fn try_from_pod(ctx: &TcContext) -> Result<Action, DropReason> {
     flow::process(ctx, Origin::Pod)
+}
+
+#[inline(always)]
+pub fn try_from_world(ctx: &TcContext) -> Result<Action, DropReason> {
+    flow::process(ctx, Origin::World)
 }

@@ -12,7 +12,10 @@ mod topology;
 
 use std::{io, path::PathBuf};
 
-pub use topology::{Lab, LabNode, LabPod, NodeSpec, PodSpec, Topology, ensure_bpffs};
+pub use topology::{
+    CLIENT_ADDRESS, HAIRPIN_ADDRESS, LB_POOL, Lab, LabNode, LabPod, NAT_PORTS, NodeSpec, PodSpec,
+    Topology, ensure_bpffs,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

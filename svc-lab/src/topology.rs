@@ -20,6 +20,7 @@ use std::{
 };
 
 use svc_agent::dataplane::{self, Datapath, Tables};
+use svc_common::NodeConfig;
 use tokio::sync::watch;
 
 use crate::{
@@ -100,6 +101,8 @@ pub struct Lab {
     id: String,
     pin_dir: PathBuf,
     servers: Vec<ServerHandle>,
+    /// Keeps the fabric ports' XDP programs attached.
+    fabric_xdp: Option<Datapath>,
     // Dropped after `Drop::drop` ran, in this order: pods, nodes, client,
     // fabric (each `Netns` deletes its namespace).
     pods: Vec<LabPod>,
@@ -111,6 +114,15 @@ pub struct Lab {
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// The source a pod sees when it reaches itself through a Service: no
+/// node's own address (the stack would drop it as a martian), inside the
+/// range pods route to their node.
+pub const HAIRPIN_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 254);
+/// Where LoadBalancer ingress IPs come from.
+pub const LB_POOL: &str = "198.19.255.0/24";
+/// Ports source NAT gives flows: above Linux's default ephemeral range
+/// (32768-60999), so they never meet the node's own sockets.
+pub const NAT_PORTS: (u16, u16) = (61000, 65535);
 
 impl Lab {
     pub fn up(topology: &Topology) -> Result<Self, LabError> {
@@ -132,6 +144,7 @@ impl Lab {
             pin_dir: pin_root().join(&id),
             id,
             servers: Vec::new(),
+            fabric_xdp: None,
             pods: Vec::new(),
             nodes: Vec::new(),
             client: None,
@@ -157,6 +170,7 @@ impl Lab {
             let node = self.add_node(spec, number)?;
             self.nodes.push(node);
         }
+        self.pass_xdp_on_fabric()?;
         for (index, node) in self.nodes.iter().enumerate() {
             for (other_index, other) in self.nodes.iter().enumerate() {
                 if index != other_index {
@@ -174,6 +188,19 @@ impl Lab {
 
         let client = Netns::create(&self.ns_name("client", "ext"))?;
         self.plug_into_fabric(&client, "client", CLIENT_ADDRESS)?;
+        // The lab's load balancer: LoadBalancer ingress IPs are reached
+        // through the nodes (spread over all of them), as a cloud LB in
+        // front of the NodePorts would send them.
+        let mut route = vec!["route", "add", LB_POOL];
+        let hops: Vec<String> = self.nodes.iter().map(|n| n.address.to_string()).collect();
+        for hop in &hops {
+            route.extend(["nexthop", "via", hop.as_str()]);
+        }
+        client.ip(&route)?;
+        // Pod and Service addresses through node-1, for tests that dial
+        // them from outside.
+        let first = hops.first().cloned().unwrap_or_default();
+        client.ip(&["route", "add", "198.18.0.0/15", "via", &first])?;
         self.client = Some(client);
         Ok(())
     }
@@ -202,12 +229,40 @@ impl Lab {
         checksum_offload_off(ns, "eth0")
     }
 
+    /// Frames a node's XDP program sends back (XDP_TX) into a veth only
+    /// arrive when the peer runs an XDP program too: a pass-everything one
+    /// on every fabric port.
+    fn pass_xdp_on_fabric(&mut self) -> Result<(), LabError> {
+        let Some(fabric) = &self.fabric else {
+            return Err(LabError::Topology("no fabric".into()));
+        };
+        let ports: Vec<String> = (1..=self.nodes.len()).map(|n| format!("n{n}")).collect();
+        let datapath = fabric
+            .in_thread(move || {
+                let mut datapath = Datapath::load(None)?;
+                for port in &ports {
+                    datapath.attach_xdp_pass(port)?;
+                }
+                Ok::<Datapath, dataplane::DataplaneError>(datapath)
+            })?
+            .map_err(|source| LabError::Datapath {
+                node: "fabric".into(),
+                source: Box::new(source),
+            })?;
+        self.fabric_xdp = Some(datapath);
+        Ok(())
+    }
+
     fn add_node(&self, spec: &NodeSpec, number: u8) -> Result<LabNode, LabError> {
         let ns = Netns::create(&self.ns_name("node", &spec.name))?;
         for (key, value) in [
             ("net.ipv4.ip_forward", "1"),
             ("net.ipv4.conf.all.rp_filter", "0"),
             ("net.ipv4.conf.default.rp_filter", "0"),
+            // Replies a node translates may leave by the interface they came
+            // in on; that is not a routing mistake to report.
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            ("net.ipv4.conf.default.send_redirects", "0"),
         ] {
             ns.sysctl(key, value)?;
         }
@@ -354,19 +409,33 @@ impl Lab {
             .map(|p| p.host_interface.clone())
             .collect();
         let node_name = node.to_owned();
+        let config = self.node_config(lab_node);
         lab_node
             .ns
             .in_thread(move || {
                 let mut datapath = Datapath::load(Some(&pin_dir))?;
+                datapath.tables().set_node_config(config)?;
                 for interface in &interfaces {
                     datapath.attach_pod_interface(interface)?;
                 }
+                datapath.attach_node_interface("eth0")?;
                 Ok::<(), dataplane::DataplaneError>(())
             })?
             .map_err(|source| LabError::Datapath {
                 node: node_name,
                 source: Box::new(source),
             })
+    }
+
+    /// What the datapath of `node` is told about it.
+    fn node_config(&self, node: &LabNode) -> NodeConfig {
+        NodeConfig {
+            node_addr_be: u32::from_ne_bytes(node.address.octets()),
+            hairpin_addr_be: u32::from_ne_bytes(HAIRPIN_ADDRESS.octets()),
+            nat_port_min: NAT_PORTS.0,
+            nat_port_max: NAT_PORTS.1,
+            _pad: 0,
+        }
     }
 
     /// The pinned maps of `node`'s datapath.
@@ -384,6 +453,7 @@ impl Drop for Lab {
             let _ = server.stop.send(true);
             let _ = server.thread.join();
         }
+        self.fabric_xdp = None;
         // Pinned links hold the programs; removing them detaches.
         let _ = dataplane::remove_pins(&self.pin_dir);
         // The namespaces go when the fields drop, right after this.

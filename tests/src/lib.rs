@@ -300,3 +300,40 @@ pub fn terminating(address: Ipv4Addr, port: u16, local: bool) -> svc_agent::mode
         ..ready(address, port, local)
     }
 }
+
+/// curl from inside a namespace: (exit code, stdout, stderr). `--max-time`
+/// bounds every call.
+pub fn curl(
+    netns: &svc_lab::netns::Netns,
+    url: &str,
+    max_time_s: u32,
+) -> (Option<i32>, String, String) {
+    let output = netns
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "--max-time", &max_time_s.to_string(), url])
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A UDP request from inside a namespace: (reply, source of the reply).
+pub fn udp_request(
+    netns: &svc_lab::netns::Netns,
+    to: std::net::SocketAddr,
+) -> std::io::Result<(String, std::net::SocketAddr)> {
+    netns
+        .in_thread(move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+            socket.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+            socket.send_to(b"ping", to)?;
+            let mut buffer = [0u8; 512];
+            let (len, from) = socket.recv_from(&mut buffer)?;
+            Ok((String::from_utf8_lossy(&buffer[..len]).into_owned(), from))
+        })
+        .unwrap()
+}

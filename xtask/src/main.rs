@@ -82,7 +82,7 @@ fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> anyhow::Result<()
         .args(["test", "--workspace", "--exclude", "svc-ebpf"])
         .args(args);
     let result = run_counting_tests(&mut command);
-    let leftovers = leftovers();
+    let leftovers = leftovers_after_settling();
     let totals = result?;
     if !leftovers.is_empty() {
         bail!("the tests left behind: {}", leftovers.join(", "));
@@ -144,6 +144,21 @@ fn run_counting_tests(command: &mut Command) -> anyhow::Result<Totals> {
         );
     }
     Ok(totals)
+}
+
+/// What is left once the kernel finished tearing down: a deleted network
+/// namespace releases its veths (and the programs attached to them) from a
+/// work queue, a moment after the tests' processes are gone. Polls until
+/// nothing is left or 10 s have passed.
+fn leftovers_after_settling() -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = leftovers();
+        if found.is_empty() || std::time::Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Namespaces, pins and programs of ours still present.

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use aya::maps::lpm_trie::Key;
 use svc_common::{
     Backend, FrontendKey, FrontendMeta, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN, SourceRange,
-    backend_flags, frontend_kind, proto,
+    backend_flags, frontend_kind, proto, rev_nat_flags,
 };
 
 use crate::model::{Frontend, FrontendKind, Protocol};
@@ -48,7 +48,11 @@ pub fn rev_nat(frontend: &Frontend) -> RevNat {
     RevNat {
         addr_be: addr_be(frontend.address),
         port_be: frontend.port.to_be(),
-        _pad: 0,
+        flags: if frontend.kind == FrontendKind::NodePort {
+            rev_nat_flags::LOCAL_ADDRESS
+        } else {
+            0
+        },
     }
 }
 

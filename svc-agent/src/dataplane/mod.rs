@@ -30,6 +30,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub const FROM_POD_PROGRAM: &str = "svc_from_pod";
 /// The XDP program on the node's NICs.
 pub const FROM_WORLD_PROGRAM: &str = "svc_from_world";
+/// The TC program behind it on the same NICs (next hops to resolve).
+pub const FROM_WORLD_TC_PROGRAM: &str = "svc_from_world_tc";
 /// An XDP program that passes everything (benchmark baseline).
 pub const XDP_PASS_PROGRAM: &str = "svc_xdp_pass";
 
@@ -112,9 +114,11 @@ impl Datapath {
                 source: Box::new(source),
             }
         };
-        program_mut::<SchedClassifier>(&mut ebpf, FROM_POD_PROGRAM)?
-            .load()
-            .map_err(load_error(FROM_POD_PROGRAM))?;
+        for name in [FROM_POD_PROGRAM, FROM_WORLD_TC_PROGRAM] {
+            program_mut::<SchedClassifier>(&mut ebpf, name)?
+                .load()
+                .map_err(load_error(name))?;
+        }
         for name in [FROM_WORLD_PROGRAM, XDP_PASS_PROGRAM] {
             program_mut::<Xdp>(&mut ebpf, name)?
                 .load()
@@ -154,10 +158,12 @@ impl Datapath {
         program_mut(&mut self.ebpf, XDP_PASS_PROGRAM)
     }
 
-    /// Attaches the NIC program (XDP, native mode) to a node interface that
-    /// Service traffic arrives on from the network. Pinned like
-    /// [`Self::attach_pod_interface`].
+    /// Attaches the NIC programs to a node interface that Service traffic
+    /// arrives on from the network: XDP (native where the driver has it),
+    /// and TC ingress behind it for packets whose next hop XDP cannot
+    /// resolve. Pinned like [`Self::attach_pod_interface`].
     pub fn attach_node_interface(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        self.attach_tc(FROM_WORLD_TC_PROGRAM, "from_world_tc", interface)?;
         let attach_error =
             |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
                 program: FROM_WORLD_PROGRAM,
@@ -185,6 +191,20 @@ impl Datapath {
         Ok(())
     }
 
+    /// Attaches the pass-everything XDP program to `interface`, for as long
+    /// as this value lives. A veth only takes frames its peer sends with
+    /// XDP_TX or XDP_REDIRECT when an XDP program runs on it.
+    pub fn attach_xdp_pass(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        program_mut::<Xdp>(&mut self.ebpf, XDP_PASS_PROGRAM)?
+            .attach(interface, XdpMode::Default)
+            .map_err(|e| DataplaneError::Attach {
+                program: XDP_PASS_PROGRAM,
+                interface: interface.to_owned(),
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+
     /// Where a link of `program` on `interface` is pinned, with a pin dir.
     fn link_pin(&self, program: &str, interface: &str) -> Option<PathBuf> {
         // bpffs refuses names with dots (they are kept for its own files).
@@ -200,20 +220,29 @@ impl Datapath {
     /// outlives this process; an interface whose link is already pinned is
     /// left as it is.
     pub fn attach_pod_interface(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        self.attach_tc(FROM_POD_PROGRAM, "from_pod", interface)
+    }
+
+    fn attach_tc(
+        &mut self,
+        program_name: &'static str,
+        pin_name: &str,
+        interface: &str,
+    ) -> Result<(), DataplaneError> {
         let attach_error =
             |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
-                program: FROM_POD_PROGRAM,
+                program: program_name,
                 interface: interface.to_owned(),
                 source,
             };
-        let link_pin = self.link_pin("from_pod", interface);
+        let link_pin = self.link_pin(pin_name, interface);
         if link_pin
             .as_ref()
             .is_some_and(|path| PinnedLink::from_pin(path).is_ok())
         {
             return Ok(());
         }
-        let program = program_mut::<SchedClassifier>(&mut self.ebpf, FROM_POD_PROGRAM)?;
+        let program = program_mut::<SchedClassifier>(&mut self.ebpf, program_name)?;
         let link_id = program
             .attach(interface, TcAttachType::Ingress)
             .map_err(|e| attach_error(Box::new(e)))?;

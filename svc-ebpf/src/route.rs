@@ -1,0 +1,109 @@
+//! Routing a translated packet out by the program itself. Needed where the
+//! translation makes the source one of this node's own addresses (SNAT to
+//! the node, replies from a NodePort): the stack drops forwarded packets
+//! with a local source as martians. It also skips the stack's routing, so
+//! it is the faster path wherever it applies.
+//!
+//! The route is looked up before the packet is rewritten: XDP cannot
+//! resolve an unknown next hop, so it leaves such a packet untouched for
+//! the TC program on the same NIC, which can (bpf_redirect_neigh).
+use aya_ebpf::bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup};
+use svc_common::DropReason;
+
+use crate::{
+    flow::Action,
+    packet::{IP_CSUM_OFF, IP_OFF, Ipv4Flow, Packet},
+};
+
+const AF_INET: u8 = 2;
+
+pub enum Route {
+    /// No usable route: leave it to the stack.
+    Stack,
+    /// Next hop known: these MAC addresses, out of `ifindex`.
+    Resolved {
+        ifindex: u32,
+        smac: [u8; 6],
+        dmac: [u8; 6],
+    },
+    /// Route known, next hop's MAC address not yet.
+    Unresolved { ifindex: u32 },
+}
+
+impl Route {
+    /// Whether a program of this kind can send the packet this way; when it
+    /// cannot, it must pass the packet on untouched (to the TC program).
+    /// Without any route the packet is translated and left to the stack,
+    /// which knows best what to do with it.
+    #[inline(always)]
+    pub fn usable_by<P: Packet>(&self) -> bool {
+        match self {
+            Route::Unresolved { .. } => P::RESOLVES_NEIGHBOURS,
+            Route::Resolved { .. } | Route::Stack => true,
+        }
+    }
+}
+
+/// The route a translated packet from `saddr` to `daddr` will take, or
+/// None when this program cannot send it that way and must pass it on
+/// untouched.
+#[inline(always)]
+pub fn plan<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, flow: &Ipv4Flow) -> Option<Route> {
+    let route = lookup(pkt, saddr_be, daddr_be, flow.proto, flow.ip_len);
+    route.usable_by::<P>().then_some(route)
+}
+
+/// The route of a packet from `saddr` to `daddr` (its addresses after
+/// translation).
+#[inline(always)]
+fn lookup<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8, ip_len: u16) -> Route {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid value (plain integers
+    // and unions of integers).
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = AF_INET;
+    params.l4_protocol = protocol;
+    params.__bindgen_anon_1.tot_len = ip_len;
+    params.ifindex = pkt.ingress_ifindex();
+    params.__bindgen_anon_3.ipv4_src = saddr_be;
+    params.__bindgen_anon_4.ipv4_dst = daddr_be;
+    match pkt.fib_lookup(&mut params) {
+        ret if ret == i64::from(BPF_FIB_LKUP_RET_SUCCESS) => Route::Resolved {
+            ifindex: params.ifindex,
+            smac: params.smac,
+            dmac: params.dmac,
+        },
+        ret if ret == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) => Route::Unresolved {
+            ifindex: params.ifindex,
+        },
+        _ => Route::Stack,
+    }
+}
+
+/// Sends the (already translated) packet along `route`: Ethernet header
+/// rewritten and the TTL decremented, as a router must. A TTL about to
+/// expire goes to the stack, which answers with time exceeded.
+#[inline(always)]
+pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, DropReason> {
+    let ttl: u8 = pkt.read(IP_OFF + 8)?;
+    if ttl <= 1 {
+        return Ok(Action::Pass);
+    }
+    let action = match route {
+        Route::Stack => return Ok(Action::Pass),
+        Route::Resolved {
+            ifindex,
+            smac,
+            dmac,
+        } => {
+            pkt.write(0, &dmac)?;
+            pkt.write(6, &smac)?;
+            Action::Redirect(ifindex)
+        }
+        Route::Unresolved { ifindex } => Action::RedirectNeigh(ifindex),
+    };
+    let old = u16::from_ne_bytes([ttl, protocol]);
+    let new = u16::from_ne_bytes([ttl - 1, protocol]);
+    pkt.update_l3_csum(IP_CSUM_OFF, u32::from(old), u32::from(new), 2)?;
+    pkt.write(IP_OFF + 8, &(ttl - 1))?;
+    Ok(action)
+}

@@ -1,0 +1,231 @@
+//! DESIGN.md's traffic table, row by row, on a two-node lab with an external
+//! client: real curl and UDP through the XDP and TC programs, asserting which
+//! pod answered, the source address it saw (SNAT or preserved) and the
+//! address replies came from.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use svc_agent::model::{BackendRef, Frontend, FrontendKind, OnEmpty, Protocol};
+use svc_lab::{
+    CLIENT_ADDRESS, HAIRPIN_ADDRESS, Lab, NAT_PORTS, NodeSpec, PodSpec, Topology, server::Answer,
+};
+use tests::{curl, frontend, ready, udp_request};
+
+const NODE_1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const NODE_2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+const WEB_1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const CURL: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+const WEB_2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+const REMOTE_ONLY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 20);
+const SELF_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 21);
+const LB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
+
+/// web-1 and curl on node-1, web-2 on node-2; every web pod serves HTTP on
+/// 8080 and UDP echo on 5353.
+fn lab() -> Lab {
+    let web = |name: &str| PodSpec::new(name, &[8080], &[5353]);
+    let lab = Lab::up(&Topology {
+        nodes: vec![
+            NodeSpec {
+                name: "node-1".into(),
+                pods: vec![web("web-1"), PodSpec::new("curl", &[], &[])],
+            },
+            NodeSpec {
+                name: "node-2".into(),
+                pods: vec![web("web-2")],
+            },
+        ],
+    })
+    .unwrap();
+    assert_eq!(lab.pod("web-1").unwrap().address, WEB_1);
+    assert_eq!(lab.pod("curl").unwrap().address, CURL);
+    assert_eq!(lab.pod("web-2").unwrap().address, WEB_2);
+    for (node, address) in [("node-1", NODE_1), ("node-2", NODE_2)] {
+        assert_eq!(lab.node(node).unwrap().address, address);
+        lab.load_datapath(node).unwrap();
+        lab.tables(node)
+            .unwrap()
+            .apply(&frontends(node, address))
+            .unwrap();
+    }
+    lab
+}
+
+/// What each node's agent would program: the same Services, seen from
+/// that node (which backends are local, its own NodePort addresses).
+fn frontends(node: &str, address: Ipv4Addr) -> Vec<Frontend> {
+    let on_1 = node == "node-1";
+    let web_1 = ready(WEB_1, 8080, on_1);
+    let web_2 = ready(WEB_2, 8080, !on_1);
+    let node_port = |name: &str, port: u16, backends: &[BackendRef]| {
+        frontend(
+            FrontendKind::NodePort,
+            name,
+            (address, port),
+            Protocol::TCP,
+            backends,
+        )
+    };
+    let local_only: Vec<BackendRef> = if on_1 { vec![web_1] } else { Vec::new() };
+    let mut etp_local = node_port("etp-local", 30081, &local_only);
+    etp_local.on_empty = OnEmpty::Drop;
+    let udp_backend = ready(WEB_2, 5353, !on_1);
+    vec![
+        frontend(
+            FrontendKind::ClusterIP,
+            "remote-only",
+            (REMOTE_ONLY, 80),
+            Protocol::TCP,
+            &[web_2],
+        ),
+        frontend(
+            FrontendKind::ClusterIP,
+            "self",
+            (SELF_IP, 80),
+            Protocol::TCP,
+            &[web_1],
+        ),
+        node_port("web-1-only", 30080, &[web_1]),
+        etp_local,
+        node_port("empty", 30082, &[]),
+        frontend(
+            FrontendKind::NodePort,
+            "dns",
+            (address, 30053),
+            Protocol::UDP,
+            &[udp_backend],
+        ),
+        frontend(
+            FrontendKind::LoadBalancer,
+            "lb",
+            (LB_IP, 80),
+            Protocol::TCP,
+            &[web_1, web_2],
+        ),
+    ]
+}
+
+fn answer(lab: &Lab, from: &svc_lab::netns::Netns, url: &str) -> Answer {
+    let (code, stdout, stderr) = curl(from, url, 5);
+    assert_eq!(code, Some(0), "curl {url}: {stderr}");
+    let _ = lab;
+    Answer::parse(&stdout).unwrap_or_else(|| panic!("no lab answer from {url}: {stdout}"))
+}
+
+fn drops(lab: &Lab, node: &str, reason: &str) -> u64 {
+    let counters = lab.tables(node).unwrap().drop_counters().unwrap();
+    counters
+        .iter()
+        .find(|c| c.reason == reason)
+        .unwrap()
+        .packets
+}
+
+#[test]
+fn pod_to_cluster_ip_with_backend_on_another_node() {
+    let lab = lab();
+    let curl_pod = lab.pod("curl").unwrap().netns();
+    let answer = answer(&lab, curl_pod, "http://198.19.0.20/");
+    assert_eq!(
+        (answer.pod.as_str(), answer.node.as_str()),
+        ("web-2", "node-2")
+    );
+    assert_eq!(answer.client.ip(), CURL, "no SNAT between pods");
+}
+
+#[test]
+fn pod_reaching_itself_through_its_service_is_hairpinned() {
+    let lab = lab();
+    let web_1 = lab.pod("web-1").unwrap().netns();
+    let answer = answer(&lab, web_1, "http://198.19.0.21/");
+    assert_eq!(answer.pod, "web-1");
+    assert_eq!(answer.client.ip(), HAIRPIN_ADDRESS);
+}
+
+#[test]
+fn client_to_node_port_with_local_backend_keeps_its_source() {
+    let lab = lab();
+    let answer = answer(&lab, lab.client().unwrap(), "http://198.18.0.11:30080/");
+    assert_eq!(answer.pod, "web-1");
+    assert_eq!(answer.client.ip(), CLIENT_ADDRESS);
+}
+
+#[test]
+fn client_to_node_port_with_remote_backend_is_snated_to_the_node() {
+    let lab = lab();
+    let answer = answer(&lab, lab.client().unwrap(), "http://198.18.0.12:30080/");
+    assert_eq!(
+        (answer.pod.as_str(), answer.node.as_str()),
+        ("web-1", "node-1")
+    );
+    assert_eq!(
+        answer.client.ip(),
+        NODE_2,
+        "SNAT to the node the client dialled"
+    );
+    assert!((NAT_PORTS.0..=NAT_PORTS.1).contains(&answer.client.port()));
+}
+
+#[test]
+fn local_traffic_policy_serves_local_backends_and_drops_elsewhere() {
+    let lab = lab();
+    let client = lab.client().unwrap();
+    let answer = answer(&lab, client, "http://198.18.0.11:30081/");
+    assert_eq!(answer.client.ip(), CLIENT_ADDRESS, "source preserved");
+
+    let (code, _, _) = curl(client, "http://198.18.0.12:30081/", 1);
+    assert_eq!(code, Some(28), "no answer at all: the SYN is dropped");
+    assert!(drops(&lab, "node-2", "no_backend_drop") >= 1);
+}
+
+#[test]
+fn client_to_load_balancer_ip_reaches_the_pods_through_the_nodes() {
+    let lab = lab();
+    let client = lab.client().unwrap();
+    let mut pods = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let answer = answer(&lab, client, "http://198.19.255.1/");
+        pods.insert(answer.pod);
+    }
+    assert!(
+        pods.iter().all(|p| p == "web-1" || p == "web-2"),
+        "{pods:?}"
+    );
+    let served: u64 = ["node-1", "node-2"]
+        .iter()
+        .map(|node| {
+            let states = lab.tables(node).unwrap().read().unwrap();
+            states
+                .iter()
+                .find(|s| s.frontend.service == "test/lb")
+                .unwrap()
+                .packets
+        })
+        .sum();
+    assert!(
+        served >= 12 * 3,
+        "every request crossed a node's LB frontend: {served}"
+    );
+}
+
+#[test]
+fn client_to_node_port_without_endpoints_is_refused_at_once() {
+    let lab = lab();
+    let start = std::time::Instant::now();
+    let (code, _, stderr) = curl(lab.client().unwrap(), "http://198.18.0.11:30082/", 5);
+    assert_eq!(code, Some(7), "{stderr}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(drops(&lab, "node-1", "no_backend_reset"), 1);
+}
+
+#[test]
+fn udp_node_port_replies_come_from_the_node_port() {
+    let lab = lab();
+    let to = SocketAddr::from((NODE_1, 30053));
+    let (reply, from) = udp_request(lab.client().unwrap(), to).unwrap();
+    assert_eq!(from, to, "reply source");
+    let answer = Answer::parse(&reply).unwrap();
+    assert_eq!(answer.pod, "web-2");
+    assert_eq!(answer.client.ip(), NODE_1, "SNAT towards the other node");
+}
