@@ -123,6 +123,8 @@ mod tests {
             backends,
             affinity_timeout_seconds: None,
             on_empty: OnEmpty::Reject,
+            source_ranges: Vec::new(),
+            health_check_node_port: None,
         }
     }
 

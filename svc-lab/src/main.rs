@@ -121,6 +121,8 @@ fn cluster_ip(service: &str, address: Ipv4Addr, backends: Vec<BackendRef>) -> Fr
         backends,
         affinity_timeout_seconds: None,
         on_empty: OnEmpty::Reject,
+        source_ranges: Vec::new(),
+        health_check_node_port: None,
     }
 }
 

@@ -237,5 +237,7 @@ pub fn cluster_ip(
             .collect(),
         affinity_timeout_seconds: None,
         on_empty: OnEmpty::Reject,
+        source_ranges: Vec::new(),
+        health_check_node_port: None,
     }
 }

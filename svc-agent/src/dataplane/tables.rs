@@ -381,6 +381,8 @@ impl Tables {
                     } else {
                         OnEmpty::Reject
                     },
+                    source_ranges: Vec::new(),
+                    health_check_node_port: None,
                 },
                 rev_nat_id: header.rev_nat_id,
                 packets: counters.packets,

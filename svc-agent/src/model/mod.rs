@@ -22,6 +22,15 @@ pub struct Frontend {
     pub backends: Vec<BackendRef>,
     pub affinity_timeout_seconds: Option<u32>,
     pub on_empty: OnEmpty,
+    /// Client CIDRs allowed to reach a LoadBalancer frontend
+    /// (spec.loadBalancerSourceRanges, IPv4 only); empty lets everyone in.
+    #[serde(default)]
+    pub source_ranges: Vec<String>,
+    /// spec.healthCheckNodePort of a LoadBalancer Service with
+    /// externalTrafficPolicy=Local, on its external frontends: the port the
+    /// node answers the load balancer's health probe on.
+    #[serde(default)]
+    pub health_check_node_port: Option<u16>,
 }
 
 impl Frontend {
