@@ -1,9 +1,28 @@
 //! The desired tables: what the datapath must hold for this node, in domain
 //! terms. `plan` prints them, `apply` writes them, `dump` reads them back from
-//! the kernel in the same shape.
+//! the kernel in the same shape. [`translate`] computes them from a snapshot
+//! of Kubernetes objects with kube-proxy's rules.
+mod context;
+mod endpoints;
+mod service_port;
+mod topology;
+mod translate;
+
 use std::{fmt, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
+
+pub use self::{
+    context::{Config, NodeContext, NodeContextError},
+    translate::{plan, translate},
+};
+
+/// What `plan` prints: the frontends one node must hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub node: String,
+    pub frontends: Vec<Frontend>,
+}
 
 /// One frontend: an address, port and protocol traffic is sent to, and the
 /// backends new connections to it may go to on this node.
@@ -84,6 +103,19 @@ pub enum OnEmpty {
     Reject,
     /// Silence (externalTrafficPolicy=Local without a local endpoint).
     Drop,
+}
+
+impl Protocol {
+    /// The protocol an API object names (`None` is the API's default, TCP);
+    /// `None` back for a protocol we do not know.
+    pub fn from_api(name: Option<&str>) -> Option<Self> {
+        match name.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::TCP),
+            "UDP" => Some(Protocol::UDP),
+            "SCTP" => Some(Protocol::SCTP),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for FrontendKind {
