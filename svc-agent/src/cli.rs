@@ -1,5 +1,5 @@
 //! Command line of the `svc-agent` binary.
-use std::path::PathBuf;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -13,6 +13,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Print the frontend → backend tables a node should hold, computed
+    /// from Kubernetes manifests (needs neither kernel nor API server).
+    Plan {
+        /// Directory (or single file) of YAML/JSON manifests: Services,
+        /// EndpointSlices, Pods, Nodes. Services without an EndpointSlice
+        /// get endpoints from the Pods their selector matches.
+        #[arg(long)]
+        manifests: PathBuf,
+        /// The node to plan for: metadata.name of its Node object.
+        #[arg(long)]
+        node: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Serve NodePorts on these addresses instead of the Node's
+        /// InternalIP/ExternalIP addresses (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    },
     /// Print the frontend → backend tables the kernel holds (reads the
     /// pinned maps; works while no agent runs).
     Dump {

@@ -1,9 +1,11 @@
 //! svc-lb's node agent as a library: the binary in main.rs is a thin shell.
 //!
 //! Data moves one way: source → snapshot → translate → diff → apply.
-//! [`model`] holds the desired tables, [`dataplane`] is the only code that
+//! [`k8s`] holds the snapshot and its sources, [`model`] the desired tables
+//! and the pure `translate`, [`dataplane`] is the only code that
 //! touches BPF programs and maps, [`render`] turns tables into text.
 pub mod cli;
 pub mod dataplane;
+pub mod k8s;
 pub mod model;
 pub mod render;

@@ -1,18 +1,42 @@
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use clap::Parser as _;
 use svc_agent::{
     cli::{Cli, Command, Output},
     dataplane::{self, Tables},
+    k8s::manifests,
+    model::{self, Config},
     render,
 };
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        // Warnings (a manifest the agent cannot program) show unless
+        // RUST_LOG says otherwise.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Plan {
+            manifests: dir,
+            node,
+            output,
+            nodeport_addresses,
+        } => {
+            let snapshot = manifests::load(&dir)?;
+            let plan = model::plan(&snapshot, &node, &Config { nodeport_addresses })?;
+            let text = match output {
+                Output::Table => render::plan_table(&plan.frontends),
+                Output::Json => render::plan_json(&plan)? + "\n",
+            };
+            // A closed pipe (`| head`) ends the output, not the process with a panic.
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+        }
         Command::Dump { output, pin } => {
             let tables = Tables::open_pinned(&pin.pin_path)?;
             let states = tables.read()?;

@@ -3,13 +3,18 @@ use std::fmt::Write as _;
 
 use crate::{
     dataplane::{DropCounter, FrontendState},
-    model::Frontend,
+    model::{Frontend, Plan},
 };
 
 /// One line per frontend: `plan`'s view (no counters).
 pub fn plan_table(frontends: &[Frontend]) -> String {
     let rows: Vec<Row> = frontends.iter().map(|f| Row::new(f, None)).collect();
     render(&rows, false)
+}
+
+/// `plan -o json`: `{"node": ..., "frontends": [...]}`, pretty-printed.
+pub fn plan_json(plan: &Plan) -> Result<String, serde_json::Error> {
+    serde_json::to_string_pretty(plan)
 }
 
 /// One line per frontend with its counters: `dump`'s view of the kernel.

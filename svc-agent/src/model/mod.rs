@@ -1,9 +1,28 @@
 //! The desired tables: what the datapath must hold for this node, in domain
 //! terms. `plan` prints them, `apply` writes them, `dump` reads them back from
-//! the kernel in the same shape.
+//! the kernel in the same shape. [`translate`] computes them from a snapshot
+//! of Kubernetes objects with kube-proxy's rules.
+mod context;
+mod endpoints;
+mod service_port;
+mod topology;
+mod translate;
+
 use std::{fmt, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
+
+pub use self::{
+    context::{Config, NodeContext, NodeContextError},
+    translate::{plan, translate},
+};
+
+/// What `plan` prints: the frontends one node must hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub node: String,
+    pub frontends: Vec<Frontend>,
+}
 
 /// One frontend: an address, port and protocol traffic is sent to, and the
 /// backends new connections to it may go to on this node.
@@ -22,10 +41,13 @@ pub struct Frontend {
     pub backends: Vec<BackendRef>,
     pub affinity_timeout_seconds: Option<u32>,
     pub on_empty: OnEmpty,
-    /// loadBalancerSourceRanges (CIDRs); empty allows every client.
+    /// Client CIDRs allowed to reach a LoadBalancer frontend
+    /// (spec.loadBalancerSourceRanges, IPv4 only); empty lets everyone in.
     #[serde(default)]
     pub source_ranges: Vec<String>,
-    /// healthCheckNodePort of an externalTrafficPolicy=Local Service.
+    /// spec.healthCheckNodePort of a LoadBalancer Service with
+    /// externalTrafficPolicy=Local, on its external frontends: the port the
+    /// node answers the load balancer's health probe on.
     #[serde(default)]
     pub health_check_node_port: Option<u16>,
 }
@@ -85,6 +107,19 @@ pub enum OnEmpty {
     Reject,
     /// Silence (externalTrafficPolicy=Local without a local endpoint).
     Drop,
+}
+
+impl Protocol {
+    /// The protocol an API object names (`None` is the API's default, TCP);
+    /// `None` back for a protocol we do not know.
+    pub fn from_api(name: Option<&str>) -> Option<Self> {
+        match name.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::TCP),
+            "UDP" => Some(Protocol::UDP),
+            "SCTP" => Some(Protocol::SCTP),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for FrontendKind {

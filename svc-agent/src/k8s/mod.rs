@@ -1,0 +1,73 @@
+//! Kubernetes objects as the agent sees them: a [`Snapshot`] of the Services,
+//! EndpointSlices, Pods, Deployments and Nodes that `translate` reads, and
+//! the sources that fill it ([`manifests`] for a directory of YAML/JSON).
+pub mod manifests;
+pub mod pod_endpoints;
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+
+/// Label an EndpointSlice carries naming the Service it belongs to.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// Label a Node carries naming its zone (topology hints match on it).
+pub const LABEL_TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
+/// Services with this label are served by another proxy, not by us (nor by
+/// kube-proxy).
+pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+
+/// Every object one translation reads, as the API server (or a manifests
+/// directory) had them at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub pods: Vec<Pod>,
+    /// Parsed for the record; Pods, not Deployments, stand for endpoints.
+    pub deployments: Vec<Deployment>,
+    pub nodes: Vec<Node>,
+}
+
+impl Snapshot {
+    /// The Node object named `name`, if the snapshot has it.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|node| node.metadata.name.as_deref() == Some(name))
+    }
+
+    /// The EndpointSlices of Service `namespace/name` (by the
+    /// `kubernetes.io/service-name` label, in the Service's namespace).
+    pub fn slices_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        self.endpoint_slices.iter().filter(move |slice| {
+            namespace_of(&slice.metadata) == namespace
+                && slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
+                    .is_some_and(|service| service == name)
+        })
+    }
+}
+
+/// An object's namespace; objects without one live in `default`, as
+/// `kubectl apply` would put them.
+pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+/// `NAMESPACE/NAME` of an object.
+pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        namespace_of(meta),
+        meta.name.as_deref().unwrap_or("")
+    )
+}

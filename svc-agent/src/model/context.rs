@@ -1,0 +1,219 @@
+//! What `translate` needs to know about the node it plans for, and the
+//! agent's own settings.
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::Node;
+
+use crate::k8s::{LABEL_TOPOLOGY_ZONE, Snapshot};
+
+/// The node the tables are for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeContext {
+    /// metadata.name of the Node: endpoints whose nodeName equals it are local.
+    pub name: String,
+    /// Its `topology.kubernetes.io/zone` label (topology hints match on it).
+    pub zone: Option<String>,
+    /// Its IPv4 InternalIP and ExternalIP addresses (status.addresses):
+    /// NodePorts are served on them unless [`Config::nodeport_addresses`]
+    /// names others.
+    pub node_addresses: Vec<Ipv4Addr>,
+}
+
+/// The agent's settings that change what it programs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Serve NodePorts on these addresses instead of the Node's own
+    /// (kube-proxy's --nodeport-addresses, as addresses rather than CIDRs).
+    pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+}
+
+impl Config {
+    /// The addresses NodePort frontends are made for on `node`.
+    pub fn nodeport_addresses_for<'a>(&'a self, node: &'a NodeContext) -> &'a [Ipv4Addr] {
+        self.nodeport_addresses
+            .as_deref()
+            .unwrap_or(&node.node_addresses)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeContextError {
+    #[error(
+        "node {node:?} has no Node object (known nodes: {known}); add its Node \
+         manifest (with status.addresses) or give the NodePort addresses \
+         yourself (--nodeport-addresses)"
+    )]
+    NodeNotFound { node: String, known: String },
+}
+
+impl NodeContext {
+    /// The context of a Node object.
+    pub fn from_node(node: &Node) -> Self {
+        let zone = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(LABEL_TOPOLOGY_ZONE))
+            .filter(|zone| !zone.is_empty())
+            .cloned();
+        let mut node_addresses = Vec::new();
+        let addresses = node
+            .status
+            .as_ref()
+            .and_then(|status| status.addresses.as_deref())
+            .unwrap_or_default();
+        for address in addresses {
+            if address.type_ != "InternalIP" && address.type_ != "ExternalIP" {
+                continue;
+            }
+            // IPv6 addresses are not programmed (IPv4 only for now).
+            if let Ok(ip) = address.address.trim().parse::<Ipv4Addr>()
+                && !node_addresses.contains(&ip)
+            {
+                node_addresses.push(ip);
+            }
+        }
+        Self {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            zone,
+            node_addresses,
+        }
+    }
+
+    /// The context of node `name` in `snapshot`. A node without a Node
+    /// object is planned without zone and own addresses, which is only
+    /// useful when `config` names the NodePort addresses.
+    pub fn from_snapshot(
+        snapshot: &Snapshot,
+        name: &str,
+        config: &Config,
+    ) -> Result<Self, NodeContextError> {
+        if let Some(node) = snapshot.node(name) {
+            return Ok(Self::from_node(node));
+        }
+        if config.nodeport_addresses.is_some() {
+            return Ok(Self {
+                name: name.to_owned(),
+                ..Self::default()
+            });
+        }
+        let known: Vec<&str> = snapshot
+            .nodes
+            .iter()
+            .filter_map(|node| node.metadata.name.as_deref())
+            .collect();
+        Err(NodeContextError::NodeNotFound {
+            node: name.to_owned(),
+            known: if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn node(name: &str, zone: Option<&str>, addresses: &[(&str, &str)]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: zone.map(|zone| [(LABEL_TOPOLOGY_ZONE.to_owned(), zone.to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addresses
+                        .iter()
+                        .map(|(type_, address)| NodeAddress {
+                            type_: (*type_).into(),
+                            address: (*address).into(),
+                        })
+                        .collect(),
+                ),
+                ..NodeStatus::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn node_addresses_are_internal_and_external_ipv4_without_duplicates() {
+        let context = NodeContext::from_node(&node(
+            "node-1",
+            Some("zone-a"),
+            &[
+                ("Hostname", "node-1"),
+                ("InternalIP", "198.18.0.11"),
+                ("InternalIP", "fd00::11"),
+                ("ExternalIP", "198.18.100.11"),
+                ("ExternalIP", "198.18.0.11"),
+            ],
+        ));
+        assert_eq!(context.name, "node-1");
+        assert_eq!(context.zone.as_deref(), Some("zone-a"));
+        assert_eq!(
+            context.node_addresses,
+            [
+                Ipv4Addr::new(198, 18, 0, 11),
+                Ipv4Addr::new(198, 18, 100, 11)
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_zone_label_is_no_zone() {
+        let context = NodeContext::from_node(&node("node-1", Some(""), &[]));
+        assert_eq!(context.zone, None);
+    }
+
+    #[test]
+    fn configured_nodeport_addresses_replace_the_nodes_own() {
+        let context =
+            NodeContext::from_node(&node("node-1", None, &[("InternalIP", "198.18.0.11")]));
+        let own = Config::default();
+        assert_eq!(
+            own.nodeport_addresses_for(&context),
+            [Ipv4Addr::new(198, 18, 0, 11)]
+        );
+        let configured = Config {
+            nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 5, 5)]),
+        };
+        assert_eq!(
+            configured.nodeport_addresses_for(&context),
+            [Ipv4Addr::new(198, 18, 5, 5)]
+        );
+    }
+
+    #[test]
+    fn unknown_node_is_an_error_naming_the_known_ones() {
+        let snapshot = Snapshot {
+            nodes: vec![node("node-1", None, &[]), node("node-2", None, &[])],
+            ..Snapshot::default()
+        };
+        let error = NodeContext::from_snapshot(&snapshot, "node-9", &Config::default())
+            .expect_err("node-9 is not in the snapshot");
+        let text = error.to_string();
+        assert!(text.contains("\"node-9\""), "{text}");
+        assert!(text.contains("node-1, node-2"), "{text}");
+        assert!(text.contains("--nodeport-addresses"), "{text}");
+    }
+
+    #[test]
+    fn unknown_node_with_configured_addresses_plans_without_zone() {
+        let config = Config {
+            nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 5, 5)]),
+        };
+        let context = NodeContext::from_snapshot(&Snapshot::default(), "node-9", &config)
+            .expect("configured addresses stand in for the Node");
+        assert_eq!(context.name, "node-9");
+        assert_eq!(context.zone, None);
+        assert!(context.node_addresses.is_empty());
+    }
+}

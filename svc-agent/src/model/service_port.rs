@@ -1,0 +1,211 @@
+//! What kube-proxy reads from a Service, for the IPv4 family
+//! (pkg/proxy/serviceport.go, servicechangetracker.go, pkg/api/v1/service).
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::Service;
+
+use super::{Protocol, topology::TrafficPolicy};
+use crate::k8s::{LABEL_SERVICE_PROXY_NAME, object_key};
+
+/// sessionAffinityConfig.clientIP.timeoutSeconds when the Service leaves it
+/// out (the API server's default: three hours).
+pub(crate) const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10_800;
+
+/// Annotations asking for topology-aware routing; the deprecated one wins
+/// when both are set, as upstream.
+const ANNOTATION_TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";
+const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
+
+/// A Service kube-proxy programs, reduced to what the rules need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServiceInfo {
+    /// `NAMESPACE/NAME`.
+    pub key: String,
+    pub cluster_ip: Ipv4Addr,
+    pub external_ips: Vec<Ipv4Addr>,
+    /// status.loadBalancer.ingress IPs in VIP mode (not `ipMode: Proxy`).
+    pub load_balancer_vips: Vec<Ipv4Addr>,
+    pub source_ranges: Vec<String>,
+    pub affinity_timeout_seconds: Option<u32>,
+    pub internal_local: bool,
+    pub external_local: bool,
+    pub health_check_node_port: Option<u16>,
+    /// The Service asks for topology-aware routing (annotation or
+    /// spec.trafficDistribution): hints on its endpoints may be honoured.
+    pub topology_requested: bool,
+    pub ports: Vec<ServicePortInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServicePortInfo {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub node_port: Option<u16>,
+}
+
+impl ServiceInfo {
+    /// The Service as kube-proxy's IPv4 proxier sees it, or `None` when it
+    /// programs nothing for it: headless (clusterIP None or unset),
+    /// ExternalName, labelled for another proxy, or without an IPv4
+    /// cluster IP.
+    pub(crate) fn from_service(service: &Service) -> Option<Self> {
+        let spec = service.spec.as_ref()?;
+        let labels = service.metadata.labels.as_ref();
+        if labels.is_some_and(|labels| labels.contains_key(LABEL_SERVICE_PROXY_NAME)) {
+            return None;
+        }
+        let service_type = spec.type_.as_deref().unwrap_or("ClusterIP");
+        let cluster_ip_set = spec
+            .cluster_ip
+            .as_deref()
+            .is_some_and(|ip| !ip.is_empty() && ip != "None");
+        if !cluster_ip_set || service_type == "ExternalName" {
+            return None;
+        }
+        let cluster_ip = ipv4_cluster_ip(service)?;
+
+        let external_ips = parse_ipv4s(spec.external_ips.as_deref().unwrap_or_default());
+        let externally_accessible = matches!(service_type, "LoadBalancer" | "NodePort")
+            || (service_type == "ClusterIP"
+                && !spec.external_ips.as_deref().unwrap_or_default().is_empty());
+        let external_local =
+            externally_accessible && spec.external_traffic_policy.as_deref() == Some("Local");
+        let health_check_node_port = (service_type == "LoadBalancer" && external_local)
+            .then(|| spec.health_check_node_port.and_then(port_number))
+            .flatten();
+
+        let affinity_timeout_seconds =
+            (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+                spec.session_affinity_config
+                    .as_ref()
+                    .and_then(|config| config.client_ip.as_ref())
+                    .and_then(|client_ip| client_ip.timeout_seconds)
+                    .and_then(|seconds| u32::try_from(seconds).ok())
+                    .filter(|seconds| *seconds > 0)
+                    .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_SECONDS)
+            });
+
+        Some(Self {
+            key: object_key(&service.metadata),
+            cluster_ip,
+            external_ips,
+            load_balancer_vips: load_balancer_vips(service),
+            source_ranges: source_ranges(spec.load_balancer_source_ranges.as_deref()),
+            affinity_timeout_seconds,
+            internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            external_local,
+            health_check_node_port,
+            topology_requested: topology_requested(service),
+            ports: spec
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|port| {
+                    Some(ServicePortInfo {
+                        name: port.name.clone().unwrap_or_default(),
+                        port: port_number(port.port)?,
+                        protocol: Protocol::from_api(port.protocol.as_deref())?,
+                        node_port: port.node_port.and_then(port_number),
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    /// The traffic policies that apply to `port` of this Service.
+    pub(crate) fn traffic_policy(&self, port: &ServicePortInfo) -> TrafficPolicy {
+        TrafficPolicy {
+            internal_local: self.internal_local,
+            external_local: self.external_local,
+            externally_accessible: port.node_port.is_some()
+                || !self.load_balancer_vips.is_empty()
+                || !self.external_ips.is_empty(),
+            topology_requested: self.topology_requested,
+        }
+    }
+}
+
+/// The Service's IPv4 cluster IP: from spec.clusterIPs (one per family)
+/// or, on objects written before dual-stack, spec.clusterIP.
+fn ipv4_cluster_ip(service: &Service) -> Option<Ipv4Addr> {
+    let spec = service.spec.as_ref()?;
+    match spec.cluster_ips.as_deref() {
+        Some(ips) if !ips.is_empty() => parse_ipv4s(ips).into_iter().next(),
+        _ => spec.cluster_ip.as_deref()?.trim().parse().ok(),
+    }
+}
+
+fn load_balancer_vips(service: &Service) -> Vec<Ipv4Addr> {
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|status| status.load_balancer.as_ref())
+        .and_then(|load_balancer| load_balancer.ingress.as_deref())
+        .unwrap_or_default();
+    let vips: Vec<String> = ingress
+        .iter()
+        // `ipMode: Proxy`: the load balancer proxies to the nodes itself;
+        // its address must not be captured on the node.
+        .filter(|ingress| ingress.ip_mode.as_deref().is_none_or(|mode| mode == "VIP"))
+        .filter_map(|ingress| ingress.ip.clone())
+        .collect();
+    parse_ipv4s(&vips)
+}
+
+/// loadBalancerSourceRanges that are IPv4 CIDRs, trimmed (validation lets
+/// padding through).
+fn source_ranges(ranges: Option<&[String]>) -> Vec<String> {
+    ranges
+        .unwrap_or_default()
+        .iter()
+        .map(|range| range.trim())
+        .filter(|range| is_ipv4_cidr(range))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn is_ipv4_cidr(text: &str) -> bool {
+    let Some((address, prefix)) = text.split_once('/') else {
+        return false;
+    };
+    address.parse::<Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|prefix| prefix <= 32)
+}
+
+/// Whether hints on the Service's endpoints may be honoured: it sets
+/// spec.trafficDistribution, or a topology annotation to anything but
+/// empty or disabled (kube-proxy 1.30's rule).
+fn topology_requested(service: &Service) -> bool {
+    let distribution = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.traffic_distribution.as_deref())
+        .is_some_and(|distribution| !distribution.is_empty());
+    let annotations = service.metadata.annotations.as_ref();
+    let annotation = annotations.and_then(|annotations| {
+        annotations
+            .get(ANNOTATION_TOPOLOGY_AWARE_HINTS)
+            .or_else(|| annotations.get(ANNOTATION_TOPOLOGY_MODE))
+    });
+    let annotated =
+        annotation.is_some_and(|value| !matches!(value.as_str(), "" | "disabled" | "Disabled"));
+    distribution || annotated
+}
+
+fn parse_ipv4s(addresses: &[String]) -> Vec<Ipv4Addr> {
+    let mut ips = Vec::new();
+    for address in addresses {
+        if let Ok(ip) = address.trim().parse::<Ipv4Addr>()
+            && !ips.contains(&ip)
+        {
+            ips.push(ip);
+        }
+    }
+    ips
+}
+
+/// A port number from the API (1..=65535); `None` for 0 or out of range.
+fn port_number(number: i32) -> Option<u16> {
+    u16::try_from(number).ok().filter(|port| *port != 0)
+}

@@ -1,0 +1,185 @@
+//! Services and EndpointSlices in, the frontends one node must hold out:
+//! every kube-proxy rule lives here (and in the modules it calls), nowhere
+//! else.
+use std::{collections::HashSet, net::Ipv4Addr};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::{
+    BackendRef, BackendState, Config, Frontend, FrontendKind, NodeContext, NodeContextError,
+    OnEmpty, Plan,
+    endpoints::{Endpoint, endpoints_of_port},
+    service_port::{ServiceInfo, ServicePortInfo},
+    topology::{Categorized, NodeTopology, categorize},
+};
+use crate::k8s::{Snapshot, namespace_of};
+
+/// The plan of node `node_name`: [`translate`] for its [`NodeContext`].
+pub fn plan(
+    snapshot: &Snapshot,
+    node_name: &str,
+    config: &Config,
+) -> Result<Plan, NodeContextError> {
+    let node = NodeContext::from_snapshot(snapshot, node_name, config)?;
+    Ok(Plan {
+        node: node_name.to_owned(),
+        frontends: translate(snapshot, &node, config),
+    })
+}
+
+/// The frontends node `node` must hold for the Services in `snapshot`:
+/// per Service port (IPv4 only) its ClusterIP, a NodePort on each NodePort
+/// address, each load balancer VIP and each external IP, with the backends
+/// kube-proxy would use from this node. Sorted by Service, port name,
+/// protocol, kind, address and port; backends ready first, then
+/// terminating, each by address and port.
+pub fn translate(snapshot: &Snapshot, node: &NodeContext, config: &Config) -> Vec<Frontend> {
+    let nodeport_addresses = config.nodeport_addresses_for(node);
+    let topology = NodeTopology {
+        name: &node.name,
+        zone: node.zone.as_deref(),
+    };
+    let mut frontends = Vec::new();
+    for service in &snapshot.services {
+        let Some(info) = ServiceInfo::from_service(service) else {
+            continue;
+        };
+        let namespace = namespace_of(&service.metadata);
+        let name = service.metadata.name.as_deref().unwrap_or_default();
+        let mut slices: Vec<&EndpointSlice> = snapshot.slices_of(namespace, name).collect();
+        slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        for port in &info.ports {
+            let endpoints = endpoints_of_port(
+                slices.iter().copied(),
+                &port.name,
+                port.protocol,
+                &node.name,
+            );
+            let categorized = categorize(&endpoints, &info.traffic_policy(port), topology);
+            push_port_frontends(
+                &mut frontends,
+                &info,
+                port,
+                &categorized,
+                nodeport_addresses,
+            );
+        }
+    }
+    frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
+    drop_address_clashes(&mut frontends);
+    frontends
+}
+
+/// The frontends of one Service port.
+fn push_port_frontends(
+    frontends: &mut Vec<Frontend>,
+    info: &ServiceInfo,
+    port: &ServicePortInfo,
+    categorized: &Categorized,
+    nodeport_addresses: &[Ipv4Addr],
+) {
+    let cluster = categorized.cluster.as_deref().unwrap_or_default();
+    let local = categorized.local.as_deref().unwrap_or_default();
+    let frontend = |kind, address, port_number, local_policy: bool| {
+        let endpoints = if local_policy { local } else { cluster };
+        Frontend {
+            service: info.key.clone(),
+            port_name: port.name.clone(),
+            kind,
+            address,
+            port: port_number,
+            protocol: port.protocol,
+            backends: backends(endpoints),
+            affinity_timeout_seconds: info.affinity_timeout_seconds,
+            // kube-proxy rejects when no node has a usable endpoint, and
+            // drops when only this node has none under Local policy.
+            on_empty: if local_policy && categorized.has_any {
+                OnEmpty::Drop
+            } else {
+                OnEmpty::Reject
+            },
+            source_ranges: Vec::new(),
+            health_check_node_port: None,
+        }
+    };
+    frontends.push(frontend(
+        FrontendKind::ClusterIP,
+        info.cluster_ip,
+        port.port,
+        info.internal_local,
+    ));
+    let external = |kind, address, port_number| Frontend {
+        health_check_node_port: info.health_check_node_port,
+        ..frontend(kind, address, port_number, info.external_local)
+    };
+    if let Some(node_port) = port.node_port {
+        for address in nodeport_addresses {
+            frontends.push(external(FrontendKind::NodePort, *address, node_port));
+        }
+    }
+    for vip in &info.load_balancer_vips {
+        frontends.push(Frontend {
+            source_ranges: info.source_ranges.clone(),
+            ..external(FrontendKind::LoadBalancer, *vip, port.port)
+        });
+    }
+    for address in &info.external_ips {
+        frontends.push(external(FrontendKind::ExternalIP, *address, port.port));
+    }
+}
+
+/// Backends in table order: ready first, then terminating (which the
+/// rules only hand out when no ready one is left), each by address/port.
+fn backends(endpoints: &[Endpoint]) -> Vec<BackendRef> {
+    let mut backends: Vec<BackendRef> = endpoints
+        .iter()
+        .map(|endpoint| BackendRef {
+            address: endpoint.address,
+            port: endpoint.port,
+            state: if endpoint.ready {
+                BackendState::Ready
+            } else {
+                BackendState::Terminating
+            },
+            local: endpoint.is_local,
+        })
+        .collect();
+    backends.sort_by_key(|backend| (backend.state, backend.address, backend.port));
+    backends
+}
+
+fn frontend_order(
+    frontend: &Frontend,
+) -> (&str, &str, super::Protocol, FrontendKind, Ipv4Addr, u16) {
+    (
+        &frontend.service,
+        &frontend.port_name,
+        frontend.protocol,
+        frontend.kind,
+        frontend.address,
+        frontend.port,
+    )
+}
+
+/// One address, port and protocol can hold one frontend: when Services
+/// claim the same one (an external IP equal to another's cluster IP, say),
+/// the first in order keeps it.
+fn drop_address_clashes(frontends: &mut Vec<Frontend>) {
+    let mut taken = HashSet::new();
+    frontends.retain(|frontend| {
+        let key = (frontend.address, frontend.port, frontend.protocol);
+        let first = taken.insert(key);
+        if !first {
+            tracing::warn!(
+                service = %frontend.service,
+                frontend = %format!("{}:{}/{}", frontend.address, frontend.port, frontend.protocol),
+                "frontend address already taken by another Service; not programmed"
+            );
+        }
+        first
+    });
+}
+
+#[cfg(test)]
+#[path = "translate_tests.rs"]
+mod tests;

@@ -1,0 +1,679 @@
+use k8s_openapi::api::core::v1::Service;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::model::Protocol;
+
+const LOCAL_READY: &str = "198.18.1.11 node-1 ready";
+const REMOTE_READY: &str = "198.18.2.11 node-2 ready";
+const REMOTE_TERMINATING: &str = "198.18.2.12 node-2 terminating";
+const LOCAL_TERMINATING: &str = "198.18.1.12 node-1 terminating";
+
+fn service(mut object: Value) -> Service {
+    object["apiVersion"] = json!("v1");
+    object["kind"] = json!("Service");
+    if object.pointer("/metadata/namespace").is_none() {
+        object["metadata"]["namespace"] = json!("demo");
+    }
+    serde_json::from_value(object).expect("valid Service")
+}
+
+/// A Service `demo/web` of `type_` with port http 80 → 8080 (NodePort
+/// 30080 unless ClusterIP), `extra` merged into its spec.
+fn web(type_: &str, extra: Value) -> Service {
+    let mut port = json!({"name": "http", "port": 80, "targetPort": "http"});
+    if type_ != "ClusterIP" {
+        port["nodePort"] = json!(30080);
+    }
+    let mut spec = json!({
+        "type": type_,
+        "clusterIP": "198.19.0.10",
+        "clusterIPs": ["198.19.0.10"],
+        "selector": {"app": "web"},
+        "ports": [port],
+    });
+    for (key, value) in extra.as_object().into_iter().flatten() {
+        spec[key] = value.clone();
+    }
+    service(json!({"metadata": {"name": "web"}, "spec": spec}))
+}
+
+/// An EndpointSlice of `demo/web` with port http = 8080 and endpoints
+/// written "ADDRESS NODE ready|terminating|unready".
+fn slice(name: &str, endpoints: &[&str]) -> EndpointSlice {
+    let endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|text| {
+            let fields: Vec<&str> = text.split(' ').collect();
+            let (ready, serving, terminating) = match fields[2] {
+                "ready" => (true, true, false),
+                "terminating" => (false, true, true),
+                _ => (false, false, false),
+            };
+            json!({
+                "addresses": [fields[0]],
+                "nodeName": fields[1],
+                "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": "demo", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .expect("valid EndpointSlice")
+}
+
+fn node_1() -> NodeContext {
+    NodeContext {
+        name: "node-1".into(),
+        zone: Some("zone-a".into()),
+        node_addresses: vec![
+            Ipv4Addr::new(198, 18, 0, 11),
+            Ipv4Addr::new(198, 18, 100, 11),
+        ],
+    }
+}
+
+fn plan_of(services: Vec<Service>, endpoints: &[&str]) -> Vec<Frontend> {
+    let snapshot = Snapshot {
+        services,
+        endpoint_slices: vec![slice("web-abc", endpoints)],
+        ..Snapshot::default()
+    };
+    translate(&snapshot, &node_1(), &Config::default())
+}
+
+/// "KIND ADDRESS:PORT/PROTO [BACKEND STATE, ...] ON_EMPTY".
+fn line(frontend: &Frontend) -> String {
+    let backends: Vec<String> = frontend
+        .backends
+        .iter()
+        .map(|b| format!("{}:{} {}", b.address, b.port, b.state))
+        .collect();
+    let on_empty = match frontend.on_empty {
+        OnEmpty::Reject => "reject",
+        OnEmpty::Drop => "drop",
+    };
+    format!(
+        "{} {}:{}/{} [{}] {on_empty}",
+        frontend.kind,
+        frontend.address,
+        frontend.port,
+        frontend.protocol,
+        backends.join(", ")
+    )
+}
+
+fn lines(frontends: &[Frontend]) -> Vec<String> {
+    frontends.iter().map(line).collect()
+}
+
+struct Case {
+    name: &'static str,
+    service: Service,
+    endpoints: &'static [&'static str],
+    want: &'static [&'static str],
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "ClusterIP: every ready endpoint",
+            service: web("ClusterIP", json!({})),
+            endpoints: &[LOCAL_READY, REMOTE_READY],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready, 198.18.2.11:8080 ready] reject",
+            ],
+        },
+        Case {
+            name: "no endpoints: reject",
+            service: web("ClusterIP", json!({})),
+            endpoints: &[],
+            want: &["ClusterIP 198.19.0.10:80/TCP [] reject"],
+        },
+        Case {
+            name: "headless Service: nothing",
+            service: web(
+                "ClusterIP",
+                json!({"clusterIP": "None", "clusterIPs": ["None"]}),
+            ),
+            endpoints: &[LOCAL_READY],
+            want: &[],
+        },
+        Case {
+            name: "Service without cluster IP: nothing",
+            service: web("ClusterIP", json!({"clusterIP": "", "clusterIPs": []})),
+            endpoints: &[LOCAL_READY],
+            want: &[],
+        },
+        Case {
+            name: "ExternalName Service: nothing",
+            service: web("ExternalName", json!({"externalName": "web.example"})),
+            endpoints: &[LOCAL_READY],
+            want: &[],
+        },
+        Case {
+            name: "Service for another proxy: nothing",
+            service: {
+                let mut service = web("ClusterIP", json!({}));
+                service.metadata.labels = Some(
+                    [(
+                        "service.kubernetes.io/service-proxy-name".into(),
+                        "other".into(),
+                    )]
+                    .into(),
+                );
+                service
+            },
+            endpoints: &[LOCAL_READY],
+            want: &[],
+        },
+        Case {
+            name: "IPv6-only Service: nothing, not even its NodePort",
+            service: web(
+                "NodePort",
+                json!({"clusterIP": "fd00::10", "clusterIPs": ["fd00::10"]}),
+            ),
+            endpoints: &[LOCAL_READY],
+            want: &[],
+        },
+        Case {
+            name: "dual-stack Service: its IPv4 cluster IP",
+            service: web(
+                "ClusterIP",
+                json!({"clusterIP": "fd00::10", "clusterIPs": ["fd00::10", "198.19.0.10"]}),
+            ),
+            endpoints: &[LOCAL_READY],
+            want: &["ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready] reject"],
+        },
+        Case {
+            name: "NodePort: one frontend per node address",
+            service: web("NodePort", json!({})),
+            endpoints: &[REMOTE_READY],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.2.11:8080 ready] reject",
+                "NodePort 198.18.0.11:30080/TCP [198.18.2.11:8080 ready] reject",
+                "NodePort 198.18.100.11:30080/TCP [198.18.2.11:8080 ready] reject",
+            ],
+        },
+        Case {
+            name: "LoadBalancer: VIP-mode IPv4 ingress at the Service port; Proxy mode, hostnames, IPv6 not",
+            service: {
+                let mut service = web("LoadBalancer", json!({}));
+                service.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [
+                    {"ip": "198.19.100.1"},
+                    {"ip": "198.19.100.2", "ipMode": "Proxy"},
+                    {"ip": "198.19.100.3", "ipMode": "VIP"},
+                    {"hostname": "lb.example"},
+                    {"ip": "fd00::100"},
+                ]}}))
+                .expect("valid status");
+                service
+            },
+            endpoints: &[REMOTE_READY],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.2.11:8080 ready] reject",
+                "NodePort 198.18.0.11:30080/TCP [198.18.2.11:8080 ready] reject",
+                "NodePort 198.18.100.11:30080/TCP [198.18.2.11:8080 ready] reject",
+                "LoadBalancer 198.19.100.1:80/TCP [198.18.2.11:8080 ready] reject",
+                "LoadBalancer 198.19.100.3:80/TCP [198.18.2.11:8080 ready] reject",
+            ],
+        },
+        Case {
+            name: "externalIPs: IPv4 ones at the Service port",
+            service: web(
+                "ClusterIP",
+                json!({"externalIPs": ["198.19.200.1", "fd00::200"]}),
+            ),
+            endpoints: &[REMOTE_READY],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.2.11:8080 ready] reject",
+                "ExternalIP 198.19.200.1:80/TCP [198.18.2.11:8080 ready] reject",
+            ],
+        },
+        Case {
+            name: "iTP=Local: the ClusterIP keeps local endpoints",
+            service: web("ClusterIP", json!({"internalTrafficPolicy": "Local"})),
+            endpoints: &[LOCAL_READY, REMOTE_READY],
+            want: &["ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready] drop"],
+        },
+        Case {
+            name: "iTP=Local without local endpoint but with remote ones: drop",
+            service: web("ClusterIP", json!({"internalTrafficPolicy": "Local"})),
+            endpoints: &[REMOTE_READY],
+            want: &["ClusterIP 198.19.0.10:80/TCP [] drop"],
+        },
+        Case {
+            name: "iTP=Local without any endpoint: reject",
+            service: web("ClusterIP", json!({"internalTrafficPolicy": "Local"})),
+            endpoints: &[],
+            want: &["ClusterIP 198.19.0.10:80/TCP [] reject"],
+        },
+        Case {
+            name: "eTP=Local: external frontends keep local endpoints, the ClusterIP all",
+            service: web("NodePort", json!({"externalTrafficPolicy": "Local"})),
+            endpoints: &[LOCAL_READY, REMOTE_READY],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready, 198.18.2.11:8080 ready] reject",
+                "NodePort 198.18.0.11:30080/TCP [198.18.1.11:8080 ready] drop",
+                "NodePort 198.18.100.11:30080/TCP [198.18.1.11:8080 ready] drop",
+            ],
+        },
+        Case {
+            name: "eTP=Local without local endpoint: external frontends drop",
+            service: web("NodePort", json!({"externalTrafficPolicy": "Local"})),
+            endpoints: &[REMOTE_READY],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.2.11:8080 ready] reject",
+                "NodePort 198.18.0.11:30080/TCP [] drop",
+                "NodePort 198.18.100.11:30080/TCP [] drop",
+            ],
+        },
+        Case {
+            name: "eTP=Local without any endpoint: reject everywhere",
+            service: web("NodePort", json!({"externalTrafficPolicy": "Local"})),
+            endpoints: &[],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [] reject",
+                "NodePort 198.18.0.11:30080/TCP [] reject",
+                "NodePort 198.18.100.11:30080/TCP [] reject",
+            ],
+        },
+        Case {
+            name: "eTP=Local applies to externalIPs of a ClusterIP Service",
+            service: web(
+                "ClusterIP",
+                json!({"externalIPs": ["198.19.200.1"], "externalTrafficPolicy": "Local"}),
+            ),
+            endpoints: &[LOCAL_READY, REMOTE_READY],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready, 198.18.2.11:8080 ready] reject",
+                "ExternalIP 198.19.200.1:80/TCP [198.18.1.11:8080 ready] drop",
+            ],
+        },
+        Case {
+            name: "no ready endpoint: serving terminating ones, marked terminating",
+            service: web("ClusterIP", json!({})),
+            endpoints: &[
+                REMOTE_TERMINATING,
+                LOCAL_TERMINATING,
+                "198.18.2.13 node-2 unready",
+            ],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.1.12:8080 terminating, 198.18.2.12:8080 terminating] reject",
+            ],
+        },
+        Case {
+            name: "ready endpoints exclude terminating ones",
+            service: web("ClusterIP", json!({})),
+            endpoints: &[REMOTE_TERMINATING, REMOTE_READY],
+            want: &["ClusterIP 198.19.0.10:80/TCP [198.18.2.11:8080 ready] reject"],
+        },
+        Case {
+            name: "eTP=Local falls back to local terminating endpoints",
+            service: web("NodePort", json!({"externalTrafficPolicy": "Local"})),
+            endpoints: &[REMOTE_READY, LOCAL_TERMINATING],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.2.11:8080 ready] reject",
+                "NodePort 198.18.0.11:30080/TCP [198.18.1.12:8080 terminating] drop",
+                "NodePort 198.18.100.11:30080/TCP [198.18.1.12:8080 terminating] drop",
+            ],
+        },
+    ]
+}
+
+#[test]
+fn frontends_follow_kube_proxy_rules() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        let got = lines(&plan_of(vec![case.service], case.endpoints));
+        if got != case.want {
+            failures.push(format!(
+                "{}:\n  got  {got:#?}\n  want {:#?}",
+                case.name, case.want
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn frontends_name_their_service_and_port() {
+    let frontends = plan_of(vec![web("ClusterIP", json!({}))], &[LOCAL_READY]);
+    assert_eq!(frontends[0].service, "demo/web");
+    assert_eq!(frontends[0].port_name, "http");
+}
+
+#[test]
+fn session_affinity_client_ip_sets_the_timeout() {
+    // (spec fields, affinity timeout)
+    let table = [
+        (json!({}), None),
+        (json!({"sessionAffinity": "None"}), None),
+        (json!({"sessionAffinity": "ClientIP"}), Some(10_800)),
+        (
+            json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}),
+            Some(60),
+        ),
+    ];
+    for (spec, want) in table {
+        let frontends = plan_of(vec![web("NodePort", spec.clone())], &[LOCAL_READY]);
+        for frontend in &frontends {
+            assert_eq!(
+                frontend.affinity_timeout_seconds,
+                want,
+                "{spec} {}",
+                line(frontend)
+            );
+        }
+        assert_eq!(frontends.len(), 3);
+    }
+}
+
+#[test]
+fn source_ranges_apply_to_load_balancer_frontends_only() {
+    let mut service = web(
+        "LoadBalancer",
+        json!({"loadBalancerSourceRanges": [" 198.18.50.0/24 ", "fd00::/64", "not-a-cidr", "198.18.60.7/32"]}),
+    );
+    service.status =
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "198.19.100.1"}]}}))
+            .expect("valid status");
+    let frontends = plan_of(vec![service], &[LOCAL_READY]);
+    for frontend in &frontends {
+        let want: &[&str] = if frontend.kind == FrontendKind::LoadBalancer {
+            &["198.18.50.0/24", "198.18.60.7/32"]
+        } else {
+            &[]
+        };
+        assert_eq!(frontend.source_ranges, want, "{}", line(frontend));
+    }
+    assert!(
+        frontends
+            .iter()
+            .any(|f| f.kind == FrontendKind::LoadBalancer)
+    );
+}
+
+#[test]
+fn health_check_node_port_marks_external_frontends_of_local_load_balancers() {
+    let status = json!({"loadBalancer": {"ingress": [{"ip": "198.19.100.1"}]}});
+    // (type, externalTrafficPolicy, health check port wanted on external frontends)
+    let table = [
+        ("LoadBalancer", "Local", Some(32000)),
+        ("LoadBalancer", "Cluster", None),
+        ("NodePort", "Local", None),
+    ];
+    for (type_, policy, want) in table {
+        let mut service = web(
+            type_,
+            json!({"externalTrafficPolicy": policy, "healthCheckNodePort": 32000}),
+        );
+        service.status = serde_json::from_value(status.clone()).expect("valid status");
+        let frontends = plan_of(vec![service], &[LOCAL_READY]);
+        for frontend in &frontends {
+            let expected = if frontend.kind == FrontendKind::ClusterIP {
+                None
+            } else {
+                want
+            };
+            assert_eq!(
+                frontend.health_check_node_port,
+                expected,
+                "{type_}/{policy}: {}",
+                line(frontend)
+            );
+        }
+        assert!(frontends.len() >= 3, "{type_}/{policy}");
+    }
+}
+
+#[test]
+fn configured_nodeport_addresses_replace_the_nodes_own() {
+    let snapshot = Snapshot {
+        services: vec![web("NodePort", json!({}))],
+        endpoint_slices: vec![slice("web-abc", &[LOCAL_READY])],
+        ..Snapshot::default()
+    };
+    let config = Config {
+        nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 7, 7)]),
+    };
+    let node_ports: Vec<String> = translate(&snapshot, &node_1(), &config)
+        .iter()
+        .filter(|f| f.kind == FrontendKind::NodePort)
+        .map(line)
+        .collect();
+    assert_eq!(
+        node_ports,
+        ["NodePort 198.18.7.7:30080/TCP [198.18.1.11:8080 ready] reject"]
+    );
+}
+
+/// Slice with three ready endpoints hinted for zones a, b, a.
+fn hinted_slice() -> EndpointSlice {
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-hinted", "namespace": "demo", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": [
+            {"addresses": ["198.18.1.11"], "zone": "zone-a", "hints": {"forZones": [{"name": "zone-a"}]}},
+            {"addresses": ["198.18.2.11"], "zone": "zone-b", "hints": {"forZones": [{"name": "zone-b"}]}},
+            {"addresses": ["198.18.1.13"], "zone": "zone-a", "hints": {"forZones": [{"name": "zone-a"}]}},
+        ],
+    }))
+    .expect("valid EndpointSlice")
+}
+
+#[test]
+fn topology_hints_count_when_the_service_asks_for_them() {
+    let all = vec!["198.18.1.11", "198.18.1.13", "198.18.2.11"];
+    let zone_a = vec!["198.18.1.11", "198.18.1.13"];
+    // (annotations, trafficDistribution, backends on a zone-a node)
+    let table = [
+        (json!({}), None, all.clone()),
+        (
+            json!({"service.kubernetes.io/topology-mode": "Auto"}),
+            None,
+            zone_a.clone(),
+        ),
+        (
+            json!({"service.kubernetes.io/topology-aware-hints": "auto"}),
+            None,
+            zone_a.clone(),
+        ),
+        (
+            json!({"service.kubernetes.io/topology-mode": "Disabled"}),
+            None,
+            all.clone(),
+        ),
+        (
+            json!({"service.kubernetes.io/topology-aware-hints": "disabled", "service.kubernetes.io/topology-mode": "Auto"}),
+            None,
+            all.clone(),
+        ),
+        (json!({}), Some("PreferClose"), zone_a.clone()),
+    ];
+    for (annotations, distribution, want) in table {
+        let mut service = web("ClusterIP", json!({}));
+        service.metadata.annotations = serde_json::from_value(annotations.clone()).expect("map");
+        if let Some(spec) = service.spec.as_mut() {
+            spec.traffic_distribution = distribution.map(str::to_owned);
+        }
+        let snapshot = Snapshot {
+            services: vec![service],
+            endpoint_slices: vec![hinted_slice()],
+            ..Snapshot::default()
+        };
+        let frontends = translate(&snapshot, &node_1(), &Config::default());
+        let got: Vec<String> = frontends[0]
+            .backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect();
+        assert_eq!(got, want, "{annotations} {distribution:?}");
+    }
+}
+
+#[test]
+fn named_target_ports_resolve_through_slice_port_names() {
+    let service = service(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "clusterIP": "198.19.0.10",
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "web"},
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": "dns"},
+            ],
+        },
+    }));
+    let slice: EndpointSlice = serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "demo", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}, {"name": "dns", "port": 5353, "protocol": "UDP"}],
+        "endpoints": [{"addresses": ["198.18.1.11"]}],
+    }))
+    .expect("valid EndpointSlice");
+    let snapshot = Snapshot {
+        services: vec![service],
+        endpoint_slices: vec![slice],
+        ..Snapshot::default()
+    };
+    let frontends = translate(&snapshot, &node_1(), &Config::default());
+    assert_eq!(
+        lines(&frontends),
+        [
+            "ClusterIP 198.19.0.10:53/UDP [198.18.1.11:5353 ready] reject",
+            "ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready] reject",
+        ]
+    );
+    assert_eq!(frontends[0].protocol, Protocol::UDP);
+}
+
+#[test]
+fn slices_of_other_services_and_namespaces_are_not_mixed_in() {
+    let mut other_namespace = slice("web-other-ns", &["198.18.3.11 node-1 ready"]);
+    other_namespace.metadata.namespace = Some("prod".into());
+    let mut other_service = slice("api-abc", &["198.18.3.12 node-1 ready"]);
+    other_service.metadata.labels =
+        Some([("kubernetes.io/service-name".into(), "api".into())].into());
+    let snapshot = Snapshot {
+        services: vec![web("ClusterIP", json!({}))],
+        endpoint_slices: vec![
+            other_namespace,
+            other_service,
+            slice("web-abc", &[LOCAL_READY]),
+        ],
+        ..Snapshot::default()
+    };
+    let frontends = translate(&snapshot, &node_1(), &Config::default());
+    assert_eq!(
+        lines(&frontends),
+        ["ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready] reject"]
+    );
+}
+
+#[test]
+fn output_order_does_not_depend_on_input_order() {
+    let named = |name: &str, ip: &str, node_port: u16| {
+        service(json!({
+            "metadata": {"name": name},
+            "spec": {"type": "NodePort", "clusterIP": ip, "ports": [{"port": 80, "nodePort": node_port}]},
+        }))
+    };
+    let forward = vec![
+        named("b", "198.19.0.2", 30001),
+        named("a", "198.19.0.1", 30002),
+    ];
+    let backward = vec![
+        named("a", "198.19.0.1", 30002),
+        named("b", "198.19.0.2", 30001),
+    ];
+    let order = |services| -> Vec<(String, FrontendKind, Ipv4Addr)> {
+        plan_of(services, &[])
+            .into_iter()
+            .map(|f| (f.service, f.kind, f.address))
+            .collect()
+    };
+    let got = order(forward);
+    assert_eq!(got, order(backward));
+    assert_eq!(
+        got.iter()
+            .map(|(s, k, _)| format!("{s} {k}"))
+            .collect::<Vec<_>>(),
+        [
+            "demo/a ClusterIP",
+            "demo/a NodePort",
+            "demo/a NodePort",
+            "demo/b ClusterIP",
+            "demo/b NodePort",
+            "demo/b NodePort",
+        ]
+    );
+}
+
+#[test]
+fn backends_list_ready_before_terminating_each_by_address() {
+    let got = backends(&[
+        endpoint("198.18.2.1", 80, false),
+        endpoint("198.18.1.9", 80, true),
+        endpoint("198.18.1.2", 81, false),
+        endpoint("198.18.1.2", 80, true),
+    ]);
+    let text: Vec<String> = got
+        .iter()
+        .map(|b| format!("{}:{} {}", b.address, b.port, b.state))
+        .collect();
+    assert_eq!(
+        text,
+        [
+            "198.18.1.2:80 ready",
+            "198.18.1.9:80 ready",
+            "198.18.1.2:81 terminating",
+            "198.18.2.1:80 terminating",
+        ]
+    );
+}
+
+fn endpoint(address: &str, port: u16, ready: bool) -> Endpoint {
+    Endpoint {
+        address: address.parse().expect("address"),
+        port,
+        ready,
+        serving: true,
+        terminating: !ready,
+        is_local: false,
+        zone_hints: Default::default(),
+        node_hints: Default::default(),
+    }
+}
+
+#[test]
+fn a_frontend_address_claimed_twice_goes_to_the_first_service() {
+    // demo/b's external IP is demo/a's cluster IP.
+    let a = service(json!({
+        "metadata": {"name": "a"},
+        "spec": {"clusterIP": "198.19.0.1", "ports": [{"port": 80}]},
+    }));
+    let b = service(json!({
+        "metadata": {"name": "b"},
+        "spec": {"clusterIP": "198.19.0.2", "externalIPs": ["198.19.0.1"], "ports": [{"port": 80}]},
+    }));
+    let frontends = plan_of(vec![b, a], &[]);
+    let got: Vec<String> = frontends
+        .iter()
+        .map(|f| format!("{} {} {}", f.service, f.kind, f.address))
+        .collect();
+    assert_eq!(
+        got,
+        ["demo/a ClusterIP 198.19.0.1", "demo/b ClusterIP 198.19.0.2"]
+    );
+}
