@@ -37,7 +37,7 @@ pub mod names {
 
 /// Capacities. `MAX_FRONTENDS` also bounds `rev_nat_id`, which indexes the
 /// per-frontend counters array.
-pub const MAX_FRONTENDS: u32 = 65_536;
+pub const MAX_FRONTENDS: u32 = 262_144;
 pub const MAX_SERVICE_SLOTS: u32 = 1_048_576;
 pub const MAX_BACKENDS: u32 = 262_144;
 pub const MAX_FLOWS: u32 = 262_144;
@@ -201,6 +201,12 @@ pub struct Flow {
     pub rev_nat_id: u32,
     pub created_ns: u64,
     pub last_seen_ns: u64,
+    /// The backend's address as the flow was created: an established TCP
+    /// connection keeps going to it even after the backend leaves the
+    /// Service (as conntrack keeps a kube-proxy DNAT), while the pod lives.
+    pub backend_addr_be: u32,
+    pub backend_port_be: u16,
+    pub _pad: u16,
     /// With [`flow_flags::SNAT`]: in the original direction the source the
     /// packets get (node address, allocated port); in the reply direction the
     /// client's address the replies go back to.
@@ -209,7 +215,7 @@ pub struct Flow {
     /// [`flow_flags`].
     pub flags: u16,
 }
-const _: () = assert!(core::mem::size_of::<Flow>() == 32);
+const _: () = assert!(core::mem::size_of::<Flow>() == 40);
 
 pub mod flow_flags {
     /// The entry matches replies (backend → client): reverse-NAT them.

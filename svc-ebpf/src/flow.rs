@@ -38,6 +38,27 @@ fn node_config() -> Option<NodeConfig> {
     CONFIG_V1.get(0).copied().filter(|c| c.node_addr_be != 0)
 }
 
+/// Where an established flow goes. TCP keeps its backend address for good:
+/// the connection lives as long as the pod does, whatever the Service's
+/// backend set says (kube-proxy's conntrack behaves the same). UDP has no
+/// connection to keep; a datagram flow whose backend left the BACKENDS
+/// table picks a live one again, as kube-proxy flushes UDP conntrack
+/// entries of removed endpoints.
+#[inline(always)]
+fn flow_backend(entry: &svc_common::Flow, protocol: u8) -> Option<svc_common::Backend> {
+    let stored = svc_common::Backend {
+        addr_be: entry.backend_addr_be,
+        port_be: entry.backend_port_be,
+        proto: protocol,
+        flags: 0,
+    };
+    if protocol == proto::TCP {
+        return Some(stored);
+    }
+    let current = lb::backend(entry.backend_id)?;
+    (current.addr_be == stored.addr_be && current.port_be == stored.port_be).then_some(stored)
+}
+
 #[inline(always)]
 pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason> {
     let Parsed::Ipv4(flow) = packet::parse(pkt)? else {
@@ -72,7 +93,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 None => Ok(Action::Pass),
             };
         }
-        if let Some(backend) = lb::backend(entry.backend_id) {
+        if let Some(backend) = flow_backend(&entry, flow.proto) {
             let snat = entry.flags & flow_flags::SNAT != 0;
             let route = if snat && origin == Origin::World {
                 let Some(route) = route::plan(pkt, entry.nat_addr_be, backend.addr_be, &flow)
@@ -93,7 +114,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 None => Ok(Action::Pass),
             };
         }
-        // The flow's backend is gone: choose again below, as a new flow.
+        // The flow's backend is gone (UDP): choose again below, as a new flow.
     }
 
     match lb::select(&flow)? {

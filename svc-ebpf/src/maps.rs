@@ -1,6 +1,7 @@
 //! Every map the programs use. Layouts and names come from svc-common; the
 //! agent creates and pins them (by these names) before it loads programs.
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -10,23 +11,34 @@ use svc_common::{
     MAX_SOCKETS, MAX_SOURCE_RANGES, NodeConfig, RevNat, ServiceSlot, SockKey, SourceRange,
 };
 
+/// Maps only the agent writes are not preallocated: they hold what the
+/// cluster has, not their capacity, in kernel memory. Lookups cost the same.
+const AGENT_WRITTEN: usize = BPF_F_NO_PREALLOC as usize;
+
 /// Frontend (address, port, protocol, slot) → slot 0 header or slot n backend.
 #[btf_map]
-pub static SERVICES_V1: HashMap<FrontendKey, ServiceSlot, { MAX_SERVICE_SLOTS as usize }> =
-    HashMap::new();
+pub static SERVICES_V1: HashMap<
+    FrontendKey,
+    ServiceSlot,
+    { MAX_SERVICE_SLOTS as usize },
+    AGENT_WRITTEN,
+> = HashMap::new();
 
 /// backend_id → backend address.
 #[btf_map]
-pub static BACKENDS_V1: HashMap<u32, Backend, { MAX_BACKENDS as usize }> = HashMap::new();
+pub static BACKENDS_V1: HashMap<u32, Backend, { MAX_BACKENDS as usize }, AGENT_WRITTEN> =
+    HashMap::new();
 
 /// rev_nat_id → the frontend address replies are rewritten to.
 #[btf_map]
-pub static REV_NAT_V1: HashMap<u32, RevNat, { MAX_FRONTENDS as usize }> = HashMap::new();
+pub static REV_NAT_V1: HashMap<u32, RevNat, { MAX_FRONTENDS as usize }, AGENT_WRITTEN> =
+    HashMap::new();
 
 /// rev_nat_id → what the frontend is. Written by the agent, read by `dump`;
 /// declared here so it is created, pinned and typed like the others.
 #[btf_map]
-pub static FE_META_V1: HashMap<u32, FrontendMeta, { MAX_FRONTENDS as usize }> = HashMap::new();
+pub static FE_META_V1: HashMap<u32, FrontendMeta, { MAX_FRONTENDS as usize }, AGENT_WRITTEN> =
+    HashMap::new();
 
 /// Conntrack: both directions of every translated flow. LRU, so a full table
 /// evicts the least recently seen flow instead of refusing new ones. Reply
