@@ -15,6 +15,7 @@ mod nat;
 mod packet;
 mod reject;
 mod route;
+mod sock;
 mod stats;
 mod tc;
 mod xdp;
@@ -22,8 +23,8 @@ mod xdp;
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
     helpers::{bpf_redirect, bpf_redirect_neigh},
-    macros::{classifier, xdp},
-    programs::{TcContext, XdpContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 
 use svc_common::DropReason;
@@ -95,6 +96,43 @@ fn tc_verdict(ctx: &TcContext, result: Result<Action, DropReason>) -> i32 {
         Err(reason) => {
             stats::count_drop(reason);
             TC_ACT_SHOT
+        }
+    }
+}
+
+/// connect() of the node's own processes: a frontend becomes a backend.
+#[cgroup_sock_addr(connect4)]
+pub fn svc_sock_connect4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(sock::try_translate(&ctx))
+}
+
+/// sendmsg() on unconnected UDP sockets of the node's processes.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn svc_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(sock::try_translate(&ctx))
+}
+
+/// recvmsg() on UDP sockets: replies show the frontend as their source.
+#[cgroup_sock_addr(recvmsg4)]
+pub fn svc_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(sock::try_reverse(&ctx))
+}
+
+/// getpeername(): the peer is the frontend that was dialled.
+#[cgroup_sock_addr(getpeername4)]
+pub fn svc_sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock_verdict(sock::try_reverse(&ctx))
+}
+
+#[inline(always)]
+fn sock_verdict(result: Result<sock::Verdict, DropReason>) -> i32 {
+    match result {
+        Ok(verdict) => verdict.code(),
+        Err(reason) => {
+            // The socket is left alone (to its original destination) rather
+            // than failing the syscall on a map hiccup.
+            stats::count_drop(reason);
+            sock::Verdict::Allow.code()
         }
     }
 }

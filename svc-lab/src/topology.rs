@@ -24,7 +24,7 @@ use svc_common::NodeConfig;
 use tokio::sync::watch;
 
 use crate::{
-    LabError,
+    LabError, cgroup,
     netns::{self, Netns, PREFIX},
     pin_root,
     server::{self, Identity},
@@ -82,12 +82,22 @@ pub struct LabNode {
     pub name: String,
     pub address: Ipv4Addr,
     pub pin_dir: PathBuf,
+    /// The cgroup the node's processes run in (and its socket hooks attach to).
+    pub cgroup: PathBuf,
     ns: Netns,
 }
 
 impl LabNode {
     pub fn netns(&self) -> &Netns {
         &self.ns
+    }
+
+    /// A command that runs on the node: in its network namespace and its
+    /// cgroup, as a process of a real node would.
+    pub fn command(&self, program: &str) -> Result<Command, LabError> {
+        let mut command = self.ns.command(program)?;
+        cgroup::join_on_spawn(&mut command, &self.cgroup)?;
+        Ok(command)
     }
 }
 
@@ -135,6 +145,7 @@ impl Lab {
         }
         ensure_bpffs()?;
         netns::sweep_stale(&pin_root());
+        cgroup::sweep_stale();
         let id = format!(
             "{PREFIX}{}x{}",
             std::process::id(),
@@ -272,6 +283,7 @@ impl Lab {
             name: spec.name.clone(),
             address,
             pin_dir: self.pin_dir.join(&spec.name),
+            cgroup: cgroup::create(&self.id, &spec.name)?,
             ns,
         })
     }
@@ -410,6 +422,7 @@ impl Lab {
             .collect();
         let node_name = node.to_owned();
         let config = self.node_config(lab_node);
+        let node_cgroup = lab_node.cgroup.clone();
         lab_node
             .ns
             .in_thread(move || {
@@ -419,6 +432,7 @@ impl Lab {
                     datapath.attach_pod_interface(interface)?;
                 }
                 datapath.attach_node_interface("eth0")?;
+                datapath.attach_cgroup(&node_cgroup)?;
                 Ok::<(), dataplane::DataplaneError>(())
             })?
             .map_err(|source| LabError::Datapath {
@@ -456,6 +470,7 @@ impl Drop for Lab {
         self.fabric_xdp = None;
         // Pinned links hold the programs; removing them detaches.
         let _ = dataplane::remove_pins(&self.pin_dir);
+        cgroup::remove_lab(&self.id);
         // The namespaces go when the fields drop, right after this.
     }
 }

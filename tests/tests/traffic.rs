@@ -20,6 +20,7 @@ const WEB_2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
 const REMOTE_ONLY: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 20);
 const SELF_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 21);
 const LB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 1);
+const DNS_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 22);
 
 /// web-1 and curl on node-1, web-2 on node-2; every web pod serves HTTP on
 /// 8080 and UDP echo on 5353.
@@ -102,6 +103,13 @@ fn frontends(node: &str, address: Ipv4Addr) -> Vec<Frontend> {
             (LB_IP, 80),
             Protocol::TCP,
             &[web_1, web_2],
+        ),
+        frontend(
+            FrontendKind::ClusterIP,
+            "dns-cip",
+            (DNS_IP, 53),
+            Protocol::UDP,
+            &[udp_backend],
         ),
     ]
 }
@@ -228,4 +236,96 @@ fn udp_node_port_replies_come_from_the_node_port() {
     let answer = Answer::parse(&reply).unwrap();
     assert_eq!(answer.pod, "web-2");
     assert_eq!(answer.client.ip(), NODE_1, "SNAT towards the other node");
+}
+
+/// curl run as a process of the node (its netns and cgroup).
+fn curl_on_node(lab: &Lab, node: &str, url: &str) -> Answer {
+    let output = lab
+        .node(node)
+        .unwrap()
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "--max-time", "5", url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "curl {url} on {node}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Answer::parse(&stdout).unwrap_or_else(|| panic!("no lab answer from {url}: {stdout}"))
+}
+
+#[test]
+fn node_processes_reach_cluster_ip_node_port_and_lb_ip() {
+    let lab = lab();
+    // No route to 198.19.x.x exists in the node's namespace: the socket
+    // hook points connect() at a backend before routing.
+    let answer = curl_on_node(&lab, "node-1", "http://198.19.0.20/");
+    assert_eq!(answer.pod, "web-2");
+    assert_eq!(answer.client.ip(), NODE_1);
+    // The seed: curl NODE_IP:30080 on the node itself.
+    assert_eq!(
+        curl_on_node(&lab, "node-1", "http://198.18.0.11:30080/").pod,
+        "web-1"
+    );
+    let lb = curl_on_node(&lab, "node-2", "http://198.19.255.1/");
+    assert!(lb.pod == "web-1" || lb.pod == "web-2", "{lb:?}");
+}
+
+#[test]
+fn node_process_sees_the_frontend_as_its_peer() {
+    let lab = lab();
+    // UDP: the reply's source (recvmsg) and, for TCP, getpeername() name
+    // the frontend, not the backend the socket was pointed at.
+    let script = "import socket\n\
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+u.settimeout(3)\n\
+u.sendto(b'ping', ('198.19.0.22', 53))\n\
+data, src = u.recvfrom(512)\n\
+print('udp', src[0], src[1], data.decode().strip())\n\
+t = socket.create_connection(('198.19.0.20', 80), timeout=3)\n\
+print('tcp', *t.getpeername())\n";
+    let output = lab
+        .node("node-1")
+        .unwrap()
+        .command("python3")
+        .unwrap()
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("udp 198.19.0.22 53 pod=web-2"),
+        "{stdout}"
+    );
+    assert_eq!(lines[1], "tcp 198.19.0.20 80");
+}
+
+#[test]
+fn node_process_to_frontend_without_endpoints_is_refused() {
+    let lab = lab();
+    // A NodePort without endpoints, dialled on the node's own address.
+    let output = lab
+        .node("node-1")
+        .unwrap()
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "--max-time", "5", "http://198.18.0.11:30082/"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Couldn't connect"));
 }

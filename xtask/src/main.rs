@@ -172,10 +172,18 @@ fn leftovers() -> Vec<String> {
             }
         }
     }
-    for dir in ["/sys/fs/bpf/svc-lab", "/sys/fs/bpf/svc-test"] {
+    // bpffs: any entry is a pin; cgroupfs: only subdirectories are cgroups
+    // (the files are the kernel's own).
+    for (dir, only_dirs) in [
+        ("/sys/fs/bpf/svc-lab", false),
+        ("/sys/fs/cgroup/svc-lab", true),
+        ("/sys/fs/cgroup/unified/svc-lab", true),
+    ] {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.filter_map(Result::ok) {
-                found.push(format!("pin {}", entry.path().display()));
+                if !only_dirs || entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    found.push(format!("{}", entry.path().display()));
+                }
             }
         }
     }

@@ -16,12 +16,14 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// TCX links (the TC attach point used) appeared in Linux 6.6.
 const MIN_KERNEL: (u32, u32) = (6, 6);
 /// Commands the tests and the lab run, and the Debian package of each.
-const PACKAGES: [(&str, &str); 5] = [
+const PACKAGES: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("bpftool", "bpftool"),
     ("curl", "curl"),
     ("mount", "mount"),
+    // A UDP client that prints the source of replies, in node tests.
+    ("python3", "python3"),
 ];
 
 /// What the other tasks need to know about the installed tools.

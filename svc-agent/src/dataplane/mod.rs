@@ -16,7 +16,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
     },
 };
@@ -32,6 +32,13 @@ pub const FROM_POD_PROGRAM: &str = "svc_from_pod";
 pub const FROM_WORLD_PROGRAM: &str = "svc_from_world";
 /// The TC program behind it on the same NICs (next hops to resolve).
 pub const FROM_WORLD_TC_PROGRAM: &str = "svc_from_world_tc";
+/// The socket hooks for the node's own processes (cgroup sock_addr).
+pub const SOCKET_PROGRAMS: [&str; 4] = [
+    "svc_sock_connect4",
+    "svc_sock_sendmsg4",
+    "svc_sock_recvmsg4",
+    "svc_sock_getpeername4",
+];
 /// An XDP program that passes everything (benchmark baseline).
 pub const XDP_PASS_PROGRAM: &str = "svc_xdp_pass";
 
@@ -119,6 +126,11 @@ impl Datapath {
                 .load()
                 .map_err(load_error(name))?;
         }
+        for name in SOCKET_PROGRAMS {
+            program_mut::<CgroupSockAddr>(&mut ebpf, name)?
+                .load()
+                .map_err(load_error(name))?;
+        }
         for name in [FROM_WORLD_PROGRAM, XDP_PASS_PROGRAM] {
             program_mut::<Xdp>(&mut ebpf, name)?
                 .load()
@@ -187,6 +199,47 @@ impl Datapath {
                 .map_err(|e| attach_error(Box::new(e)))?;
             let link: FdLink = link.try_into().map_err(|e| attach_error(Box::new(e)))?;
             pin_link(link, &path).map_err(attach_error)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the socket hooks to a cgroup (v2) directory: every process
+    /// in it and below gets socket-level load balancing for connect(),
+    /// sendmsg(), recvmsg() and getpeername(). Links are pinned as
+    /// `links/sock-<program>-<cgroup dir name>`; already pinned ones are kept.
+    pub fn attach_cgroup(&mut self, cgroup: &Path) -> Result<(), DataplaneError> {
+        let label = cgroup
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "root".into());
+        for name in SOCKET_PROGRAMS {
+            let attach_error =
+                |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
+                    program: name,
+                    interface: cgroup.display().to_string(),
+                    source,
+                };
+            let link_pin = self.link_pin(&format!("sock-{name}"), &label);
+            if link_pin
+                .as_ref()
+                .is_some_and(|path| PinnedLink::from_pin(path).is_ok())
+            {
+                continue;
+            }
+            let file = fs::File::open(cgroup).map_err(|e| attach_error(Box::new(e)))?;
+            let program = program_mut::<CgroupSockAddr>(&mut self.ebpf, name)?;
+            let link_id = program
+                // bpf_link_create takes no attach flags: links always coexist
+                // with other programs on the cgroup.
+                .attach(&file, CgroupAttachMode::Single)
+                .map_err(|e| attach_error(Box::new(e)))?;
+            if let Some(path) = link_pin {
+                let link = program
+                    .take_link(link_id)
+                    .map_err(|e| attach_error(Box::new(e)))?;
+                let link: FdLink = link.try_into().map_err(|e| attach_error(Box::new(e)))?;
+                pin_link(link, &path).map_err(attach_error)?;
+            }
         }
         Ok(())
     }

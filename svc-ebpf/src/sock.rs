@@ -1,0 +1,135 @@
+//! Socket-level load balancing for processes on the node itself (cgroup
+//! sock_addr hooks). A process that connects to (or sends to) a frontend
+//! is pointed at a backend once, in the syscall: no per-packet NAT, and no
+//! route to Service addresses is needed in the node's namespace. Replies
+//! and getpeername() show the frontend, as the process dialled it.
+//!
+//! Attached to a cgroup that holds only the node's processes (in a real
+//! node: the root cgroup; in the lab: one cgroup per node).
+use aya_ebpf::{
+    bindings::{BPF_ANY, bpf_sock_addr},
+    helpers::{bpf_get_socket_cookie, bpf_set_retval},
+    programs::SockAddrContext,
+};
+use svc_common::{DropReason, RevNat, SockKey, proto};
+
+use crate::{
+    lb::{self, Selection},
+    maps::SOCK_RNAT_V1,
+    packet::Ipv4Flow,
+    stats,
+};
+
+/// What the syscall should do.
+pub enum Verdict {
+    Allow,
+    /// Fail the syscall with "connection refused".
+    Refuse,
+}
+
+const ECONNREFUSED: i32 = 111;
+const SOCK_ALLOW: i32 = 1;
+const SOCK_DENY: i32 = 0;
+
+impl Verdict {
+    #[inline(always)]
+    pub fn code(self) -> i32 {
+        match self {
+            Verdict::Allow => SOCK_ALLOW,
+            Verdict::Refuse => {
+                // SAFETY: plain helper call; makes the syscall return
+                // -ECONNREFUSED instead of the default -EPERM of a deny.
+                unsafe { bpf_set_retval(-ECONNREFUSED) };
+                SOCK_DENY
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn sock_addr(ctx: &SockAddrContext) -> *mut bpf_sock_addr {
+    ctx.sock_addr
+}
+
+/// connect() and sendmsg(): a frontend destination becomes a backend.
+#[inline(always)]
+pub fn try_translate(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
+    let sa = sock_addr(ctx);
+    // SAFETY: the context the kernel handed us; these fields are readable
+    // and writable for connect4/sendmsg4.
+    let (daddr_be, dport_be, protocol) =
+        unsafe { ((*sa).user_ip4, (*sa).user_port as u16, (*sa).protocol as u8) };
+    if protocol != proto::TCP && protocol != proto::UDP {
+        return Ok(Verdict::Allow);
+    }
+    let flow = Ipv4Flow {
+        l4_off: 0,
+        ip_len: 0,
+        saddr_be: 0,
+        daddr_be,
+        proto: protocol,
+        sport_be: 0,
+        dport_be,
+        tcp_flags: 0,
+    };
+    match lb::select(&flow)? {
+        Selection::NotAFrontend => Ok(Verdict::Allow),
+        Selection::Empty { .. } => Ok(Verdict::Refuse),
+        Selection::Backend(selected) => {
+            let backend = selected.backend;
+            // SAFETY: as above.
+            let cookie = unsafe { bpf_get_socket_cookie(sa.cast()) };
+            let key = SockKey {
+                cookie,
+                backend_addr_be: backend.addr_be,
+                backend_port_be: backend.port_be,
+                _pad: 0,
+            };
+            let frontend = RevNat {
+                addr_be: daddr_be,
+                port_be: dport_be,
+                flags: 0,
+            };
+            SOCK_RNAT_V1
+                .insert(key, frontend, u64::from(BPF_ANY))
+                .map_err(|_| DropReason::FlowInsertFailed)?;
+            stats::count_frontend(selected.rev_nat_id, 0);
+            // SAFETY: as above.
+            unsafe {
+                (*sa).user_ip4 = backend.addr_be;
+                (*sa).user_port = u32::from(backend.port_be);
+            }
+            Ok(Verdict::Allow)
+        }
+    }
+}
+
+/// recvmsg() and getpeername(): a backend source becomes the frontend the
+/// socket was pointed at.
+#[inline(always)]
+pub fn try_reverse(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
+    let sa = sock_addr(ctx);
+    // SAFETY: the context the kernel handed us.
+    let (addr_be, port_be, cookie) = unsafe {
+        (
+            (*sa).user_ip4,
+            (*sa).user_port as u16,
+            bpf_get_socket_cookie(sa.cast()),
+        )
+    };
+    let key = SockKey {
+        cookie,
+        backend_addr_be: addr_be,
+        backend_port_be: port_be,
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    if let Some(frontend) = unsafe { SOCK_RNAT_V1.get(key) }.copied() {
+        // SAFETY: as above.
+        unsafe {
+            (*sa).user_ip4 = frontend.addr_be;
+            (*sa).user_port = u32::from(frontend.port_be);
+        }
+    }
+    Ok(Verdict::Allow)
+}
