@@ -12,6 +12,11 @@ use crate::{csum, packet::Packet};
 
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, DropReason> {
+    // An optimisation barrier: without it LLVM drops this check whenever an
+    // earlier one at a larger offset from the same base implies it, and the
+    // verifier, which tracks each pointer's own proven range, rejects the
+    // access. Every access keeps its own check.
+    let offset = core::hint::black_box(offset);
     let start = ctx.data();
     let end = ctx.data_end();
     // The verifier needs this comparison against data_end before any access.

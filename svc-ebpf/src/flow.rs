@@ -4,6 +4,7 @@ use svc_common::{DropReason, NodeConfig, backend_flags, flow_flags, proto, rev_n
 
 use crate::{
     ct::{self, Snat},
+    icmp,
     lb::{self, Selection},
     maps::CONFIG_V1,
     nat,
@@ -61,8 +62,10 @@ fn flow_backend(entry: &svc_common::Flow, protocol: u8) -> Option<svc_common::Ba
 
 #[inline(always)]
 pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason> {
-    let Parsed::Ipv4(flow) = packet::parse(pkt)? else {
-        return Ok(Action::Pass);
+    let flow = match packet::parse(pkt)? {
+        Parsed::Ipv4(flow) => flow,
+        Parsed::IcmpError(err) => return icmp::translate(pkt, &err),
+        Parsed::Other => return Ok(Action::Pass),
     };
 
     if let Some(entry) = ct::lookup(&ct::key_of(&flow), &flow) {

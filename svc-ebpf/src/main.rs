@@ -9,6 +9,7 @@ mod ct;
 mod ctx_tc;
 mod ctx_xdp;
 mod flow;
+mod icmp;
 mod lb;
 mod maps;
 mod nat;

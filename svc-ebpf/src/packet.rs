@@ -61,10 +61,36 @@ pub trait Packet {
 
 /// What a packet is, as far as the load balancer cares.
 pub enum Parsed {
-    /// Not IPv4 TCP/UDP, or a fragment: not ours to translate.
+    /// Not IPv4 TCP/UDP/ICMP error, or a fragment: not ours to translate.
     Other,
     Ipv4(Ipv4Flow),
+    /// An ICMP error quoting a TCP/UDP packet (maybe of a translated flow).
+    IcmpError(IcmpError),
 }
+
+/// An ICMP destination unreachable / time exceeded / parameter problem,
+/// and the header of the packet it is about.
+#[derive(Clone, Copy)]
+pub struct IcmpError {
+    pub icmp_off: usize,
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub ip_len: u16,
+    /// The quoted packet: its IP header offset and L4 offset, as it was
+    /// sent (client → backend, or node → backend with SNAT).
+    pub inner_ip_off: usize,
+    pub inner_l4_off: usize,
+    pub inner_saddr_be: u32,
+    pub inner_daddr_be: u32,
+    pub inner_sport_be: u16,
+    pub inner_dport_be: u16,
+    pub inner_proto: u8,
+}
+
+const IPPROTO_ICMP: u8 = 1;
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 /// An IPv4 TCP or UDP packet, fields as on the wire.
 #[derive(Clone, Copy)]
@@ -125,16 +151,24 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
         return Ok(Parsed::Other);
     }
     let ip_proto: u8 = pkt.read(IP_OFF + 9)?;
+    // Fixed offsets first: once a read at a header-dependent offset proved
+    // more bytes, LLVM drops later fixed-offset checks as redundant, and the
+    // verifier (which cannot follow that proof) rejects the program.
+    let saddr_be: u32 = pkt.read(IP_SADDR_OFF)?;
+    let daddr_be: u32 = pkt.read(IP_DADDR_OFF)?;
     let l4_off = IP_OFF + ihl;
     let l4_len = usize::from(ip_len) - ihl;
+    if ip_proto == IPPROTO_ICMP {
+        return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be);
+    }
     let tcp_flags = match ip_proto {
         proto::TCP => {
-            let data_off: u8 = pkt.read(l4_off + 12)?;
+            let [data_off, flags]: [u8; 2] = pkt.read(l4_off + 12)?;
             let tcp_hlen = usize::from(data_off >> 4) * 4;
             if tcp_hlen < TCP_MIN_HLEN || tcp_hlen > l4_len {
                 return Err(DropReason::Malformed);
             }
-            pkt.read::<u8>(l4_off + 13)?
+            flags
         }
         proto::UDP => {
             let udp_len = usize::from(u16::from_be(pkt.read::<u16>(l4_off + 4)?));
@@ -148,11 +182,61 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
     Ok(Parsed::Ipv4(Ipv4Flow {
         l4_off,
         ip_len,
-        saddr_be: pkt.read(IP_SADDR_OFF)?,
-        daddr_be: pkt.read(IP_DADDR_OFF)?,
+        saddr_be,
+        daddr_be,
         proto: ip_proto,
         sport_be: pkt.read(l4_off)?,
         dport_be: pkt.read(l4_off + 2)?,
         tcp_flags,
+    }))
+}
+
+/// ICMP errors quoting a TCP or UDP packet; other ICMP is not ours. A quote
+/// cut too short to hold the ports is malformed.
+#[inline(always)]
+fn parse_icmp_error<P: Packet>(
+    pkt: &P,
+    icmp_off: usize,
+    ip_len: u16,
+    saddr_be: u32,
+    daddr_be: u32,
+) -> Result<Parsed, DropReason> {
+    // Reads at offsets the packet decides are at least 2 bytes wide: LLVM
+    // turns a 1-byte bounds check `p + 1 > end` into `p >= end`, which the
+    // verifier does not take as a proof of one readable byte.
+    let [icmp_type, _code]: [u8; 2] = pkt.read(icmp_off)?;
+    if icmp_type != ICMP_DEST_UNREACH
+        && icmp_type != ICMP_TIME_EXCEEDED
+        && icmp_type != ICMP_PARAMETER_PROBLEM
+    {
+        return Ok(Parsed::Other);
+    }
+    let inner_ip_off = icmp_off + 8;
+    let [version_ihl, _tos]: [u8; 2] = pkt.read(inner_ip_off)?;
+    let inner_ihl = usize::from(version_ihl & 0x0f) * 4;
+    if version_ihl >> 4 != 4 || inner_ihl < IPV4_MIN_HLEN {
+        return Err(DropReason::Malformed);
+    }
+    let [_ttl, inner_proto]: [u8; 2] = pkt.read(inner_ip_off + 8)?;
+    if inner_proto != proto::TCP && inner_proto != proto::UDP {
+        return Ok(Parsed::Other);
+    }
+    let inner_l4_off = inner_ip_off + inner_ihl;
+    // The quote holds at least the first 8 bytes of L4: the ports.
+    if inner_l4_off + 8 > IP_OFF + usize::from(ip_len) {
+        return Err(DropReason::Malformed);
+    }
+    Ok(Parsed::IcmpError(IcmpError {
+        icmp_off,
+        saddr_be,
+        daddr_be,
+        ip_len,
+        inner_ip_off,
+        inner_l4_off,
+        inner_saddr_be: pkt.read(inner_ip_off + 12)?,
+        inner_daddr_be: pkt.read(inner_ip_off + 16)?,
+        inner_sport_be: pkt.read(inner_l4_off)?,
+        inner_dport_be: pkt.read(inner_l4_off + 2)?,
+        inner_proto,
     }))
 }

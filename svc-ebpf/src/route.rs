@@ -49,7 +49,19 @@ impl Route {
 /// untouched.
 #[inline(always)]
 pub fn plan<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, flow: &Ipv4Flow) -> Option<Route> {
-    let route = lookup(pkt, saddr_be, daddr_be, flow.proto, flow.ip_len);
+    plan_raw(pkt, saddr_be, daddr_be, flow.proto, flow.ip_len)
+}
+
+/// [`plan`] for any IP protocol and length.
+#[inline(always)]
+pub fn plan_raw<P: Packet>(
+    pkt: &P,
+    saddr_be: u32,
+    daddr_be: u32,
+    protocol: u8,
+    ip_len: u16,
+) -> Option<Route> {
+    let route = lookup(pkt, saddr_be, daddr_be, protocol, ip_len);
     route.usable_by::<P>().then_some(route)
 }
 

@@ -337,3 +337,31 @@ pub fn udp_request(
         })
         .unwrap()
 }
+
+/// An ICMP error (type, code) from `src` to `dst` quoting `quoted` (an IP
+/// header and at least 8 bytes of what followed it), checksums computed
+/// here.
+pub fn icmp_error_frame(src: Ipv4Addr, dst: Ipv4Addr, kind: (u8, u8), quoted: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + quoted.len();
+    let mut frame = Vec::with_capacity(14 + total);
+    frame.extend_from_slice(&HOST_MAC);
+    frame.extend_from_slice(&POD_MAC);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    let len = (total as u16).to_be_bytes();
+    frame.extend_from_slice(&[0x45, 0, len[0], len[1], 0, 0, 0, 0, 64, 1, 0, 0]);
+    frame.extend_from_slice(&src.octets());
+    frame.extend_from_slice(&dst.octets());
+    let ip_sum = !(ones_complement_sum(&frame[14..34], 0) as u16);
+    frame[24..26].copy_from_slice(&ip_sum.to_be_bytes());
+    frame.extend_from_slice(&[kind.0, kind.1, 0, 0, 0, 0, 0, 0]);
+    frame.extend_from_slice(quoted);
+    let icmp_sum = !(ones_complement_sum(&frame[34..], 0) as u16);
+    frame[36..38].copy_from_slice(&icmp_sum.to_be_bytes());
+    frame
+}
+
+/// Whether the ICMP message of a frame has a valid checksum.
+pub fn icmp_checksum_ok(frame: &[u8]) -> bool {
+    let start = offsets::IP + ihl(frame);
+    ones_complement_sum(&frame[start..], 0) == 0xffff
+}

@@ -22,6 +22,9 @@ fn lab() -> svc_lab::Lab {
         cluster_ip("web", CLUSTER_IP, 80, Protocol::TCP, &[(web, 8080)]),
         cluster_ip("dns", CLUSTER_IP, 53, Protocol::UDP, &[(web, 5353)]),
         cluster_ip("empty", EMPTY_IP, 80, Protocol::TCP, &[]),
+        // Nothing listens on 5354 in the web pod.
+        cluster_ip("closed", EMPTY_IP, 54, Protocol::UDP, &[(web, 5354)]),
+        cluster_ip("dns-empty", EMPTY_IP, 53, Protocol::UDP, &[]),
     ])
 }
 
@@ -120,4 +123,43 @@ fn frontend_without_backends_refuses_at_once() {
         .find(|c| c.reason == "no_backend_reset")
         .unwrap();
     assert_eq!(resets.packets, 2);
+}
+
+/// A connected UDP socket's error after one datagram: refused, or timed out.
+fn udp_error(lab: &svc_lab::Lab, to: SocketAddr) -> Option<io::ErrorKind> {
+    let curl = lab.pod("curl").unwrap();
+    curl.netns()
+        .in_thread(move || {
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            socket.connect(to).unwrap();
+            socket.send(b"ping").unwrap();
+            let mut buffer = [0u8; 64];
+            socket.recv(&mut buffer).err().map(|e| e.kind())
+        })
+        .unwrap()
+}
+
+#[test]
+fn backend_port_unreachable_reaches_the_client_as_refused() {
+    let lab = lab();
+    // The backend's ICMP error quotes the backend's address; translated
+    // back, the client's connected socket recognises it.
+    let kind = udp_error(&lab, SocketAddr::from((EMPTY_IP, 54)));
+    assert_eq!(kind, Some(io::ErrorKind::ConnectionRefused));
+}
+
+#[test]
+fn udp_to_frontend_without_backends_is_refused_at_once() {
+    let lab = lab();
+    let kind = udp_error(&lab, SocketAddr::from((EMPTY_IP, 53)));
+    assert_eq!(kind, Some(io::ErrorKind::ConnectionRefused));
+    let dropped = lab.tables("node-1").unwrap().drop_counters().unwrap();
+    let unreachable = dropped
+        .iter()
+        .find(|c| c.reason == "no_backend_unreachable")
+        .unwrap();
+    assert_eq!(unreachable.packets, 1);
 }

@@ -302,3 +302,37 @@ fn fragments_pass_untranslated() {
     assert_eq!(verdict, TC_ACT_OK);
     assert_eq!(out, fragment);
 }
+
+#[test]
+fn icmp_error_from_a_backend_is_translated_back_to_the_frontend() {
+    let mut datapath = datapath();
+    let datagram = udp_frame((CLIENT, 40000), (CLUSTER_IP, 53), b"query");
+    let (_, dnated) = run_tc(datapath.from_pod_program().unwrap(), &datagram);
+    assert_eq!(endpoints(&dnated).1, (BACKEND, 5353));
+
+    // The backend's stack answers "port unreachable", quoting what it got.
+    let quoted_as_received = &dnated[14..14 + 28];
+    let error = icmp_error_frame(BACKEND, CLIENT, (3, 3), quoted_as_received);
+    assert!(icmp_checksum_ok(&error));
+    let (verdict, out) = run_tc(datapath.from_pod_program().unwrap(), &error);
+    assert_eq!(verdict, TC_ACT_OK);
+
+    // The client must get the error from the frontend, quoting the datagram
+    // it sent (to the frontend). Only the quoted UDP checksum still is the
+    // backend's: no stack checks it.
+    let mut quoted_as_sent = datagram[14..14 + 28].to_vec();
+    quoted_as_sent[26..28].copy_from_slice(&quoted_as_received[26..28]);
+    let expected = icmp_error_frame(CLUSTER_IP, CLIENT, (3, 3), &quoted_as_sent);
+    assert_eq!(out, expected);
+    assert!(icmp_checksum_ok(&out));
+}
+
+#[test]
+fn icmp_errors_about_other_flows_pass_untouched() {
+    let mut datapath = datapath();
+    let stranger = udp_frame((CLIENT, 40000), (BACKEND, 9999), b"x");
+    let error = icmp_error_frame(BACKEND, CLIENT, (3, 3), &stranger[14..42]);
+    let (verdict, out) = run_tc(datapath.from_pod_program().unwrap(), &error);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, error);
+}
