@@ -34,6 +34,18 @@ enum Task {
     /// Build and run the demo: a one-node lab, curl through a ClusterIP, and
     /// the tables the kernel holds.
     Demo,
+    /// Benchmarks; each writes its figures to target/svc-bench/.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// ns per packet through the XDP program (BPF_PROG_TEST_RUN) with 1,
+    /// 1 000 and 100 000 frontends: target/svc-bench/packet.json.
+    Packet,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { args } => test(&root, &tools, &args),
         Task::Lint => lint(&root, &tools),
         Task::Demo => demo(&root),
+        Task::Bench { which } => bench(&root, &tools, which),
     }
 }
 
@@ -225,6 +238,16 @@ fn lint(root: &Path, tools: &setup::Tools) -> anyhow::Result<()> {
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("RUSTC")
         .env_remove("CARGO"))
+}
+
+fn bench(root: &Path, tools: &setup::Tools, which: Bench) -> anyhow::Result<()> {
+    setup::require_root("the benchmarks load BPF programs")?;
+    let name = match which {
+        Bench::Packet => "packet",
+    };
+    run(cargo(root)
+        .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .args(["bench", "-p", "tests", "--bench", name]))
 }
 
 fn demo(root: &Path) -> anyhow::Result<()> {
