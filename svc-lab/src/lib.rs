@@ -9,13 +9,15 @@
 pub mod netns;
 pub mod server;
 mod topology;
+pub mod wiring;
 
 use std::{io, path::PathBuf};
 
 pub use topology::{
-    CLIENT_ADDRESS, HAIRPIN_ADDRESS, LB_POOL, Lab, LabNode, LabPod, NAT_PORTS, NodeSpec, PodSpec,
-    Topology, ensure_bpffs,
+    HAIRPIN_ADDRESS, Lab, LabNode, LabPod, NAT_PORTS, NodeSpec, PodSpec, Topology, ensure_bpffs,
+    pass_xdp,
 };
+pub use wiring::{CLIENT_ADDRESS, LB_POOL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
