@@ -6,6 +6,7 @@
 //! default routes, TX checksum offload off) and removes all of it on drop,
 //! also while a failing test unwinds. Leftovers of killed runs are swept
 //! when the next lab comes up.
+pub mod cluster;
 pub mod netns;
 pub mod server;
 mod topology;
