@@ -9,6 +9,7 @@
 pub mod cluster;
 pub mod netns;
 pub mod server;
+pub mod tool;
 mod topology;
 pub mod wiring;
 
