@@ -39,6 +39,23 @@ pub enum Command {
         #[command(flatten)]
         pin: PinPath,
     },
+    /// Say why Service NAMESPACE/NAME does or does not get traffic: its
+    /// selector, its pods' readiness and ports, the traffic policy on
+    /// --node, and (with the pins readable) plan against kernel maps and
+    /// packet counters. Reads manifests (API-server mode is not done yet).
+    Diagnose {
+        /// NAMESPACE/NAME (NAME alone means the default namespace).
+        service: String,
+        #[arg(long, env = "SVC_MANIFESTS", default_value = "/etc/svc-lb/manifests")]
+        manifests: PathBuf,
+        /// The node whose plan and kernel maps to check (default: the
+        /// hostname); the kernel checks are skipped when the pins are
+        /// missing.
+        #[arg(long, env = "SVC_NODE")]
+        node: Option<String>,
+        #[command(flatten)]
+        pin: PinPath,
+    },
     /// Remove this agent's pinned links (detaching its programs) and maps.
     Cleanup {
         #[command(flatten)]

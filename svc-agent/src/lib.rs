@@ -6,6 +6,7 @@
 //! touches BPF programs and maps, [`render`] turns tables into text.
 pub mod cli;
 pub mod dataplane;
+pub mod diagnose;
 pub mod k8s;
 pub mod model;
 pub mod render;

@@ -5,6 +5,7 @@ use clap::Parser as _;
 use svc_agent::{
     cli::{Cli, Command, Output},
     dataplane::{self, Tables},
+    diagnose,
     k8s::manifests,
     model::{self, Config},
     render,
@@ -49,6 +50,36 @@ fn main() -> anyhow::Result<()> {
                     let json = serde_json::json!({ "frontends": states });
                     println!("{}", serde_json::to_string_pretty(&json)?);
                 }
+            }
+        }
+        Command::Diagnose {
+            service,
+            manifests: dir,
+            node,
+            pin,
+        } => {
+            let key = if service.contains('/') {
+                service
+            } else {
+                format!("default/{service}")
+            };
+            let snapshot = manifests::load(&dir)?;
+            let kernel = match (&node, Tables::open_pinned(&pin.pin_path)) {
+                (Some(node), Ok(tables)) => Some(diagnose::KernelView {
+                    node: node.clone(),
+                    frontends: tables.read()?,
+                }),
+                _ => None,
+            };
+            println!("service {key}:");
+            for finding in diagnose::diagnose(&snapshot, &key, node.as_deref(), kernel.as_ref())? {
+                println!("- {finding}");
+            }
+            if node.is_some() && kernel.is_none() {
+                println!(
+                    "(kernel maps not checked: no pins at {})",
+                    pin.pin_path.display()
+                );
             }
         }
         Command::Cleanup { pin } => {

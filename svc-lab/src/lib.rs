@@ -7,16 +7,20 @@
 //! also while a failing test unwinds. Leftovers of killed runs are swept
 //! when the next lab comes up.
 pub mod cgroup;
+pub mod cluster;
 pub mod netns;
 pub mod server;
+pub mod tool;
 mod topology;
+pub mod wiring;
 
 use std::{io, path::PathBuf};
 
 pub use topology::{
-    CLIENT_ADDRESS, HAIRPIN_ADDRESS, LB_POOL, Lab, LabNode, LabPod, NAT_PORTS, NodeSpec, PodSpec,
-    Topology, ensure_bpffs,
+    HAIRPIN_ADDRESS, Lab, LabNode, LabPod, NAT_PORTS, NodeSpec, PodSpec, Topology, ensure_bpffs,
+    pass_xdp,
 };
+pub use wiring::{CLIENT_ADDRESS, LB_POOL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

@@ -1,35 +1,88 @@
 //! `svc-lab`: a cluster of network namespaces on this machine.
-use std::{net::Ipv4Addr, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
-use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use svc_agent::{
-    model::{BackendRef, BackendState, Frontend, FrontendKind, OnEmpty, Protocol},
-    render,
-};
-use svc_lab::{Lab, NodeSpec, PodSpec, Topology};
+use svc_lab::tool::{self, DEFAULT_STATE, Target};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "svc-lab",
     version,
-    about = "A Kubernetes-like lab of network namespaces for svc-lb"
+    about = "A Kubernetes-like cluster of network namespaces, with svc-lb's agent on every node"
 )]
 struct Cli {
+    /// Directory holding the lab's state, the manifests its agents read
+    /// and their logs; separate invocations share it.
+    #[arg(long, global = true, env = "SVC_LAB_STATE", default_value = DEFAULT_STATE)]
+    state: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// One node, a web pod and a client pod, a ClusterIP in front of the web
-    /// pod and one with no backend: curl through both, then show the tables
-    /// the kernel holds. Everything is removed at the end.
-    Demo,
+    /// Build the cluster: Nodes from Node manifests (else --nodes
+    /// generated ones), Pods from Pod and Deployment manifests, Services
+    /// with ClusterIP, NodePorts and a load balancer IP; one svc-agent per
+    /// node; an external `client`.
+    Up {
+        /// Manifest files or directories.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Nodes to make when the manifests hold no Node.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Start no agent (to load a datapath by hand).
+        #[arg(long)]
+        no_agent: bool,
+    },
+    /// Create or change objects (a Deployment's selector cannot change).
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Delete the objects of manifests, or KIND/NAME.
+    Delete {
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// pod/NAME, deployment/NAME or service/NAME.
+        object: Option<String>,
+    },
+    /// pods, svc or endpoints, as kubectl prints them.
+    Get {
+        what: String,
+        /// wide or json (a List of Kubernetes objects, status filled in).
+        #[arg(short, long)]
+        output: Option<String>,
+    },
+    /// Run a command of this machine inside node/NAME (SVC_PIN_PATH set to
+    /// that node's pins), pod/NAME or client.
+    Exec {
+        target: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// A node's agent log (node/NAME) or a pod's server log (pod/NAME).
+    Logs { target: String },
+    /// Remove everything of the lab: processes, namespaces, pins, state
+    /// (also after a crash or a killed `up`).
+    Down,
+    /// The lab's keeper process (started by `up`).
+    #[command(hide = true)]
+    Hold,
+    /// A pod's lab server (started by `up` and `apply`).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        pod: String,
+        #[arg(long)]
+        node: String,
+        #[arg(long, value_delimiter = ',')]
+        tcp: Vec<u16>,
+        #[arg(long, value_delimiter = ',')]
+        udp: Vec<u16>,
+    },
 }
-
-const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
-const EMPTY_CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -37,11 +90,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Demo => demo(),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(cli) {
+        Ok(code) => code,
         Err(error) => {
             eprintln!("svc-lab: {error:#}");
             ExitCode::FAILURE
@@ -49,88 +99,45 @@ fn main() -> ExitCode {
     }
 }
 
-fn demo() -> anyhow::Result<()> {
-    let topology = Topology {
-        nodes: vec![NodeSpec {
-            name: "node-1".into(),
-            pods: vec![
-                PodSpec::new("web", &[8080], &[]),
-                PodSpec::new("curl", &[], &[]),
-            ],
-        }],
-    };
-    let lab = Lab::up(&topology).context("building the lab")?;
-    let web = lab.pod("web")?;
-    println!(
-        "lab {}: node-1 with pods web ({}) and curl ({})",
-        lab.id(),
-        web.address,
-        lab.pod("curl")?.address
-    );
-
-    lab.load_datapath("node-1")
-        .context("loading svc-lb on node-1")?;
-    let frontends = [
-        cluster_ip(
-            "demo/web",
-            CLUSTER_IP,
-            vec![BackendRef {
-                address: web.address,
-                port: 8080,
-                state: BackendState::Ready,
-                local: true,
-            }],
-        ),
-        cluster_ip("demo/no-endpoints", EMPTY_CLUSTER_IP, Vec::new()),
-    ];
-    lab.tables("node-1")?.apply(&frontends)?;
-
-    println!("\n$ curl http://{CLUSTER_IP}/   (from pod curl)");
-    let answer = curl(&lab, CLUSTER_IP)?;
-    if !answer.status.success() {
-        bail!(
-            "curl through the ClusterIP failed: {}",
-            String::from_utf8_lossy(&answer.stderr).trim()
-        );
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let state = &cli.state;
+    match cli.command {
+        Command::Up {
+            files,
+            nodes,
+            no_agent,
+        } => tool::up(state, &files, nodes, !no_agent)?,
+        Command::Apply { files } => tool::apply(state, &files)?,
+        Command::Delete { files, object } => match (files.is_empty(), object) {
+            (false, None) => tool::delete_objects(state, &files)?,
+            (true, Some(object)) => {
+                let (kind, name) = object.split_once('/').ok_or_else(|| {
+                    anyhow::anyhow!("give KIND/NAME (e.g. deployment/web), not {object:?}")
+                })?;
+                tool::delete(state, kind, name)?;
+            }
+            _ => anyhow::bail!("give either -f FILE... or one KIND/NAME"),
+        },
+        Command::Get { what, output } => {
+            print!("{}", tool::get(state, &what, output.as_deref())?);
+        }
+        Command::Exec { target, command } => {
+            let status = tool::exec(state, &Target::parse(&target)?, &command)?;
+            let code = status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(1);
+            return Ok(ExitCode::from(code));
+        }
+        Command::Logs { target } => print!("{}", tool::logs(state, &Target::parse(&target)?)?),
+        Command::Down => tool::down(state)?,
+        Command::Hold => tool::hold()?,
+        Command::Serve {
+            pod,
+            node,
+            tcp,
+            udp,
+        } => tool::serve(&pod, &node, &tcp, &udp)?,
     }
-    print!("{}", String::from_utf8_lossy(&answer.stdout));
-
-    println!("\n$ curl http://{EMPTY_CLUSTER_IP}/   (a Service with no endpoints)");
-    let refused = curl(&lab, EMPTY_CLUSTER_IP)?;
-    if refused.status.success() {
-        bail!("a frontend without backends answered; it should refuse");
-    }
-    print!("{}", String::from_utf8_lossy(&refused.stderr));
-
-    println!("\n$ svc-agent dump   (node-1: the tables the kernel holds)");
-    let tables = lab.tables("node-1")?;
-    print!(
-        "{}",
-        render::dump_table(&tables.read()?, &tables.drop_counters()?)
-    );
-    Ok(())
-}
-
-fn cluster_ip(service: &str, address: Ipv4Addr, backends: Vec<BackendRef>) -> Frontend {
-    Frontend {
-        service: service.into(),
-        port_name: "http".into(),
-        kind: FrontendKind::ClusterIP,
-        address,
-        port: 80,
-        protocol: Protocol::TCP,
-        backends,
-        affinity_timeout_seconds: None,
-        on_empty: OnEmpty::Reject,
-        source_ranges: Vec::new(),
-        health_check_node_port: None,
-    }
-}
-
-fn curl(lab: &Lab, address: Ipv4Addr) -> anyhow::Result<std::process::Output> {
-    lab.pod("curl")?
-        .command("curl")?
-        .args(["-sS", "--max-time", "5", &format!("http://{address}/")])
-        .output()
-        .context("running curl")
+    Ok(ExitCode::SUCCESS)
 }

@@ -21,6 +21,9 @@ const NETNS_DIR: &str = "/run/netns";
 #[derive(Debug)]
 pub struct Netns {
     name: String,
+    /// Deleted on drop (false for namespaces another process made, or
+    /// ones handed over with [`Netns::keep`]).
+    owned: bool,
 }
 
 impl Netns {
@@ -28,9 +31,32 @@ impl Netns {
         run(Command::new("ip").args(["netns", "add", name]))?;
         let ns = Self {
             name: name.to_owned(),
+            owned: true,
         };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// An existing namespace, left in place on drop.
+    pub fn existing(name: &str) -> Result<Self, LabError> {
+        let ns = Self {
+            name: name.to_owned(),
+            owned: false,
+        };
+        if !ns.path().exists() {
+            return Err(LabError::Unknown {
+                kind: "network namespace",
+                name: name.to_owned(),
+            });
+        }
+        Ok(ns)
+    }
+
+    /// Leaves the namespace in place when this handle drops (a lab that
+    /// outlives the process that built it).
+    pub fn keep(mut self) -> String {
+        self.owned = false;
+        self.name.clone()
     }
 
     pub fn name(&self) -> &str {
@@ -98,10 +124,15 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        if self.owned {
+            delete(&self.name);
+        }
     }
+}
+
+/// Deletes network namespace `name` (`ip netns del`), ignoring failure.
+pub fn delete(name: &str) {
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
 }
 
 /// Moves the calling thread into the namespace at `path`.
@@ -143,7 +174,8 @@ pub fn owner_pid(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-fn owner_alive(name: &str) -> bool {
+/// The process that owns lab name `name` is running.
+pub fn owner_alive(name: &str) -> bool {
     owner_pid(name).is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
 }
 
@@ -163,7 +195,7 @@ pub fn lab_namespaces() -> Vec<String> {
 pub fn sweep_stale(pin_root: &Path) {
     for name in lab_namespaces() {
         if !owner_alive(&name) {
-            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+            delete(&name);
         }
     }
     if let Ok(entries) = fs::read_dir(pin_root) {

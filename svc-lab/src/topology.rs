@@ -1,13 +1,7 @@
 //! Building and tearing down a lab.
 //!
-//! Addressing (every lab has its own namespaces, so labs never collide):
-//! - fabric: one namespace with bridge `br0` joining the nodes and the client,
-//!   198.18.0.0/24; node i is 198.18.0.(10+i), the client 198.18.0.100;
-//! - node i's pods: 198.18.i.0/24; pod j is 198.18.i.(10+j)/32 behind the
-//!   host-side veth `lxc<j>`, whose gateway address 198.18.i.1 sits on the
-//!   node side of every pod veth (a routed, not bridged, pod network);
-//! - pods reach 198.18.0.0/15 (pods, nodes and 198.19.x.x Service addresses)
-//!   through that gateway; nobody has a default route.
+//! Addressing: see [`crate::wiring`]; every lab has its own namespaces, so
+//! labs never collide.
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
@@ -28,6 +22,7 @@ use crate::{
     netns::{self, Netns, PREFIX},
     pin_root,
     server::{self, Identity},
+    wiring,
 };
 
 /// What to build.
@@ -123,13 +118,10 @@ pub struct Lab {
 
 static LAB_SEQ: AtomicU32 = AtomicU32::new(0);
 
-pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 /// The source a pod sees when it reaches itself through a Service: no
 /// node's own address (the stack would drop it as a martian), inside the
 /// range pods route to their node.
 pub const HAIRPIN_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 254);
-/// Where LoadBalancer ingress IPs come from.
-pub const LB_POOL: &str = "198.19.255.0/24";
 /// Ports source NAT gives flows: above Linux's default ephemeral range
 /// (32768-60999), so they never meet the node's own sockets.
 pub const NAT_PORTS: (u16, u16) = (61000, 65535);
@@ -140,7 +132,7 @@ impl Lab {
         if unsafe { libc::geteuid() } != 0 {
             return Err(LabError::NotRoot);
         }
-        if topology.nodes.is_empty() || topology.nodes.len() > 200 {
+        if topology.nodes.is_empty() || topology.nodes.len() > wiring::MAX_NODES {
             return Err(LabError::Topology("a lab has 1 to 200 nodes".into()));
         }
         ensure_bpffs()?;
@@ -171,117 +163,57 @@ impl Lab {
     }
 
     fn build(&mut self, topology: &Topology) -> Result<(), LabError> {
-        let fabric = Netns::create(&self.ns_name("fabric", "net"))?;
-        fabric.ip(&["link", "add", "br0", "type", "bridge"])?;
-        fabric.ip(&["link", "set", "br0", "up"])?;
-        self.fabric = Some(fabric);
-
+        self.fabric = Some(wiring::create_fabric(&self.ns_name("fabric", "net"))?);
         for (index, spec) in topology.nodes.iter().enumerate() {
-            let number = index as u8 + 1;
+            let number = node_number(index)?;
             let node = self.add_node(spec, number)?;
             self.nodes.push(node);
         }
         self.pass_xdp_on_fabric()?;
-        for (index, node) in self.nodes.iter().enumerate() {
-            for (other_index, other) in self.nodes.iter().enumerate() {
-                if index != other_index {
-                    let cidr = format!("198.18.{}.0/24", other_index + 1);
-                    node.ns
-                        .ip(&["route", "add", &cidr, "via", &other.address.to_string()])?;
-                }
-            }
-        }
+        let routed: Vec<(&Netns, u8)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| node_number(index).map(|number| (&node.ns, number)))
+            .collect::<Result<_, _>>()?;
+        wiring::route_pod_cidrs(&routed)?;
         for (index, spec) in topology.nodes.iter().enumerate() {
             for (pod_index, pod) in spec.pods.iter().enumerate() {
                 self.add_pod(index, pod_index, pod)?;
             }
         }
-
-        let client = Netns::create(&self.ns_name("client", "ext"))?;
-        self.plug_into_fabric(&client, "client", CLIENT_ADDRESS)?;
-        // The lab's load balancer: LoadBalancer ingress IPs are reached
-        // through the nodes (spread over all of them), as a cloud LB in
-        // front of the NodePorts would send them.
-        let mut route = vec!["route", "add", LB_POOL];
-        let hops: Vec<String> = self.nodes.iter().map(|n| n.address.to_string()).collect();
-        for hop in &hops {
-            route.extend(["nexthop", "via", hop.as_str()]);
-        }
-        client.ip(&route)?;
-        // Pod and Service addresses through node-1, for tests that dial
-        // them from outside.
-        let first = hops.first().cloned().unwrap_or_default();
-        client.ip(&["route", "add", "198.18.0.0/15", "via", &first])?;
+        let numbers: Vec<u8> = (0..self.nodes.len())
+            .map(node_number)
+            .collect::<Result<_, _>>()?;
+        let client =
+            wiring::create_client(self.fabric()?, &self.ns_name("client", "ext"), &numbers)?;
         self.client = Some(client);
         Ok(())
     }
 
-    /// A veth from `ns` (as `eth0`) to the fabric bridge.
-    fn plug_into_fabric(&self, ns: &Netns, port: &str, address: Ipv4Addr) -> Result<(), LabError> {
-        let Some(fabric) = &self.fabric else {
-            return Err(LabError::Topology("no fabric".into()));
-        };
-        fabric.ip(&[
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
-        fabric.ip(&["link", "set", port, "master", "br0", "up"])?;
-        ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        checksum_offload_off(fabric, port)?;
-        checksum_offload_off(ns, "eth0")
+    fn fabric(&self) -> Result<&Netns, LabError> {
+        self.fabric
+            .as_ref()
+            .ok_or_else(|| LabError::Topology("no fabric".into()))
     }
 
     /// Frames a node's XDP program sends back (XDP_TX) into a veth only
     /// arrive when the peer runs an XDP program too: a pass-everything one
     /// on every fabric port.
     fn pass_xdp_on_fabric(&mut self) -> Result<(), LabError> {
-        let Some(fabric) = &self.fabric else {
-            return Err(LabError::Topology("no fabric".into()));
-        };
-        let ports: Vec<String> = (1..=self.nodes.len()).map(|n| format!("n{n}")).collect();
-        let datapath = fabric
-            .in_thread(move || {
-                let mut datapath = Datapath::load(None)?;
-                for port in &ports {
-                    datapath.attach_xdp_pass(port)?;
-                }
-                Ok::<Datapath, dataplane::DataplaneError>(datapath)
-            })?
-            .map_err(|source| LabError::Datapath {
-                node: "fabric".into(),
-                source: Box::new(source),
-            })?;
+        let ports: Vec<String> = (0..self.nodes.len())
+            .map(|index| node_number(index).map(wiring::fabric_port))
+            .collect::<Result<_, _>>()?;
+        let datapath = pass_xdp(self.fabric()?, ports)?;
         self.fabric_xdp = Some(datapath);
         Ok(())
     }
 
     fn add_node(&self, spec: &NodeSpec, number: u8) -> Result<LabNode, LabError> {
-        let ns = Netns::create(&self.ns_name("node", &spec.name))?;
-        for (key, value) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.default.rp_filter", "0"),
-            // Replies a node translates may leave by the interface they came
-            // in on; that is not a routing mistake to report.
-            ("net.ipv4.conf.all.send_redirects", "0"),
-            ("net.ipv4.conf.default.send_redirects", "0"),
-        ] {
-            ns.sysctl(key, value)?;
-        }
-        let address = Ipv4Addr::new(198, 18, 0, 10 + number);
-        self.plug_into_fabric(&ns, &format!("n{number}"), address)?;
+        let ns = wiring::create_node(self.fabric()?, &self.ns_name("node", &spec.name), number)?;
         Ok(LabNode {
             name: spec.name.clone(),
-            address,
+            address: wiring::node_address(number),
             pin_dir: self.pin_dir.join(&spec.name),
             cgroup: cgroup::create(&self.id, &spec.name)?,
             ns,
@@ -294,66 +226,13 @@ impl Lab {
         pod_index: usize,
         spec: &PodSpec,
     ) -> Result<(), LabError> {
-        if pod_index >= 200 {
-            return Err(LabError::Topology("at most 200 pods per node".into()));
-        }
         let node = &self.nodes[node_index];
-        let subnet = node_index as u8 + 1;
-        let gateway = Ipv4Addr::new(198, 18, subnet, 1);
-        let address = Ipv4Addr::new(198, 18, subnet, 10 + pod_index as u8);
-        let host_interface = format!("lxc{pod_index}");
-        let ns = Netns::create(&self.ns_name("pod", &spec.name))?;
-
-        node.ns.ip(&[
-            "link",
-            "add",
-            &host_interface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ])?;
-        ns.ip(&["addr", "add", &format!("{address}/32"), "dev", "eth0"])?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
-        ns.ip(&[
-            "route",
-            "add",
-            &gateway.to_string(),
-            "dev",
-            "eth0",
-            "scope",
-            "link",
-        ])?;
-        ns.ip(&[
-            "route",
-            "add",
-            "198.18.0.0/15",
-            "via",
-            &gateway.to_string(),
-            "dev",
-            "eth0",
-        ])?;
-        node.ns.ip(&[
-            "addr",
-            "add",
-            &format!("{gateway}/32"),
-            "dev",
-            &host_interface,
-        ])?;
-        node.ns.ip(&["link", "set", &host_interface, "up"])?;
-        node.ns.ip(&[
-            "route",
-            "add",
-            &format!("{address}/32"),
-            "dev",
-            &host_interface,
-        ])?;
-        checksum_offload_off(&ns, "eth0")?;
-        checksum_offload_off(&node.ns, &host_interface)?;
-
+        let (ns, address, host_interface) = wiring::create_pod(
+            &node.ns,
+            &self.ns_name("pod", &spec.name),
+            node_number(node_index)?,
+            pod_index,
+        )?;
         let identity = Identity {
             pod: spec.name.clone(),
             node: node.name.clone(),
@@ -475,11 +354,26 @@ impl Drop for Lab {
     }
 }
 
-fn checksum_offload_off(ns: &Netns, interface: &str) -> Result<(), LabError> {
-    // Without this a veth hands packets on with a partial checksum, and a
-    // datapath that breaks checksums would still pass every test.
-    netns::run(ns.command("ethtool")?.args(["-K", interface, "tx", "off"]))?;
-    Ok(())
+/// The 1-based number of the node at `index`.
+fn node_number(index: usize) -> Result<u8, LabError> {
+    u8::try_from(index + 1).map_err(|_| LabError::Topology("a lab has 1 to 200 nodes".into()))
+}
+
+/// Loads a pass-everything XDP program on `ports` of the fabric; it stays
+/// attached while the returned datapath lives.
+pub fn pass_xdp(fabric: &Netns, ports: Vec<String>) -> Result<Datapath, LabError> {
+    fabric
+        .in_thread(move || {
+            let mut datapath = Datapath::load(None)?;
+            for port in &ports {
+                datapath.attach_xdp_pass(port)?;
+            }
+            Ok::<Datapath, dataplane::DataplaneError>(datapath)
+        })?
+        .map_err(|source| LabError::Datapath {
+            node: "fabric".into(),
+            source: Box::new(source),
+        })
 }
 
 /// Starts a pod's server on a thread inside the pod's namespace and returns

@@ -261,5 +261,160 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         "-p",
         "svc-agent",
     ]))?;
-    run(Command::new(root.join("target/release/svc-lab")).arg("demo"))
+    let lab = root.join("target/release/svc-lab");
+    let state = std::env::temp_dir().join("svc-lab-demo");
+    let result = seed_story(root, &lab, &state);
+    // Whatever happened, nothing stays behind.
+    let _ = svc_lab(&lab, &state, &["down"]).status();
+    result
+}
+
+fn svc_lab(lab: &Path, state: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(lab);
+    command.arg("--state").arg(state).args(args);
+    command
+}
+
+/// The seed story, one screen per step. `expect_ok` false: the step must
+/// fail (the refused connection, the immutable selector).
+fn seed_story(root: &Path, lab: &Path, state: &Path) -> anyhow::Result<()> {
+    let seed = root.join("examples/seed");
+    let file = |name: &str| seed.join(name).to_string_lossy().into_owned();
+    let curl = |url: &str| format!("curl -sS --max-time 3 {url}");
+    run_step(
+        lab,
+        state,
+        "1. Three nginx pods; ClusterIP, NodePort 30080 and LoadBalancer Services",
+        split(&format!(
+            "up -f {} -f {} -f {}",
+            file("nodes.yaml"),
+            file("web-deployment.yaml"),
+            file("web-services.yaml")
+        )),
+        true,
+    )?;
+    println!("\n$ svc-lab get endpoints");
+    svc_lab(lab, state, &["get", "endpoints"]).status()?;
+    let pod = first_pod(lab, state)?;
+    let script: Vec<(&str, Vec<String>, bool)> = vec![
+        (
+            "2. A pod curls the ClusterIP",
+            exec(&format!("pod/{pod}"), &curl("http://198.19.0.10/")),
+            true,
+        ),
+        (
+            "3. node-1 curls its own NodePort (the seed: curl NODE_IP:30080 on the master)",
+            exec("node/node-1", &curl("http://198.18.0.11:30080/")),
+            true,
+        ),
+        (
+            "4. The external client curls the NodePort of node-1",
+            exec("client", &curl("http://198.18.0.11:30080/")),
+            true,
+        ),
+        (
+            "5. ... and of node-2",
+            exec("client", &curl("http://198.18.0.12:30080/")),
+            true,
+        ),
+        (
+            "6. The client curls the load balancer's IP",
+            exec("client", &curl("http://198.19.255.1/")),
+            true,
+        ),
+        (
+            "7. The seed's mistake: a Service selecting app=web",
+            split(&format!("apply -f {}", file("broken-selector.yaml"))),
+            true,
+        ),
+        (
+            "8. Connection refused",
+            exec("client", &curl("http://198.18.0.11:30090/")),
+            false,
+        ),
+        (
+            "9. Why? svc-agent diagnose",
+            exec(
+                "node/node-1",
+                "svc-agent diagnose default/web-broken --manifests STATE/manifests --node node-1",
+            ),
+            true,
+        ),
+        (
+            "10. Relabel the Deployment app=web: its selector is immutable",
+            split(&format!(
+                "apply -f {}",
+                seed.join("fix/web-deployment.yaml").display()
+            )),
+            false,
+        ),
+        (
+            "11. Delete and re-create it, as the seed did",
+            split("delete deployment/web"),
+            true,
+        ),
+        (
+            "12. Re-created: app=web pods",
+            split(&format!(
+                "apply -f {}",
+                seed.join("fix/web-deployment.yaml").display()
+            )),
+            true,
+        ),
+        (
+            "13. Traffic flows again",
+            exec("client", &curl("http://198.18.0.11:30090/")),
+            true,
+        ),
+    ];
+    for (title, args, expect_ok) in script {
+        run_step(lab, state, title, args, expect_ok)?;
+    }
+    println!("\n=== 14. svc-lab down");
+    Ok(())
+}
+
+fn first_pod(lab: &Path, state: &Path) -> anyhow::Result<String> {
+    let output = svc_lab(lab, state, &["get", "pods", "-o", "json"]).output()?;
+    let list: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    list["items"][0]["metadata"]["name"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the lab has no pod")
+}
+
+fn run_step(
+    lab: &Path,
+    state: &Path,
+    title: &str,
+    args: Vec<String>,
+    expect_ok: bool,
+) -> anyhow::Result<()> {
+    {
+        println!("\n=== {title}");
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| a.replace("STATE", &state.to_string_lossy()))
+            .collect();
+        println!("$ svc-lab {}", args.join(" "));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let status = svc_lab(lab, state, &refs).status()?;
+        if status.success() != expect_ok {
+            bail!(
+                "step {title:?}: expected {}, got {status}",
+                if expect_ok { "success" } else { "a failure" }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn split(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+fn exec(target: &str, command: &str) -> Vec<String> {
+    let mut args = vec!["exec".to_owned(), target.to_owned(), "--".to_owned()];
+    args.extend(split(command));
+    args
 }

@@ -1,0 +1,203 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::k8s::manifests;
+
+fn seed() -> Snapshot {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/seed");
+    manifests::load(&dir).unwrap()
+}
+
+/// The seed with `edit` applied to its objects, endpoints derived again.
+fn seed_with(edit: impl FnOnce(&mut Snapshot)) -> Snapshot {
+    let mut snapshot = seed();
+    snapshot.endpoint_slices.clear();
+    edit(&mut snapshot);
+    crate::k8s::pod_endpoints::add_missing_slices(&mut snapshot);
+    snapshot
+}
+
+fn service_mut<'a>(snapshot: &'a mut Snapshot, name: &str) -> &'a mut Service {
+    snapshot
+        .services
+        .iter_mut()
+        .find(|s| s.metadata.name.as_deref() == Some(name))
+        .unwrap()
+}
+
+#[test]
+fn selector_matching_no_pod_names_the_closest_pods_and_the_label() {
+    let findings = diagnose(&seed(), "default/web-broken", None, None).unwrap();
+    let [Finding::SelectorMatchesNoPod { selector, closest }] = findings.as_slice() else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(selector, "app=web");
+    assert_eq!(closest.len(), 3);
+    assert_eq!(
+        closest[0].differences,
+        [LabelDifference {
+            key: "app".into(),
+            wanted: "web".into(),
+            found: Some("nginx".into()),
+        }]
+    );
+    let text = findings[0].to_string();
+    assert!(text.contains("closest: pod web-7d9c5b8f6d-4xk2p"), "{text}");
+    assert!(
+        text.contains("has app=nginx, selector wants app=web"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_label_ranks_behind_a_differing_one() {
+    let snapshot = seed_with(|s| {
+        s.pods[0].metadata.labels = Some([("tier".to_owned(), "x".to_owned())].into());
+    });
+    let findings = diagnose(&snapshot, "default/web-broken", None, None).unwrap();
+    let Finding::SelectorMatchesNoPod { closest, .. } = &findings[0] else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(closest.len(), 2);
+    assert!(closest.iter().all(|c| c.pod != "web-7d9c5b8f6d-4xk2p"));
+}
+
+#[test]
+fn matching_pods_not_ready_are_named() {
+    let snapshot = seed_with(|s| {
+        let status = s.pods[1].status.as_mut().unwrap();
+        status.conditions.as_mut().unwrap()[0].status = "False".into();
+    });
+    let findings = diagnose(&snapshot, "default/web-clusterip", None, None).unwrap();
+    assert_eq!(
+        findings,
+        [Finding::PodsNotReady {
+            pods: vec!["web-7d9c5b8f6d-9tq7m".into()],
+            matching: 3,
+        }]
+    );
+}
+
+#[test]
+fn target_port_name_not_among_the_pods_ports() {
+    let snapshot = seed_with(|s| {
+        let spec = service_mut(s, "web-clusterip").spec.as_mut().unwrap();
+        spec.ports.as_mut().unwrap()[0].target_port = Some(IntOrString::String("web".into()));
+    });
+    let findings = diagnose(&snapshot, "default/web-clusterip", None, None).unwrap();
+    let [
+        Finding::TargetPortNotFound {
+            target_port, pods, ..
+        },
+    ] = findings.as_slice()
+    else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(target_port, "web");
+    assert_eq!(pods.len(), 3);
+}
+
+#[test]
+fn local_policy_without_local_endpoint_on_the_node() {
+    // node-2 runs one web pod; make it not ready, so node-2 has none.
+    let snapshot = seed_with(|s| {
+        service_mut(s, "web-nodeport")
+            .spec
+            .as_mut()
+            .unwrap()
+            .external_traffic_policy = Some("Local".into());
+        let status = s.pods[2].status.as_mut().unwrap();
+        status.conditions.as_mut().unwrap()[0].status = "False".into();
+    });
+    let on_node_2 = diagnose(&snapshot, "default/web-nodeport", Some("node-2"), None).unwrap();
+    assert!(
+        on_node_2.contains(&Finding::LocalPolicyNoLocalEndpoint {
+            node: "node-2".into()
+        }),
+        "{on_node_2:?}"
+    );
+    let on_node_1 = diagnose(&snapshot, "default/web-nodeport", Some("node-1"), None).unwrap();
+    assert!(
+        !on_node_1
+            .iter()
+            .any(|f| matches!(f, Finding::LocalPolicyNoLocalEndpoint { .. })),
+        "{on_node_1:?}"
+    );
+}
+
+fn kernel_of(snapshot: &Snapshot, node: &str, packets: u64) -> KernelView {
+    let plan = model::plan(
+        snapshot,
+        node,
+        &Config {
+            nodeport_addresses: None,
+        },
+    )
+    .unwrap();
+    KernelView {
+        node: node.into(),
+        frontends: plan
+            .frontends
+            .into_iter()
+            .enumerate()
+            .map(|(i, frontend)| FrontendState {
+                frontend,
+                rev_nat_id: i as u32 + 1,
+                packets,
+                bytes: packets * 60,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn frontend_missing_from_the_kernel() {
+    let snapshot = seed();
+    let mut kernel = kernel_of(&snapshot, "node-1", 5);
+    kernel.frontends.retain(|s| {
+        !(s.frontend.service == "default/web-nodeport" && s.frontend.kind == FrontendKind::NodePort)
+    });
+    let findings = diagnose(
+        &snapshot,
+        "default/web-nodeport",
+        Some("node-1"),
+        Some(&kernel),
+    )
+    .unwrap();
+    let [Finding::FrontendMissing { frontends, .. }] = findings.as_slice() else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(frontends, &["NodePort 198.18.0.11:30080/TCP"]);
+}
+
+#[test]
+fn frontend_present_but_no_packets() {
+    let snapshot = seed();
+    let kernel = kernel_of(&snapshot, "node-1", 0);
+    let findings = diagnose(&snapshot, "default/web-lb", Some("node-1"), Some(&kernel)).unwrap();
+    let [Finding::NoPackets { frontends, .. }] = findings.as_slice() else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(
+        frontends.len(),
+        3,
+        "ClusterIP, NodePort, LoadBalancer: {frontends:?}"
+    );
+}
+
+#[test]
+fn a_serving_service_says_so() {
+    let snapshot = seed();
+    let kernel = kernel_of(&snapshot, "node-1", 7);
+    let findings = diagnose(&snapshot, "default/web-lb", Some("node-1"), Some(&kernel)).unwrap();
+    assert_eq!(findings, [Finding::Serving { endpoints: 3 }]);
+}
+
+#[test]
+fn an_unknown_service_is_an_error() {
+    let error = diagnose(&seed(), "default/nope", None, None).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "service default/nope not found in the manifests"
+    );
+}

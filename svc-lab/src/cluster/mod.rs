@@ -1,0 +1,478 @@
+//! The lab's cluster as data: its Nodes, Pods, Deployments and Services,
+//! and what applying or deleting manifests changes. Pure: the tool turns
+//! the [`Change`]s into namespaces and processes.
+mod allocate;
+pub mod pods;
+pub mod render;
+mod services;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Pod, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use serde::{Deserialize, Serialize};
+use svc_agent::k8s::{Snapshot, namespace_of, object_key};
+
+pub use self::allocate::{in_lb_pool, lb_ingress};
+use crate::wiring;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "The Deployment {name:?} is invalid: spec.selector: Invalid value: {selector}: field is immutable. \
+         A Deployment's selector cannot change: delete it (svc-lab delete deployment/{name}) and apply it again"
+    )]
+    SelectorImmutable { name: String, selector: String },
+    #[error("no more {what} for {object}")]
+    Exhausted { what: &'static str, object: String },
+    #[error("{object}: {reason}")]
+    Invalid { object: String, reason: String },
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: String, name: String },
+    #[error("nodes are made by `svc-lab up`; Node {name} cannot be applied later")]
+    NodeAfterUp { name: String },
+}
+
+/// A node of the lab.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub number: u8,
+    pub object: Node,
+    pub agent_pid: Option<u32>,
+}
+
+impl NodeRecord {
+    pub fn name(&self) -> &str {
+        self.object.metadata.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// A Pod of the lab: the object (status filled in), where it runs, and its
+/// lab server's process.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub object: Pod,
+    pub node: String,
+    /// Its place on the node (address 198.18.NODE.(10+index), veth lxcINDEX).
+    pub index: usize,
+    /// `NAMESPACE/NAME` of the Deployment that made it.
+    pub owner: Option<String>,
+    pub server_pid: Option<u32>,
+}
+
+impl PodRecord {
+    pub fn key(&self) -> String {
+        object_key(&self.object.metadata)
+    }
+}
+
+/// Everything the lab holds; saved as JSON in the state directory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Cluster {
+    /// Prefix of every namespace and pin directory (`svl<keeper pid>x0`).
+    pub id: String,
+    /// The process that holds the lab (see `svc-lab hold`).
+    pub keeper_pid: Option<u32>,
+    pub nodes: Vec<NodeRecord>,
+    pub pods: Vec<PodRecord>,
+    pub deployments: Vec<Deployment>,
+    pub services: Vec<Service>,
+    /// Pods placed so far (round-robin over nodes).
+    pub placed: u64,
+}
+
+/// What applying or deleting changed, for the tool to carry out and print.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Start the Pod of this key (its record is in the cluster already).
+    StartPod(String),
+    /// Stop this Pod (its record is gone from the cluster).
+    StopPod(Box<PodRecord>),
+    /// A message as kubectl prints it (`service/web created`).
+    Said(String),
+}
+
+impl PartialEq for PodRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key() && self.node == other.node && self.index == other.index
+    }
+}
+impl Eq for PodRecord {}
+
+impl Cluster {
+    /// Nodes from `snapshot`'s Node objects, else `count` nodes
+    /// node-1..node-N; each gets its pod CIDR and InternalIP.
+    pub fn with_nodes(id: String, snapshot: &Snapshot, count: usize) -> Result<Self, ClusterError> {
+        let given: Vec<Node> = if snapshot.nodes.is_empty() {
+            (1..=count)
+                .map(|n| Node {
+                    metadata: ObjectMeta {
+                        name: Some(format!("node-{n}")),
+                        ..ObjectMeta::default()
+                    },
+                    ..Node::default()
+                })
+                .collect()
+        } else {
+            snapshot.nodes.clone()
+        };
+        if given.is_empty() || given.len() > wiring::MAX_NODES {
+            return Err(ClusterError::Invalid {
+                object: "nodes".into(),
+                reason: format!("a lab has 1 to {} nodes", wiring::MAX_NODES),
+            });
+        }
+        let mut nodes = Vec::new();
+        for (index, mut node) in given.into_iter().enumerate() {
+            let number = u8::try_from(index + 1).map_err(|_| ClusterError::Invalid {
+                object: "nodes".into(),
+                reason: "too many nodes".into(),
+            })?;
+            let name = node.metadata.name.clone().unwrap_or_default();
+            let address = wiring::node_address(number).to_string();
+            node.spec = Some(NodeSpec {
+                pod_cidr: Some(wiring::pod_cidr(number)),
+                pod_cidrs: Some(vec![wiring::pod_cidr(number)]),
+                ..node.spec.unwrap_or_default()
+            });
+            node.status = Some(NodeStatus {
+                addresses: Some(vec![
+                    NodeAddress {
+                        type_: "InternalIP".into(),
+                        address,
+                    },
+                    NodeAddress {
+                        type_: "Hostname".into(),
+                        address: name,
+                    },
+                ]),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..NodeCondition::default()
+                }]),
+                ..NodeStatus::default()
+            });
+            nodes.push(NodeRecord {
+                number,
+                object: node,
+                agent_pid: None,
+            });
+        }
+        Ok(Self {
+            id,
+            nodes,
+            ..Self::default()
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|node| node.name() == name)
+    }
+
+    pub fn pod(&self, key: &str) -> Option<&PodRecord> {
+        self.pods.iter().find(|pod| pod.key() == key)
+    }
+
+    /// Applies every object of `snapshot` (Nodes only at `up`): Deployments
+    /// first, then Pods, then Services.
+    pub fn apply(&mut self, snapshot: &Snapshot, at_up: bool) -> Result<Vec<Change>, ClusterError> {
+        let mut changes = Vec::new();
+        if !at_up && let Some(node) = snapshot.nodes.first() {
+            return Err(ClusterError::NodeAfterUp {
+                name: node.metadata.name.clone().unwrap_or_default(),
+            });
+        }
+        // Check every Deployment before changing anything.
+        for deployment in &snapshot.deployments {
+            self.check_selector(deployment)?;
+        }
+        for deployment in &snapshot.deployments {
+            changes.extend(self.apply_deployment(deployment)?);
+        }
+        for pod in &snapshot.pods {
+            if let Some(owner) = self.owning_deployment(pod) {
+                changes.push(Change::Said(format!(
+                    "pod/{} skipped: Deployment {owner} makes its own Pods",
+                    pod.metadata.name.as_deref().unwrap_or_default()
+                )));
+                continue;
+            }
+            changes.extend(self.apply_pod(pod.clone(), None)?);
+        }
+        for service in &snapshot.services {
+            changes.push(self.apply_service(service)?);
+        }
+        Ok(changes)
+    }
+
+    fn check_selector(&self, deployment: &Deployment) -> Result<(), ClusterError> {
+        let key = object_key(&deployment.metadata);
+        let Some(existing) = self
+            .deployments
+            .iter()
+            .find(|d| object_key(&d.metadata) == key)
+        else {
+            return Ok(());
+        };
+        let old = &existing.spec.selector;
+        let new = &deployment.spec.selector;
+        if old != new {
+            return Err(ClusterError::SelectorImmutable {
+                name: deployment.metadata.name.clone().unwrap_or_default(),
+                selector: render::selector_text(Some(new)),
+            });
+        }
+        Ok(())
+    }
+
+    /// A Pod the manifests give that a ReplicaSet of a Deployment (given
+    /// now or earlier) made: it carries the template hash label and the
+    /// Deployment selects it.
+    fn owning_deployment(&self, pod: &Pod) -> Option<String> {
+        let labels = pod.metadata.labels.as_ref()?;
+        labels.get(pods::LABEL_TEMPLATE_HASH)?;
+        self.deployments
+            .iter()
+            .find(|deployment| {
+                namespace_of(&deployment.metadata) == namespace_of(&pod.metadata)
+                    && deployment
+                        .spec
+                        .selector
+                        .match_labels
+                        .as_ref()
+                        .is_some_and(|selector| {
+                            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                        })
+            })
+            .map(|deployment| object_key(&deployment.metadata))
+    }
+
+    fn apply_deployment(&mut self, deployment: &Deployment) -> Result<Vec<Change>, ClusterError> {
+        let key = object_key(&deployment.metadata);
+        let mut deployment = deployment.clone();
+        deployment.metadata.namespace = Some(namespace_of(&deployment.metadata).to_owned());
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let replicas = deployment.spec.replicas.unwrap_or(1);
+        let replicas = usize::try_from(replicas).unwrap_or_default();
+        let hash = pods::template_hash(&deployment);
+        let existing = self
+            .deployments
+            .iter()
+            .position(|d| object_key(&d.metadata) == key);
+        let verb = if existing.is_some() {
+            "configured"
+        } else {
+            "created"
+        };
+        match existing {
+            Some(position) => self.deployments[position] = deployment.clone(),
+            None => self.deployments.push(deployment.clone()),
+        }
+        let mut changes = Vec::new();
+        // Replicas of an older template go; replicas beyond the count go.
+        let mut kept = 0;
+        let owned: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|pod| pod.owner.as_deref() == Some(key.as_str()))
+            .map(PodRecord::key)
+            .collect();
+        for pod_key in owned {
+            let current = self
+                .pod(&pod_key)
+                .and_then(|pod| pod.object.metadata.labels.as_ref())
+                .and_then(|labels| labels.get(pods::LABEL_TEMPLATE_HASH))
+                .is_some_and(|pod_hash| *pod_hash == hash);
+            if current && kept < replicas {
+                kept += 1;
+            } else {
+                changes.extend(self.remove_pod(&pod_key));
+            }
+        }
+        for _ in kept..replicas {
+            self.placed += 1;
+            let pod = pods::replica(&deployment, self.placed);
+            changes.extend(self.apply_pod(pod, Some(key.clone()))?);
+        }
+        changes.insert(0, Change::Said(format!("deployment.apps/{name} {verb}")));
+        Ok(changes)
+    }
+
+    fn apply_pod(
+        &mut self,
+        mut pod: Pod,
+        owner: Option<String>,
+    ) -> Result<Vec<Change>, ClusterError> {
+        pod.metadata.namespace = Some(namespace_of(&pod.metadata).to_owned());
+        let key = object_key(&pod.metadata);
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if self.pod(&key).is_some() {
+            return Ok(vec![Change::Said(format!("pod/{name} unchanged"))]);
+        }
+        let wanted = pod.spec.as_ref().and_then(|spec| spec.node_name.clone());
+        let node = match wanted {
+            Some(wanted) => self.node(&wanted).ok_or_else(|| ClusterError::Invalid {
+                object: format!("pod/{name}"),
+                reason: format!("spec.nodeName {wanted} is not a node of this lab"),
+            })?,
+            None => {
+                let count = self.nodes.len().max(1) as u64;
+                let index = usize::try_from(self.pods.len() as u64 % count).unwrap_or_default();
+                self.nodes.get(index).ok_or_else(|| ClusterError::Invalid {
+                    object: format!("pod/{name}"),
+                    reason: "the lab has no node".into(),
+                })?
+            }
+        };
+        let node_name = node.name().to_owned();
+        let number = node.number;
+        let host_ip = wiring::node_address(number).to_string();
+        let index = (0..wiring::MAX_PODS_PER_NODE)
+            .find(|index| {
+                !self
+                    .pods
+                    .iter()
+                    .any(|pod| pod.node == node_name && pod.index == *index)
+            })
+            .ok_or_else(|| ClusterError::Exhausted {
+                what: "pod addresses",
+                object: format!("node {node_name}"),
+            })?;
+        let address = wiring::pod_address(number, index).map_err(|_| ClusterError::Exhausted {
+            what: "pod addresses",
+            object: format!("node {node_name}"),
+        })?;
+        let mut spec = pod.spec.take().unwrap_or_default();
+        spec.node_name = Some(node_name.clone());
+        pod.spec = Some(spec);
+        pod.status = Some(pods::running_status(&pod, &address.to_string(), &host_ip));
+        self.pods.push(PodRecord {
+            object: pod,
+            node: node_name,
+            index,
+            owner,
+            server_pid: None,
+        });
+        Ok(vec![
+            Change::StartPod(key),
+            Change::Said(format!("pod/{name} created")),
+        ])
+    }
+
+    fn apply_service(&mut self, service: &Service) -> Result<Change, ClusterError> {
+        let key = object_key(&service.metadata);
+        let existing = self
+            .services
+            .iter()
+            .position(|s| object_key(&s.metadata) == key);
+        let previous = existing.map(|position| self.services.remove(position));
+        let others = allocate::Taken::of(&self.services);
+        let service = services::allocate(service, previous.as_ref(), others)?;
+        let name = service.metadata.name.clone().unwrap_or_default();
+        self.services.push(service);
+        let verb = if previous.is_some() {
+            "configured"
+        } else {
+            "created"
+        };
+        Ok(Change::Said(format!("service/{name} {verb}")))
+    }
+
+    fn remove_pod(&mut self, key: &str) -> Vec<Change> {
+        let Some(position) = self.pods.iter().position(|pod| pod.key() == key) else {
+            return Vec::new();
+        };
+        let pod = self.pods.remove(position);
+        let name = pod.object.metadata.name.clone().unwrap_or_default();
+        vec![
+            Change::StopPod(Box::new(pod)),
+            Change::Said(format!("pod/{name} deleted")),
+        ]
+    }
+
+    /// Deletes `kind` `namespace/name` (kind as kubectl accepts it: pod,
+    /// pods, po, deployment, deploy, service, svc, ...).
+    pub fn delete(&mut self, kind: &str, key: &str) -> Result<Vec<Change>, ClusterError> {
+        let name = key.rsplit('/').next().unwrap_or(key).to_owned();
+        let not_found = |kind: &str| ClusterError::NotFound {
+            kind: kind.to_owned(),
+            name: name.clone(),
+        };
+        match kind.to_ascii_lowercase().as_str() {
+            "pod" | "pods" | "po" => {
+                let changes = self.remove_pod(key);
+                if changes.is_empty() {
+                    return Err(not_found("pods"));
+                }
+                Ok(changes)
+            }
+            "deployment" | "deployments" | "deploy" | "deployment.apps" => {
+                let position = self
+                    .deployments
+                    .iter()
+                    .position(|d| object_key(&d.metadata) == key)
+                    .ok_or_else(|| not_found("deployments.apps"))?;
+                self.deployments.remove(position);
+                let mut changes = vec![Change::Said(format!("deployment.apps/{name} deleted"))];
+                let owned: Vec<String> = self
+                    .pods
+                    .iter()
+                    .filter(|pod| pod.owner.as_deref() == Some(key))
+                    .map(PodRecord::key)
+                    .collect();
+                for pod in owned {
+                    changes.extend(self.remove_pod(&pod));
+                }
+                Ok(changes)
+            }
+            "service" | "services" | "svc" => {
+                let position = self
+                    .services
+                    .iter()
+                    .position(|s| object_key(&s.metadata) == key)
+                    .ok_or_else(|| not_found("services"))?;
+                self.services.remove(position);
+                Ok(vec![Change::Said(format!("service/{name} deleted"))])
+            }
+            other => Err(ClusterError::Invalid {
+                object: format!("{other}/{name}"),
+                reason: "the lab deletes pods, deployments and services".into(),
+            }),
+        }
+    }
+
+    /// Deletes every object `snapshot` names.
+    pub fn delete_objects(&mut self, snapshot: &Snapshot) -> Result<Vec<Change>, ClusterError> {
+        let mut changes = Vec::new();
+        for service in &snapshot.services {
+            changes.extend(self.delete("service", &object_key(&service.metadata))?);
+        }
+        for deployment in &snapshot.deployments {
+            changes.extend(self.delete("deployment", &object_key(&deployment.metadata))?);
+        }
+        for pod in &snapshot.pods {
+            if self.owning_deployment(pod).is_none() {
+                changes.extend(self.delete("pod", &object_key(&pod.metadata))?);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// The objects the agents read: Nodes, Pods, Deployments, Services.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            services: self.services.clone(),
+            endpoint_slices: Vec::new(),
+            pods: self.pods.iter().map(|pod| pod.object.clone()).collect(),
+            deployments: self.deployments.clone(),
+            nodes: self.nodes.iter().map(|node| node.object.clone()).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

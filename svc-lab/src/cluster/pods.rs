@@ -1,0 +1,255 @@
+//! Pods as the lab runs them: made from Deployments as a ReplicaSet would,
+//! their ports (what the lab server listens on) and whether they are ready.
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Pod, PodCondition, PodIP, PodStatus, Probe},
+    },
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+};
+
+/// Set to "false" on a Pod (or a Deployment's template) to keep it not
+/// ready, as a failing readiness probe would.
+pub const ANNOTATION_READY: &str = "svc-lab/ready";
+/// The label a ReplicaSet puts on its Pods.
+pub const LABEL_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// The TCP and UDP container ports of a Pod.
+pub fn ports(pod: &Pod) -> (Vec<u16>, Vec<u16>) {
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    for container in pod.spec.iter().flat_map(|spec| &spec.containers) {
+        for port in container.ports.iter().flatten() {
+            let Ok(number) = u16::try_from(port.container_port) else {
+                continue;
+            };
+            match port.protocol.as_deref().unwrap_or("TCP") {
+                "UDP" => udp.push(number),
+                _ => tcp.push(number),
+            }
+        }
+    }
+    tcp.sort_unstable();
+    tcp.dedup();
+    udp.sort_unstable();
+    udp.dedup();
+    (tcp, udp)
+}
+
+/// Whether the lab server can pass this Pod's readiness probes (it listens
+/// on every TCP containerPort and answers any HTTP path) and nothing asks
+/// for it to stay not ready.
+pub fn ready(pod: &Pod) -> bool {
+    let annotated_not_ready = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(ANNOTATION_READY))
+        .is_some_and(|value| value == "false");
+    if annotated_not_ready {
+        return false;
+    }
+    let (tcp, _) = ports(pod);
+    pod.spec
+        .iter()
+        .flat_map(|spec| &spec.containers)
+        .all(|container| {
+            container.readiness_probe.as_ref().is_none_or(|probe| {
+                probe_met(probe, &tcp, |name| {
+                    container
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|port| port.name.as_deref() == Some(name))
+                        .map(|port| port.container_port)
+                })
+            })
+        })
+}
+
+fn probe_met(probe: &Probe, tcp: &[u16], named: impl Fn(&str) -> Option<i32>) -> bool {
+    let port = if let Some(http) = &probe.http_get {
+        &http.port
+    } else if let Some(socket) = &probe.tcp_socket {
+        &socket.port
+    } else {
+        // exec and gRPC probes: the lab server cannot answer them.
+        return false;
+    };
+    let number = match port {
+        IntOrString::Int(number) => Some(*number),
+        IntOrString::String(name) => named(name),
+    };
+    number
+        .and_then(|number| u16::try_from(number).ok())
+        .is_some_and(|number| tcp.contains(&number))
+}
+
+/// The status the kubelet would report for a running lab Pod.
+pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str) -> PodStatus {
+    let ready = if ready(pod) { "True" } else { "False" };
+    let condition = |type_: &str, status: &str| PodCondition {
+        type_: type_.into(),
+        status: status.into(),
+        ..PodCondition::default()
+    };
+    PodStatus {
+        phase: Some("Running".into()),
+        pod_ip: Some(pod_ip.into()),
+        pod_ips: Some(vec![PodIP { ip: pod_ip.into() }]),
+        host_ip: Some(host_ip.into()),
+        conditions: Some(vec![
+            condition("PodScheduled", "True"),
+            condition("Initialized", "True"),
+            condition("ContainersReady", ready),
+            condition("Ready", ready),
+        ]),
+        ..PodStatus::default()
+    }
+}
+
+/// The hash a ReplicaSet puts in its Pods' names and labels: 10 characters
+/// derived from the Pod template.
+pub fn template_hash(deployment: &Deployment) -> String {
+    let template = serde_json::to_string(&deployment.spec.template).unwrap_or_default();
+    // FNV-1a: stable across runs and builds.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in template.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    encode(hash, 10)
+}
+
+/// `count` characters of Kubernetes' name alphabet (no vowels, no 0/1/3)
+/// spelling `value`.
+pub fn encode(mut value: u64, count: usize) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let base = ALPHABET.len() as u64;
+    (0..count)
+        .map(|_| {
+            let character = ALPHABET[(value % base) as usize] as char;
+            value /= base;
+            character
+        })
+        .collect()
+}
+
+/// Replica `sequence` of `deployment`: its template's labels (plus the
+/// template hash), annotations and spec, named `DEPLOYMENT-HASH-SUFFIX`.
+pub fn replica(deployment: &Deployment, sequence: u64) -> Pod {
+    let hash = template_hash(deployment);
+    let name = deployment.metadata.name.clone().unwrap_or_default();
+    let template = deployment.spec.template.clone();
+    let template_meta = template.metadata.unwrap_or_default();
+    let mut labels: BTreeMap<String, String> = template_meta.labels.unwrap_or_default();
+    labels.insert(LABEL_TEMPLATE_HASH.into(), hash.clone());
+    // Spread the suffix so consecutive replicas do not look alike.
+    let suffix = encode(sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 7, 5);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-{hash}-{suffix}")),
+            namespace: deployment.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: template_meta.annotations,
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, HTTPGetAction, PodSpec, TCPSocketAction,
+    };
+
+    use super::*;
+
+    fn pod(probe: Option<Probe>, annotations: &[(&str, &str)]) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).into(), (*v).into()))
+                        .collect(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "web".into(),
+                    ports: Some(vec![ContainerPort {
+                        name: Some("http".into()),
+                        container_port: 80,
+                        ..ContainerPort::default()
+                    }]),
+                    readiness_probe: probe,
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn http_probe(port: IntOrString) -> Option<Probe> {
+        Some(Probe {
+            http_get: Some(HTTPGetAction {
+                port,
+                ..HTTPGetAction::default()
+            }),
+            ..Probe::default()
+        })
+    }
+
+    #[test]
+    fn readiness_follows_probes_and_the_annotation() {
+        assert!(ready(&pod(None, &[])));
+        assert!(ready(&pod(http_probe(IntOrString::Int(80)), &[])));
+        assert!(ready(&pod(
+            http_probe(IntOrString::String("http".into())),
+            &[]
+        )));
+        assert!(!ready(&pod(http_probe(IntOrString::Int(8080)), &[])));
+        assert!(!ready(&pod(
+            http_probe(IntOrString::String("metrics".into())),
+            &[]
+        )));
+        let tcp = Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(81),
+                ..TCPSocketAction::default()
+            }),
+            ..Probe::default()
+        });
+        assert!(!ready(&pod(tcp, &[])));
+        let exec = Some(Probe::default());
+        assert!(!ready(&pod(exec, &[])));
+        assert!(!ready(&pod(None, &[(ANNOTATION_READY, "false")])));
+    }
+
+    #[test]
+    fn replicas_have_distinct_names_and_the_template_hash() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "nginx"}},
+                     "template": {"metadata": {"labels": {"app": "nginx"}},
+                                  "spec": {"containers": [{"name": "nginx"}]}}}
+        }))
+        .unwrap();
+        let a = replica(&deployment, 0);
+        let b = replica(&deployment, 1);
+        assert_ne!(a.metadata.name, b.metadata.name);
+        let name = a.metadata.name.unwrap();
+        assert!(name.starts_with(&format!("web-{}-", template_hash(&deployment))));
+        let labels = a.metadata.labels.unwrap();
+        assert_eq!(labels.get("app").map(String::as_str), Some("nginx"));
+        assert!(labels.contains_key(LABEL_TEMPLATE_HASH));
+    }
+}

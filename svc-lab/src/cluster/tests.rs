@@ -1,0 +1,136 @@
+use std::path::PathBuf;
+
+use super::*;
+
+fn seed(file: &str) -> Snapshot {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/seed")
+        .join(file);
+    svc_agent::k8s::manifests::load(&path).unwrap()
+}
+
+fn seed_cluster() -> (Cluster, Vec<Change>) {
+    let dir = seed("");
+    let mut cluster = Cluster::with_nodes("svl1x0".into(), &dir, 2).unwrap();
+    let changes = cluster.apply(&dir, true).unwrap();
+    (cluster, changes)
+}
+
+#[test]
+fn the_seed_makes_two_nodes_three_replicas_and_four_services() {
+    let (cluster, changes) = seed_cluster();
+    let nodes: Vec<&str> = cluster.nodes.iter().map(NodeRecord::name).collect();
+    assert_eq!(nodes, ["node-1", "node-2"]);
+    // web-pods.yaml holds the Deployment's Pods: the Deployment makes
+    // them, they are not made twice.
+    assert_eq!(cluster.pods.len(), 3);
+    let started = changes
+        .iter()
+        .filter(|c| matches!(c, Change::StartPod(_)))
+        .count();
+    assert_eq!(started, 3);
+    let per_node: Vec<usize> = ["node-1", "node-2"]
+        .iter()
+        .map(|n| cluster.pods.iter().filter(|p| p.node == *n).count())
+        .collect();
+    assert_eq!(per_node, [2, 1]);
+    let ips: Vec<String> = cluster
+        .pods
+        .iter()
+        .map(|p| p.object.status.as_ref().unwrap().pod_ip.clone().unwrap())
+        .collect();
+    assert_eq!(ips, ["198.18.1.10", "198.18.2.10", "198.18.1.11"]);
+    assert_eq!(cluster.services.len(), 4);
+}
+
+#[test]
+fn services_keep_fitting_addresses_and_get_the_rest() {
+    let (cluster, _) = seed_cluster();
+    let service = |name: &str| {
+        cluster
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .unwrap()
+    };
+    let lb = service("web-lb");
+    assert_eq!(
+        lb.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("198.19.0.12")
+    );
+    // 198.19.100.1 is not routed to the nodes: replaced by a pool address.
+    assert_eq!(lb_ingress(lb), [std::net::Ipv4Addr::new(198, 19, 255, 1)]);
+    let node_port = service("web-nodeport")
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()[0]
+        .node_port;
+    assert_eq!(node_port, Some(30080));
+    assert!(lb_ingress(service("web-clusterip")).is_empty());
+}
+
+#[test]
+fn a_service_without_addresses_gets_them() {
+    let (mut cluster, _) = seed_cluster();
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "fresh"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "nginx"},
+                 "ports": [{"port": 80}]}
+    }))
+    .unwrap();
+    let snapshot = Snapshot {
+        services: vec![service],
+        ..Snapshot::default()
+    };
+    cluster.apply(&snapshot, false).unwrap();
+    let fresh = cluster.services.last().unwrap();
+    let spec = fresh.spec.as_ref().unwrap();
+    assert_eq!(spec.cluster_ip.as_deref(), Some("198.19.1.1"));
+    assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, Some(30000));
+    assert_eq!(
+        lb_ingress(fresh),
+        [std::net::Ipv4Addr::new(198, 19, 255, 2)]
+    );
+    assert_eq!(fresh.metadata.namespace.as_deref(), Some("default"));
+}
+
+#[test]
+fn changing_a_deployment_selector_is_refused_until_it_is_deleted() {
+    let (mut cluster, _) = seed_cluster();
+    let mut changed = seed("web-deployment.yaml");
+    let spec = &mut changed.deployments[0].spec;
+    spec.selector.match_labels = Some([("app".to_owned(), "web".to_owned())].into());
+    let error = cluster.apply(&changed, false).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("field is immutable"), "{text}");
+    assert!(text.contains("svc-lab delete deployment/web"), "{text}");
+    assert_eq!(cluster.pods.len(), 3, "a refused apply changes nothing");
+
+    let deleted = cluster.delete("deployment", "default/web").unwrap();
+    let stopped = deleted
+        .iter()
+        .filter(|c| matches!(c, Change::StopPod(_)))
+        .count();
+    assert_eq!(stopped, 3);
+    assert!(cluster.pods.is_empty());
+    cluster.apply(&changed, false).unwrap();
+    assert_eq!(cluster.pods.len(), 3);
+}
+
+#[test]
+fn nodes_cannot_be_applied_after_up() {
+    let (mut cluster, _) = seed_cluster();
+    let error = cluster.apply(&seed("nodes.yaml"), false).unwrap_err();
+    assert!(matches!(error, ClusterError::NodeAfterUp { .. }));
+}
+
+#[test]
+fn deleting_what_is_not_there_names_it() {
+    let (mut cluster, _) = seed_cluster();
+    let error = cluster.delete("svc", "default/nope").unwrap_err();
+    assert_eq!(error.to_string(), "services \"nope\" not found");
+}

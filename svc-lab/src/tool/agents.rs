@@ -1,0 +1,159 @@
+//! One `svc-agent run` per node, inside the node's namespace, and waiting
+//! for it: `/healthz`, then the kernel tables equal to the plan.
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, TcpStream},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use svc_agent::{
+    dataplane::Tables,
+    k8s::Snapshot,
+    model::{self, BackendState, Config, FrontendKind, Protocol},
+};
+
+use super::{ToolError, process, state::StateDir};
+use crate::{HAIRPIN_ADDRESS, NAT_PORTS, netns::Netns};
+
+pub const HEALTH_ADDRESS: &str = "127.0.0.1:10256";
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// The svc-agent binary beside this svc-lab binary.
+pub fn agent_binary() -> Result<PathBuf, ToolError> {
+    let path = std::env::current_exe()
+        .map_err(|source| ToolError::Io {
+            what: "finding svc-lab's own path".into(),
+            source,
+        })?
+        .with_file_name("svc-agent");
+    if !path.exists() {
+        return Err(ToolError::NoAgent { path });
+    }
+    Ok(path)
+}
+
+/// Starts `svc-agent run` for node `name` in `ns`; returns its pid.
+pub fn start(
+    state: &StateDir,
+    ns: &Netns,
+    name: &str,
+    address: Ipv4Addr,
+    pin_dir: &Path,
+) -> Result<u32, ToolError> {
+    let agent = agent_binary()?;
+    let mut command = ns.command(&agent.to_string_lossy())?;
+    command
+        .arg("run")
+        .args(["--node", name])
+        .arg("--manifests")
+        .arg(state.manifests())
+        .arg("--pin-path")
+        .arg(pin_dir)
+        .args(["--node-interfaces", "eth0"])
+        .args(["--pod-interface-prefix", "lxc"])
+        .args(["--node-address", &address.to_string()])
+        .args(["--hairpin-address", &HAIRPIN_ADDRESS.to_string()])
+        .args(["--nat-ports", &format!("{}-{}", NAT_PORTS.0, NAT_PORTS.1)])
+        .args(["--listen", HEALTH_ADDRESS]);
+    process::spawn(&mut command, &state.log(&format!("agent-{name}")))
+}
+
+/// Waits for the agent's `/healthz` to answer 200.
+pub fn wait_healthy(ns: &Netns, name: &str, pid: u32, log: &Path) -> Result<(), ToolError> {
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        if !process::alive(pid) {
+            return Err(ToolError::Exited {
+                what: format!("svc-agent of node {name}"),
+                log: log.to_owned(),
+                tail: tail(log),
+            });
+        }
+        if ns.in_thread(healthz)? {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(ToolError::NotReady {
+                what: format!("svc-agent of node {name}"),
+                seconds: READY_WITHIN.as_secs(),
+                log: log.to_owned(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `GET /healthz` answered 200 (run inside the node's namespace).
+pub fn healthz() -> bool {
+    let Ok(mut stream) = TcpStream::connect(HEALTH_ADDRESS) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .lines()
+        .next()
+        .is_some_and(|status| status.split_whitespace().nth(1) == Some("200"))
+}
+
+/// The last lines of a log.
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// What a frontend is, without counters or names: what must match between
+/// the plan and the kernel.
+pub type FrontendShape = (
+    Ipv4Addr,
+    u16,
+    Protocol,
+    FrontendKind,
+    Vec<(Ipv4Addr, u16, BackendState)>,
+);
+
+pub fn shape(frontend: &model::Frontend) -> FrontendShape {
+    let mut backends: Vec<_> = frontend
+        .backends
+        .iter()
+        .map(|b| (b.address, b.port, b.state))
+        .collect();
+    backends.sort();
+    (
+        frontend.address,
+        frontend.port,
+        frontend.protocol,
+        frontend.kind,
+        backends,
+    )
+}
+
+/// Whether node `name`'s kernel tables hold exactly its plan.
+pub fn synced(snapshot: &Snapshot, name: &str, pin_dir: &Path) -> bool {
+    let Ok(plan) = model::plan(
+        snapshot,
+        name,
+        &Config {
+            nodeport_addresses: None,
+        },
+    ) else {
+        return false;
+    };
+    let Ok(states) = Tables::open_pinned(pin_dir).and_then(|tables| tables.read()) else {
+        return false;
+    };
+    let mut want: Vec<FrontendShape> = plan.frontends.iter().map(shape).collect();
+    let mut have: Vec<FrontendShape> = states.iter().map(|s| shape(&s.frontend)).collect();
+    want.sort();
+    have.sort();
+    want == have
+}

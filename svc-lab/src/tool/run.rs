@@ -1,0 +1,623 @@
+//! The commands of the tool.
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use svc_agent::k8s::{Snapshot, manifests};
+
+use super::{ToolError, agents, process, state::StateDir};
+use crate::{
+    cluster::{Change, Cluster, PodRecord, render},
+    netns::{self, Netns, PREFIX},
+    pass_xdp, pin_root, server, wiring,
+};
+
+/// How long `apply`, `delete` and `up` wait for every agent to hold the
+/// new tables.
+const SYNC_WITHIN: Duration = Duration::from_secs(30);
+
+fn fabric_name(id: &str) -> String {
+    format!("{id}-fabric-net")
+}
+fn node_ns_name(id: &str, node: &str) -> String {
+    format!("{id}-node-{node}")
+}
+fn client_ns_name(id: &str) -> String {
+    format!("{id}-client-ext")
+}
+fn pod_ns_name(id: &str, node_number: u8, index: usize) -> String {
+    format!("{id}-pod-{node_number}-{index}")
+}
+fn pin_dir(id: &str, node: &str) -> PathBuf {
+    pin_root().join(id).join(node)
+}
+
+/// Objects of every file (or directory) in `files`, merged.
+fn load_all(files: &[PathBuf]) -> Result<Snapshot, ToolError> {
+    let mut all = Snapshot::default();
+    for file in files {
+        let snapshot = manifests::load(file)?;
+        all.services.extend(snapshot.services);
+        all.pods.extend(snapshot.pods);
+        all.deployments.extend(snapshot.deployments);
+        all.nodes.extend(snapshot.nodes);
+        // EndpointSlices: the lab derives them from Pods, as the
+        // EndpointSlice controller would; given ones are not used.
+    }
+    Ok(all)
+}
+
+/// `svc-lab up`.
+pub fn up(
+    state_root: &Path,
+    files: &[PathBuf],
+    nodes: usize,
+    agents: bool,
+) -> Result<(), ToolError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(crate::LabError::NotRoot.into());
+    }
+    crate::ensure_bpffs()?;
+    let snapshot = load_all(files)?;
+    let state = StateDir::lock(state_root)?;
+    if let Some(existing) = state.load()? {
+        if existing.keeper_pid.is_some_and(process::alive) {
+            return Err(ToolError::AlreadyUp {
+                state: state_root.to_owned(),
+            });
+        }
+        // A lab whose keeper died (a crash, a killed `up`): clear it.
+        teardown(&existing);
+    }
+    netns::sweep_stale(&pin_root());
+
+    let (keeper_pid, mut keeper) = start_keeper(&state)?;
+    let id = format!("{PREFIX}{keeper_pid}x0");
+    let mut cluster = Cluster::with_nodes(id, &snapshot, nodes)?;
+    cluster.keeper_pid = Some(keeper_pid);
+    state.save(&cluster)?;
+    let result = build(&state, &mut cluster, &mut keeper, &snapshot, agents);
+    if let Err(error) = result {
+        teardown(&cluster);
+        let _ = state.remove();
+        return Err(error);
+    }
+    print!("{}", render::pods_table(&cluster, true));
+    println!();
+    print!("{}", render::services_table(&cluster, true));
+    Ok(())
+}
+
+struct Keeper {
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+fn start_keeper(state: &StateDir) -> Result<(u32, Keeper), ToolError> {
+    let exe = std::env::current_exe().map_err(|source| ToolError::Io {
+        what: "finding svc-lab's own path".into(),
+        source,
+    })?;
+    let log = state.log("keeper");
+    let err = std::fs::File::create(&log).map_err(|source| ToolError::Io {
+        what: format!("creating {}", log.display()),
+        source,
+    })?;
+    let mut command = Command::new(exe);
+    command.arg("hold");
+    process::detach(&mut command);
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .map_err(|source| ToolError::Io {
+            what: "starting the lab's keeper".into(),
+            source,
+        })?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(ToolError::Exited {
+            what: "the lab's keeper".into(),
+            tail: String::new(),
+            log,
+        });
+    };
+    Ok((
+        child.id(),
+        Keeper {
+            stdin,
+            stdout: BufReader::new(stdout),
+        },
+    ))
+}
+
+fn build(
+    state: &StateDir,
+    cluster: &mut Cluster,
+    keeper: &mut Keeper,
+    snapshot: &Snapshot,
+    agents: bool,
+) -> Result<(), ToolError> {
+    let id = cluster.id.clone();
+    let fabric = wiring::create_fabric(&fabric_name(&id))?;
+    let mut node_namespaces = Vec::new();
+    for node in &cluster.nodes {
+        let ns = wiring::create_node(&fabric, &node_ns_name(&id, node.name()), node.number)?;
+        node_namespaces.push((ns, node.number));
+    }
+    let routed: Vec<(&Netns, u8)> = node_namespaces.iter().map(|(ns, n)| (ns, *n)).collect();
+    wiring::route_pod_cidrs(&routed)?;
+    let numbers: Vec<u8> = cluster.nodes.iter().map(|n| n.number).collect();
+    let client = wiring::create_client(&fabric, &client_ns_name(&id), &numbers)?;
+
+    // The keeper attaches the fabric's XDP programs and holds them.
+    let ports: Vec<String> = numbers.iter().map(|n| wiring::fabric_port(*n)).collect();
+    let keeper_log = state.log("keeper");
+    let request = format!("{} {}\n", fabric.name(), ports.join(","));
+    let mut answer = String::new();
+    let asked = keeper
+        .stdin
+        .write_all(request.as_bytes())
+        .and_then(|()| keeper.stdin.flush());
+    let read = asked.and_then(|()| keeper.stdout.read_line(&mut answer));
+    if read.is_err() || answer.trim() != "ready" {
+        return Err(ToolError::Exited {
+            what: "the lab's keeper".into(),
+            tail: agents::tail(&keeper_log),
+            log: keeper_log,
+        });
+    }
+    // From here the namespaces belong to the lab, not to this process.
+    fabric.keep();
+    client.keep();
+    for (ns, _) in node_namespaces {
+        ns.keep();
+    }
+
+    let changes = cluster.apply(snapshot, true)?;
+    carry_out(state, cluster, &changes)?;
+    if agents {
+        start_agents(state, cluster)?;
+        wait_synced(state, cluster)?;
+    }
+    Ok(())
+}
+
+fn start_agents(state: &StateDir, cluster: &mut Cluster) -> Result<(), ToolError> {
+    let id = cluster.id.clone();
+    for position in 0..cluster.nodes.len() {
+        let name = cluster.nodes[position].name().to_owned();
+        let number = cluster.nodes[position].number;
+        let ns = Netns::existing(&node_ns_name(&id, &name))?;
+        let pins = pin_dir(&id, &name);
+        if let Some(parent) = pins.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ToolError::Io {
+                what: format!("creating {}", parent.display()),
+                source,
+            })?;
+        }
+        let pid = agents::start(state, &ns, &name, wiring::node_address(number), &pins)?;
+        cluster.nodes[position].agent_pid = Some(pid);
+        state.save(cluster)?;
+        let log = state.log(&format!("agent-{name}"));
+        agents::wait_healthy(&ns, &name, pid, &log)?;
+    }
+    Ok(())
+}
+
+/// Waits until every running agent's tables equal its plan, and says how
+/// long that took.
+fn wait_synced(state: &StateDir, cluster: &Cluster) -> Result<(), ToolError> {
+    let started = Instant::now();
+    let snapshot = manifests::load(&state.manifests())?;
+    for node in &cluster.nodes {
+        if node.agent_pid.is_none() {
+            continue;
+        }
+        let pins = pin_dir(&cluster.id, node.name());
+        while !agents::synced(&snapshot, node.name(), &pins) {
+            if started.elapsed() > SYNC_WITHIN {
+                return Err(ToolError::NotReady {
+                    what: format!("the tables of node {}", node.name()),
+                    seconds: SYNC_WITHIN.as_secs(),
+                    log: state.log(&format!("agent-{}", node.name())),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if cluster.nodes.iter().any(|n| n.agent_pid.is_some()) {
+        eprintln!(
+            "(every node's tables match its plan after {} ms)",
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(())
+}
+
+/// Starts and stops the pods `changes` name, prints the rest, saves the
+/// lab and writes the manifests the agents read.
+fn carry_out(state: &StateDir, cluster: &mut Cluster, changes: &[Change]) -> Result<(), ToolError> {
+    let id = cluster.id.clone();
+    for change in changes {
+        match change {
+            Change::StopPod(pod) => stop_pod(&id, cluster, pod),
+            Change::StartPod(key) => {
+                start_pod(state, cluster, key)?;
+                state.save(cluster)?;
+            }
+            Change::Said(text) => println!("{text}"),
+        }
+    }
+    state.save(cluster)?;
+    state.write_manifests(&cluster.snapshot())
+}
+
+fn stop_pod(id: &str, cluster: &Cluster, pod: &PodRecord) {
+    if let Some(pid) = pod.server_pid {
+        process::stop(pid);
+    }
+    if let Some(node) = cluster.node(&pod.node) {
+        netns::delete(&pod_ns_name(id, node.number, pod.index));
+    }
+}
+
+fn start_pod(state: &StateDir, cluster: &mut Cluster, key: &str) -> Result<(), ToolError> {
+    let id = cluster.id.clone();
+    let unknown = || ToolError::Unknown {
+        kind: "pod",
+        name: key.to_owned(),
+    };
+    let pod = cluster.pod(key).ok_or_else(unknown)?.clone();
+    let node = cluster.node(&pod.node).ok_or_else(unknown)?;
+    let node_ns = Netns::existing(&node_ns_name(&id, &pod.node))?;
+    let (ns, _, _) = wiring::create_pod(
+        &node_ns,
+        &pod_ns_name(&id, node.number, pod.index),
+        node.number,
+        pod.index,
+    )?;
+    let name = pod.object.metadata.name.clone().unwrap_or_default();
+    let (tcp, udp) = crate::cluster::pods::ports(&pod.object);
+    let list = |ports: &[u16]| {
+        ports
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let exe = std::env::current_exe().map_err(|source| ToolError::Io {
+        what: "finding svc-lab's own path".into(),
+        source,
+    })?;
+    let mut command = ns.command(&exe.to_string_lossy())?;
+    command.args(["serve", "--pod", &name, "--node", &pod.node]);
+    if !tcp.is_empty() {
+        command.args(["--tcp", &list(&tcp)]);
+    }
+    if !udp.is_empty() {
+        command.args(["--udp", &list(&udp)]);
+    }
+    let log = state.log(&format!("pod-{name}"));
+    let pid = spawn_until_ready(&mut command, &log, &format!("the server of pod {name}"))?;
+    ns.keep();
+    if let Some(record) = cluster.pods.iter_mut().find(|p| p.key() == key) {
+        record.server_pid = Some(pid);
+    }
+    Ok(())
+}
+
+/// Starts a process that prints `ready` on stdout once it serves.
+fn spawn_until_ready(command: &mut Command, log: &Path, what: &str) -> Result<u32, ToolError> {
+    let err = std::fs::File::create(log).map_err(|source| ToolError::Io {
+        what: format!("creating {}", log.display()),
+        source,
+    })?;
+    process::detach(command);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        .spawn()
+        .map_err(|source| ToolError::Io {
+            what: format!("starting {what}"),
+            source,
+        })?;
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let _ = BufReader::new(stdout).read_line(&mut line);
+    }
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(ToolError::Exited {
+            what: what.to_owned(),
+            log: log.to_owned(),
+            tail: agents::tail(log),
+        });
+    }
+    Ok(child.id())
+}
+
+/// `svc-lab apply -f ...`.
+pub fn apply(state_root: &Path, files: &[PathBuf]) -> Result<(), ToolError> {
+    let snapshot = load_all(files)?;
+    change(state_root, |cluster| Ok(cluster.apply(&snapshot, false)?))
+}
+
+/// `svc-lab delete -f ...`.
+pub fn delete_objects(state_root: &Path, files: &[PathBuf]) -> Result<(), ToolError> {
+    let snapshot = load_all(files)?;
+    change(state_root, |cluster| Ok(cluster.delete_objects(&snapshot)?))
+}
+
+/// `svc-lab delete KIND/NAME` (NAME may be NAMESPACE/NAME... as
+/// `-n`-less kubectl: the default namespace).
+pub fn delete(state_root: &Path, kind: &str, name: &str) -> Result<(), ToolError> {
+    let key = if name.contains('/') {
+        name.to_owned()
+    } else {
+        format!("default/{name}")
+    };
+    change(state_root, |cluster| Ok(cluster.delete(kind, &key)?))
+}
+
+fn change(
+    state_root: &Path,
+    f: impl FnOnce(&mut Cluster) -> Result<Vec<Change>, ToolError>,
+) -> Result<(), ToolError> {
+    let state = StateDir::lock(state_root)?;
+    let mut cluster = state.require()?;
+    let changes = f(&mut cluster)?;
+    carry_out(&state, &mut cluster, &changes)?;
+    wait_synced(&state, &cluster)
+}
+
+/// `svc-lab get pods|svc|endpoints [-o wide|json]`.
+pub fn get(state_root: &Path, what: &str, output: Option<&str>) -> Result<String, ToolError> {
+    let state = StateDir::lock(state_root)?;
+    let cluster = state.require()?;
+    let wide = output == Some("wide");
+    let json = output == Some("json");
+    let bad_json = |source| ToolError::State {
+        path: state_root.to_owned(),
+        source,
+    };
+    let text = match (what, json) {
+        ("pods" | "pod" | "po", false) => render::pods_table(&cluster, wide),
+        ("svc" | "service" | "services", false) => render::services_table(&cluster, wide),
+        ("endpoints" | "ep", false) => render::endpoints_table(&cluster),
+        ("pods" | "pod" | "po", true) => pretty(render::pods_json(&cluster)).map_err(bad_json)?,
+        ("svc" | "service" | "services", true) => {
+            pretty(render::services_json(&cluster)).map_err(bad_json)?
+        }
+        ("endpoints" | "ep", true) => pretty(render::endpoints_json(&cluster)).map_err(bad_json)?,
+        (other, _) => {
+            return Err(ToolError::Target {
+                given: other.to_owned(),
+            });
+        }
+    };
+    Ok(text)
+}
+
+fn pretty(
+    value: Result<serde_json::Value, serde_json::Error>,
+) -> Result<String, serde_json::Error> {
+    Ok(serde_json::to_string_pretty(&value?)? + "\n")
+}
+
+/// Where `exec` and `logs` go.
+pub enum Target {
+    Node(String),
+    Pod(String),
+    Client,
+}
+
+impl Target {
+    pub fn parse(text: &str) -> Result<Self, ToolError> {
+        match text.split_once('/') {
+            Some(("node" | "nodes" | "no", name)) => Ok(Self::Node(name.to_owned())),
+            Some(("pod" | "pods" | "po", name)) => Ok(Self::Pod(name.to_owned())),
+            None if text == "client" => Ok(Self::Client),
+            _ => Err(ToolError::Target {
+                given: text.to_owned(),
+            }),
+        }
+    }
+}
+
+fn find_pod<'a>(cluster: &'a Cluster, name: &str) -> Result<&'a PodRecord, ToolError> {
+    cluster
+        .pods
+        .iter()
+        .find(|pod| pod.key() == name || pod.object.metadata.name.as_deref() == Some(name))
+        .ok_or_else(|| ToolError::Unknown {
+            kind: "pod",
+            name: name.to_owned(),
+        })
+}
+
+/// `svc-lab exec TARGET -- CMD...`: the command's exit status.
+pub fn exec(
+    state_root: &Path,
+    target: &Target,
+    command: &[String],
+) -> Result<ExitStatus, ToolError> {
+    let (ns_name, pin) = {
+        let state = StateDir::lock(state_root)?;
+        let cluster = state.require()?;
+        match target {
+            Target::Node(name) => {
+                cluster.node(name).ok_or_else(|| ToolError::Unknown {
+                    kind: "node",
+                    name: name.clone(),
+                })?;
+                (
+                    node_ns_name(&cluster.id, name),
+                    Some(pin_dir(&cluster.id, name)),
+                )
+            }
+            Target::Pod(name) => {
+                let pod = find_pod(&cluster, name)?;
+                let number = cluster.node(&pod.node).map_or(0, |n| n.number);
+                (pod_ns_name(&cluster.id, number, pod.index), None)
+            }
+            Target::Client => (client_ns_name(&cluster.id), None),
+        }
+        // The lock is released here: the command may run svc-lab itself.
+    };
+    let Some((program, args)) = command.split_first() else {
+        return Err(ToolError::Target {
+            given: "an empty command".into(),
+        });
+    };
+    let ns = Netns::existing(&ns_name)?;
+    let mut command = ns.command(program)?;
+    command.args(args);
+    // svc-lab's own directory (where svc-agent is) first on PATH.
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        let path = std::env::var("PATH").unwrap_or_default();
+        command.env("PATH", format!("{}:{path}", dir.display()));
+    }
+    if let Some(pin) = pin {
+        command.env("SVC_PIN_PATH", pin);
+    }
+    command.status().map_err(|source| ToolError::Io {
+        what: format!("running {program}"),
+        source,
+    })
+}
+
+/// `svc-lab logs node/NAME|pod/NAME`.
+pub fn logs(state_root: &Path, target: &Target) -> Result<String, ToolError> {
+    let state = StateDir::lock(state_root)?;
+    let cluster = state.require()?;
+    let log = match target {
+        Target::Node(name) => {
+            cluster.node(name).ok_or_else(|| ToolError::Unknown {
+                kind: "node",
+                name: name.clone(),
+            })?;
+            state.log(&format!("agent-{name}"))
+        }
+        Target::Pod(name) => {
+            let pod = find_pod(&cluster, name)?;
+            state.log(&format!(
+                "pod-{}",
+                pod.object.metadata.name.as_deref().unwrap_or_default()
+            ))
+        }
+        Target::Client => {
+            return Err(ToolError::Target {
+                given: "client (it runs nothing of the lab's)".into(),
+            });
+        }
+    };
+    std::fs::read_to_string(&log).map_err(|source| ToolError::Io {
+        what: format!("reading {}", log.display()),
+        source,
+    })
+}
+
+/// `svc-lab down`: every process, namespace and pin of the lab, and its
+/// state; also of a lab whose `up` was killed. Leftovers of other dead
+/// labs go too.
+pub fn down(state_root: &Path) -> Result<(), ToolError> {
+    if state_root.exists() {
+        let state = StateDir::lock(state_root)?;
+        // Unreadable state still goes: the sweep below finds the rest.
+        if let Ok(Some(cluster)) = state.load() {
+            teardown(&cluster);
+            println!("lab {} removed", cluster.id);
+        }
+        state.remove()?;
+    }
+    netns::sweep_stale(&pin_root());
+    Ok(())
+}
+
+/// Stops the lab's processes (agents first: a stopping agent leaves the
+/// datapath, so its pins go next), removes pins and namespaces.
+fn teardown(cluster: &Cluster) {
+    for node in &cluster.nodes {
+        if let Some(pid) = node.agent_pid {
+            process::stop(pid);
+        }
+    }
+    for pod in &cluster.pods {
+        if let Some(pid) = pod.server_pid {
+            process::stop(pid);
+        }
+    }
+    if let Some(pid) = cluster.keeper_pid {
+        process::stop(pid);
+    }
+    let _ = svc_agent::dataplane::remove_pins(&pin_root().join(&cluster.id));
+    let prefix = format!("{}-", cluster.id);
+    for name in netns::lab_namespaces() {
+        if name.starts_with(&prefix) {
+            netns::delete(&name);
+        }
+    }
+}
+
+/// `svc-lab hold` (hidden): the lab's keeper. Reads `FABRIC_NS PORT,...`
+/// on stdin, attaches the pass-everything XDP program to those fabric
+/// ports, says `ready`, and holds them until it is stopped.
+pub fn hold() -> Result<(), ToolError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|source| ToolError::Io {
+            what: "reading the fabric to hold".into(),
+            source,
+        })?;
+    let (fabric, ports) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+    let ports: Vec<String> = ports
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let _datapath = pass_xdp(&Netns::existing(fabric)?, ports)?;
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// `svc-lab serve` (hidden): a pod's lab server; says `ready` once every
+/// port is bound, then serves until it is stopped.
+pub fn serve(pod: &str, node: &str, tcp: &[u16], udp: &[u16]) -> Result<(), ToolError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ToolError::Io {
+            what: "starting a runtime".into(),
+            source,
+        })?;
+    let identity = server::Identity {
+        pod: pod.to_owned(),
+        node: node.to_owned(),
+    };
+    runtime.block_on(async move {
+        let listeners = server::bind(identity, tcp, udp)
+            .await
+            .map_err(|source| ToolError::Io {
+                what: "binding the lab server's ports".into(),
+                source,
+            })?;
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        server::serve(listeners, stop_rx).await;
+        Ok(())
+    })
+}
