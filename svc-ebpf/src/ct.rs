@@ -4,7 +4,7 @@
 //! evicts the oldest when full.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
 };
 use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeouts, proto};
 
@@ -16,11 +16,17 @@ use crate::{
 /// How many ports are tried before SNAT gives up on a flow.
 const NAT_PORT_TRIES: u32 = 32;
 
+/// Flow timestamps need second, not nanosecond, precision: the coarse
+/// clock is several times cheaper to read on every packet.
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_ns() }
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
+
+/// last_seen is rewritten at most this often: a write on every packet
+/// would keep bouncing the entry's cache line between CPUs.
+const TOUCH_EVERY_NS: u64 = 1_000_000_000;
 
 /// The key of this packet's own direction.
 #[inline(always)]
@@ -60,12 +66,14 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Flow> {
             let _ = CT_V1.remove(key);
             return None;
         }
-        current.last_seen_ns = now;
-        if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 {
-            current.flags |= flow_flags::CLOSING;
+        if now.saturating_sub(current.last_seen_ns) > TOUCH_EVERY_NS {
+            current.last_seen_ns = now;
+            (*entry).last_seen_ns = now;
         }
-        (*entry).last_seen_ns = current.last_seen_ns;
-        (*entry).flags = current.flags;
+        if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 && current.flags & flow_flags::CLOSING == 0 {
+            current.flags |= flow_flags::CLOSING;
+            (*entry).flags = current.flags;
+        }
         Some(current)
     }
 }

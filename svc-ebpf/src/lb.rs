@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_ANY,
     btf_maps::lpm_trie::Key,
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
 };
 use svc_common::{
     Affinity, AffinityKey, Backend, DropReason, FrontendKey, RevNat, ServiceSlot, SourceRange,
@@ -75,8 +75,13 @@ pub fn select(flow: &Ipv4Flow) -> Result<Selection, DropReason> {
         rev_nat_id: header.rev_nat_id,
         client_addr_be: flow.saddr_be,
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Only frontends with affinity need the time (seconds matter: coarse).
+    let now = if header.affinity_timeout_s > 0 {
+        // SAFETY: helper without arguments.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        0
+    };
     if header.affinity_timeout_s > 0
         && let Some(selected) = remembered(&affinity_key, &header, now)
     {
