@@ -10,6 +10,8 @@
     reason = "test helpers panic on misuse"
 )]
 
+pub mod agent;
+
 use std::net::Ipv4Addr;
 
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
