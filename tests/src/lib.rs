@@ -11,6 +11,7 @@
 )]
 
 pub mod agent;
+pub mod apiserver;
 
 use std::net::Ipv4Addr;
 

@@ -1,4 +1,5 @@
 //! Project tasks. `cargo xtask setup` runs first in every other task.
+mod apiserver;
 mod setup;
 
 use std::{
@@ -28,6 +29,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build (once; cached in /var/cache/svc-lb by package version) the
+    /// kube-apiserver the real API server tests run, from Debian's
+    /// `kubernetes` source package.
+    Apiserver,
     /// rustfmt check, and clippy with -D warnings on the workspace and on
     /// svc-ebpf for the BPF target.
     Lint,
@@ -43,6 +48,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Task::Setup => Ok(()),
         Task::Test { args } => test(&root, &tools, &args),
+        Task::Apiserver => apiserver::ensure().map(|_| ()),
         Task::Lint => lint(&root, &tools),
         Task::Demo => demo(&root),
     }
@@ -76,9 +82,13 @@ fn cargo(root: &Path) -> Command {
 
 fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> anyhow::Result<()> {
     setup::require_root("the tests load BPF programs and create network namespaces")?;
+    // The real API server tier must run here, not skip.
+    let kube_apiserver = apiserver::ensure()?;
     let mut command = cargo(root);
     command
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .env("SVC_KUBE_APISERVER", &kube_apiserver)
+        .env("SVC_REQUIRE_APISERVER", "1")
         .args(["test", "--workspace", "--exclude", "svc-ebpf"])
         .args(args);
     let result = run_counting_tests(&mut command);

@@ -83,19 +83,17 @@ pub async fn watch_api(client: Client, node: String, updates: UpdateSender, metr
         let mut first_unpublished: Option<Instant> = None;
         while let Some(change) = changed.recv().await {
             first_unpublished.get_or_insert_with(Instant::now);
-            let kind = match change {
+            let mut note = |change: Change| match change {
                 Change::Listed(kind) => {
                     tracing::info!(?kind, "list complete");
-                    kind
-                }
-                Change::Object(kind) => kind,
-            };
-            listed[kind as usize] |= matches!(change, Change::Listed(_));
-            // Take every change already queued: one snapshot for a burst.
-            while let Ok(more) = changed.try_recv() {
-                if let Change::Listed(kind) = more {
                     listed[kind as usize] = true;
                 }
+                Change::Object(kind) => tracing::debug!(?kind, "changed"),
+            };
+            note(change);
+            // Take every change already queued: one snapshot for a burst.
+            while let Ok(more) = changed.try_recv() {
+                note(more);
             }
             if !listed.iter().all(|done| *done) {
                 continue;
@@ -170,6 +168,9 @@ where
 pub fn error_kind(error: &watcher::Error) -> &'static str {
     match error {
         watcher::Error::WatchError(status) if status.code == 410 => "watch_gone",
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410 => {
+            "watch_gone"
+        }
         watcher::Error::WatchError(_) => "watch_error",
         watcher::Error::InitialListFailed(_) => "list_failed",
         watcher::Error::WatchStartFailed(_) => "watch_start_failed",
