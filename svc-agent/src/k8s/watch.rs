@@ -7,12 +7,15 @@
 //! API server answers 410 Gone (that version was compacted) it lists again.
 //! During such a relist the store keeps the old objects and swaps them for
 //! the new list at once, so an outage or a 410 never empties the tables.
-//! Errors are retried with kube-runtime's default exponential backoff
-//! (800 ms growing to 30 s, with jitter) and counted by kind.
+//! Errors are retried with [`WatchBackoff`] and counted by kind.
 //!
 //! A snapshot is published only once every store has had its initial list,
 //! and after that on every change.
-use std::{fmt::Debug, sync::Arc, time::Instant};
+use std::{
+    fmt::Debug,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::{StreamExt as _, future};
 use k8s_openapi::{
@@ -24,6 +27,7 @@ use kube::{
     runtime::{
         WatchStreamExt as _,
         reflector::{self, Store},
+        utils::Backoff,
         watcher::{self, Event},
     },
 };
@@ -137,7 +141,7 @@ where
 {
     let (store, writer) = reflector::store();
     let stream = watcher::watcher(api, config)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .reflect(writer);
     let run = stream.for_each(move |event| {
         match event {
@@ -176,5 +180,55 @@ pub fn error_kind(error: &watcher::Error) -> &'static str {
         watcher::Error::WatchStartFailed(_) => "watch_start_failed",
         watcher::Error::WatchFailed(_) => "watch_failed",
         watcher::Error::NoResourceVersion => "no_resource_version",
+    }
+}
+
+/// Delays between attempts of a failing list or watch: 200 ms doubling up
+/// to 5 s, back to 200 ms after a success. Quicker than kube-runtime's
+/// default (client-go's 800 ms to 30 s): an agent whose tables lag an API
+/// server that is back costs traffic, and it watches only three kinds.
+#[derive(Clone, Copy, Debug)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_seconds_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<u128> = backoff.by_ref().take(7).map(|d| d.as_millis()).collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(200)));
     }
 }
