@@ -355,3 +355,59 @@ fn restarting_the_agent_under_load_fails_no_request() {
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     assert!(ok >= 230);
 }
+
+/// Service `huge` with more endpoints than a frontend has slots (65 535),
+/// its EndpointSlice as JSON (a YAML reader caps documents this big).
+fn huge() -> (String, String) {
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: huge, namespace: default}\n\
+                   spec:\n  clusterIP: 198.19.0.40\n  ports: [{port: 80, targetPort: 8080}]\n";
+    let endpoints: Vec<serde_json::Value> = (0..=u32::from(u16::MAX))
+        .map(|i| {
+            let address = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
+            serde_json::json!({"addresses": [address.to_string()]})
+        })
+        .collect();
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "huge-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "huge"}},
+        "addressType": "IPv4",
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    });
+    (service.to_owned(), slice.to_string())
+}
+
+#[test]
+fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
+    let lab = lab();
+    let manifests = Manifests::new(&lab);
+    manifests.write("web.yaml", &web_yaml(&[pod_ip(&lab, "web-1")]));
+    let (service, slice) = huge();
+    manifests.write("huge.yaml", &service);
+    manifests.write("huge-slice.json", &slice);
+    let mut agent = Agent::spawn(
+        &lab,
+        NODE,
+        &["--manifests", manifests.path().to_str().unwrap()],
+    );
+    let took = agent.wait_healthy(&lab, Duration::from_secs(60));
+    eprintln!("healthy with a Service left out after {took:?}");
+    let want: Vec<Frontend> = manifests
+        .plan()
+        .into_iter()
+        .filter(|frontend| frontend.service != "default/huge")
+        .collect();
+    assert_eq!(want.len(), 5);
+    assert_eq!(kernel(&agent.pin_dir), want);
+    let log = agent.log();
+    assert!(
+        log.contains("map full") && log.contains("service=default/huge"),
+        "{log}"
+    );
+    let (_, metrics) = agent.get(&lab, "/metrics").unwrap();
+    assert!(
+        metrics.contains("svc_agent_errors_total{kind=\"map_full\"} 1"),
+        "{metrics}"
+    );
+}
