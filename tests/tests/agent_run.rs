@@ -411,3 +411,39 @@ fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
         "{metrics}"
     );
 }
+
+#[test]
+fn pod_interfaces_created_later_are_attached_and_forgotten_when_gone() {
+    let lab = lab();
+    let manifests = Manifests::new(&lab);
+    manifests.write("web.yaml", &web_yaml(&[pod_ip(&lab, "web-1")]));
+    let mut agent = Agent::spawn(
+        &lab,
+        NODE,
+        &["--manifests", manifests.path().to_str().unwrap()],
+    );
+    agent.wait_healthy(&lab, Duration::from_secs(20));
+    let links = agent.pin_dir.join("links");
+    assert!(links.join("from_pod-lxc0").exists());
+    let netns = lab.node(NODE).unwrap().netns();
+    netns
+        .ip(&[
+            "link", "add", "lxc9", "type", "veth", "peer", "name", "late9",
+        ])
+        .unwrap();
+    netns.ip(&["link", "set", "lxc9", "up"]).unwrap();
+    let pin = links.join("from_pod-lxc9");
+    let started = Instant::now();
+    wait_for("lxc9 attached", Duration::from_secs(5), || {
+        pin.exists().then_some(())
+    });
+    eprintln!("new veth attached after {:?}", started.elapsed());
+    netns.ip(&["link", "del", "lxc9"]).unwrap();
+    wait_for("lxc9 forgotten", Duration::from_secs(5), || {
+        (!pin.exists()).then_some(())
+    });
+    assert!(
+        links.join("from_pod-lxc0").exists(),
+        "other veths keep theirs"
+    );
+}
