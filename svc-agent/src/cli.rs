@@ -1,5 +1,8 @@
 //! Command line of the `svc-agent` binary.
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -56,6 +59,9 @@ pub enum Command {
         #[command(flatten)]
         pin: PinPath,
     },
+    /// Run the node agent: keep the pinned maps equal to the cluster's
+    /// Services (from the API server, or from a manifests directory).
+    Run(RunArgs),
     /// Remove this agent's pinned links (detaching its programs) and maps.
     Cleanup {
         #[command(flatten)]
@@ -74,4 +80,88 @@ pub struct PinPath {
 pub enum Output {
     Table,
     Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// This node: metadata.name of its Node object.
+    #[arg(long)]
+    pub node: String,
+    /// Take the cluster's objects from this directory of manifests
+    /// (reloaded when it changes) instead of the API server.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// kubeconfig of the API server (default: in-cluster config,
+    /// $KUBECONFIG or ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    pub pin: PinPath,
+    /// Node interfaces Service traffic arrives on from the network (XDP,
+    /// TC behind it); comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub node_interfaces: Vec<String>,
+    /// Pod veths (host side) start with this; the agent attaches to every
+    /// one, also those created later.
+    #[arg(long, default_value = "lxc")]
+    pub pod_interface_prefix: String,
+    /// Source address for SNAT to remote backends (default: the Node's
+    /// first InternalIP/ExternalIP).
+    #[arg(long)]
+    pub node_address: Option<Ipv4Addr>,
+    /// Source a pod sees when it reaches itself through a Service.
+    #[arg(long, default_value = "169.254.42.1")]
+    pub hairpin_address: Ipv4Addr,
+    /// Ports source NAT hands out, MIN-MAX.
+    #[arg(long, default_value = "61000-65535", value_parser = parse_port_range)]
+    pub nat_ports: (u16, u16),
+    /// Serve NodePorts on these addresses instead of the Node's own
+    /// (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    /// Address of /healthz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:10256")]
+    pub listen: SocketAddr,
+    /// cgroup (v2) directory whose processes get socket-level load
+    /// balancing (connect/sendmsg/recvmsg/getpeername hooks): on a real
+    /// node the cgroup2 root; "none" to attach no socket hooks.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    pub cgroup: PathBuf,
+}
+
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (min, max) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not MIN-MAX"))?;
+    let port = |p: &str| p.trim().parse::<u16>().map_err(|e| format!("{p:?}: {e}"));
+    let (min, max) = (port(min)?, port(max)?);
+    if min == 0 || min > max {
+        return Err(format!("{text:?}: need 1 <= MIN <= MAX"));
+    }
+    Ok((min, max))
+}
+
+impl RunArgs {
+    /// The agent's settings.
+    pub fn settings(self) -> crate::run::Settings {
+        let source = match self.manifests {
+            Some(dir) => crate::run::Source::Manifests(dir),
+            None => crate::run::Source::ApiServer {
+                kubeconfig: self.kubeconfig,
+            },
+        };
+        crate::run::Settings {
+            node: self.node,
+            source,
+            pin_path: self.pin.pin_path,
+            node_interfaces: self.node_interfaces,
+            pod_interface_prefix: self.pod_interface_prefix,
+            node_address: self.node_address,
+            hairpin_address: self.hairpin_address,
+            nat_ports: self.nat_ports,
+            nodeport_addresses: self.nodeport_addresses,
+            listen: self.listen,
+            cgroup: (self.cgroup.as_os_str() != "none").then_some(self.cgroup),
+        }
+    }
 }

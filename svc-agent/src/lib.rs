@@ -8,5 +8,7 @@ pub mod cli;
 pub mod dataplane;
 pub mod diagnose;
 pub mod k8s;
+pub mod metrics;
 pub mod model;
 pub mod render;
+pub mod run;

@@ -12,16 +12,21 @@ use svc_agent::{
 };
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // `run` tells what it does (info); the one-shot commands only warn.
+    let default_log_level = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         // Warnings (a manifest the agent cannot program) show unless
         // RUST_LOG says otherwise.
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Plan {
             manifests: dir,
@@ -82,6 +87,7 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Run(args) => svc_agent::run::run(args.settings())?,
         Command::Cleanup { pin } => {
             dataplane::remove_pins(&pin.pin_path)
                 .with_context(|| format!("removing {}", pin.pin_path.display()))?;

@@ -10,6 +10,8 @@
     reason = "test helpers panic on misuse"
 )]
 
+pub mod agent;
+pub mod apiserver;
 pub mod load;
 
 use std::net::Ipv4Addr;

@@ -53,6 +53,8 @@ fn leftovers_of_a_killed_run_are_swept() {
         .unwrap();
     let dead = pid_max + 1;
     let name = format!("{PREFIX}{dead}x0-node-ghost");
+    // A ghost of an earlier, interrupted run of this very test may be there.
+    let _ = Command::new("ip").args(["netns", "del", &name]).status();
     let status = Command::new("ip")
         .args(["netns", "add", &name])
         .status()

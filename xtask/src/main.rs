@@ -1,4 +1,5 @@
 //! Project tasks. `cargo xtask setup` runs first in every other task.
+mod apiserver;
 mod setup;
 
 use std::{
@@ -28,6 +29,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build (once; cached in /var/cache/svc-lb by package version) the
+    /// kube-apiserver the real API server tests run, from Debian's
+    /// `kubernetes` source package.
+    Apiserver,
     /// rustfmt check, and clippy with -D warnings on the workspace and on
     /// svc-ebpf for the BPF target.
     Lint,
@@ -55,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Task::Setup => Ok(()),
         Task::Test { args } => test(&root, &tools, &args),
+        Task::Apiserver => apiserver::ensure().map(|_| ()),
         Task::Lint => lint(&root, &tools),
         Task::Demo => demo(&root),
         Task::Bench { which } => bench(&root, &tools, which),
@@ -89,9 +95,13 @@ fn cargo(root: &Path) -> Command {
 
 fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> anyhow::Result<()> {
     setup::require_root("the tests load BPF programs and create network namespaces")?;
+    // The real API server tier must run here, not skip.
+    let kube_apiserver = apiserver::ensure()?;
     let mut command = cargo(root);
     command
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .env("SVC_KUBE_APISERVER", &kube_apiserver)
+        .env("SVC_REQUIRE_APISERVER", "1")
         .args(["test", "--workspace", "--exclude", "svc-ebpf"])
         .args(args);
     let result = run_counting_tests(&mut command);
@@ -176,12 +186,31 @@ fn leftovers_after_settling() -> Vec<String> {
 
 /// Namespaces, pins and programs of ours still present.
 fn leftovers() -> Vec<String> {
+    // Lab names carry the pid of the process that made them (svl<pid>x..):
+    // one whose process still runs belongs to someone else (a lab up by
+    // hand, another run), not to this test run, whose processes are gone.
+    let owned_by_live_process = |name: &str| {
+        let digits: String = name
+            .trim_start_matches("svl")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        !digits.is_empty() && Path::new("/proc").join(&digits).exists()
+    };
+    let mut others_running = false;
     let mut found = Vec::new();
+    let mut consider = |name: String, what: String| {
+        if owned_by_live_process(&name) {
+            others_running = true;
+        } else {
+            found.push(what);
+        }
+    };
     if let Ok(entries) = std::fs::read_dir("/run/netns") {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("svl") || name.starts_with("svc-test") {
-                found.push(format!("netns {name}"));
+            if name.starts_with("svl") {
+                consider(name.clone(), format!("netns {name}"));
             }
         }
     }
@@ -195,14 +224,17 @@ fn leftovers() -> Vec<String> {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.filter_map(Result::ok) {
                 if !only_dirs || entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    found.push(format!("{}", entry.path().display()));
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    consider(name, format!("{}", entry.path().display()));
                 }
             }
         }
     }
-    if let Ok(out) = Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
+    // Programs carry no owner: only checked when no other lab is running.
+    if !others_running
+        && let Ok(out) = Command::new("bpftool")
+            .args(["-j", "prog", "show"])
+            .output()
     {
         let text = String::from_utf8_lossy(&out.stdout);
         // Program names are cut at 15 characters by the kernel.

@@ -276,6 +276,15 @@ impl Datapath {
         self.attach_tc(FROM_POD_PROGRAM, "from_pod", interface)
     }
 
+    /// Forgets the pinned link of a pod interface that is gone, so a veth
+    /// created again under the same name gets attached again (the kernel
+    /// detached the old link with its device).
+    pub fn forget_pod_interface(&mut self, interface: &str) {
+        if let Some(path) = self.link_pin("from_pod", interface) {
+            let _ = fs::remove_file(path);
+        }
+    }
+
     fn attach_tc(
         &mut self,
         program_name: &'static str,

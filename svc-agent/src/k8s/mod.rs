@@ -2,7 +2,10 @@
 //! EndpointSlices, Pods, Deployments and Nodes that `translate` reads, and
 //! the sources that fill it ([`manifests`] for a directory of YAML/JSON).
 pub mod manifests;
+pub mod manifests_watch;
 pub mod pod_endpoints;
+pub mod source;
+pub mod watch;
 
 use k8s_openapi::api::{
     apps::v1::Deployment,

@@ -1,6 +1,9 @@
 //! The endpoints of one Service port, merged from its EndpointSlices the way
 //! kube-proxy's EndpointSliceCache merges them (pkg/proxy/endpointslicecache.go).
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet, btree_map::Entry},
+    net::Ipv4Addr,
+};
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -45,7 +48,10 @@ pub(crate) fn endpoints_of_port<'a>(
     protocol: Protocol,
     node_name: &str,
 ) -> Vec<Endpoint> {
-    let mut merged: Vec<Endpoint> = Vec::new();
+    // Keyed by address and port: deduplicating stays linear in the
+    // endpoints (a Service can have tens of thousands), and the values come
+    // out sorted.
+    let mut merged: BTreeMap<(Ipv4Addr, u16), Endpoint> = BTreeMap::new();
     for slice in slices {
         if slice.address_type != "IPv4" {
             continue;
@@ -84,18 +90,18 @@ pub(crate) fn endpoints_of_port<'a>(
                     .map(|node| node.name)
                     .collect(),
             };
-            match merged
-                .iter_mut()
-                .find(|known| (known.address, known.port) == (address, port))
-            {
-                Some(known) if candidate.claim() > known.claim() => *known = candidate,
-                Some(_) => {}
-                None => merged.push(candidate),
+            match merged.entry((address, port)) {
+                Entry::Occupied(mut known) if candidate.claim() > known.get().claim() => {
+                    known.insert(candidate);
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(slot) => {
+                    slot.insert(candidate);
+                }
             }
         }
     }
-    merged.sort_by_key(|endpoint| (endpoint.address, endpoint.port));
-    merged
+    merged.into_values().collect()
 }
 
 /// The port number `slice` gives the Service port `port_name`/`protocol`.

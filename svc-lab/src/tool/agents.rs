@@ -40,6 +40,7 @@ pub fn start(
     name: &str,
     address: Ipv4Addr,
     pin_dir: &Path,
+    cgroup: &Path,
 ) -> Result<u32, ToolError> {
     let agent = agent_binary()?;
     let mut command = ns.command(&agent.to_string_lossy())?;
@@ -55,7 +56,9 @@ pub fn start(
         .args(["--node-address", &address.to_string()])
         .args(["--hairpin-address", &HAIRPIN_ADDRESS.to_string()])
         .args(["--nat-ports", &format!("{}-{}", NAT_PORTS.0, NAT_PORTS.1)])
-        .args(["--listen", HEALTH_ADDRESS]);
+        .args(["--listen", HEALTH_ADDRESS])
+        .arg("--cgroup")
+        .arg(cgroup);
     process::spawn(&mut command, &state.log(&format!("agent-{name}")))
 }
 

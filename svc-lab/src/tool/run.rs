@@ -10,6 +10,7 @@ use svc_agent::k8s::{Snapshot, manifests};
 
 use super::{ToolError, agents, process, state::StateDir};
 use crate::{
+    cgroup,
     cluster::{Change, Cluster, PodRecord, render},
     netns::{self, Netns, PREFIX},
     pass_xdp, pin_root, server, wiring,
@@ -200,7 +201,17 @@ fn start_agents(state: &StateDir, cluster: &mut Cluster) -> Result<(), ToolError
                 source,
             })?;
         }
-        let pid = agents::start(state, &ns, &name, wiring::node_address(number), &pins)?;
+        // The node's processes (svc-lab exec node/NAME) run in this cgroup,
+        // where the agent attaches its socket hooks.
+        let node_cgroup = cgroup::create(&id, &name)?;
+        let pid = agents::start(
+            state,
+            &ns,
+            &name,
+            wiring::node_address(number),
+            &pins,
+            &node_cgroup,
+        )?;
         cluster.nodes[position].agent_pid = Some(pid);
         state.save(cluster)?;
         let log = state.log(&format!("agent-{name}"));
@@ -448,7 +459,7 @@ pub fn exec(
     target: &Target,
     command: &[String],
 ) -> Result<ExitStatus, ToolError> {
-    let (ns_name, pin) = {
+    let (ns_name, node) = {
         let state = StateDir::lock(state_root)?;
         let cluster = state.require()?;
         match target {
@@ -459,7 +470,10 @@ pub fn exec(
                 })?;
                 (
                     node_ns_name(&cluster.id, name),
-                    Some(pin_dir(&cluster.id, name)),
+                    Some((
+                        pin_dir(&cluster.id, name),
+                        cgroup::lab_root()?.join(&cluster.id).join(name),
+                    )),
                 )
             }
             Target::Pod(name) => {
@@ -486,8 +500,13 @@ pub fn exec(
         let path = std::env::var("PATH").unwrap_or_default();
         command.env("PATH", format!("{}:{path}", dir.display()));
     }
-    if let Some(pin) = pin {
+    if let Some((pin, node_cgroup)) = node {
         command.env("SVC_PIN_PATH", pin);
+        // A process of the node: its socket hooks apply (when its agent
+        // made the cgroup; a lab up with --no-agent has none).
+        if node_cgroup.exists() {
+            cgroup::join_on_spawn(&mut command, &node_cgroup)?;
+        }
     }
     command.status().map_err(|source| ToolError::Io {
         what: format!("running {program}"),
@@ -540,6 +559,7 @@ pub fn down(state_root: &Path) -> Result<(), ToolError> {
         state.remove()?;
     }
     netns::sweep_stale(&pin_root());
+    cgroup::sweep_stale();
     Ok(())
 }
 
@@ -560,6 +580,7 @@ fn teardown(cluster: &Cluster) {
         process::stop(pid);
     }
     let _ = svc_agent::dataplane::remove_pins(&pin_root().join(&cluster.id));
+    cgroup::remove_lab(&cluster.id);
     let prefix = format!("{}-", cluster.id);
     for name in netns::lab_namespaces() {
         if name.starts_with(&prefix) {

@@ -1,0 +1,188 @@
+//! healthCheckNodePort, as kube-proxy serves it: for each LoadBalancer
+//! Service with externalTrafficPolicy=Local, HTTP on that port on the node,
+//! 200 while the node has local endpoints for the Service (so the cloud load
+//! balancer sends traffic here), 503 otherwise, with the count in the body.
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use tokio::task::JoinHandle;
+
+use super::http::{self, Reply};
+use crate::model::{BackendState, Frontend};
+
+/// What one health check port reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `NAMESPACE/NAME` of the Service.
+    pub service: String,
+    /// Ready endpoints of the Service on this node.
+    pub local_endpoints: usize,
+}
+
+/// The health checks `frontends` ask for, by port.
+pub fn health_checks(frontends: &[Frontend]) -> BTreeMap<u16, HealthCheck> {
+    let mut checks: BTreeMap<u16, (String, std::collections::BTreeSet<(Ipv4Addr, u16)>)> =
+        BTreeMap::new();
+    for frontend in frontends {
+        let Some(port) = frontend.health_check_node_port else {
+            continue;
+        };
+        let (_, local) = checks
+            .entry(port)
+            .or_insert_with(|| (frontend.service.clone(), Default::default()));
+        local.extend(
+            frontend
+                .backends
+                .iter()
+                .filter(|backend| backend.local && backend.state == BackendState::Ready)
+                .map(|backend| (backend.address, backend.port)),
+        );
+    }
+    checks
+        .into_iter()
+        .map(|(port, (service, local))| {
+            let check = HealthCheck {
+                service,
+                local_endpoints: local.len(),
+            };
+            (port, check)
+        })
+        .collect()
+}
+
+/// kube-proxy's answer to a load balancer's probe.
+pub fn reply(check: &HealthCheck) -> Reply {
+    let (namespace, name) = check
+        .service
+        .split_once('/')
+        .unwrap_or(("", &check.service));
+    let body = serde_json::json!({
+        "service": {"namespace": namespace, "name": name},
+        "localEndpoints": check.local_endpoints,
+        "serviceProxyHealthy": true,
+    })
+    .to_string();
+    Reply {
+        code: if check.local_endpoints > 0 { 200 } else { 503 },
+        content_type: "application/json",
+        body,
+    }
+}
+
+type Shared = Arc<Mutex<Option<HealthCheck>>>;
+
+/// The health check servers running, by port.
+#[derive(Default)]
+pub struct HealthCheckServers {
+    running: BTreeMap<u16, (Shared, JoinHandle<()>)>,
+}
+
+impl HealthCheckServers {
+    /// Serves exactly `checks`: updates the answers of running ports, starts
+    /// new ones, stops the ports no Service asks for any more.
+    pub async fn update(&mut self, checks: BTreeMap<u16, HealthCheck>) {
+        self.running.retain(|port, (_, task)| {
+            let keep = checks.contains_key(port);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (port, check) in checks {
+            if let Some((shared, _)) = self.running.get(&port) {
+                *shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(check);
+                continue;
+            }
+            let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+            let listener = match http::bind(address).await {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::error!(service = %check.service, %error, "healthCheckNodePort not served");
+                    continue;
+                }
+            };
+            tracing::info!(service = %check.service, port, "serving healthCheckNodePort");
+            let shared: Shared = Arc::new(Mutex::new(Some(check)));
+            let answers = shared.clone();
+            let task = tokio::spawn(http::serve(listener, move |_path| {
+                match answers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                {
+                    Some(check) => reply(check),
+                    None => http::text(503, "no such Service\n"),
+                }
+            }));
+            self.running.insert(port, (shared, task));
+        }
+    }
+}
+
+impl Drop for HealthCheckServers {
+    fn drop(&mut self) {
+        for (_, task) in self.running.values() {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackendRef, FrontendKind, OnEmpty, Protocol};
+
+    fn frontend(address: [u8; 4], backends: Vec<BackendRef>) -> Frontend {
+        Frontend {
+            service: "shop/web".into(),
+            port_name: String::new(),
+            kind: FrontendKind::LoadBalancer,
+            address: Ipv4Addr::from(address),
+            port: 80,
+            protocol: Protocol::TCP,
+            backends,
+            affinity_timeout_seconds: None,
+            on_empty: OnEmpty::Drop,
+            source_ranges: Vec::new(),
+            health_check_node_port: Some(32000),
+        }
+    }
+
+    fn backend(last: u8, state: BackendState, local: bool) -> BackendRef {
+        BackendRef {
+            address: Ipv4Addr::new(198, 18, 1, last),
+            port: 8080,
+            state,
+            local,
+        }
+    }
+
+    #[test]
+    fn counts_local_ready_endpoints_once_across_frontends() {
+        let backends = vec![
+            backend(10, BackendState::Ready, true),
+            backend(11, BackendState::Ready, false),
+            backend(12, BackendState::Terminating, true),
+        ];
+        let checks = health_checks(&[
+            frontend([198, 19, 255, 1], backends.clone()),
+            frontend([198, 18, 0, 11], backends),
+        ]);
+        let check = &checks[&32000];
+        assert_eq!(check.local_endpoints, 1);
+        assert_eq!(reply(check).code, 200);
+        assert!(reply(check).body.contains("\"localEndpoints\":1"));
+    }
+
+    #[test]
+    fn no_local_endpoint_answers_503() {
+        let checks = health_checks(&[frontend(
+            [198, 19, 255, 1],
+            vec![backend(11, BackendState::Ready, false)],
+        )]);
+        assert_eq!(reply(&checks[&32000]).code, 503);
+    }
+}

@@ -1,0 +1,132 @@
+//! The agent's small HTTP surface: `/healthz` and `/metrics` on `--listen`,
+//! and kube-proxy's healthCheckNodePort answers. One request per
+//! connection, GET only: what Prometheus, kubelet probes and cloud load
+//! balancers send.
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::metrics::Metrics;
+
+/// What the agent reports about itself.
+#[derive(Debug, Default)]
+pub struct AgentStatus {
+    /// The initial snapshot is in the maps.
+    pub synced: AtomicBool,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A response: status code, content type and body.
+pub struct Reply {
+    pub code: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+/// Serves `/healthz` and `/metrics` on `listener` until the task is dropped.
+pub async fn serve_status(listener: TcpListener, status: Arc<AgentStatus>) {
+    serve(listener, move |path| {
+        let status = status.clone();
+        match path {
+            "/healthz" | "/livez" | "/readyz" => {
+                if status.synced.load(Ordering::Acquire) {
+                    text(200, "ok\n")
+                } else {
+                    text(503, "initial sync not in the maps yet\n")
+                }
+            }
+            "/metrics" => Reply {
+                code: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: status.metrics.render(),
+            },
+            _ => text(404, "not found: try /healthz or /metrics\n"),
+        }
+    })
+    .await;
+}
+
+pub fn text(code: u16, body: &str) -> Reply {
+    Reply {
+        code,
+        content_type: "text/plain",
+        body: body.to_owned(),
+    }
+}
+
+/// Accepts connections on `listener` and answers each request with
+/// `answer(path)`.
+pub async fn serve<F>(listener: TcpListener, answer: F)
+where
+    F: Fn(&str) -> Reply + Clone + Send + 'static,
+{
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            if let Err(error) = respond(stream, answer).await {
+                tracing::debug!(%peer, %error, "HTTP request not answered");
+            }
+        });
+    }
+}
+
+async fn respond<F: Fn(&str) -> Reply>(mut stream: TcpStream, answer: F) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(512);
+    let mut buffer = [0u8; 1024];
+    // A request head is small; a client that sends nothing is let go.
+    let read_head = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+            let read = stream.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            request.extend_from_slice(&buffer[..read]);
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_head)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let head = String::from_utf8_lossy(&request);
+    let path = head
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .unwrap_or("/");
+    let path = path.split('?').next().unwrap_or(path);
+    let reply = answer(path);
+    let reason = match reply.code {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Service Unavailable",
+    };
+    let response = format!(
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        reply.code,
+        reply.content_type,
+        reply.body.len(),
+        reply.body
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Binds `address`, naming it in the error.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, super::RunError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| super::RunError::Listen { address, source })
+}

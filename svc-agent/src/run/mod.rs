@@ -1,0 +1,311 @@
+//! `svc-agent run`: the long-running node agent.
+//!
+//! It loads (or adopts) the datapath pinned at `--pin-path`, attaches it to
+//! the node's NICs and to pod veths as they appear, then keeps the maps
+//! equal to the source: source → snapshot → translate → apply, where apply
+//! diffs against the kernel itself. Nothing is flushed at start or at exit:
+//! a restarted agent converges from whatever the maps hold, and SIGTERM
+//! leaves the datapath in place.
+mod health_check;
+mod http;
+pub mod interfaces;
+mod sync;
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use self::{health_check::HealthCheckServers, sync::sync};
+pub use self::{
+    health_check::{HealthCheck, health_checks},
+    http::AgentStatus,
+};
+use crate::{
+    dataplane::{Datapath, DataplaneError},
+    k8s::{
+        manifests_watch::watch_manifests,
+        source::{self, Update},
+        watch::watch_api,
+    },
+    model::NodeContextError,
+};
+
+/// Where the cluster's objects come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A directory of manifests, reloaded when it changes.
+    Manifests(PathBuf),
+    /// The API server (this kubeconfig, or the in-cluster / default one).
+    ApiServer { kubeconfig: Option<PathBuf> },
+}
+
+/// Everything `run` is told.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub node: String,
+    pub source: Source,
+    pub pin_path: PathBuf,
+    pub node_interfaces: Vec<String>,
+    pub pod_interface_prefix: String,
+    pub node_address: Option<Ipv4Addr>,
+    pub hairpin_address: Ipv4Addr,
+    pub nat_ports: (u16, u16),
+    pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    pub listen: SocketAddr,
+    /// cgroup v2 directory the socket hooks attach to, if any.
+    pub cgroup: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Node(#[from] NodeContextError),
+    #[error(
+        "node {node:?} has no IPv4 InternalIP/ExternalIP address: give one with --node-address"
+    )]
+    NoNodeAddress { node: String },
+    #[error("cannot listen on {address}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("kubeconfig {}: {source}", path.as_ref().map_or("(inferred)".into(), |p| p.display().to_string()))]
+    Kubeconfig {
+        path: Option<PathBuf>,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{what}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {source_name} source stopped")]
+    SourceStopped { source_name: &'static str },
+}
+
+/// Longest wait between two attempts of a failing sync.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(settings: Settings) -> Result<(), RunError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| RunError::Io {
+            what: "starting the async runtime",
+            source,
+        })?
+        .block_on(agent(settings))
+}
+
+async fn agent(settings: Settings) -> Result<(), RunError> {
+    let started = Instant::now();
+    let status = Arc::new(AgentStatus::default());
+    let listener = http::bind(settings.listen).await?;
+    tokio::spawn(http::serve_status(listener, status.clone()));
+    tracing::info!(listen = %settings.listen, "serving /healthz and /metrics");
+
+    let mut datapath = Datapath::load(Some(&settings.pin_path))?;
+    for interface in &settings.node_interfaces {
+        datapath.attach_node_interface(interface)?;
+        tracing::info!(%interface, "node interface attached");
+    }
+    if let Some(cgroup) = &settings.cgroup {
+        datapath.attach_cgroup(cgroup)?;
+        tracing::info!(cgroup = %cgroup.display(), "socket hooks attached");
+    }
+    let mut pods = PodInterfaces::new(&settings.pod_interface_prefix);
+    pods.attach_new(&mut datapath, &status);
+
+    let (updates, mut snapshots) = source::channel();
+    let source_name = match &settings.source {
+        Source::Manifests(dir) => {
+            tokio::spawn(watch_manifests(
+                dir.clone(),
+                updates,
+                status.metrics.clone(),
+            ));
+            "manifests"
+        }
+        Source::ApiServer { kubeconfig } => {
+            let client = client(kubeconfig.as_ref()).await?;
+            tokio::spawn(watch_api(
+                client,
+                settings.node.clone(),
+                updates,
+                status.metrics.clone(),
+            ));
+            "API server"
+        }
+    };
+
+    let mut terminate = signal(SignalKind::terminate()).map_err(|source| RunError::Io {
+        what: "installing the SIGTERM handler",
+        source,
+    })?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|source| RunError::Io {
+        what: "installing the SIGINT handler",
+        source,
+    })?;
+    let mut interface_poll = tokio::time::interval(interfaces::POLL);
+    let mut health_check_servers = HealthCheckServers::default();
+    let mut pending: Option<Update> = None;
+    let mut backoff = FIRST_BACKOFF;
+    let mut retry_at = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = interface_poll.tick() => pods.attach_new(&mut datapath, &status),
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return Err(RunError::SourceStopped { source_name });
+                }
+                pending = snapshots.borrow_and_update().clone();
+                backoff = FIRST_BACKOFF;
+                retry_at = tokio::time::Instant::now();
+            }
+            () = tokio::time::sleep_until(retry_at), if pending.is_some() => {}
+        }
+        if tokio::time::Instant::now() < retry_at {
+            continue;
+        }
+        let Some(update) = pending.take() else {
+            continue;
+        };
+        let apply_started = Instant::now();
+        match sync(
+            datapath.tables(),
+            &update.snapshot,
+            &settings,
+            &status.metrics,
+        ) {
+            Ok(synced) => {
+                let backends = synced.frontends.iter().map(|f| f.backends.len()).sum();
+                status.metrics.applied(
+                    apply_started.elapsed(),
+                    update.seen_at.elapsed(),
+                    synced.frontends.len(),
+                    backends,
+                );
+                tracing::info!(
+                    frontends = synced.frontends.len(),
+                    written = synced.report.frontends_written,
+                    removed = synced.report.frontends_removed,
+                    left_out = synced.left_out.len(),
+                    took_us = apply_started.elapsed().as_micros() as u64,
+                    since_event_us = update.seen_at.elapsed().as_micros() as u64,
+                    "synced"
+                );
+                health_check_servers
+                    .update(health_checks(&synced.frontends))
+                    .await;
+                if !status.synced.swap(true, Ordering::AcqRel) {
+                    status.metrics.initial_sync(started.elapsed());
+                    tracing::info!(
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "initial sync in the maps"
+                    );
+                }
+            }
+            Err(error) => {
+                status.metrics.error(error_kind(&error));
+                tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "sync failed; retrying");
+                pending = Some(update);
+                retry_at = tokio::time::Instant::now() + backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    tracing::info!("stopping; the datapath stays pinned and keeps serving");
+    Ok(())
+}
+
+fn error_kind(error: &RunError) -> &'static str {
+    match error {
+        RunError::Dataplane(_) => "map_write",
+        RunError::Node(_) | RunError::NoNodeAddress { .. } => "node",
+        _ => "other",
+    }
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, RunError> {
+    let config_error = |source: Box<dyn std::error::Error + Send + Sync>| RunError::Kubeconfig {
+        path: kubeconfig.cloned(),
+        source,
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let file =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| config_error(Box::new(e)))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| config_error(Box::new(e)))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| config_error(Box::new(e)))?,
+    };
+    kube::Client::try_from(config).map_err(|e| config_error(Box::new(e)))
+}
+
+/// The pod veths the TC program is attached to.
+struct PodInterfaces {
+    prefix: String,
+    attached: BTreeSet<String>,
+    /// Reported once, retried on every poll.
+    failing: BTreeSet<String>,
+}
+
+impl PodInterfaces {
+    fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            attached: BTreeSet::new(),
+            failing: BTreeSet::new(),
+        }
+    }
+
+    /// Attaches to every interface with the prefix not attached yet, and
+    /// forgets the ones that are gone (a veth re-created under the same
+    /// name is attached again).
+    fn attach_new(&mut self, datapath: &mut Datapath, status: &AgentStatus) {
+        let present: BTreeSet<String> = match interfaces::with_prefix(&self.prefix) {
+            Ok(names) => names.into_iter().collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot list interfaces");
+                return;
+            }
+        };
+        for gone in self.attached.difference(&present) {
+            tracing::info!(interface = %gone, "pod interface gone");
+            datapath.forget_pod_interface(gone);
+        }
+        self.attached.retain(|name| present.contains(name));
+        self.failing.retain(|name| present.contains(name));
+        for interface in present.difference(&self.attached.clone()) {
+            match datapath.attach_pod_interface(interface) {
+                Ok(()) => {
+                    tracing::info!(%interface, "pod interface attached");
+                    self.failing.remove(interface);
+                    self.attached.insert(interface.clone());
+                }
+                Err(error) => {
+                    if self.failing.insert(interface.clone()) {
+                        status.metrics.error("attach");
+                        tracing::error!(%interface, %error, "attaching to pod interface failed; retrying");
+                    }
+                }
+            }
+        }
+    }
+}

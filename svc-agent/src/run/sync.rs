@@ -1,0 +1,102 @@
+//! One sync: a snapshot in, the maps equal to what it asks for this node.
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use svc_common::NodeConfig;
+
+use super::{RunError, Settings};
+use crate::{
+    dataplane::{ApplyReport, DataplaneError, Tables},
+    k8s::Snapshot,
+    metrics::Metrics,
+    model::{Config, Frontend, NodeContext, translate},
+};
+
+/// What one sync programmed.
+#[derive(Debug)]
+pub struct Synced {
+    /// The frontends the maps now hold.
+    pub frontends: Vec<Frontend>,
+    pub report: ApplyReport,
+    /// Services that did not fit into a full map (their old entries, if
+    /// any, stay as they were).
+    pub left_out: BTreeSet<String>,
+}
+
+/// Programs `snapshot` for this node into `tables`: node addresses first,
+/// then the frontends. A Service that does not fit a full map is named in
+/// an error and left out; every other Service is programmed.
+pub fn sync(
+    tables: &mut Tables,
+    snapshot: &Snapshot,
+    settings: &Settings,
+    metrics: &Metrics,
+) -> Result<Synced, RunError> {
+    let config = Config {
+        nodeport_addresses: settings.nodeport_addresses.clone(),
+    };
+    let node = NodeContext::from_snapshot(snapshot, &settings.node, &config)?;
+    let node_address = settings
+        .node_address
+        .or_else(|| node.node_addresses.first().copied())
+        .ok_or_else(|| RunError::NoNodeAddress {
+            node: settings.node.clone(),
+        })?;
+    let node_config = node_config(node_address, settings);
+    if tables.node_config().ok() != Some(node_config) {
+        tables.set_node_config(node_config)?;
+        tracing::info!(%node_address, hairpin = %settings.hairpin_address, "node config set");
+    }
+
+    let mut desired = translate(snapshot, &node, &config);
+    let mut left_out = BTreeSet::new();
+    loop {
+        match tables.apply(&desired) {
+            Ok(report) => {
+                return Ok(Synced {
+                    frontends: desired,
+                    report,
+                    left_out,
+                });
+            }
+            Err(DataplaneError::Full {
+                map,
+                service,
+                entries,
+            }) => {
+                metrics.error("map_full");
+                tracing::error!(
+                    %service, map, entries,
+                    "map full: this Service is not programmed (its old entries stay); \
+                     every other Service is"
+                );
+                let retried = !left_out.insert(service.clone());
+                desired.retain(|frontend| frontend.service != service);
+                if !retried {
+                    // Keep what the kernel holds for it, if anything.
+                    let held = tables.read()?;
+                    desired.extend(
+                        held.into_iter()
+                            .filter(|state| state.frontend.service == service)
+                            .map(|state| state.frontend),
+                    );
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+fn node_config(node_address: Ipv4Addr, settings: &Settings) -> NodeConfig {
+    NodeConfig {
+        node_addr_be: addr_be(node_address),
+        hairpin_addr_be: addr_be(settings.hairpin_address),
+        nat_port_min: settings.nat_ports.0,
+        nat_port_max: settings.nat_ports.1,
+        _pad: 0,
+    }
+}
+
+/// An address as the maps hold it (network byte order in a u32).
+fn addr_be(address: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(address.octets())
+}

@@ -1,0 +1,449 @@
+//! `svc-agent run --manifests DIR` on a one-node lab: the kernel maps equal
+//! `plan` after the initial sync, follow the directory when it changes, and
+//! a killed and restarted agent never interrupts traffic.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use svc_agent::{
+    dataplane::Tables,
+    k8s::manifests,
+    model::{self, Config, Frontend},
+};
+use svc_lab::{Lab, NodeSpec, PodSpec, Topology};
+use tests::agent::{Agent, http_get, wait_for};
+
+const NODE: &str = "node-1";
+const NODE_IP: &str = "198.18.0.11";
+const WEB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 30);
+
+fn lab() -> Lab {
+    let web = |name: &str| PodSpec::new(name, &[8080], &[]);
+    Lab::up(&Topology {
+        nodes: vec![NodeSpec {
+            name: NODE.into(),
+            pods: vec![web("web-1"), web("web-2"), PodSpec::new("curl", &[], &[])],
+        }],
+    })
+    .unwrap()
+}
+
+/// A manifests directory removed on drop.
+struct Manifests(PathBuf);
+
+impl Manifests {
+    fn new(lab: &Lab) -> Self {
+        let dir = std::env::temp_dir().join(format!("{}-manifests", lab.id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifests = Self(dir);
+        manifests.write("node.yaml", &node_yaml());
+        manifests
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        // Written beside and renamed, as an editor or `kubectl` would.
+        let temporary = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&temporary, text).unwrap();
+        std::fs::rename(temporary, self.0.join(name)).unwrap();
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn plan(&self) -> Vec<Frontend> {
+        let snapshot = manifests::load(&self.0).unwrap();
+        normalized(
+            model::plan(&snapshot, NODE, &Config::default())
+                .unwrap()
+                .frontends,
+        )
+    }
+}
+
+impl Drop for Manifests {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn node_yaml() -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {NODE_IP}\n"
+    )
+}
+
+/// Service `web` (ClusterIP WEB_IP:80 and NodePort 30080 → 8080) with one
+/// EndpointSlice holding `endpoints`; and LoadBalancer `lb` with
+/// externalTrafficPolicy=Local and healthCheckNodePort 32001.
+fn web_yaml(endpoints: &[Ipv4Addr]) -> String {
+    let endpoints: String = endpoints
+        .iter()
+        .map(|ip| {
+            format!("- addresses: [\"{ip}\"]\n  nodeName: {NODE}\n  conditions: {{ready: true}}\n")
+        })
+        .collect();
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  type: NodePort
+  clusterIP: {WEB_IP}
+  ports: [{{port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{port: 8080, protocol: TCP}}]
+endpoints:
+{endpoints}---
+apiVersion: v1
+kind: Service
+metadata: {{name: lb, namespace: default}}
+spec:
+  type: LoadBalancer
+  clusterIP: 198.19.0.31
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32001
+  ports: [{{port: 80, targetPort: 8080, nodePort: 30081, protocol: TCP}}]
+status:
+  loadBalancer:
+    ingress: [{{ip: 198.19.255.1}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: lb-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: lb}}
+addressType: IPv4
+ports: [{{port: 8080, protocol: TCP}}]
+endpoints:
+{endpoints}"#
+    )
+}
+
+fn pod_ip(lab: &Lab, pod: &str) -> Ipv4Addr {
+    lab.pod(pod).unwrap().address
+}
+
+/// Frontends in a canonical order, so the kernel's and the plan's compare.
+fn normalized(mut frontends: Vec<Frontend>) -> Vec<Frontend> {
+    for frontend in &mut frontends {
+        frontend.backends.sort();
+    }
+    frontends.sort_by(|a, b| {
+        (
+            &a.service,
+            &a.port_name,
+            a.kind,
+            a.address,
+            a.port,
+            a.protocol,
+        )
+            .cmp(&(
+                &b.service,
+                &b.port_name,
+                b.kind,
+                b.address,
+                b.port,
+                b.protocol,
+            ))
+    });
+    frontends
+}
+
+fn kernel(pin_dir: &Path) -> Vec<Frontend> {
+    let states = Tables::open_pinned(pin_dir).unwrap().read().unwrap();
+    normalized(states.into_iter().map(|state| state.frontend).collect())
+}
+
+/// Waits until the kernel holds exactly what `plan` says; how long it took.
+fn wait_converged(agent: &Agent, manifests: &Manifests, within: Duration) -> Duration {
+    let started = Instant::now();
+    let want = manifests.plan();
+    let deadline = started + within;
+    loop {
+        let held = kernel(&agent.pin_dir);
+        if held == want {
+            return started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "maps did not converge within {within:?}\nkernel: {held:#?}\nplan: {want:#?}\nagent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn maps_equal_plan_after_sync_and_follow_the_directory() {
+    let lab = lab();
+    let (web_1, web_2) = (pod_ip(&lab, "web-1"), pod_ip(&lab, "web-2"));
+    let manifests = Manifests::new(&lab);
+    manifests.write("web.yaml", &web_yaml(&[web_1, web_2]));
+    let mut agent = Agent::spawn(
+        &lab,
+        NODE,
+        &["--manifests", manifests.path().to_str().unwrap()],
+    );
+    let took = agent.wait_healthy(&lab, Duration::from_secs(20));
+    eprintln!("initial sync: healthy after {took:?}");
+    assert_eq!(kernel(&agent.pin_dir), manifests.plan());
+    assert_eq!(
+        manifests.plan().len(),
+        5,
+        "web: ClusterIP, NodePort; lb: ClusterIP, NodePort, LB"
+    );
+
+    // Traffic flows through the programs the agent attached.
+    let (code, body, stderr) = tests::curl(
+        lab.pod("curl").unwrap().netns(),
+        &format!("http://{WEB_IP}:80/"),
+        5,
+    );
+    assert_eq!(code, Some(0), "curl through the ClusterIP: {stderr}");
+    assert!(body.contains("pod=web-"), "{body}");
+
+    // healthCheckNodePort: the node has local endpoints for lb.
+    let (code, body) = http_get(&lab, NODE, "http://127.0.0.1:32001/").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"localEndpoints\":2"), "{body}");
+
+    // One endpoint goes: the maps follow.
+    manifests.write("web.yaml", &web_yaml(&[web_1]));
+    let took = wait_converged(&agent, &manifests, Duration::from_secs(5));
+    eprintln!("file change → maps: {took:?}");
+    let web = manifests.plan();
+    assert!(web.iter().all(|frontend| frontend.backends.len() == 1));
+
+    // No endpoint left: lb's health check says so.
+    manifests.write("web.yaml", &web_yaml(&[]));
+    wait_converged(&agent, &manifests, Duration::from_secs(5));
+    let (code, body) = wait_for("health check 503", Duration::from_secs(5), || {
+        http_get(&lab, NODE, "http://127.0.0.1:32001/").filter(|(code, _)| *code == 503)
+    });
+    assert_eq!(code, 503);
+    assert!(body.contains("\"localEndpoints\":0"), "{body}");
+
+    let (code, metrics) = agent.get(&lab, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "svc_agent_initial_sync_seconds",
+        "svc_agent_event_to_programmed_seconds_count",
+        "svc_agent_frontends 5",
+        "svc_agent_map_fill_ratio{map=\"backends\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing in:\n{metrics}");
+    }
+
+    // SIGTERM: a clean exit, the datapath left in place.
+    assert!(agent.terminate().success());
+    assert_eq!(kernel(&agent.pin_dir), manifests.plan());
+}
+
+#[test]
+fn healthz_waits_until_the_snapshot_can_be_programmed() {
+    let lab = lab();
+    let manifests = Manifests::new(&lab);
+    std::fs::remove_file(manifests.path().join("node.yaml")).unwrap();
+    manifests.write("web.yaml", &web_yaml(&[pod_ip(&lab, "web-1")]));
+    let mut agent = Agent::spawn(
+        &lab,
+        NODE,
+        &["--manifests", manifests.path().to_str().unwrap()],
+    );
+    // Without its Node the agent knows no NodePort address: not ready.
+    wait_for("503 from /healthz", Duration::from_secs(10), || {
+        agent.get(&lab, "/healthz").filter(|(code, _)| *code == 503)
+    });
+    assert!(
+        kernel(&agent.pin_dir).is_empty(),
+        "nothing programmed before the sync"
+    );
+    manifests.write("node.yaml", &node_yaml());
+    agent.wait_healthy(&lab, Duration::from_secs(10));
+    wait_converged(&agent, &manifests, Duration::from_secs(5));
+}
+
+/// One HTTP request through `to`; true when a lab server answered.
+fn request(to: SocketAddr) -> bool {
+    let attempt = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer.contains("pod=web-"))
+    };
+    attempt().unwrap_or(false)
+}
+
+#[test]
+fn restarting_the_agent_under_load_fails_no_request() {
+    let lab = lab();
+    let manifests = Manifests::new(&lab);
+    manifests.write(
+        "web.yaml",
+        &web_yaml(&[pod_ip(&lab, "web-1"), pod_ip(&lab, "web-2")]),
+    );
+    let args = ["--manifests", manifests.path().to_str().unwrap()];
+    let mut agent = Agent::spawn(&lab, NODE, &args);
+    agent.wait_healthy(&lab, Duration::from_secs(20));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let netns = lab.pod("curl").unwrap().netns().path();
+        std::thread::spawn(move || {
+            svc_lab::netns::enter(&netns).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let counter = if request(SocketAddr::from((WEB_IP, 80))) {
+                    &ok
+                } else {
+                    &failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let requests_by = |count: u64| {
+        wait_for("load requests", Duration::from_secs(10), || {
+            (ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) >= count).then_some(())
+        })
+    };
+    requests_by(50);
+    for round in 0..3 {
+        if round == 1 {
+            assert!(agent.terminate().success());
+        } else {
+            agent.kill();
+        }
+        let before = ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
+        requests_by(before + 20);
+        agent = Agent::spawn(&lab, NODE, &args);
+        agent.wait_healthy(&lab, Duration::from_secs(20));
+        assert_eq!(kernel(&agent.pin_dir), manifests.plan());
+        // It adopted the maps as they were: nothing rewritten, nothing removed.
+        let log = agent.log();
+        assert!(
+            log.contains("written=0 removed=0"),
+            "the restarted agent rewrote entries:\n{log}"
+        );
+        requests_by(before + 60);
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("under restarts: {ok} requests answered, {failed} failed");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    assert!(ok >= 230);
+}
+
+/// Service `huge` with more endpoints than a frontend has slots (65 535),
+/// its EndpointSlice as JSON (a YAML reader caps documents this big).
+fn huge() -> (String, String) {
+    let service = "apiVersion: v1\nkind: Service\nmetadata: {name: huge, namespace: default}\n\
+                   spec:\n  clusterIP: 198.19.0.40\n  ports: [{port: 80, targetPort: 8080}]\n";
+    let endpoints: Vec<serde_json::Value> = (0..=u32::from(u16::MAX))
+        .map(|i| {
+            let address = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
+            serde_json::json!({"addresses": [address.to_string()]})
+        })
+        .collect();
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "huge-1", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "huge"}},
+        "addressType": "IPv4",
+        "ports": [{"port": 8080, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    });
+    (service.to_owned(), slice.to_string())
+}
+
+#[test]
+fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
+    let lab = lab();
+    let manifests = Manifests::new(&lab);
+    manifests.write("web.yaml", &web_yaml(&[pod_ip(&lab, "web-1")]));
+    let (service, slice) = huge();
+    manifests.write("huge.yaml", &service);
+    manifests.write("huge-slice.json", &slice);
+    let mut agent = Agent::spawn(
+        &lab,
+        NODE,
+        &["--manifests", manifests.path().to_str().unwrap()],
+    );
+    let took = agent.wait_healthy(&lab, Duration::from_secs(60));
+    eprintln!("healthy with a Service left out after {took:?}");
+    let want: Vec<Frontend> = manifests
+        .plan()
+        .into_iter()
+        .filter(|frontend| frontend.service != "default/huge")
+        .collect();
+    assert_eq!(want.len(), 5);
+    assert_eq!(kernel(&agent.pin_dir), want);
+    let log = agent.log();
+    assert!(
+        log.contains("map full") && log.contains("service=default/huge"),
+        "{log}"
+    );
+    let (_, metrics) = agent.get(&lab, "/metrics").unwrap();
+    assert!(
+        metrics.contains("svc_agent_errors_total{kind=\"map_full\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn pod_interfaces_created_later_are_attached_and_forgotten_when_gone() {
+    let lab = lab();
+    let manifests = Manifests::new(&lab);
+    manifests.write("web.yaml", &web_yaml(&[pod_ip(&lab, "web-1")]));
+    let mut agent = Agent::spawn(
+        &lab,
+        NODE,
+        &["--manifests", manifests.path().to_str().unwrap()],
+    );
+    agent.wait_healthy(&lab, Duration::from_secs(20));
+    let links = agent.pin_dir.join("links");
+    assert!(links.join("from_pod-lxc0").exists());
+    let netns = lab.node(NODE).unwrap().netns();
+    netns
+        .ip(&[
+            "link", "add", "lxc9", "type", "veth", "peer", "name", "late9",
+        ])
+        .unwrap();
+    netns.ip(&["link", "set", "lxc9", "up"]).unwrap();
+    let pin = links.join("from_pod-lxc9");
+    let started = Instant::now();
+    wait_for("lxc9 attached", Duration::from_secs(5), || {
+        pin.exists().then_some(())
+    });
+    eprintln!("new veth attached after {:?}", started.elapsed());
+    netns.ip(&["link", "del", "lxc9"]).unwrap();
+    wait_for("lxc9 forgotten", Duration::from_secs(5), || {
+        (!pin.exists()).then_some(())
+    });
+    assert!(
+        links.join("from_pod-lxc0").exists(),
+        "other veths keep theirs"
+    );
+}
