@@ -10,6 +10,9 @@
     reason = "test helpers panic on misuse"
 )]
 
+pub mod kube_proxy;
+pub mod load;
+
 use std::net::Ipv4Addr;
 
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};

@@ -1,0 +1,145 @@
+//! A fixed-concurrency HTTP load generator: each worker opens a connection,
+//! sends one request with `Connection: close`, reads the answer to the end,
+//! and starts over. connect() is timed separately (wrk's latency starts after
+//! the handshake, where NAT decides).
+use std::{
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    time::{Duration, Instant},
+};
+
+use svc_lab::{LabError, netns::Netns};
+
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub completed: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    /// Whole request (connect to last byte), microseconds, sorted.
+    pub latency_us: Vec<u32>,
+    /// connect() alone, microseconds, sorted.
+    pub connect_us: Vec<u32>,
+}
+
+impl LoadReport {
+    pub fn conn_per_s(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Quantile `q` (0..1) of the request latency, ms.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        quantile(&self.latency_us, q) / 1000.0
+    }
+
+    pub fn connect_ms(&self, q: f64) -> f64 {
+        quantile(&self.connect_us, q) / 1000.0
+    }
+}
+
+fn quantile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    f64::from(sorted[index.min(sorted.len() - 1)])
+}
+
+/// Runs `concurrency` workers inside `netns` for `duration` (after
+/// `warmup`, not counted), spreading connections over `targets` in turn.
+pub fn run(
+    netns: &Netns,
+    targets: Vec<SocketAddr>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<LoadReport, LabError> {
+    netns.in_thread(move || {
+        // Threads spawned here inherit this thread's network namespace.
+        let start = Instant::now() + warmup;
+        let end = start + duration;
+        let workers: Vec<_> = (0..concurrency)
+            .map(|w| {
+                let targets = targets.clone();
+                std::thread::spawn(move || worker(&targets, w, start, end))
+            })
+            .collect();
+        let mut report = LoadReport {
+            elapsed: duration,
+            ..LoadReport::default()
+        };
+        for worker in workers {
+            if let Ok(part) = worker.join() {
+                report.completed += part.completed;
+                report.failed += part.failed;
+                report.latency_us.extend(part.latency_us);
+                report.connect_us.extend(part.connect_us);
+            } else {
+                report.failed += 1;
+            }
+        }
+        report.latency_us.sort_unstable();
+        report.connect_us.sort_unstable();
+        report
+    })
+}
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn worker(targets: &[SocketAddr], index: usize, start: Instant, end: Instant) -> LoadReport {
+    let mut report = LoadReport::default();
+    let mut next = index;
+    let mut buffer = [0u8; 1024];
+    loop {
+        let began = Instant::now();
+        if began >= end || targets.is_empty() {
+            return report;
+        }
+        let target = targets[next % targets.len()];
+        next += 1;
+        let counted = began >= start;
+        match one_request(target, &mut buffer) {
+            Ok(connected) => {
+                let done = began.elapsed();
+                // Requests that end after the window are not counted.
+                if counted && Instant::now() <= end {
+                    report.completed += 1;
+                    report.latency_us.push(micros(done));
+                    report.connect_us.push(micros(connected));
+                }
+            }
+            Err(_) if counted => report.failed += 1,
+            Err(_) => {}
+        }
+    }
+}
+
+/// One request on a new connection; the time connect() took.
+fn one_request(target: SocketAddr, buffer: &mut [u8]) -> std::io::Result<Duration> {
+    let began = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&target, TIMEOUT)?;
+    let connected = began.elapsed();
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    stream.write_all(REQUEST)?;
+    let mut first = true;
+    loop {
+        let n = stream.read(buffer)?;
+        if n == 0 {
+            break;
+        }
+        if first && !buffer[..n].starts_with(b"HTTP/1.1 200") {
+            return Err(std::io::Error::other("not a 200 answer"));
+        }
+        first = false;
+    }
+    if first {
+        return Err(std::io::Error::other("no answer"));
+    }
+    Ok(connected)
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
