@@ -259,7 +259,7 @@ impl Summary {
                 );
             }
         }
-        out.push_str("\nNotes: *programmer peak RSS* is the peak RSS of the process that wrote the rules (iptables-restore, nft) or, for svc-lb, of the benchmark process while it applied the tables (a stand-in for the agent, which does the same apply). *Kernel map memory* is bpftool's bytes_memlock summed over svc-lb's pinned maps on node-1. The iptables one-change figure is a full resync (iptables-restore of everything); kube-proxy since 1.28 usually syncs only changed chains with `--noflush`.\n\n");
+        out.push_str("\nNotes: *programmer peak RSS* is the peak RSS of the process that wrote the rules (iptables-restore, nft) or, for svc-lb, of the benchmark process while it applied the tables (a stand-in for the agent, which does the same apply). The tools are started with a fork (to enter the node's namespace) before exec, so their figure cannot fall below this process's own RSS at the time (about 50 MiB): only values above that floor say something about the tool. *Kernel map memory* is bpftool's bytes_memlock summed over svc-lb's pinned maps on node-1. The iptables one-change figure is a full resync (iptables-restore of everything); kube-proxy since 1.28 usually syncs only changed chains with `--noflush`.\n\n");
         let _ = writeln!(
             out,
             "![conn/s and p99 by mode and size](kube-proxy.png)\n\n{}",
