@@ -12,6 +12,8 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod churn_load;
+pub mod kube_proxy;
 pub mod load;
 
 use std::net::Ipv4Addr;

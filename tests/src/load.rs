@@ -1,202 +1,145 @@
-//! A small HTTP load generator for churn tests: short connections (one
-//! request each) and long keep-alive connections, run from inside a
-//! network namespace, every outcome recorded with its start time and the
-//! pod that answered.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test helpers panic on misuse"
-)]
-
+//! A fixed-concurrency HTTP load generator: each worker opens a connection,
+//! sends one request with `Connection: close`, reads the answer to the end,
+//! and starts over. connect() is timed separately (wrk's latency starts after
+//! the handshake, where NAT decides).
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use svc_lab::{netns::Netns, server::Answer};
+use svc_lab::{LabError, netns::Netns};
 
-/// One request's outcome.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    /// When the connection (short) or the request (long) started.
-    pub started: Instant,
-    /// The connection it went over: short connections get their own id,
-    /// long ones keep theirs.
-    pub connection: usize,
-    pub long: bool,
-    pub result: Result<String, String>,
+/// What one run measured.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub completed: u64,
+    pub failed: u64,
+    pub elapsed: Duration,
+    /// Whole request (connect to last byte), microseconds, sorted.
+    pub latency_us: Vec<u32>,
+    /// connect() alone, microseconds, sorted.
+    pub connect_us: Vec<u32>,
 }
 
-#[derive(Default)]
-pub struct Record {
-    pub outcomes: Mutex<Vec<Outcome>>,
-}
-
-impl Record {
-    pub fn snapshot(&self) -> Vec<Outcome> {
-        self.outcomes.lock().unwrap().clone()
+impl LoadReport {
+    pub fn conn_per_s(&self) -> f64 {
+        self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    fn push(&self, outcome: Outcome) {
-        self.outcomes.lock().unwrap().push(outcome);
-    }
-}
-
-/// Running load; stops and joins on `stop()` or drop.
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    workers: Vec<JoinHandle<()>>,
-    pub record: Arc<Record>,
-}
-
-impl Load {
-    pub fn new() -> Self {
-        Self {
-            stop: Arc::new(AtomicBool::new(false)),
-            workers: Vec::new(),
-            record: Arc::new(Record::default()),
-        }
+    /// Quantile `q` (0..1) of the request latency, ms.
+    pub fn latency_ms(&self, q: f64) -> f64 {
+        quantile(&self.latency_us, q) / 1000.0
     }
 
-    /// `count` workers opening one connection per request, back to back.
-    pub fn short(&mut self, netns: &Netns, target: SocketAddr, count: usize) {
-        for worker in 0..count {
-            let (stop, record, path) = (self.stop.clone(), self.record.clone(), netns.path());
-            self.workers.push(std::thread::spawn(move || {
-                svc_lab::netns::enter(&path).unwrap();
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let result = one_request(target);
-                    record.push(Outcome {
-                        started,
-                        connection: 1_000_000 + worker * 100_000 + n,
-                        long: false,
-                        result,
-                    });
-                    n += 1;
-                }
-            }));
-        }
-    }
-
-    /// One keep-alive connection per entry of `ids`, requests back to back;
-    /// returns once each has its first answer. A failed request ends that
-    /// connection (it is not reopened: a broken connection must show).
-    pub fn long(&mut self, netns: &Netns, target: SocketAddr, ids: std::ops::Range<usize>) {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let count = ids.len();
-        for id in ids {
-            let (stop, record, path) = (self.stop.clone(), self.record.clone(), netns.path());
-            let ready = ready_tx.clone();
-            self.workers.push(std::thread::spawn(move || {
-                svc_lab::netns::enter(&path).unwrap();
-                let mut stream = match TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
-                    Ok(stream) => stream,
-                    Err(e) => {
-                        record.push(Outcome {
-                            started: Instant::now(),
-                            connection: id,
-                            long: true,
-                            result: Err(format!("connect: {e}")),
-                        });
-                        let _ = ready.send(());
-                        return;
-                    }
-                };
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(2)))
-                    .unwrap();
-                let mut first = true;
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let result = request(&mut stream, false);
-                    let failed = result.is_err();
-                    record.push(Outcome {
-                        started,
-                        connection: id,
-                        long: true,
-                        result,
-                    });
-                    if first {
-                        let _ = ready.send(());
-                        first = false;
-                    }
-                    if failed {
-                        return;
-                    }
-                }
-            }));
-        }
-        for _ in 0..count {
-            ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        }
-    }
-
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
+    pub fn connect_ms(&self, q: f64) -> f64 {
+        quantile(&self.connect_us, q) / 1000.0
     }
 }
 
-impl Default for Load {
-    fn default() -> Self {
-        Self::new()
+fn quantile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
     }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    f64::from(sorted[index.min(sorted.len() - 1)])
 }
 
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn one_request(target: SocketAddr) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .map_err(|e| e.to_string())?;
-    request(&mut stream, true)
-}
-
-/// Sends one GET and reads one response; returns the answering pod.
-fn request(stream: &mut TcpStream, close: bool) -> Result<String, String> {
-    let connection = if close { "close" } else { "keep-alive" };
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: svc\r\nConnection: {connection}\r\n\r\n"
-    )
-    .map_err(|e| format!("write: {e}"))?;
-    let mut buffer = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or("no content-length")?;
-            if buffer.len() >= end + 4 + length {
-                let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]);
-                return Answer::parse(&body)
-                    .map(|a| a.pod)
-                    .ok_or_else(|| format!("not a lab answer: {body}"));
+/// Runs `concurrency` workers inside `netns` for `duration` (after
+/// `warmup`, not counted), spreading connections over `targets` in turn.
+pub fn run(
+    netns: &Netns,
+    targets: Vec<SocketAddr>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<LoadReport, LabError> {
+    netns.in_thread(move || {
+        // Threads spawned here inherit this thread's network namespace.
+        let start = Instant::now() + warmup;
+        let end = start + duration;
+        let workers: Vec<_> = (0..concurrency)
+            .map(|w| {
+                let targets = targets.clone();
+                std::thread::spawn(move || worker(&targets, w, start, end))
+            })
+            .collect();
+        let mut report = LoadReport {
+            elapsed: duration,
+            ..LoadReport::default()
+        };
+        for worker in workers {
+            if let Ok(part) = worker.join() {
+                report.completed += part.completed;
+                report.failed += part.failed;
+                report.latency_us.extend(part.latency_us);
+                report.connect_us.extend(part.connect_us);
+            } else {
+                report.failed += 1;
             }
         }
-        let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("closed by peer".into());
+        report.latency_us.sort_unstable();
+        report.connect_us.sort_unstable();
+        report
+    })
+}
+
+const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+fn worker(targets: &[SocketAddr], index: usize, start: Instant, end: Instant) -> LoadReport {
+    let mut report = LoadReport::default();
+    let mut next = index;
+    let mut buffer = [0u8; 1024];
+    loop {
+        let began = Instant::now();
+        if began >= end || targets.is_empty() {
+            return report;
         }
-        buffer.extend_from_slice(&chunk[..n]);
+        let target = targets[next % targets.len()];
+        next += 1;
+        let counted = began >= start;
+        match one_request(target, &mut buffer) {
+            Ok(connected) => {
+                let done = began.elapsed();
+                // Requests that end after the window are not counted.
+                if counted && Instant::now() <= end {
+                    report.completed += 1;
+                    report.latency_us.push(micros(done));
+                    report.connect_us.push(micros(connected));
+                }
+            }
+            Err(_) if counted => report.failed += 1,
+            Err(_) => {}
+        }
     }
+}
+
+/// One request on a new connection; the time connect() took.
+fn one_request(target: SocketAddr, buffer: &mut [u8]) -> std::io::Result<Duration> {
+    let began = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&target, TIMEOUT)?;
+    let connected = began.elapsed();
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    stream.write_all(REQUEST)?;
+    let mut first = true;
+    loop {
+        let n = stream.read(buffer)?;
+        if n == 0 {
+            break;
+        }
+        if first && !buffer[..n].starts_with(b"HTTP/1.1 200") {
+            return Err(std::io::Error::other("not a 200 answer"));
+        }
+        first = false;
+    }
+    if first {
+        return Err(std::io::Error::other("no answer"));
+    }
+    Ok(connected)
+}
+
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }

@@ -11,7 +11,7 @@ use std::{
 
 use svc_agent::model::{BackendRef, FrontendKind, Protocol};
 use svc_lab::{Lab, NodeSpec, PodSpec, Topology};
-use tests::{frontend, load::Load, ready, terminating};
+use tests::{churn_load::Load, frontend, ready, terminating};
 
 const SERVICE: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 30);
 

@@ -51,6 +51,15 @@ enum Bench {
     /// ns per packet through the XDP program (BPF_PROG_TEST_RUN) with 1,
     /// 1 000 and 100 000 frontends: target/svc-bench/packet.json.
     Packet,
+    /// svc-lb against kube-proxy's iptables (legacy and nf_tables backends)
+    /// and nftables modes and the direct path, on one two-node lab, at 1,
+    /// 1 000 and 10 000 Services: target/svc-bench/kube-proxy.json, and
+    /// docs/bench/ (table and chart) from a full run.
+    KubeProxy {
+        /// Fewer sizes and rounds (under 5 minutes): CI's smoke run.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -274,11 +283,13 @@ fn lint(root: &Path, tools: &setup::Tools) -> anyhow::Result<()> {
 
 fn bench(root: &Path, tools: &setup::Tools, which: Bench) -> anyhow::Result<()> {
     setup::require_root("the benchmarks load BPF programs")?;
-    let name = match which {
-        Bench::Packet => "packet",
+    let (name, quick) = match which {
+        Bench::Packet => ("packet", false),
+        Bench::KubeProxy { quick } => ("kube_proxy", quick),
     };
     run(cargo(root)
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .env("SVC_BENCH_QUICK", if quick { "1" } else { "0" })
         .args(["bench", "-p", "tests", "--bench", name]))
 }
 

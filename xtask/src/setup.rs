@@ -16,7 +16,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// TCX links (the TC attach point used) appeared in Linux 6.6.
 const MIN_KERNEL: (u32, u32) = (6, 6);
 /// Commands the tests and the lab run, and the Debian package of each.
-const PACKAGES: [(&str, &str); 6] = [
+const PACKAGES: [(&str, &str); 9] = [
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("bpftool", "bpftool"),
@@ -24,6 +24,11 @@ const PACKAGES: [(&str, &str); 6] = [
     ("mount", "mount"),
     // A UDP client that prints the source of replies, in node tests.
     ("python3", "python3"),
+    // `cargo xtask bench kube-proxy` loads kube-proxy's rule sets with both
+    // iptables backends and with nft.
+    ("iptables-legacy-restore", "iptables"),
+    ("iptables-nft-restore", "iptables"),
+    ("nft", "nftables"),
 ];
 
 /// What the other tasks need to know about the installed tools.

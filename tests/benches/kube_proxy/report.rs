@@ -1,0 +1,295 @@
+//! Medians, spread and ratios; kube-proxy.json and the markdown table.
+use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf, time::Duration};
+
+use serde_json::{Value, json};
+use tests::kube_proxy::modes::Mode;
+
+use crate::{Plan, Sample, chart};
+
+/// Median and (min, max) of one figure over rounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: impl Iterator<Item = f64>) -> Self {
+        let mut values: Vec<f64> = values.filter(|v| v.is_finite()).collect();
+        values.sort_by(f64::total_cmp);
+        if values.is_empty() {
+            return Self {
+                median: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        let mid = values.len() / 2;
+        let median = if values.len().is_multiple_of(2) {
+            (values[mid - 1] + values[mid]) / 2.0
+        } else {
+            values[mid]
+        };
+        Self {
+            median,
+            min: values[0],
+            max: values[values.len() - 1],
+        }
+    }
+}
+
+/// One mode at one size, over rounds.
+#[derive(Clone, Debug)]
+pub struct Figures {
+    pub conn_per_s: Spread,
+    pub p50_ms: Spread,
+    pub p99_ms: Spread,
+    pub connect_p99_ms: Spread,
+    pub program_all_ms: Spread,
+    pub one_change_ms: Spread,
+    pub failed: u64,
+    pub peak_rss_kib: Option<u64>,
+    pub map_bytes: Option<u64>,
+}
+
+impl Figures {
+    fn of(samples: &[Sample]) -> Self {
+        let spread = |pick: fn(&Sample) -> f64| Spread::of(samples.iter().map(pick));
+        Self {
+            conn_per_s: spread(|s| s.conn_per_s),
+            p50_ms: spread(|s| s.p50_ms),
+            p99_ms: spread(|s| s.p99_ms),
+            connect_p99_ms: spread(|s| s.connect_p99_ms),
+            program_all_ms: spread(|s| s.program_all_ms),
+            one_change_ms: spread(|s| s.one_change_ms),
+            failed: samples.iter().map(|s| s.failed).sum(),
+            peak_rss_kib: samples.iter().filter_map(|s| s.peak_rss_kib).max(),
+            map_bytes: samples.iter().filter_map(|s| s.map_bytes).max(),
+        }
+    }
+
+    fn json(&self, direct: Option<&Figures>) -> Value {
+        let range = |s: Spread| json!([s.min, s.max]);
+        let mut value = json!({
+            "conn_per_s": self.conn_per_s.median,
+            "p50_ms": self.p50_ms.median,
+            "p99_ms": self.p99_ms.median,
+            "connect_p99_ms": self.connect_p99_ms.median,
+            "program_all_ms": self.program_all_ms.median,
+            "one_change_ms": self.one_change_ms.median,
+            "failed_requests": self.failed,
+            "spread": {
+                "conn_per_s": range(self.conn_per_s),
+                "p99_ms": range(self.p99_ms),
+                "program_all_ms": range(self.program_all_ms),
+                "one_change_ms": range(self.one_change_ms),
+            },
+        });
+        if let Some(direct) = direct {
+            value["fraction_of_direct"] = json!(self.conn_per_s.median / direct.conn_per_s.median);
+        }
+        if let Some(rss) = self.peak_rss_kib {
+            value["programmer_peak_rss_kib"] = json!(rss);
+        }
+        if let Some(bytes) = self.map_bytes {
+            value["map_kernel_bytes"] = json!(bytes);
+        }
+        value
+    }
+}
+
+pub struct Summary {
+    pub quick: bool,
+    pub rounds: usize,
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub elapsed: Duration,
+    pub direct: Figures,
+    pub by_size: BTreeMap<u16, BTreeMap<Mode, Figures>>,
+    pub kernel: String,
+    pub cores: usize,
+    pub date: String,
+}
+
+pub const COMPARED: [Mode; 4] = [
+    Mode::SvcLb,
+    Mode::Iptables,
+    Mode::IptablesNft,
+    Mode::Nftables,
+];
+
+impl Summary {
+    pub fn new(
+        plan: &Plan,
+        samples: &BTreeMap<(Mode, u16), Vec<Sample>>,
+        elapsed: Duration,
+    ) -> Self {
+        let direct = Figures::of(&samples[&(Mode::Direct, 0)]);
+        let mut by_size: BTreeMap<u16, BTreeMap<Mode, Figures>> = BTreeMap::new();
+        for ((mode, size), list) in samples {
+            if *mode != Mode::Direct {
+                by_size
+                    .entry(*size)
+                    .or_default()
+                    .insert(*mode, Figures::of(list));
+            }
+        }
+        let date = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        Self {
+            quick: plan.quick,
+            rounds: plan.rounds,
+            concurrency: plan.concurrency,
+            duration: plan.duration,
+            elapsed,
+            direct,
+            by_size,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            date,
+        }
+    }
+
+    fn json(&self) -> Value {
+        let services: serde_json::Map<String, Value> = self
+            .by_size
+            .iter()
+            .map(|(size, modes)| {
+                let entry: serde_json::Map<String, Value> = modes
+                    .iter()
+                    .map(|(mode, f)| (mode.key().to_owned(), f.json(Some(&self.direct))))
+                    .collect();
+                (size.to_string(), Value::Object(entry))
+            })
+            .collect();
+        json!({
+            "services": services,
+            "direct": self.direct.json(None),
+            "machine": {"kernel": self.kernel, "cores": self.cores, "date": self.date},
+            "quick": self.quick,
+            "rounds": self.rounds,
+            "method": format!(
+                "fresh two-node lab per mode and size; 10 backend pods are the endpoints of every Service; {} client threads, one HTTP request per connection to the NodePort of the last Service on node-1, {} s per round; medians over {} rounds, spread = [min, max]; program_all = all Services from empty on node-1 (svc-lb: Tables::apply; iptables: iptables-restore of the whole rule set; nftables: nft -f); one_change = one endpoint removed (svc-lb: apply; iptables: full resync with iptables-restore; nftables: kube-proxy's incremental transaction)",
+                self.concurrency,
+                self.duration.as_secs_f64(),
+                self.rounds
+            ),
+        })
+    }
+
+    fn ratio(&self, size: u16, other: Mode, pick: fn(&Figures) -> f64) -> f64 {
+        let modes = &self.by_size[&size];
+        pick(&modes[&Mode::SvcLb]) / pick(&modes[&other])
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# svc-lb vs kube-proxy{}\n\nProduced by `cargo xtask bench kube-proxy{}` ({} round(s), {:.0} s per measurement, {} concurrent client connections, run took {:.0} s).\n\nMachine: Linux {}, {} cores; {}.\n",
+            if self.quick { " (quick mode)" } else { "" },
+            if self.quick { " --quick" } else { "" },
+            self.rounds,
+            self.duration.as_secs_f64(),
+            self.concurrency,
+            self.elapsed.as_secs_f64(),
+            self.kernel,
+            self.cores,
+            self.date
+        );
+        out.push_str(
+            "Method: a fresh two-node lab per mode and size (only one mode is ever active on the nodes); 10 backend pods (5 per node) are the 10 endpoints of every Service; each Service has a ClusterIP and a NodePort; the external client opens one connection per HTTP request to the NodePort on node-1 of the *last* Service (the one kube-proxy's rules scan last). Latency is connect() to the last byte of the answer. Rule sets follow kube-proxy's iptables and nftables proxiers (kubernetes/kubernetes pkg/proxy/iptables/proxier.go, pkg/proxy/nftables/proxier.go) and each is checked to forward (curl) before and after the endpoint change. Direct: the client dials the pods themselves through node-1, no translation. Medians over rounds, min-max in brackets.\n\n",
+        );
+        let _ = writeln!(
+            out,
+            "Direct path: **{:.0} conn/s** [{:.0}-{:.0}], p50 {:.2} ms, p99 {:.2} ms.\n",
+            self.direct.conn_per_s.median,
+            self.direct.conn_per_s.min,
+            self.direct.conn_per_s.max,
+            self.direct.p50_ms.median,
+            self.direct.p99_ms.median
+        );
+        out.push_str("| Services | mode | conn/s | of direct | p50 ms | p99 ms | connect p99 ms | program all ms | one change ms | programmer peak RSS | kernel map memory |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for (size, modes) in &self.by_size {
+            for mode in COMPARED {
+                let Some(f) = modes.get(&mode) else { continue };
+                let _ = writeln!(
+                    out,
+                    "| {size} | {} | {:.0} [{:.0}-{:.0}] | {:.0}% | {:.2} | {:.2} [{:.2}-{:.2}] | {:.2} | {:.1} [{:.1}-{:.1}] | {:.1} [{:.1}-{:.1}] | {} | {} |",
+                    mode.key(),
+                    f.conn_per_s.median,
+                    f.conn_per_s.min,
+                    f.conn_per_s.max,
+                    100.0 * f.conn_per_s.median / self.direct.conn_per_s.median,
+                    f.p50_ms.median,
+                    f.p99_ms.median,
+                    f.p99_ms.min,
+                    f.p99_ms.max,
+                    f.connect_p99_ms.median,
+                    f.program_all_ms.median,
+                    f.program_all_ms.min,
+                    f.program_all_ms.max,
+                    f.one_change_ms.median,
+                    f.one_change_ms.min,
+                    f.one_change_ms.max,
+                    f.peak_rss_kib
+                        .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+                    f.map_bytes
+                        .map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+                );
+            }
+        }
+        out.push_str("\nRatios ours / theirs (conn/s: higher is better for us; p99 and one change: lower is better for us):\n\n| Services | vs | conn/s | p99 | one change |\n|---:|---|---:|---:|---:|\n");
+        for size in self.by_size.keys() {
+            for other in [Mode::Iptables, Mode::IptablesNft, Mode::Nftables] {
+                let _ = writeln!(
+                    out,
+                    "| {size} | {} | {:.2} | {:.2} | {:.4} |",
+                    other.key(),
+                    self.ratio(*size, other, |f| f.conn_per_s.median),
+                    self.ratio(*size, other, |f| f.p99_ms.median),
+                    self.ratio(*size, other, |f| f.one_change_ms.median),
+                );
+            }
+        }
+        out.push_str("\nNotes: *programmer peak RSS* is the peak RSS of the process that wrote the rules (iptables-restore, nft) or, for svc-lb, of the benchmark process while it applied the tables (a stand-in for the agent, which does the same apply). The tools are started with a fork (to enter the node's namespace) before exec, so their figure cannot fall below this process's own RSS at the time (about 50 MiB): only values above that floor say something about the tool. *Kernel map memory* is bpftool's bytes_memlock summed over svc-lb's pinned maps on node-1. The iptables one-change figure is a full resync (iptables-restore of everything); kube-proxy since 1.28 usually syncs only changed chains with `--noflush`.\n\n");
+        let _ = writeln!(
+            out,
+            "![conn/s and p99 by mode and size](kube-proxy.png)\n\n{}",
+            chart::LEGEND
+        );
+        out
+    }
+
+    pub fn write(&self) {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = root.join("target/svc-bench");
+        std::fs::create_dir_all(&target).unwrap();
+        let json_path = target.join("kube-proxy.json");
+        std::fs::write(
+            &json_path,
+            serde_json::to_string_pretty(&self.json()).unwrap(),
+        )
+        .unwrap();
+        let markdown = self.markdown();
+        let mut dirs = vec![target];
+        if !self.quick {
+            dirs.push(root.join("docs/bench"));
+        }
+        for dir in dirs {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("kube-proxy.md"), &markdown).unwrap();
+            chart::draw(self, &dir.join("kube-proxy.png")).unwrap();
+            println!("wrote {}", dir.join("kube-proxy.md").display());
+        }
+        println!("\n{markdown}");
+        println!("wrote {}", json_path.display());
+    }
+}

@@ -1,0 +1,413 @@
+//! The four ways a lab serves the benchmark's Services, one at a time on a
+//! fresh lab: svc-lb, kube-proxy's iptables rules (legacy and nf_tables
+//! backends), kube-proxy's nftables rules, and no translation at all.
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use svc_agent::model::{BackendRef, BackendState, Frontend, FrontendKind, OnEmpty, Protocol};
+use svc_lab::{Lab, LabError, NodeSpec, PodSpec, Topology, server::Answer};
+
+use super::{ServicePort, TARGET_PORT, iptables, nftables};
+
+pub const NODES: [&str; 2] = ["node-1", "node-2"];
+/// Backend pods per node: 10 in all, the endpoints of every Service.
+pub const PODS_PER_NODE: usize = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mode {
+    SvcLb,
+    /// kube-proxy iptables mode, iptables' legacy backend.
+    Iptables,
+    /// kube-proxy iptables mode, iptables' nf_tables backend.
+    IptablesNft,
+    /// kube-proxy nftables mode.
+    Nftables,
+    /// The client dials the pods themselves.
+    Direct,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 5] = [
+        Mode::SvcLb,
+        Mode::Iptables,
+        Mode::IptablesNft,
+        Mode::Nftables,
+        Mode::Direct,
+    ];
+
+    /// The key in kube-proxy.json.
+    pub fn key(self) -> &'static str {
+        match self {
+            Mode::SvcLb => "svclb",
+            Mode::Iptables => "iptables",
+            Mode::IptablesNft => "iptables_nft",
+            Mode::Nftables => "nftables",
+            Mode::Direct => "direct",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModeError {
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("{mode:?} on {node}: svc-lb datapath")]
+    Datapath {
+        mode: Mode,
+        node: String,
+        source: Box<svc_agent::dataplane::DataplaneError>,
+    },
+    #[error("{tool} on {node} failed: {stderr}")]
+    Tool {
+        tool: &'static str,
+        node: String,
+        stderr: String,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{mode:?} does not forward to {target}: {detail}")]
+    NotForwarding {
+        mode: Mode,
+        target: SocketAddr,
+        detail: String,
+    },
+}
+
+/// Two nodes with five backend pods each (HTTP on [`TARGET_PORT`]).
+pub fn topology() -> Topology {
+    Topology {
+        nodes: NODES
+            .iter()
+            .enumerate()
+            .map(|(n, node)| NodeSpec {
+                name: (*node).to_owned(),
+                pods: (0..PODS_PER_NODE)
+                    .map(|p| PodSpec::new(&format!("backend-{}-{p}", n + 1), &[TARGET_PORT], &[]))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// A lab for one mode: backends keep no TIME_WAIT sockets and the client
+/// has the widest port range (DESIGN.md, benchmark method notes).
+pub fn lab() -> Result<Lab, ModeError> {
+    let lab = Lab::up(&topology())?;
+    for pod in lab.pods() {
+        pod.netns().sysctl("net.ipv4.tcp_max_tw_buckets", "0")?;
+    }
+    lab.client()?
+        .sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+    Ok(lab)
+}
+
+/// Every pod's address: the endpoints of every Service.
+pub fn endpoints(lab: &Lab) -> Vec<Ipv4Addr> {
+    lab.pods().iter().map(|p| p.address).collect()
+}
+
+/// Where the client sends its connections: the NodePort of the last
+/// Service (the one kube-proxy's rules scan last) on node-1, or for
+/// [`Mode::Direct`] every pod in turn.
+pub fn targets(
+    lab: &Lab,
+    mode: Mode,
+    services: &[ServicePort],
+) -> Result<Vec<SocketAddr>, ModeError> {
+    if mode == Mode::Direct {
+        return Ok(endpoints(lab)
+            .into_iter()
+            .map(|a| SocketAddr::V4(SocketAddrV4::new(a, TARGET_PORT)))
+            .collect());
+    }
+    let node = lab.node(NODES[0])?;
+    let port = services.last().map_or(0, |s| s.node_port);
+    Ok(vec![SocketAddr::V4(SocketAddrV4::new(node.address, port))])
+}
+
+/// What programming all Services cost on node-1.
+#[derive(Clone, Copy, Debug)]
+pub struct Programmed {
+    pub elapsed: Duration,
+    /// Peak RSS of the program that wrote the rules (iptables-restore, nft)
+    /// or of this process while svc-lb's tables were applied.
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Programs `services` into every node (node-1 timed).
+pub fn program(lab: &Lab, mode: Mode, services: &[ServicePort]) -> Result<Programmed, ModeError> {
+    let mut first = None;
+    for node in NODES {
+        let programmed = match mode {
+            Mode::SvcLb => {
+                lab.load_datapath(node)?;
+                apply_svclb(lab, node, services)?
+            }
+            Mode::Iptables | Mode::IptablesNft | Mode::Nftables => {
+                let text = rule_text(lab, mode, node, services)?;
+                load_rules(lab, mode, node, &text)?
+            }
+            Mode::Direct => Programmed {
+                elapsed: Duration::ZERO,
+                peak_rss_kib: None,
+            },
+        };
+        first.get_or_insert(programmed);
+    }
+    Ok(first.unwrap_or(Programmed {
+        elapsed: Duration::ZERO,
+        peak_rss_kib: None,
+    }))
+}
+
+/// Removes the last endpoint of the last Service on node-1 the way each
+/// mode does it, and returns how long until the change is in the kernel:
+/// svc-lb diffs and writes its maps; the iptables modes resync everything
+/// with iptables-restore; nftables sends kube-proxy's incremental
+/// transaction.
+pub fn change_one_endpoint(
+    lab: &Lab,
+    mode: Mode,
+    services: &[ServicePort],
+) -> Result<Duration, ModeError> {
+    let mut changed = services.to_vec();
+    let Some(last) = changed.last_mut() else {
+        return Ok(Duration::ZERO);
+    };
+    let Some(removed) = last.endpoints.pop() else {
+        return Ok(Duration::ZERO);
+    };
+    let node = NODES[0];
+    Ok(match mode {
+        Mode::SvcLb => apply_svclb(lab, node, &changed)?.elapsed,
+        Mode::Iptables | Mode::IptablesNft => {
+            let text = rule_text(lab, mode, node, &changed)?;
+            load_rules(lab, mode, node, &text)?.elapsed
+        }
+        Mode::Nftables => {
+            let original = &services[services.len() - 1];
+            let text = nftables::endpoint_removed(original, removed);
+            load_rules(lab, mode, node, &text)?.elapsed
+        }
+        Mode::Direct => Duration::ZERO,
+    })
+}
+
+/// One request to `target` through the mode; the answer must come from a
+/// backend pod.
+pub fn check_forwards(lab: &Lab, mode: Mode, target: SocketAddr) -> Result<Answer, ModeError> {
+    let output = lab
+        .client()?
+        .command("curl")?
+        .args(["-sS", "--max-time", "3", &format!("http://{target}/")])
+        .output()
+        .map_err(|source| ModeError::Io {
+            what: "running curl in the client".into(),
+            source,
+        })?;
+    let body = String::from_utf8_lossy(&output.stdout);
+    Answer::parse(&body)
+        .filter(|answer| answer.pod.starts_with("backend-"))
+        .ok_or_else(|| ModeError::NotForwarding {
+            mode,
+            target,
+            detail: format!("{body}{}", String::from_utf8_lossy(&output.stderr))
+                .trim()
+                .to_owned(),
+        })
+}
+
+/// svc-lb's frontends for `node`: each Service's ClusterIP and its NodePort
+/// on the node's address, every pod a backend (local when on this node).
+pub fn frontends(
+    lab: &Lab,
+    node: &str,
+    services: &[ServicePort],
+) -> Result<Vec<Frontend>, ModeError> {
+    let lab_node = lab.node(node)?;
+    let pods: Vec<(Ipv4Addr, bool)> = lab
+        .pods()
+        .iter()
+        .map(|p| (p.address, p.node == node))
+        .collect();
+    let mut out = Vec::with_capacity(services.len() * 2);
+    for service in services {
+        let backends: Vec<BackendRef> = service
+            .endpoints
+            .iter()
+            .map(|address| BackendRef {
+                address: *address,
+                port: TARGET_PORT,
+                state: BackendState::Ready,
+                local: pods.iter().any(|(a, local)| a == address && *local),
+            })
+            .collect();
+        let frontend = |kind, address, port| Frontend {
+            service: format!("{}/{}", service.namespace, service.name),
+            port_name: service.port_name(),
+            kind,
+            address,
+            port,
+            protocol: Protocol::TCP,
+            backends: backends.clone(),
+            affinity_timeout_seconds: None,
+            on_empty: OnEmpty::Reject,
+            source_ranges: Vec::new(),
+            health_check_node_port: None,
+        };
+        out.push(frontend(
+            FrontendKind::ClusterIP,
+            service.cluster_ip,
+            service.port,
+        ));
+        out.push(frontend(
+            FrontendKind::NodePort,
+            lab_node.address,
+            service.node_port,
+        ));
+    }
+    Ok(out)
+}
+
+fn apply_svclb(lab: &Lab, node: &str, services: &[ServicePort]) -> Result<Programmed, ModeError> {
+    let desired = frontends(lab, node, services)?;
+    let mut tables = lab.tables(node)?;
+    reset_peak_rss();
+    let start = Instant::now();
+    tables
+        .apply(&desired)
+        .map_err(|source| ModeError::Datapath {
+            mode: Mode::SvcLb,
+            node: node.to_owned(),
+            source: Box::new(source),
+        })?;
+    let elapsed = start.elapsed();
+    Ok(Programmed {
+        elapsed,
+        peak_rss_kib: own_peak_rss_kib(),
+    })
+}
+
+fn rule_text(
+    lab: &Lab,
+    mode: Mode,
+    node: &str,
+    services: &[ServicePort],
+) -> Result<String, ModeError> {
+    Ok(match mode {
+        Mode::Nftables => nftables::ruleset(&[lab.node(node)?.address], services),
+        _ => iptables::ruleset(services),
+    })
+}
+
+/// Loads rule text into `node` with the mode's tool, timed, and reaps the
+/// tool with wait4 for its peak RSS.
+fn load_rules(lab: &Lab, mode: Mode, node: &str, text: &str) -> Result<Programmed, ModeError> {
+    let tool: &'static str = match mode {
+        Mode::Iptables => "iptables-legacy-restore",
+        Mode::IptablesNft => "iptables-nft-restore",
+        _ => "nft",
+    };
+    let dir = std::env::temp_dir().join(format!("svc-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(io("creating a scratch directory"))?;
+    let rules = dir.join(format!("{node}.rules"));
+    let errors = dir.join(format!("{node}.stderr"));
+    std::fs::write(&rules, text).map_err(io("writing the rule file"))?;
+    let mut command = lab.node(node)?.netns().command(tool)?;
+    if mode == Mode::Nftables {
+        command.arg("-f");
+    }
+    command
+        .arg(&rules)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command.stderr(std::fs::File::create(&errors).map_err(io("creating the stderr file"))?);
+    let (status, elapsed, peak_rss_kib) = run_measured(&mut command)?;
+    let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    if !status {
+        return Err(ModeError::Tool {
+            tool,
+            node: node.to_owned(),
+            stderr: stderr.chars().take(2000).collect(),
+        });
+    }
+    Ok(Programmed {
+        elapsed,
+        peak_rss_kib: Some(peak_rss_kib),
+    })
+}
+
+/// Runs `command` to its end: (succeeded, wall time, peak RSS in KiB).
+fn run_measured(command: &mut Command) -> Result<(bool, Duration, u64), ModeError> {
+    let start = Instant::now();
+    let child = command.spawn().map_err(io("starting the rule loader"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not reaped yet; both pointers are valid.
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = start.elapsed();
+    if reaped != pid {
+        return Err(ModeError::Io {
+            what: "waiting for the rule loader".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let succeeded = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    Ok((succeeded, elapsed, usage.ru_maxrss.max(0) as u64))
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> ModeError {
+    move |source| ModeError::Io {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// Resets this process's peak RSS (VmHWM) to its current RSS.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's peak RSS (VmHWM) in KiB.
+pub fn own_peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Kernel memory held by the maps svc-lb pinned for `node` (bpftool's
+/// bytes_memlock, summed).
+pub fn svclb_map_bytes(lab: &Lab, node: &str) -> Result<u64, ModeError> {
+    let dir = lab.node(node)?.pin_dir.clone();
+    let mut total = 0;
+    let entries = std::fs::read_dir(&dir).map_err(io("listing the pin directory"))?;
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        total += map_memlock(&entry.path()).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+fn map_memlock(pin: &Path) -> Option<u64> {
+    let output = Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(pin)
+        .output()
+        .ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
+    value["bytes_memlock"].as_u64()
+}

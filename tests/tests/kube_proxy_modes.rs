@@ -1,0 +1,54 @@
+//! Each way the kube-proxy benchmark serves Services forwards: a curl from
+//! the external client to a NodePort through svc-lb, through kube-proxy's
+//! iptables rules (both backends) and nftables rules, and straight to a
+//! pod; and still forwards after one endpoint change.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests panic on failure"
+)]
+
+use tests::kube_proxy::{
+    self,
+    modes::{self, Mode},
+};
+
+fn forwards_before_and_after_one_change(mode: Mode) {
+    let lab = modes::lab().expect("lab up (root)");
+    let services = kube_proxy::services(3, &modes::endpoints(&lab));
+    modes::program(&lab, mode, &services).unwrap();
+    let targets = modes::targets(&lab, mode, &services).unwrap();
+    for target in &targets {
+        let answer = modes::check_forwards(&lab, mode, *target).unwrap();
+        assert!(answer.pod.starts_with("backend-"), "{answer:?}");
+    }
+    modes::change_one_endpoint(&lab, mode, &services).unwrap();
+    for target in &targets {
+        modes::check_forwards(&lab, mode, *target).unwrap();
+    }
+}
+
+#[test]
+fn svclb_forwards_to_a_nodeport() {
+    forwards_before_and_after_one_change(Mode::SvcLb);
+}
+
+#[test]
+fn iptables_legacy_rules_forward_to_a_nodeport() {
+    forwards_before_and_after_one_change(Mode::Iptables);
+}
+
+#[test]
+fn iptables_nft_rules_forward_to_a_nodeport() {
+    forwards_before_and_after_one_change(Mode::IptablesNft);
+}
+
+#[test]
+fn nftables_rules_forward_to_a_nodeport() {
+    forwards_before_and_after_one_change(Mode::Nftables);
+}
+
+#[test]
+fn direct_path_reaches_every_pod() {
+    forwards_before_and_after_one_change(Mode::Direct);
+}
