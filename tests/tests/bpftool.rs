@@ -35,13 +35,35 @@ fn fields(entry: &Value, part: &str) -> Vec<String> {
 #[test]
 fn bpftool_dump_shows_field_names() {
     let web = Ipv4Addr::new(198, 18, 1, 10);
-    let lab = one_node_lab(&[cluster_ip(
+    // A sticky frontend (AFFINITY) and one with source ranges (SRC_RANGES),
+    // so every map has an entry to show.
+    let mut sticky = cluster_ip(
         "web",
         Ipv4Addr::new(198, 19, 0, 10),
         80,
         Protocol::TCP,
         &[(web, 8080)],
-    )]);
+    );
+    sticky.affinity_timeout_seconds = Some(60);
+    let mut ranged = cluster_ip(
+        "ranged",
+        Ipv4Addr::new(198, 19, 0, 11),
+        80,
+        Protocol::TCP,
+        &[(web, 8080)],
+    );
+    ranged.source_ranges = vec!["198.18.0.0/16".into()];
+    let lab = one_node_lab(&[sticky, ranged]);
+    // A process of the node dials the Service: SOCK_RNAT gets an entry.
+    let node_curl = lab
+        .node("node-1")
+        .unwrap()
+        .command("curl")
+        .unwrap()
+        .args(["-sS", "--max-time", "5", "http://198.19.0.10/"])
+        .output()
+        .unwrap();
+    assert!(node_curl.status.success());
     // One flow, so the conntrack map has an entry to show.
     let output = lab
         .pod("curl")
@@ -55,7 +77,7 @@ fn bpftool_dump_shows_field_names() {
     let pin_dir = &lab.node("node-1").unwrap().pin_dir;
 
     let services = dump(&pin_dir.join(names::SERVICES));
-    assert_eq!(services.len(), 2, "header and one slot");
+    assert_eq!(services.len(), 4, "two frontends, header and one slot each");
     for expected in ["addr_be", "port_be", "proto", "scope", "slot"] {
         assert!(
             fields(&services[0], "key").contains(&expected.to_owned()),
@@ -75,6 +97,12 @@ fn bpftool_dump_shows_field_names() {
         (names::FRONTEND_META, "value", "service"),
         (names::CT, "key", "saddr_be"),
         (names::CT, "value", "backend_id"),
+        (names::AFFINITY, "key", "client_addr_be"),
+        (names::AFFINITY, "value", "last_used_ns"),
+        (names::SOURCE_RANGES, "key", "prefix_len"),
+        (names::CONFIG, "value", "node_addr_be"),
+        (names::SOCK_REV_NAT, "key", "cookie"),
+        (names::SOCK_REV_NAT, "value", "addr_be"),
     ] {
         let entries = dump(&pin_dir.join(map));
         assert!(!entries.is_empty(), "{map} is empty");
