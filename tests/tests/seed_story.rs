@@ -52,12 +52,13 @@ impl ToolLab {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(binary("svc-lab"))
+        let svc_lab = binary("svc-lab");
+        Command::new(&svc_lab)
             .arg("--state")
             .arg(&self.state)
             .args(args)
             .output()
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{}: {e} (cargo build --bins first)", svc_lab.display()))
     }
 
     fn curl(&self, target: &str, url: &str) -> Output {
@@ -94,7 +95,12 @@ impl ToolLab {
 
 impl Drop for ToolLab {
     fn drop(&mut self) {
-        let _ = self.run(&["down"]);
+        // No unwrap here: a panic while a failing test unwinds would abort.
+        let _ = Command::new(binary("svc-lab"))
+            .arg("--state")
+            .arg(&self.state)
+            .arg("down")
+            .output();
     }
 }
 

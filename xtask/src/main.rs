@@ -51,6 +51,10 @@ enum Bench {
     /// ns per packet through the XDP program (BPF_PROG_TEST_RUN) with 1,
     /// 1 000 and 100 000 frontends: target/svc-bench/packet.json.
     Packet,
+    /// 10 000 Services x 10 endpoints programmed from empty, one endpoint
+    /// change from event to map write, peak RSS:
+    /// target/svc-bench/control-plane.json.
+    ControlPlane,
     /// svc-lb against kube-proxy's iptables (legacy and nf_tables backends)
     /// and nftables modes and the direct path, on one two-node lab, at 1,
     /// 1 000 and 10 000 Services: target/svc-bench/kube-proxy.json, and
@@ -106,6 +110,15 @@ fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> anyhow::Result<()
     setup::require_root("the tests load BPF programs and create network namespaces")?;
     // The real API server tier must run here, not skip.
     let kube_apiserver = apiserver::ensure()?;
+    // The end-to-end tests run the svc-lab and svc-agent binaries; cargo
+    // test builds binaries only for packages that have integration tests.
+    run(cargo(root).env("SVC_TOOLCHAIN_DIR", &tools.dir).args([
+        "build",
+        "--workspace",
+        "--exclude",
+        "svc-ebpf",
+        "--bins",
+    ]))?;
     let mut command = cargo(root);
     command
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
@@ -285,6 +298,7 @@ fn bench(root: &Path, tools: &setup::Tools, which: Bench) -> anyhow::Result<()> 
     setup::require_root("the benchmarks load BPF programs")?;
     let (name, quick) = match which {
         Bench::Packet => ("packet", false),
+        Bench::ControlPlane => ("control_plane", false),
         Bench::KubeProxy { quick } => ("kube_proxy", quick),
     };
     run(cargo(root)

@@ -125,6 +125,16 @@ impl Tables {
             MAX_FRONTENDS,
         );
 
+        // Read once: a lookup per frontend would cost a syscall each, and
+        // dominate an apply of one change among thousands of frontends.
+        let present = Present {
+            metas: self
+                .meta
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(map_error(names::FRONTEND_META))?,
+            ranges: self.all_source_ranges()?,
+        };
         let mut report = ApplyReport::default();
         let mut wanted_headers = BTreeSet::new();
         let mut wanted_backends = BTreeSet::new();
@@ -141,6 +151,7 @@ impl Tables {
                 })?,
             };
             let changed = self.write_frontend(
+                &present,
                 frontend,
                 key,
                 rev_nat_id,
@@ -175,6 +186,7 @@ impl Tables {
     #[allow(clippy::too_many_arguments)]
     fn write_frontend(
         &mut self,
+        present: &Present,
         frontend: &Frontend,
         key: FrontendKey,
         rev_nat_id: u32,
@@ -199,7 +211,7 @@ impl Tables {
                 .map_err(map_error(names::REV_NAT))?;
         }
         let meta = codec::meta(frontend);
-        if self.meta.get(&rev_nat_id, 0).ok() != Some(meta) {
+        if present.metas.get(&rev_nat_id) != Some(&meta) {
             self.meta
                 .insert(rev_nat_id, meta, 0)
                 .map_err(map_error(names::FRONTEND_META))?;
@@ -252,7 +264,7 @@ impl Tables {
         }
 
         // Ranges go in before the header flag that makes them count.
-        if self.write_source_ranges(frontend, rev_nat_id)? {
+        if self.write_source_ranges(frontend, rev_nat_id, present.ranges.get(&rev_nat_id))? {
             changed = true;
         }
         let ready = frontend.ready_backends().count() as u16;
@@ -302,6 +314,7 @@ impl Tables {
         &mut self,
         frontend: &Frontend,
         rev_nat_id: u32,
+        present: Option<&BTreeSet<(u32, u32)>>,
     ) -> Result<bool, DataplaneError> {
         let mut wanted = BTreeSet::new();
         for text in &frontend.source_ranges {
@@ -313,7 +326,8 @@ impl Tables {
             let key = codec::source_range_key(rev_nat_id, addr, len);
             wanted.insert((key.prefix_len(), key.data().addr_be));
         }
-        let present = self.source_ranges_of(rev_nat_id)?;
+        let none = BTreeSet::new();
+        let present = present.unwrap_or(&none);
         let mut changed = false;
         for (prefix_len, addr_be) in &wanted {
             if !present.contains(&(*prefix_len, *addr_be)) {
@@ -335,6 +349,18 @@ impl Tables {
             changed = true;
         }
         Ok(changed)
+    }
+
+    /// Every SRC_RANGES entry, by rev_nat_id: (prefix length, address).
+    fn all_source_ranges(&self) -> Result<StdHashMap<u32, BTreeSet<(u32, u32)>>, DataplaneError> {
+        let mut all: StdHashMap<u32, BTreeSet<(u32, u32)>> = StdHashMap::new();
+        for key in self.source_ranges.keys() {
+            let key = key.map_err(map_error(names::SOURCE_RANGES))?;
+            all.entry(key.data().rev_nat_id)
+                .or_default()
+                .insert((key.prefix_len(), key.data().addr_be));
+        }
+        Ok(all)
     }
 
     fn source_ranges_of(&self, rev_nat_id: u32) -> Result<BTreeSet<(u32, u32)>, DataplaneError> {
@@ -478,6 +504,7 @@ impl Tables {
     /// Every frontend the kernel holds, with backends and counters, sorted.
     pub fn read(&self) -> Result<Vec<FrontendState>, DataplaneError> {
         let slots = self.read_slots()?;
+        let ranges = self.all_source_ranges()?;
         let mut states = Vec::new();
         for (key, header) in slots.iter().filter(|(key, _)| key.slot == 0) {
             let meta = self.meta.get(&header.rev_nat_id, 0).ok();
@@ -507,11 +534,12 @@ impl Tables {
                 });
             }
             let counters = self.frontend_counters(header.rev_nat_id)?;
-            let source_ranges = self
-                .source_ranges_of(header.rev_nat_id)?
+            let source_ranges = ranges
+                .get(&header.rev_nat_id)
                 .into_iter()
+                .flatten()
                 .map(|(prefix_len, addr_be)| {
-                    format!("{}/{}", codec::addr_from_be(addr_be), prefix_len - 32)
+                    format!("{}/{}", codec::addr_from_be(*addr_be), prefix_len - 32)
                 })
                 .collect();
             states.push(FrontendState {
@@ -591,6 +619,12 @@ impl Tables {
             .collect::<Result<_, _>>()
             .map_err(map_error(names::CT))
     }
+}
+
+/// What the maps held when an apply began, beyond the slots and backends.
+struct Present {
+    metas: StdHashMap<u32, FrontendMeta>,
+    ranges: StdHashMap<u32, BTreeSet<(u32, u32)>>,
 }
 
 /// Hands out the lowest ids not in use, from 1 (0 means "none").
