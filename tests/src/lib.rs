@@ -92,28 +92,29 @@ pub fn udp_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> 
 
 /// Runs the TC program once on `frame`: (return code, bytes out).
 pub fn run_tc(program: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len().max(128) + 64];
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    out.truncate(result.data_size_out as usize);
-    (result.return_value, out)
+    run_once(frame, |opts| program.test_run(opts))
 }
 
 /// Runs the XDP program once on `frame`: (verdict, bytes out).
 pub fn run_xdp(program: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
+    run_once(frame, |opts| program.test_run(opts))
+}
+
+/// One BPF_PROG_TEST_RUN of `frame` through `test_run`: (return value,
+/// bytes out).
+fn run_once(
+    frame: &[u8],
+    test_run: impl FnOnce(
+        TestRunOptions<'_>,
+    ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
+) -> (u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len().max(128) + 64];
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ..TestRunOptions::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
+    let result = test_run(TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ..TestRunOptions::default()
+    })
+    .expect("BPF_PROG_TEST_RUN");
     out.truncate(result.data_size_out as usize);
     (result.return_value, out)
 }
