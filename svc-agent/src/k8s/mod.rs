@@ -7,6 +7,8 @@ pub mod pod_endpoints;
 pub mod source;
 pub mod watch;
 
+use std::collections::HashMap;
+
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Node, Pod, Service},
@@ -57,6 +59,26 @@ impl Snapshot {
                     .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
                     .is_some_and(|service| service == name)
         })
+    }
+
+    /// Every Service's EndpointSlices at once, keyed by (namespace, Service
+    /// name): one pass over the slices instead of one per Service.
+    pub fn slices_by_service(&self) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
+        let mut index: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &self.endpoint_slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(LABEL_SERVICE_NAME));
+            if let Some(service) = service {
+                index
+                    .entry((namespace_of(&slice.metadata), service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        index
     }
 }
 

@@ -18,11 +18,12 @@ use super::{LABEL_SERVICE_NAME, LABEL_TOPOLOGY_ZONE, Snapshot, namespace_of};
 /// the slices the EndpointSlice controller would make from `snapshot`'s
 /// Pods. Services with slices keep them untouched.
 pub fn add_missing_slices(snapshot: &mut Snapshot) {
+    let with_slices = snapshot.slices_by_service();
     let mut derived = Vec::new();
     for service in &snapshot.services {
         let namespace = namespace_of(&service.metadata);
         let name = service.metadata.name.as_deref().unwrap_or_default();
-        if snapshot.slices_of(namespace, name).next().is_some() {
+        if with_slices.contains_key(&(namespace, name)) {
             continue;
         }
         derived.extend(slices_from_pods(service, &snapshot.pods, &snapshot.nodes));

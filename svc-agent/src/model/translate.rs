@@ -39,6 +39,7 @@ pub fn translate(snapshot: &Snapshot, node: &NodeContext, config: &Config) -> Ve
         name: &node.name,
         zone: node.zone.as_deref(),
     };
+    let slices_by_service = snapshot.slices_by_service();
     let mut frontends = Vec::new();
     for service in &snapshot.services {
         let Some(info) = ServiceInfo::from_service(service) else {
@@ -46,7 +47,10 @@ pub fn translate(snapshot: &Snapshot, node: &NodeContext, config: &Config) -> Ve
         };
         let namespace = namespace_of(&service.metadata);
         let name = service.metadata.name.as_deref().unwrap_or_default();
-        let mut slices: Vec<&EndpointSlice> = snapshot.slices_of(namespace, name).collect();
+        let mut slices: Vec<&EndpointSlice> = slices_by_service
+            .get(&(namespace, name))
+            .cloned()
+            .unwrap_or_default();
         slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         for port in &info.ports {
             let endpoints = endpoints_of_port(
