@@ -5,6 +5,7 @@
 //! Program attachments are TCX links, pinned beside the maps, so traffic keeps
 //! flowing while no agent runs.
 mod codec;
+mod held;
 mod tables;
 
 use std::{

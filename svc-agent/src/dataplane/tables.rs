@@ -1,12 +1,14 @@
 //! Writing the desired tables into the maps, and reading them back.
 //!
-//! `apply` computes what to change from the maps themselves, not from memory
-//! of an earlier run, so it is idempotent, retryable and adopts whatever a
-//! previous agent left. Writes are ordered so a packet never sees a header
+//! `apply` computes what to change against what the maps hold: read from
+//! the kernel at the first apply (so it adopts whatever a previous agent
+//! left, and is retryable after a failure), then kept in memory (held.rs),
+//! so a change among many frontends costs only its own writes. Writes are
+//! ordered so a packet never sees a header
 //! whose count points at a missing slot (make before break): backends, then
 //! slots, then the header with the new count; trailing slots, removed
 //! frontends and orphaned backends go last.
-use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, HashSet};
 
 use aya::maps::{
     Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie,
@@ -18,7 +20,7 @@ use svc_common::{
     backend_flags, frontend_flags, names,
 };
 
-use super::{DataplaneError, codec};
+use super::{DataplaneError, codec, held::Held};
 use crate::model::{BackendRef, BackendState, Frontend, OnEmpty};
 
 /// Handles on every map of one datapath instance.
@@ -33,6 +35,8 @@ pub struct Tables {
     affinity: HashMap<MapData, AffinityKey, Affinity>,
     source_ranges: LpmTrie<MapData, SourceRange, u8>,
     config: Array<MapData, NodeConfig>,
+    /// What the maps hold, once the first apply has read them.
+    held: Option<Held>,
 }
 
 /// What one `apply` changed.
@@ -91,6 +95,7 @@ impl Tables {
             affinity: typed(names::AFFINITY, &mut open)?,
             source_ranges: typed(names::SOURCE_RANGES, &mut open)?,
             config: typed(names::CONFIG, &mut open)?,
+            held: None,
         })
     }
 
@@ -106,100 +111,97 @@ impl Tables {
     }
 
     /// Makes the maps hold exactly `desired` (see the module docs for the
-    /// order of writes).
+    /// order of writes). Only entries that differ are written; what the
+    /// maps hold is known from memory after the first apply (see held.rs).
     pub fn apply(&mut self, desired: &[Frontend]) -> Result<ApplyReport, DataplaneError> {
-        let slots = self.read_slots()?;
-        let current_backends: BTreeMap<u32, Backend> = self
-            .backends
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_error(names::BACKENDS))?;
-        let mut backend_ids: StdHashMap<Backend, u32> =
-            current_backends.iter().map(|(id, b)| (*b, *id)).collect();
-        let mut backend_alloc = IdAllocator::new(current_backends.keys().copied(), MAX_BACKENDS);
-        let mut rev_nat_alloc = IdAllocator::new(
-            slots
-                .iter()
-                .filter(|(key, _)| key.slot == 0)
-                .map(|(_, header)| header.rev_nat_id),
-            MAX_FRONTENDS,
-        );
+        let mut held = match self.held.take() {
+            Some(held) => held,
+            None => self.read_held()?,
+        };
+        let report = self.apply_to(&mut held, desired)?;
+        // Kept only when every write went through: after a failure the
+        // next apply reads the kernel again.
+        self.held = Some(held);
+        Ok(report)
+    }
 
-        // Read once: a lookup per frontend would cost a syscall each, and
-        // dominate an apply of one change among thousands of frontends.
-        let present = Present {
-            metas: self
-                .meta
+    fn read_held(&self) -> Result<Held, DataplaneError> {
+        Ok(Held::new(
+            self.services
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(map_error(names::SERVICES))?,
+            self.backends
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(map_error(names::BACKENDS))?,
+            self.meta
                 .iter()
                 .collect::<Result<_, _>>()
                 .map_err(map_error(names::FRONTEND_META))?,
-            ranges: self.all_source_ranges()?,
-        };
+            self.all_source_ranges()?,
+        ))
+    }
+
+    fn apply_to(
+        &mut self,
+        held: &mut Held,
+        desired: &[Frontend],
+    ) -> Result<ApplyReport, DataplaneError> {
         let mut report = ApplyReport::default();
-        let mut wanted_headers = BTreeSet::new();
-        let mut wanted_backends = BTreeSet::new();
+        let mut wanted_headers = HashSet::with_capacity(desired.len());
         for frontend in desired {
             let key = codec::header_key(frontend);
             wanted_headers.insert(key);
-            let old_header = slots.get(&key).copied();
-            let rev_nat_id = match old_header {
-                Some(header) => header.rev_nat_id,
-                None => rev_nat_alloc.next().ok_or_else(|| DataplaneError::Full {
-                    map: names::REV_NAT,
-                    service: frontend.service.clone(),
-                    entries: MAX_FRONTENDS,
-                })?,
-            };
-            let changed = self.write_frontend(
-                &present,
-                frontend,
-                key,
-                rev_nat_id,
-                old_header,
-                &slots,
-                &mut backend_ids,
-                &mut backend_alloc,
-                &mut wanted_backends,
-            )?;
-            if changed {
+            if held.written.get(&key) == Some(frontend) {
+                continue;
+            }
+            if self.write_frontend(held, frontend, key)? {
                 report.frontends_written += 1;
             }
+            held.written.insert(key, frontend.clone());
         }
 
-        for (key, header) in slots.iter().filter(|(key, _)| key.slot == 0) {
-            if !wanted_headers.contains(key) {
-                self.remove_frontend(*key, header)?;
-                report.frontends_removed += 1;
-            }
+        let unwanted: Vec<FrontendKey> = held
+            .headers
+            .iter()
+            .filter(|key| !wanted_headers.contains(*key))
+            .copied()
+            .collect();
+        for key in unwanted {
+            self.remove_frontend(held, key)?;
+            report.frontends_removed += 1;
         }
-        for (id, _) in current_backends {
-            if !wanted_backends.contains(&id) {
-                self.backends
-                    .remove(&id)
-                    .map_err(map_error(names::BACKENDS))?;
-                report.backends_removed += 1;
+        for id in held.take_unreferenced() {
+            match self.backends.remove(&id) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error(names::BACKENDS)(e)),
             }
+            report.backends_removed += 1;
         }
         Ok(report)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Makes the maps hold `frontend` under header `key`. Returns whether
+    /// anything was written.
     fn write_frontend(
         &mut self,
-        present: &Present,
+        held: &mut Held,
         frontend: &Frontend,
         key: FrontendKey,
-        rev_nat_id: u32,
-        old_header: Option<ServiceSlot>,
-        slots: &BTreeMap<FrontendKey, ServiceSlot>,
-        backend_ids: &mut StdHashMap<Backend, u32>,
-        backend_alloc: &mut IdAllocator,
-        wanted_backends: &mut BTreeSet<u32>,
     ) -> Result<bool, DataplaneError> {
         let full = |map: &'static str, entries: u32| DataplaneError::Full {
             map,
             service: frontend.service.clone(),
             entries,
+        };
+        let old_header = held.slots.get(&key).copied();
+        let rev_nat_id = match old_header {
+            Some(header) => header.rev_nat_id,
+            None => held
+                .rev_nat_ids
+                .next()
+                .ok_or_else(|| full(names::REV_NAT, MAX_FRONTENDS))?,
         };
         let mut changed = false;
         if old_header.is_none() {
@@ -211,10 +213,11 @@ impl Tables {
                 .map_err(map_error(names::REV_NAT))?;
         }
         let meta = codec::meta(frontend);
-        if present.metas.get(&rev_nat_id) != Some(&meta) {
+        if held.metas.get(&rev_nat_id) != Some(&meta) {
             self.meta
                 .insert(rev_nat_id, meta, 0)
                 .map_err(map_error(names::FRONTEND_META))?;
+            held.metas.insert(rev_nat_id, meta);
             changed = true;
         }
 
@@ -226,6 +229,7 @@ impl Tables {
         if ordered.len() > max_slots {
             return Err(full(names::SERVICES, u32::from(u16::MAX)));
         }
+        let mut backend_ids = BTreeSet::new();
         for (index, backend_ref) in ordered.iter().enumerate() {
             let backend = codec::backend(
                 backend_ref.address,
@@ -233,10 +237,11 @@ impl Tables {
                 frontend.protocol,
                 backend_ref.local,
             );
-            let backend_id = match backend_ids.get(&backend) {
+            let backend_id = match held.backend_ids.get(&backend) {
                 Some(id) => *id,
                 None => {
-                    let id = backend_alloc
+                    let id = held
+                        .backend_alloc
                         .next()
                         .ok_or_else(|| full(names::BACKENDS, MAX_BACKENDS))?;
                     self.backends.insert(id, backend, 0).map_err(|e| {
@@ -246,25 +251,29 @@ impl Tables {
                             map_error(names::BACKENDS)(e)
                         }
                     })?;
-                    backend_ids.insert(backend, id);
+                    held.add_backend(backend, id);
                     id
                 }
             };
-            wanted_backends.insert(backend_id);
+            backend_ids.insert(backend_id);
             // Slot numbers fit u16: checked against max_slots above.
             let slot_key = key.with_slot(index as u16 + 1);
-            if slots.get(&slot_key).map(|slot| slot.backend_id) != Some(backend_id) {
+            if held.slots.get(&slot_key).map(|slot| slot.backend_id) != Some(backend_id) {
                 let slot = ServiceSlot {
                     backend_id,
                     ..ServiceSlot::default()
                 };
                 self.insert_slot(slot_key, slot, frontend)?;
+                held.set_slot(slot_key, slot);
                 changed = true;
             }
         }
 
         // Ranges go in before the header flag that makes them count.
-        if self.write_source_ranges(frontend, rev_nat_id, present.ranges.get(&rev_nat_id))? {
+        let ranges =
+            self.write_source_ranges(frontend, rev_nat_id, held.ranges.get(&rev_nat_id))?;
+        if held.ranges.get(&rev_nat_id) != Some(&ranges) {
+            held.ranges.insert(rev_nat_id, ranges);
             changed = true;
         }
         let ready = frontend.ready_backends().count() as u16;
@@ -286,36 +295,31 @@ impl Tables {
         };
         if old_header != Some(header) {
             self.insert_slot(key, header, frontend)?;
+            held.set_slot(key, header);
             changed = true;
         }
         if let Some(old) = old_header {
             let old_total = old.count + old.terminating_count;
             for slot in (ordered.len() as u16 + 1)..=old_total {
                 self.remove_slot(key.with_slot(slot))?;
+                held.remove_slot(key.with_slot(slot));
                 changed = true;
             }
         }
         if changed && header.affinity_timeout_s > 0 {
-            let current: BTreeSet<u32> = ordered
-                .iter()
-                .filter_map(|b| {
-                    let backend = codec::backend(b.address, b.port, frontend.protocol, b.local);
-                    backend_ids.get(&backend).copied()
-                })
-                .collect();
-            self.forget_affinities(rev_nat_id, |backend_id| !current.contains(&backend_id))?;
+            self.forget_affinities(rev_nat_id, |backend_id| !backend_ids.contains(&backend_id))?;
         }
         Ok(changed)
     }
 
-    /// Makes SRC_RANGES hold exactly the frontend's source ranges. Returns
-    /// whether anything changed.
+    /// Makes SRC_RANGES hold exactly the frontend's source ranges, and
+    /// returns them: (prefix length, address).
     fn write_source_ranges(
         &mut self,
         frontend: &Frontend,
         rev_nat_id: u32,
         present: Option<&BTreeSet<(u32, u32)>>,
-    ) -> Result<bool, DataplaneError> {
+    ) -> Result<BTreeSet<(u32, u32)>, DataplaneError> {
         let mut wanted = BTreeSet::new();
         for text in &frontend.source_ranges {
             let (addr, len) =
@@ -328,7 +332,6 @@ impl Tables {
         }
         let none = BTreeSet::new();
         let present = present.unwrap_or(&none);
-        let mut changed = false;
         for (prefix_len, addr_be) in &wanted {
             if !present.contains(&(*prefix_len, *addr_be)) {
                 let key = aya::maps::lpm_trie::Key::new(
@@ -341,14 +344,12 @@ impl Tables {
                 self.source_ranges
                     .insert(&key, 1, 0)
                     .map_err(map_error(names::SOURCE_RANGES))?;
-                changed = true;
             }
         }
         for (prefix_len, addr_be) in present.difference(&wanted) {
             self.remove_source_range(rev_nat_id, *prefix_len, *addr_be)?;
-            changed = true;
         }
-        Ok(changed)
+        Ok(wanted)
     }
 
     /// Every SRC_RANGES entry, by rev_nat_id: (prefix length, address).
@@ -361,17 +362,6 @@ impl Tables {
                 .insert((key.prefix_len(), key.data().addr_be));
         }
         Ok(all)
-    }
-
-    fn source_ranges_of(&self, rev_nat_id: u32) -> Result<BTreeSet<(u32, u32)>, DataplaneError> {
-        let mut found = BTreeSet::new();
-        for key in self.source_ranges.keys() {
-            let key = key.map_err(map_error(names::SOURCE_RANGES))?;
-            if key.data().rev_nat_id == rev_nat_id {
-                found.insert((key.prefix_len(), key.data().addr_be));
-            }
-        }
-        Ok(found)
     }
 
     fn remove_source_range(
@@ -447,16 +437,22 @@ impl Tables {
     }
 
     /// Header first: the frontend disappears for new packets in one step.
-    fn remove_frontend(
-        &mut self,
-        key: FrontendKey,
-        header: &ServiceSlot,
-    ) -> Result<(), DataplaneError> {
+    fn remove_frontend(&mut self, held: &mut Held, key: FrontendKey) -> Result<(), DataplaneError> {
+        let Some(header) = held.slots.get(&key).copied() else {
+            return Ok(());
+        };
         self.remove_slot(key)?;
+        held.remove_slot(key);
         for slot in 1..=(header.count + header.terminating_count) {
             self.remove_slot(key.with_slot(slot))?;
+            held.remove_slot(key.with_slot(slot));
         }
-        for (prefix_len, addr_be) in self.source_ranges_of(header.rev_nat_id)? {
+        let ranges = held
+            .ranges
+            .get(&header.rev_nat_id)
+            .cloned()
+            .unwrap_or_default();
+        for (prefix_len, addr_be) in ranges {
             self.remove_source_range(header.rev_nat_id, prefix_len, addr_be)?;
         }
         self.forget_affinities(header.rev_nat_id, |_| true)?;
@@ -469,6 +465,7 @@ impl Tables {
                 Err(e) => return Err(map_error(names::REV_NAT)(e)),
             }
         }
+        held.forget_frontend(header.rev_nat_id);
         Ok(())
     }
 
@@ -618,39 +615,5 @@ impl Tables {
             .iter()
             .collect::<Result<_, _>>()
             .map_err(map_error(names::CT))
-    }
-}
-
-/// What the maps held when an apply began, beyond the slots and backends.
-struct Present {
-    metas: StdHashMap<u32, FrontendMeta>,
-    ranges: StdHashMap<u32, BTreeSet<(u32, u32)>>,
-}
-
-/// Hands out the lowest ids not in use, from 1 (0 means "none").
-struct IdAllocator {
-    used: BTreeSet<u32>,
-    next: u32,
-    limit: u32,
-}
-
-impl IdAllocator {
-    fn new(used: impl IntoIterator<Item = u32>, limit: u32) -> Self {
-        Self {
-            used: used.into_iter().collect(),
-            next: 1,
-            limit,
-        }
-    }
-
-    fn next(&mut self) -> Option<u32> {
-        while self.next < self.limit {
-            let id = self.next;
-            self.next += 1;
-            if self.used.insert(id) {
-                return Some(id);
-            }
-        }
-        None
     }
 }

@@ -1,0 +1,226 @@
+//! What the maps hold, as far as `Tables::apply` needs to know, kept in the
+//! agent's memory.
+//!
+//! It is read from the kernel once (the first apply adopts whatever an
+//! earlier agent left) and then kept in step with every write, so an apply
+//! costs syscalls only for the entries that change. The agent is the only
+//! writer of these maps while it runs; any failed write throws this copy
+//! away and the next apply reads the kernel again.
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use svc_common::{Backend, FrontendKey, FrontendMeta, ServiceSlot};
+
+use crate::model::Frontend;
+
+#[derive(Default)]
+pub(super) struct Held {
+    /// SERVICES: headers (slot 0) and backend slots.
+    pub slots: HashMap<FrontendKey, ServiceSlot>,
+    /// The header keys among `slots`.
+    pub headers: HashSet<FrontendKey>,
+    /// BACKENDS, by value.
+    pub backend_ids: HashMap<Backend, u32>,
+    /// How many slots name each backend id (ids in BACKENDS only).
+    backend_refs: HashMap<u32, u32>,
+    /// Backend ids whose last slot went since the last sweep.
+    unreferenced: BTreeSet<u32>,
+    /// FRONTEND_META, by rev_nat_id.
+    pub metas: HashMap<u32, FrontendMeta>,
+    /// SRC_RANGES, by rev_nat_id: (prefix length, address).
+    pub ranges: HashMap<u32, BTreeSet<(u32, u32)>>,
+    pub rev_nat_ids: IdAllocator,
+    pub backend_alloc: IdAllocator,
+    /// The frontend last written under each header key: an equal frontend
+    /// needs no write, and no look at its slots either.
+    pub written: HashMap<FrontendKey, Frontend>,
+}
+
+impl Held {
+    /// The mirror of maps holding these entries.
+    pub fn new(
+        slots: HashMap<FrontendKey, ServiceSlot>,
+        backends: HashMap<u32, Backend>,
+        metas: HashMap<u32, FrontendMeta>,
+        ranges: HashMap<u32, BTreeSet<(u32, u32)>>,
+    ) -> Self {
+        let headers: HashSet<FrontendKey> =
+            slots.keys().filter(|key| key.slot == 0).copied().collect();
+        let mut backend_refs: HashMap<u32, u32> = backends.keys().map(|id| (*id, 0)).collect();
+        for (key, slot) in &slots {
+            if key.slot != 0
+                && let Some(refs) = backend_refs.get_mut(&slot.backend_id)
+            {
+                *refs += 1;
+            }
+        }
+        let unreferenced = backend_refs
+            .iter()
+            .filter(|(_, refs)| **refs == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        let rev_nat_ids = IdAllocator::new(
+            headers.iter().map(|key| slots[key].rev_nat_id),
+            svc_common::MAX_FRONTENDS,
+        );
+        Self {
+            rev_nat_ids,
+            backend_alloc: IdAllocator::new(backends.keys().copied(), svc_common::MAX_BACKENDS),
+            backend_ids: backends.into_iter().map(|(id, b)| (b, id)).collect(),
+            backend_refs,
+            unreferenced,
+            headers,
+            slots,
+            metas,
+            ranges,
+            written: HashMap::new(),
+        }
+    }
+
+    /// Records a backend just written to BACKENDS under `id`.
+    pub fn add_backend(&mut self, backend: Backend, id: u32) {
+        self.backend_ids.insert(backend, id);
+        self.backend_refs.insert(id, 0);
+        self.unreferenced.insert(id);
+    }
+
+    /// Records a slot write.
+    pub fn set_slot(&mut self, key: FrontendKey, slot: ServiceSlot) {
+        if key.slot == 0 {
+            self.headers.insert(key);
+        } else {
+            self.reference(slot.backend_id);
+        }
+        if let Some(old) = self.slots.insert(key, slot)
+            && key.slot != 0
+        {
+            self.release(old.backend_id);
+        }
+    }
+
+    /// Records a slot removal.
+    pub fn remove_slot(&mut self, key: FrontendKey) {
+        if key.slot == 0 {
+            self.headers.remove(&key);
+            self.written.remove(&key);
+        }
+        if let Some(old) = self.slots.remove(&key)
+            && key.slot != 0
+        {
+            self.release(old.backend_id);
+        }
+    }
+
+    fn reference(&mut self, id: u32) {
+        if let Some(refs) = self.backend_refs.get_mut(&id) {
+            *refs += 1;
+            self.unreferenced.remove(&id);
+        }
+    }
+
+    fn release(&mut self, id: u32) {
+        if let Some(refs) = self.backend_refs.get_mut(&id) {
+            *refs = refs.saturating_sub(1);
+            if *refs == 0 {
+                self.unreferenced.insert(id);
+            }
+        }
+    }
+
+    /// Backend ids no slot names any more; each is forgotten here, to be
+    /// removed from BACKENDS by the caller.
+    pub fn take_unreferenced(&mut self) -> Vec<u32> {
+        let ids: Vec<u32> = std::mem::take(&mut self.unreferenced).into_iter().collect();
+        for id in &ids {
+            self.backend_refs.remove(id);
+            self.backend_alloc.release(*id);
+        }
+        self.backend_ids.retain(|_, id| !ids.contains(id));
+        ids
+    }
+
+    /// Records a frontend's removal: its rev_nat_id is free again.
+    pub fn forget_frontend(&mut self, rev_nat_id: u32) {
+        self.metas.remove(&rev_nat_id);
+        self.ranges.remove(&rev_nat_id);
+        self.rev_nat_ids.release(rev_nat_id);
+    }
+}
+
+/// Hands out the lowest ids not in use, from 1 (0 means "none").
+#[derive(Default)]
+pub(super) struct IdAllocator {
+    used: BTreeSet<u32>,
+    /// No free id below this one.
+    next: u32,
+    limit: u32,
+}
+
+impl IdAllocator {
+    fn new(used: impl IntoIterator<Item = u32>, limit: u32) -> Self {
+        Self {
+            used: used.into_iter().collect(),
+            next: 1,
+            limit,
+        }
+    }
+
+    pub fn next(&mut self) -> Option<u32> {
+        while self.next < self.limit {
+            let id = self.next;
+            self.next += 1;
+            if self.used.insert(id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, id: u32) {
+        if self.used.remove(&id) {
+            self.next = self.next.min(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn released_ids_are_handed_out_again_lowest_first() {
+        let mut ids = IdAllocator::new([2], 6);
+        assert_eq!(ids.next(), Some(1));
+        assert_eq!(ids.next(), Some(3));
+        ids.release(1);
+        ids.release(3);
+        assert_eq!(ids.next(), Some(1));
+        assert_eq!(ids.next(), Some(3));
+        assert_eq!(ids.next(), Some(4));
+        assert_eq!(ids.next(), Some(5));
+        assert_eq!(ids.next(), None, "6 is the limit");
+    }
+
+    #[test]
+    fn a_backend_is_unreferenced_once_its_last_slot_goes() {
+        let backend = Backend {
+            addr_be: 7,
+            port_be: 80,
+            proto: 6,
+            flags: 0,
+        };
+        let mut held = Held::default();
+        held.add_backend(backend, 9);
+        let slot = |n| FrontendKey::new(1, 80, 6, n);
+        let naming = ServiceSlot {
+            backend_id: 9,
+            ..ServiceSlot::default()
+        };
+        held.set_slot(slot(1), naming);
+        held.set_slot(slot(2), naming);
+        held.remove_slot(slot(1));
+        assert!(held.take_unreferenced().is_empty(), "slot 2 still names it");
+        held.remove_slot(slot(2));
+        assert_eq!(held.take_unreferenced(), [9]);
+        assert!(held.backend_ids.is_empty());
+    }
+}
