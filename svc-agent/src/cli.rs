@@ -45,20 +45,9 @@ pub enum Command {
     /// Say why Service NAMESPACE/NAME does or does not get traffic: its
     /// selector, its pods' readiness and ports, the traffic policy on
     /// --node, and (with the pins readable) plan against kernel maps and
-    /// packet counters. Reads manifests (API-server mode is not done yet).
-    Diagnose {
-        /// NAMESPACE/NAME (NAME alone means the default namespace).
-        service: String,
-        #[arg(long, env = "SVC_MANIFESTS", default_value = "/etc/svc-lb/manifests")]
-        manifests: PathBuf,
-        /// The node whose plan and kernel maps to check (default: the
-        /// hostname); the kernel checks are skipped when the pins are
-        /// missing.
-        #[arg(long, env = "SVC_NODE")]
-        node: Option<String>,
-        #[command(flatten)]
-        pin: PinPath,
-    },
+    /// packet counters. Reads the API server (as `run` finds it), or
+    /// manifests with --manifests.
+    Diagnose(DiagnoseArgs),
     /// Run the node agent: keep the pinned maps equal to the cluster's
     /// Services (from the API server, or from a manifests directory).
     Run(RunArgs),
@@ -67,6 +56,40 @@ pub enum Command {
         #[command(flatten)]
         pin: PinPath,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiagnoseArgs {
+    /// NAMESPACE/NAME (NAME alone means the default namespace).
+    pub service: String,
+    /// Read the objects from this directory (or file) of manifests
+    /// instead of the API server.
+    #[arg(long, env = "SVC_MANIFESTS", conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// kubeconfig of the API server (default: in-cluster config,
+    /// $KUBECONFIG or ~/.kube/config). Diagnose lists the Service's Pods:
+    /// its credentials must allow that (the agent's ClusterRole does not).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The node whose plan and kernel maps to check; without it the
+    /// traffic-policy and kernel checks are skipped, and the kernel checks
+    /// also when the pins are missing.
+    #[arg(long, env = "SVC_NODE")]
+    pub node: Option<String>,
+    #[command(flatten)]
+    pub pin: PinPath,
+}
+
+impl DiagnoseArgs {
+    /// What `diagnose` is asked.
+    pub fn settings(self) -> crate::diagnose::Settings {
+        crate::diagnose::Settings {
+            service: self.service,
+            source: crate::k8s::Source::new(self.manifests, self.kubeconfig),
+            node: self.node,
+            pin_path: self.pin.pin_path,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -144,15 +167,9 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 impl RunArgs {
     /// The agent's settings.
     pub fn settings(self) -> crate::run::Settings {
-        let source = match self.manifests {
-            Some(dir) => crate::run::Source::Manifests(dir),
-            None => crate::run::Source::ApiServer {
-                kubeconfig: self.kubeconfig,
-            },
-        };
         crate::run::Settings {
             node: self.node,
-            source,
+            source: crate::k8s::Source::new(self.manifests, self.kubeconfig),
             pin_path: self.pin.pin_path,
             node_interfaces: self.node_interfaces,
             pod_interface_prefix: self.pod_interface_prefix,

@@ -1,4 +1,4 @@
-use std::io::Write as _;
+use std::{io::Write as _, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -11,12 +11,13 @@ use svc_agent::{
     render,
 };
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `run` tells what it does (info); the one-shot commands only warn.
+    // `run` tells what it does (info); the one-shot commands only warn,
+    // and leave kube's client to the one-line error they end with.
     let default_log_level = match cli.command {
         Command::Run(_) => "info",
-        _ => "warn",
+        _ => "warn,kube_client=off",
     };
     tracing_subscriber::fmt()
         // Warnings (a manifest the agent cannot program) show unless
@@ -27,7 +28,34 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("svc-agent: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line. A cause whose text its parent
+/// already holds is left out (kube and hyper errors repeat their source).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Plan {
             manifests: dir,
             node,
@@ -57,36 +85,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Diagnose {
-            service,
-            manifests: dir,
-            node,
-            pin,
-        } => {
-            let key = if service.contains('/') {
-                service
-            } else {
-                format!("default/{service}")
-            };
-            let snapshot = manifests::load(&dir)?;
-            let kernel = match (&node, Tables::open_pinned(&pin.pin_path)) {
-                (Some(node), Ok(tables)) => Some(diagnose::KernelView {
-                    node: node.clone(),
-                    frontends: tables.read()?,
-                }),
-                _ => None,
-            };
-            println!("service {key}:");
-            for finding in diagnose::diagnose(&snapshot, &key, node.as_deref(), kernel.as_ref())? {
-                println!("- {finding}");
-            }
-            if node.is_some() && kernel.is_none() {
-                println!(
-                    "(kernel maps not checked: no pins at {})",
-                    pin.pin_path.display()
-                );
-            }
-        }
+        Command::Diagnose(args) => print!("{}", diagnose::report(&args.settings())?),
         Command::Run(args) => svc_agent::run::run(args.settings())?,
         Command::Cleanup { pin } => {
             dataplane::remove_pins(&pin.pin_path)

@@ -299,6 +299,15 @@ pub struct FrontendCounters {
 }
 const _: () = assert!(core::mem::size_of::<FrontendCounters>() == 16);
 
+/// DROPS value (per CPU), indexed by [`crate::DropReason`]. A struct, not a
+/// bare u64, so `bpftool map dump` names the field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    pub packets: u64,
+}
+const _: () = assert!(core::mem::size_of::<DropCounters>() == 8);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: every type is repr(C), has no implicit padding (the size
@@ -311,6 +320,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::FrontendCounters {}
+    unsafe impl aya::Pod for super::DropCounters {}
     unsafe impl aya::Pod for super::NodeConfig {}
     unsafe impl aya::Pod for super::AffinityKey {}
     unsafe impl aya::Pod for super::Affinity {}

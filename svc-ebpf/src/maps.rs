@@ -6,9 +6,10 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use svc_common::{
-    Affinity, AffinityKey, Backend, DropReason, Flow, FlowKey, FrontendCounters, FrontendKey,
-    FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_SERVICE_SLOTS,
-    MAX_SOCKETS, MAX_SOURCE_RANGES, NodeConfig, RevNat, ServiceSlot, SockKey, SourceRange,
+    Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
+    FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS,
+    MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, NodeConfig, RevNat, ServiceSlot, SockKey,
+    SourceRange,
 };
 
 /// Maps only the agent writes are not preallocated: they hold what the
@@ -54,7 +55,7 @@ pub static FE_STATS_V1: PerCpuArray<FrontendCounters, { MAX_FRONTENDS as usize }
 
 /// Per-reason counters of packets not forwarded as they came.
 #[btf_map]
-pub static DROPS_V1: PerCpuArray<u64, { DropReason::COUNT as usize }> = PerCpuArray::new();
+pub static DROPS_V1: PerCpuArray<DropCounters, { DropReason::COUNT as usize }> = PerCpuArray::new();
 
 /// sessionAffinity ClientIP: (frontend, client) → backend last used.
 #[btf_map]

@@ -5,9 +5,9 @@ use crate::maps::{DROPS_V1, FE_STATS_V1};
 
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {
-    if let Some(counter) = DROPS_V1.get_ptr_mut(reason as u32) {
+    if let Some(counters) = DROPS_V1.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
-        unsafe { *counter += 1 };
+        unsafe { (*counters).packets += 1 };
     }
 }
 

@@ -48,7 +48,7 @@ enum Command {
         /// pod/NAME, deployment/NAME or service/NAME.
         object: Option<String>,
     },
-    /// pods, svc or endpoints, as kubectl prints them.
+    /// pods, svc, endpoints or endpointslices, as kubectl prints them.
     Get {
         what: String,
         /// wide or json (a List of Kubernetes objects, status filled in).

@@ -2,7 +2,7 @@
 //! created, changed and deleted with API calls land in the pinned maps; the
 //! API server going away keeps the last state; its return brings a 410 Gone
 //! (watch cache off, compaction every second) that the agent recovers from
-//! by listing again.
+//! by listing again. `svc-agent diagnose` reads the same API server.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::{
@@ -184,4 +184,242 @@ fn maps_follow_the_api_server_through_outages_and_410() {
     });
     assert!(agent.log().contains("listing again"), "{}", agent.log());
     assert!(agent.terminate().success());
+}
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const WEB_PODS: [(&str, &str); 3] = [
+    ("web-a", "198.18.1.10"),
+    ("web-b", "198.18.1.11"),
+    ("web-c", "198.18.1.12"),
+];
+
+/// A lab of one node, for an API server on its loopback.
+fn one_node() -> Lab {
+    Lab::up(&Topology {
+        nodes: vec![NodeSpec {
+            name: NODE.into(),
+            pods: Vec::new(),
+        }],
+    })
+    .unwrap()
+}
+
+/// The Node, and the default ServiceAccount (pods need it; no controller
+/// manager makes it).
+fn create_node_and_service_account(api: &ApiServer, node_address: Ipv4Addr) {
+    api.create(
+        "/api/v1/nodes",
+        &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
+                "status": {"addresses": [{"type": "InternalIP", "address": node_address.to_string()}]}}),
+    );
+    api.create(
+        "/api/v1/namespaces/default/serviceaccounts",
+        &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
+    );
+}
+
+/// Pods labelled `app=APP` with a container port named http, made Running
+/// and Ready through the status subresource (no kubelet runs).
+fn create_ready_pods(api: &ApiServer, app: &str) {
+    for (name, ip) in WEB_PODS {
+        api.create(
+            PODS,
+            &json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "labels": {"app": app}},
+                "spec": {
+                    "nodeName": NODE,
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "nginx", "image": "nginx",
+                                    "ports": [{"name": "http", "containerPort": 8080}]}]
+                }
+            }),
+        );
+        api.patch(
+            &format!("{PODS}/{name}/status"),
+            &json!({"status": {
+                "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }}),
+        );
+    }
+}
+
+/// The seed's Service: selector `app=SELECTOR`, target port http.
+fn seed_service(name: &str, cluster_ip: &str, node_port: u16, selector: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "NodePort", "clusterIP": cluster_ip, "selector": {"app": selector},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http",
+                       "nodePort": node_port, "protocol": "TCP"}]
+        }
+    })
+}
+
+/// `svc-agent diagnose ARGS` in the node's namespace (where the API
+/// server listens), with no $KUBECONFIG.
+fn diagnose_command(lab: &Lab, args: &[&str]) -> std::process::Command {
+    let mut command = lab
+        .node(NODE)
+        .unwrap()
+        .netns()
+        .command(tests::agent::agent_binary().to_str().unwrap())
+        .unwrap();
+    command
+        .arg("diagnose")
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("KUBECONFIG");
+    command
+}
+
+/// Runs `svc-agent diagnose ARGS`: exit code, stdout, stderr.
+fn diagnose(lab: &Lab, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = diagnose_command(lab, args).output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn diagnose_reads_the_api_server_the_mismatch_the_fix_and_the_kernel() {
+    let Some(binary) = apiserver::binary() else {
+        return;
+    };
+    let lab = one_node();
+    let node = lab.node(NODE).unwrap();
+    let api = ApiServer::start(node.netns(), binary);
+    create_node_and_service_account(&api, node.address);
+    let kubeconfig = api.kubeconfig();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+
+    // The seed's mistake: the Service selects app=web, the pods are app=nginx.
+    create_ready_pods(&api, "nginx");
+    api.create(SERVICES, &seed_service("web", WEB_IP, 30080, "web"));
+    let (code, text, stderr) = diagnose(&lab, &["default/web", "--kubeconfig", kubeconfig]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(text.starts_with("service default/web:\n"), "{text}");
+    assert!(text.contains("selector app=web matches no pod"), "{text}");
+    for (pod, _) in WEB_PODS {
+        assert!(
+            text.contains(&format!(
+                "closest: pod {pod}  has app=nginx, selector wants app=web"
+            )),
+            "{text}"
+        );
+    }
+
+    // The fix as the seed did it: the pods re-created with app=web; the
+    // EndpointSlice the controller would write (none runs here).
+    for (pod, _) in WEB_PODS {
+        // At once: no kubelet would confirm a graceful deletion.
+        api.delete(&format!("{PODS}/{pod}?gracePeriodSeconds=0"));
+    }
+    create_ready_pods(&api, "web");
+    let endpoints: Vec<Ipv4Addr> = WEB_PODS.iter().map(|(_, ip)| ip.parse().unwrap()).collect();
+    let mut fixed_slice = slice(&endpoints);
+    fixed_slice["ports"] = json!([{"name": "http", "port": 8080, "protocol": "TCP"}]);
+    api.create(SLICES, &fixed_slice);
+    let (code, text, stderr) = diagnose(&lab, &["web", "--kubeconfig", kubeconfig]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!text.contains("matches no pod"), "{text}");
+    assert!(
+        text.contains("the Service has 3 ready endpoint(s); nothing found wrong"),
+        "{text}"
+    );
+
+    // With --node, plan and kernel maps are compared: an agent syncs the
+    // maps from the API server, and no packet has been counted yet.
+    let pin_dir = node.pin_dir.to_str().unwrap();
+    let with_node = |service| {
+        let args = [
+            "--kubeconfig",
+            kubeconfig,
+            "--node",
+            NODE,
+            "--pin-path",
+            pin_dir,
+        ];
+        diagnose(&lab, &[&[service][..], &args[..]].concat())
+    };
+    let (_, text, _) = with_node("default/web");
+    assert!(
+        text.contains(&format!("(kernel maps not checked: no pins at {pin_dir})")),
+        "{text}"
+    );
+    let mut agent = Agent::spawn(&lab, NODE, &["--kubeconfig", kubeconfig]);
+    agent.wait_healthy(&lab, Duration::from_secs(30));
+    let (code, text, stderr) = with_node("default/web");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        text.contains("the kernel of node node-1 holds the frontends but counted no packet"),
+        "{text}"
+    );
+    assert!(!text.contains("lack frontends"), "{text}");
+    // A Service created while no agent runs is in the plan, not the maps.
+    assert!(agent.terminate().success());
+    api.create(SERVICES, &seed_service("late", "198.19.0.31", 30081, "web"));
+    let (code, text, stderr) = with_node("default/late");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        text.contains(
+            "the kernel maps of node node-1 lack frontends the plan has (is the agent \
+             running and synced?): ClusterIP 198.19.0.31:80/TCP"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn diagnose_errors_are_one_line_and_say_what_to_do() {
+    let Some(binary) = apiserver::binary() else {
+        return;
+    };
+    let lab = one_node();
+    let node = lab.node(NODE).unwrap();
+    let mut api = ApiServer::start(node.netns(), binary);
+    let kubeconfig = api.kubeconfig();
+    let kubeconfig = kubeconfig.to_str().unwrap();
+
+    let (code, text, stderr) = diagnose(&lab, &["default/nope", "--kubeconfig", kubeconfig]);
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(
+        stderr,
+        format!(
+            "svc-agent: service default/nope not found in the API server at {}; check the \
+             name and the namespace (kubectl get services -n default)\n",
+            apiserver::SERVER
+        )
+    );
+
+    // No kubeconfig anywhere and not in a cluster.
+    let output = diagnose_command(&lab, &["default/web"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("svc-agent: cannot find the API server:")
+            && stderr.contains("give --kubeconfig"),
+        "{stderr}"
+    );
+
+    api.stop_apiserver();
+    let (code, _, stderr) = diagnose(&lab, &["default/web", "--kubeconfig", kubeconfig]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "svc-agent: cannot reach the API server at {} to get service default/web;",
+            apiserver::SERVER
+        )),
+        "{stderr}"
+    );
 }

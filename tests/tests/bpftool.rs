@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, process::Command};
 
 use serde_json::Value;
 use svc_agent::model::Protocol;
-use svc_common::names;
+use svc_common::{DropReason, names};
 use tests::{cluster_ip, one_node_lab};
 
 fn dump(path: &std::path::Path) -> Vec<Value> {
@@ -114,4 +114,9 @@ fn bpftool_dump_shows_field_names() {
     let stats = dump(&pin_dir.join(names::FRONTEND_STATS));
     let counters = &stats[0]["formatted"]["values"][0]["value"];
     assert!(counters.get("packets").is_some(), "{counters}");
+    // One entry per drop reason, each a struct with a packets field.
+    let drops = dump(&pin_dir.join(names::DROP_STATS));
+    assert_eq!(drops.len(), DropReason::COUNT as usize);
+    let counters = &drops[0]["formatted"]["values"][0]["value"];
+    assert!(counters["packets"].is_u64(), "{counters}");
 }

@@ -15,9 +15,9 @@ use aya::maps::{
 };
 use serde::Serialize;
 use svc_common::{
-    Affinity, AffinityKey, Backend, DropReason, Flow, FlowKey, FrontendCounters, FrontendKey,
-    FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, NodeConfig, RevNat, ServiceSlot, SourceRange,
-    backend_flags, frontend_flags, names,
+    Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
+    FrontendKey, FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, NodeConfig, RevNat, ServiceSlot,
+    SourceRange, backend_flags, frontend_flags, names,
 };
 
 use super::{DataplaneError, codec, held::Held};
@@ -31,7 +31,7 @@ pub struct Tables {
     meta: HashMap<MapData, u32, FrontendMeta>,
     ct: HashMap<MapData, FlowKey, Flow>,
     frontend_stats: PerCpuArray<MapData, FrontendCounters>,
-    drops: PerCpuArray<MapData, u64>,
+    drops: PerCpuArray<MapData, DropCounters>,
     affinity: HashMap<MapData, AffinityKey, Affinity>,
     source_ranges: LpmTrie<MapData, SourceRange, u8>,
     config: Array<MapData, NodeConfig>,
@@ -603,7 +603,7 @@ impl Tables {
                     .map_err(map_error(names::DROP_STATS))?;
                 Ok(DropCounter {
                     reason: reason.name(),
-                    packets: per_cpu.iter().sum(),
+                    packets: per_cpu.iter().map(|counters| counters.packets).sum(),
                 })
             })
             .collect()

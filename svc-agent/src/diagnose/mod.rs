@@ -1,8 +1,10 @@
 //! `svc-agent diagnose`: why a Service does or does not get traffic.
 //!
-//! [`diagnose`] is pure: it reads a [`Snapshot`] (manifests) and, when
-//! given, what the kernel holds for one node ([`KernelView`], read by the
-//! binary from the pinned maps), and lists [`Finding`]s, most basic first.
+//! [`diagnose`] is pure: it reads a [`Snapshot`] (from manifests or the
+//! API server) and, when given, what the kernel holds for one node
+//! ([`KernelView`], from the pinned maps), and lists [`Finding`]s, most
+//! basic first. [`report`] is the command around it: it reads those.
+mod report;
 mod selector;
 
 use std::{collections::BTreeSet, fmt, net::Ipv4Addr};
@@ -12,10 +14,16 @@ use k8s_openapi::{
     apimachinery::pkg::util::intstr::IntOrString,
 };
 
-pub use self::selector::{Closest, LabelDifference, closest_pods, selects};
+pub use self::{
+    report::{Report, Settings, report},
+    selector::{Closest, LabelDifference, closest_pods, selects},
+};
 use crate::{
-    dataplane::FrontendState,
-    k8s::{Snapshot, namespace_of, object_key},
+    dataplane::{DataplaneError, FrontendState},
+    k8s::{
+        Snapshot, client::ClientError, lookup::LookupError, manifests::ManifestError, namespace_of,
+        object_key,
+    },
     model::{self, Config, FrontendKind, Protocol},
 };
 
@@ -28,6 +36,16 @@ pub enum DiagnoseError {
         node: String,
         source: model::NodeContextError,
     },
+    #[error(transparent)]
+    Manifests(#[from] ManifestError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error("reading the kernel maps")]
+    Kernel(#[from] DataplaneError),
+    #[error("starting the async runtime")]
+    Runtime { source: std::io::Error },
 }
 
 /// One reason a Service gets (or does not get) traffic.

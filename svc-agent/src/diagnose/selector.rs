@@ -1,15 +1,10 @@
-//! Selector matching, and the pods that come closest when none matches.
+//! Selectors as text, and the pods that come closest when none matches
+//! (matching itself is the EndpointSlice rule, `pod_endpoints::selects`).
 use std::{collections::BTreeMap, fmt};
 
 use k8s_openapi::api::core::v1::Pod;
 
-/// Every selector label is on the Pod with the same value.
-pub fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
-    let labels = pod.metadata.labels.as_ref();
-    selector
-        .iter()
-        .all(|(key, value)| labels.and_then(|labels| labels.get(key)) == Some(value))
-}
+pub use crate::k8s::pod_endpoints::selects;
 
 /// `app=web,tier=front`.
 pub fn text(selector: &BTreeMap<String, String>) -> String {

@@ -1,13 +1,16 @@
 //! Kubernetes objects as the agent sees them: a [`Snapshot`] of the Services,
 //! EndpointSlices, Pods, Deployments and Nodes that `translate` reads, and
-//! the sources that fill it ([`manifests`] for a directory of YAML/JSON).
+//! the sources that fill it ([`manifests`] for a directory of YAML/JSON,
+//! [`watch`] for the API server, [`lookup`] for one Service read once).
+pub mod client;
+pub mod lookup;
 pub mod manifests;
 pub mod manifests_watch;
 pub mod pod_endpoints;
 pub mod source;
 pub mod watch;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, path::PathBuf};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -22,6 +25,25 @@ pub const LABEL_TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
 /// Services with this label are served by another proxy, not by us (nor by
 /// kube-proxy).
 pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+
+/// Where the cluster's objects come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A directory of manifests (`run` reloads it when it changes).
+    Manifests(PathBuf),
+    /// The API server (this kubeconfig, or the in-cluster / default one).
+    ApiServer { kubeconfig: Option<PathBuf> },
+}
+
+impl Source {
+    /// The manifests when given, else the API server.
+    pub fn new(manifests: Option<PathBuf>, kubeconfig: Option<PathBuf>) -> Self {
+        match manifests {
+            Some(dir) => Source::Manifests(dir),
+            None => Source::ApiServer { kubeconfig },
+        }
+    }
+}
 
 /// Every object one translation reads, as the API server (or a manifests
 /// directory) had them at one moment.

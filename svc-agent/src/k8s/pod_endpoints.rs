@@ -101,7 +101,7 @@ pub fn slices_from_pods(service: &Service, pods: &[Pod], nodes: &[Node]) -> Vec<
 }
 
 /// Every selector label is on the Pod with the same value.
-fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
+pub fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
     let labels = pod.metadata.labels.as_ref();
     selector
         .iter()

@@ -29,21 +29,14 @@ pub use self::{
 use crate::{
     dataplane::{Datapath, DataplaneError},
     k8s::{
+        Source,
+        client::{self, ClientError},
         manifests_watch::watch_manifests,
         source::{self, Update},
         watch::watch_api,
     },
     model::NodeContextError,
 };
-
-/// Where the cluster's objects come from.
-#[derive(Clone, Debug)]
-pub enum Source {
-    /// A directory of manifests, reloaded when it changes.
-    Manifests(PathBuf),
-    /// The API server (this kubeconfig, or the in-cluster / default one).
-    ApiServer { kubeconfig: Option<PathBuf> },
-}
 
 /// Everything `run` is told.
 #[derive(Clone, Debug)]
@@ -77,11 +70,8 @@ pub enum RunError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error("kubeconfig {}: {source}", path.as_ref().map_or("(inferred)".into(), |p| p.display().to_string()))]
-    Kubeconfig {
-        path: Option<PathBuf>,
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error("{what}")]
     Io {
         what: &'static str,
@@ -137,7 +127,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
             "manifests"
         }
         Source::ApiServer { kubeconfig } => {
-            let client = client(kubeconfig.as_ref()).await?;
+            let client = client::client(client::config(kubeconfig.as_deref()).await?)?;
             tokio::spawn(watch_api(
                 client,
                 settings.node.clone(),
@@ -236,26 +226,6 @@ fn error_kind(error: &RunError) -> &'static str {
         RunError::Node(_) | RunError::NoNodeAddress { .. } => "node",
         _ => "other",
     }
-}
-
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client, RunError> {
-    let config_error = |source: Box<dyn std::error::Error + Send + Sync>| RunError::Kubeconfig {
-        path: kubeconfig.cloned(),
-        source,
-    };
-    let config = match kubeconfig {
-        Some(path) => {
-            let file =
-                kube::config::Kubeconfig::read_from(path).map_err(|e| config_error(Box::new(e)))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| config_error(Box::new(e)))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| config_error(Box::new(e)))?,
-    };
-    kube::Client::try_from(config).map_err(|e| config_error(Box::new(e)))
 }
 
 /// The pod veths the TC program is attached to.

@@ -3,8 +3,11 @@
 use std::fmt::Write as _;
 
 use k8s_openapi::{
-    api::{core::v1::Service, discovery::v1::EndpointSlice},
-    apimachinery::pkg::apis::meta::v1::LabelSelector,
+    api::{
+        core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service},
+        discovery::v1::EndpointSlice,
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 use serde_json::{Value, json};
 use svc_agent::k8s::pod_endpoints;
@@ -151,47 +154,131 @@ pub fn slices(cluster: &Cluster, service: &Service) -> Vec<EndpointSlice> {
     pod_endpoints::slices_from_pods(service, &snapshot.pods, &snapshot.nodes)
 }
 
-/// `IP:PORT` of every ready endpoint of `service`.
-pub fn ready_endpoints(cluster: &Cluster, service: &Service) -> Vec<String> {
-    let mut out = Vec::new();
-    for slice in slices(cluster, service) {
-        let ports: Vec<i32> = slice
-            .ports
-            .iter()
-            .flatten()
-            .filter_map(|port| port.port)
-            .collect();
-        for endpoint in slice.endpoints.iter().flatten() {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
-            if !ready {
-                continue;
-            }
-            for address in &endpoint.addresses {
-                for port in &ports {
-                    out.push(format!("{address}:{port}"));
+/// The v1 Endpoints object the endpoints controller would make for
+/// `service`: one subset per set of ports, ready addresses in `addresses`,
+/// the others in `notReadyAddresses`, each sorted by IP as the controller
+/// sorts them; no subsets while nothing matches.
+pub fn endpoints(cluster: &Cluster, service: &Service) -> Endpoints {
+    let subsets: Vec<EndpointSubset> = slices(cluster, service)
+        .into_iter()
+        .map(|slice| {
+            let mut ready = Vec::new();
+            let mut not_ready = Vec::new();
+            for endpoint in slice.endpoints.into_iter().flatten() {
+                let is_ready = endpoint
+                    .conditions
+                    .as_ref()
+                    .and_then(|c| c.ready)
+                    .unwrap_or(true);
+                let addresses = endpoint.addresses.iter().map(|ip| EndpointAddress {
+                    ip: ip.clone(),
+                    hostname: endpoint.hostname.clone(),
+                    node_name: endpoint.node_name.clone(),
+                    target_ref: endpoint.target_ref.clone(),
+                });
+                if is_ready {
+                    ready.extend(addresses);
+                } else {
+                    not_ready.extend(addresses);
                 }
+            }
+            ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+            not_ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+            let ports = slice
+                .ports
+                .into_iter()
+                .flatten()
+                .map(|port| EndpointPort {
+                    // Unnamed ports have no name in Endpoints.
+                    name: port.name.filter(|name| !name.is_empty()),
+                    port: port.port.unwrap_or_default(),
+                    protocol: port.protocol,
+                    app_protocol: port.app_protocol,
+                })
+                .collect();
+            EndpointSubset {
+                addresses: (!ready.is_empty()).then_some(ready),
+                not_ready_addresses: (!not_ready.is_empty()).then_some(not_ready),
+                ports: Some(ports),
+            }
+        })
+        .collect();
+    Endpoints {
+        metadata: ObjectMeta {
+            name: service.metadata.name.clone(),
+            namespace: service.metadata.namespace.clone(),
+            labels: service.metadata.labels.clone(),
+            ..ObjectMeta::default()
+        },
+        subsets: (!subsets.is_empty()).then_some(subsets),
+    }
+}
+
+/// The Services the endpoints controller keeps an Endpoints object for:
+/// those with a selector, except ExternalName ones.
+fn selecting_services(cluster: &Cluster) -> impl Iterator<Item = &Service> {
+    cluster.services.iter().filter(|service| {
+        service.spec.as_ref().is_some_and(|spec| {
+            spec.selector.as_ref().is_some_and(|s| !s.is_empty())
+                && spec.type_.as_deref() != Some("ExternalName")
+        })
+    })
+}
+
+/// `IP:PORT` of every ready address of `endpoints`, as kubectl's
+/// ENDPOINTS column shows them.
+fn ready_addresses(endpoints: &Endpoints) -> Vec<String> {
+    let mut out = Vec::new();
+    for subset in endpoints.subsets.iter().flatten() {
+        for address in subset.addresses.iter().flatten() {
+            for port in subset.ports.iter().flatten() {
+                out.push(format!("{}:{}", address.ip, port.port));
             }
         }
     }
     out
 }
 
+fn none_if_empty(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "<none>".into()
+    } else {
+        items.join(",")
+    }
+}
+
 pub fn endpoints_table(cluster: &Cluster) -> String {
     let mut rows = vec![vec!["NAME".into(), "ENDPOINTS".into()]];
-    for service in &cluster.services {
-        let endpoints = ready_endpoints(cluster, service);
+    for service in selecting_services(cluster) {
+        let endpoints = endpoints(cluster, service);
         rows.push(vec![
             service.metadata.name.clone().unwrap_or_default(),
-            if endpoints.is_empty() {
-                "<none>".into()
-            } else {
-                endpoints.join(",")
-            },
+            none_if_empty(ready_addresses(&endpoints)),
         ]);
+    }
+    table(&rows)
+}
+
+pub fn endpoint_slices_table(cluster: &Cluster) -> String {
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "ADDRESSTYPE".into(),
+        "PORTS".into(),
+        "ENDPOINTS".into(),
+    ]];
+    for service in &cluster.services {
+        for slice in slices(cluster, service) {
+            let ports = slice.ports.iter().flatten();
+            let ports = ports.filter_map(|port| port.port).map(|p| p.to_string());
+            let addresses = slice.endpoints.iter().flatten();
+            let addresses = addresses.flat_map(|e| e.addresses.clone());
+            rows.push(vec![
+                slice.metadata.name.clone().unwrap_or_default(),
+                slice.address_type.clone(),
+                none_if_empty(ports.collect()),
+                none_if_empty(addresses.collect()),
+            ]);
+        }
     }
     table(&rows)
 }
@@ -218,9 +305,17 @@ pub fn services_json(cluster: &Cluster) -> Result<Value, serde_json::Error> {
     Ok(list(items))
 }
 
-/// The EndpointSlices of every Service (the v1 Endpoints API is
-/// deprecated; its successor is what the agents read).
+/// The v1 Endpoints of every Service with a selector, as `kubectl get
+/// endpoints -o json` prints them.
 pub fn endpoints_json(cluster: &Cluster) -> Result<Value, serde_json::Error> {
+    let items = selecting_services(cluster)
+        .map(|service| serde_json::to_value(endpoints(cluster, service)))
+        .collect::<Result<_, _>>()?;
+    Ok(list(items))
+}
+
+/// The EndpointSlices of every Service (what the agents read).
+pub fn endpoint_slices_json(cluster: &Cluster) -> Result<Value, serde_json::Error> {
     let mut items = Vec::new();
     for service in &cluster.services {
         for slice in slices(cluster, service) {

@@ -134,3 +134,64 @@ fn deleting_what_is_not_there_names_it() {
     let error = cluster.delete("svc", "default/nope").unwrap_err();
     assert_eq!(error.to_string(), "services \"nope\" not found");
 }
+
+#[test]
+fn get_endpoints_prints_v1_endpoints_with_not_ready_addresses_apart() {
+    let (mut cluster, _) = seed_cluster();
+    // The second pod (198.18.2.10) turns not ready.
+    let status = cluster.pods[1].object.status.as_mut().unwrap();
+    for condition in status.conditions.iter_mut().flatten() {
+        if condition.type_ == "Ready" {
+            condition.status = "False".into();
+        }
+    }
+    let list = render::endpoints_json(&cluster).unwrap();
+    assert_eq!(list["kind"], "List");
+    let clusterip = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["metadata"]["name"] == "web-clusterip")
+        .unwrap();
+    assert_eq!(clusterip["kind"], "Endpoints");
+    assert_eq!(clusterip["apiVersion"], "v1");
+    let subsets = clusterip["subsets"].as_array().unwrap();
+    assert_eq!(subsets.len(), 1, "{clusterip}");
+    let ips = |field: &str| -> Vec<&str> {
+        subsets[0][field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["ip"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(ips("addresses"), ["198.18.1.10", "198.18.1.11"]);
+    assert_eq!(ips("notReadyAddresses"), ["198.18.2.10"]);
+    assert_eq!(subsets[0]["addresses"][0]["targetRef"]["kind"], "Pod");
+    assert_eq!(
+        subsets[0]["ports"],
+        serde_json::json!([{"name": "http", "port": 80, "protocol": "TCP"}])
+    );
+    let table = render::endpoints_table(&cluster);
+    assert!(
+        table.contains("web-clusterip   198.18.1.10:80,198.18.1.11:80\n"),
+        "{table}"
+    );
+}
+
+#[test]
+fn get_endpointslices_keeps_the_slices() {
+    let (cluster, _) = seed_cluster();
+    let list = render::endpoint_slices_json(&cluster).unwrap();
+    let kinds: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["kind"].as_str().unwrap())
+        .collect();
+    assert!(!kinds.is_empty());
+    assert!(
+        kinds.iter().all(|kind| *kind == "EndpointSlice"),
+        "{kinds:?}"
+    );
+}

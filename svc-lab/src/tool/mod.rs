@@ -55,6 +55,8 @@ pub enum ToolError {
     },
     #[error("unknown target {given:?}: use node/NAME, pod/NAME or client")]
     Target { given: String },
+    #[error("unknown resource type {given:?}: use pods, svc, endpoints or endpointslices")]
+    ResourceType { given: String },
     #[error("{kind} {name} is not in this lab")]
     Unknown { kind: &'static str, name: String },
     #[error("no svc-agent next to svc-lab at {path}: build both (cargo build --release)")]

@@ -388,7 +388,7 @@ fn change(
     wait_synced(&state, &cluster)
 }
 
-/// `svc-lab get pods|svc|endpoints [-o wide|json]`.
+/// `svc-lab get pods|svc|endpoints|endpointslices [-o wide|json]`.
 pub fn get(state_root: &Path, what: &str, output: Option<&str>) -> Result<String, ToolError> {
     let state = StateDir::lock(state_root)?;
     let cluster = state.require()?;
@@ -402,13 +402,17 @@ pub fn get(state_root: &Path, what: &str, output: Option<&str>) -> Result<String
         ("pods" | "pod" | "po", false) => render::pods_table(&cluster, wide),
         ("svc" | "service" | "services", false) => render::services_table(&cluster, wide),
         ("endpoints" | "ep", false) => render::endpoints_table(&cluster),
+        ("endpointslices" | "endpointslice", false) => render::endpoint_slices_table(&cluster),
         ("pods" | "pod" | "po", true) => pretty(render::pods_json(&cluster)).map_err(bad_json)?,
         ("svc" | "service" | "services", true) => {
             pretty(render::services_json(&cluster)).map_err(bad_json)?
         }
         ("endpoints" | "ep", true) => pretty(render::endpoints_json(&cluster)).map_err(bad_json)?,
+        ("endpointslices" | "endpointslice", true) => {
+            pretty(render::endpoint_slices_json(&cluster)).map_err(bad_json)?
+        }
         (other, _) => {
-            return Err(ToolError::Target {
+            return Err(ToolError::ResourceType {
                 given: other.to_owned(),
             });
         }
