@@ -10,15 +10,26 @@ use svc_common::DropReason;
 
 use crate::{csum, packet::Packet};
 
+/// data and data_end, read afresh. Volatile loads: LLVM then knows nothing
+/// linking one access's bounds check to another's, so it cannot drop a check
+/// as implied by an earlier one, which the verifier (tracking only each
+/// pointer's own proven range) would reject. Every access keeps its own
+/// check, at the price of two loads from the context, and nothing else.
+#[inline(always)]
+fn bounds(ctx: &XdpContext) -> (usize, usize) {
+    // SAFETY: `ctx` points at the xdp_md the kernel handed us.
+    unsafe {
+        let md = ctx.ctx;
+        (
+            core::ptr::read_volatile(&(*md).data) as usize,
+            core::ptr::read_volatile(&(*md).data_end) as usize,
+        )
+    }
+}
+
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, DropReason> {
-    // An optimisation barrier: without it LLVM drops this check whenever an
-    // earlier one at a larger offset from the same base implies it, and the
-    // verifier, which tracks each pointer's own proven range, rejects the
-    // access. Every access keeps its own check.
-    let offset = core::hint::black_box(offset);
-    let start = ctx.data();
-    let end = ctx.data_end();
+    let (start, end) = bounds(ctx);
     // The verifier needs this comparison against data_end before any access.
     if start + offset + size_of::<T>() > end {
         return Err(DropReason::Malformed);
@@ -48,16 +59,8 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn len(&self) -> usize {
-        // Volatile loads: otherwise LLVM learns "len >= n" from a length
-        // check and drops later bounds checks against data_end as redundant,
-        // which the verifier (tracking only pointer comparisons) rejects.
-        // SAFETY: `ctx` points at the xdp_md the kernel handed us.
-        unsafe {
-            let md = self.ctx;
-            let data = core::ptr::read_volatile(&(*md).data);
-            let data_end = core::ptr::read_volatile(&(*md).data_end);
-            data_end.saturating_sub(data) as usize
-        }
+        let (start, end) = bounds(self);
+        end.saturating_sub(start)
     }
 
     #[inline(always)]
