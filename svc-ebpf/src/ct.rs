@@ -28,17 +28,38 @@ fn now() -> u64 {
 /// would keep bouncing the entry's cache line between CPUs.
 const TOUCH_EVERY_NS: u64 = 1_000_000_000;
 
+/// A conntrack key. Built by assigning into an all-zero constant: a struct
+/// literal's `_pad: [0; 3]` (3 unaligned bytes) compiles to a call to a
+/// memset subprogram, on every packet.
+#[inline(always)]
+pub fn flow_key(saddr_be: u32, daddr_be: u32, sport_be: u16, dport_be: u16, proto: u8) -> FlowKey {
+    const EMPTY: FlowKey = FlowKey {
+        saddr_be: 0,
+        daddr_be: 0,
+        sport_be: 0,
+        dport_be: 0,
+        proto: 0,
+        _pad: [0; 3],
+    };
+    let mut key = EMPTY;
+    key.saddr_be = saddr_be;
+    key.daddr_be = daddr_be;
+    key.sport_be = sport_be;
+    key.dport_be = dport_be;
+    key.proto = proto;
+    key
+}
+
 /// The key of this packet's own direction.
 #[inline(always)]
 pub fn key_of(flow: &Ipv4Flow) -> FlowKey {
-    FlowKey {
-        saddr_be: flow.saddr_be,
-        daddr_be: flow.daddr_be,
-        sport_be: flow.sport_be,
-        dport_be: flow.dport_be,
-        proto: flow.proto,
-        _pad: [0; 3],
-    }
+    flow_key(
+        flow.saddr_be,
+        flow.daddr_be,
+        flow.sport_be,
+        flow.dport_be,
+        flow.proto,
+    )
 }
 
 #[inline(always)]
@@ -115,14 +136,13 @@ pub fn create(
         nat_port_be: 0,
         flags: flow_flags::REPLY,
     };
-    let mut reply_key = FlowKey {
-        saddr_be: backend.addr_be,
-        daddr_be: flow.saddr_be,
-        sport_be: backend.port_be,
-        dport_be: flow.sport_be,
-        proto: flow.proto,
-        _pad: [0; 3],
-    };
+    let mut reply_key = flow_key(
+        backend.addr_be,
+        flow.saddr_be,
+        backend.port_be,
+        flow.sport_be,
+        flow.proto,
+    );
     let mut forward = Flow { flags: 0, ..reply };
 
     let nat_port_be = match snat {
