@@ -4,12 +4,12 @@
 //! evicts the oldest when full.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns},
 };
 use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeouts, proto};
 
 use crate::{
-    maps::CT_V1,
+    maps::{CLOCK_V1, CT_V1},
     packet::{Ipv4Flow, TCP_FIN, TCP_RST},
 };
 
@@ -17,11 +17,28 @@ use crate::{
 const NAT_PORT_TRIES: u32 = 32;
 
 /// Flow timestamps need second, not nanosecond, precision: the coarse
-/// clock is several times cheaper to read on every packet.
+/// clock, which only moves at the timer tick. Even that is a helper call
+/// costing ~10 ns per packet, so each CPU keeps the value it read last with
+/// the jiffy it read it in (jiffies64 is a plain load: the verifier inlines
+/// it) and reads the clock again only once the tick has moved. A read just
+/// as the tick moves may keep the previous tick's time for one tick: well
+/// under the second that matters here.
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    let jiffy = unsafe { bpf_jiffies64() };
+    let Some(cached) = CLOCK_V1.get_ptr_mut(0) else {
+        // SAFETY: helper without arguments.
+        return unsafe { bpf_ktime_get_coarse_ns() };
+    };
+    // SAFETY: per-CPU slot, only this CPU uses it while we run.
+    unsafe {
+        if (*cached).jiffy != jiffy || (*cached).ns == 0 {
+            (*cached).ns = bpf_ktime_get_coarse_ns();
+            (*cached).jiffy = jiffy;
+        }
+        (*cached).ns
+    }
 }
 
 /// last_seen is rewritten at most this often: a write on every packet
