@@ -47,6 +47,23 @@ fn field_bytes(value: u32, size: u8) -> [u8; 4] {
     }
 }
 
+/// Folds `change` (see [`csum::change`]) into the L4 checksum at `csum_off`.
+/// `udp`: a zero checksum means "none" and stays so, and a computed zero is
+/// sent as 0xffff.
+#[inline(always)]
+fn update_l4(ctx: &XdpContext, csum_off: usize, change: u32, udp: bool) -> Result<(), DropReason> {
+    let current: [u8; 2] = ctx.read(csum_off)?;
+    if udp && current == [0, 0] {
+        // No checksum, and none to keep.
+        return Ok(());
+    }
+    let mut updated = csum::apply(current, change);
+    if udp && updated == [0, 0] {
+        updated = [0xff, 0xff];
+    }
+    ctx.write(csum_off, &updated)
+}
+
 impl Packet for XdpContext {
     const RESOLVES_NEIGHBOURS: bool = false;
 
@@ -80,13 +97,8 @@ impl Packet for XdpContext {
         size: u8,
     ) -> Result<(), DropReason> {
         let current: [u8; 2] = self.read(csum_off)?;
-        let updated = csum::replace(
-            current,
-            field_bytes(old, size),
-            field_bytes(new, size),
-            size,
-        );
-        self.write(csum_off, &updated)
+        let change = csum::change(field_bytes(old, size), field_bytes(new, size), size);
+        self.write(csum_off, &csum::apply(current, change))
     }
 
     #[inline(always)]
@@ -99,21 +111,26 @@ impl Packet for XdpContext {
         _pseudo: bool,
         udp: bool,
     ) -> Result<(), DropReason> {
-        let current: [u8; 2] = self.read(csum_off)?;
-        if udp && current == [0, 0] {
-            // No checksum, and none to keep.
-            return Ok(());
-        }
-        let mut updated = csum::replace(
-            current,
-            field_bytes(old, size),
-            field_bytes(new, size),
-            size,
-        );
-        if udp && updated == [0, 0] {
-            updated = [0xff, 0xff];
-        }
-        self.write(csum_off, &updated)
+        let change = csum::change(field_bytes(old, size), field_bytes(new, size), size);
+        update_l4(self, csum_off, change, udp)
+    }
+
+    #[inline(always)]
+    fn update_l4_csum_endpoint(
+        &self,
+        csum_off: usize,
+        (old_addr_be, old_port_be): (u32, u16),
+        (new_addr_be, new_port_be): (u32, u16),
+        udp: bool,
+    ) -> Result<(), DropReason> {
+        // One read-modify-write of the checksum for both fields.
+        let change = csum::change(old_addr_be.to_ne_bytes(), new_addr_be.to_ne_bytes(), 4)
+            + csum::change(
+                field_bytes(u32::from(old_port_be), 2),
+                field_bytes(u32::from(new_port_be), 2),
+                2,
+            );
+        update_l4(self, csum_off, change, udp)
     }
 
     #[inline(always)]
