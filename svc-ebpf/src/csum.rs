@@ -33,20 +33,24 @@ pub fn pseudo_header(saddr: [u8; 4], daddr: [u8; 4], proto: u8, l4_len: u16) -> 
     acc + u32::from(proto) + u32::from(l4_len)
 }
 
-/// RFC 1624 eqn. 3: the checksum (as stored, big-endian bytes) after the
-/// covered bytes `old` changed to `new`. `old` and `new` are the field's
-/// bytes as in the packet (2 or 4 of them; unused high bytes zero).
+/// What a field's change from `old` to `new` adds to a checksum's sum
+/// (RFC 1624 eqn. 3: ~m + m'), for [`apply`]. `old` and `new` are the
+/// field's bytes as in the packet (2 or 4 of them; unused high bytes zero).
+/// Changes of several fields covered by one checksum add up.
 #[inline(always)]
-pub fn replace(csum: [u8; 2], old: [u8; 4], new: [u8; 4], size: u8) -> [u8; 2] {
-    let mut acc = u32::from(!u16::from_be_bytes(csum));
+pub fn change(old: [u8; 4], new: [u8; 4], size: u8) -> u32 {
+    let mut acc = u32::from(!u16::from_be_bytes([old[0], old[1]]));
+    acc += u32::from(u16::from_be_bytes([new[0], new[1]]));
     if size == 4 {
-        acc += u32::from(!u16::from_be_bytes([old[0], old[1]]));
         acc += u32::from(!u16::from_be_bytes([old[2], old[3]]));
-        acc += u32::from(u16::from_be_bytes([new[0], new[1]]));
         acc += u32::from(u16::from_be_bytes([new[2], new[3]]));
-    } else {
-        acc += u32::from(!u16::from_be_bytes([old[0], old[1]]));
-        acc += u32::from(u16::from_be_bytes([new[0], new[1]]));
     }
-    (!fold(acc)).to_be_bytes()
+    acc
+}
+
+/// The checksum (as stored, big-endian bytes) after the covered bytes
+/// changed by `change` (the sum of [`change`]s).
+#[inline(always)]
+pub fn apply(csum: [u8; 2], change: u32) -> [u8; 2] {
+    finish(u32::from(!u16::from_be_bytes(csum)) + change)
 }

@@ -4,12 +4,12 @@
 //! evicts the oldest when full.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns},
+    helpers::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns},
 };
 use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeouts, proto};
 
 use crate::{
-    maps::CT_V1,
+    maps::{CLOCK_V1, CT_V1},
     packet::{Ipv4Flow, TCP_FIN, TCP_RST},
 };
 
@@ -17,28 +17,66 @@ use crate::{
 const NAT_PORT_TRIES: u32 = 32;
 
 /// Flow timestamps need second, not nanosecond, precision: the coarse
-/// clock is several times cheaper to read on every packet.
+/// clock, which only moves at the timer tick. Even that is a helper call
+/// costing ~10 ns per packet, so each CPU keeps the value it read last with
+/// the jiffy it read it in (jiffies64 is a plain load: the verifier inlines
+/// it) and reads the clock again only once the tick has moved. A read just
+/// as the tick moves may keep the previous tick's time for one tick: well
+/// under the second that matters here.
 #[inline(always)]
 fn now() -> u64 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_ktime_get_coarse_ns() }
+    let jiffy = unsafe { bpf_jiffies64() };
+    let Some(cached) = CLOCK_V1.get_ptr_mut(0) else {
+        // SAFETY: helper without arguments.
+        return unsafe { bpf_ktime_get_coarse_ns() };
+    };
+    // SAFETY: per-CPU slot, only this CPU uses it while we run.
+    unsafe {
+        if (*cached).jiffy != jiffy || (*cached).ns == 0 {
+            (*cached).ns = bpf_ktime_get_coarse_ns();
+            (*cached).jiffy = jiffy;
+        }
+        (*cached).ns
+    }
 }
 
 /// last_seen is rewritten at most this often: a write on every packet
 /// would keep bouncing the entry's cache line between CPUs.
 const TOUCH_EVERY_NS: u64 = 1_000_000_000;
 
+/// A conntrack key. Built by assigning into an all-zero constant: a struct
+/// literal's `_pad: [0; 3]` (3 unaligned bytes) compiles to a call to a
+/// memset subprogram, on every packet.
+#[inline(always)]
+pub fn flow_key(saddr_be: u32, daddr_be: u32, sport_be: u16, dport_be: u16, proto: u8) -> FlowKey {
+    const EMPTY: FlowKey = FlowKey {
+        saddr_be: 0,
+        daddr_be: 0,
+        sport_be: 0,
+        dport_be: 0,
+        proto: 0,
+        _pad: [0; 3],
+    };
+    let mut key = EMPTY;
+    key.saddr_be = saddr_be;
+    key.daddr_be = daddr_be;
+    key.sport_be = sport_be;
+    key.dport_be = dport_be;
+    key.proto = proto;
+    key
+}
+
 /// The key of this packet's own direction.
 #[inline(always)]
 pub fn key_of(flow: &Ipv4Flow) -> FlowKey {
-    FlowKey {
-        saddr_be: flow.saddr_be,
-        daddr_be: flow.daddr_be,
-        sport_be: flow.sport_be,
-        dport_be: flow.dport_be,
-        proto: flow.proto,
-        _pad: [0; 3],
-    }
+    flow_key(
+        flow.saddr_be,
+        flow.daddr_be,
+        flow.sport_be,
+        flow.dport_be,
+        flow.proto,
+    )
 }
 
 #[inline(always)]
@@ -115,14 +153,13 @@ pub fn create(
         nat_port_be: 0,
         flags: flow_flags::REPLY,
     };
-    let mut reply_key = FlowKey {
-        saddr_be: backend.addr_be,
-        daddr_be: flow.saddr_be,
-        sport_be: backend.port_be,
-        dport_be: flow.sport_be,
-        proto: flow.proto,
-        _pad: [0; 3],
-    };
+    let mut reply_key = flow_key(
+        backend.addr_be,
+        flow.saddr_be,
+        backend.port_be,
+        flow.sport_be,
+        flow.proto,
+    );
     let mut forward = Flow { flags: 0, ..reply };
 
     let nat_port_be = match snat {

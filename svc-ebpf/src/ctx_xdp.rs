@@ -10,15 +10,26 @@ use svc_common::DropReason;
 
 use crate::{csum, packet::Packet};
 
+/// data and data_end, read afresh. Volatile loads: LLVM then knows nothing
+/// linking one access's bounds check to another's, so it cannot drop a check
+/// as implied by an earlier one, which the verifier (tracking only each
+/// pointer's own proven range) would reject. Every access keeps its own
+/// check, at the price of two loads from the context, and nothing else.
+#[inline(always)]
+fn bounds(ctx: &XdpContext) -> (usize, usize) {
+    // SAFETY: `ctx` points at the xdp_md the kernel handed us.
+    unsafe {
+        let md = ctx.ctx;
+        (
+            core::ptr::read_volatile(&(*md).data) as usize,
+            core::ptr::read_volatile(&(*md).data_end) as usize,
+        )
+    }
+}
+
 #[inline(always)]
 fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, DropReason> {
-    // An optimisation barrier: without it LLVM drops this check whenever an
-    // earlier one at a larger offset from the same base implies it, and the
-    // verifier, which tracks each pointer's own proven range, rejects the
-    // access. Every access keeps its own check.
-    let offset = core::hint::black_box(offset);
-    let start = ctx.data();
-    let end = ctx.data_end();
+    let (start, end) = bounds(ctx);
     // The verifier needs this comparison against data_end before any access.
     if start + offset + size_of::<T>() > end {
         return Err(DropReason::Malformed);
@@ -36,6 +47,23 @@ fn field_bytes(value: u32, size: u8) -> [u8; 4] {
     }
 }
 
+/// Folds `change` (see [`csum::change`]) into the L4 checksum at `csum_off`.
+/// `udp`: a zero checksum means "none" and stays so, and a computed zero is
+/// sent as 0xffff.
+#[inline(always)]
+fn update_l4(ctx: &XdpContext, csum_off: usize, change: u32, udp: bool) -> Result<(), DropReason> {
+    let current: [u8; 2] = ctx.read(csum_off)?;
+    if udp && current == [0, 0] {
+        // No checksum, and none to keep.
+        return Ok(());
+    }
+    let mut updated = csum::apply(current, change);
+    if udp && updated == [0, 0] {
+        updated = [0xff, 0xff];
+    }
+    ctx.write(csum_off, &updated)
+}
+
 impl Packet for XdpContext {
     const RESOLVES_NEIGHBOURS: bool = false;
 
@@ -48,16 +76,8 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn len(&self) -> usize {
-        // Volatile loads: otherwise LLVM learns "len >= n" from a length
-        // check and drops later bounds checks against data_end as redundant,
-        // which the verifier (tracking only pointer comparisons) rejects.
-        // SAFETY: `ctx` points at the xdp_md the kernel handed us.
-        unsafe {
-            let md = self.ctx;
-            let data = core::ptr::read_volatile(&(*md).data);
-            let data_end = core::ptr::read_volatile(&(*md).data_end);
-            data_end.saturating_sub(data) as usize
-        }
+        let (start, end) = bounds(self);
+        end.saturating_sub(start)
     }
 
     #[inline(always)]
@@ -77,13 +97,8 @@ impl Packet for XdpContext {
         size: u8,
     ) -> Result<(), DropReason> {
         let current: [u8; 2] = self.read(csum_off)?;
-        let updated = csum::replace(
-            current,
-            field_bytes(old, size),
-            field_bytes(new, size),
-            size,
-        );
-        self.write(csum_off, &updated)
+        let change = csum::change(field_bytes(old, size), field_bytes(new, size), size);
+        self.write(csum_off, &csum::apply(current, change))
     }
 
     #[inline(always)]
@@ -96,21 +111,26 @@ impl Packet for XdpContext {
         _pseudo: bool,
         udp: bool,
     ) -> Result<(), DropReason> {
-        let current: [u8; 2] = self.read(csum_off)?;
-        if udp && current == [0, 0] {
-            // No checksum, and none to keep.
-            return Ok(());
-        }
-        let mut updated = csum::replace(
-            current,
-            field_bytes(old, size),
-            field_bytes(new, size),
-            size,
-        );
-        if udp && updated == [0, 0] {
-            updated = [0xff, 0xff];
-        }
-        self.write(csum_off, &updated)
+        let change = csum::change(field_bytes(old, size), field_bytes(new, size), size);
+        update_l4(self, csum_off, change, udp)
+    }
+
+    #[inline(always)]
+    fn update_l4_csum_endpoint(
+        &self,
+        csum_off: usize,
+        (old_addr_be, old_port_be): (u32, u16),
+        (new_addr_be, new_port_be): (u32, u16),
+        udp: bool,
+    ) -> Result<(), DropReason> {
+        // One read-modify-write of the checksum for both fields.
+        let change = csum::change(old_addr_be.to_ne_bytes(), new_addr_be.to_ne_bytes(), 4)
+            + csum::change(
+                field_bytes(u32::from(old_port_be), 2),
+                field_bytes(u32::from(new_port_be), 2),
+                2,
+            );
+        update_l4(self, csum_off, change, udp)
     }
 
     #[inline(always)]

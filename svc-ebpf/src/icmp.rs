@@ -3,9 +3,10 @@
 //! to a backend, must reach the client quoting the packet the client sent
 //! (to the frontend), or its stack cannot relate the error to the socket,
 //! and path-MTU discovery through the load balancer breaks.
-use svc_common::{DropReason, FlowKey, flow_flags, rev_nat_flags};
+use svc_common::{DropReason, flow_flags, rev_nat_flags};
 
 use crate::{
+    ct,
     flow::Action,
     lb,
     maps::CT_V1,
@@ -17,14 +18,13 @@ use crate::{
 pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReason> {
     // The quoted packet went client → backend; its flow's reply entry is
     // keyed backend → client.
-    let key = FlowKey {
-        saddr_be: err.inner_daddr_be,
-        daddr_be: err.inner_saddr_be,
-        sport_be: err.inner_dport_be,
-        dport_be: err.inner_sport_be,
-        proto: err.inner_proto,
-        _pad: [0; 3],
-    };
+    let key = ct::flow_key(
+        err.inner_daddr_be,
+        err.inner_saddr_be,
+        err.inner_dport_be,
+        err.inner_sport_be,
+        err.inner_proto,
+    );
     // SAFETY: copied out at once.
     let Some(entry) = (unsafe { CT_V1.get(key) }).copied() else {
         return Ok(Action::Pass);

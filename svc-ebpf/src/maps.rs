@@ -66,6 +66,18 @@ pub static AFFINITY_V1: LruHashMap<AffinityKey, Affinity, { MAX_AFFINITY as usiz
 #[btf_map]
 pub static SRC_RANGES_V1: LpmTrie<SourceRange, u8, { MAX_SOURCE_RANGES as usize }> = LpmTrie::new();
 
+/// The coarse clock as each CPU last read it, and the jiffy it read it in
+/// (ct.rs). Only the programs use it: it is not pinned, nor in svc-common.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ClockReading {
+    pub jiffy: u64,
+    pub ns: u64,
+}
+
+#[btf_map]
+pub static CLOCK_V1: PerCpuArray<ClockReading, 1> = PerCpuArray::new();
+
 /// This node's addresses (one entry, index 0).
 #[btf_map]
 pub static CONFIG_V1: Array<NodeConfig, 1> = Array::new();

@@ -13,8 +13,9 @@ pub fn rewrite_destination<P: Packet>(
     addr_be: u32,
     port_be: u16,
 ) -> Result<(), DropReason> {
-    rewrite_addr(pkt, flow, IP_DADDR_OFF, flow.daddr_be, addr_be)?;
-    rewrite_port(pkt, flow, flow.l4_off + 2, flow.dport_be, port_be)
+    let offsets = (IP_DADDR_OFF, flow.l4_off + 2);
+    let old = (flow.daddr_be, flow.dport_be);
+    rewrite_endpoint(pkt, flow, offsets, old, (addr_be, port_be))
 }
 
 /// Source becomes `addr:port`.
@@ -25,46 +26,32 @@ pub fn rewrite_source<P: Packet>(
     addr_be: u32,
     port_be: u16,
 ) -> Result<(), DropReason> {
-    rewrite_addr(pkt, flow, IP_SADDR_OFF, flow.saddr_be, addr_be)?;
-    rewrite_port(pkt, flow, flow.l4_off, flow.sport_be, port_be)
+    let offsets = (IP_SADDR_OFF, flow.l4_off);
+    let old = (flow.saddr_be, flow.sport_be);
+    rewrite_endpoint(pkt, flow, offsets, old, (addr_be, port_be))
 }
 
+/// The address at `addr_off` and the port at `port_off` go from `old` to
+/// `new` (network order), with both checksums.
 #[inline(always)]
-fn rewrite_addr<P: Packet>(
+fn rewrite_endpoint<P: Packet>(
     pkt: &P,
     flow: &Ipv4Flow,
-    offset: usize,
-    old_be: u32,
-    new_be: u32,
+    (addr_off, port_off): (usize, usize),
+    old: (u32, u16),
+    new: (u32, u16),
 ) -> Result<(), DropReason> {
-    if old_be == new_be {
+    if old == new {
         return Ok(());
     }
     let udp = flow.proto == proto::UDP;
-    pkt.update_l4_csum(flow.l4_csum_off(), old_be, new_be, 4, true, udp)?;
-    pkt.update_l3_csum(IP_CSUM_OFF, old_be, new_be, 4)?;
-    pkt.write(offset, &new_be)
-}
-
-#[inline(always)]
-fn rewrite_port<P: Packet>(
-    pkt: &P,
-    flow: &Ipv4Flow,
-    offset: usize,
-    old_be: u16,
-    new_be: u16,
-) -> Result<(), DropReason> {
-    if old_be == new_be {
-        return Ok(());
+    pkt.update_l4_csum_endpoint(flow.l4_csum_off(), old, new, udp)?;
+    if old.0 != new.0 {
+        pkt.update_l3_csum(IP_CSUM_OFF, old.0, new.0, 4)?;
+        pkt.write(addr_off, &new.0)?;
     }
-    let udp = flow.proto == proto::UDP;
-    pkt.update_l4_csum(
-        flow.l4_csum_off(),
-        u32::from(old_be),
-        u32::from(new_be),
-        2,
-        false,
-        udp,
-    )?;
-    pkt.write(offset, &new_be)
+    if old.1 != new.1 {
+        pkt.write(port_off, &new.1)?;
+    }
+    Ok(())
 }

@@ -51,6 +51,27 @@ pub trait Packet {
         pseudo: bool,
         udp: bool,
     ) -> Result<(), DropReason>;
+    /// The L4 checksum update for an endpoint (address and port, both
+    /// source or both destination) rewritten from `old` to `new`, network
+    /// order; the address is part of the pseudo header. Program types that
+    /// can do it in one read-modify-write override this.
+    #[inline(always)]
+    fn update_l4_csum_endpoint(
+        &self,
+        csum_off: usize,
+        (old_addr_be, old_port_be): (u32, u16),
+        (new_addr_be, new_port_be): (u32, u16),
+        udp: bool,
+    ) -> Result<(), DropReason> {
+        if old_addr_be != new_addr_be {
+            self.update_l4_csum(csum_off, old_addr_be, new_addr_be, 4, true, udp)?;
+        }
+        if old_port_be != new_port_be {
+            let (old, new) = (u32::from(old_port_be), u32::from(new_port_be));
+            self.update_l4_csum(csum_off, old, new, 2, false, udp)?;
+        }
+        Ok(())
+    }
     /// Cuts or grows the packet to `len` bytes.
     fn resize(&self, len: usize) -> Result<(), DropReason>;
     /// The interface the packet arrived on.

@@ -2,11 +2,39 @@
 //! 1, 1 000 and 100 000 frontends in the maps. Writes
 //! target/svc-bench/packet.json and prints a table. Needs root.
 //!
-//! Method: the kernel times the program over `repeat` runs of one packet
-//! and reports the mean. A repeated packet is a new flow only the first
-//! time, so the new-flow cost is the median of single runs over distinct
-//! packets (each its own source port), which includes the kernel's timer
-//! overhead of one run; the other figures use REPEAT runs.
+//! Method. With `repeat`, the kernel runs the program that many times on
+//! one packet buffer and reports the mean time of a run. The buffer is not
+//! restored between runs: each run sees the packet as the previous run
+//! left it. A packet the program rewrites is therefore a different packet
+//! from the second run on, and each figure is set up so that every run is
+//! the case it is named after. The bench checks that, and panics when a
+//! run was something else:
+//!
+//! - `baseline`: an XDP_PASS program, REPEAT runs. The harness's own cost
+//!   per run, which every other figure includes.
+//! - `miss`: a TCP packet to an address that is no frontend, REPEAT runs:
+//!   conntrack and frontend lookups both miss and the packet passes
+//!   untouched, so every run is the same miss. Checked: it comes out
+//!   byte for byte as it went in.
+//! - `ct_hit`: two frontends, A:80 and B:8080, each the other's only
+//!   backend. A warm-up test run of two runs on client → A creates flow 1
+//!   (rewritten to client → B), then flow 2 (rewritten back to client → A).
+//!   Then both frontends get a backend that is no frontend, and the timed
+//!   REPEAT runs start again from client → A: each run is a conntrack hit
+//!   that rewrites the destination (address, port, both checksums) to the
+//!   other frontend, the work of a real hit. Checked: the two frontends'
+//!   packet counters rose by exactly REPEAT (a miss counts nothing), and
+//!   the packet came out addressed to A or B as the parity of REPEAT says
+//!   (a run that went through the frontend table would have sent it to the
+//!   new backend, and every run after it would miss). The table holds at
+//!   least these two frontends, so its "1 frontend" row has 2.
+//! - `new_flow`: a new flow cannot repeat on one buffer, so each is a
+//!   single run on its own client port, NEW_FLOWS of them. A single run
+//!   also pays what REPEAT runs spread out (reading the clock, a cold
+//!   start), so each is paired with a single run of the XDP_PASS program
+//!   and the figure is the median of (new flow − pass) plus `baseline`: in
+//!   the same units as the others. Checked: the conntrack table gained
+//!   exactly two entries (both directions) per flow.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,15 +44,31 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use svc_agent::{dataplane::Datapath, model::Protocol};
-use tests::{SYN, cluster_ip, tcp_frame};
+use svc_agent::{
+    dataplane::Datapath,
+    model::{Frontend, Protocol},
+};
+use tests::{SYN, TcpFlags, XDP_PASS, cluster_ip, endpoints, tcp_frame};
 
 const REPEAT: u32 = 1_000_000;
 const NEW_FLOWS: u16 = 20_000;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// Backend of every frontend but the conntrack-hit pair; no frontend.
 const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const BACKEND_PORT: u16 = 8080;
+/// Ports of the conntrack-hit pair A and B.
+const PORT_A: u16 = 80;
+const PORT_B: u16 = 8080;
+const ACK: TcpFlags = TcpFlags {
+    syn: false,
+    ack: Some(1),
+    rst: false,
+    psh: false,
+};
 
-fn mean_ns(program: &Xdp, frame: &[u8], repeat: u32) -> f64 {
+/// A test run of `frame`, `repeat` times on one buffer: (mean ns per run,
+/// verdict, packet as the last run left it).
+fn run(program: &Xdp, frame: &[u8], repeat: u32) -> (f64, u32, Vec<u8>) {
     let mut out = vec![0u8; frame.len() + 256];
     let result = program
         .test_run(TestRunOptions {
@@ -34,12 +78,63 @@ fn mean_ns(program: &Xdp, frame: &[u8], repeat: u32) -> f64 {
             ..TestRunOptions::default()
         })
         .expect("BPF_PROG_TEST_RUN (root?)");
-    result.duration.as_nanos() as f64
+    out.truncate(result.data_size_out as usize);
+    (result.duration.as_nanos() as f64, result.return_value, out)
 }
 
-/// Frontend i: 198.19.(i / 250).(i % 250 + 1):80, one local backend.
+fn mean_ns(program: &Xdp, frame: &[u8], repeat: u32) -> f64 {
+    run(program, frame, repeat).0
+}
+
+/// Frontend i: 198.19.(i / 250).(i % 250 + 1).
 fn frontend_address(i: u32) -> Ipv4Addr {
     Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8)
+}
+
+/// The conntrack-hit pair A and B in a table of `count` (at least 2)
+/// frontends: the last two written.
+fn pair(count: u32) -> (Ipv4Addr, Ipv4Addr) {
+    (frontend_address(count - 1), frontend_address(count - 2))
+}
+
+/// `count` frontends (at least 2): A:80 and B:8080, each the other's
+/// backend unless `pair_to_backend`, and the others port 80 → BACKEND.
+fn table(count: u32, pair_to_backend: bool) -> Vec<Frontend> {
+    let count = count.max(2);
+    let (a, b) = pair(count);
+    let away = (BACKEND, BACKEND_PORT);
+    (0..count)
+        .map(|i| {
+            let address = frontend_address(i);
+            let (port, partner) = if address == a {
+                (PORT_A, (b, PORT_B))
+            } else if address == b {
+                (PORT_B, (a, PORT_A))
+            } else {
+                (PORT_A, away)
+            };
+            let backend = if pair_to_backend { away } else { partner };
+            cluster_ip(
+                &format!("svc-{i}"),
+                address,
+                port,
+                Protocol::TCP,
+                &[backend],
+            )
+        })
+        .collect()
+}
+
+/// Packets counted for the frontends at `addresses`, summed over CPUs.
+fn packets(datapath: &mut Datapath, addresses: &[Ipv4Addr]) -> u64 {
+    datapath
+        .tables()
+        .read()
+        .unwrap()
+        .iter()
+        .filter(|state| addresses.contains(&state.frontend.address))
+        .map(|state| state.packets)
+        .sum()
 }
 
 struct Figures {
@@ -48,45 +143,65 @@ struct Figures {
     miss: f64,
 }
 
-fn measure(frontends: u32) -> Figures {
+fn measure(frontends: u32, baseline: f64) -> Figures {
     let mut datapath = Datapath::load(None).expect("load the datapath (root)");
-    let table: Vec<_> = (0..frontends)
+    datapath.tables().apply(&table(frontends, false)).unwrap();
+    let (a, b) = pair(frontends.max(2));
+
+    let flows_before = datapath.tables().flows().unwrap().len();
+    let mut over_pass: Vec<f64> = (0..NEW_FLOWS)
         .map(|i| {
-            cluster_ip(
-                &format!("svc-{i}"),
-                frontend_address(i),
-                80,
-                Protocol::TCP,
-                &[(BACKEND, 8080)],
-            )
+            let syn = tcp_frame((CLIENT, 10_000 + i), (a, PORT_A), 1, SYN, b"");
+            let pass = mean_ns(datapath.xdp_pass_program().unwrap(), &syn, 1);
+            mean_ns(datapath.from_world_program().unwrap(), &syn, 1) - pass
         })
         .collect();
-    datapath.tables().apply(&table).unwrap();
-    // The measured frontend is the last one written.
-    let target = frontend_address(frontends - 1);
-    let program = datapath.from_world_program().unwrap();
-
-    let mut singles: Vec<f64> = (0..NEW_FLOWS)
-        .map(|i| {
-            let syn = tcp_frame((CLIENT, 10_000 + i), (target, 80), 1, SYN, b"");
-            mean_ns(program, &syn, 1)
-        })
-        .collect();
-    singles.sort_by(f64::total_cmp);
-    let new_flow = singles[singles.len() / 2];
-
-    let established = tcp_frame((CLIENT, 9_999), (target, 80), 1, SYN, b"");
-    mean_ns(program, &established, 1);
-    let ct_hit = mean_ns(program, &established, REPEAT);
-
-    let stranger = tcp_frame(
-        (CLIENT, 9_998),
-        (Ipv4Addr::new(198, 18, 7, 7), 80),
-        1,
-        SYN,
-        b"",
+    let flows_made = datapath.tables().flows().unwrap().len() - flows_before;
+    assert_eq!(
+        flows_made,
+        2 * usize::from(NEW_FLOWS),
+        "every new-flow run must create both directions of its flow"
     );
-    let miss = mean_ns(program, &stranger, REPEAT);
+    over_pass.sort_by(f64::total_cmp);
+    let new_flow = over_pass[over_pass.len() / 2] + baseline;
+
+    let program = datapath.from_world_program().unwrap();
+    let client = (CLIENT, 9_999);
+    let (_, _, warmed) = run(program, &tcp_frame(client, (a, PORT_A), 1, SYN, b""), 2);
+    assert_eq!(endpoints(&warmed).1, (a, PORT_A), "warm-up: A → B → A");
+    datapath.tables().apply(&table(frontends, true)).unwrap();
+    let before = packets(&mut datapath, &[a, b]);
+    let program = datapath.from_world_program().unwrap();
+    let (ct_hit, verdict, out) = run(
+        program,
+        &tcp_frame(client, (a, PORT_A), 1, ACK, b""),
+        REPEAT,
+    );
+    let expected = if REPEAT.is_multiple_of(2) {
+        (a, PORT_A)
+    } else {
+        (b, PORT_B)
+    };
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(
+        endpoints(&out).1,
+        expected,
+        "a timed run was not a conntrack hit"
+    );
+    assert_eq!(
+        packets(&mut datapath, &[a, b]) - before,
+        u64::from(REPEAT),
+        "every timed run must be counted as a conntrack hit"
+    );
+
+    let program = datapath.from_world_program().unwrap();
+    let stranger = tcp_frame(client, (Ipv4Addr::new(198, 18, 7, 7), 80), 1, ACK, b"");
+    let (miss, verdict, out) = run(program, &stranger, REPEAT);
+    assert_eq!(
+        (verdict, &out),
+        (XDP_PASS, &stranger),
+        "a miss passes untouched"
+    );
     Figures {
         new_flow,
         ct_hit,
@@ -102,7 +217,7 @@ fn main() {
 
     let mut by_size = BTreeMap::new();
     for frontends in [1u32, 1_000, 100_000] {
-        by_size.insert(frontends, measure(frontends));
+        by_size.insert(frontends, measure(frontends, baseline));
     }
 
     println!("XDP per packet, ns (BPF_PROG_TEST_RUN; baseline = XDP_PASS program: {baseline:.1})");
@@ -129,7 +244,7 @@ fn main() {
         "new_flow_ns": series(|f| f.new_flow),
         "ct_hit_ns": series(|f| f.ct_hit),
         "miss_ns": series(|f| f.miss),
-        "method": "BPF_PROG_TEST_RUN on svc_from_world (XDP); baseline, ct_hit and miss are means over 1e6 repeats; new_flow is the median of 20000 single runs on distinct flows",
+        "method": "BPF_PROG_TEST_RUN on svc_from_world (XDP). baseline: mean of 1e6 runs of an XDP_PASS program. miss: mean of 1e6 runs of a packet to no frontend (checked unchanged). ct_hit: mean of 1e6 runs on a pair of frontends that are each other's backend, so every run after a warm-up is a conntrack hit with a full destination rewrite (checked by the frontends' packet counters and the final packet; the 1-frontend table holds this pair, 2 frontends). new_flow: median over 20000 distinct flows of one run minus one XDP_PASS run on the same packet, plus baseline (checked: 2 conntrack entries per flow).",
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/svc-bench");
     std::fs::create_dir_all(&dir).unwrap();

@@ -103,6 +103,48 @@ fn syn_to_cluster_ip_is_dnated_with_conntrack_both_ways() {
     assert_eq!((web.packets, web.bytes), (1, (syn.len() - 14) as u64));
 }
 
+/// CLOCK_MONOTONIC_COARSE, the clock conntrack timestamps are read from.
+fn monotonic_coarse_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime");
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Timestamps are monotonic-clock nanoseconds, also when a CPU takes them
+/// from its cached reading (the second flow, usually made in the same tick
+/// as the first).
+#[test]
+fn conntrack_timestamps_are_monotonic_clock_nanoseconds() {
+    // A cached reading may lag the clock by one tick (HZ >= 100).
+    const TICK_NS: u64 = 10_000_000;
+    let mut datapath = datapath();
+    let before = monotonic_coarse_ns();
+    for port in [40100, 40101] {
+        let syn = tcp_frame((CLIENT, port), (CLUSTER_IP, 80), 1000, SYN, b"");
+        assert_eq!(
+            run_tc(datapath.from_pod_program().unwrap(), &syn).0,
+            TC_ACT_OK
+        );
+    }
+    let after = monotonic_coarse_ns();
+
+    let flows = datapath.tables().flows().unwrap();
+    assert_eq!(flows.len(), 4, "{flows:?}");
+    for (key, flow) in &flows {
+        assert!(
+            (before - TICK_NS..=after).contains(&flow.created_ns),
+            "{key:?} created at {} ns, not within [{before}, {after}]",
+            flow.created_ns
+        );
+        assert_eq!(flow.last_seen_ns, flow.created_ns, "{key:?}");
+    }
+}
+
 #[test]
 fn reply_from_backend_is_reverse_translated_to_the_cluster_ip() {
     let mut datapath = datapath();
