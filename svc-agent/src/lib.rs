@@ -12,3 +12,10 @@ pub mod metrics;
 pub mod model;
 pub mod render;
 pub mod run;
+
+/// Hash maps and sets keyed by the agent's own values (addresses, map keys,
+/// object addresses), walked on every change: a fast non-cryptographic
+/// hash, as no key comes from an attacker-chosen set large enough to
+/// matter.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

@@ -8,6 +8,7 @@
 use std::{
     net::Ipv4Addr,
     path::Path,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -59,8 +60,16 @@ fn service() -> serde_json::Value {
 /// What `plan` says for the objects the API server holds now.
 fn plan(api: &ApiServer) -> Vec<Frontend> {
     let snapshot = Snapshot {
-        services: api.list::<Service>("/api/v1/services"),
-        endpoint_slices: api.list::<EndpointSlice>("/apis/discovery.k8s.io/v1/endpointslices"),
+        services: api
+            .list::<Service>("/api/v1/services")
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+        endpoint_slices: api
+            .list::<EndpointSlice>("/apis/discovery.k8s.io/v1/endpointslices")
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
         nodes: api.list::<Node>("/api/v1/nodes"),
         ..Snapshot::default()
     };

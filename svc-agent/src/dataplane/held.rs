@@ -6,11 +6,11 @@
 //! costs syscalls only for the entries that change. The agent is the only
 //! writer of these maps while it runs; any failed write throws this copy
 //! away and the next apply reads the kernel again.
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use svc_common::{Backend, FrontendKey, FrontendMeta, ServiceSlot};
 
-use crate::model::Frontend;
+use crate::{FastMap as HashMap, FastSet as HashSet, model::Frontend};
 
 #[derive(Default)]
 pub(super) struct Held {
@@ -72,7 +72,7 @@ impl Held {
             slots,
             metas,
             ranges,
-            written: HashMap::new(),
+            written: HashMap::default(),
         }
     }
 

@@ -8,7 +8,10 @@
 //! whose count points at a missing slot (make before break): backends, then
 //! slots, then the header with the new count; trailing slots, removed
 //! frontends and orphaned backends go last.
-use std::collections::{BTreeMap, BTreeSet, HashMap as StdHashMap, HashSet};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 use aya::maps::{
     Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie,
@@ -21,7 +24,10 @@ use svc_common::{
 };
 
 use super::{DataplaneError, codec, held::Held};
-use crate::model::{BackendRef, BackendState, Frontend, OnEmpty};
+use crate::{
+    FastMap, FastSet,
+    model::{BackendRef, BackendState, Frontend, OnEmpty},
+};
 
 /// Handles on every map of one datapath instance.
 pub struct Tables {
@@ -113,7 +119,10 @@ impl Tables {
     /// Makes the maps hold exactly `desired` (see the module docs for the
     /// order of writes). Only entries that differ are written; what the
     /// maps hold is known from memory after the first apply (see held.rs).
-    pub fn apply(&mut self, desired: &[Frontend]) -> Result<ApplyReport, DataplaneError> {
+    pub fn apply<F: Borrow<Frontend>>(
+        &mut self,
+        desired: &[F],
+    ) -> Result<ApplyReport, DataplaneError> {
         let mut held = match self.held.take() {
             Some(held) => held,
             None => self.read_held()?,
@@ -143,14 +152,16 @@ impl Tables {
         ))
     }
 
-    fn apply_to(
+    fn apply_to<F: Borrow<Frontend>>(
         &mut self,
         held: &mut Held,
-        desired: &[Frontend],
+        desired: &[F],
     ) -> Result<ApplyReport, DataplaneError> {
         let mut report = ApplyReport::default();
-        let mut wanted_headers = HashSet::with_capacity(desired.len());
+        let mut wanted_headers =
+            FastSet::with_capacity_and_hasher(desired.len(), Default::default());
         for frontend in desired {
+            let frontend = frontend.borrow();
             let key = codec::header_key(frontend);
             wanted_headers.insert(key);
             if held.written.get(&key) == Some(frontend) {
@@ -272,9 +283,14 @@ impl Tables {
         // Ranges go in before the header flag that makes them count.
         let ranges =
             self.write_source_ranges(frontend, rev_nat_id, held.ranges.get(&rev_nat_id))?;
-        if held.ranges.get(&rev_nat_id) != Some(&ranges) {
-            held.ranges.insert(rev_nat_id, ranges);
+        let held_ranges = held.ranges.get(&rev_nat_id);
+        if held_ranges.map_or(!ranges.is_empty(), |held| *held != ranges) {
             changed = true;
+        }
+        if ranges.is_empty() {
+            held.ranges.remove(&rev_nat_id);
+        } else {
+            held.ranges.insert(rev_nat_id, ranges);
         }
         let ready = frontend.ready_backends().count() as u16;
         let mut flags = match frontend.on_empty {
@@ -353,8 +369,8 @@ impl Tables {
     }
 
     /// Every SRC_RANGES entry, by rev_nat_id: (prefix length, address).
-    fn all_source_ranges(&self) -> Result<StdHashMap<u32, BTreeSet<(u32, u32)>>, DataplaneError> {
-        let mut all: StdHashMap<u32, BTreeSet<(u32, u32)>> = StdHashMap::new();
+    fn all_source_ranges(&self) -> Result<FastMap<u32, BTreeSet<(u32, u32)>>, DataplaneError> {
+        let mut all: FastMap<u32, BTreeSet<(u32, u32)>> = FastMap::default();
         for key in self.source_ranges.keys() {
             let key = key.map_err(map_error(names::SOURCE_RANGES))?;
             all.entry(key.data().rev_nat_id)

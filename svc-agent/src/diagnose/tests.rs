@@ -18,11 +18,12 @@ fn seed_with(edit: impl FnOnce(&mut Snapshot)) -> Snapshot {
 }
 
 fn service_mut<'a>(snapshot: &'a mut Snapshot, name: &str) -> &'a mut Service {
-    snapshot
+    let service = snapshot
         .services
         .iter_mut()
         .find(|s| s.metadata.name.as_deref() == Some(name))
-        .unwrap()
+        .unwrap();
+    std::sync::Arc::make_mut(service)
 }
 
 #[test]

@@ -5,6 +5,8 @@
 //!
 //! This reads with the caller's credentials: listing Pods is beyond the
 //! agent's ClusterRole, so a refusal says whose rights are lacking.
+use std::sync::Arc;
+
 use k8s_openapi::{
     api::{
         core::v1::{Node, Pod, Service},
@@ -105,8 +107,8 @@ pub async fn service_objects(
         Vec::new()
     };
     Ok(Snapshot {
-        services: vec![service],
-        endpoint_slices,
+        services: vec![Arc::new(service)],
+        endpoint_slices: endpoint_slices.into_iter().map(Arc::new).collect(),
         pods,
         nodes,
         ..Snapshot::default()

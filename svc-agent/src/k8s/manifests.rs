@@ -231,11 +231,13 @@ fn add_document(
         return add_list(snapshot, value, location, &api_version, item_kind);
     }
     match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Service") => snapshot.services.push(typed(value, location, &kind)?),
+        ("v1", "Service") => snapshot
+            .services
+            .push(Arc::new(typed(value, location, &kind)?)),
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             snapshot
                 .endpoint_slices
-                .push(typed(value, location, &kind)?);
+                .push(Arc::new(typed(value, location, &kind)?));
         }
         ("v1", "Pod") => snapshot.pods.push(typed(value, location, &kind)?),
         ("apps/v1", "Deployment") => {

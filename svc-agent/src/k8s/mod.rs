@@ -10,7 +10,7 @@ pub mod pod_endpoints;
 pub mod source;
 pub mod watch;
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -46,11 +46,13 @@ impl Source {
 }
 
 /// Every object one translation reads, as the API server (or a manifests
-/// directory) had them at one moment.
+/// directory) had them at one moment. Services and EndpointSlices are
+/// shared with the watch stores (an `Arc` each), so a snapshot of a large
+/// cluster costs no deep copy.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub pods: Vec<Pod>,
     /// Parsed for the record; Pods, not Deployments, stand for endpoints.
     pub deployments: Vec<Deployment>,
@@ -72,15 +74,18 @@ impl Snapshot {
         namespace: &'a str,
         name: &'a str,
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
-        self.endpoint_slices.iter().filter(move |slice| {
-            namespace_of(&slice.metadata) == namespace
-                && slice
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
-                    .is_some_and(|service| service == name)
-        })
+        self.endpoint_slices
+            .iter()
+            .filter(move |slice| {
+                namespace_of(&slice.metadata) == namespace
+                    && slice
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
+                        .is_some_and(|service| service == name)
+            })
+            .map(|slice| &**slice)
     }
 
     /// Every Service's EndpointSlices at once, keyed by (namespace, Service

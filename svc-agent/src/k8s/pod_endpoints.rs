@@ -2,7 +2,7 @@
 //! module does its part for manifests mode, making the EndpointSlices of a
 //! Service from the Pods its selector matches, with the controller's rules
 //! (address, readiness, node, zone, named target ports per Pod).
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::{
@@ -28,7 +28,9 @@ pub fn add_missing_slices(snapshot: &mut Snapshot) {
         }
         derived.extend(slices_from_pods(service, &snapshot.pods, &snapshot.nodes));
     }
-    snapshot.endpoint_slices.extend(derived);
+    snapshot
+        .endpoint_slices
+        .extend(derived.into_iter().map(Arc::new));
 }
 
 /// The EndpointSlices (IPv4) of `service` from the `pods` its selector

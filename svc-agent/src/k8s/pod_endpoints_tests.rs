@@ -310,8 +310,8 @@ fn services_with_their_own_slices_keep_them() {
     }))
     .expect("valid Service");
     let mut snapshot = Snapshot {
-        services: vec![web_service(), other],
-        endpoint_slices: vec![own_slice],
+        services: vec![web_service().into(), other.into()],
+        endpoint_slices: vec![own_slice.into()],
         pods: vec![pod("web-1", "198.18.1.11", json!({}))],
         ..Snapshot::default()
     };

@@ -103,8 +103,8 @@ pub async fn watch_api(client: Client, node: String, updates: UpdateSender, metr
                 continue;
             }
             let snapshot = Snapshot {
-                services: cloned(&service_store),
-                endpoint_slices: cloned(&slice_store),
+                services: service_store.state(),
+                endpoint_slices: slice_store.state(),
                 nodes: cloned(&node_store),
                 ..Snapshot::default()
             };

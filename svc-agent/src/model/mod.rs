@@ -7,6 +7,7 @@ mod endpoints;
 mod service_port;
 mod topology;
 mod translate;
+mod translator;
 
 use std::{fmt, net::Ipv4Addr};
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     context::{Config, NodeContext, NodeContextError},
     translate::{plan, translate},
+    translator::Translator,
 };
 
 /// What `plan` prints: the frontends one node must hold.

@@ -1,9 +1,9 @@
 //! Services and EndpointSlices in, the frontends one node must hold out:
 //! every kube-proxy rule lives here (and in the modules it calls), nowhere
 //! else.
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{collections::hash_map::Entry, net::Ipv4Addr};
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
     BackendRef, BackendState, Config, Frontend, FrontendKind, NodeContext, NodeContextError,
@@ -11,8 +11,9 @@ use super::{
     endpoints::{Endpoint, endpoints_of_port},
     service_port::{ServiceInfo, ServicePortInfo},
     topology::{Categorized, NodeTopology, categorize},
+    translator::Translator,
 };
-use crate::k8s::{Snapshot, namespace_of};
+use crate::{FastMap, k8s::Snapshot};
 
 /// The plan of node `node_name`: [`translate`] for its [`NodeContext`].
 pub fn plan(
@@ -34,43 +35,46 @@ pub fn plan(
 /// protocol, kind, address and port; backends ready first, then
 /// terminating, each by address and port.
 pub fn translate(snapshot: &Snapshot, node: &NodeContext, config: &Config) -> Vec<Frontend> {
-    let nodeport_addresses = config.nodeport_addresses_for(node);
+    let mut frontends: Vec<Frontend> = Translator::default()
+        .translate(snapshot, node, config)
+        .into_iter()
+        .cloned()
+        .collect();
+    frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
+    frontends
+}
+
+/// The frontends of one Service.
+pub(super) fn service_frontends(
+    service: &Service,
+    slices: &[&EndpointSlice],
+    node: &NodeContext,
+    config: &Config,
+) -> Vec<Frontend> {
+    let Some(info) = ServiceInfo::from_service(service) else {
+        return Vec::new();
+    };
     let topology = NodeTopology {
         name: &node.name,
         zone: node.zone.as_deref(),
     };
-    let slices_by_service = snapshot.slices_by_service();
     let mut frontends = Vec::new();
-    for service in &snapshot.services {
-        let Some(info) = ServiceInfo::from_service(service) else {
-            continue;
-        };
-        let namespace = namespace_of(&service.metadata);
-        let name = service.metadata.name.as_deref().unwrap_or_default();
-        let mut slices: Vec<&EndpointSlice> = slices_by_service
-            .get(&(namespace, name))
-            .cloned()
-            .unwrap_or_default();
-        slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        for port in &info.ports {
-            let endpoints = endpoints_of_port(
-                slices.iter().copied(),
-                &port.name,
-                port.protocol,
-                &node.name,
-            );
-            let categorized = categorize(&endpoints, &info.traffic_policy(port), topology);
-            push_port_frontends(
-                &mut frontends,
-                &info,
-                port,
-                &categorized,
-                nodeport_addresses,
-            );
-        }
+    for port in &info.ports {
+        let endpoints = endpoints_of_port(
+            slices.iter().copied(),
+            &port.name,
+            port.protocol,
+            &node.name,
+        );
+        let categorized = categorize(&endpoints, &info.traffic_policy(port), topology);
+        push_port_frontends(
+            &mut frontends,
+            &info,
+            port,
+            &categorized,
+            config.nodeport_addresses_for(node),
+        );
     }
-    frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
-    drop_address_clashes(&mut frontends);
     frontends
 }
 
@@ -152,7 +156,7 @@ fn backends(endpoints: &[Endpoint]) -> Vec<BackendRef> {
     backends
 }
 
-fn frontend_order(
+pub(super) fn frontend_order(
     frontend: &Frontend,
 ) -> (&str, &str, super::Protocol, FrontendKind, Ipv4Addr, u16) {
     (
@@ -167,12 +171,31 @@ fn frontend_order(
 
 /// One address, port and protocol can hold one frontend: when Services
 /// claim the same one (an external IP equal to another's cluster IP, say),
-/// the first in order keeps it.
-fn drop_address_clashes(frontends: &mut Vec<Frontend>) {
-    let mut taken = HashSet::new();
+/// the first in [`translate`]'s order keeps it, whatever order `frontends`
+/// come in.
+pub(super) fn drop_address_clashes(frontends: &mut Vec<&Frontend>) {
+    let mut owner: FastMap<(Ipv4Addr, u16, super::Protocol), &Frontend> = FastMap::default();
+    let mut clashed = false;
+    for frontend in frontends.iter() {
+        let key = (frontend.address, frontend.port, frontend.protocol);
+        match owner.entry(key) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(frontend);
+            }
+            Entry::Occupied(mut occupied) => {
+                clashed = true;
+                if frontend_order(frontend) < frontend_order(occupied.get()) {
+                    occupied.insert(frontend);
+                }
+            }
+        }
+    }
+    if !clashed {
+        return;
+    }
     frontends.retain(|frontend| {
         let key = (frontend.address, frontend.port, frontend.protocol);
-        let first = taken.insert(key);
+        let first = std::ptr::eq(owner[&key], *frontend);
         if !first {
             tracing::warn!(
                 service = %frontend.service,

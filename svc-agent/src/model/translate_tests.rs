@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
@@ -81,8 +83,8 @@ fn node_1() -> NodeContext {
 
 fn plan_of(services: Vec<Service>, endpoints: &[&str]) -> Vec<Frontend> {
     let snapshot = Snapshot {
-        services,
-        endpoint_slices: vec![slice("web-abc", endpoints)],
+        services: services.into_iter().map(Arc::new).collect(),
+        endpoint_slices: vec![slice("web-abc", endpoints).into()],
         ..Snapshot::default()
     };
     translate(&snapshot, &node_1(), &Config::default())
@@ -436,8 +438,8 @@ fn health_check_node_port_marks_external_frontends_of_local_load_balancers() {
 #[test]
 fn configured_nodeport_addresses_replace_the_nodes_own() {
     let snapshot = Snapshot {
-        services: vec![web("NodePort", json!({}))],
-        endpoint_slices: vec![slice("web-abc", &[LOCAL_READY])],
+        services: vec![web("NodePort", json!({})).into()],
+        endpoint_slices: vec![slice("web-abc", &[LOCAL_READY]).into()],
         ..Snapshot::default()
     };
     let config = Config {
@@ -507,8 +509,8 @@ fn topology_hints_count_when_the_service_asks_for_them() {
             spec.traffic_distribution = distribution.map(str::to_owned);
         }
         let snapshot = Snapshot {
-            services: vec![service],
-            endpoint_slices: vec![hinted_slice()],
+            services: vec![service.into()],
+            endpoint_slices: vec![hinted_slice().into()],
             ..Snapshot::default()
         };
         let frontends = translate(&snapshot, &node_1(), &Config::default());
@@ -543,8 +545,8 @@ fn named_target_ports_resolve_through_slice_port_names() {
     }))
     .expect("valid EndpointSlice");
     let snapshot = Snapshot {
-        services: vec![service],
-        endpoint_slices: vec![slice],
+        services: vec![service.into()],
+        endpoint_slices: vec![slice.into()],
         ..Snapshot::default()
     };
     let frontends = translate(&snapshot, &node_1(), &Config::default());
@@ -566,11 +568,11 @@ fn slices_of_other_services_and_namespaces_are_not_mixed_in() {
     other_service.metadata.labels =
         Some([("kubernetes.io/service-name".into(), "api".into())].into());
     let snapshot = Snapshot {
-        services: vec![web("ClusterIP", json!({}))],
+        services: vec![web("ClusterIP", json!({})).into()],
         endpoint_slices: vec![
-            other_namespace,
-            other_service,
-            slice("web-abc", &[LOCAL_READY]),
+            other_namespace.into(),
+            other_service.into(),
+            slice("web-abc", &[LOCAL_READY]).into(),
         ],
         ..Snapshot::default()
     };
@@ -675,5 +677,80 @@ fn a_frontend_address_claimed_twice_goes_to_the_first_service() {
     assert_eq!(
         got,
         ["demo/a ClusterIP 198.19.0.1", "demo/b ClusterIP 198.19.0.2"]
+    );
+}
+
+/// A Translator's frontends, sorted as `translate` sorts them.
+fn remembered(
+    translator: &mut Translator,
+    snapshot: &Snapshot,
+    node: &NodeContext,
+) -> Vec<Frontend> {
+    let mut frontends: Vec<Frontend> = translator
+        .translate(snapshot, node, &Config::default())
+        .into_iter()
+        .cloned()
+        .collect();
+    frontends.sort_by(|a, b| super::frontend_order(a).cmp(&super::frontend_order(b)));
+    frontends
+}
+
+#[test]
+fn a_translator_follows_changed_added_and_removed_objects() {
+    let api = service(json!({
+        "metadata": {"name": "api"},
+        "spec": {"clusterIP": "198.19.0.20", "ports": [{"port": 80}]},
+    }));
+    let mut snapshot = Snapshot {
+        services: vec![web("NodePort", json!({})).into(), api.into()],
+        endpoint_slices: vec![slice("web-abc", &[LOCAL_READY]).into()],
+        ..Snapshot::default()
+    };
+    let node = node_1();
+    let mut translator = Translator::default();
+    let mut check = |snapshot: &Snapshot, node: &NodeContext, step: &str| {
+        let got = remembered(&mut translator, snapshot, node);
+        assert_eq!(got, translate(snapshot, node, &Config::default()), "{step}");
+        got
+    };
+    assert_eq!(check(&snapshot, &node, "first").len(), 4);
+
+    // A replaced slice (a new Arc, as a store makes on change).
+    snapshot.endpoint_slices[0] = slice("web-abc", &[LOCAL_READY, REMOTE_READY]).into();
+    let got = check(&snapshot, &node, "slice changed");
+    assert_eq!(got[1].backends.len(), 2, "{:?}", lines(&got));
+
+    // A second slice of the same Service, then the first one gone.
+    snapshot
+        .endpoint_slices
+        .push(slice("web-def", &[LOCAL_TERMINATING]).into());
+    check(&snapshot, &node, "slice added");
+    snapshot.endpoint_slices.remove(0);
+    let got = check(&snapshot, &node, "slice removed");
+    assert!(
+        got.iter()
+            .filter(|f| f.service == "demo/web")
+            .all(|f| f.backends.len() == 1 && f.backends[0].state == BackendState::Terminating),
+        "{:?}",
+        lines(&got)
+    );
+
+    // A Service gone, and another node context.
+    snapshot.services.remove(1);
+    assert!(
+        check(&snapshot, &node, "service removed")
+            .iter()
+            .all(|f| f.service == "demo/web")
+    );
+    let moved = NodeContext {
+        node_addresses: vec![Ipv4Addr::new(198, 18, 0, 99)],
+        ..node_1()
+    };
+    let got = check(&snapshot, &moved, "node context changed");
+    assert!(
+        got.iter()
+            .any(|f| f.kind == FrontendKind::NodePort && f.address == Ipv4Addr::new(198, 18, 0, 99)),
+        "{:?}",
+        lines(&got)
     );
 }

@@ -23,7 +23,9 @@ pub struct HealthCheck {
 }
 
 /// The health checks `frontends` ask for, by port.
-pub fn health_checks(frontends: &[Frontend]) -> BTreeMap<u16, HealthCheck> {
+pub fn health_checks<'a>(
+    frontends: impl IntoIterator<Item = &'a Frontend>,
+) -> BTreeMap<u16, HealthCheck> {
     let mut checks: BTreeMap<u16, (String, std::collections::BTreeSet<(Ipv4Addr, u16)>)> =
         BTreeMap::new();
     for frontend in frontends {

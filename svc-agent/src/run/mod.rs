@@ -35,7 +35,7 @@ use crate::{
         source::{self, Update},
         watch::watch_api,
     },
-    model::NodeContextError,
+    model::{NodeContextError, Translator},
 };
 
 /// Everything `run` is told.
@@ -148,6 +148,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     })?;
     let mut interface_poll = tokio::time::interval(interfaces::POLL);
     let mut health_check_servers = HealthCheckServers::default();
+    let mut translator = Translator::default();
     let mut pending: Option<Update> = None;
     let mut backoff = FIRST_BACKOFF;
     let mut retry_at = tokio::time::Instant::now();
@@ -175,20 +176,20 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
         let apply_started = Instant::now();
         match sync(
             datapath.tables(),
+            &mut translator,
             &update.snapshot,
             &settings,
             &status.metrics,
         ) {
             Ok(synced) => {
-                let backends = synced.frontends.iter().map(|f| f.backends.len()).sum();
                 status.metrics.applied(
                     apply_started.elapsed(),
                     update.seen_at.elapsed(),
-                    synced.frontends.len(),
-                    backends,
+                    synced.frontends,
+                    synced.backends,
                 );
                 tracing::info!(
-                    frontends = synced.frontends.len(),
+                    frontends = synced.frontends,
                     written = synced.report.frontends_written,
                     removed = synced.report.frontends_removed,
                     left_out = synced.left_out.len(),
@@ -196,9 +197,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     since_event_us = update.seen_at.elapsed().as_micros() as u64,
                     "synced"
                 );
-                health_check_servers
-                    .update(health_checks(&synced.frontends))
-                    .await;
+                health_check_servers.update(synced.health_checks).await;
                 if !status.synced.swap(true, Ordering::AcqRel) {
                     status.metrics.initial_sync(started.elapsed());
                     tracing::info!(

@@ -1,21 +1,28 @@
 //! One sync: a snapshot in, the maps equal to what it asks for this node.
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use svc_common::NodeConfig;
 
-use super::{RunError, Settings};
+use super::{HealthCheck, RunError, Settings, health_checks};
 use crate::{
     dataplane::{ApplyReport, DataplaneError, Tables},
     k8s::Snapshot,
     metrics::Metrics,
-    model::{Config, Frontend, NodeContext, translate},
+    model::{Config, Frontend, NodeContext, Translator},
 };
 
 /// What one sync programmed.
 #[derive(Debug)]
 pub struct Synced {
-    /// The frontends the maps now hold.
-    pub frontends: Vec<Frontend>,
+    /// How many frontends, and backends over all of them, the maps now hold.
+    pub frontends: usize,
+    pub backends: usize,
+    /// The healthCheckNodePorts to serve, as of these tables.
+    pub health_checks: BTreeMap<u16, HealthCheck>,
     pub report: ApplyReport,
     /// Services that did not fit into a full map (their old entries, if
     /// any, stay as they were).
@@ -27,6 +34,7 @@ pub struct Synced {
 /// an error and left out; every other Service is programmed.
 pub fn sync(
     tables: &mut Tables,
+    translator: &mut Translator,
     snapshot: &Snapshot,
     settings: &Settings,
     metrics: &Metrics,
@@ -47,13 +55,21 @@ pub fn sync(
         tracing::info!(%node_address, hairpin = %settings.hairpin_address, "node config set");
     }
 
-    let mut desired = translate(snapshot, &node, &config);
+    // Borrowed from the translator's memory; owned only for a Service kept
+    // as the kernel holds it after a full map.
+    let mut desired: Vec<Cow<'_, Frontend>> = translator
+        .translate(snapshot, &node, &config)
+        .into_iter()
+        .map(Cow::Borrowed)
+        .collect();
     let mut left_out = BTreeSet::new();
     loop {
         match tables.apply(&desired) {
             Ok(report) => {
                 return Ok(Synced {
-                    frontends: desired,
+                    frontends: desired.len(),
+                    backends: desired.iter().map(|f| f.backends.len()).sum(),
+                    health_checks: health_checks(desired.iter().map(|f| &**f)),
                     report,
                     left_out,
                 });
@@ -77,7 +93,7 @@ pub fn sync(
                     desired.extend(
                         held.into_iter()
                             .filter(|state| state.frontend.service == service)
-                            .map(|state| state.frontend),
+                            .map(|state| Cow::Owned(state.frontend)),
                     );
                 }
             }

@@ -6,6 +6,8 @@ pub mod pods;
 pub mod render;
 mod services;
 
+use std::sync::Arc;
+
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -465,7 +467,7 @@ impl Cluster {
     /// The objects the agents read: Nodes, Pods, Deployments, Services.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            services: self.services.clone(),
+            services: self.services.iter().cloned().map(Arc::new).collect(),
             endpoint_slices: Vec::new(),
             pods: self.pods.iter().map(|pod| pod.object.clone()).collect(),
             deployments: self.deployments.clone(),

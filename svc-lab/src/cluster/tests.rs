@@ -83,7 +83,7 @@ fn a_service_without_addresses_gets_them() {
     }))
     .unwrap();
     let snapshot = Snapshot {
-        services: vec![service],
+        services: vec![service.into()],
         ..Snapshot::default()
     };
     cluster.apply(&snapshot, false).unwrap();

@@ -115,7 +115,7 @@ impl StateDir {
             items.push(to_value(serde_json::to_value(deployment))?);
         }
         for service in &snapshot.services {
-            items.push(to_value(serde_json::to_value(service))?);
+            items.push(to_value(serde_json::to_value(&**service))?);
         }
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
         write_atomically(&self.manifests().join("cluster.json"), &list.to_string())

@@ -1,0 +1,183 @@
+//! [`translate`](super::translate) with a memory, for an agent that
+//! translates the whole cluster on every change.
+//!
+//! The snapshot's Services and EndpointSlices are `Arc`s shared with the
+//! watch stores, and a store replaces an object's `Arc` when the object
+//! changes. So an object whose `Arc` is the one seen last time is the same
+//! object, and a Service whose own `Arc` and slices are all unchanged keeps
+//! its frontends; one change among 10 000 Services costs one Service's
+//! translation plus a pass over pointers. The memory holds a clone of every
+//! `Arc` it compares against, so no address can be reused by another object
+//! while it is remembered.
+use std::{collections::HashSet, sync::Arc};
+
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+
+use super::{
+    Config, Frontend, NodeContext,
+    translate::{drop_address_clashes, service_frontends},
+};
+use crate::{
+    FastMap,
+    k8s::{LABEL_SERVICE_NAME, namespace_of},
+};
+
+/// `NAMESPACE` and `NAME` of a Service.
+type ServiceName = (String, String);
+
+#[derive(Default)]
+pub struct Translator {
+    context: Option<(NodeContext, Config)>,
+    /// Bumped on every translation; entries not seen in it are forgotten.
+    pass: u64,
+    /// Every EndpointSlice of the last snapshot, by address.
+    slices: FastMap<usize, SeenSlice>,
+    /// The slices of each Service, by name.
+    slices_of: FastMap<ServiceName, Vec<Arc<EndpointSlice>>>,
+    /// Every Service of the last snapshot, by address, with its frontends.
+    services: FastMap<usize, Translated>,
+}
+
+struct SeenSlice {
+    slice: Arc<EndpointSlice>,
+    owner: Option<ServiceName>,
+    pass: u64,
+}
+
+struct Translated {
+    /// Held so that its address names it as long as it is remembered.
+    _service: Arc<Service>,
+    frontends: Vec<Frontend>,
+    pass: u64,
+}
+
+fn address<T>(object: &Arc<T>) -> usize {
+    Arc::as_ptr(object) as usize
+}
+
+/// The Service a slice belongs to (the `kubernetes.io/service-name` label,
+/// in the slice's namespace).
+fn owner_of(slice: &EndpointSlice) -> Option<ServiceName> {
+    let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+    Some((namespace_of(&slice.metadata).to_owned(), name.clone()))
+}
+
+impl Translator {
+    /// The frontends of [`translate`](super::translate) for `snapshot`, in
+    /// no particular order, borrowed from the memory.
+    pub fn translate(
+        &mut self,
+        snapshot: &crate::k8s::Snapshot,
+        node: &NodeContext,
+        config: &Config,
+    ) -> Vec<&Frontend> {
+        if self.context.as_ref().map(|(n, c)| (n, c)) != Some((node, config)) {
+            self.services.clear();
+            self.context = Some((node.clone(), config.clone()));
+        }
+        self.pass += 1;
+        let pass = self.pass;
+        let changed = self.note_slices(&snapshot.endpoint_slices);
+
+        for service in &snapshot.services {
+            let entry = self.services.get_mut(&address(service));
+            let unchanged = entry.is_some()
+                && (changed.is_empty()
+                    || !changed.iter().any(|(namespace, name)| {
+                        namespace == namespace_of(&service.metadata)
+                            && service.metadata.name.as_deref() == Some(name.as_str())
+                    }));
+            match entry {
+                Some(translated) if unchanged => translated.pass = pass,
+                _ => {
+                    let frontends = self.translate_one(service, node, config);
+                    self.services.insert(
+                        address(service),
+                        Translated {
+                            _service: service.clone(),
+                            frontends,
+                            pass,
+                        },
+                    );
+                }
+            }
+        }
+        self.services
+            .retain(|_, translated| translated.pass == pass);
+
+        let mut frontends: Vec<&Frontend> = self
+            .services
+            .values()
+            .flat_map(|translated| &translated.frontends)
+            .collect();
+        drop_address_clashes(&mut frontends);
+        frontends
+    }
+
+    /// Takes in the snapshot's slices; returns the Services whose slices
+    /// changed (a slice added, replaced or gone).
+    fn note_slices(&mut self, slices: &[Arc<EndpointSlice>]) -> HashSet<ServiceName> {
+        let pass = self.pass;
+        let mut changed = HashSet::new();
+        for slice in slices {
+            if let Some(seen) = self.slices.get_mut(&address(slice)) {
+                seen.pass = pass;
+                continue;
+            }
+            let owner = owner_of(slice);
+            if let Some(owner) = &owner {
+                self.slices_of
+                    .entry(owner.clone())
+                    .or_default()
+                    .push(slice.clone());
+                changed.insert(owner.clone());
+            }
+            self.slices.insert(
+                address(slice),
+                SeenSlice {
+                    slice: slice.clone(),
+                    owner,
+                    pass,
+                },
+            );
+        }
+        let slices_of = &mut self.slices_of;
+        self.slices.retain(|_, seen| {
+            if seen.pass == pass {
+                return true;
+            }
+            if let Some(owner) = &seen.owner {
+                if let Some(list) = slices_of.get_mut(owner) {
+                    list.retain(|kept| !Arc::ptr_eq(kept, &seen.slice));
+                    if list.is_empty() {
+                        slices_of.remove(owner);
+                    }
+                }
+                changed.insert(owner.clone());
+            }
+            false
+        });
+        changed
+    }
+
+    fn translate_one(
+        &self,
+        service: &Service,
+        node: &NodeContext,
+        config: &Config,
+    ) -> Vec<Frontend> {
+        let name = (
+            namespace_of(&service.metadata).to_owned(),
+            service.metadata.name.clone().unwrap_or_default(),
+        );
+        let mut slices: Vec<&EndpointSlice> = self
+            .slices_of
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .map(|slice| &**slice)
+            .collect();
+        slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        service_frontends(service, &slices, node, config)
+    }
+}
