@@ -6,7 +6,7 @@
 //! costs syscalls only for the entries that change. The agent is the only
 //! writer of these maps while it runs; any failed write throws this copy
 //! away and the next apply reads the kernel again.
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use svc_common::{Backend, FrontendKey, FrontendMeta, ServiceSlot};
 
@@ -32,7 +32,7 @@ pub(super) struct Held {
     pub backend_alloc: IdAllocator,
     /// The frontend last written under each header key: an equal frontend
     /// needs no write, and no look at its slots either.
-    pub written: HashMap<FrontendKey, Frontend>,
+    pub written: HashMap<FrontendKey, Arc<Frontend>>,
 }
 
 impl Held {

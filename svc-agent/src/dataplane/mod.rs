@@ -22,7 +22,7 @@ use aya::{
     },
 };
 use svc_common::names;
-pub use tables::{ApplyReport, DropCounter, FrontendState, Tables};
+pub use tables::{ApplyReport, Desired, DropCounter, FrontendState, Tables};
 
 /// The compiled kernel programs (built by build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/svc-ebpf"));

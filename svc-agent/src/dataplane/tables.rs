@@ -9,8 +9,8 @@
 //! slots, then the header with the new count; trailing slots, removed
 //! frontends and orphaned backends go last.
 use std::{
-    borrow::Borrow,
     collections::{BTreeMap, BTreeSet},
+    sync::Arc,
 };
 
 use aya::maps::{
@@ -28,6 +28,44 @@ use crate::{
     FastMap, FastSet,
     model::{BackendRef, BackendState, Frontend, OnEmpty},
 };
+
+/// A frontend handed to [`Tables::apply`]: owned, borrowed, or shared. A
+/// shared one (an `Arc`, as the agent's `Translator` hands them out) that
+/// is the very one applied last time is known to be unchanged without
+/// comparing it.
+pub trait Desired {
+    fn frontend(&self) -> &Frontend;
+
+    fn shared(&self) -> Option<&Arc<Frontend>> {
+        None
+    }
+}
+
+impl Desired for Frontend {
+    fn frontend(&self) -> &Frontend {
+        self
+    }
+}
+
+impl Desired for Arc<Frontend> {
+    fn frontend(&self) -> &Frontend {
+        self
+    }
+
+    fn shared(&self) -> Option<&Arc<Frontend>> {
+        Some(self)
+    }
+}
+
+impl<T: Desired> Desired for &T {
+    fn frontend(&self) -> &Frontend {
+        (**self).frontend()
+    }
+
+    fn shared(&self) -> Option<&Arc<Frontend>> {
+        (**self).shared()
+    }
+}
 
 /// Handles on every map of one datapath instance.
 pub struct Tables {
@@ -119,10 +157,7 @@ impl Tables {
     /// Makes the maps hold exactly `desired` (see the module docs for the
     /// order of writes). Only entries that differ are written; what the
     /// maps hold is known from memory after the first apply (see held.rs).
-    pub fn apply<F: Borrow<Frontend>>(
-        &mut self,
-        desired: &[F],
-    ) -> Result<ApplyReport, DataplaneError> {
+    pub fn apply<F: Desired>(&mut self, desired: &[F]) -> Result<ApplyReport, DataplaneError> {
         let mut held = match self.held.take() {
             Some(held) => held,
             None => self.read_held()?,
@@ -152,7 +187,7 @@ impl Tables {
         ))
     }
 
-    fn apply_to<F: Borrow<Frontend>>(
+    fn apply_to<F: Desired>(
         &mut self,
         held: &mut Held,
         desired: &[F],
@@ -160,17 +195,32 @@ impl Tables {
         let mut report = ApplyReport::default();
         let mut wanted_headers =
             FastSet::with_capacity_and_hasher(desired.len(), Default::default());
-        for frontend in desired {
-            let frontend = frontend.borrow();
+        for item in desired {
+            let frontend = item.frontend();
             let key = codec::header_key(frontend);
             wanted_headers.insert(key);
-            if held.written.get(&key) == Some(frontend) {
-                continue;
+            if let Some(last) = held.written.get_mut(&key) {
+                if item
+                    .shared()
+                    .is_some_and(|shared| Arc::ptr_eq(shared, last))
+                {
+                    continue;
+                }
+                if **last == *frontend {
+                    if let Some(shared) = item.shared() {
+                        *last = shared.clone();
+                    }
+                    continue;
+                }
             }
             if self.write_frontend(held, frontend, key)? {
                 report.frontends_written += 1;
             }
-            held.written.insert(key, frontend.clone());
+            let written = item
+                .shared()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(frontend.clone()));
+            held.written.insert(key, written);
         }
 
         let unwanted: Vec<FrontendKey> = held

@@ -1,7 +1,7 @@
 //! Services and EndpointSlices in, the frontends one node must hold out:
 //! every kube-proxy rule lives here (and in the modules it calls), nowhere
 //! else.
-use std::{collections::hash_map::Entry, net::Ipv4Addr};
+use std::{collections::hash_map::Entry, net::Ipv4Addr, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
@@ -38,7 +38,7 @@ pub fn translate(snapshot: &Snapshot, node: &NodeContext, config: &Config) -> Ve
     let mut frontends: Vec<Frontend> = Translator::default()
         .translate(snapshot, node, config)
         .into_iter()
-        .cloned()
+        .map(|frontend| (**frontend).clone())
         .collect();
     frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
     frontends
@@ -173,8 +173,8 @@ pub(super) fn frontend_order(
 /// claim the same one (an external IP equal to another's cluster IP, say),
 /// the first in [`translate`]'s order keeps it, whatever order `frontends`
 /// come in.
-pub(super) fn drop_address_clashes(frontends: &mut Vec<&Frontend>) {
-    let mut owner: FastMap<(Ipv4Addr, u16, super::Protocol), &Frontend> = FastMap::default();
+pub(super) fn drop_address_clashes(frontends: &mut Vec<&Arc<Frontend>>) {
+    let mut owner: FastMap<(Ipv4Addr, u16, super::Protocol), &Arc<Frontend>> = FastMap::default();
     let mut clashed = false;
     for frontend in frontends.iter() {
         let key = (frontend.address, frontend.port, frontend.protocol);
@@ -195,7 +195,7 @@ pub(super) fn drop_address_clashes(frontends: &mut Vec<&Frontend>) {
     }
     frontends.retain(|frontend| {
         let key = (frontend.address, frontend.port, frontend.protocol);
-        let first = std::ptr::eq(owner[&key], *frontend);
+        let first = Arc::ptr_eq(owner[&key], frontend);
         if !first {
             tracing::warn!(
                 service = %frontend.service,

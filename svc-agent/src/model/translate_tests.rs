@@ -689,7 +689,7 @@ fn remembered(
     let mut frontends: Vec<Frontend> = translator
         .translate(snapshot, node, &Config::default())
         .into_iter()
-        .cloned()
+        .map(|frontend| (**frontend).clone())
         .collect();
     frontends.sort_by(|a, b| super::frontend_order(a).cmp(&super::frontend_order(b)));
     frontends

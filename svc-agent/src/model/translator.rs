@@ -47,7 +47,7 @@ struct SeenSlice {
 struct Translated {
     /// Held so that its address names it as long as it is remembered.
     _service: Arc<Service>,
-    frontends: Vec<Frontend>,
+    frontends: Vec<Arc<Frontend>>,
     pass: u64,
 }
 
@@ -64,13 +64,14 @@ fn owner_of(slice: &EndpointSlice) -> Option<ServiceName> {
 
 impl Translator {
     /// The frontends of [`translate`](super::translate) for `snapshot`, in
-    /// no particular order, borrowed from the memory.
+    /// no particular order, shared with the memory: a frontend that did not
+    /// change is the same `Arc` as last time.
     pub fn translate(
         &mut self,
         snapshot: &crate::k8s::Snapshot,
         node: &NodeContext,
         config: &Config,
-    ) -> Vec<&Frontend> {
+    ) -> Vec<&Arc<Frontend>> {
         if self.context.as_ref().map(|(n, c)| (n, c)) != Some((node, config)) {
             self.services.clear();
             self.context = Some((node.clone(), config.clone()));
@@ -105,7 +106,7 @@ impl Translator {
         self.services
             .retain(|_, translated| translated.pass == pass);
 
-        let mut frontends: Vec<&Frontend> = self
+        let mut frontends: Vec<&Arc<Frontend>> = self
             .services
             .values()
             .flat_map(|translated| &translated.frontends)
@@ -165,7 +166,7 @@ impl Translator {
         service: &Service,
         node: &NodeContext,
         config: &Config,
-    ) -> Vec<Frontend> {
+    ) -> Vec<Arc<Frontend>> {
         let name = (
             namespace_of(&service.metadata).to_owned(),
             service.metadata.name.clone().unwrap_or_default(),
@@ -179,5 +180,8 @@ impl Translator {
             .collect();
         slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         service_frontends(service, &slices, node, config)
+            .into_iter()
+            .map(Arc::new)
+            .collect()
     }
 }

@@ -1,8 +1,8 @@
 //! One sync: a snapshot in, the maps equal to what it asks for this node.
 use std::{
-    borrow::Cow,
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
+    sync::Arc,
 };
 
 use svc_common::NodeConfig;
@@ -55,12 +55,12 @@ pub fn sync(
         tracing::info!(%node_address, hairpin = %settings.hairpin_address, "node config set");
     }
 
-    // Borrowed from the translator's memory; owned only for a Service kept
-    // as the kernel holds it after a full map.
-    let mut desired: Vec<Cow<'_, Frontend>> = translator
+    // Shared with the translator's memory, so apply knows the unchanged
+    // ones by identity.
+    let mut desired: Vec<Arc<Frontend>> = translator
         .translate(snapshot, &node, &config)
         .into_iter()
-        .map(Cow::Borrowed)
+        .cloned()
         .collect();
     let mut left_out = BTreeSet::new();
     loop {
@@ -93,7 +93,7 @@ pub fn sync(
                     desired.extend(
                         held.into_iter()
                             .filter(|state| state.frontend.service == service)
-                            .map(|state| Cow::Owned(state.frontend)),
+                            .map(|state| Arc::new(state.frontend)),
                     );
                 }
             }
