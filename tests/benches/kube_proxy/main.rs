@@ -35,6 +35,8 @@ use tests::{
 /// What a run does.
 pub struct Plan {
     pub quick: bool,
+    /// Writes docs/bench/: a full run with no SVC_BENCH_* override.
+    pub publish: bool,
     pub sizes: Vec<u16>,
     pub rounds: usize,
     /// The modes compared (the direct path always runs).
@@ -85,6 +87,10 @@ fn env_list(var: &str) -> Option<Vec<String>> {
 fn plan() -> Plan {
     let quick = std::env::var("SVC_BENCH_QUICK").is_ok_and(|v| v == "1");
     let mut plan = default_plan(quick);
+    let overridden = ["SIZES", "MODES", "ROUNDS", "NODEPORTS"]
+        .iter()
+        .any(|v| std::env::var_os(format!("SVC_BENCH_{v}")).is_some());
+    plan.publish = !quick && !overridden;
     // One-off runs: SVC_BENCH_SIZES=10000 SVC_BENCH_MODES=iptables
     // SVC_BENCH_ROUNDS=1 SVC_BENCH_NODEPORTS=all.
     if let Some(sizes) = env_list("SVC_BENCH_SIZES") {
@@ -116,6 +122,7 @@ fn default_plan(quick: bool) -> Plan {
     if quick {
         Plan {
             quick,
+            publish: false,
             sizes: vec![1, 1_000],
             rounds: 2,
             modes,
@@ -129,6 +136,7 @@ fn default_plan(quick: bool) -> Plan {
     } else {
         Plan {
             quick,
+            publish: false,
             sizes: vec![1, 1_000, 10_000],
             rounds: 3,
             modes,

@@ -126,6 +126,7 @@ impl Figures {
 
 pub struct Summary {
     pub quick: bool,
+    pub publish: bool,
     pub rounds: usize,
     pub concurrency: usize,
     pub duration: Duration,
@@ -170,6 +171,7 @@ impl Summary {
             .unwrap_or_default();
         Self {
             quick: plan.quick,
+            publish: plan.publish,
             rounds: plan.rounds,
             concurrency: plan.concurrency,
             duration: plan.duration,
@@ -352,7 +354,7 @@ impl Summary {
         .unwrap();
         let markdown = self.markdown();
         let mut dirs = vec![target];
-        if !self.quick {
+        if self.publish {
             dirs.push(root.join("docs/bench"));
         }
         for dir in dirs {
