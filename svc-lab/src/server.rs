@@ -1,6 +1,8 @@
 //! The server every lab pod runs: HTTP on its TCP ports, echo on its UDP
 //! ports. Every answer says who answered and which client address it saw,
 //! so tests can tell the backend and check NAT from the reply alone.
+//! `GET /stream` instead sends zeros until the client closes: a bulk
+//! source for throughput measurements.
 use std::{io, net::SocketAddr};
 
 use tokio::{
@@ -133,6 +135,10 @@ async fn http_connection(mut stream: TcpStream, peer: SocketAddr, identity: Iden
             }
         };
         let request = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+        if request.starts_with(STREAM_REQUEST) {
+            stream_zeros(&mut stream).await;
+            return;
+        }
         let close = request.contains("connection: close");
         buffer.drain(..end);
         let body = identity.answer(peer);
@@ -146,6 +152,20 @@ async fn http_connection(mut stream: TcpStream, peer: SocketAddr, identity: Iden
             return;
         }
     }
+}
+
+/// The request line that asks for a bulk stream (lowercased).
+const STREAM_REQUEST: &str = "get /stream ";
+
+/// Answers with a body of zeros, without length, until the client closes.
+async fn stream_zeros(stream: &mut TcpStream) {
+    let head =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n";
+    if stream.write_all(head).await.is_err() {
+        return;
+    }
+    let chunk = vec![0u8; 256 * 1024];
+    while stream.write_all(&chunk).await.is_ok() {}
 }
 
 fn find_header_end(buffer: &[u8]) -> Option<usize> {

@@ -143,3 +143,55 @@ fn one_request(target: SocketAddr, buffer: &mut [u8]) -> std::io::Result<Duratio
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
+
+/// What one bulk stream measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamReport {
+    /// Bytes received inside the measured window.
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl StreamReport {
+    pub fn gbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / 1e9 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+const STREAM_REQUEST: &[u8] = b"GET /stream HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+
+/// One TCP connection from `netns` to `target` receiving the lab server's
+/// `GET /stream` for `warmup` (not counted) plus `duration`.
+pub fn stream(
+    netns: &Netns,
+    target: SocketAddr,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<std::io::Result<StreamReport>, LabError> {
+    netns.in_thread(move || {
+        let mut stream = TcpStream::connect_timeout(&target, TIMEOUT)?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.write_all(STREAM_REQUEST)?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        let start = Instant::now() + warmup;
+        let end = start + duration;
+        let mut bytes = 0u64;
+        loop {
+            let n = stream.read(&mut buffer)?;
+            if n == 0 {
+                return Err(std::io::Error::other("the stream ended early"));
+            }
+            let now = Instant::now();
+            if now >= end {
+                break;
+            }
+            if now >= start {
+                bytes += n as u64;
+            }
+        }
+        Ok(StreamReport {
+            bytes,
+            elapsed: duration,
+        })
+    })
+}

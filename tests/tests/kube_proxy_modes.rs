@@ -1,7 +1,8 @@
 //! Each way the kube-proxy benchmark serves Services forwards: a curl from
-//! the external client to a NodePort through svc-lb, through kube-proxy's
-//! iptables rules (both backends) and nftables rules, and straight to a
-//! pod; and still forwards after one endpoint change.
+//! the external client to a NodePort, and from a pod to a ClusterIP,
+//! through svc-lb, through kube-proxy's iptables rules (both backends) and
+//! nftables rules, and straight to a pod; and still forwards after one
+//! endpoint change.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,22 +10,31 @@
 )]
 
 use tests::kube_proxy::{
-    self,
+    self, NodePorts,
     modes::{self, Mode},
 };
 
 fn forwards_before_and_after_one_change(mode: Mode) {
     let lab = modes::lab().expect("lab up (root)");
-    let services = kube_proxy::services(3, &modes::endpoints(&lab));
+    let services = kube_proxy::services(3, &modes::endpoints(&lab), NodePorts::Last);
     modes::program(&lab, mode, &services).unwrap();
     let targets = modes::targets(&lab, mode, &services).unwrap();
+    let pod_targets = modes::pod_targets(&lab, mode, &services);
+    assert!(!pod_targets.is_empty());
     for target in &targets {
         let answer = modes::check_forwards(&lab, mode, *target).unwrap();
+        assert!(answer.pod.starts_with("backend-"), "{answer:?}");
+    }
+    for target in &pod_targets {
+        let answer = modes::check_pod_forwards(&lab, mode, *target).unwrap();
         assert!(answer.pod.starts_with("backend-"), "{answer:?}");
     }
     modes::change_one_endpoint(&lab, mode, &services).unwrap();
     for target in &targets {
         modes::check_forwards(&lab, mode, *target).unwrap();
+    }
+    for target in &pod_targets {
+        modes::check_pod_forwards(&lab, mode, *target).unwrap();
     }
 }
 

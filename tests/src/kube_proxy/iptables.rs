@@ -90,7 +90,9 @@ fn nat_table(out: &mut String, services: &[ServicePort]) {
     );
     for service in services {
         let _ = writeln!(out, ":{} - [0:0]", service_chain(service));
-        let _ = writeln!(out, ":{} - [0:0]", external_chain(service));
+        if service.node_port.is_some() {
+            let _ = writeln!(out, ":{} - [0:0]", external_chain(service));
+        }
         for endpoint in &service.endpoints {
             let _ = writeln!(out, ":{} - [0:0]", endpoint_chain(service, *endpoint));
         }
@@ -123,11 +125,13 @@ fn nat_table(out: &mut String, services: &[ServicePort]) {
         "-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n",
     );
     for service in services {
+        let Some(node_port) = service.node_port else {
+            continue;
+        };
         let _ = writeln!(
             out,
-            "-A KUBE-NODEPORTS -m comment --comment {} -m tcp -p tcp --dport {} -j {}",
+            "-A KUBE-NODEPORTS -m comment --comment {} -m tcp -p tcp --dport {node_port} -j {}",
             service.service_port_name(),
-            service.node_port,
             external_chain(service)
         );
     }
@@ -137,16 +141,19 @@ fn nat_table(out: &mut String, services: &[ServicePort]) {
     out.push_str("COMMIT\n");
 }
 
-/// KUBE-EXT-*, KUBE-SVC-* and the KUBE-SEP-* chains of one Service port.
+/// KUBE-EXT-* (NodePort Services only), KUBE-SVC-* and the KUBE-SEP-*
+/// chains of one Service port.
 fn service_chains(out: &mut String, service: &ServicePort) {
     let name = service.service_port_name();
     let svc = service_chain(service);
-    let ext = external_chain(service);
-    let _ = writeln!(
-        out,
-        "-A {ext} -m comment --comment \"masquerade traffic for {name} external destinations\" -j KUBE-MARK-MASQ\n\
-         -A {ext} -j {svc}"
-    );
+    if service.node_port.is_some() {
+        let ext = external_chain(service);
+        let _ = writeln!(
+            out,
+            "-A {ext} -m comment --comment \"masquerade traffic for {name} external destinations\" -j KUBE-MARK-MASQ\n\
+             -A {ext} -j {svc}"
+        );
+    }
     let _ = writeln!(
         out,
         "-A {svc} -m comment --comment \"{name} cluster IP\" -m tcp -p tcp -d {} --dport {} ! -s {CLUSTER_CIDR} -j KUBE-MARK-MASQ",

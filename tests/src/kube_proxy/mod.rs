@@ -7,6 +7,7 @@
 //! kubernetes/kubernetes `pkg/proxy/iptables/proxier.go` and
 //! `pkg/proxy/nftables/proxier.go` (rule text as in their `proxier_test.go`).
 pub mod iptables;
+pub mod memcg;
 pub mod modes;
 pub mod nftables;
 #[cfg(test)]
@@ -28,14 +29,16 @@ pub const SERVICE_CIDR: &str = "198.19.0.0/16";
 pub const TARGET_PORT: u16 = 8080;
 
 /// One Service port as both proxiers see it: a TCP port `p80` with a
-/// ClusterIP, a NodePort (externalTrafficPolicy Cluster) and endpoints.
+/// ClusterIP, maybe a NodePort (externalTrafficPolicy Cluster), and
+/// endpoints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServicePort {
     pub namespace: String,
     pub name: String,
     pub cluster_ip: Ipv4Addr,
     pub port: u16,
-    pub node_port: u16,
+    /// `None` for a ClusterIP-only Service.
+    pub node_port: Option<u16>,
     /// Endpoint addresses (all ready), each serving on [`TARGET_PORT`].
     pub endpoints: Vec<Ipv4Addr>,
 }
@@ -52,18 +55,31 @@ impl ServicePort {
     }
 }
 
-/// `count` Services: Service i has ClusterIP 198.19.(i/250).(i%250+1):80 and
-/// NodePort 20000+i, every one backed by all of `endpoints`. NodePorts lie
-/// outside the API's default range (30000-32767 holds 2 768 ports, fewer
-/// than 10 000 Services) and below the nodes' ephemeral ports.
-pub fn services(count: u16, endpoints: &[Ipv4Addr]) -> Vec<ServicePort> {
+/// Which of the benchmark's Services also have a NodePort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodePorts {
+    /// Only the last Service, the one the client dials. A cluster cannot
+    /// give 10 000 Services a NodePort (the default range 30000-32767 holds
+    /// 2 768), and most Services are ClusterIP-only.
+    Last,
+    /// Every Service: kube-proxy's iptables KUBE-NODEPORTS chain then holds
+    /// one rule per Service, each calling two xt matches, before the one
+    /// the client dials (the worst case; `SVC_BENCH_NODEPORTS=all`).
+    All,
+}
+
+/// `count` Services: Service i has ClusterIP 198.19.(i/250).(i%250+1):80
+/// and, as `node_ports` says, NodePort 20000+i; every one is backed by all
+/// of `endpoints`. NodePorts lie outside the API's default range (so that
+/// [`NodePorts::All`] fits) and below the nodes' ephemeral ports.
+pub fn services(count: u16, endpoints: &[Ipv4Addr], node_ports: NodePorts) -> Vec<ServicePort> {
     (0..count)
         .map(|i| ServicePort {
             namespace: "bench".into(),
             name: format!("svc-{i}"),
             cluster_ip: Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8),
             port: 80,
-            node_port: 20000 + i,
+            node_port: (node_ports == NodePorts::All || i + 1 == count).then_some(20000 + i),
             endpoints: endpoints.to_vec(),
         })
         .collect()

@@ -9,13 +9,16 @@ use std::{
 };
 
 use svc_agent::model::{BackendRef, BackendState, Frontend, FrontendKind, OnEmpty, Protocol};
-use svc_lab::{Lab, LabError, NodeSpec, PodSpec, Topology, server::Answer};
+use svc_lab::{Lab, LabError, NodeSpec, PodSpec, Topology, netns::Netns, server::Answer};
 
-use super::{ServicePort, TARGET_PORT, iptables, nftables};
+use super::{ServicePort, TARGET_PORT, iptables, memcg, nftables};
 
 pub const NODES: [&str; 2] = ["node-1", "node-2"];
 /// Backend pods per node: 10 in all, the endpoints of every Service.
 pub const PODS_PER_NODE: usize = 5;
+/// The pod on node-1 that dials ClusterIPs (serves nothing, backs no
+/// Service).
+pub const CLIENT_POD: &str = "client-pod";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {
@@ -80,17 +83,24 @@ pub enum ModeError {
     },
 }
 
-/// Two nodes with five backend pods each (HTTP on [`TARGET_PORT`]).
+/// Two nodes with five backend pods each (HTTP on [`TARGET_PORT`]), and
+/// [`CLIENT_POD`] on node-1.
 pub fn topology() -> Topology {
     Topology {
         nodes: NODES
             .iter()
             .enumerate()
-            .map(|(n, node)| NodeSpec {
-                name: (*node).to_owned(),
-                pods: (0..PODS_PER_NODE)
+            .map(|(n, node)| {
+                let mut pods: Vec<PodSpec> = (0..PODS_PER_NODE)
                     .map(|p| PodSpec::new(&format!("backend-{}-{p}", n + 1), &[TARGET_PORT], &[]))
-                    .collect(),
+                    .collect();
+                if n == 0 {
+                    pods.push(PodSpec::new(CLIENT_POD, &[], &[]));
+                }
+                NodeSpec {
+                    name: (*node).to_owned(),
+                    pods,
+                }
             })
             .collect(),
     }
@@ -108,9 +118,13 @@ pub fn lab() -> Result<Lab, ModeError> {
     Ok(lab)
 }
 
-/// Every pod's address: the endpoints of every Service.
+/// Every backend pod's address: the endpoints of every Service.
 pub fn endpoints(lab: &Lab) -> Vec<Ipv4Addr> {
-    lab.pods().iter().map(|p| p.address).collect()
+    lab.pods()
+        .iter()
+        .filter(|p| p.name.starts_with("backend-"))
+        .map(|p| p.address)
+        .collect()
 }
 
 /// Where the client sends its connections: the NodePort of the last
@@ -128,8 +142,24 @@ pub fn targets(
             .collect());
     }
     let node = lab.node(NODES[0])?;
-    let port = services.last().map_or(0, |s| s.node_port);
+    let port = services.last().and_then(|s| s.node_port).unwrap_or(0);
     Ok(vec![SocketAddr::V4(SocketAddrV4::new(node.address, port))])
+}
+
+/// Where [`CLIENT_POD`] sends its connections: the ClusterIP of the last
+/// Service, or for [`Mode::Direct`] every backend pod in turn.
+pub fn pod_targets(lab: &Lab, mode: Mode, services: &[ServicePort]) -> Vec<SocketAddr> {
+    if mode == Mode::Direct {
+        return endpoints(lab)
+            .into_iter()
+            .map(|a| SocketAddr::V4(SocketAddrV4::new(a, TARGET_PORT)))
+            .collect();
+    }
+    services
+        .last()
+        .map(|s| SocketAddr::V4(SocketAddrV4::new(s.cluster_ip, s.port)))
+        .into_iter()
+        .collect()
 }
 
 /// What programming all Services cost on node-1.
@@ -139,6 +169,9 @@ pub struct Programmed {
     /// Peak RSS of the program that wrote the rules (iptables-restore, nft)
     /// or of this process while svc-lb's tables were applied.
     pub peak_rss_kib: Option<u64>,
+    /// Kernel memory the rule loader left charged to its scratch memory
+    /// cgroup ([`super::memcg`]); `None` for svc-lb and the direct path.
+    pub rules_kernel_bytes: Option<u64>,
 }
 
 /// Programs `services` into every node (node-1 timed).
@@ -157,6 +190,7 @@ pub fn program(lab: &Lab, mode: Mode, services: &[ServicePort]) -> Result<Progra
             Mode::Direct => Programmed {
                 elapsed: Duration::ZERO,
                 peak_rss_kib: None,
+                rules_kernel_bytes: None,
             },
         };
         first.get_or_insert(programmed);
@@ -164,6 +198,7 @@ pub fn program(lab: &Lab, mode: Mode, services: &[ServicePort]) -> Result<Progra
     Ok(first.unwrap_or(Programmed {
         elapsed: Duration::ZERO,
         peak_rss_kib: None,
+        rules_kernel_bytes: None,
     }))
 }
 
@@ -200,11 +235,20 @@ pub fn change_one_endpoint(
     })
 }
 
-/// One request to `target` through the mode; the answer must come from a
-/// backend pod.
+/// One request from the external client to `target` through the mode;
+/// the answer must come from a backend pod.
 pub fn check_forwards(lab: &Lab, mode: Mode, target: SocketAddr) -> Result<Answer, ModeError> {
-    let output = lab
-        .client()?
+    curl_backend(lab.client()?, mode, target)
+}
+
+/// One request from [`CLIENT_POD`] to `target` through the mode; the answer
+/// must come from a backend pod.
+pub fn check_pod_forwards(lab: &Lab, mode: Mode, target: SocketAddr) -> Result<Answer, ModeError> {
+    curl_backend(lab.pod(CLIENT_POD)?.netns(), mode, target)
+}
+
+fn curl_backend(from: &Netns, mode: Mode, target: SocketAddr) -> Result<Answer, ModeError> {
+    let output = from
         .command("curl")?
         .args(["-sS", "--max-time", "3", &format!("http://{target}/")])
         .output()
@@ -267,11 +311,13 @@ pub fn frontends(
             service.cluster_ip,
             service.port,
         ));
-        out.push(frontend(
-            FrontendKind::NodePort,
-            lab_node.address,
-            service.node_port,
-        ));
+        if let Some(node_port) = service.node_port {
+            out.push(frontend(
+                FrontendKind::NodePort,
+                lab_node.address,
+                node_port,
+            ));
+        }
     }
     Ok(out)
 }
@@ -292,6 +338,7 @@ fn apply_svclb(lab: &Lab, node: &str, services: &[ServicePort]) -> Result<Progra
     Ok(Programmed {
         elapsed,
         peak_rss_kib: own_peak_rss_kib(),
+        rules_kernel_bytes: None,
     })
 }
 
@@ -329,7 +376,12 @@ fn load_rules(lab: &Lab, mode: Mode, node: &str, text: &str) -> Result<Programme
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     command.stderr(std::fs::File::create(&errors).map_err(io("creating the stderr file"))?);
+    let memcg = memcg::ScratchMemcg::create();
+    if let Some(memcg) = &memcg {
+        memcg.join_on_spawn(&mut command)?;
+    }
     let (status, elapsed, peak_rss_kib) = run_measured(&mut command)?;
+    let rules_kernel_bytes = memcg.as_ref().and_then(memcg::ScratchMemcg::kernel_bytes);
     let stderr = std::fs::read_to_string(&errors).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     if !status {
@@ -342,6 +394,7 @@ fn load_rules(lab: &Lab, mode: Mode, node: &str, text: &str) -> Result<Programme
     Ok(Programmed {
         elapsed,
         peak_rss_kib: Some(peak_rss_kib),
+        rules_kernel_bytes,
     })
 }
 

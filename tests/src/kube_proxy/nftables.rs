@@ -160,9 +160,8 @@ fn service_chain_rules(out: &mut String, service: &ServicePort) {
 fn service_rules(out: &mut String, service: &ServicePort) {
     let t = TABLE;
     let chain = service_chain(service);
-    let external = external_chain(service);
     // Chains before the rules that jump to them.
-    let _ = writeln!(out, "add chain {t} {chain}\nadd chain {t} {external}");
+    let _ = writeln!(out, "add chain {t} {chain}");
     for endpoint in &service.endpoints {
         let ep = endpoint_chain(service, *endpoint);
         let _ = writeln!(
@@ -175,14 +174,19 @@ fn service_rules(out: &mut String, service: &ServicePort) {
     service_chain_rules(out, service);
     let _ = writeln!(
         out,
-        "add rule {t} {external} jump mark-for-masquerade\n\
-         add rule {t} {external} goto {chain}"
-    );
-    let _ = writeln!(
-        out,
         "add element {t} cluster-ips {{ {} }}\n\
-         add element {t} service-ips {{ {} . tcp . {} : goto {chain} }}\n\
-         add element {t} service-nodeports {{ tcp . {} : goto {external} }}",
-        service.cluster_ip, service.cluster_ip, service.port, service.node_port
+         add element {t} service-ips {{ {} . tcp . {} : goto {chain} }}",
+        service.cluster_ip, service.cluster_ip, service.port
     );
+    // The external chain only for Services reachable from outside.
+    if let Some(node_port) = service.node_port {
+        let external = external_chain(service);
+        let _ = writeln!(
+            out,
+            "add chain {t} {external}\n\
+             add rule {t} {external} jump mark-for-masquerade\n\
+             add rule {t} {external} goto {chain}\n\
+             add element {t} service-nodeports {{ tcp . {node_port} : goto {external} }}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! upstream's own tests expect.
 use std::net::Ipv4Addr;
 
-use super::{ServicePort, iptables, nftables, services};
+use super::{NodePorts, ServicePort, iptables, nftables, services};
 
 fn upstream_svc1() -> ServicePort {
     ServicePort {
@@ -10,7 +10,7 @@ fn upstream_svc1() -> ServicePort {
         name: "svc1".into(),
         cluster_ip: Ipv4Addr::new(172, 30, 0, 41),
         port: 80,
-        node_port: 3001,
+        node_port: Some(3001),
         endpoints: vec![Ipv4Addr::new(10, 180, 0, 1)],
     }
 }
@@ -44,6 +44,7 @@ fn iptables_spreads_endpoints_with_decreasing_probabilities() {
             Ipv4Addr::new(198, 18, 1, 11),
             Ipv4Addr::new(198, 18, 2, 10),
         ],
+        NodePorts::All,
     );
     let text = iptables::ruleset(&list);
     let svc = iptables::service_chain(&list[1]);
@@ -71,7 +72,7 @@ fn iptables_spreads_endpoints_with_decreasing_probabilities() {
 
 #[test]
 fn iptables_nodeport_jump_is_the_last_rule_of_kube_services() {
-    let list = services(3, &[Ipv4Addr::new(198, 18, 1, 10)]);
+    let list = services(3, &[Ipv4Addr::new(198, 18, 1, 10)], NodePorts::All);
     let text = iptables::ruleset(&list);
     let kube_services: Vec<&str> = text
         .lines()
@@ -120,6 +121,7 @@ fn nftables_endpoint_removal_rewrites_one_chain() {
     let list = services(
         1,
         &[Ipv4Addr::new(198, 18, 1, 10), Ipv4Addr::new(198, 18, 2, 10)],
+        NodePorts::Last,
     );
     let removed = Ipv4Addr::new(198, 18, 2, 10);
     let text = nftables::endpoint_removed(&list[0], removed);
@@ -139,4 +141,43 @@ fn nftables_endpoint_removal_rewrites_one_chain() {
         )
     );
     assert_eq!(lines.len(), 4);
+}
+
+#[test]
+fn only_the_last_service_gets_node_port_rules_unless_all_do() {
+    let list = services(3, &[Ipv4Addr::new(198, 18, 1, 10)], NodePorts::Last);
+    assert_eq!(
+        list.iter().map(|s| s.node_port).collect::<Vec<_>>(),
+        [None, None, Some(20002)]
+    );
+    let text = iptables::ruleset(&list);
+    let nodeports: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("-A KUBE-NODEPORTS "))
+        .collect();
+    assert_eq!(nodeports.len(), 1);
+    assert!(
+        nodeports[0].contains("--dport 20002 -j KUBE-EXT-"),
+        "{}",
+        nodeports[0]
+    );
+    assert_eq!(text.matches(":KUBE-EXT-").count(), 1);
+    // Every ClusterIP still has its rule in KUBE-SERVICES.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("-A KUBE-SERVICES ") && l.contains(" cluster IP\" "))
+            .count(),
+        3
+    );
+    let nft = nftables::ruleset(&[Ipv4Addr::new(198, 18, 0, 11)], &list);
+    assert_eq!(
+        nft.matches("add element ip kube-proxy service-nodeports")
+            .count(),
+        1
+    );
+    assert_eq!(
+        nft.matches("add element ip kube-proxy service-ips").count(),
+        3
+    );
+    assert_eq!(nft.matches("add chain ip kube-proxy external-").count(), 1);
 }
