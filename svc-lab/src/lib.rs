@@ -48,3 +48,11 @@ pub enum LabError {
 pub fn pin_root() -> PathBuf {
     PathBuf::from("/sys/fs/bpf/svc-lab")
 }
+
+/// Removes `pin_dir` (one lab's pins) and then the pin root if no other
+/// lab's pins are left in it.
+pub fn remove_lab_pins(pin_dir: &std::path::Path) {
+    let _ = svc_agent::dataplane::remove_pins(pin_dir);
+    // Fails, and is meant to, while another lab still has a directory here.
+    let _ = std::fs::remove_dir(pin_root());
+}

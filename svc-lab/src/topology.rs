@@ -348,7 +348,7 @@ impl Drop for Lab {
         }
         self.fabric_xdp = None;
         // Pinned links hold the programs; removing them detaches.
-        let _ = dataplane::remove_pins(&self.pin_dir);
+        crate::remove_lab_pins(&self.pin_dir);
         cgroup::remove_lab(&self.id);
         // The namespaces go when the fields drop, right after this.
     }

@@ -583,7 +583,7 @@ fn teardown(cluster: &Cluster) {
     if let Some(pid) = cluster.keeper_pid {
         process::stop(pid);
     }
-    let _ = svc_agent::dataplane::remove_pins(&pin_root().join(&cluster.id));
+    crate::remove_lab_pins(&pin_root().join(&cluster.id));
     cgroup::remove_lab(&cluster.id);
     let prefix = format!("{}-", cluster.id);
     for name in netns::lab_namespaces() {
