@@ -24,7 +24,8 @@ pub trait Packet {
     /// Whether this program type can send to a next hop whose MAC address
     /// is not known yet (TC: bpf_redirect_neigh; XDP cannot).
     const RESOLVES_NEIGHBOURS: bool;
-    /// Reads a `T` at `offset`, or fails when the packet is shorter.
+    /// Reads a `T` at `offset`, or fails when the packet is shorter. `T` is
+    /// at least two bytes: byte fields are read in pairs (see ctx_tc.rs).
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason>;
     /// Length of the whole packet (link layer included).
     fn len(&self) -> usize;
@@ -153,7 +154,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
     if ether_type != ETH_P_IP.to_be() {
         return Ok(Parsed::Other);
     }
-    let version_ihl: u8 = pkt.read(IP_OFF)?;
+    let [version_ihl, _tos]: [u8; 2] = pkt.read(IP_OFF)?;
     if version_ihl >> 4 != 4 {
         return Err(DropReason::Malformed);
     }
@@ -171,7 +172,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
         // stack untranslated.
         return Ok(Parsed::Other);
     }
-    let ip_proto: u8 = pkt.read(IP_OFF + 9)?;
+    let [_ttl, ip_proto]: [u8; 2] = pkt.read(IP_OFF + 8)?;
     // Fixed offsets first: once a read at a header-dependent offset proved
     // more bytes, LLVM drops later fixed-offset checks as redundant, and the
     // verifier (which cannot follow that proof) rejects the program.
