@@ -89,8 +89,12 @@ pub enum DataplaneError {
     },
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Loaded programs plus the maps they use.
 pub struct Datapath {
+    /// Attachments made without a pin directory: they last as long as this.
+    links: Vec<FdLink>,
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
     tables: Tables,
@@ -146,6 +150,7 @@ impl Datapath {
             })
         })?;
         Ok(Self {
+            links: Vec::new(),
             ebpf,
             pin_dir: pin_dir.map(Path::to_path_buf),
             tables,
@@ -177,31 +182,8 @@ impl Datapath {
     /// resolve. Pinned like [`Self::attach_pod_interface`].
     pub fn attach_node_interface(&mut self, interface: &str) -> Result<(), DataplaneError> {
         self.attach_tc(FROM_WORLD_TC_PROGRAM, "from_world_tc", interface)?;
-        let attach_error =
-            |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
-                program: FROM_WORLD_PROGRAM,
-                interface: interface.to_owned(),
-                source,
-            };
         let link_pin = self.link_pin("from_world", interface);
-        if link_pin
-            .as_ref()
-            .is_some_and(|path| PinnedLink::from_pin(path).is_ok())
-        {
-            return Ok(());
-        }
-        let program = program_mut::<Xdp>(&mut self.ebpf, FROM_WORLD_PROGRAM)?;
-        let link_id = program
-            .attach(interface, XdpMode::Default)
-            .map_err(|e| attach_error(Box::new(e)))?;
-        if let Some(path) = link_pin {
-            let link = program
-                .take_link(link_id)
-                .map_err(|e| attach_error(Box::new(e)))?;
-            let link: FdLink = link.try_into().map_err(|e| attach_error(Box::new(e)))?;
-            pin_link(link, &path).map_err(attach_error)?;
-        }
-        Ok(())
+        self.attach_xdp(FROM_WORLD_PROGRAM, interface, link_pin)
     }
 
     /// Attaches the socket hooks to a cgroup (v2) directory: every process
@@ -214,33 +196,15 @@ impl Datapath {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "root".into());
         for name in SOCKET_PROGRAMS {
-            let attach_error =
-                |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
-                    program: name,
-                    interface: cgroup.display().to_string(),
-                    source,
-                };
             let link_pin = self.link_pin(&format!("sock-{name}"), &label);
-            if link_pin
-                .as_ref()
-                .is_some_and(|path| PinnedLink::from_pin(path).is_ok())
-            {
-                continue;
-            }
-            let file = fs::File::open(cgroup).map_err(|e| attach_error(Box::new(e)))?;
-            let program = program_mut::<CgroupSockAddr>(&mut self.ebpf, name)?;
-            let link_id = program
-                // bpf_link_create takes no attach flags: links always coexist
-                // with other programs on the cgroup.
-                .attach(&file, CgroupAttachMode::Single)
-                .map_err(|e| attach_error(Box::new(e)))?;
-            if let Some(path) = link_pin {
-                let link = program
-                    .take_link(link_id)
-                    .map_err(|e| attach_error(Box::new(e)))?;
-                let link: FdLink = link.try_into().map_err(|e| attach_error(Box::new(e)))?;
-                pin_link(link, &path).map_err(attach_error)?;
-            }
+            self.attach_once(name, &cgroup.display().to_string(), link_pin, |ebpf| {
+                let file = fs::File::open(cgroup)?;
+                let program = program_mut::<CgroupSockAddr>(ebpf, name)?;
+                // bpf_link_create takes no attach flags: links always
+                // coexist with other programs on the cgroup.
+                let id = program.attach(&file, CgroupAttachMode::Single)?;
+                Ok(program.take_link(id)?)
+            })?;
         }
         Ok(())
     }
@@ -249,14 +213,7 @@ impl Datapath {
     /// as this value lives. A veth only takes frames its peer sends with
     /// XDP_TX or XDP_REDIRECT when an XDP program runs on it.
     pub fn attach_xdp_pass(&mut self, interface: &str) -> Result<(), DataplaneError> {
-        program_mut::<Xdp>(&mut self.ebpf, XDP_PASS_PROGRAM)?
-            .attach(interface, XdpMode::Default)
-            .map_err(|e| DataplaneError::Attach {
-                program: XDP_PASS_PROGRAM,
-                interface: interface.to_owned(),
-                source: Box::new(e),
-            })?;
-        Ok(())
+        self.attach_xdp(XDP_PASS_PROGRAM, interface, None)
     }
 
     /// Where a link of `program` on `interface` is pinned, with a pin dir.
@@ -292,35 +249,66 @@ impl Datapath {
         pin_name: &str,
         interface: &str,
     ) -> Result<(), DataplaneError> {
-        let attach_error =
-            |source: Box<dyn std::error::Error + Send + Sync>| DataplaneError::Attach {
-                program: program_name,
-                interface: interface.to_owned(),
-                source,
-            };
         let link_pin = self.link_pin(pin_name, interface);
+        self.attach_once(program_name, interface, link_pin, |ebpf| {
+            let program = program_mut::<SchedClassifier>(ebpf, program_name)?;
+            let id = program.attach(interface, TcAttachType::Ingress)?;
+            Ok(program.take_link(id)?)
+        })
+    }
+
+    /// XDP in the best mode the driver has (native, else generic).
+    fn attach_xdp(
+        &mut self,
+        program_name: &'static str,
+        interface: &str,
+        link_pin: Option<PathBuf>,
+    ) -> Result<(), DataplaneError> {
+        self.attach_once(program_name, interface, link_pin, |ebpf| {
+            let program = program_mut::<Xdp>(ebpf, program_name)?;
+            let id = program.attach(interface, XdpMode::Default)?;
+            Ok(program.take_link(id)?)
+        })
+    }
+
+    /// The one way programs get attached. Unless a live link is already
+    /// pinned at `link_pin` (an earlier agent's, kept as it is), `attach`
+    /// attaches and hands over the new link: pinned at `link_pin`, so it
+    /// outlives this process, or without one kept as long as this value.
+    fn attach_once<L>(
+        &mut self,
+        program: &'static str,
+        target: &str,
+        link_pin: Option<PathBuf>,
+        attach: impl FnOnce(&mut Ebpf) -> Result<L, BoxError>,
+    ) -> Result<(), DataplaneError>
+    where
+        FdLink: TryFrom<L>,
+        <FdLink as TryFrom<L>>::Error: std::error::Error + Send + Sync + 'static,
+    {
         if link_pin
             .as_ref()
             .is_some_and(|path| PinnedLink::from_pin(path).is_ok())
         {
             return Ok(());
         }
-        let program = program_mut::<SchedClassifier>(&mut self.ebpf, program_name)?;
-        let link_id = program
-            .attach(interface, TcAttachType::Ingress)
-            .map_err(|e| attach_error(Box::new(e)))?;
-        if let Some(path) = link_pin {
-            let link = program
-                .take_link(link_id)
-                .map_err(|e| attach_error(Box::new(e)))?;
-            let link: FdLink = link.try_into().map_err(|e| attach_error(Box::new(e)))?;
-            pin_link(link, &path).map_err(attach_error)?;
-        }
-        Ok(())
+        let attach_and_keep = || -> Result<(), BoxError> {
+            let link = FdLink::try_from(attach(&mut self.ebpf)?)?;
+            match link_pin {
+                Some(path) => pin_link(link, &path)?,
+                None => self.links.push(link),
+            }
+            Ok(())
+        };
+        attach_and_keep().map_err(|source| DataplaneError::Attach {
+            program,
+            interface: target.to_owned(),
+            source,
+        })
     }
 }
 
-fn pin_link(link: FdLink, path: &Path) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+fn pin_link(link: FdLink, path: &Path) -> Result<(), BoxError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
