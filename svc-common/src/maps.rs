@@ -14,7 +14,7 @@ pub mod names {
     pub const FRONTEND_META: &str = "FE_META_V1";
     pub const CT: &str = "CT_V1";
     pub const FRONTEND_STATS: &str = "FE_STATS_V1";
-    pub const DROP_STATS: &str = "DROPS_V1";
+    pub const DROP_STATS: &str = "DROPS_V2";
     pub const AFFINITY: &str = "AFFINITY_V1";
     pub const SOURCE_RANGES: &str = "SRC_RANGES_V1";
     pub const CONFIG: &str = "CONFIG_V1";

@@ -1,7 +1,7 @@
 //! Reasons a packet addressed to the datapath was not forwarded as-is. Each
-//! reason indexes one per-CPU counter in DROPS_V1.
+//! reason indexes one per-CPU counter in DROPS_V2.
 
-/// Index into DROPS_V1.
+/// Index into DROPS_V2.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
@@ -29,10 +29,18 @@ pub enum DropReason {
     /// Source NAT was needed but the agent has not set this node's
     /// addresses (CONFIG_V1) yet.
     NodeConfigMissing = 9,
+    /// A packet that may not be fragmented was too big for the route to
+    /// its translated destination: answered with ICMP fragmentation needed,
+    /// quoting it as its sender sent it (path MTU discovery).
+    FragmentationNeeded = 10,
 }
 
+const _: () = assert!(DropReason::COUNT <= DropReason::SLOTS);
+
 impl DropReason {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
+    /// DROPS_V2's size: room for reasons to come without a new map.
+    pub const SLOTS: u32 = 32;
 
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::Malformed,
@@ -45,6 +53,7 @@ impl DropReason {
         DropReason::NatPortsExhausted,
         DropReason::NoBackendUnreachable,
         DropReason::NodeConfigMissing,
+        DropReason::FragmentationNeeded,
     ];
 
     /// The name `dump` and the metrics use.
@@ -60,6 +69,7 @@ impl DropReason {
             DropReason::NatPortsExhausted => "nat_ports_exhausted",
             DropReason::NoBackendUnreachable => "no_backend_unreachable",
             DropReason::NodeConfigMissing => "node_config_missing",
+            DropReason::FragmentationNeeded => "fragmentation_needed",
         }
     }
 }

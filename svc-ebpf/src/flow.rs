@@ -8,8 +8,10 @@ use crate::{
     lb::{self, Selection},
     maps::CONFIG_V1,
     nat,
-    packet::{self, Packet, Parsed},
-    reject, route, stats,
+    packet::{self, Ipv4Flow, Packet, Parsed},
+    reject,
+    route::{self, Route},
+    stats,
 };
 
 /// Where a packet entered the node.
@@ -60,6 +62,33 @@ fn flow_backend(entry: &svc_common::Flow, protocol: u8) -> Option<svc_common::Ba
     (current.addr_be == stored.addr_be && current.port_be == stored.port_be).then_some(stored)
 }
 
+/// Path MTU discovery across the translation. A packet its sender forbade
+/// fragmenting that does not fit the route to its translated destination
+/// (from `saddr`, to `daddr`) is answered here with ICMP fragmentation
+/// needed, quoting it untranslated: the stack would answer about the
+/// translated packet, which the sender cannot match to its socket. `route`
+/// is the program's own route for it, if it has one; else the route the
+/// stack will take is looked up (for big packets only).
+#[inline(always)]
+fn answer_if_too_big<P: Packet>(
+    pkt: &P,
+    flow: &Ipv4Flow,
+    route: Option<&Route>,
+    saddr_be: u32,
+    daddr_be: u32,
+) -> Result<Option<Action>, DropReason> {
+    let mtu = match route {
+        Some(Route::TooBig { mtu }) => *mtu,
+        Some(_) => return Ok(None),
+        None => match route::too_big(pkt, flow, saddr_be, daddr_be) {
+            Some(mtu) => mtu,
+            None => return Ok(None),
+        },
+    };
+    reject::fragmentation_needed(pkt, flow, mtu)?;
+    Ok(Some(Action::Bounce(DropReason::FragmentationNeeded)))
+}
+
 #[inline(always)]
 pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason> {
     let flow = match packet::parse(pkt)? {
@@ -87,6 +116,11 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             } else {
                 None
             };
+            if let Some(answer) =
+                answer_if_too_big(pkt, &flow, route.as_ref(), frontend.addr_be, daddr_be)?
+            {
+                return Ok(answer);
+            }
             if snat {
                 nat::rewrite_destination(pkt, &flow, entry.nat_addr_be, entry.nat_port_be)?;
             }
@@ -107,6 +141,16 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             } else {
                 None
             };
+            let saddr_be = if snat {
+                entry.nat_addr_be
+            } else {
+                flow.saddr_be
+            };
+            if let Some(answer) =
+                answer_if_too_big(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
+            {
+                return Ok(answer);
+            }
             stats::count_frontend(entry.rev_nat_id, u32::from(flow.ip_len));
             nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
             if snat {
@@ -165,6 +209,13 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 None
             };
             let snat_addr_be = snat.as_ref().map(|s| s.addr_be);
+            // Before any state is made for it.
+            let saddr_be = snat_addr_be.unwrap_or(flow.saddr_be);
+            if let Some(answer) =
+                answer_if_too_big(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
+            {
+                return Ok(answer);
+            }
             let created = ct::create(
                 &flow,
                 selected.backend_id,

@@ -55,7 +55,7 @@ pub static FE_STATS_V1: PerCpuArray<FrontendCounters, { MAX_FRONTENDS as usize }
 
 /// Per-reason counters of packets not forwarded as they came.
 #[btf_map]
-pub static DROPS_V1: PerCpuArray<DropCounters, { DropReason::COUNT as usize }> = PerCpuArray::new();
+pub static DROPS_V2: PerCpuArray<DropCounters, { DropReason::SLOTS as usize }> = PerCpuArray::new();
 
 /// sessionAffinity ClientIP: (frontend, client) → backend last used.
 #[btf_map]

@@ -11,6 +11,7 @@ const TCP_MIN_HLEN: usize = 20;
 const UDP_HLEN: usize = 8;
 /// More-fragments flag and fragment offset bits of `frag_off`.
 const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+const IP_DF: u16 = 0x4000;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -127,6 +128,9 @@ pub struct Ipv4Flow {
     pub dport_be: u16,
     /// TCP flags byte; 0 for UDP.
     pub tcp_flags: u8,
+    /// The sender set Don't Fragment: too big for a route, the packet is
+    /// answered with ICMP fragmentation needed (path MTU discovery).
+    pub dont_fragment: bool,
 }
 
 impl Ipv4Flow {
@@ -210,6 +214,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
         sport_be: pkt.read(l4_off)?,
         dport_be: pkt.read(l4_off + 2)?,
         tcp_flags,
+        dont_fragment: frag_off & IP_DF != 0,
     }))
 }
 

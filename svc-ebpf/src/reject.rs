@@ -2,7 +2,8 @@
 //! rewritten in place into the answer a closed port would give, and the
 //! caller sends it back where it came from. TCP gets a reset (RFC 9293
 //! 3.10.7.1), UDP an ICMP port unreachable (RFC 1122 4.1.3.1), as kube-proxy's
-//! REJECT rules give.
+//! REJECT rules give. A packet too big for its route gets ICMP
+//! fragmentation needed the same way.
 use svc_common::{DropReason, proto};
 
 use crate::{
@@ -14,6 +15,7 @@ const IP_DF: u8 = 0x40;
 const TTL: u8 = 64;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
 const IPPROTO_ICMP: u8 = 1;
 
 /// An IPv4 header from the frontend back to the client, checksum filled in.
@@ -126,12 +128,44 @@ pub fn udp_unreachable<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropRe
         // enough to be dropped instead (and counted).
         return Err(DropReason::NoBackendDrop);
     }
+    unreachable(pkt, flow, ICMP_PORT_UNREACH, 0)
+}
+
+/// Rewrites a packet too big for its route into the ICMP fragmentation
+/// needed that answers it, with the route's MTU (RFC 1191). It quotes the
+/// packet as its sender sent it, before any translation, so the sender's
+/// stack finds the socket and lowers that path's MTU.
+#[inline(always)]
+pub fn fragmentation_needed<P: Packet>(
+    pkt: &P,
+    flow: &Ipv4Flow,
+    mtu: u16,
+) -> Result<(), DropReason> {
+    if flow.l4_off != IP_OFF + 20 {
+        // With IP options: dropped unanswered (and counted).
+        return Err(DropReason::FragmentationNeeded);
+    }
+    unreachable(pkt, flow, ICMP_FRAG_NEEDED, mtu)
+}
+
+/// An ICMP destination unreachable with `code` (RFC 792), from the address
+/// the packet was sent to: its IP header and first 8 bytes of L4 quoted,
+/// `next_hop_mtu` in bytes 6-7 (zero but for fragmentation needed). The
+/// packet has no IP options (the callers check).
+#[inline(always)]
+fn unreachable<P: Packet>(
+    pkt: &P,
+    flow: &Ipv4Flow,
+    code: u8,
+    next_hop_mtu: u16,
+) -> Result<(), DropReason> {
     let dst_mac: [u8; 6] = pkt.read(0)?;
     let src_mac: [u8; 6] = pkt.read(6)?;
     let original: [u8; 28] = pkt.read(IP_OFF)?;
 
     let ip = ip_header(flow, 20 + 8 + 28, IPPROTO_ICMP);
-    let mut icmp: [u8; 8] = [ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, 0, 0, 0, 0, 0, 0];
+    let mtu = next_hop_mtu.to_be_bytes();
+    let mut icmp: [u8; 8] = [ICMP_DEST_UNREACH, code, 0, 0, 0, 0, mtu[0], mtu[1]];
     let sum = csum::finish(csum::add_words(&original, csum::add_words(&icmp, 0)));
     icmp[2] = sum[0];
     icmp[3] = sum[1];

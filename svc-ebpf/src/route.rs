@@ -7,7 +7,10 @@
 //! The route is looked up before the packet is rewritten: XDP cannot
 //! resolve an unknown next hop, so it leaves such a packet untouched for
 //! the TC program on the same NIC, which can (bpf_redirect_neigh).
-use aya_ebpf::bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup};
+use aya_ebpf::bindings::{
+    BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+    bpf_fib_lookup,
+};
 use svc_common::DropReason;
 
 use crate::{
@@ -28,6 +31,9 @@ pub enum Route {
     },
     /// Route known, next hop's MAC address not yet.
     Unresolved { ifindex: u32 },
+    /// Route known, but the packet exceeds its MTU and may not be
+    /// fragmented: it is answered, not sent (see [`too_big`]).
+    TooBig { mtu: u16 },
 }
 
 impl Route {
@@ -39,7 +45,7 @@ impl Route {
     pub fn usable_by<P: Packet>(&self) -> bool {
         match self {
             Route::Unresolved { .. } => P::RESOLVES_NEIGHBOURS,
-            Route::Resolved { .. } | Route::Stack => true,
+            Route::Resolved { .. } | Route::Stack | Route::TooBig { .. } => true,
         }
     }
 }
@@ -49,10 +55,35 @@ impl Route {
 /// untouched.
 #[inline(always)]
 pub fn plan<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, flow: &Ipv4Flow) -> Option<Route> {
-    plan_raw(pkt, saddr_be, daddr_be, flow.proto, flow.ip_len)
+    let route = match lookup(pkt, saddr_be, daddr_be, flow.proto, flow.ip_len) {
+        // Fragmenting is the stack's job.
+        Route::TooBig { .. } if !flow.dont_fragment => Route::Stack,
+        route => route,
+    };
+    route.usable_by::<P>().then_some(route)
 }
 
-/// [`plan`] for any IP protocol and length.
+/// Packets up to this size skip the path MTU check of [`too_big`]: no link
+/// of a node network is smaller (IPv6 requires 1280 of every link), and the
+/// route lookup costs ~40 ns.
+const ALWAYS_FITS: u16 = 1280;
+
+/// The MTU a translated packet the stack is to forward would exceed, when
+/// its sender forbade fragmenting it. Left to the stack, it would be
+/// dropped with an ICMP error about the translated packet, which the
+/// sender cannot match to its socket: path MTU discovery would fail.
+#[inline(always)]
+pub fn too_big<P: Packet>(pkt: &P, flow: &Ipv4Flow, saddr_be: u32, daddr_be: u32) -> Option<u16> {
+    if !flow.dont_fragment || flow.ip_len <= ALWAYS_FITS {
+        return None;
+    }
+    match lookup(pkt, saddr_be, daddr_be, flow.proto, flow.ip_len) {
+        Route::TooBig { mtu } => Some(mtu),
+        _ => None,
+    }
+}
+
+/// [`plan`] for any IP protocol and length, fragmenting left to the stack.
 #[inline(always)]
 pub fn plan_raw<P: Packet>(
     pkt: &P,
@@ -61,7 +92,10 @@ pub fn plan_raw<P: Packet>(
     protocol: u8,
     ip_len: u16,
 ) -> Option<Route> {
-    let route = lookup(pkt, saddr_be, daddr_be, protocol, ip_len);
+    let route = match lookup(pkt, saddr_be, daddr_be, protocol, ip_len) {
+        Route::TooBig { .. } => Route::Stack,
+        route => route,
+    };
     route.usable_by::<P>().then_some(route)
 }
 
@@ -106,6 +140,11 @@ fn lookup<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8, ip_len
         ret if ret == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) => Route::Unresolved {
             ifindex: params.ifindex,
         },
+        // SAFETY: the kernel sets mtu_result (in place of tot_len) with
+        // this answer; both are plain u16s.
+        ret if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) => Route::TooBig {
+            mtu: unsafe { params.__bindgen_anon_1.mtu_result },
+        },
         _ => Route::Stack,
     }
 }
@@ -120,7 +159,9 @@ pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, Dr
         return Ok(Action::Pass);
     }
     let action = match route {
-        Route::Stack => return Ok(Action::Pass),
+        // (A packet too big to send is answered before it gets here: see
+        // flow.rs.)
+        Route::Stack | Route::TooBig { .. } => return Ok(Action::Pass),
         Route::Resolved {
             ifindex,
             smac,

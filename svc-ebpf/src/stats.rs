@@ -1,11 +1,11 @@
 //! Counters: per-packet visibility without logging.
 use svc_common::DropReason;
 
-use crate::maps::{DROPS_V1, FE_STATS_V1};
+use crate::maps::{DROPS_V2, FE_STATS_V1};
 
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {
-    if let Some(counters) = DROPS_V1.get_ptr_mut(reason as u32) {
+    if let Some(counters) = DROPS_V2.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { (*counters).packets += 1 };
     }

@@ -367,6 +367,30 @@ pub fn icmp_error_frame(src: Ipv4Addr, dst: Ipv4Addr, kind: (u8, u8), quoted: &[
     frame
 }
 
+/// The ICMP error svc-lb answers `frame` with: back to the frame's sender,
+/// from the address the frame was sent to (Don't Fragment, TTL 64),
+/// `kind` = (type, code), `rest` = the four header bytes after the
+/// checksum, quoting the frame's IP header and the 8 bytes after it.
+/// Checksums computed here.
+pub fn icmp_answer_to(frame: &[u8], kind: (u8, u8), rest: [u8; 4]) -> Vec<u8> {
+    let ip = &frame[offsets::IP..];
+    let mut answer = Vec::with_capacity(14 + 56);
+    answer.extend_from_slice(&frame[6..12]);
+    answer.extend_from_slice(&frame[0..6]);
+    answer.extend_from_slice(&[0x08, 0x00]);
+    answer.extend_from_slice(&[0x45, 0, 0, 56, 0, 0, 0x40, 0, 64, 1, 0, 0]);
+    answer.extend_from_slice(&ip[16..20]);
+    answer.extend_from_slice(&ip[12..16]);
+    let ip_sum = !(ones_complement_sum(&answer[14..34], 0) as u16);
+    answer[24..26].copy_from_slice(&ip_sum.to_be_bytes());
+    answer.extend_from_slice(&[kind.0, kind.1, 0, 0]);
+    answer.extend_from_slice(&rest);
+    answer.extend_from_slice(&ip[..28]);
+    let icmp_sum = !(ones_complement_sum(&answer[34..], 0) as u16);
+    answer[36..38].copy_from_slice(&icmp_sum.to_be_bytes());
+    answer
+}
+
 /// Whether the ICMP message of a frame has a valid checksum.
 pub fn icmp_checksum_ok(frame: &[u8]) -> bool {
     let start = offsets::IP + ihl(frame);

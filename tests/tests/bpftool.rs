@@ -114,9 +114,9 @@ fn bpftool_dump_shows_field_names() {
     let stats = dump(&pin_dir.join(names::FRONTEND_STATS));
     let counters = &stats[0]["formatted"]["values"][0]["value"];
     assert!(counters.get("packets").is_some(), "{counters}");
-    // One entry per drop reason, each a struct with a packets field.
+    // One slot per possible drop reason, each a struct with a packets field.
     let drops = dump(&pin_dir.join(names::DROP_STATS));
-    assert_eq!(drops.len(), DropReason::COUNT as usize);
+    assert_eq!(drops.len(), DropReason::SLOTS as usize);
     let counters = &drops[0]["formatted"]["values"][0]["value"];
     assert!(counters["packets"].is_u64(), "{counters}");
 }

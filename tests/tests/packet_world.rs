@@ -353,3 +353,71 @@ fn snat_without_node_config_is_refused_and_counted() {
     assert_eq!(verdict, XDP_DROP);
     assert_eq!(drops(&mut datapath, "node_config_missing"), 1);
 }
+
+/// Path MTU discovery: a datagram that may not be fragmented and does not
+/// fit the route to its (SNATed) backend is answered with ICMP
+/// fragmentation needed and the route's MTU, from the NodePort, quoting the
+/// datagram as the client sent it; one that fits is not answered.
+#[test]
+fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
+    // Route lookups in BPF_PROG_TEST_RUN use the caller's namespace: one
+    // whose route to REMOTE_POD (out of a veth) has MTU 1400, forwarding on.
+    let ns = svc_lab::netns::Netns::create(&format!("svl{}x900-pmtu", std::process::id())).unwrap();
+    ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    for args in [
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
+        &["link", "set", "v0", "up"],
+        &["link", "set", "v1", "up"],
+        &["addr", "add", "198.18.3.1/24", "dev", "v0"],
+        &[
+            "route",
+            "add",
+            "198.18.2.0/24",
+            "via",
+            "198.18.3.2",
+            "mtu",
+            "lock",
+            "1400",
+        ],
+    ] {
+        ns.ip(args).unwrap();
+    }
+    let dns = frontend(
+        FrontendKind::NodePort,
+        "dns",
+        (NODE, 30053),
+        Protocol::UDP,
+        &[ready(REMOTE_POD, 5353, false)],
+    );
+    let dont_fragment = |payload: usize| {
+        let mut frame = udp_frame((CLIENT, 40000), (NODE, 30053), &vec![7u8; payload]);
+        frame[offsets::IP + 6] |= 0x40;
+        fix_checksums(&mut frame);
+        frame
+    };
+    let too_big = dont_fragment(1400 - 28 + 1);
+    let fits = dont_fragment(1400 - 28);
+    let (answer, passed, fragmentation_needed) = ns
+        .in_thread(move || {
+            let mut datapath = load_with(&[dns]);
+            let answer = world(&mut datapath, &too_big);
+            let passed = world(&mut datapath, &fits);
+            (answer, passed, drops(&mut datapath, "fragmentation_needed"))
+        })
+        .unwrap();
+
+    let (verdict, out) = answer;
+    assert_eq!(verdict, XDP_TX);
+    let mtu = 1400u16.to_be_bytes();
+    let expected = icmp_answer_to(
+        &dont_fragment(1400 - 28 + 1),
+        (3, 4),
+        [0, 0, mtu[0], mtu[1]],
+    );
+    assert_eq!(out, expected);
+    assert!(icmp_checksum_ok(&out));
+    assert_eq!(fragmentation_needed, 1);
+    // The next hop is not resolved in this namespace: XDP leaves the
+    // datagram that fits untouched, to the TC program.
+    assert_eq!(passed, (XDP_PASS, dont_fragment(1400 - 28)));
+}

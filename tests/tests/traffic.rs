@@ -329,3 +329,126 @@ fn node_process_to_frontend_without_endpoints_is_refused() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("Couldn't connect"));
 }
+
+/// The path MTU node-1 uses towards node-2's pods in the MTU tests.
+const SMALL_MTU: u16 = 1400;
+
+/// Lowers node-1's route to node-2's pods to [`SMALL_MTU`] ("lock": the
+/// route's own MTU, not the device's, decides, as a tunnel's would).
+fn narrow_route_to_node_2(lab: &Lab) {
+    let mtu = SMALL_MTU.to_string();
+    lab.node("node-1")
+        .unwrap()
+        .netns()
+        .ip(&[
+            "route",
+            "replace",
+            "198.18.2.0/24",
+            "via",
+            &NODE_2.to_string(),
+            "dev",
+            "eth0",
+            "mtu",
+            "lock",
+            &mtu,
+        ])
+        .unwrap();
+}
+
+/// What a UDP socket with Don't Fragment (IP_PMTUDISC_DO) connected to `to`
+/// sees when it sends one datagram of `ip_len` bytes (IP and UDP headers
+/// included): the answer, or the error the socket got; then the path MTU
+/// the socket's route holds.
+fn udp_dont_fragment(
+    netns: &svc_lab::netns::Netns,
+    to: SocketAddr,
+    ip_len: usize,
+) -> (std::io::Result<String>, u32) {
+    use std::os::fd::AsRawFd;
+    netns
+        .in_thread(move || {
+            let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            socket.connect(to).unwrap();
+            let fd = socket.as_raw_fd();
+            let set = |option, value: libc::c_int| {
+                // SAFETY: a valid socket and an int option value.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::IPPROTO_IP,
+                        option,
+                        (&raw const value).cast(),
+                        size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                assert_eq!(rc, 0, "setsockopt {option}");
+            };
+            set(libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_DO);
+            socket
+                .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+                .unwrap();
+            socket.send(&vec![b'x'; ip_len - 28]).unwrap();
+            let mut buffer = [0u8; 512];
+            // An ICMP error about the datagram is reported by the next
+            // socket call (sk_err): here, the receive that waits for the answer.
+            let answer = socket
+                .recv(&mut buffer)
+                .map(|len| String::from_utf8_lossy(&buffer[..len]).into_owned());
+            let mut mtu: libc::c_int = 0;
+            let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a valid socket and an int-sized out value.
+            let rc = unsafe {
+                libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU,
+                    (&raw mut mtu).cast(),
+                    &mut len,
+                )
+            };
+            assert_eq!(rc, 0, "getsockopt IP_MTU");
+            (answer, mtu as u32)
+        })
+        .unwrap()
+}
+
+/// Path MTU discovery through the translation, from the client to a
+/// NodePort (SNATed, routed by the program) and from a pod to a ClusterIP
+/// (forwarded by the stack): a datagram too big for node-1's route to the
+/// backend on node-2 is answered with ICMP fragmentation needed about the
+/// datagram as it was sent, so the sender's socket learns the MTU (left to
+/// the stack, the answer would be about the translated datagram, which the
+/// socket cannot match); one that fits gets through.
+#[test]
+fn too_big_for_the_route_to_the_backend_teaches_the_sender_the_path_mtu() {
+    let lab = lab();
+    narrow_route_to_node_2(&lab);
+    let senders = [
+        (
+            "client",
+            lab.client().unwrap(),
+            SocketAddr::from((NODE_1, 30053)),
+        ),
+        (
+            "pod",
+            lab.pod("curl").unwrap().netns(),
+            SocketAddr::from((DNS_IP, 53)),
+        ),
+    ];
+    for (answered, (sender, netns, to)) in (1..).zip(senders) {
+        let (answer, mtu) = udp_dont_fragment(netns, to, usize::from(SMALL_MTU) + 1);
+        let error = answer.expect_err("a datagram too big for the path is not answered");
+        assert_eq!(
+            error.raw_os_error(),
+            Some(libc::EMSGSIZE),
+            "{sender}: {error}"
+        );
+        assert_eq!(mtu, u32::from(SMALL_MTU), "{sender}'s path MTU to {to}");
+        assert_eq!(drops(&lab, "node-1", "fragmentation_needed"), answered);
+
+        let (answer, _) = udp_dont_fragment(netns, to, usize::from(SMALL_MTU));
+        let answer = Answer::parse(&answer.unwrap()).unwrap();
+        assert_eq!(answer.pod, "web-2", "{sender}");
+        assert_eq!(drops(&lab, "node-1", "fragmentation_needed"), answered);
+    }
+}
