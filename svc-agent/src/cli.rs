@@ -142,6 +142,12 @@ pub struct RunArgs {
     /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    /// Every this many seconds the agent reads the maps back from the
+    /// kernel and repairs whatever differs from what it wrote (another
+    /// writer, a stray bpftool); 0: never. kube-proxy resyncs its rules
+    /// the same way.
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
     /// Address of /healthz and /metrics.
     #[arg(long, default_value = "127.0.0.1:10256")]
     pub listen: SocketAddr,
@@ -178,6 +184,8 @@ impl RunArgs {
             nat_ports: self.nat_ports,
             nodeport_addresses: self.nodeport_addresses,
             listen: self.listen,
+            resync_period: (self.resync_seconds > 0)
+                .then(|| std::time::Duration::from_secs(self.resync_seconds)),
             cgroup: (self.cgroup.as_os_str() != "none").then_some(self.cgroup),
         }
     }

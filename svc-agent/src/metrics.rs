@@ -55,6 +55,9 @@ struct State {
     frontends: usize,
     backends: usize,
     errors: BTreeMap<&'static str, u64>,
+    resyncs: u64,
+    /// Frontends a resync found changed behind the agent's back.
+    repaired: u64,
 }
 
 /// The agent's metrics; shared between the sync loop, the sources and the
@@ -89,6 +92,14 @@ impl Metrics {
             state.event_to_programmed.observe(since_event);
             state.frontends = frontends;
             state.backends = backends;
+        });
+    }
+
+    /// One periodic resync, which rewrote `repaired` frontends.
+    pub fn resynced(&self, repaired: usize) {
+        self.with(|state| {
+            state.resyncs += 1;
+            state.repaired += repaired as u64;
         });
     }
 
@@ -153,6 +164,16 @@ impl Metrics {
             );
             let _ = writeln!(
                 out,
+                "# HELP svc_agent_resyncs_total Periodic resyncs (maps read back from the kernel).\n\
+                 # TYPE svc_agent_resyncs_total counter\n\
+                 svc_agent_resyncs_total {}\n\
+                 # HELP svc_agent_repaired_frontends_total Frontends a resync found changed behind the agent's back and rewrote.\n\
+                 # TYPE svc_agent_repaired_frontends_total counter\n\
+                 svc_agent_repaired_frontends_total {}",
+                state.resyncs, state.repaired,
+            );
+            let _ = writeln!(
+                out,
                 "# HELP svc_agent_errors_total Errors by kind.\n# TYPE svc_agent_errors_total counter"
             );
             for (kind, count) in &state.errors {
@@ -172,7 +193,11 @@ mod tests {
         let metrics = Metrics::default();
         metrics.applied(Duration::from_micros(300), Duration::from_millis(3), 4, 7);
         metrics.error("map_full");
+        metrics.resynced(2);
+        metrics.resynced(0);
         let text = metrics.render();
+        assert!(text.contains("svc_agent_resyncs_total 2"));
+        assert!(text.contains("svc_agent_repaired_frontends_total 2"));
         assert!(text.contains("svc_agent_sync_duration_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("svc_agent_event_to_programmed_seconds_bucket{le=\"0.0025\"} 0"));
         assert!(text.contains("svc_agent_event_to_programmed_seconds_bucket{le=\"0.005\"} 1"));

@@ -378,6 +378,51 @@ fn huge() -> (String, String) {
     (service.to_owned(), slice.to_string())
 }
 
+/// Another writer changes the maps behind the agent's back: the next
+/// periodic resync reads them from the kernel and repairs them.
+#[test]
+fn maps_changed_behind_the_agent_are_repaired_at_the_next_resync() {
+    let lab = lab();
+    let manifests = Manifests::new(&lab);
+    manifests.write(
+        "web.yaml",
+        &web_yaml(&[pod_ip(&lab, "web-1"), pod_ip(&lab, "web-2")]),
+    );
+    let mut agent = Agent::spawn(
+        &lab,
+        NODE,
+        &[
+            "--manifests",
+            manifests.path().to_str().unwrap(),
+            "--resync-seconds",
+            "1",
+        ],
+    );
+    agent.wait_healthy(&lab, Duration::from_secs(20));
+    let want = manifests.plan();
+    assert_eq!(kernel(&agent.pin_dir), want);
+
+    // One frontend removed, another left with one of its two backends.
+    let mut tampered = want.clone();
+    tampered.remove(0);
+    assert_eq!(tampered[0].backends.len(), 2);
+    tampered[0].backends.truncate(1);
+    Tables::open_pinned(&agent.pin_dir)
+        .unwrap()
+        .apply(&tampered)
+        .unwrap();
+
+    let took = wait_converged(&agent, &manifests, Duration::from_secs(10));
+    eprintln!("repaired {took:?} after the change");
+    let (_, metrics) = agent.get(&lab, "/metrics").unwrap();
+    assert!(
+        metrics.contains("svc_agent_repaired_frontends_total 2"),
+        "{metrics}"
+    );
+    let log = agent.log();
+    assert!(log.contains("resync: the maps differed"), "{log}");
+}
+
 #[test]
 fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
     let lab = lab();

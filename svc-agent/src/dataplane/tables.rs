@@ -169,6 +169,13 @@ impl Tables {
         Ok(report)
     }
 
+    /// Forgets what the maps were last made to hold: the next apply reads
+    /// them from the kernel again, so it repairs whatever changed behind
+    /// this agent's back (the periodic resync).
+    pub fn forget_held(&mut self) {
+        self.held = None;
+    }
+
     fn read_held(&self) -> Result<Held, DataplaneError> {
         Ok(Held::new(
             self.services

@@ -51,6 +51,9 @@ pub struct Settings {
     pub nat_ports: (u16, u16),
     pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
     pub listen: SocketAddr,
+    /// How often the maps are read back and repaired (see
+    /// `Tables::forget_held`).
+    pub resync_period: Option<Duration>,
     /// cgroup v2 directory the socket hooks attach to, if any.
     pub cgroup: Option<PathBuf>,
 }
@@ -150,6 +153,12 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     let mut health_check_servers = HealthCheckServers::default();
     let mut translator = Translator::default();
     let mut pending: Option<Update> = None;
+    // The last snapshot programmed, for the periodic resync.
+    let mut programmed: Option<Update> = None;
+    let mut resync = settings
+        .resync_period
+        .map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period));
+    let mut resyncing = false;
     let mut backoff = FIRST_BACKOFF;
     let mut retry_at = tokio::time::Instant::now();
     loop {
@@ -162,10 +171,22 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     return Err(RunError::SourceStopped { source_name });
                 }
                 pending = snapshots.borrow_and_update().clone();
+                resyncing = false;
                 backoff = FIRST_BACKOFF;
                 retry_at = tokio::time::Instant::now();
             }
             () = tokio::time::sleep_until(retry_at), if pending.is_some() => {}
+            () = next_resync(&mut resync) => {
+                if pending.is_none()
+                    && let Some(last) = &programmed
+                {
+                    // The next apply reads the kernel instead of trusting
+                    // what this agent remembers writing.
+                    datapath.tables().forget_held();
+                    pending = Some(last.clone());
+                    resyncing = true;
+                }
+            }
         }
         if tokio::time::Instant::now() < retry_at {
             continue;
@@ -182,6 +203,19 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
             &status.metrics,
         ) {
             Ok(synced) => {
+                let repaired = synced.report.frontends_written + synced.report.frontends_removed;
+                if std::mem::take(&mut resyncing) {
+                    if repaired > 0 {
+                        tracing::warn!(
+                            written = synced.report.frontends_written,
+                            removed = synced.report.frontends_removed,
+                            "resync: the maps differed from what this agent wrote; repaired"
+                        );
+                    }
+                    status.metrics.resynced(repaired);
+                    programmed = Some(update);
+                    continue;
+                }
                 status.metrics.applied(
                     apply_started.elapsed(),
                     update.seen_at.elapsed(),
@@ -198,6 +232,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     "synced"
                 );
                 health_check_servers.update(synced.health_checks).await;
+                programmed = Some(update);
                 if !status.synced.swap(true, Ordering::AcqRel) {
                     status.metrics.initial_sync(started.elapsed());
                     tracing::info!(
@@ -217,6 +252,16 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     }
     tracing::info!("stopping; the datapath stays pinned and keeps serving");
     Ok(())
+}
+
+/// The next tick of the periodic resync; never without one.
+async fn next_resync(resync: &mut Option<tokio::time::Interval>) {
+    match resync {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn error_kind(error: &RunError) -> &'static str {
