@@ -19,6 +19,9 @@ pub mod names {
     pub const SOURCE_RANGES: &str = "SRC_RANGES_V1";
     pub const CONFIG: &str = "CONFIG_V1";
     pub const SOCK_REV_NAT: &str = "SOCK_RNAT_V1";
+    /// Maps earlier versions pinned and this one no longer uses (a layout
+    /// change gets a new name): unpinned when an agent loads.
+    pub const RETIRED: [&str; 1] = ["DROPS_V1"];
     /// Every map the agent pins, in the order they are created.
     pub const ALL: [&str; 11] = [
         SERVICES,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::{
+    collections::BTreeMap,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
@@ -14,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::programs::links::{FdLink, PinnedLink};
 use svc_agent::{
     dataplane::Tables,
     k8s::manifests,
@@ -337,9 +339,22 @@ fn restarting_the_agent_under_load_fails_no_request() {
         }
         let before = ok.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
         requests_by(before + 20);
+        let links_before = links(&agent.pin_dir);
         agent = Agent::spawn(&lab, NODE, &args);
         agent.wait_healthy(&lab, Duration::from_secs(20));
         assert_eq!(kernel(&agent.pin_dir), manifests.plan());
+        // The same links (never detached), each now running a program the
+        // new agent loaded.
+        let links_after = links(&agent.pin_dir);
+        assert_eq!(
+            links_after.keys().collect::<Vec<_>>(),
+            links_before.keys().collect::<Vec<_>>()
+        );
+        for (name, (link, program)) in &links_after {
+            let (link_before, program_before) = links_before[name];
+            assert_eq!(*link, link_before, "{name}: link replaced");
+            assert_ne!(*program, program_before, "{name}: old program kept");
+        }
         // It adopted the maps as they were: nothing rewritten, nothing removed.
         let log = agent.log();
         assert!(
@@ -354,6 +369,25 @@ fn restarting_the_agent_under_load_fails_no_request() {
     eprintln!("under restarts: {ok} requests answered, {failed} failed");
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     assert!(ok >= 230);
+}
+
+/// Every link the agent pinned: name → (link id, id of the program it runs).
+fn links(pin_dir: &Path) -> BTreeMap<String, (u32, u32)> {
+    let links: BTreeMap<String, (u32, u32)> = std::fs::read_dir(pin_dir.join("links"))
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let link = FdLink::from(PinnedLink::from_pin(entry.path()).unwrap());
+            let info = link.info().unwrap();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                (info.id(), info.program_id()),
+            )
+        })
+        .collect();
+    // NIC: XDP and TC; pod veths: TC; socket hooks: four.
+    assert!(links.len() >= 7, "{links:?}");
+    links
 }
 
 /// Service `huge` with more endpoints than a frontend has slots (65 535),

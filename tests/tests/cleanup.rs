@@ -72,3 +72,19 @@ fn leftovers_of_a_killed_run_are_swept() {
     );
     assert!(!pin_dir.exists(), "{} was not swept", pin_dir.display());
 }
+
+#[test]
+fn maps_an_earlier_version_pinned_are_unpinned_when_the_datapath_loads() {
+    let lab = one_node_lab(&[]);
+    let node_pins = lab.pin_dir().join("node-1");
+    let retired = node_pins.join(svc_common::names::RETIRED[0]);
+    // Any map will do as the earlier version's, pinned under its name.
+    aya::maps::MapData::from_pin(node_pins.join(svc_common::names::DROP_STATS))
+        .unwrap()
+        .pin(&retired)
+        .unwrap();
+    assert!(retired.exists());
+    lab.load_datapath("node-1").unwrap();
+    assert!(!retired.exists());
+    assert!(node_pins.join(svc_common::names::DROP_STATS).exists());
+}

@@ -3,13 +3,19 @@
 //! Maps are pinned under one bpffs directory per agent instance (the lab runs
 //! several agents on one kernel); a restarted agent reuses them as they are.
 //! Program attachments are TCX links, pinned beside the maps, so traffic keeps
-//! flowing while no agent runs.
+//! flowing while no agent runs; a restarted or upgraded agent swaps its own
+//! programs into them atomically.
 mod codec;
 mod held;
 mod tables;
 
 use std::{
+    ffi::CString,
     fs, io,
+    os::{
+        fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+        unix::ffi::OsStrExt as _,
+    },
     path::{Path, PathBuf},
 };
 
@@ -118,6 +124,20 @@ impl Datapath {
         };
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
+        }
+        if let Some(dir) = pin_dir {
+            // Programs still using one keep it until they are swapped out.
+            for name in names::RETIRED {
+                match fs::remove_file(dir.join(name)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(DataplaneError::PinDir {
+                            path: dir.join(name),
+                            source: e,
+                        });
+                    }
+                    _ => {}
+                }
+            }
         }
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(Box::new)?;
         let load_error = |name: &'static str| {
@@ -271,10 +291,12 @@ impl Datapath {
         })
     }
 
-    /// The one way programs get attached. Unless a live link is already
-    /// pinned at `link_pin` (an earlier agent's, kept as it is), `attach`
-    /// attaches and hands over the new link: pinned at `link_pin`, so it
-    /// outlives this process, or without one kept as long as this value.
+    /// The one way programs get attached. A link an earlier agent pinned
+    /// at `link_pin` is kept, with this agent's program swapped in (see
+    /// [`swap_program`]): an upgraded agent's programs take over, and the
+    /// hook is never empty. Otherwise `attach` attaches and hands over a
+    /// new link: pinned at `link_pin`, so it outlives this process, or
+    /// without one kept as long as this value.
     fn attach_once<L>(
         &mut self,
         program: &'static str,
@@ -286,13 +308,23 @@ impl Datapath {
         FdLink: TryFrom<L>,
         <FdLink as TryFrom<L>>::Error: std::error::Error + Send + Sync + 'static,
     {
-        if link_pin
-            .as_ref()
-            .is_some_and(|path| PinnedLink::from_pin(path).is_ok())
-        {
-            return Ok(());
-        }
         let attach_and_keep = || -> Result<(), BoxError> {
+            if let Some(path) = &link_pin
+                && PinnedLink::from_pin(path).is_ok()
+            {
+                let new = self
+                    .ebpf
+                    .program(program)
+                    .ok_or("program not in the object")?
+                    .fd()?;
+                match swap_program(path, new.as_fd()) {
+                    Ok(()) => return Ok(()),
+                    // The link outlived its device (a pod veth gone and
+                    // made again): attach afresh.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => fs::remove_file(path)?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let link = FdLink::try_from(attach(&mut self.ebpf)?)?;
             match link_pin {
                 Some(path) => pin_link(link, &path)?,
@@ -306,6 +338,68 @@ impl Datapath {
             source,
         })
     }
+}
+
+/// Puts `program` into the link pinned at `link_pin` in place of the one it
+/// runs (BPF_LINK_UPDATE, which aya offers for some link types only): one
+/// atomic swap, so every packet meets either the old program or the new.
+fn swap_program(link_pin: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
+    // The leading fields of union bpf_attr (include/uapi/linux/bpf.h) for
+    // the two commands; the kernel zero-fills the rest.
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct LinkUpdate {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_UPDATE: libc::c_long = 29;
+    fn bpf<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
+        // SAFETY: `attr` is the start of a bpf_attr for `command`, valid
+        // for size_of::<T>() bytes, and only read by the kernel.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                command,
+                std::ptr::from_ref(attr),
+                size_of::<T>() as libc::c_uint,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    }
+
+    let path = CString::new(link_pin.as_os_str().as_bytes())?;
+    let fd = bpf(
+        BPF_OBJ_GET,
+        &ObjGet {
+            pathname: path.as_ptr() as u64,
+            bpf_fd: 0,
+            file_flags: 0,
+        },
+    )?;
+    // SAFETY: a new file descriptor the kernel just returned; owned here.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    bpf(
+        BPF_LINK_UPDATE,
+        &LinkUpdate {
+            link_fd: link.as_raw_fd() as u32,
+            new_prog_fd: program.as_raw_fd() as u32,
+            flags: 0,
+            old_prog_fd: 0,
+        },
+    )?;
+    Ok(())
 }
 
 fn pin_link(link: FdLink, path: &Path) -> Result<(), BoxError> {
