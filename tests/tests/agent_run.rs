@@ -78,6 +78,18 @@ impl Drop for Manifests {
     }
 }
 
+/// An agent of NODE synced from a manifests directory that holds
+/// `web_yaml(web)`, started with `extra` arguments.
+fn synced_agent(lab: &Lab, web: &[Ipv4Addr], extra: &[&str]) -> (Manifests, Agent) {
+    let manifests = Manifests::new(lab);
+    manifests.write("web.yaml", &web_yaml(web));
+    let mut args = vec!["--manifests", manifests.path().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let mut agent = Agent::spawn(lab, NODE, &args);
+    agent.wait_healthy(lab, Duration::from_secs(20));
+    (manifests, agent)
+}
+
 fn node_yaml() -> String {
     format!(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: {NODE}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {NODE_IP}\n"
@@ -412,27 +424,36 @@ fn huge() -> (String, String) {
     (service.to_owned(), slice.to_string())
 }
 
+/// With --nodeport-addresses, healthCheckNodePort is served on those
+/// addresses only, as kube-proxy serves it.
+#[test]
+fn health_check_node_ports_listen_on_the_node_port_addresses() {
+    let lab = lab();
+    let (_manifests, _agent) = synced_agent(
+        &lab,
+        &[pod_ip(&lab, "web-1")],
+        &["--nodeport-addresses", NODE_IP],
+    );
+    let (code, body) = wait_for(
+        "health check on the node address",
+        Duration::from_secs(5),
+        || http_get(&lab, NODE, &format!("http://{NODE_IP}:32001/")),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"localEndpoints\":1"), "{body}");
+    assert_eq!(http_get(&lab, NODE, "http://127.0.0.1:32001/"), None);
+}
+
 /// Another writer changes the maps behind the agent's back: the next
 /// periodic resync reads them from the kernel and repairs them.
 #[test]
 fn maps_changed_behind_the_agent_are_repaired_at_the_next_resync() {
     let lab = lab();
-    let manifests = Manifests::new(&lab);
-    manifests.write(
-        "web.yaml",
-        &web_yaml(&[pod_ip(&lab, "web-1"), pod_ip(&lab, "web-2")]),
-    );
-    let mut agent = Agent::spawn(
+    let (manifests, agent) = synced_agent(
         &lab,
-        NODE,
-        &[
-            "--manifests",
-            manifests.path().to_str().unwrap(),
-            "--resync-seconds",
-            "1",
-        ],
+        &[pod_ip(&lab, "web-1"), pod_ip(&lab, "web-2")],
+        &["--resync-seconds", "1"],
     );
-    agent.wait_healthy(&lab, Duration::from_secs(20));
     let want = manifests.plan();
     assert_eq!(kernel(&agent.pin_dir), want);
 
@@ -494,14 +515,7 @@ fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
 #[test]
 fn pod_interfaces_created_later_are_attached_and_forgotten_when_gone() {
     let lab = lab();
-    let manifests = Manifests::new(&lab);
-    manifests.write("web.yaml", &web_yaml(&[pod_ip(&lab, "web-1")]));
-    let mut agent = Agent::spawn(
-        &lab,
-        NODE,
-        &["--manifests", manifests.path().to_str().unwrap()],
-    );
-    agent.wait_healthy(&lab, Duration::from_secs(20));
+    let (_manifests, agent) = synced_agent(&lab, &[pod_ip(&lab, "web-1")], &[]);
     let links = agent.pin_dir.join("links");
     assert!(links.join("from_pod-lxc0").exists());
     let netns = lab.node(NODE).unwrap().netns();

@@ -2,6 +2,8 @@
 //! Service with externalTrafficPolicy=Local, HTTP on that port on the node,
 //! 200 while the node has local endpoints for the Service (so the cloud load
 //! balancer sends traffic here), 503 otherwise, with the count in the body.
+//! Like kube-proxy, on the NodePort addresses when they are given, else on
+//! every address of the node.
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
@@ -77,19 +79,29 @@ pub fn reply(check: &HealthCheck) -> Reply {
 type Shared = Arc<Mutex<Option<HealthCheck>>>;
 
 /// The health check servers running, by port.
-#[derive(Default)]
 pub struct HealthCheckServers {
-    running: BTreeMap<u16, (Shared, JoinHandle<()>)>,
+    /// Where each port is served.
+    addresses: Vec<Ipv4Addr>,
+    /// One task per address.
+    running: BTreeMap<u16, (Shared, Vec<JoinHandle<()>>)>,
 }
 
 impl HealthCheckServers {
+    /// Servers on `nodeport_addresses`, or on every address without.
+    pub fn new(nodeport_addresses: Option<&[Ipv4Addr]>) -> Self {
+        Self {
+            addresses: nodeport_addresses.map_or(vec![Ipv4Addr::UNSPECIFIED], <[_]>::to_vec),
+            running: BTreeMap::new(),
+        }
+    }
+
     /// Serves exactly `checks`: updates the answers of running ports, starts
     /// new ones, stops the ports no Service asks for any more.
     pub async fn update(&mut self, checks: BTreeMap<u16, HealthCheck>) {
-        self.running.retain(|port, (_, task)| {
+        self.running.retain(|port, (_, tasks)| {
             let keep = checks.contains_key(port);
             if !keep {
-                task.abort();
+                tasks.iter().for_each(JoinHandle::abort);
             }
             keep
         });
@@ -98,36 +110,40 @@ impl HealthCheckServers {
                 *shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(check);
                 continue;
             }
-            let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-            let listener = match http::bind(address).await {
-                Ok(listener) => listener,
-                Err(error) => {
-                    tracing::error!(service = %check.service, %error, "healthCheckNodePort not served");
-                    continue;
-                }
-            };
-            tracing::info!(service = %check.service, port, "serving healthCheckNodePort");
+            let service = check.service.clone();
             let shared: Shared = Arc::new(Mutex::new(Some(check)));
-            let answers = shared.clone();
-            let task = tokio::spawn(http::serve(listener, move |_path| {
-                match answers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_ref()
-                {
-                    Some(check) => reply(check),
-                    None => http::text(503, "no such Service\n"),
-                }
-            }));
-            self.running.insert(port, (shared, task));
+            let mut tasks = Vec::new();
+            for address in &self.addresses {
+                let listener = match http::bind(SocketAddr::from((*address, port))).await {
+                    Ok(listener) => listener,
+                    Err(error) => {
+                        tracing::error!(%service, %error, "healthCheckNodePort not served");
+                        continue;
+                    }
+                };
+                tracing::info!(%service, %address, port, "serving healthCheckNodePort");
+                let answers = shared.clone();
+                tasks.push(tokio::spawn(http::serve(
+                    listener,
+                    move |_path| match answers
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .as_ref()
+                    {
+                        Some(check) => reply(check),
+                        None => http::text(503, "no such Service\n"),
+                    },
+                )));
+            }
+            self.running.insert(port, (shared, tasks));
         }
     }
 }
 
 impl Drop for HealthCheckServers {
     fn drop(&mut self) {
-        for (_, task) in self.running.values() {
-            task.abort();
+        for (_, tasks) in self.running.values() {
+            tasks.iter().for_each(JoinHandle::abort);
         }
     }
 }

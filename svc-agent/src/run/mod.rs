@@ -150,7 +150,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
         source,
     })?;
     let mut interface_poll = tokio::time::interval(interfaces::POLL);
-    let mut health_check_servers = HealthCheckServers::default();
+    let mut health_check_servers = HealthCheckServers::new(settings.nodeport_addresses.as_deref());
     let mut translator = Translator::default();
     let mut pending: Option<Update> = None;
     // The last snapshot programmed, for the periodic resync.
