@@ -99,6 +99,12 @@ impl Packet for TcContext {
     }
 
     #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        // SAFETY: the context pointer the kernel handed us.
+        unsafe { (*self.skb.skb).gso_size }
+    }
+
+    #[inline(always)]
     fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64 {
         // SAFETY: `params` is a valid, fully initialised lookup struct.
         unsafe {

@@ -140,6 +140,11 @@ impl Packet for XdpContext {
     }
 
     #[inline(always)]
+    fn gso_size(&self) -> u32 {
+        0
+    }
+
+    #[inline(always)]
     fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64 {
         // SAFETY: `params` is a valid, fully initialised lookup struct.
         unsafe {

@@ -78,6 +78,9 @@ pub trait Packet {
     fn resize(&self, len: usize) -> Result<(), DropReason>;
     /// The interface the packet arrived on.
     fn ingress_ifindex(&self) -> u32;
+    /// For a GSO packet (TC only: locally made with TSO, or merged by GRO),
+    /// the payload of each segment the kernel will cut it into; else 0.
+    fn gso_size(&self) -> u32;
     /// `bpf_fib_lookup` for this packet's context.
     fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64;
 }
@@ -128,6 +131,8 @@ pub struct Ipv4Flow {
     pub dport_be: u16,
     /// TCP flags byte; 0 for UDP.
     pub tcp_flags: u8,
+    /// Bytes of the TCP or UDP header.
+    pub l4_hlen: u8,
     /// The sender set Don't Fragment: too big for a route, the packet is
     /// answered with ICMP fragmentation needed (path MTU discovery).
     pub dont_fragment: bool,
@@ -187,21 +192,21 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
     if ip_proto == IPPROTO_ICMP {
         return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be);
     }
-    let tcp_flags = match ip_proto {
+    let (tcp_flags, l4_hlen) = match ip_proto {
         proto::TCP => {
             let [data_off, flags]: [u8; 2] = pkt.read(l4_off + 12)?;
             let tcp_hlen = usize::from(data_off >> 4) * 4;
             if tcp_hlen < TCP_MIN_HLEN || tcp_hlen > l4_len {
                 return Err(DropReason::Malformed);
             }
-            flags
+            (flags, tcp_hlen as u8)
         }
         proto::UDP => {
             let udp_len = usize::from(u16::from_be(pkt.read::<u16>(l4_off + 4)?));
             if udp_len < UDP_HLEN || udp_len > l4_len {
                 return Err(DropReason::Malformed);
             }
-            0
+            (0, UDP_HLEN as u8)
         }
         _ => return Ok(Parsed::Other),
     };
@@ -214,6 +219,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
         sport_be: pkt.read(l4_off)?,
         dport_be: pkt.read(l4_off + 2)?,
         tcp_flags,
+        l4_hlen,
         dont_fragment: frag_off & IP_DF != 0,
     }))
 }

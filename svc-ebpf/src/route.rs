@@ -55,7 +55,7 @@ impl Route {
 /// untouched.
 #[inline(always)]
 pub fn plan<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, flow: &Ipv4Flow) -> Option<Route> {
-    let route = match lookup(pkt, saddr_be, daddr_be, flow.proto, flow.ip_len) {
+    let route = match lookup(pkt, saddr_be, daddr_be, flow.proto, wire_len(pkt, flow)) {
         // Fragmenting is the stack's job.
         Route::TooBig { .. } if !flow.dont_fragment => Route::Stack,
         route => route,
@@ -74,12 +74,27 @@ const ALWAYS_FITS: u16 = 1280;
 /// sender cannot match to its socket: path MTU discovery would fail.
 #[inline(always)]
 pub fn too_big<P: Packet>(pkt: &P, flow: &Ipv4Flow, saddr_be: u32, daddr_be: u32) -> Option<u16> {
-    if !flow.dont_fragment || flow.ip_len <= ALWAYS_FITS {
+    let len = wire_len(pkt, flow);
+    if !flow.dont_fragment || len <= ALWAYS_FITS {
         return None;
     }
-    match lookup(pkt, saddr_be, daddr_be, flow.proto, flow.ip_len) {
+    match lookup(pkt, saddr_be, daddr_be, flow.proto, len) {
         Route::TooBig { mtu } => Some(mtu),
         _ => None,
+    }
+}
+
+/// The length of the IP packets this one leaves as, which the route's MTU
+/// must fit: itself, or for a GSO packet each segment the kernel will cut
+/// it into. (bpf_fib_lookup checks the length it is given, GSO or not.)
+#[inline(always)]
+fn wire_len<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> u16 {
+    match pkt.gso_size() {
+        0 => flow.ip_len,
+        size => {
+            let headers = (flow.l4_off - IP_OFF) as u32 + u32::from(flow.l4_hlen);
+            (headers + size).min(u32::from(flow.ip_len)) as u16
+        }
     }
 }
 

@@ -92,18 +92,36 @@ pub fn udp_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> 
 
 /// Runs the TC program once on `frame`: (return code, bytes out).
 pub fn run_tc(program: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
-    run_once(frame, |opts| program.test_run(opts))
+    run_once(frame, None, |opts| program.test_run(opts))
+}
+
+/// Runs the TC program once on `frame` as a GSO packet of `gso_size`-byte
+/// segments that came in on interface 1 (the loopback of the calling
+/// thread's namespace, where route lookups then happen).
+pub fn run_tc_gso(program: &SchedClassifier, frame: &[u8], gso_size: u32) -> (u32, Vec<u8>) {
+    // struct __sk_buff (include/uapi/linux/bpf.h) up to gso_size; test runs
+    // may set only some of its fields, these among them.
+    const INGRESS_IFINDEX: usize = 36;
+    const GSO_SEGS: usize = 164;
+    const GSO_SIZE: usize = 176;
+    let mut ctx = [0u8; GSO_SIZE + 4];
+    ctx[INGRESS_IFINDEX..INGRESS_IFINDEX + 4].copy_from_slice(&1u32.to_ne_bytes());
+    let segments = (frame.len() as u32).div_ceil(gso_size);
+    ctx[GSO_SEGS..GSO_SEGS + 4].copy_from_slice(&segments.to_ne_bytes());
+    ctx[GSO_SIZE..GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
+    run_once(frame, Some(&ctx), |opts| program.test_run(opts))
 }
 
 /// Runs the XDP program once on `frame`: (verdict, bytes out).
 pub fn run_xdp(program: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
-    run_once(frame, |opts| program.test_run(opts))
+    run_once(frame, None, |opts| program.test_run(opts))
 }
 
 /// One BPF_PROG_TEST_RUN of `frame` through `test_run`: (return value,
 /// bytes out).
 fn run_once(
     frame: &[u8],
+    ctx_in: Option<&[u8]>,
     test_run: impl FnOnce(
         TestRunOptions<'_>,
     ) -> Result<aya::programs::TestRunResult, aya::programs::ProgramError>,
@@ -112,6 +130,7 @@ fn run_once(
     let result = test_run(TestRunOptions {
         data_in: Some(frame),
         data_out: Some(&mut out),
+        ctx_in,
         ..TestRunOptions::default()
     })
     .expect("BPF_PROG_TEST_RUN");

@@ -354,15 +354,12 @@ fn snat_without_node_config_is_refused_and_counted() {
     assert_eq!(drops(&mut datapath, "node_config_missing"), 1);
 }
 
-/// Path MTU discovery: a datagram that may not be fragmented and does not
-/// fit the route to its (SNATed) backend is answered with ICMP
-/// fragmentation needed and the route's MTU, from the NodePort, quoting the
-/// datagram as the client sent it; one that fits is not answered.
-#[test]
-fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
-    // Route lookups in BPF_PROG_TEST_RUN use the caller's namespace: one
-    // whose route to REMOTE_POD (out of a veth) has MTU 1400, forwarding on.
-    let ns = svc_lab::netns::Netns::create(&format!("svl{}x900-pmtu", std::process::id())).unwrap();
+/// A namespace whose route to REMOTE_POD (out of a veth) has MTU 1400,
+/// forwarding on: route lookups in BPF_PROG_TEST_RUN happen in the
+/// caller's namespace.
+fn narrow_route_namespace(name: &str) -> svc_lab::netns::Netns {
+    let ns =
+        svc_lab::netns::Netns::create(&format!("svl{}x900-{name}", std::process::id())).unwrap();
     ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
     for args in [
         &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
@@ -382,6 +379,16 @@ fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
     ] {
         ns.ip(args).unwrap();
     }
+    ns
+}
+
+/// Path MTU discovery: a datagram that may not be fragmented and does not
+/// fit the route to its (SNATed) backend is answered with ICMP
+/// fragmentation needed and the route's MTU, from the NodePort, quoting the
+/// datagram as the client sent it; one that fits is not answered.
+#[test]
+fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
+    let ns = narrow_route_namespace("pmtu");
     let dns = frontend(
         FrontendKind::NodePort,
         "dns",
@@ -420,4 +427,44 @@ fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
     // The next hop is not resolved in this namespace: XDP leaves the
     // datagram that fits untouched, to the TC program.
     assert_eq!(passed, (XDP_PASS, dont_fragment(1400 - 28)));
+}
+
+/// A GSO packet (TSO from a pod, or merged by GRO) leaves as segments: it
+/// is checked against the route's MTU by its segment size, not by its
+/// total length, so one whose segments fit goes through and one whose
+/// segments do not is answered with the MTU.
+#[test]
+fn gso_packets_are_checked_against_the_path_mtu_by_segment() {
+    let ns = narrow_route_namespace("gso");
+    let web = frontend(
+        FrontendKind::ClusterIP,
+        "web",
+        (CLUSTER_IP, 80),
+        Protocol::TCP,
+        &[ready(REMOTE_POD, 8080, false)],
+    );
+    // 2 000 bytes of IP packet, Don't Fragment: bigger than the MTU whole.
+    let mut frame = tcp_frame((LOCAL_POD, 40000), (CLUSTER_IP, 80), 1, SYN, &[7u8; 1960]);
+    frame[offsets::IP + 6] |= 0x40;
+    fix_checksums(&mut frame);
+    let input = frame.clone();
+    let (fits, too_big) = ns
+        .in_thread(move || {
+            let mut datapath = load_with(&[web]);
+            let program = datapath.from_pod_program().unwrap();
+            // 20 + 20 + 1 360 = 1 400 bytes per segment: fits.
+            let fits = run_tc_gso(program, &input, 1360);
+            // 1 401 bytes per segment: does not.
+            let too_big = run_tc_gso(program, &input, 1361);
+            (fits, too_big)
+        })
+        .unwrap();
+    assert_eq!(fits.0, TC_ACT_OK);
+    assert_eq!(fits.1, rewritten(&frame, true, REMOTE_POD, 8080));
+    assert_eq!(too_big.0, TC_ACT_REDIRECT, "bounced to the pod");
+    let mtu = 1400u16.to_be_bytes();
+    assert_eq!(
+        too_big.1,
+        icmp_answer_to(&frame, (3, 4), [0, 0, mtu[0], mtu[1]])
+    );
 }
