@@ -107,39 +107,8 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     tokio::spawn(http::serve_status(listener, status.clone()));
     tracing::info!(listen = %settings.listen, "serving /healthz and /metrics");
 
-    let mut datapath = Datapath::load(Some(&settings.pin_path))?;
-    for interface in &settings.node_interfaces {
-        datapath.attach_node_interface(interface)?;
-        tracing::info!(%interface, "node interface attached");
-    }
-    if let Some(cgroup) = &settings.cgroup {
-        datapath.attach_cgroup(cgroup)?;
-        tracing::info!(cgroup = %cgroup.display(), "socket hooks attached");
-    }
-    let mut pods = PodInterfaces::new(&settings.pod_interface_prefix);
-    pods.attach_new(&mut datapath, &status);
-
-    let (updates, mut snapshots) = source::channel();
-    let source_name = match &settings.source {
-        Source::Manifests(dir) => {
-            tokio::spawn(watch_manifests(
-                dir.clone(),
-                updates,
-                status.metrics.clone(),
-            ));
-            "manifests"
-        }
-        Source::ApiServer { kubeconfig } => {
-            let client = client::client(client::config(kubeconfig.as_deref()).await?)?;
-            tokio::spawn(watch_api(
-                client,
-                settings.node.clone(),
-                updates,
-                status.metrics.clone(),
-            ));
-            "API server"
-        }
-    };
+    let (mut datapath, mut pods) = attach(&settings, &status)?;
+    let (mut snapshots, source_name) = watch_source(&settings, &status).await?;
 
     let mut terminate = signal(SignalKind::terminate()).map_err(|source| RunError::Io {
         what: "installing the SIGTERM handler",
@@ -252,6 +221,56 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     }
     tracing::info!("stopping; the datapath stays pinned and keeps serving");
     Ok(())
+}
+
+/// Loads (or adopts) the pinned datapath and attaches it: node interfaces,
+/// socket hooks, the pod veths there already are.
+fn attach(
+    settings: &Settings,
+    status: &AgentStatus,
+) -> Result<(Datapath, PodInterfaces), RunError> {
+    let mut datapath = Datapath::load(Some(&settings.pin_path))?;
+    for interface in &settings.node_interfaces {
+        datapath.attach_node_interface(interface)?;
+        tracing::info!(%interface, "node interface attached");
+    }
+    if let Some(cgroup) = &settings.cgroup {
+        datapath.attach_cgroup(cgroup)?;
+        tracing::info!(cgroup = %cgroup.display(), "socket hooks attached");
+    }
+    let mut pods = PodInterfaces::new(&settings.pod_interface_prefix);
+    pods.attach_new(&mut datapath, status);
+    Ok((datapath, pods))
+}
+
+/// Starts watching the source of truth: the snapshots it publishes, and
+/// its name for errors.
+async fn watch_source(
+    settings: &Settings,
+    status: &AgentStatus,
+) -> Result<(source::UpdateReceiver, &'static str), RunError> {
+    let (updates, snapshots) = source::channel();
+    let source_name = match &settings.source {
+        Source::Manifests(dir) => {
+            tokio::spawn(watch_manifests(
+                dir.clone(),
+                updates,
+                status.metrics.clone(),
+            ));
+            "manifests"
+        }
+        Source::ApiServer { kubeconfig } => {
+            let client = client::client(client::config(kubeconfig.as_deref()).await?)?;
+            tokio::spawn(watch_api(
+                client,
+                settings.node.clone(),
+                updates,
+                status.metrics.clone(),
+            ));
+            "API server"
+        }
+    };
+    Ok((snapshots, source_name))
 }
 
 /// The next tick of the periodic resync; never without one.
