@@ -57,8 +57,7 @@ pub fn tcp_reset<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> 
     let src_mac: [u8; 6] = pkt.read(6)?;
     let their_seq = u32::from_be(pkt.read::<u32>(flow.l4_off + 4)?);
     let their_ack: u32 = pkt.read(flow.l4_off + 8)?;
-    let [data_off, _flags]: [u8; 2] = pkt.read(flow.l4_off + 12)?;
-    let headers = (flow.l4_off - IP_OFF) as u32 + u32::from(data_off >> 4) * 4;
+    let headers = (flow.l4_off - IP_OFF) as u32 + u32::from(flow.l4_hlen);
     let payload = u32::from(flow.ip_len).saturating_sub(headers);
 
     let (seq_be, ack_be, flags) = if flow.tcp_flags & TCP_ACK != 0 {
