@@ -410,6 +410,20 @@ pub fn icmp_answer_to(frame: &[u8], kind: (u8, u8), rest: [u8; 4]) -> Vec<u8> {
     answer
 }
 
+/// `frame` with Don't Fragment set, checksums recomputed.
+pub fn dont_fragment(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[offsets::IP + 6] |= 0x40;
+    fix_checksums(&mut frame);
+    frame
+}
+
+/// The ICMP fragmentation needed svc-lb answers `frame` with, for a route
+/// of `mtu` (see [`icmp_answer_to`]).
+pub fn fragmentation_needed_answer(frame: &[u8], mtu: u16) -> Vec<u8> {
+    let mtu = mtu.to_be_bytes();
+    icmp_answer_to(frame, (3, 4), [0, 0, mtu[0], mtu[1]])
+}
+
 /// Whether the ICMP message of a frame has a valid checksum.
 pub fn icmp_checksum_ok(frame: &[u8]) -> bool {
     let start = offsets::IP + ihl(frame);

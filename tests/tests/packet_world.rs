@@ -396,37 +396,33 @@ fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
         Protocol::UDP,
         &[ready(REMOTE_POD, 5353, false)],
     );
-    let dont_fragment = |payload: usize| {
-        let mut frame = udp_frame((CLIENT, 40000), (NODE, 30053), &vec![7u8; payload]);
-        frame[offsets::IP + 6] |= 0x40;
-        fix_checksums(&mut frame);
-        frame
+    let datagram = |payload: usize| {
+        dont_fragment(udp_frame(
+            (CLIENT, 40000),
+            (NODE, 30053),
+            &vec![7u8; payload],
+        ))
     };
-    let too_big = dont_fragment(1400 - 28 + 1);
-    let fits = dont_fragment(1400 - 28);
+    let too_big = datagram(1400 - 28 + 1);
+    let fits = datagram(1400 - 28);
+    let (input_too_big, input_fits) = (too_big.clone(), fits.clone());
     let (answer, passed, fragmentation_needed) = ns
         .in_thread(move || {
             let mut datapath = load_with(&[dns]);
-            let answer = world(&mut datapath, &too_big);
-            let passed = world(&mut datapath, &fits);
+            let answer = world(&mut datapath, &input_too_big);
+            let passed = world(&mut datapath, &input_fits);
             (answer, passed, drops(&mut datapath, "fragmentation_needed"))
         })
         .unwrap();
 
     let (verdict, out) = answer;
     assert_eq!(verdict, XDP_TX);
-    let mtu = 1400u16.to_be_bytes();
-    let expected = icmp_answer_to(
-        &dont_fragment(1400 - 28 + 1),
-        (3, 4),
-        [0, 0, mtu[0], mtu[1]],
-    );
-    assert_eq!(out, expected);
+    assert_eq!(out, fragmentation_needed_answer(&too_big, 1400));
     assert!(icmp_checksum_ok(&out));
     assert_eq!(fragmentation_needed, 1);
     // The next hop is not resolved in this namespace: XDP leaves the
     // datagram that fits untouched, to the TC program.
-    assert_eq!(passed, (XDP_PASS, dont_fragment(1400 - 28)));
+    assert_eq!(passed, (XDP_PASS, fits));
 }
 
 /// A GSO packet (TSO from a pod, or merged by GRO) leaves as segments: it
@@ -444,9 +440,13 @@ fn gso_packets_are_checked_against_the_path_mtu_by_segment() {
         &[ready(REMOTE_POD, 8080, false)],
     );
     // 2 000 bytes of IP packet, Don't Fragment: bigger than the MTU whole.
-    let mut frame = tcp_frame((LOCAL_POD, 40000), (CLUSTER_IP, 80), 1, SYN, &[7u8; 1960]);
-    frame[offsets::IP + 6] |= 0x40;
-    fix_checksums(&mut frame);
+    let frame = dont_fragment(tcp_frame(
+        (LOCAL_POD, 40000),
+        (CLUSTER_IP, 80),
+        1,
+        SYN,
+        &[7u8; 1960],
+    ));
     let input = frame.clone();
     let (fits, too_big) = ns
         .in_thread(move || {
@@ -462,9 +462,5 @@ fn gso_packets_are_checked_against_the_path_mtu_by_segment() {
     assert_eq!(fits.0, TC_ACT_OK);
     assert_eq!(fits.1, rewritten(&frame, true, REMOTE_POD, 8080));
     assert_eq!(too_big.0, TC_ACT_REDIRECT, "bounced to the pod");
-    let mtu = 1400u16.to_be_bytes();
-    assert_eq!(
-        too_big.1,
-        icmp_answer_to(&frame, (3, 4), [0, 0, mtu[0], mtu[1]])
-    );
+    assert_eq!(too_big.1, fragmentation_needed_answer(&frame, 1400));
 }
