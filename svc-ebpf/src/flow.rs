@@ -23,17 +23,60 @@ pub enum Origin {
     World,
 }
 
-/// What to do with a packet that was not dropped.
-pub enum Action {
+/// What to do with a packet that was not dropped, as [`Verdict`] says, in
+/// one word. Not the enum itself: where LLVM merges the many return paths
+/// of [`process`], it copies each variant's data register, also on paths
+/// whose variant (`Pass`) has no data and left the register unset, and the
+/// verifier rejects reading it. Every constructor here sets every bit.
+#[derive(Clone, Copy)]
+pub struct Action(u64);
+
+/// An [`Action`], decoded.
+pub enum Verdict {
     /// Hand it (rewritten or not) to the stack.
     Pass,
     /// It was turned into an answer to its sender (a reset, an ICMP error):
-    /// send it back out where it came from. Counted under the reason.
-    Bounce(DropReason),
+    /// send it back out where it came from. Counted under the reason
+    /// (its DROPS_V2 index).
+    Bounce(u32),
     /// Routed by the program (see route.rs): send it out of this interface.
     Redirect(u32),
     /// The same, with the next hop's MAC address still to be resolved.
     RedirectNeigh(u32),
+}
+
+impl Action {
+    const BOUNCE: u64 = 1 << 32;
+    const REDIRECT: u64 = 2 << 32;
+    const REDIRECT_NEIGH: u64 = 3 << 32;
+
+    pub const PASS: Action = Action(0);
+
+    #[inline(always)]
+    pub const fn bounce(reason: DropReason) -> Self {
+        Action(Self::BOUNCE | reason as u64)
+    }
+
+    #[inline(always)]
+    pub const fn redirect(ifindex: u32) -> Self {
+        Action(Self::REDIRECT | ifindex as u64)
+    }
+
+    #[inline(always)]
+    pub const fn redirect_neigh(ifindex: u32) -> Self {
+        Action(Self::REDIRECT_NEIGH | ifindex as u64)
+    }
+
+    #[inline(always)]
+    pub fn verdict(self) -> Verdict {
+        let data = self.0 as u32;
+        match self.0 & !u64::from(u32::MAX) {
+            Self::BOUNCE => Verdict::Bounce(data),
+            Self::REDIRECT => Verdict::Redirect(data),
+            Self::REDIRECT_NEIGH => Verdict::RedirectNeigh(data),
+            _ => Verdict::Pass,
+        }
+    }
 }
 
 #[inline(always)]
@@ -86,7 +129,7 @@ fn answer_if_too_big<P: Packet>(
         },
     };
     reject::fragmentation_needed(pkt, flow, mtu)?;
-    Ok(Some(Action::Bounce(DropReason::FragmentationNeeded)))
+    Ok(Some(Action::bounce(DropReason::FragmentationNeeded)))
 }
 
 #[inline(always)]
@@ -94,7 +137,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
     let flow = match packet::parse(pkt)? {
         Parsed::Ipv4(flow) => flow,
         Parsed::IcmpError(err) => return icmp::translate(pkt, &err),
-        Parsed::Other => return Ok(Action::Pass),
+        Parsed::Other => return Ok(Action::PASS),
     };
 
     if let Some(entry) = ct::lookup(&ct::key_of(&flow), &flow) {
@@ -110,7 +153,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             };
             let route = if frontend.flags & rev_nat_flags::LOCAL_ADDRESS != 0 {
                 let Some(route) = route::plan(pkt, frontend.addr_be, daddr_be, &flow) else {
-                    return Ok(Action::Pass);
+                    return Ok(Action::PASS);
                 };
                 Some(route)
             } else {
@@ -127,7 +170,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             nat::rewrite_source(pkt, &flow, frontend.addr_be, frontend.port_be)?;
             return match route {
                 Some(route) => route::send(pkt, route, flow.proto),
-                None => Ok(Action::Pass),
+                None => Ok(Action::PASS),
             };
         }
         if let Some(backend) = flow_backend(&entry, flow.proto) {
@@ -135,7 +178,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             let route = if snat && origin == Origin::World {
                 let Some(route) = route::plan(pkt, entry.nat_addr_be, backend.addr_be, &flow)
                 else {
-                    return Ok(Action::Pass);
+                    return Ok(Action::PASS);
                 };
                 Some(route)
             } else {
@@ -158,22 +201,22 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             }
             return match route {
                 Some(route) => route::send(pkt, route, flow.proto),
-                None => Ok(Action::Pass),
+                None => Ok(Action::PASS),
             };
         }
         // The flow's backend is gone (UDP): choose again below, as a new flow.
     }
 
     match lb::select(&flow)? {
-        Selection::NotAFrontend => Ok(Action::Pass),
+        Selection::NotAFrontend => Ok(Action::PASS),
         Selection::Empty { drop: true } => Err(DropReason::NoBackendDrop),
         Selection::Empty { drop: false } => {
             if flow.proto == proto::TCP {
                 reject::tcp_reset(pkt, &flow)?;
-                Ok(Action::Bounce(DropReason::NoBackendReset))
+                Ok(Action::bounce(DropReason::NoBackendReset))
             } else {
                 reject::udp_unreachable(pkt, &flow)?;
-                Ok(Action::Bounce(DropReason::NoBackendUnreachable))
+                Ok(Action::bounce(DropReason::NoBackendUnreachable))
             }
         }
         Selection::Backend(selected) => {
@@ -190,7 +233,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 // send this way leaves the whole flow to the TC fallback.
                 let Some(out) = route::plan(pkt, config.node_addr_be, backend.addr_be, &flow)
                 else {
-                    return Ok(Action::Pass);
+                    return Ok(Action::PASS);
                 };
                 route = Some(out);
                 Some(Snat {
@@ -233,7 +276,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             // address is no local address, so those go through the stack.
             match route {
                 Some(route) => route::send(pkt, route, flow.proto),
-                None => Ok(Action::Pass),
+                None => Ok(Action::PASS),
             }
         }
     }

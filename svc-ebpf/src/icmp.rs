@@ -27,13 +27,13 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
     );
     // SAFETY: copied out at once.
     let Some(entry) = (unsafe { CT_V1.get(key) }).copied() else {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     };
     if entry.flags & flow_flags::REPLY == 0 {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     }
     let Some(frontend) = lb::rev_nat(entry.rev_nat_id) else {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     };
     let snat = entry.flags & flow_flags::SNAT != 0;
     let outer_daddr_be = if snat {
@@ -52,7 +52,7 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
     {
         let Some(route) = route::plan_raw(pkt, outer_saddr_be, outer_daddr_be, 1, err.ip_len)
         else {
-            return Ok(Action::Pass);
+            return Ok(Action::PASS);
         };
         Some(route)
     } else {
@@ -96,7 +96,7 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
     outer_addr(pkt, IP_SADDR_OFF, err.saddr_be, outer_saddr_be)?;
     match route {
         Some(route) => route::send(pkt, route, 1),
-        None => Ok(Action::Pass),
+        None => Ok(Action::PASS),
     }
 }
 

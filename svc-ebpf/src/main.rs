@@ -30,7 +30,7 @@ use aya_ebpf::{
 
 use svc_common::DropReason;
 
-use crate::flow::Action;
+use crate::flow::{Action, Verdict};
 
 // The entry functions are `inline(always)`: the macros wrap each in an
 // outer function, and a body grown past LLVM's inlining threshold becomes a
@@ -58,13 +58,20 @@ pub fn svc_from_world_tc(ctx: TcContext) -> i32 {
 #[xdp]
 #[inline(always)]
 pub fn svc_from_world(ctx: XdpContext) -> u32 {
-    match xdp::try_from_world(&ctx) {
-        Ok(Action::Pass) => xdp_action::XDP_PASS,
-        Ok(Action::Bounce(reason)) => {
+    let action = match xdp::try_from_world(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
             stats::count_drop(reason);
+            return xdp_action::XDP_DROP;
+        }
+    };
+    match action.verdict() {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Bounce(reason) => {
+            stats::count_drop_at(reason);
             xdp_action::XDP_TX
         }
-        Ok(Action::Redirect(ifindex)) => {
+        Verdict::Redirect(ifindex) => {
             // SAFETY: `ctx` points at the xdp_md the kernel handed us.
             if ifindex == unsafe { (*ctx.ctx).ingress_ifindex } {
                 xdp_action::XDP_TX
@@ -74,21 +81,24 @@ pub fn svc_from_world(ctx: XdpContext) -> u32 {
             }
         }
         // Never produced for XDP (route.rs leaves those packets to TC).
-        Ok(Action::RedirectNeigh(_)) => xdp_action::XDP_PASS,
-        Err(reason) => {
-            stats::count_drop(reason);
-            xdp_action::XDP_DROP
-        }
+        Verdict::RedirectNeigh(_) => xdp_action::XDP_PASS,
     }
 }
 
 /// The verdict of a TC program for what its `try_*` function decided.
 #[inline(always)]
 fn tc_verdict(ctx: &TcContext, result: Result<Action, DropReason>) -> i32 {
-    match result {
-        Ok(Action::Pass) => TC_ACT_OK,
-        Ok(Action::Bounce(reason)) => {
+    let action = match result {
+        Ok(action) => action,
+        Err(reason) => {
             stats::count_drop(reason);
+            return TC_ACT_SHOT;
+        }
+    };
+    match action.verdict() {
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Bounce(reason) => {
+            stats::count_drop_at(reason);
             // SAFETY: `skb` is the context pointer the kernel handed us.
             let ifindex = unsafe { (*ctx.skb.skb).ifindex };
             // Out of the interface the packet came in on: back to its sender.
@@ -96,15 +106,11 @@ fn tc_verdict(ctx: &TcContext, result: Result<Action, DropReason>) -> i32 {
             unsafe { bpf_redirect(ifindex, 0) as i32 }
         }
         // SAFETY: plain helper call.
-        Ok(Action::Redirect(ifindex)) => unsafe { bpf_redirect(ifindex, 0) as i32 },
+        Verdict::Redirect(ifindex) => unsafe { bpf_redirect(ifindex, 0) as i32 },
         // SAFETY: plain helper call; no neighbour hint, the kernel resolves.
-        Ok(Action::RedirectNeigh(ifindex)) => unsafe {
+        Verdict::RedirectNeigh(ifindex) => unsafe {
             bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32
         },
-        Err(reason) => {
-            stats::count_drop(reason);
-            TC_ACT_SHOT
-        }
     }
 }
 

@@ -171,12 +171,12 @@ fn lookup<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8, ip_len
 pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, DropReason> {
     let [ttl, _protocol]: [u8; 2] = pkt.read(IP_OFF + 8)?;
     if ttl <= 1 {
-        return Ok(Action::Pass);
+        return Ok(Action::PASS);
     }
     let action = match route {
         // (A packet too big to send is answered before it gets here: see
         // flow.rs.)
-        Route::Stack | Route::TooBig { .. } => return Ok(Action::Pass),
+        Route::Stack | Route::TooBig { .. } => return Ok(Action::PASS),
         Route::Resolved {
             ifindex,
             smac,
@@ -184,9 +184,9 @@ pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, Dr
         } => {
             pkt.write(0, &dmac)?;
             pkt.write(6, &smac)?;
-            Action::Redirect(ifindex)
+            Action::redirect(ifindex)
         }
-        Route::Unresolved { ifindex } => Action::RedirectNeigh(ifindex),
+        Route::Unresolved { ifindex } => Action::redirect_neigh(ifindex),
     };
     let old = u16::from_ne_bytes([ttl, protocol]);
     let new = u16::from_ne_bytes([ttl - 1, protocol]);

@@ -5,7 +5,13 @@ use crate::maps::{DROPS_V2, FE_STATS_V1};
 
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {
-    if let Some(counters) = DROPS_V2.get_ptr_mut(reason as u32) {
+    count_drop_at(reason as u32);
+}
+
+/// [`count_drop`] by the reason's index.
+#[inline(always)]
+pub fn count_drop_at(index: u32) {
+    if let Some(counters) = DROPS_V2.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe { (*counters).packets += 1 };
     }
