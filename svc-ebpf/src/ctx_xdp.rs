@@ -77,7 +77,8 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn len(&self) -> usize {
         let (start, end) = bounds(self);
-        end.saturating_sub(start)
+        // The kernel keeps data_end at or past data.
+        end.wrapping_sub(start)
     }
 
     #[inline(always)]

@@ -154,60 +154,92 @@ pub const IP_CSUM_OFF: usize = IP_OFF + 10;
 pub const IP_SADDR_OFF: usize = IP_OFF + 12;
 pub const IP_DADDR_OFF: usize = IP_OFF + 16;
 
+/// The fixed part of an IPv4 header, as on the wire.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ipv4Header {
+    version_ihl: u8,
+    _tos: u8,
+    tot_len_be: u16,
+    _id: u16,
+    frag_off_be: u16,
+    _ttl: u8,
+    proto: u8,
+    _check: u16,
+    saddr_be: u32,
+    daddr_be: u32,
+}
+
+/// A TCP header up to its flags.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TcpHead {
+    sport_be: u16,
+    dport_be: u16,
+    _seq: u32,
+    _ack: u32,
+    data_off: u8,
+    flags: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UdpHeader {
+    sport_be: u16,
+    dport_be: u16,
+    len_be: u16,
+    _check: u16,
+}
+
 /// Parses Ethernet + IPv4 + TCP/UDP. Errors only for packets that claim to be
 /// IPv4 TCP/UDP and are not well formed; those are dropped, so no half-parsed
-/// packet is ever rewritten.
+/// packet is ever rewritten. Each header is one read (one bounds check),
+/// its fields taken from the copy.
 #[inline(always)]
 pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
     let ether_type: u16 = pkt.read(12)?;
     if ether_type != ETH_P_IP.to_be() {
         return Ok(Parsed::Other);
     }
-    let [version_ihl, _tos]: [u8; 2] = pkt.read(IP_OFF)?;
-    if version_ihl >> 4 != 4 {
+    let ip: Ipv4Header = pkt.read(IP_OFF)?;
+    if ip.version_ihl >> 4 != 4 {
         return Err(DropReason::Malformed);
     }
-    let ihl = usize::from(version_ihl & 0x0f) * 4;
+    let ihl = usize::from(ip.version_ihl & 0x0f) * 4;
     if ihl < IPV4_MIN_HLEN {
         return Err(DropReason::Malformed);
     }
-    let ip_len = u16::from_be(pkt.read::<u16>(IP_OFF + 2)?);
+    let ip_len = u16::from_be(ip.tot_len_be);
     if usize::from(ip_len) < ihl || IP_OFF + usize::from(ip_len) > pkt.len() {
         return Err(DropReason::Malformed);
     }
-    let frag_off = u16::from_be(pkt.read::<u16>(IP_OFF + 6)?);
+    let frag_off = u16::from_be(ip.frag_off_be);
     if frag_off & IP_MF_OFFSET_MASK != 0 {
         // Fragments carry no (or only the first) L4 header; they pass to the
         // stack untranslated.
         return Ok(Parsed::Other);
     }
-    let [_ttl, ip_proto]: [u8; 2] = pkt.read(IP_OFF + 8)?;
-    // Fixed offsets first: once a read at a header-dependent offset proved
-    // more bytes, LLVM drops later fixed-offset checks as redundant, and the
-    // verifier (which cannot follow that proof) rejects the program.
-    let saddr_be: u32 = pkt.read(IP_SADDR_OFF)?;
-    let daddr_be: u32 = pkt.read(IP_DADDR_OFF)?;
+    let (saddr_be, daddr_be) = (ip.saddr_be, ip.daddr_be);
     let l4_off = IP_OFF + ihl;
     let l4_len = usize::from(ip_len) - ihl;
-    if ip_proto == IPPROTO_ICMP {
-        return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be);
-    }
-    let (tcp_flags, l4_hlen) = match ip_proto {
+    let (sport_be, dport_be, tcp_flags, l4_hlen) = match ip.proto {
         proto::TCP => {
-            let [data_off, flags]: [u8; 2] = pkt.read(l4_off + 12)?;
-            let tcp_hlen = usize::from(data_off >> 4) * 4;
+            let tcp: TcpHead = pkt.read(l4_off)?;
+            let tcp_hlen = usize::from(tcp.data_off >> 4) * 4;
             if tcp_hlen < TCP_MIN_HLEN || tcp_hlen > l4_len {
                 return Err(DropReason::Malformed);
             }
-            (flags, tcp_hlen as u8)
+            (tcp.sport_be, tcp.dport_be, tcp.flags, tcp_hlen as u8)
         }
         proto::UDP => {
-            let udp_len = usize::from(u16::from_be(pkt.read::<u16>(l4_off + 4)?));
+            let udp: UdpHeader = pkt.read(l4_off)?;
+            let udp_len = usize::from(u16::from_be(udp.len_be));
             if udp_len < UDP_HLEN || udp_len > l4_len {
                 return Err(DropReason::Malformed);
             }
-            (0, UDP_HLEN as u8)
+            (udp.sport_be, udp.dport_be, 0, UDP_HLEN as u8)
         }
+        IPPROTO_ICMP => return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be),
         _ => return Ok(Parsed::Other),
     };
     Ok(Parsed::Ipv4(Ipv4Flow {
@@ -215,9 +247,9 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
         ip_len,
         saddr_be,
         daddr_be,
-        proto: ip_proto,
-        sport_be: pkt.read(l4_off)?,
-        dport_be: pkt.read(l4_off + 2)?,
+        proto: ip.proto,
+        sport_be,
+        dport_be,
         tcp_flags,
         l4_hlen,
         dont_fragment: frag_off & IP_DF != 0,
