@@ -8,6 +8,7 @@
 //! never adopts a pinned map of the old shape.
 #![no_std]
 
+pub mod flow_cache;
 pub mod maps;
 pub mod stats;
 

@@ -19,11 +19,12 @@ pub mod names {
     pub const SOURCE_RANGES: &str = "SRC_RANGES_V1";
     pub const CONFIG: &str = "CONFIG_V1";
     pub const SOCK_REV_NAT: &str = "SOCK_RNAT_V1";
+    pub const TABLES_GENERATION: &str = "TABLES_GEN_V1";
     /// Maps earlier versions pinned and this one no longer uses (a layout
     /// change gets a new name): unpinned when an agent loads.
     pub const RETIRED: [&str; 1] = ["DROPS_V1"];
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -35,6 +36,7 @@ pub mod names {
         SOURCE_RANGES,
         CONFIG,
         SOCK_REV_NAT,
+        TABLES_GENERATION,
     ];
 }
 
@@ -252,6 +254,16 @@ pub struct NodeConfig {
 }
 const _: () = assert!(core::mem::size_of::<NodeConfig>() == 16);
 
+/// TABLES_GEN_V1 (one entry): raised by the agent after every change to
+/// the tables, so the programs' flow caches (see [`crate::flow_cache`])
+/// stop using what they copied from the old ones.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TablesGeneration {
+    pub generation: u64,
+}
+const _: () = assert!(core::mem::size_of::<TablesGeneration>() == 8);
+
 /// AFFINITY key: sessionAffinity ClientIP per frontend.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -329,4 +341,5 @@ mod pod {
     unsafe impl aya::Pod for super::Affinity {}
     unsafe impl aya::Pod for super::SourceRange {}
     unsafe impl aya::Pod for super::SockKey {}
+    unsafe impl aya::Pod for super::TablesGeneration {}
 }

@@ -6,9 +6,13 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use svc_common::DropReason;
+use svc_common::{DropReason, proto};
 
-use crate::{csum, packet::Packet};
+use crate::{
+    cache::CachedFlow,
+    csum,
+    packet::{IP_CSUM_OFF, IP_SADDR_OFF, Ipv4Flow, Packet},
+};
 
 /// data and data_end, read afresh. Volatile loads: LLVM then knows nothing
 /// linking one access's bounds check to another's, so it cannot drop a check
@@ -47,21 +51,54 @@ fn field_bytes(value: u32, size: u8) -> [u8; 4] {
     }
 }
 
-/// Folds `change` (see [`csum::change`]) into the L4 checksum at `csum_off`.
-/// `udp`: a zero checksum means "none" and stays so, and a computed zero is
-/// sent as 0xffff.
+/// The L4 checksum `current` with `change` (see [`csum::change`]) folded
+/// in, or None to leave it. `udp`: a zero checksum means "none" and stays
+/// so, and a computed zero is sent as 0xffff.
 #[inline(always)]
-fn update_l4(ctx: &XdpContext, csum_off: usize, change: u32, udp: bool) -> Result<(), DropReason> {
-    let current: [u8; 2] = ctx.read(csum_off)?;
+fn updated_l4(current: [u8; 2], change: u32, udp: bool) -> Option<[u8; 2]> {
     if udp && current == [0, 0] {
         // No checksum, and none to keep.
-        return Ok(());
+        return None;
     }
-    let mut updated = csum::apply(current, change);
-    if udp && updated == [0, 0] {
-        updated = [0xff, 0xff];
+    let updated = csum::apply(current, change);
+    Some(if udp && updated == [0, 0] {
+        [0xff, 0xff]
+    } else {
+        updated
+    })
+}
+
+/// Folds `change` into the L4 checksum at `csum_off` (see [`updated_l4`]).
+#[inline(always)]
+fn update_l4(ctx: &XdpContext, csum_off: usize, change: u32, udp: bool) -> Result<(), DropReason> {
+    match updated_l4(ctx.read(csum_off)?, change, udp) {
+        Some(updated) => ctx.write(csum_off, &updated),
+        None => Ok(()),
     }
-    ctx.write(csum_off, &updated)
+}
+
+/// The L4 half of [`Packet::rewrite_cached`]: the ports and the checksum at
+/// `CSUM_AT`, under one bounds check of the header's first `SPAN` bytes.
+/// Constant offsets per protocol, so the verifier can follow the check.
+#[inline(always)]
+fn rewrite_l4_cached<const SPAN: usize, const CSUM_AT: usize>(
+    ctx: &XdpContext,
+    l4_off: usize,
+    hit: &CachedFlow,
+    udp: bool,
+) -> Result<(), DropReason> {
+    const { assert!(CSUM_AT + 2 <= SPAN) };
+    let l4 = ptr_at::<[u8; SPAN]>(ctx, l4_off)?.cast::<u8>();
+    // SAFETY: the header's first SPAN bytes were bounds checked just above.
+    unsafe {
+        let csum = l4.add(CSUM_AT).cast::<[u8; 2]>();
+        if let Some(updated) = updated_l4(csum.read_unaligned(), hit.l4_csum_change, udp) {
+            csum.write_unaligned(updated);
+        }
+        l4.cast::<[u16; 2]>()
+            .write_unaligned([hit.sport_be, hit.dport_be]);
+    }
+    Ok(())
 }
 
 impl Packet for XdpContext {
@@ -132,6 +169,30 @@ impl Packet for XdpContext {
                 2,
             );
         update_l4(self, csum_off, change, udp)
+    }
+
+    #[inline(always)]
+    fn rewrite_cached(&self, flow: &Ipv4Flow, hit: &CachedFlow) -> Result<(), DropReason> {
+        if flow.proto == proto::UDP {
+            rewrite_l4_cached::<8, 6>(self, flow.l4_off, hit, true)?;
+        } else {
+            rewrite_l4_cached::<18, 16>(self, flow.l4_off, hit, false)?;
+        }
+        if (hit.saddr_be, hit.daddr_be) != (flow.saddr_be, flow.daddr_be) {
+            // One bounds check for the header checksum and both addresses.
+            let csum_to_daddr = ptr_at::<[u8; 10]>(self, IP_CSUM_OFF)?.cast::<u8>();
+            // SAFETY: the 10 bytes from the checksum to the end of the
+            // destination address were bounds checked just above.
+            unsafe {
+                let csum = csum_to_daddr.cast::<[u8; 2]>();
+                csum.write_unaligned(csum::apply(csum.read_unaligned(), hit.l3_csum_change));
+                let addresses = csum_to_daddr.add(IP_SADDR_OFF - IP_CSUM_OFF);
+                addresses
+                    .cast::<[u32; 2]>()
+                    .write_unaligned([hit.saddr_be, hit.daddr_be]);
+            }
+        }
+        Ok(())
     }
 
     #[inline(always)]

@@ -3,6 +3,7 @@
 use svc_common::{DropReason, NodeConfig, backend_flags, flow_flags, proto, rev_nat_flags};
 
 use crate::{
+    cache::{self, Decision},
     ct::{self, Snat},
     icmp,
     lb::{self, Selection},
@@ -140,6 +141,18 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
         Parsed::Other => return Ok(Action::PASS),
     };
 
+    // A flow the cache holds (see cache.rs) skips conntrack; a flow
+    // handed to the stack below is cached for the packets after this one.
+    let key = cache::key_of(&flow, origin);
+    let generation = cache::generation();
+    if let Some(hit) = cache::lookup(pkt, &key, &flow, generation) {
+        if hit.flags & cache::COUNTED != 0 {
+            stats::count_frontend(hit.rev_nat_id, u32::from(flow.ip_len));
+        }
+        pkt.rewrite_cached(&flow, &hit)?;
+        return Ok(Action::PASS);
+    }
+
     if let Some(entry) = ct::lookup(&ct::key_of(&flow), &flow) {
         if entry.flags & flow_flags::REPLY != 0 {
             // A frontend removed under a live flow leaves nothing to
@@ -164,9 +177,22 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             {
                 return Ok(answer);
             }
-            if snat {
-                nat::rewrite_destination(pkt, &flow, entry.nat_addr_be, entry.nat_port_be)?;
+            let (daddr_be, dport_be) = if snat {
+                (entry.nat_addr_be, entry.nat_port_be)
+            } else {
+                (flow.daddr_be, flow.dport_be)
+            };
+            if route.is_none() {
+                let decision = Decision {
+                    saddr_be: frontend.addr_be,
+                    daddr_be,
+                    sport_be: frontend.port_be,
+                    dport_be,
+                    counted: None,
+                };
+                cache::fill(&flow, &key, generation, &decision);
             }
+            nat::rewrite_destination(pkt, &flow, daddr_be, dport_be)?;
             nat::rewrite_source(pkt, &flow, frontend.addr_be, frontend.port_be)?;
             return match route {
                 Some(route) => route::send(pkt, route, flow.proto),
@@ -195,10 +221,23 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 return Ok(answer);
             }
             stats::count_frontend(entry.rev_nat_id, u32::from(flow.ip_len));
-            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
-            if snat {
-                nat::rewrite_source(pkt, &flow, entry.nat_addr_be, entry.nat_port_be)?;
+            let sport_be = if snat {
+                entry.nat_port_be
+            } else {
+                flow.sport_be
+            };
+            if route.is_none() {
+                let decision = Decision {
+                    saddr_be,
+                    daddr_be: backend.addr_be,
+                    sport_be,
+                    dport_be: backend.port_be,
+                    counted: Some(entry.rev_nat_id),
+                };
+                cache::fill(&flow, &key, generation, &decision);
             }
+            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
+            nat::rewrite_source(pkt, &flow, saddr_be, sport_be)?;
             return match route {
                 Some(route) => route::send(pkt, route, flow.proto),
                 None => Ok(Action::PASS),
@@ -251,9 +290,8 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             } else {
                 None
             };
-            let snat_addr_be = snat.as_ref().map(|s| s.addr_be);
+            let saddr_be = snat.as_ref().map_or(flow.saddr_be, |s| s.addr_be);
             // Before any state is made for it.
-            let saddr_be = snat_addr_be.unwrap_or(flow.saddr_be);
             if let Some(answer) =
                 answer_if_too_big(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
             {
@@ -267,10 +305,18 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 snat,
             )?;
             stats::count_frontend(selected.rev_nat_id, u32::from(flow.ip_len));
-            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
-            if let Some(addr_be) = snat_addr_be {
-                nat::rewrite_source(pkt, &flow, addr_be, created.nat_port_be)?;
+            if route.is_none() {
+                let decision = Decision {
+                    saddr_be,
+                    daddr_be: backend.addr_be,
+                    sport_be: created.nat_port_be,
+                    dport_be: backend.port_be,
+                    counted: Some(selected.rev_nat_id),
+                };
+                cache::fill(&flow, &key, generation, &decision);
             }
+            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
+            nat::rewrite_source(pkt, &flow, saddr_be, created.nat_port_be)?;
             // SNAT to the node's address leaves by the program's own route
             // (the stack would take that source for a martian); the hairpin
             // address is no local address, so those go through the stack.

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod cache;
 mod csum;
 mod ct;
 mod ctx_tc;

@@ -9,8 +9,10 @@ use svc_common::{
     Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
     FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS,
     MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, NodeConfig, RevNat, ServiceSlot, SockKey,
-    SourceRange,
+    SourceRange, TablesGeneration, flow_cache,
 };
+
+use crate::cache::CachedFlow;
 
 /// Maps only the agent writes are not preallocated: they hold what the
 /// cluster has, not their capacity, in kernel memory. Lookups cost the same.
@@ -77,6 +79,16 @@ pub struct ClockReading {
 
 #[btf_map]
 pub static CLOCK_V1: PerCpuArray<ClockReading, 1> = PerCpuArray::new();
+
+/// The flow cache (cache.rs), per CPU. Only the programs use it: it is not
+/// pinned, nor in svc-common, and each load of the programs starts empty.
+#[btf_map]
+pub static FLOW_CACHE: PerCpuArray<CachedFlow, { flow_cache::SLOTS as usize }> = PerCpuArray::new();
+
+/// The agent's count of changes to the tables (one entry): a cached flow
+/// copied from older tables is not used.
+#[btf_map]
+pub static TABLES_GEN_V1: Array<TablesGeneration, 1> = Array::new();
 
 /// This node's addresses (one entry, index 0).
 #[btf_map]

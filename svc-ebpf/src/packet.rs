@@ -4,6 +4,8 @@
 use aya_ebpf::bindings::bpf_fib_lookup;
 use svc_common::{DropReason, proto};
 
+use crate::{cache::CachedFlow, nat};
+
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const IPV4_MIN_HLEN: usize = 20;
@@ -73,6 +75,20 @@ pub trait Packet {
             self.update_l4_csum(csum_off, old, new, 2, false, udp)?;
         }
         Ok(())
+    }
+    /// Rewrites the packet's addresses and ports to the ones the flow
+    /// cache's slot `hit` holds (see cache.rs). Program types whose
+    /// checksums are plain packet bytes (XDP) override this to fold the
+    /// slot's summed checksum changes in at once; with an skb, whose
+    /// checksum state (CHECKSUM_PARTIAL) treats address and port changes
+    /// differently, each change goes through the helpers.
+    #[inline(always)]
+    fn rewrite_cached(&self, flow: &Ipv4Flow, hit: &CachedFlow) -> Result<(), DropReason>
+    where
+        Self: Sized,
+    {
+        nat::rewrite_destination(self, flow, hit.daddr_be, hit.dport_be)?;
+        nat::rewrite_source(self, flow, hit.saddr_be, hit.sport_be)
     }
     /// Cuts or grows the packet to `len` bytes.
     fn resize(&self, len: usize) -> Result<(), DropReason>;

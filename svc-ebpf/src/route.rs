@@ -74,14 +74,20 @@ const ALWAYS_FITS: u16 = 1280;
 /// sender cannot match to its socket: path MTU discovery would fail.
 #[inline(always)]
 pub fn too_big<P: Packet>(pkt: &P, flow: &Ipv4Flow, saddr_be: u32, daddr_be: u32) -> Option<u16> {
-    let len = wire_len(pkt, flow);
-    if !flow.dont_fragment || len <= ALWAYS_FITS {
+    if !may_be_too_big(pkt, flow) {
         return None;
     }
-    match lookup(pkt, saddr_be, daddr_be, flow.proto, len) {
+    match lookup(pkt, saddr_be, daddr_be, flow.proto, wire_len(pkt, flow)) {
         Route::TooBig { mtu } => Some(mtu),
         _ => None,
     }
+}
+
+/// Whether [`too_big`] has a route to look up for this packet: it forbids
+/// fragmenting and is bigger than every link.
+#[inline(always)]
+pub fn may_be_too_big<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> bool {
+    flow.dont_fragment && wire_len(pkt, flow) > ALWAYS_FITS
 }
 
 /// The length of the IP packets this one leaves as, which the route's MTU

@@ -20,7 +20,7 @@ use serde::Serialize;
 use svc_common::{
     Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
     FrontendKey, FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, NodeConfig, RevNat, ServiceSlot,
-    SourceRange, backend_flags, frontend_flags, names,
+    SourceRange, TablesGeneration, backend_flags, frontend_flags, names,
 };
 
 use super::{DataplaneError, codec, held::Held};
@@ -79,6 +79,7 @@ pub struct Tables {
     affinity: HashMap<MapData, AffinityKey, Affinity>,
     source_ranges: LpmTrie<MapData, SourceRange, u8>,
     config: Array<MapData, NodeConfig>,
+    generation: Array<MapData, TablesGeneration>,
     /// What the maps hold, once the first apply has read them.
     held: Option<Held>,
 }
@@ -139,15 +140,30 @@ impl Tables {
             affinity: typed(names::AFFINITY, &mut open)?,
             source_ranges: typed(names::SOURCE_RANGES, &mut open)?,
             config: typed(names::CONFIG, &mut open)?,
+            generation: typed(names::TABLES_GENERATION, &mut open)?,
             held: None,
         })
     }
 
     /// Sets this node's addresses (source NAT, hairpin) for the programs.
     pub fn set_node_config(&mut self, config: NodeConfig) -> Result<(), DataplaneError> {
-        self.config
+        let written = self
+            .config
             .set(0, config, 0)
-            .map_err(map_error(names::CONFIG))
+            .map_err(map_error(names::CONFIG));
+        self.next_generation()?;
+        written
+    }
+
+    /// Tells the programs the tables changed: their flow caches stop using
+    /// what they copied from the old ones. Called after the writes.
+    fn next_generation(&mut self) -> Result<(), DataplaneError> {
+        let error = map_error(names::TABLES_GENERATION);
+        let current = self.generation.get(&0, 0).map_err(&error)?;
+        let next = TablesGeneration {
+            generation: current.generation.wrapping_add(1),
+        };
+        self.generation.set(0, next, 0).map_err(error)
     }
 
     pub fn node_config(&self) -> Result<NodeConfig, DataplaneError> {
@@ -162,7 +178,12 @@ impl Tables {
             Some(held) => held,
             None => self.read_held()?,
         };
-        let report = self.apply_to(&mut held, desired)?;
+        let applied = self.apply_to(&mut held, desired);
+        // After a failure some writes may have gone through.
+        if !matches!(&applied, Ok(report) if *report == ApplyReport::default()) {
+            self.next_generation()?;
+        }
+        let report = applied?;
         // Kept only when every write went through: after a failure the
         // next apply reads the kernel again.
         self.held = Some(held);

@@ -1,0 +1,174 @@
+//! A per-CPU exact-match cache of established flows in front of conntrack
+//! (the idea of Open vSwitch's EMC). A packet of a flow the cache holds is
+//! rewritten from its slot, found by array indexing that the verifier
+//! inlines, with the checksum changes summed when the slot was filled. The
+//! conntrack path calls into the kernel's hash table (on the project's VM,
+//! with retpolines and Safe-RET, ~20 ns of a ~70 ns hit) and works the
+//! rewrite out again for every packet. `bench packet` measures both.
+//!
+//! A slot is a copy of what the slow path decided for one direction of a
+//! flow, so it is used only while that decision cannot have changed:
+//! - the tables it was made from are the current ones: the agent raises
+//!   TABLES_GEN_V1 after every change, which retires every slot;
+//! - the conntrack entry needs no write: a slot lives [`SLOT_TICKS`] timer
+//!   ticks (25 to 250 ms, by the kernel's HZ), then the slow path takes a
+//!   packet again and fills the slot anew. So the slow path still sees
+//!   every busy flow several times a second, which keeps touching
+//!   `last_seen` (at most once a second anyway, ct.rs) and checking expiry
+//!   as without the cache; a busy entry evicted from a full table is
+//!   noticed that late at most;
+//! - the packet changes no state: FIN and RST (closing) take the slow
+//!   path, and so does SYN (opening);
+//! - the decision depended on nothing but the 5-tuple and the attach
+//!   point: only flows the slow path handed to the stack are cached (not
+//!   the ones routed by the program, whose route can change), and packets
+//!   that need the path MTU check (route.rs) take the slow path.
+//!
+//! One slot per hash: a flow whose hash collides takes the slot over.
+//! Per CPU: no locks and no torn slots, and with RSS a flow's packets stay
+//! on one CPU.
+use aya_ebpf::helpers::bpf_jiffies64;
+use svc_common::flow_cache;
+
+use crate::{
+    csum,
+    flow::Origin,
+    maps::{FLOW_CACHE, TABLES_GEN_V1},
+    packet::{Ipv4Flow, Packet, TCP_FIN, TCP_RST, TCP_SYN},
+    route,
+};
+
+/// One direction of a cached flow: the packet's 5-tuple and what it becomes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedFlow {
+    /// The packet's 5-tuple and attach point ([`flow_cache::key`]).
+    pub key: [u64; 2],
+    /// The jiffy (timer tick) from which on the slot is not used.
+    pub valid_until_jiffy: u64,
+    /// TABLES_GEN_V1 when the slot was filled.
+    pub generation: u64,
+    /// The packet's new source and destination, network order (equal to
+    /// the old ones where that side is not translated).
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    /// Frontend whose counters each packet adds to, with [`COUNTED`].
+    pub rev_nat_id: u32,
+    /// [`COUNTED`].
+    pub flags: u32,
+    /// What the rewrite adds to the IPv4 header checksum, and to the L4
+    /// checksum ([`csum::change`]s, summed when the slot was filled), for
+    /// program types that fold them in at once (see
+    /// [`Packet::rewrite_cached`]).
+    pub l3_csum_change: u32,
+    pub l4_csum_change: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<CachedFlow>() == 64);
+
+/// Packets of the slot count for frontend `rev_nat_id` (the original
+/// direction; replies are not counted).
+pub const COUNTED: u32 = 1 << 0;
+
+/// What the slow path decided for a flow's direction, to be cached.
+pub struct Decision {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    /// The frontend counted per packet, if any.
+    pub counted: Option<u32>,
+}
+
+/// How many timer ticks a slot is used for: 25 ms at HZ=1000, 100 ms at
+/// HZ=250, 250 ms at HZ=100. Counted in ticks, so a hit reads only the
+/// jiffies counter (a load: the verifier inlines bpf_jiffies64).
+pub const SLOT_TICKS: u64 = 25;
+
+#[inline(always)]
+fn jiffies() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_jiffies64() }
+}
+
+/// The cache key of a packet's direction, arriving from `origin`.
+#[inline(always)]
+pub fn key_of(flow: &Ipv4Flow, origin: Origin) -> [u64; 2] {
+    flow_cache::key(
+        (flow.saddr_be, flow.daddr_be),
+        (flow.sport_be, flow.dport_be),
+        flow.proto,
+        origin == Origin::World,
+    )
+}
+
+/// The tables' generation. Read before the slow path reads the tables, and
+/// stamped on the slot it fills: a change made meanwhile retires the slot.
+#[inline(always)]
+pub fn generation() -> u64 {
+    TABLES_GEN_V1.get(0).map_or(0, |g| g.generation)
+}
+
+/// The cached decision for this packet, when one holds (see the module docs).
+#[inline(always)]
+pub fn lookup<P: Packet>(
+    pkt: &P,
+    key: &[u64; 2],
+    flow: &Ipv4Flow,
+    generation: u64,
+) -> Option<CachedFlow> {
+    // A SYN opens a flow the cache cannot hold yet: no need to read a slot
+    // (a cache miss of its own) to find that out.
+    if flow.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 || route::may_be_too_big(pkt, flow) {
+        return None;
+    }
+    let slot = FLOW_CACHE.get_ptr(flow_cache::slot(key))?;
+    // SAFETY: per-CPU slot, only this CPU writes it, and not while we run.
+    let cached = unsafe { &*slot };
+    let usable = cached.key == *key
+        && cached.generation == generation
+        && jiffies() < cached.valid_until_jiffy;
+    usable.then_some(*cached)
+}
+
+/// Caches `decision` for packets like `flow` (with `key`), made from the
+/// tables of `generation`.
+#[inline(always)]
+pub fn fill(flow: &Ipv4Flow, key: &[u64; 2], generation: u64, decision: &Decision) {
+    let Some(slot) = FLOW_CACHE.get_ptr_mut(flow_cache::slot(key)) else {
+        return;
+    };
+    let (rev_nat_id, counted) = match decision.counted {
+        Some(id) => (id, COUNTED),
+        None => (0, 0),
+    };
+    let address = |old: u32, new: u32| csum::change(old.to_ne_bytes(), new.to_ne_bytes(), 4);
+    let port = |old: u16, new: u16| {
+        let (old, new) = (old.to_ne_bytes(), new.to_ne_bytes());
+        csum::change([old[0], old[1], 0, 0], [new[0], new[1], 0, 0], 2)
+    };
+    let l3_csum_change =
+        address(flow.saddr_be, decision.saddr_be) + address(flow.daddr_be, decision.daddr_be);
+    let l4_csum_change = l3_csum_change
+        + port(flow.sport_be, decision.sport_be)
+        + port(flow.dport_be, decision.dport_be);
+    // SAFETY: per-CPU slot, only this CPU writes it, and not while we run.
+    unsafe {
+        *slot = CachedFlow {
+            key: *key,
+            valid_until_jiffy: jiffies() + SLOT_TICKS,
+            generation,
+            saddr_be: decision.saddr_be,
+            daddr_be: decision.daddr_be,
+            sport_be: decision.sport_be,
+            dport_be: decision.dport_be,
+            rev_nat_id,
+            flags: counted,
+            l3_csum_change,
+            l4_csum_change,
+            _pad: 0,
+        };
+    }
+}

@@ -1,0 +1,231 @@
+//! The per-CPU flow cache in front of conntrack (svc-ebpf's cache.rs),
+//! through BPF_PROG_TEST_RUN. A test run executes on the calling thread's
+//! CPU, so the packets of one test share a cache.
+//!
+//! Whether a packet took the cache is seen by removing the flow's
+//! conntrack entries behind the programs' back (no change of the tables
+//! generation): the conntrack path would treat the next packet as a new
+//! flow and write two entries again, the cache rewrites it and writes none.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use aya::maps::{HashMap, Map, MapData};
+use svc_agent::{
+    dataplane::{self, Datapath},
+    model::{Frontend, FrontendKind, Protocol},
+};
+use svc_common::{Flow, FlowKey, names};
+use tests::*;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const OTHER_BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 12);
+const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
+const LB_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);
+const ACK: TcpFlags = TcpFlags {
+    syn: false,
+    ack: Some(1),
+    rst: false,
+    psh: false,
+};
+
+/// A bpffs directory of a test's own, removed when dropped (also on panic).
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        Self(PathBuf::from(format!(
+            "/sys/fs/bpf/svc-test-flow-cache-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )))
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if let Err(e) = dataplane::remove_pins(&self.0) {
+            eprintln!("could not remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// A datapath whose maps are pinned (so a test can reach the conntrack
+/// map behind the programs' back).
+struct Pinned {
+    datapath: Datapath,
+    // Declared last: dropped after the datapath.
+    dir: PinDir,
+}
+
+impl Pinned {
+    fn load(frontends: &[Frontend]) -> Self {
+        let dir = PinDir::new();
+        let mut datapath =
+            Datapath::load(Some(&dir.0)).expect("load the datapath (root, kernel >= 6.6)");
+        datapath.tables().apply(frontends).unwrap();
+        Self { datapath, dir }
+    }
+
+    /// Removes every conntrack entry, without the tables generation
+    /// changing: what only the cache still knows of a flow.
+    fn forget_flows_behind_its_back(&self) {
+        let map = MapData::from_pin(self.dir.0.join(names::CT)).unwrap();
+        let mut ct: HashMap<_, FlowKey, Flow> =
+            HashMap::try_from(Map::from_map_data(map).unwrap()).unwrap();
+        let keys: Vec<FlowKey> = ct.keys().map(Result::unwrap).collect();
+        assert!(!keys.is_empty(), "no flow to forget");
+        for key in keys {
+            ct.remove(&key).unwrap();
+        }
+    }
+
+    fn flows(&mut self) -> usize {
+        self.datapath.tables().flows().unwrap().len()
+    }
+
+    fn pod(&mut self, frame: &[u8]) -> Vec<u8> {
+        let (verdict, out) = run_tc(self.datapath.from_pod_program().unwrap(), frame);
+        assert_eq!(verdict, TC_ACT_OK);
+        out
+    }
+
+    fn world(&mut self, frame: &[u8]) -> Vec<u8> {
+        let (verdict, out) = run_xdp(self.datapath.from_world_program().unwrap(), frame);
+        assert_eq!(verdict, XDP_PASS);
+        out
+    }
+}
+
+fn web() -> Frontend {
+    cluster_ip("web", CLUSTER_IP, 80, Protocol::TCP, &[(BACKEND, 8080)])
+}
+
+#[test]
+fn established_tcp_from_a_pod_is_rewritten_from_the_cache() {
+    let mut pinned = Pinned::load(&[web()]);
+    let syn = tcp_frame((POD, 40000), (CLUSTER_IP, 80), 1, SYN, b"");
+    assert_eq!(pinned.pod(&syn), rewritten(&syn, true, BACKEND, 8080));
+    assert_eq!(pinned.flows(), 2);
+    pinned.forget_flows_behind_its_back();
+
+    let data = tcp_frame(
+        (POD, 40000),
+        (CLUSTER_IP, 80),
+        2,
+        ACK,
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
+    let out = pinned.pod(&data);
+    assert_eq!(out, rewritten(&data, true, BACKEND, 8080));
+    assert_eq!(verify_checksums(&out), Ok(()));
+    assert_eq!(
+        pinned.flows(),
+        0,
+        "a cached packet makes no conntrack entry"
+    );
+    let web = pinned.datapath.tables().read().unwrap();
+    assert_eq!(web[0].packets, 2, "cached packets are counted too");
+
+    // A SYN may open the flow anew: it takes the conntrack path.
+    let out = pinned.pod(&syn);
+    assert_eq!(out, rewritten(&syn, true, BACKEND, 8080));
+    assert_eq!(pinned.flows(), 2, "a SYN is not served from the cache");
+}
+
+#[test]
+fn a_reset_takes_the_conntrack_path() {
+    let mut pinned = Pinned::load(&[web()]);
+    let syn = tcp_frame((POD, 40001), (CLUSTER_IP, 80), 1, SYN, b"");
+    pinned.pod(&syn);
+    pinned.forget_flows_behind_its_back();
+    let flags = TcpFlags { rst: true, ..ACK };
+    let rst = tcp_frame((POD, 40001), (CLUSTER_IP, 80), 2, flags, b"");
+    assert_eq!(pinned.pod(&rst), rewritten(&rst, true, BACKEND, 8080));
+    assert_eq!(
+        pinned.flows(),
+        2,
+        "a reset changes the flow's state: the cache must not take it"
+    );
+}
+
+#[test]
+fn replies_are_reverse_translated_from_the_cache() {
+    let mut pinned = Pinned::load(&[web()]);
+    let syn = tcp_frame((POD, 40002), (CLUSTER_IP, 80), 1, SYN, b"");
+    pinned.pod(&syn);
+    let reply = |seq| tcp_frame((BACKEND, 8080), (POD, 40002), seq, ACK, b"HTTP/1.1 200 OK");
+    let first = reply(10);
+    assert_eq!(pinned.pod(&first), rewritten(&first, false, CLUSTER_IP, 80));
+    pinned.forget_flows_behind_its_back();
+
+    let second = reply(25);
+    let out = pinned.pod(&second);
+    assert_eq!(out, rewritten(&second, false, CLUSTER_IP, 80));
+    assert_eq!(verify_checksums(&out), Ok(()));
+    assert_eq!(pinned.flows(), 0);
+}
+
+#[test]
+fn established_udp_from_the_network_is_rewritten_from_the_cache() {
+    let dns = frontend(
+        FrontendKind::LoadBalancer,
+        "dns",
+        (LB_IP, 53),
+        Protocol::UDP,
+        &[ready(BACKEND, 5353, true)],
+    );
+    let mut pinned = Pinned::load(&[dns]);
+    let query = |payload: &[u8]| udp_frame((CLIENT, 5000), (LB_IP, 53), payload);
+    let first = query(b"first");
+    assert_eq!(pinned.world(&first), rewritten(&first, true, BACKEND, 5353));
+    pinned.forget_flows_behind_its_back();
+
+    let second = query(b"second");
+    let out = pinned.world(&second);
+    assert_eq!(out, rewritten(&second, true, BACKEND, 5353));
+    assert_eq!(verify_checksums(&out), Ok(()));
+    assert_eq!(
+        pinned.flows(),
+        0,
+        "a cached packet makes no conntrack entry"
+    );
+
+    // No checksum (zero) stays none.
+    let mut unchecked = query(b"third");
+    let csum = offsets::IP + ihl(&unchecked) + 6;
+    unchecked[csum..csum + 2].fill(0);
+    let mut expected = rewritten(&unchecked, true, BACKEND, 5353);
+    expected[csum..csum + 2].fill(0);
+    assert_eq!(pinned.world(&unchecked), expected);
+    assert_eq!(pinned.flows(), 0);
+}
+
+/// The agent raises the tables generation after a change, which retires
+/// every cached flow: a datagram flow whose backend left picks a live one.
+#[test]
+fn a_change_to_the_tables_retires_cached_flows() {
+    let dns = |backend| cluster_ip("dns", CLUSTER_IP, 53, Protocol::UDP, &[(backend, 5353)]);
+    let mut pinned = Pinned::load(&[dns(BACKEND)]);
+    let query = udp_frame((POD, 5000), (CLUSTER_IP, 53), b"query");
+    assert_eq!(pinned.pod(&query), rewritten(&query, true, BACKEND, 5353));
+    assert_eq!(pinned.pod(&query), rewritten(&query, true, BACKEND, 5353));
+
+    pinned
+        .datapath
+        .tables()
+        .apply(&[dns(OTHER_BACKEND)])
+        .unwrap();
+    assert_eq!(
+        pinned.pod(&query),
+        rewritten(&query, true, OTHER_BACKEND, 5353),
+        "a flow cached before the change still went to the removed backend"
+    );
+}
