@@ -33,12 +33,16 @@ pub enum DropReason {
     /// its translated destination: answered with ICMP fragmentation needed,
     /// quoting it as its sender sent it (path MTU discovery).
     FragmentationNeeded = 10,
+    /// A packet with its TTL about to run out, that the node would forward
+    /// after translating it: answered with ICMP time exceeded, quoting it
+    /// as its sender sent it (traceroute through a Service).
+    TimeExceeded = 11,
 }
 
 const _: () = assert!(DropReason::COUNT <= DropReason::SLOTS);
 
 impl DropReason {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
     /// DROPS_V2's size: room for reasons to come without a new map.
     pub const SLOTS: u32 = 32;
 
@@ -54,6 +58,7 @@ impl DropReason {
         DropReason::NoBackendUnreachable,
         DropReason::NodeConfigMissing,
         DropReason::FragmentationNeeded,
+        DropReason::TimeExceeded,
     ];
 
     /// The name `dump` and the metrics use.
@@ -70,6 +75,7 @@ impl DropReason {
             DropReason::NoBackendUnreachable => "no_backend_unreachable",
             DropReason::NodeConfigMissing => "node_config_missing",
             DropReason::FragmentationNeeded => "fragmentation_needed",
+            DropReason::TimeExceeded => "time_exceeded",
         }
     }
 }

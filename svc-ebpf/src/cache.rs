@@ -22,7 +22,8 @@
 //! - the decision depended on nothing but the 5-tuple and the attach
 //!   point: only flows the slow path handed to the stack are cached (not
 //!   the ones routed by the program, whose route can change), and packets
-//!   that need the path MTU check (route.rs) take the slow path.
+//!   that may need an ICMP answer (a TTL running out, the path MTU check:
+//!   see flow.rs) take the slow path.
 //!
 //! One slot per hash: a flow whose hash collides takes the slot over.
 //! Per CPU: no locks and no torn slots, and with RSS a flow's packets stay
@@ -121,7 +122,10 @@ pub fn lookup<P: Packet>(
 ) -> Option<CachedFlow> {
     // A SYN opens a flow the cache cannot hold yet: no need to read a slot
     // (a cache miss of its own) to find that out.
-    if flow.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0 || route::may_be_too_big(pkt, flow) {
+    if flow.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
+        || flow.ttl <= 1
+        || route::may_be_too_big(pkt, flow)
+    {
         return None;
     }
     let slot = FLOW_CACHE.get_ptr(flow_cache::slot(key))?;

@@ -106,21 +106,26 @@ fn flow_backend(entry: &svc_common::Flow, protocol: u8) -> Option<svc_common::Ba
     (current.addr_be == stored.addr_be && current.port_be == stored.port_be).then_some(stored)
 }
 
-/// Path MTU discovery across the translation. A packet its sender forbade
-/// fragmenting that does not fit the route to its translated destination
-/// (from `saddr`, to `daddr`) is answered here with ICMP fragmentation
-/// needed, quoting it untranslated: the stack would answer about the
-/// translated packet, which the sender cannot match to its socket. `route`
-/// is the program's own route for it, if it has one; else the route the
-/// stack will take is looked up (for big packets only).
+/// ICMP errors across the translation. A packet whose TTL runs out here
+/// (traceroute), or that its sender forbade fragmenting and does not fit
+/// the route to its translated destination (path MTU discovery; from
+/// `saddr`, to `daddr`), is answered here with ICMP time exceeded or
+/// fragmentation needed, quoting it untranslated: the stack would answer
+/// about the translated packet, which the sender cannot match to its
+/// socket. `route` is the program's own route for it, if it has one; else
+/// the route the stack will take is looked up (for those packets only).
 #[inline(always)]
-fn answer_if_too_big<P: Packet>(
+fn answer_if_undeliverable<P: Packet>(
     pkt: &P,
     flow: &Ipv4Flow,
     route: Option<&Route>,
     saddr_be: u32,
     daddr_be: u32,
 ) -> Result<Option<Action>, DropReason> {
+    if route::expires(pkt, flow, route, saddr_be, daddr_be) {
+        reject::time_exceeded(pkt, flow)?;
+        return Ok(Some(Action::bounce(DropReason::TimeExceeded)));
+    }
     let mtu = match route {
         Some(Route::TooBig { mtu }) => *mtu,
         Some(_) => return Ok(None),
@@ -173,7 +178,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 None
             };
             if let Some(answer) =
-                answer_if_too_big(pkt, &flow, route.as_ref(), frontend.addr_be, daddr_be)?
+                answer_if_undeliverable(pkt, &flow, route.as_ref(), frontend.addr_be, daddr_be)?
             {
                 return Ok(answer);
             }
@@ -216,7 +221,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 flow.saddr_be
             };
             if let Some(answer) =
-                answer_if_too_big(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
+                answer_if_undeliverable(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
             {
                 return Ok(answer);
             }
@@ -293,7 +298,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             let saddr_be = snat.as_ref().map_or(flow.saddr_be, |s| s.addr_be);
             // Before any state is made for it.
             if let Some(answer) =
-                answer_if_too_big(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
+                answer_if_undeliverable(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
             {
                 return Ok(answer);
             }

@@ -152,6 +152,9 @@ pub struct Ipv4Flow {
     /// The sender set Don't Fragment: too big for a route, the packet is
     /// answered with ICMP fragmentation needed (path MTU discovery).
     pub dont_fragment: bool,
+    /// Time to live as it arrived: at 1 or less, a packet the node would
+    /// forward is answered with ICMP time exceeded.
+    pub ttl: u8,
 }
 
 impl Ipv4Flow {
@@ -179,7 +182,7 @@ struct Ipv4Header {
     tot_len_be: u16,
     _id: u16,
     frag_off_be: u16,
-    _ttl: u8,
+    ttl: u8,
     proto: u8,
     _check: u16,
     saddr_be: u32,
@@ -269,6 +272,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
         tcp_flags,
         l4_hlen,
         dont_fragment: frag_off & IP_DF != 0,
+        ttl: ip.ttl,
     }))
 }
 

@@ -16,6 +16,8 @@ const TTL: u8 = 64;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_EXC_TTL: u8 = 0;
 const IPPROTO_ICMP: u8 = 1;
 
 /// An IPv4 header from the frontend back to the client, checksum filled in.
@@ -127,7 +129,7 @@ pub fn udp_unreachable<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropRe
         // enough to be dropped instead (and counted).
         return Err(DropReason::NoBackendDrop);
     }
-    unreachable(pkt, flow, ICMP_PORT_UNREACH, 0)
+    icmp_error(pkt, flow, (ICMP_DEST_UNREACH, ICMP_PORT_UNREACH), [0; 4])
 }
 
 /// Rewrites a packet too big for its route into the ICMP fragmentation
@@ -144,27 +146,44 @@ pub fn fragmentation_needed<P: Packet>(
         // With IP options: dropped unanswered (and counted).
         return Err(DropReason::FragmentationNeeded);
     }
-    unreachable(pkt, flow, ICMP_FRAG_NEEDED, mtu)
+    let mtu = mtu.to_be_bytes();
+    icmp_error(
+        pkt,
+        flow,
+        (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED),
+        [0, 0, mtu[0], mtu[1]],
+    )
 }
 
-/// An ICMP destination unreachable with `code` (RFC 792), from the address
-/// the packet was sent to: its IP header and first 8 bytes of L4 quoted,
-/// `next_hop_mtu` in bytes 6-7 (zero but for fragmentation needed). The
-/// packet has no IP options (the callers check).
+/// Rewrites a packet whose TTL runs out here into the ICMP time exceeded
+/// that answers it (RFC 792), quoting it as its sender sent it: what a
+/// router answers, and what traceroute counts hops by.
 #[inline(always)]
-fn unreachable<P: Packet>(
+pub fn time_exceeded<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> {
+    if flow.l4_off != IP_OFF + 20 {
+        // With IP options: dropped unanswered (and counted).
+        return Err(DropReason::TimeExceeded);
+    }
+    icmp_error(pkt, flow, (ICMP_TIME_EXCEEDED, ICMP_EXC_TTL), [0; 4])
+}
+
+/// An ICMP error of `(type, code)` (RFC 792), from the address the packet
+/// was sent to: its IP header and first 8 bytes of L4 quoted, `rest` in
+/// bytes 4-7 of the ICMP header (the next hop's MTU for fragmentation
+/// needed, else zero). The packet has no IP options (the callers check).
+#[inline(always)]
+fn icmp_error<P: Packet>(
     pkt: &P,
     flow: &Ipv4Flow,
-    code: u8,
-    next_hop_mtu: u16,
+    (kind, code): (u8, u8),
+    rest: [u8; 4],
 ) -> Result<(), DropReason> {
     let dst_mac: [u8; 6] = pkt.read(0)?;
     let src_mac: [u8; 6] = pkt.read(6)?;
     let original: [u8; 28] = pkt.read(IP_OFF)?;
 
     let ip = ip_header(flow, 20 + 8 + 28, IPPROTO_ICMP);
-    let mtu = next_hop_mtu.to_be_bytes();
-    let mut icmp: [u8; 8] = [ICMP_DEST_UNREACH, code, 0, 0, 0, 0, mtu[0], mtu[1]];
+    let mut icmp: [u8; 8] = [kind, code, 0, 0, rest[0], rest[1], rest[2], rest[3]];
     let sum = csum::finish(csum::add_words(&original, csum::add_words(&icmp, 0)));
     icmp[2] = sum[0];
     icmp[3] = sum[1];

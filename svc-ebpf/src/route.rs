@@ -83,6 +83,31 @@ pub fn too_big<P: Packet>(pkt: &P, flow: &Ipv4Flow, saddr_be: u32, daddr_be: u32
     }
 }
 
+/// Whether the packet's TTL runs out here: it arrived with 1 or less and
+/// this node forwards it (translated, from `saddr` to `daddr`), by the
+/// program's `route` or, without one, by the stack's, looked up for such
+/// packets only. A packet for this node itself does not expire.
+#[inline(always)]
+pub fn expires<P: Packet>(
+    pkt: &P,
+    flow: &Ipv4Flow,
+    route: Option<&Route>,
+    saddr_be: u32,
+    daddr_be: u32,
+) -> bool {
+    if flow.ttl > 1 {
+        return false;
+    }
+    match route {
+        Some(Route::Stack) => false,
+        Some(_) => true,
+        None => !matches!(
+            lookup(pkt, saddr_be, daddr_be, flow.proto, wire_len(pkt, flow)),
+            Route::Stack
+        ),
+    }
+}
+
 /// Whether [`too_big`] has a route to look up for this packet: it forbids
 /// fragmenting and is bigger than every link.
 #[inline(always)]
@@ -172,7 +197,8 @@ fn lookup<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8, ip_len
 
 /// Sends the (already translated) packet along `route`: Ethernet header
 /// rewritten and the TTL decremented, as a router must. A TTL about to
-/// expire goes to the stack, which answers with time exceeded.
+/// expire goes to the stack (a flow's packet is answered before it gets
+/// here, see flow.rs; what remains are ICMP errors being translated).
 #[inline(always)]
 pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, DropReason> {
     let [ttl, _protocol]: [u8; 2] = pkt.read(IP_OFF + 8)?;

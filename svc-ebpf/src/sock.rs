@@ -73,6 +73,8 @@ pub fn try_translate(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
         tcp_flags: 0,
         l4_hlen: 0,
         dont_fragment: false,
+        // No packet yet: the socket's own TTL applies later.
+        ttl: 0,
     };
     match lb::select(&flow)? {
         Selection::NotAFrontend => Ok(Verdict::Allow),

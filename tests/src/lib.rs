@@ -27,6 +27,7 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
 pub const XDP_TX: u32 = 3;
+pub const XDP_REDIRECT: u32 = 4;
 
 pub const POD_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
 pub const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
@@ -95,20 +96,36 @@ pub fn run_tc(program: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
     run_once(frame, None, |opts| program.test_run(opts))
 }
 
+/// struct __sk_buff (include/uapi/linux/bpf.h) up to gso_size; test runs
+/// may set only some of its fields, these among them.
+const SKB_INGRESS_IFINDEX: usize = 36;
+const SKB_GSO_SEGS: usize = 164;
+const SKB_GSO_SIZE: usize = 176;
+
+/// An __sk_buff for a packet that came in on interface 1: the loopback of
+/// the calling thread's namespace, where the program's route lookups then
+/// happen.
+fn skb_from_loopback() -> [u8; SKB_GSO_SIZE + 4] {
+    let mut ctx = [0u8; SKB_GSO_SIZE + 4];
+    ctx[SKB_INGRESS_IFINDEX..SKB_INGRESS_IFINDEX + 4].copy_from_slice(&1u32.to_ne_bytes());
+    ctx
+}
+
+/// Runs the TC program once on `frame` as if it came in on the loopback
+/// of the calling thread's namespace (see [`skb_from_loopback`]).
+pub fn run_tc_in_namespace(program: &SchedClassifier, frame: &[u8]) -> (u32, Vec<u8>) {
+    run_once(frame, Some(&skb_from_loopback()), |opts| {
+        program.test_run(opts)
+    })
+}
+
 /// Runs the TC program once on `frame` as a GSO packet of `gso_size`-byte
-/// segments that came in on interface 1 (the loopback of the calling
-/// thread's namespace, where route lookups then happen).
+/// segments that came in on the loopback (see [`skb_from_loopback`]).
 pub fn run_tc_gso(program: &SchedClassifier, frame: &[u8], gso_size: u32) -> (u32, Vec<u8>) {
-    // struct __sk_buff (include/uapi/linux/bpf.h) up to gso_size; test runs
-    // may set only some of its fields, these among them.
-    const INGRESS_IFINDEX: usize = 36;
-    const GSO_SEGS: usize = 164;
-    const GSO_SIZE: usize = 176;
-    let mut ctx = [0u8; GSO_SIZE + 4];
-    ctx[INGRESS_IFINDEX..INGRESS_IFINDEX + 4].copy_from_slice(&1u32.to_ne_bytes());
+    let mut ctx = skb_from_loopback();
     let segments = (frame.len() as u32).div_ceil(gso_size);
-    ctx[GSO_SEGS..GSO_SEGS + 4].copy_from_slice(&segments.to_ne_bytes());
-    ctx[GSO_SIZE..GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
+    ctx[SKB_GSO_SEGS..SKB_GSO_SEGS + 4].copy_from_slice(&segments.to_ne_bytes());
+    ctx[SKB_GSO_SIZE..SKB_GSO_SIZE + 4].copy_from_slice(&gso_size.to_ne_bytes());
     run_once(frame, Some(&ctx), |opts| program.test_run(opts))
 }
 
@@ -422,6 +439,19 @@ pub fn dont_fragment(mut frame: Vec<u8>) -> Vec<u8> {
 pub fn fragmentation_needed_answer(frame: &[u8], mtu: u16) -> Vec<u8> {
     let mtu = mtu.to_be_bytes();
     icmp_answer_to(frame, (3, 4), [0, 0, mtu[0], mtu[1]])
+}
+
+/// `frame` with its TTL set to `ttl`, checksums recomputed.
+pub fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
+    frame[offsets::IP + 8] = ttl;
+    fix_checksums(&mut frame);
+    frame
+}
+
+/// The ICMP time exceeded (TTL) svc-lb answers `frame` with (see
+/// [`icmp_answer_to`]).
+pub fn time_exceeded_answer(frame: &[u8]) -> Vec<u8> {
+    icmp_answer_to(frame, (11, 0), [0; 4])
 }
 
 /// Whether the ICMP message of a frame has a valid checksum.

@@ -157,6 +157,26 @@ fn a_reset_takes_the_conntrack_path() {
 }
 
 #[test]
+fn a_packet_at_its_last_hop_takes_the_conntrack_path() {
+    let mut pinned = Pinned::load(&[web()]);
+    let syn = tcp_frame((POD, 40003), (CLUSTER_IP, 80), 1, SYN, b"");
+    pinned.pod(&syn);
+    pinned.forget_flows_behind_its_back();
+    // TTL 1: the conntrack path decides whether it is answered with time
+    // exceeded (here no route forwards it, so it is translated and passed).
+    let last_hop = with_ttl(tcp_frame((POD, 40003), (CLUSTER_IP, 80), 2, ACK, b""), 1);
+    assert_eq!(
+        pinned.pod(&last_hop),
+        rewritten(&last_hop, true, BACKEND, 8080)
+    );
+    assert_eq!(
+        pinned.flows(),
+        2,
+        "a packet that may need an ICMP answer must not be served from the cache"
+    );
+}
+
+#[test]
 fn replies_are_reverse_translated_from_the_cache() {
     let mut pinned = Pinned::load(&[web()]);
     let syn = tcp_frame((POD, 40002), (CLUSTER_IP, 80), 1, SYN, b"");

@@ -382,6 +382,28 @@ fn narrow_route_namespace(name: &str) -> svc_lab::netns::Netns {
     ns
 }
 
+/// UDP NodePort 30053 in front of a pod on another node.
+fn remote_dns() -> Frontend {
+    frontend(
+        FrontendKind::NodePort,
+        "dns",
+        (NODE, 30053),
+        Protocol::UDP,
+        &[ready(REMOTE_POD, 5353, false)],
+    )
+}
+
+/// TCP ClusterIP:80 in front of a pod on another node.
+fn remote_web() -> Frontend {
+    frontend(
+        FrontendKind::ClusterIP,
+        "web",
+        (CLUSTER_IP, 80),
+        Protocol::TCP,
+        &[ready(REMOTE_POD, 8080, false)],
+    )
+}
+
 /// Path MTU discovery: a datagram that may not be fragmented and does not
 /// fit the route to its (SNATed) backend is answered with ICMP
 /// fragmentation needed and the route's MTU, from the NodePort, quoting the
@@ -389,13 +411,7 @@ fn narrow_route_namespace(name: &str) -> svc_lab::netns::Netns {
 #[test]
 fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
     let ns = narrow_route_namespace("pmtu");
-    let dns = frontend(
-        FrontendKind::NodePort,
-        "dns",
-        (NODE, 30053),
-        Protocol::UDP,
-        &[ready(REMOTE_POD, 5353, false)],
-    );
+    let dns = remote_dns();
     let datagram = |payload: usize| {
         dont_fragment(udp_frame(
             (CLIENT, 40000),
@@ -432,13 +448,7 @@ fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
 #[test]
 fn gso_packets_are_checked_against_the_path_mtu_by_segment() {
     let ns = narrow_route_namespace("gso");
-    let web = frontend(
-        FrontendKind::ClusterIP,
-        "web",
-        (CLUSTER_IP, 80),
-        Protocol::TCP,
-        &[ready(REMOTE_POD, 8080, false)],
-    );
+    let web = remote_web();
     // 2 000 bytes of IP packet, Don't Fragment: bigger than the MTU whole.
     let frame = dont_fragment(tcp_frame(
         (LOCAL_POD, 40000),
@@ -463,4 +473,66 @@ fn gso_packets_are_checked_against_the_path_mtu_by_segment() {
     assert_eq!(fits.1, rewritten(&frame, true, REMOTE_POD, 8080));
     assert_eq!(too_big.0, TC_ACT_REDIRECT, "bounced to the pod");
     assert_eq!(too_big.1, fragmentation_needed_answer(&frame, 1400));
+}
+
+/// Traceroute through a Service: a packet arriving with TTL 1 that the
+/// node would forward after translating it is answered with ICMP time
+/// exceeded from the address it was sent to, quoting it as its sender sent
+/// it, whether the program routes it (a NodePort to another node's pod,
+/// XDP) or the stack would (a pod to a ClusterIP, TC). With TTL 2 it goes.
+#[test]
+fn an_expiring_ttl_is_answered_with_time_exceeded() {
+    let ns = narrow_route_namespace("ttl");
+    // The next hop resolved, so XDP routes the NodePort's packets itself.
+    ns.ip(&[
+        "neigh",
+        "add",
+        "198.18.3.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+    let dns = remote_dns();
+    let web = remote_web();
+    let query = |ttl| with_ttl(udp_frame((CLIENT, 40000), (NODE, 30053), b"query"), ttl);
+    let syn = with_ttl(
+        tcp_frame((LOCAL_POD, 40000), (CLUSTER_IP, 80), 1, SYN, b""),
+        1,
+    );
+    let (expiring, lasting, from_pod) = (query(1), query(2), syn.clone());
+    let (world_expiring, world_lasting, pod_expiring, time_exceeded, flows) = ns
+        .in_thread(move || {
+            let mut datapath = load_with(&[dns, web]);
+            let world_expiring = world(&mut datapath, &expiring);
+            let flows = datapath.tables().flows().unwrap().len();
+            let world_lasting = world(&mut datapath, &lasting);
+            let pod_expiring = run_tc_in_namespace(datapath.from_pod_program().unwrap(), &from_pod);
+            let time_exceeded = drops(&mut datapath, "time_exceeded");
+            (
+                world_expiring,
+                world_lasting,
+                pod_expiring,
+                time_exceeded,
+                flows,
+            )
+        })
+        .unwrap();
+
+    assert_eq!(world_expiring, (XDP_TX, time_exceeded_answer(&query(1))));
+    assert!(icmp_checksum_ok(&world_expiring.1));
+    assert_eq!(flows, 0, "answered before any state is made");
+    let (verdict, out) = world_lasting;
+    assert_eq!(verdict, XDP_REDIRECT, "routed by the program");
+    assert_eq!(out[offsets::IP + 8], 1, "TTL decremented");
+    assert_eq!(
+        endpoints(&out).1,
+        (REMOTE_POD, 5353),
+        "the lasting packet is translated"
+    );
+    assert_eq!(pod_expiring, (TC_ACT_REDIRECT, time_exceeded_answer(&syn)));
+    assert_eq!(time_exceeded, 2);
 }
