@@ -124,12 +124,8 @@ pub fn tcp_reset<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> 
 /// client's stack finds the socket.
 #[inline(always)]
 pub fn udp_unreachable<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> {
-    if flow.l4_off != IP_OFF + 20 {
-        // IP options would have to ride along too; such datagrams are rare
-        // enough to be dropped instead (and counted).
-        return Err(DropReason::NoBackendDrop);
-    }
-    icmp_error(pkt, flow, (ICMP_DEST_UNREACH, ICMP_PORT_UNREACH), [0; 4])
+    let answer = (ICMP_DEST_UNREACH, ICMP_PORT_UNREACH);
+    icmp_error(pkt, flow, answer, [0; 4], DropReason::NoBackendDrop)
 }
 
 /// Rewrites a packet too big for its route into the ICMP fragmentation
@@ -142,16 +138,14 @@ pub fn fragmentation_needed<P: Packet>(
     flow: &Ipv4Flow,
     mtu: u16,
 ) -> Result<(), DropReason> {
-    if flow.l4_off != IP_OFF + 20 {
-        // With IP options: dropped unanswered (and counted).
-        return Err(DropReason::FragmentationNeeded);
-    }
+    let answer = (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED);
     let mtu = mtu.to_be_bytes();
     icmp_error(
         pkt,
         flow,
-        (ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED),
+        answer,
         [0, 0, mtu[0], mtu[1]],
+        DropReason::FragmentationNeeded,
     )
 }
 
@@ -160,24 +154,27 @@ pub fn fragmentation_needed<P: Packet>(
 /// router answers, and what traceroute counts hops by.
 #[inline(always)]
 pub fn time_exceeded<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> {
-    if flow.l4_off != IP_OFF + 20 {
-        // With IP options: dropped unanswered (and counted).
-        return Err(DropReason::TimeExceeded);
-    }
-    icmp_error(pkt, flow, (ICMP_TIME_EXCEEDED, ICMP_EXC_TTL), [0; 4])
+    let answer = (ICMP_TIME_EXCEEDED, ICMP_EXC_TTL);
+    icmp_error(pkt, flow, answer, [0; 4], DropReason::TimeExceeded)
 }
 
 /// An ICMP error of `(type, code)` (RFC 792), from the address the packet
 /// was sent to: its IP header and first 8 bytes of L4 quoted, `rest` in
 /// bytes 4-7 of the ICMP header (the next hop's MTU for fragmentation
-/// needed, else zero). The packet has no IP options (the callers check).
+/// needed, else zero). A packet with IP options, which would have to ride
+/// along too, is rare enough to be dropped instead, counted as
+/// `unanswered`.
 #[inline(always)]
 fn icmp_error<P: Packet>(
     pkt: &P,
     flow: &Ipv4Flow,
     (kind, code): (u8, u8),
     rest: [u8; 4],
+    unanswered: DropReason,
 ) -> Result<(), DropReason> {
+    if flow.l4_off != IP_OFF + 20 {
+        return Err(unanswered);
+    }
     let dst_mac: [u8; 6] = pkt.read(0)?;
     let src_mac: [u8; 6] = pkt.read(6)?;
     let original: [u8; 28] = pkt.read(IP_OFF)?;
