@@ -148,16 +148,11 @@ pub fn fill(flow: &Ipv4Flow, key: &[u64; 2], generation: u64, decision: &Decisio
         Some(id) => (id, COUNTED),
         None => (0, 0),
     };
-    let address = |old: u32, new: u32| csum::change(old.to_ne_bytes(), new.to_ne_bytes(), 4);
-    let port = |old: u16, new: u16| {
-        let (old, new) = (old.to_ne_bytes(), new.to_ne_bytes());
-        csum::change([old[0], old[1], 0, 0], [new[0], new[1], 0, 0], 2)
-    };
-    let l3_csum_change =
-        address(flow.saddr_be, decision.saddr_be) + address(flow.daddr_be, decision.daddr_be);
+    let l3_csum_change = csum::address_change(flow.saddr_be, decision.saddr_be)
+        + csum::address_change(flow.daddr_be, decision.daddr_be);
     let l4_csum_change = l3_csum_change
-        + port(flow.sport_be, decision.sport_be)
-        + port(flow.dport_be, decision.dport_be);
+        + csum::port_change(flow.sport_be, decision.sport_be)
+        + csum::port_change(flow.dport_be, decision.dport_be);
     // SAFETY: per-CPU slot, only this CPU writes it, and not while we run.
     unsafe {
         *slot = CachedFlow {

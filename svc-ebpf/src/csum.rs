@@ -48,6 +48,19 @@ pub fn change(old: [u8; 4], new: [u8; 4], size: u8) -> u32 {
     acc
 }
 
+/// [`change`] of an IPv4 address, both as read from the packet.
+#[inline(always)]
+pub fn address_change(old_be: u32, new_be: u32) -> u32 {
+    change(old_be.to_ne_bytes(), new_be.to_ne_bytes(), 4)
+}
+
+/// [`change`] of a TCP/UDP port, both as read from the packet.
+#[inline(always)]
+pub fn port_change(old_be: u16, new_be: u16) -> u32 {
+    let (old, new) = (old_be.to_ne_bytes(), new_be.to_ne_bytes());
+    change([old[0], old[1], 0, 0], [new[0], new[1], 0, 0], 2)
+}
+
 /// The checksum (as stored, big-endian bytes) after the covered bytes
 /// changed by `change` (the sum of [`change`]s).
 #[inline(always)]

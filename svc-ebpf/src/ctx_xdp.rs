@@ -162,12 +162,8 @@ impl Packet for XdpContext {
         udp: bool,
     ) -> Result<(), DropReason> {
         // One read-modify-write of the checksum for both fields.
-        let change = csum::change(old_addr_be.to_ne_bytes(), new_addr_be.to_ne_bytes(), 4)
-            + csum::change(
-                field_bytes(u32::from(old_port_be), 2),
-                field_bytes(u32::from(new_port_be), 2),
-                2,
-            );
+        let change = csum::address_change(old_addr_be, new_addr_be)
+            + csum::port_change(old_port_be, new_port_be);
         update_l4(self, csum_off, change, udp)
     }
 
