@@ -94,80 +94,82 @@ fn jiffies() -> u64 {
     unsafe { bpf_jiffies64() }
 }
 
-/// The cache key of a packet's direction, arriving from `origin`.
-#[inline(always)]
-pub fn key_of(flow: &Ipv4Flow, origin: Origin) -> [u64; 2] {
-    flow_cache::key(
-        (flow.saddr_be, flow.daddr_be),
-        (flow.sport_be, flow.dport_be),
-        flow.proto,
-        origin == Origin::World,
-    )
-}
-
-/// The tables' generation. Read before the slow path reads the tables, and
-/// stamped on the slot it fills: a change made meanwhile retires the slot.
-#[inline(always)]
-pub fn generation() -> u64 {
-    TABLES_GEN_V1.get(0).map_or(0, |g| g.generation)
-}
-
-/// The cached decision for this packet, when one holds (see the module docs).
-#[inline(always)]
-pub fn lookup<P: Packet>(
-    pkt: &P,
-    key: &[u64; 2],
-    flow: &Ipv4Flow,
+/// A packet's way into the cache: its direction's key, and the tables'
+/// generation, read before the slow path reads the tables and stamped on
+/// the slot it fills, so a change made meanwhile retires the slot.
+pub struct Probe {
+    key: [u64; 2],
     generation: u64,
-) -> Option<CachedFlow> {
-    // A SYN opens a flow the cache cannot hold yet: no need to read a slot
-    // (a cache miss of its own) to find that out.
-    if flow.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
-        || flow.ttl <= 1
-        || route::may_be_too_big(pkt, flow)
-    {
-        return None;
-    }
-    let slot = FLOW_CACHE.get_ptr(flow_cache::slot(key))?;
-    // SAFETY: per-CPU slot, only this CPU writes it, and not while we run.
-    let cached = unsafe { &*slot };
-    let usable = cached.key == *key
-        && cached.generation == generation
-        && jiffies() < cached.valid_until_jiffy;
-    usable.then_some(*cached)
 }
 
-/// Caches `decision` for packets like `flow` (with `key`), made from the
-/// tables of `generation`.
-#[inline(always)]
-pub fn fill(flow: &Ipv4Flow, key: &[u64; 2], generation: u64, decision: &Decision) {
-    let Some(slot) = FLOW_CACHE.get_ptr_mut(flow_cache::slot(key)) else {
-        return;
-    };
-    let (rev_nat_id, counted) = match decision.counted {
-        Some(id) => (id, COUNTED),
-        None => (0, 0),
-    };
-    let l3_csum_change = csum::address_change(flow.saddr_be, decision.saddr_be)
-        + csum::address_change(flow.daddr_be, decision.daddr_be);
-    let l4_csum_change = l3_csum_change
-        + csum::port_change(flow.sport_be, decision.sport_be)
-        + csum::port_change(flow.dport_be, decision.dport_be);
-    // SAFETY: per-CPU slot, only this CPU writes it, and not while we run.
-    unsafe {
-        *slot = CachedFlow {
-            key: *key,
-            valid_until_jiffy: jiffies() + SLOT_TICKS,
-            generation,
-            saddr_be: decision.saddr_be,
-            daddr_be: decision.daddr_be,
-            sport_be: decision.sport_be,
-            dport_be: decision.dport_be,
-            rev_nat_id,
-            flags: counted,
-            l3_csum_change,
-            l4_csum_change,
-            _pad: 0,
+impl Probe {
+    /// For a packet like `flow` arriving from `origin`.
+    #[inline(always)]
+    pub fn new(flow: &Ipv4Flow, origin: Origin) -> Self {
+        Self {
+            key: flow_cache::key(
+                (flow.saddr_be, flow.daddr_be),
+                (flow.sport_be, flow.dport_be),
+                flow.proto,
+                origin == Origin::World,
+            ),
+            generation: TABLES_GEN_V1.get(0).map_or(0, |g| g.generation),
+        }
+    }
+
+    /// The cached decision for this packet, when one holds (see the module
+    /// docs).
+    #[inline(always)]
+    pub fn lookup<P: Packet>(&self, pkt: &P, flow: &Ipv4Flow) -> Option<CachedFlow> {
+        // Packets that change the flow's state or may need an ICMP answer
+        // are checked for first: a SYN, say, need not read a slot (a cache
+        // miss of its own) to find the flow is not there.
+        if flow.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
+            || flow.ttl <= 1
+            || route::may_be_too_big(pkt, flow)
+        {
+            return None;
+        }
+        let slot = FLOW_CACHE.get_ptr(flow_cache::slot(&self.key))?;
+        // SAFETY: per-CPU slot, only this CPU writes it, and not while we run.
+        let cached = unsafe { &*slot };
+        let usable = cached.key == self.key
+            && cached.generation == self.generation
+            && jiffies() < cached.valid_until_jiffy;
+        usable.then_some(*cached)
+    }
+
+    /// Caches `decision` for the packets like `flow` that follow.
+    #[inline(always)]
+    pub fn fill(&self, flow: &Ipv4Flow, decision: &Decision) {
+        let Some(slot) = FLOW_CACHE.get_ptr_mut(flow_cache::slot(&self.key)) else {
+            return;
         };
+        let (rev_nat_id, counted) = match decision.counted {
+            Some(id) => (id, COUNTED),
+            None => (0, 0),
+        };
+        let l3_csum_change = csum::address_change(flow.saddr_be, decision.saddr_be)
+            + csum::address_change(flow.daddr_be, decision.daddr_be);
+        let l4_csum_change = l3_csum_change
+            + csum::port_change(flow.sport_be, decision.sport_be)
+            + csum::port_change(flow.dport_be, decision.dport_be);
+        // SAFETY: per-CPU slot, only this CPU writes it, and not while we run.
+        unsafe {
+            *slot = CachedFlow {
+                key: self.key,
+                valid_until_jiffy: jiffies() + SLOT_TICKS,
+                generation: self.generation,
+                saddr_be: decision.saddr_be,
+                daddr_be: decision.daddr_be,
+                sport_be: decision.sport_be,
+                dport_be: decision.dport_be,
+                rev_nat_id,
+                flags: counted,
+                l3_csum_change,
+                l4_csum_change,
+                _pad: 0,
+            };
+        }
     }
 }

@@ -3,7 +3,7 @@
 use svc_common::{DropReason, NodeConfig, backend_flags, flow_flags, proto, rev_nat_flags};
 
 use crate::{
-    cache::{self, Decision},
+    cache::{self, Decision, Probe},
     ct::{self, Snat},
     icmp,
     lb::{self, Selection},
@@ -138,6 +138,32 @@ fn answer_if_undeliverable<P: Packet>(
     Ok(Some(Action::bounce(DropReason::FragmentationNeeded)))
 }
 
+/// How every translation ends: the packet counted for its frontend (when
+/// `decision` says so), rewritten as `decision` says, and sent along the
+/// program's `route`; one handed to the stack instead leaves `decision` in
+/// the flow cache for the flow's next packets.
+#[inline(always)]
+fn rewrite_and_send<P: Packet>(
+    pkt: &P,
+    flow: &Ipv4Flow,
+    probe: &Probe,
+    decision: &Decision,
+    route: Option<Route>,
+) -> Result<Action, DropReason> {
+    if let Some(rev_nat_id) = decision.counted {
+        stats::count_frontend(rev_nat_id, u32::from(flow.ip_len));
+    }
+    if route.is_none() {
+        probe.fill(flow, decision);
+    }
+    nat::rewrite_destination(pkt, flow, decision.daddr_be, decision.dport_be)?;
+    nat::rewrite_source(pkt, flow, decision.saddr_be, decision.sport_be)?;
+    match route {
+        Some(route) => route::send(pkt, route, flow.proto),
+        None => Ok(Action::PASS),
+    }
+}
+
 #[inline(always)]
 pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason> {
     let flow = match packet::parse(pkt)? {
@@ -148,9 +174,8 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
 
     // A flow the cache holds (see cache.rs) skips conntrack; a flow
     // handed to the stack below is cached for the packets after this one.
-    let key = cache::key_of(&flow, origin);
-    let generation = cache::generation();
-    if let Some(hit) = cache::lookup(pkt, &key, &flow, generation) {
+    let probe = Probe::new(&flow, origin);
+    if let Some(hit) = probe.lookup(pkt, &flow) {
         if hit.flags & cache::COUNTED != 0 {
             stats::count_frontend(hit.rev_nat_id, u32::from(flow.ip_len));
         }
@@ -163,11 +188,10 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             // A frontend removed under a live flow leaves nothing to
             // translate back to; the client would reset the reply anyway.
             let frontend = lb::rev_nat(entry.rev_nat_id).ok_or(DropReason::SlotMissing)?;
-            let snat = entry.flags & flow_flags::SNAT != 0;
-            let daddr_be = if snat {
-                entry.nat_addr_be
+            let (daddr_be, dport_be) = if entry.flags & flow_flags::SNAT != 0 {
+                (entry.nat_addr_be, entry.nat_port_be)
             } else {
-                flow.daddr_be
+                (flow.daddr_be, flow.dport_be)
             };
             let route = if frontend.flags & rev_nat_flags::LOCAL_ADDRESS != 0 {
                 let Some(route) = route::plan(pkt, frontend.addr_be, daddr_be, &flow) else {
@@ -182,27 +206,14 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             {
                 return Ok(answer);
             }
-            let (daddr_be, dport_be) = if snat {
-                (entry.nat_addr_be, entry.nat_port_be)
-            } else {
-                (flow.daddr_be, flow.dport_be)
+            let decision = Decision {
+                saddr_be: frontend.addr_be,
+                daddr_be,
+                sport_be: frontend.port_be,
+                dport_be,
+                counted: None,
             };
-            if route.is_none() {
-                let decision = Decision {
-                    saddr_be: frontend.addr_be,
-                    daddr_be,
-                    sport_be: frontend.port_be,
-                    dport_be,
-                    counted: None,
-                };
-                cache::fill(&flow, &key, generation, &decision);
-            }
-            nat::rewrite_destination(pkt, &flow, daddr_be, dport_be)?;
-            nat::rewrite_source(pkt, &flow, frontend.addr_be, frontend.port_be)?;
-            return match route {
-                Some(route) => route::send(pkt, route, flow.proto),
-                None => Ok(Action::PASS),
-            };
+            return rewrite_and_send(pkt, &flow, &probe, &decision, route);
         }
         if let Some(backend) = flow_backend(&entry, flow.proto) {
             let snat = entry.flags & flow_flags::SNAT != 0;
@@ -215,38 +226,24 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             } else {
                 None
             };
-            let saddr_be = if snat {
-                entry.nat_addr_be
+            let (saddr_be, sport_be) = if snat {
+                (entry.nat_addr_be, entry.nat_port_be)
             } else {
-                flow.saddr_be
+                (flow.saddr_be, flow.sport_be)
             };
             if let Some(answer) =
                 answer_if_undeliverable(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
             {
                 return Ok(answer);
             }
-            stats::count_frontend(entry.rev_nat_id, u32::from(flow.ip_len));
-            let sport_be = if snat {
-                entry.nat_port_be
-            } else {
-                flow.sport_be
+            let decision = Decision {
+                saddr_be,
+                daddr_be: backend.addr_be,
+                sport_be,
+                dport_be: backend.port_be,
+                counted: Some(entry.rev_nat_id),
             };
-            if route.is_none() {
-                let decision = Decision {
-                    saddr_be,
-                    daddr_be: backend.addr_be,
-                    sport_be,
-                    dport_be: backend.port_be,
-                    counted: Some(entry.rev_nat_id),
-                };
-                cache::fill(&flow, &key, generation, &decision);
-            }
-            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
-            nat::rewrite_source(pkt, &flow, saddr_be, sport_be)?;
-            return match route {
-                Some(route) => route::send(pkt, route, flow.proto),
-                None => Ok(Action::PASS),
-            };
+            return rewrite_and_send(pkt, &flow, &probe, &decision, route);
         }
         // The flow's backend is gone (UDP): choose again below, as a new flow.
     }
@@ -309,26 +306,17 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 selected.rev_nat_id,
                 snat,
             )?;
-            stats::count_frontend(selected.rev_nat_id, u32::from(flow.ip_len));
-            if route.is_none() {
-                let decision = Decision {
-                    saddr_be,
-                    daddr_be: backend.addr_be,
-                    sport_be: created.nat_port_be,
-                    dport_be: backend.port_be,
-                    counted: Some(selected.rev_nat_id),
-                };
-                cache::fill(&flow, &key, generation, &decision);
-            }
-            nat::rewrite_destination(pkt, &flow, backend.addr_be, backend.port_be)?;
-            nat::rewrite_source(pkt, &flow, saddr_be, created.nat_port_be)?;
+            let decision = Decision {
+                saddr_be,
+                daddr_be: backend.addr_be,
+                sport_be: created.nat_port_be,
+                dport_be: backend.port_be,
+                counted: Some(selected.rev_nat_id),
+            };
             // SNAT to the node's address leaves by the program's own route
             // (the stack would take that source for a martian); the hairpin
             // address is no local address, so those go through the stack.
-            match route {
-                Some(route) => route::send(pkt, route, flow.proto),
-                None => Ok(Action::PASS),
-            }
+            rewrite_and_send(pkt, &flow, &probe, &decision, route)
         }
     }
 }
