@@ -160,7 +160,7 @@ fn measure(frontends: u32, baseline: f64) -> Figures {
     let (a, b) = pair(frontends.max(2));
 
     let flows_before = datapath.tables().flows().unwrap().len();
-    let mut over_pass: Vec<f64> = (0..NEW_FLOWS)
+    let over_pass: Vec<f64> = (0..NEW_FLOWS)
         .map(|i| {
             let syn = tcp_frame((CLIENT, 10_000 + i), (a, PORT_A), 1, SYN, b"");
             let pass = mean_ns(datapath.xdp_pass_program().unwrap(), &syn, 1);
@@ -173,8 +173,7 @@ fn measure(frontends: u32, baseline: f64) -> Figures {
         2 * usize::from(NEW_FLOWS),
         "every new-flow run must create both directions of its flow"
     );
-    over_pass.sort_by(f64::total_cmp);
-    let new_flow = over_pass[over_pass.len() / 2] + baseline;
+    let new_flow = median(over_pass) + baseline;
 
     let cached = client_port(a, b, false);
     let colliding = client_port(a, b, true);
@@ -273,9 +272,12 @@ fn timed_hits(
 /// repeats): one run slowed down by the machine's other work does not
 /// move it.
 fn median_of_runs(mut timed: impl FnMut() -> f64) -> f64 {
-    let mut runs: Vec<f64> = (0..TIMED_RUNS).map(|_| timed()).collect();
-    runs.sort_by(f64::total_cmp);
-    runs[runs.len() / 2]
+    median((0..TIMED_RUNS).map(|_| timed()).collect())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn main() {

@@ -140,39 +140,39 @@ fn established_tcp_from_a_pod_is_rewritten_from_the_cache() {
     assert_eq!(pinned.flows(), 2, "a SYN is not served from the cache");
 }
 
-#[test]
-fn a_reset_takes_the_conntrack_path() {
+/// Opens a flow from `port` (its SYN fills the cache), removes its
+/// conntrack entries behind the programs' back and sends `packet` of that
+/// flow: translated all the same, but by the conntrack path, which makes
+/// the entries again (`why` says why it must not take the cache).
+fn assert_takes_the_conntrack_path(port: u16, packet: &[u8], why: &str) {
     let mut pinned = Pinned::load(&[web()]);
-    let syn = tcp_frame((POD, 40001), (CLUSTER_IP, 80), 1, SYN, b"");
+    let syn = tcp_frame((POD, port), (CLUSTER_IP, 80), 1, SYN, b"");
     pinned.pod(&syn);
     pinned.forget_flows_behind_its_back();
+    assert_eq!(pinned.pod(packet), rewritten(packet, true, BACKEND, 8080));
+    assert_eq!(pinned.flows(), 2, "{why}");
+}
+
+#[test]
+fn a_reset_takes_the_conntrack_path() {
     let flags = TcpFlags { rst: true, ..ACK };
     let rst = tcp_frame((POD, 40001), (CLUSTER_IP, 80), 2, flags, b"");
-    assert_eq!(pinned.pod(&rst), rewritten(&rst, true, BACKEND, 8080));
-    assert_eq!(
-        pinned.flows(),
-        2,
-        "a reset changes the flow's state: the cache must not take it"
+    assert_takes_the_conntrack_path(
+        40001,
+        &rst,
+        "a reset changes the flow's state: the cache must not take it",
     );
 }
 
 #[test]
 fn a_packet_at_its_last_hop_takes_the_conntrack_path() {
-    let mut pinned = Pinned::load(&[web()]);
-    let syn = tcp_frame((POD, 40003), (CLUSTER_IP, 80), 1, SYN, b"");
-    pinned.pod(&syn);
-    pinned.forget_flows_behind_its_back();
     // TTL 1: the conntrack path decides whether it is answered with time
     // exceeded (here no route forwards it, so it is translated and passed).
     let last_hop = with_ttl(tcp_frame((POD, 40003), (CLUSTER_IP, 80), 2, ACK, b""), 1);
-    assert_eq!(
-        pinned.pod(&last_hop),
-        rewritten(&last_hop, true, BACKEND, 8080)
-    );
-    assert_eq!(
-        pinned.flows(),
-        2,
-        "a packet that may need an ICMP answer must not be served from the cache"
+    assert_takes_the_conntrack_path(
+        40003,
+        &last_hop,
+        "a packet that may need an ICMP answer must not be served from the cache",
     );
 }
 
