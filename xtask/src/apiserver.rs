@@ -10,12 +10,17 @@
 //! 2. a private apt configuration (`Dir::Etc::sourcelist` with one deb-src
 //!    line, its own lists directory) so the system's sources stay as they
 //!    are, and `apt-get source --download-only kubernetes`;
-//! 3. `dpkg-source -x --skip-debianization`: the upstream tree;
+//! 3. `dpkg-source -x --skip-debianization`: the upstream tree, extracted
+//!    anew for every build (a tree an interrupted or failed build left
+//!    behind, with empty generated tools in `_output/bin`, is never reused);
 //! 4. vendor/github.com/modern-go/reflect2 replaced by Debian's copy (the
 //!    vendored one corrupts memory under Go 1.19);
 //! 5. `make WHAT=cmd/kube-apiserver` with GOPROXY=off, GOFLAGS=-mod=vendor,
-//!    under `nice` (about 4 minutes on 2 cores);
-//! 6. the binary copied to CACHE/kube-apiserver-VERSION.
+//!    under `nice` (about 4 minutes on 2 cores; Go's own build cache makes
+//!    a rebuild after an interruption quicker);
+//! 6. the binary copied to CACHE/kube-apiserver-VERSION (written under a
+//!    temporary name and renamed, so a half-copied binary is never found),
+//!    and the tree removed.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -29,12 +34,16 @@ use crate::run;
 /// Where the build and the binary live (not in the repository).
 pub const CACHE: &str = "/var/cache/svc-lb";
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
-const PACKAGES: [&str; 4] = [
+const PACKAGES: [&str; 6] = [
     "golang-go",
     "etcd-server",
     "golang-github-modern-go-reflect2-dev",
     // dpkg-source
     "dpkg-dev",
+    // Kubernetes' hack/lib copies the generated tools into _output/bin
+    // with rsync; without it they are left empty.
+    "rsync",
+    "make",
 ];
 
 /// The archive this machine's apt already uses for bookworm (from its
@@ -138,6 +147,9 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
         .filter(|package| !installed(package))
         .collect();
     if !missing.is_empty() {
+        // A machine that has never installed anything may have no package
+        // lists yet.
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
         run(Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-q", "--no-install-recommends"])
@@ -158,29 +170,60 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
         ]))?;
     }
     let tree = src.join(format!("kubernetes-{version}"));
-    if !tree.join("Makefile").is_file() {
-        let _ = fs::remove_dir_all(&tree);
-        run(Command::new("dpkg-source")
-            .current_dir(&src)
-            .args(["-x", "--skip-debianization"])
-            .arg(&dsc)
-            .arg(&tree))?;
+    let built = build_in_fresh_tree(&src, &dsc, &tree);
+    // Whatever happened, the tree is not kept: the next build starts from
+    // the source package again.
+    let _ = fs::remove_dir_all(&tree);
+    let built = built?;
+    let partial = cache.join(format!("kube-apiserver-{version}.partial"));
+    fs::copy(&built, &partial).with_context(|| format!("caching {}", binary.display()))?;
+    fs::rename(&partial, &binary).with_context(|| format!("caching {}", binary.display()))?;
+    let _ = fs::remove_file(&built);
+    println!("xtask apiserver: cached {}", binary.display());
+    Ok(binary)
+}
+
+/// Extracts the upstream tree (removing any earlier one), builds
+/// kube-apiserver in it and moves the binary out next to the tree.
+fn build_in_fresh_tree(src: &Path, dsc: &Path, tree: &Path) -> anyhow::Result<PathBuf> {
+    if tree.exists() {
+        fs::remove_dir_all(tree)
+            .with_context(|| format!("removing the earlier build tree {}", tree.display()))?;
+    }
+    let extracted = run(Command::new("dpkg-source")
+        .current_dir(src)
+        .args(["-x", "--skip-debianization"])
+        .arg(dsc)
+        .arg(tree));
+    if let Err(error) = extracted {
+        // A download cut short fails its checksums: fetch it again next time.
+        for entry in fs::read_dir(src)?.filter_map(Result::ok) {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("kubernetes_")
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        return Err(error.context("unpacking the kubernetes source package"));
     }
     let vendored = tree.join("vendor/github.com/modern-go/reflect2");
     let _ = fs::remove_dir_all(&vendored);
     run(Command::new("cp").args(["-r", REFLECT2]).arg(&vendored))?;
     run(Command::new("nice")
         .args(["-n", "10", "make", "WHAT=cmd/kube-apiserver"])
-        .current_dir(&tree)
+        .current_dir(tree)
         .env("GOPROXY", "off")
         .env("GOFLAGS", "-mod=vendor"))?;
     let built = tree.join("_output/bin/kube-apiserver");
-    if !built.is_file() {
-        bail!("make finished but {} is missing", built.display());
+    let size = fs::metadata(&built).map(|m| m.len()).unwrap_or(0);
+    if size == 0 {
+        bail!("make finished but {} is missing or empty", built.display());
     }
-    fs::copy(&built, &binary).with_context(|| format!("caching {}", binary.display()))?;
-    println!("xtask apiserver: cached {}", binary.display());
-    Ok(binary)
+    let out = src.join("kube-apiserver.built");
+    fs::rename(&built, &out).with_context(|| format!("moving {}", built.display()))?;
+    Ok(out)
 }
 
 /// The version of the kubernetes source package the private lists know.
