@@ -11,6 +11,8 @@ use std::{
 
 use svc_common::{MAX_BACKENDS, MAX_FRONTENDS};
 
+use crate::dataplane::Census;
+
 /// Upper bounds (seconds) of the latency histograms' buckets: a change is
 /// expected to land in milliseconds.
 const BUCKETS: [f64; 12] = [
@@ -58,6 +60,9 @@ struct State {
     resyncs: u64,
     /// Frontends a resync found changed behind the agent's back.
     repaired: u64,
+    /// The conntrack collector's last count, and its removals so far.
+    conntrack: Option<Census>,
+    conntrack_collected: u64,
 }
 
 /// The agent's metrics; shared between the sync loop, the sources and the
@@ -100,6 +105,14 @@ impl Metrics {
         self.with(|state| {
             state.resyncs += 1;
             state.repaired += repaired as u64;
+        });
+    }
+
+    /// One pass of the conntrack collector.
+    pub fn conntrack(&self, census: Census) {
+        self.with(|state| {
+            state.conntrack_collected += census.collected;
+            state.conntrack = Some(census);
         });
     }
 
@@ -172,6 +185,27 @@ impl Metrics {
                  svc_agent_repaired_frontends_total {}",
                 state.resyncs, state.repaired,
             );
+            if let Some(census) = state.conntrack {
+                let _ = writeln!(
+                    out,
+                    "# HELP svc_agent_conntrack_entries Conntrack entries (one per direction of a flow) by state, at the collector's last pass.\n\
+                     # TYPE svc_agent_conntrack_entries gauge\n\
+                     svc_agent_conntrack_entries{{state=\"new\"}} {}\n\
+                     svc_agent_conntrack_entries{{state=\"established\"}} {}\n\
+                     svc_agent_conntrack_entries{{state=\"closing\"}} {}\n\
+                     # HELP svc_agent_nat_ports_in_use Source NAT ports held by flows.\n\
+                     # TYPE svc_agent_nat_ports_in_use gauge\n\
+                     svc_agent_nat_ports_in_use {}\n\
+                     # HELP svc_agent_conntrack_collected_total Expired conntrack entries removed by the collector.\n\
+                     # TYPE svc_agent_conntrack_collected_total counter\n\
+                     svc_agent_conntrack_collected_total {}",
+                    census.new,
+                    census.established,
+                    census.closing,
+                    census.nat_ports,
+                    state.conntrack_collected,
+                );
+            }
             let _ = writeln!(
                 out,
                 "# HELP svc_agent_errors_total Errors by kind.\n# TYPE svc_agent_errors_total counter"
@@ -195,7 +229,20 @@ mod tests {
         metrics.error("map_full");
         metrics.resynced(2);
         metrics.resynced(0);
+        metrics.conntrack(Census {
+            new: 3,
+            established: 2,
+            closing: 1,
+            nat_ports: 5,
+            collected: 6,
+        });
+        metrics.conntrack(Census {
+            collected: 4,
+            ..Census::default()
+        });
         let text = metrics.render();
+        assert!(text.contains("svc_agent_conntrack_collected_total 10"));
+        assert!(text.contains("svc_agent_conntrack_entries{state=\"new\"} 0"));
         assert!(text.contains("svc_agent_resyncs_total 2"));
         assert!(text.contains("svc_agent_repaired_frontends_total 2"));
         assert!(text.contains("svc_agent_sync_duration_seconds_bucket{le=\"0.0005\"} 1"));

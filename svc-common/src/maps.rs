@@ -13,6 +13,7 @@ pub mod names {
     pub const REV_NAT: &str = "REV_NAT_V1";
     pub const FRONTEND_META: &str = "FE_META_V1";
     pub const CT: &str = "CT_V1";
+    pub const CT_NEW: &str = "CT_NEW_V1";
     pub const FRONTEND_STATS: &str = "FE_STATS_V1";
     pub const DROP_STATS: &str = "DROPS_V2";
     pub const AFFINITY: &str = "AFFINITY_V1";
@@ -24,12 +25,13 @@ pub mod names {
     /// change gets a new name): unpinned when an agent loads.
     pub const RETIRED: [&str; 1] = ["DROPS_V1"];
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
         FRONTEND_META,
         CT,
+        CT_NEW,
         FRONTEND_STATS,
         DROP_STATS,
         AFFINITY,
@@ -46,6 +48,9 @@ pub const MAX_FRONTENDS: u32 = 262_144;
 pub const MAX_SERVICE_SLOTS: u32 = 1_048_576;
 pub const MAX_BACKENDS: u32 = 262_144;
 pub const MAX_FLOWS: u32 = 262_144;
+/// Flows not established yet (see [`names::CT_NEW`]): a flood of them
+/// evicts its own kind, never an established flow.
+pub const MAX_NEW_FLOWS: u32 = 65_536;
 pub const MAX_AFFINITY: u32 = 65_536;
 pub const MAX_SOURCE_RANGES: u32 = 16_384;
 pub const MAX_SOCKETS: u32 = 65_536;
@@ -230,13 +235,45 @@ pub mod flow_flags {
     pub const SNAT: u16 = 1 << 1;
     /// A FIN or RST was seen: the entry expires soon.
     pub const CLOSING: u16 = 1 << 2;
+    /// A packet of the reply direction has passed (set on both entries of a
+    /// flow in CT_NEW; a flow in CT_V1 has been answered by definition).
+    pub const SEEN_REPLY: u16 = 1 << 3;
 }
 
 /// How long an idle flow is remembered, by protocol and state.
+///
+/// A flow lives in one of two tables. CT_NEW_V1 holds it from its first
+/// packet until it is established: for TCP, once the originator sent a
+/// segment without SYN after a reply came back (the handshake's last ACK);
+/// for UDP, once a reply came back. Then both entries move to CT_V1. An
+/// entry's timeout follows from the table that holds it and its flags
+/// ([`flow_timeout_ns`]); the kernel programs and the agent's collector
+/// both use that one function.
 pub mod flow_timeouts {
+    /// Established TCP (Cilium's default; netfilter keeps 5 days).
     pub const TCP_ESTABLISHED_NS: u64 = 6 * 3600 * 1_000_000_000;
+    /// After a FIN or a RST, either table.
     pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
+    /// A UDP flow that was answered (netfilter's udp_timeout_stream).
     pub const UDP_NS: u64 = 120 * 1_000_000_000;
+    /// Not established yet (CT_NEW_V1): a handshake or an unanswered
+    /// datagram. Spoofed SYNs hold a NAT port this long at most, and less
+    /// when the ports run short (see the datapath's `ct::claim_port`).
+    pub const NEW_NS: u64 = 30 * 1_000_000_000;
+}
+
+/// How long an entry with `flags`, of protocol `protocol`, may stay idle;
+/// `established` says it lives in CT_V1, not CT_NEW_V1.
+pub const fn flow_timeout_ns(flags: u16, protocol: u8, established: bool) -> u64 {
+    if flags & flow_flags::CLOSING != 0 {
+        flow_timeouts::TCP_CLOSING_NS
+    } else if !established {
+        flow_timeouts::NEW_NS
+    } else if protocol == proto::TCP {
+        flow_timeouts::TCP_ESTABLISHED_NS
+    } else {
+        flow_timeouts::UDP_NS
+    }
 }
 
 /// CONFIG_V1 (one entry): this node's facts the programs need.

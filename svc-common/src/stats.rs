@@ -37,12 +37,16 @@ pub enum DropReason {
     /// after translating it: answered with ICMP time exceeded, quoting it
     /// as its sender sent it (traceroute through a Service).
     TimeExceeded = 11,
+    /// A reset or ICMP error was due, but this CPU had sent its share for
+    /// the moment (a token bucket: spoofed sources must not turn the node
+    /// into a reflector).
+    RejectRateLimited = 12,
 }
 
 const _: () = assert!(DropReason::COUNT <= DropReason::SLOTS);
 
 impl DropReason {
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// DROPS_V2's size: room for reasons to come without a new map.
     pub const SLOTS: u32 = 32;
 
@@ -59,6 +63,7 @@ impl DropReason {
         DropReason::NodeConfigMissing,
         DropReason::FragmentationNeeded,
         DropReason::TimeExceeded,
+        DropReason::RejectRateLimited,
     ];
 
     /// The name `dump` and the metrics use.
@@ -76,6 +81,7 @@ impl DropReason {
             DropReason::NodeConfigMissing => "node_config_missing",
             DropReason::FragmentationNeeded => "fragmentation_needed",
             DropReason::TimeExceeded => "time_exceeded",
+            DropReason::RejectRateLimited => "reject_rate_limited",
         }
     }
 }

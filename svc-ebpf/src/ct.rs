@@ -1,19 +1,37 @@
 //! Connection tracking: a translated flow keeps its backend (and its source
 //! NAT port) for its whole life, whatever happens to the Service's backend
-//! set meanwhile. Idle entries expire by protocol and state; the LRU map
-//! evicts the oldest when full.
+//! set meanwhile.
+//!
+//! A flow has two entries, one per direction, and a lifecycle (timeouts in
+//! svc_common::flow_timeout_ns):
+//! - **new**: its first packet puts both entries in CT_NEW_V1, a smaller
+//!   LRU table of its own. A reply marks both SEEN_REPLY. Spoofed SYNs
+//!   never get further, so a flood of them evicts only its own kind and
+//!   expires in seconds;
+//! - **established**: the originator's first segment without SYN after a
+//!   reply (the handshake's last ACK; for UDP the reply itself) moves both
+//!   entries to CT_V1;
+//! - **closing**: a FIN or RST marks both for the short timeout;
+//! - **gone**: an expired entry is removed by the next packet that finds
+//!   it, by a NAT port claim that finds it, or by the agent's collector.
+//!
+//! The two entries of a flow live and die together: whatever one direction
+//! learns (time, state) is written to both, and a forward entry whose NAT
+//! port now belongs to another flow is dead, never used.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns},
 };
-use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeouts, proto};
+use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns, proto};
 
 use crate::{
-    maps::{CLOCK_V1, CT_V1},
-    packet::{Ipv4Flow, TCP_FIN, TCP_RST},
+    lb,
+    maps::{CLOCK_V1, CT_NEW_V1, CT_V1},
+    packet::{Ipv4Flow, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
-/// How many ports are tried before SNAT gives up on a flow.
+/// How many ports are tried (after the client's own) before SNAT takes one
+/// from a flow that is not established.
 const NAT_PORT_TRIES: u32 = 32;
 
 /// Flow timestamps need second, not nanosecond, precision: the coarse
@@ -24,7 +42,7 @@ const NAT_PORT_TRIES: u32 = 32;
 /// as the tick moves may keep the previous tick's time for one tick: well
 /// under the second that matters here.
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: helper without arguments.
     let jiffy = unsafe { bpf_jiffies64() };
     let Some(cached) = CLOCK_V1.get_ptr_mut(0) else {
@@ -79,48 +97,253 @@ pub fn key_of(flow: &Ipv4Flow) -> FlowKey {
     )
 }
 
-#[inline(always)]
-fn timeout_ns(entry: &Flow, protocol: u8) -> u64 {
-    if protocol != proto::TCP {
-        flow_timeouts::UDP_NS
-    } else if entry.flags & flow_flags::CLOSING != 0 {
-        flow_timeouts::TCP_CLOSING_NS
-    } else {
-        flow_timeouts::TCP_ESTABLISHED_NS
+/// The two tables a flow's entries live in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// CT_V1.
+    Established,
+    /// CT_NEW_V1.
+    New,
+}
+
+impl Table {
+    #[inline(always)]
+    fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut Flow> {
+        match self {
+            Table::Established => CT_V1.get_ptr_mut(key),
+            Table::New => CT_NEW_V1.get_ptr_mut(key),
+        }
+    }
+
+    #[inline(always)]
+    fn insert(self, key: &FlowKey, entry: &Flow, flags: u32) -> Result<(), DropReason> {
+        let inserted = match self {
+            Table::Established => CT_V1.insert(key, entry, u64::from(flags)),
+            Table::New => CT_NEW_V1.insert(key, entry, u64::from(flags)),
+        };
+        inserted.map_err(|_| DropReason::FlowInsertFailed)
+    }
+
+    #[inline(always)]
+    fn remove(self, key: &FlowKey) {
+        // Absent already is as good as removed.
+        let _ = match self {
+            Table::Established => CT_V1.remove(key),
+            Table::New => CT_NEW_V1.remove(key),
+        };
     }
 }
 
-/// Looks the packet's direction up. A live entry is marked seen now (and
-/// closing on FIN/RST); an expired one is removed and reported as absent.
+/// A flow's entry for one packet's direction, as [`lookup`] left it.
+pub struct Tracked {
+    pub entry: Flow,
+    /// The flow is established (in CT_V1): only then is it worth caching.
+    pub established: bool,
+}
+
+/// The entry of a flow's other direction, from `entry` (this packet's).
+/// None for a reply entry whose frontend is gone.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Flow> {
-    let entry = CT_V1.get_ptr_mut(key)?;
-    let now = now();
-    // SAFETY: the pointer is valid until the next update of this key; we
-    // copy out and write fields, nothing else runs in between on this CPU.
-    unsafe {
-        let mut current = *entry;
-        if now.saturating_sub(current.last_seen_ns) > timeout_ns(&current, flow.proto) {
-            let _ = CT_V1.remove(key);
-            return None;
-        }
-        if now.saturating_sub(current.last_seen_ns) > TOUCH_EVERY_NS {
-            current.last_seen_ns = now;
-            (*entry).last_seen_ns = now;
-        }
-        if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 && current.flags & flow_flags::CLOSING == 0 {
-            current.flags |= flow_flags::CLOSING;
-            (*entry).flags = current.flags;
-        }
-        Some(current)
+fn peer_key(entry: &Flow, flow: &Ipv4Flow) -> Option<FlowKey> {
+    let snat = entry.flags & flow_flags::SNAT != 0;
+    if entry.flags & flow_flags::REPLY == 0 {
+        // Client → frontend; its replies come backend → client, or
+        // backend → (NAT address, port).
+        let (addr_be, port_be) = if snat {
+            (entry.nat_addr_be, entry.nat_port_be)
+        } else {
+            (flow.saddr_be, flow.sport_be)
+        };
+        return Some(flow_key(
+            entry.backend_addr_be,
+            addr_be,
+            entry.backend_port_be,
+            port_be,
+            flow.proto,
+        ));
     }
+    let frontend = lb::rev_nat(entry.rev_nat_id)?;
+    let (addr_be, port_be) = if snat {
+        (entry.nat_addr_be, entry.nat_port_be)
+    } else {
+        (flow.daddr_be, flow.dport_be)
+    };
+    Some(flow_key(
+        addr_be,
+        frontend.addr_be,
+        port_be,
+        frontend.port_be,
+        flow.proto,
+    ))
+}
+
+/// The reply entry that belongs with a forward entry, for a packet `flow`
+/// of the forward direction.
+#[inline(always)]
+fn reply_of(forward: &Flow, flow: &Ipv4Flow) -> Flow {
+    let mut reply = *forward;
+    reply.flags = forward.flags | flow_flags::REPLY;
+    if forward.flags & flow_flags::SNAT != 0 {
+        reply.nat_addr_be = flow.saddr_be;
+        reply.nat_port_be = flow.sport_be;
+    }
+    reply
+}
+
+/// Looks the packet's direction up, in CT_V1 and then CT_NEW_V1, and
+/// moves the flow along its lifecycle (see the module docs). An expired
+/// entry, or a forward entry whose NAT port another flow holds now, is
+/// removed and reported as absent: the packet starts a new flow.
+///
+/// Both entries are changed where they lie in the map, through their
+/// pointers, and handed to the map helpers from there: copies of them on
+/// the BPF stack, next to everything else the programs keep there, would
+/// not fit its 512 bytes.
+#[inline(always)]
+pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
+    let (table, entry) = match CT_V1.get_ptr_mut(key) {
+        Some(entry) => (Table::Established, entry),
+        None => (Table::New, CT_NEW_V1.get_ptr_mut(key)?),
+    };
+    let now = now();
+    let established = table == Table::Established;
+    // SAFETY (every access to `entry` and `peer` below): map values stay
+    // valid until their key is updated or removed, which happens only where
+    // noted; fields are read and written one at a time.
+    let (flags, last_seen_ns) = unsafe { ((*entry).flags, (*entry).last_seen_ns) };
+    let idle = now.saturating_sub(last_seen_ns);
+    if idle > flow_timeout_ns(flags, flow.proto, established) {
+        table.remove(key);
+        return None;
+    }
+    let reply = flags & flow_flags::REPLY != 0;
+    let snat = flags & flow_flags::SNAT != 0;
+    let syn = flow.tcp_flags & TCP_SYN != 0;
+    let closes = flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 && flags & flow_flags::CLOSING == 0;
+    let answered = reply && !established && flags & flow_flags::SEEN_REPLY == 0;
+    let establishes = !established
+        && if flow.proto == proto::TCP {
+            !reply && !syn && flags & flow_flags::SEEN_REPLY != 0
+        } else {
+            reply
+        };
+    let touch = idle > TOUCH_EVERY_NS;
+    // A forward entry with SNAT must still own its port (every packet: such
+    // flows are never cached); one without is checked on a SYN (a client
+    // retrying) and on the once-a-second touch.
+    let check_peer = !reply && (snat || syn);
+    if closes || answered || establishes || touch || check_peer {
+        let mut shared = 0;
+        if closes {
+            shared |= flow_flags::CLOSING;
+        }
+        if answered {
+            shared |= flow_flags::SEEN_REPLY;
+        }
+        unsafe {
+            if touch {
+                (*entry).last_seen_ns = now;
+            }
+            (*entry).flags = flags | shared;
+        }
+        // SAFETY: read where it lies.
+        if let Some(peer_key) = peer_key(unsafe { &*entry }, flow) {
+            let peer = table.get_ptr_mut(&peer_key);
+            match peer {
+                Some(peer) => unsafe {
+                    if !reply
+                        && snat
+                        && ((*peer).flags & flow_flags::REPLY == 0
+                            || (*peer).nat_addr_be != flow.saddr_be
+                            || (*peer).nat_port_be != flow.sport_be)
+                    {
+                        // The port went to another flow (this one was not
+                        // established and the ports ran short): this
+                        // entry is dead.
+                        table.remove(key);
+                        return None;
+                    }
+                    if touch {
+                        (*peer).last_seen_ns = now;
+                    }
+                    (*peer).flags |= shared;
+                },
+                None if !reply => {
+                    // The reply entry is gone (evicted, or expired first):
+                    // made again. With SNAT that claims the same port, if
+                    // it is free. The flow moves on at its next packet.
+                    // SAFETY: read where it lies.
+                    let restored = reply_of(unsafe { &*entry }, flow);
+                    if table.insert(&peer_key, &restored, BPF_NOEXIST).is_err() && snat {
+                        table.remove(key);
+                        return None;
+                    }
+                }
+                None => {}
+            }
+            if establishes && let Some(peer) = peer {
+                return Some(promote(key, entry, &peer_key, peer));
+            }
+        }
+    }
+    Some(Tracked {
+        // SAFETY: copied out where it lies.
+        entry: unsafe { *entry },
+        established,
+    })
+}
+
+/// Moves an established flow's two entries from CT_NEW_V1 to CT_V1. Both
+/// are in CT_V1 before either leaves CT_NEW_V1: a lookup on another CPU
+/// finds the flow in one table or the other.
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "a borrow hands the helper the map's own copy; a value would be copied onto the BPF stack first"
+)]
+fn promote(key: &FlowKey, entry: *mut Flow, peer_key: &FlowKey, peer: *mut Flow) -> Tracked {
+    // SAFETY: both pointers are valid until their keys are removed below;
+    // the helpers copy the values they are handed.
+    let tracked = unsafe {
+        let _ = CT_V1.insert(peer_key, &*peer, u64::from(BPF_ANY));
+        let moved = CT_V1.insert(key, &*entry, u64::from(BPF_ANY)).is_ok();
+        Tracked {
+            entry: *entry,
+            established: moved,
+        }
+    };
+    if tracked.established {
+        let _ = CT_NEW_V1.remove(key);
+        let _ = CT_NEW_V1.remove(peer_key);
+    }
+    tracked
+}
+
+/// The entry for `key` in either table, as it is; no state changes (for
+/// ICMP errors quoting a flow's packet).
+#[inline(always)]
+pub fn find(key: &FlowKey) -> Option<Flow> {
+    // SAFETY: copied out at once.
+    unsafe { CT_V1.get(key).or_else(|| CT_NEW_V1.get(key)) }.copied()
 }
 
 /// Source NAT for a new flow: the address it gets, and the port range.
+/// Not an `Option`: where LLVM merges paths it reads an option's data from
+/// stack slots that hold something else on the `None` path, which the
+/// verifier refuses; every field is set on every path instead.
 pub struct Snat {
+    /// Zero: the flow keeps its source.
     pub addr_be: u32,
     pub port_min: u16,
     pub port_max: u16,
+}
+
+impl Snat {
+    pub const NONE: Snat = Snat {
+        addr_be: 0,
+        port_min: 0,
+        port_max: 0,
+    };
 }
 
 /// What a new flow was given.
@@ -129,19 +352,24 @@ pub struct Created {
     pub nat_port_be: u16,
 }
 
-/// Records both directions of a new translated flow. With `snat_addr`, the
-/// flow's source becomes that address and a port no other flow to the same
-/// backend uses (the client's own port when free).
+/// Records both directions of a new translated flow in CT_NEW_V1. With
+/// `snat` (an address), the flow's source becomes that address and a port no other flow
+/// to the same backend uses (the client's own port when free). Entries of
+/// an earlier flow with the same keys in CT_V1 (a UDP flow whose backend
+/// left) are removed, or lookups would keep finding them first.
 #[inline(always)]
 pub fn create(
     flow: &Ipv4Flow,
     backend_id: u32,
     backend: &Backend,
     rev_nat_id: u32,
-    snat: Option<Snat>,
+    snat: Snat,
 ) -> Result<Created, DropReason> {
     let now = now();
-    let mut reply = Flow {
+    // One value and one key on the stack, made the reply entry first and
+    // then the forward one (the helpers copy what they are handed): two of
+    // each would not fit the BPF stack beside the rest of the program.
+    let mut entry = Flow {
         backend_id,
         rev_nat_id,
         created_ns: now,
@@ -153,65 +381,111 @@ pub fn create(
         nat_port_be: 0,
         flags: flow_flags::REPLY,
     };
-    let mut reply_key = flow_key(
+    let mut key = flow_key(
         backend.addr_be,
         flow.saddr_be,
         backend.port_be,
         flow.sport_be,
         flow.proto,
     );
-    let mut forward = Flow { flags: 0, ..reply };
-
-    let nat_port_be = match snat {
-        None => {
-            CT_V1
-                .insert(reply_key, reply, u64::from(BPF_ANY))
-                .map_err(|_| DropReason::FlowInsertFailed)?;
-            flow.sport_be
-        }
-        Some(snat) => {
-            reply.flags |= flow_flags::SNAT;
-            reply.nat_addr_be = flow.saddr_be;
-            reply.nat_port_be = flow.sport_be;
-            reply_key.daddr_be = snat.addr_be;
-            let port_be = claim_port(&mut reply_key, &reply, flow.sport_be, &snat)?;
-            forward.flags |= flow_flags::SNAT;
-            forward.nat_addr_be = snat.addr_be;
-            forward.nat_port_be = port_be;
-            port_be
-        }
+    let nat_port_be = if snat.addr_be == 0 {
+        let _ = CT_V1.remove(key);
+        Table::New.insert(&key, &entry, BPF_ANY)?;
+        entry.flags = 0;
+        flow.sport_be
+    } else {
+        entry.flags |= flow_flags::SNAT;
+        entry.nat_addr_be = flow.saddr_be;
+        entry.nat_port_be = flow.sport_be;
+        key.daddr_be = snat.addr_be;
+        let port_be = claim_port(&mut key, &entry, flow.sport_be, &snat, now)?;
+        entry.flags = flow_flags::SNAT;
+        entry.nat_addr_be = snat.addr_be;
+        entry.nat_port_be = port_be;
+        port_be
     };
-    CT_V1
-        .insert(key_of(flow), forward, u64::from(BPF_ANY))
-        .map_err(|_| DropReason::FlowInsertFailed)?;
+    key.saddr_be = flow.saddr_be;
+    key.daddr_be = flow.daddr_be;
+    key.sport_be = flow.sport_be;
+    key.dport_be = flow.dport_be;
+    let _ = CT_V1.remove(key);
+    Table::New.insert(&key, &entry, BPF_ANY)?;
     Ok(Created { nat_port_be })
 }
 
-/// Claims a source port for an SNATed flow by inserting its reply entry with
-/// BPF_NOEXIST: the insert itself is the atomic test-and-set, so two flows
-/// (on any CPU) can never share a (backend, node address, port) triple.
+/// Whether an entry was idle longer than its timeout allows.
+#[inline(always)]
+fn expired(entry: &Flow, protocol: u8, established: bool, now: u64) -> bool {
+    now.saturating_sub(entry.last_seen_ns) > flow_timeout_ns(entry.flags, protocol, established)
+}
+
+/// Claims a source port for an SNATed flow by inserting its reply entry
+/// into CT_NEW_V1 with BPF_NOEXIST: the insert itself is the atomic
+/// test-and-set, so two flows (on any CPU) never share a (backend, node
+/// address, port) triple. A port held by an established flow (CT_V1) is
+/// skipped until that flow expires; one held by an expired flow is taken.
+/// When every port tried is held, the first one held by a flow that is
+/// not established is taken from it: under a flood of spoofed SYNs, real
+/// clients still get ports (the flow that lost its port finds out at its
+/// next packet, see [`lookup`]).
 #[inline(always)]
 fn claim_port(
     reply_key: &mut FlowKey,
     reply: &Flow,
     preferred_be: u16,
     snat: &Snat,
+    now: u64,
 ) -> Result<u16, DropReason> {
     let min = u32::from(snat.port_min);
     let span = u32::from(snat.port_max).saturating_sub(min) + 1;
-    let mut port = u16::from_be(preferred_be);
-    for _ in 0..NAT_PORT_TRIES {
-        if u32::from(port) >= min && u32::from(port) < min + span {
-            reply_key.dport_be = port.to_be();
-            if CT_V1
-                .insert(*reply_key, *reply, u64::from(BPF_NOEXIST))
-                .is_ok()
-            {
-                return Ok(port.to_be());
+    // The client's own port first, when in the range; then consecutive
+    // ports from a random one, so a range no longer than the tries is
+    // searched whole.
+    let preferred = u32::from(u16::from_be(preferred_be));
+    // SAFETY: helper without arguments.
+    let start = unsafe { bpf_get_prandom_u32() } % span;
+    let mut unestablished: u32 = 0;
+    for attempt in 0..=NAT_PORT_TRIES {
+        let port = if attempt == 0 {
+            if preferred < min || preferred >= min + span {
+                continue;
+            }
+            preferred as u16
+        } else {
+            (min + (start + attempt) % span) as u16
+        };
+        reply_key.dport_be = port.to_be();
+        if let Some(holder) = CT_V1.get_ptr(*reply_key) {
+            // SAFETY: read at once.
+            if expired(unsafe { &*holder }, reply_key.proto, true, now) {
+                let _ = CT_V1.remove(*reply_key);
             }
         }
-        // SAFETY: helper without arguments.
-        port = (min + unsafe { bpf_get_prandom_u32() } % span) as u16;
+        if CT_V1.get_ptr(*reply_key).is_some() {
+            continue;
+        }
+        if Table::New.insert(reply_key, reply, BPF_NOEXIST).is_ok() {
+            // A flow established between the look and the insert holds
+            // the port now: give it back.
+            if CT_V1.get_ptr(*reply_key).is_none() {
+                return Ok(port.to_be());
+            }
+            Table::New.remove(reply_key);
+        } else if let Some(holder) = CT_NEW_V1.get_ptr(*reply_key) {
+            // SAFETY: read at once.
+            if expired(unsafe { &*holder }, reply_key.proto, false, now) {
+                Table::New.insert(reply_key, reply, BPF_ANY)?;
+                return Ok(port.to_be());
+            }
+            if unestablished == 0 {
+                unestablished = u32::from(port);
+            }
+        }
+    }
+    if unestablished != 0 {
+        reply_key.dport_be = (unestablished as u16).to_be();
+        Table::New.insert(reply_key, reply, BPF_ANY)?;
+        return Ok(reply_key.dport_be);
     }
     Err(DropReason::NatPortsExhausted)
 }

@@ -140,8 +140,10 @@ fn answer_if_undeliverable<P: Packet>(
 
 /// How every translation ends: the packet counted for its frontend (when
 /// `decision` says so), rewritten as `decision` says, and sent along the
-/// program's `route`; one handed to the stack instead leaves `decision` in
-/// the flow cache for the flow's next packets.
+/// program's `route`; one of an established flow handed to the stack
+/// instead leaves `decision` in the flow cache for the flow's next packets
+/// (a flow not established yet must keep taking the conntrack path, which
+/// moves it along: see ct.rs).
 #[inline(always)]
 fn rewrite_and_send<P: Packet>(
     pkt: &P,
@@ -149,11 +151,12 @@ fn rewrite_and_send<P: Packet>(
     probe: &Probe,
     decision: &Decision,
     route: Option<Route>,
+    established: bool,
 ) -> Result<Action, DropReason> {
     if let Some(rev_nat_id) = decision.counted {
         stats::count_frontend(rev_nat_id, u32::from(flow.ip_len));
     }
-    if route.is_none() {
+    if route.is_none() && established {
         probe.fill(flow, decision);
     }
     nat::rewrite_destination(pkt, flow, decision.daddr_be, decision.dport_be)?;
@@ -183,7 +186,8 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
         return Ok(Action::PASS);
     }
 
-    if let Some(entry) = ct::lookup(&ct::key_of(&flow), &flow) {
+    if let Some(tracked) = ct::lookup(&ct::key_of(&flow), &flow) {
+        let entry = tracked.entry;
         if entry.flags & flow_flags::REPLY != 0 {
             // A frontend removed under a live flow leaves nothing to
             // translate back to; the client would reset the reply anyway.
@@ -213,7 +217,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 dport_be,
                 counted: None,
             };
-            return rewrite_and_send(pkt, &flow, &probe, &decision, route);
+            return rewrite_and_send(pkt, &flow, &probe, &decision, route, tracked.established);
         }
         if let Some(backend) = flow_backend(&entry, flow.proto) {
             let snat = entry.flags & flow_flags::SNAT != 0;
@@ -243,7 +247,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                 dport_be: backend.port_be,
                 counted: Some(entry.rev_nat_id),
             };
-            return rewrite_and_send(pkt, &flow, &probe, &decision, route);
+            return rewrite_and_send(pkt, &flow, &probe, &decision, route, tracked.established);
         }
         // The flow's backend is gone (UDP): choose again below, as a new flow.
     }
@@ -277,22 +281,26 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                     return Ok(Action::PASS);
                 };
                 route = Some(out);
-                Some(Snat {
+                Snat {
                     addr_be: config.node_addr_be,
                     port_min: config.nat_port_min,
                     port_max: config.nat_port_max,
-                })
+                }
             } else if origin == Origin::Pod && backend.addr_be == flow.saddr_be {
                 let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
-                Some(Snat {
+                Snat {
                     addr_be: config.hairpin_addr_be,
                     port_min: config.nat_port_min,
                     port_max: config.nat_port_max,
-                })
+                }
             } else {
-                None
+                Snat::NONE
             };
-            let saddr_be = snat.as_ref().map_or(flow.saddr_be, |s| s.addr_be);
+            let saddr_be = if snat.addr_be != 0 {
+                snat.addr_be
+            } else {
+                flow.saddr_be
+            };
             // Before any state is made for it.
             if let Some(answer) =
                 answer_if_undeliverable(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
@@ -316,7 +324,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             // SNAT to the node's address leaves by the program's own route
             // (the stack would take that source for a martian); the hairpin
             // address is no local address, so those go through the stack.
-            rewrite_and_send(pkt, &flow, &probe, &decision, route)
+            rewrite_and_send(pkt, &flow, &probe, &decision, route, false)
         }
     }
 }

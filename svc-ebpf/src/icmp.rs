@@ -9,7 +9,6 @@ use crate::{
     ct,
     flow::Action,
     lb,
-    maps::CT_V1,
     packet::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IcmpError, Packet},
     route,
 };
@@ -25,8 +24,7 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
         err.inner_sport_be,
         err.inner_proto,
     );
-    // SAFETY: copied out at once.
-    let Some(entry) = (unsafe { CT_V1.get(key) }).copied() else {
+    let Some(entry) = ct::find(&key) else {
         return Ok(Action::PASS);
     };
     if entry.flags & flow_flags::REPLY == 0 {

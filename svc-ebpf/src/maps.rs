@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use svc_common::{
     Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
-    FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS,
+    FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS,
     MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, NodeConfig, RevNat, ServiceSlot, SockKey,
     SourceRange, TablesGeneration, flow_cache,
 };
@@ -43,12 +43,31 @@ pub static REV_NAT_V1: HashMap<u32, RevNat, { MAX_FRONTENDS as usize }, AGENT_WR
 pub static FE_META_V1: HashMap<u32, FrontendMeta, { MAX_FRONTENDS as usize }, AGENT_WRITTEN> =
     HashMap::new();
 
-/// Conntrack: both directions of every translated flow. LRU, so a full table
-/// evicts the least recently seen flow instead of refusing new ones. Reply
-/// entries of source-NATed flows double as the NAT port table: claiming a
-/// port is inserting its reply key with BPF_NOEXIST.
+/// Conntrack of established flows: both directions of each (ct.rs has the
+/// lifecycle). LRU, so a full table evicts the least recently seen flow
+/// instead of refusing new ones. Reply entries of source-NATed flows double
+/// as the NAT port table, together with CT_NEW_V1's.
 #[btf_map]
 pub static CT_V1: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap::new();
+
+/// Conntrack of flows not established yet, same layout: a table of their
+/// own, so that a flood of new flows (spoofed SYNs) evicts only new flows.
+/// Claiming a NAT port is inserting the flow's reply key here with
+/// BPF_NOEXIST.
+#[btf_map]
+pub static CT_NEW_V1: LruHashMap<FlowKey, Flow, { MAX_NEW_FLOWS as usize }> = LruHashMap::new();
+
+/// Each CPU's budget of resets and ICMP errors (reject.rs). Only the
+/// programs use it: it is not pinned, nor in svc-common.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RejectBudget {
+    pub tokens: u64,
+    pub refilled_ns: u64,
+}
+
+#[btf_map]
+pub static REJECT_BUDGET: PerCpuArray<RejectBudget, 1> = PerCpuArray::new();
 
 /// Per-frontend packet and byte counters, indexed by rev_nat_id.
 #[btf_map]

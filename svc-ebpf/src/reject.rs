@@ -7,7 +7,8 @@
 use svc_common::{DropReason, proto};
 
 use crate::{
-    csum,
+    csum, ct,
+    maps::REJECT_BUDGET,
     packet::{ETH_HLEN, IP_OFF, Ipv4Flow, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -19,6 +20,36 @@ const ICMP_FRAG_NEEDED: u8 = 4;
 const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_EXC_TTL: u8 = 0;
 const IPPROTO_ICMP: u8 = 1;
+
+/// Answers each CPU may send per second, and at once after a quiet spell:
+/// the kernel's own ICMP limits (net.ipv4.icmp_msgs_per_sec and
+/// icmp_msgs_burst), per CPU. A flood from spoofed sources gets no more.
+const ANSWERS_PER_SECOND: u64 = 1_000;
+const ANSWER_BURST: u64 = 50;
+const NS_PER_ANSWER: u64 = 1_000_000_000 / ANSWERS_PER_SECOND;
+
+/// Takes one answer from this CPU's token bucket; RejectRateLimited when
+/// it is empty.
+#[inline(always)]
+fn spend_answer() -> Result<(), DropReason> {
+    let Some(budget) = REJECT_BUDGET.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    let now = ct::now();
+    // SAFETY: per-CPU slot, only this CPU uses it while we run.
+    unsafe {
+        let earned = now.saturating_sub((*budget).refilled_ns) / NS_PER_ANSWER;
+        if earned > 0 {
+            (*budget).tokens = ((*budget).tokens + earned).min(ANSWER_BURST);
+            (*budget).refilled_ns = now;
+        }
+        if (*budget).tokens == 0 {
+            return Err(DropReason::RejectRateLimited);
+        }
+        (*budget).tokens -= 1;
+    }
+    Ok(())
+}
 
 /// An IPv4 header from the frontend back to the client, checksum filled in.
 #[inline(always)]
@@ -55,6 +86,7 @@ pub fn tcp_reset<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> 
         // Never answer a reset with a reset.
         return Err(DropReason::NoBackendDrop);
     }
+    spend_answer()?;
     let dst_mac: [u8; 6] = pkt.read(0)?;
     let src_mac: [u8; 6] = pkt.read(6)?;
     let their_seq = u32::from_be(pkt.read::<u32>(flow.l4_off + 4)?);
@@ -175,6 +207,7 @@ fn icmp_error<P: Packet>(
     if flow.l4_off != IP_OFF + 20 {
         return Err(unanswered);
     }
+    spend_answer()?;
     let dst_mac: [u8; 6] = pkt.read(0)?;
     let src_mac: [u8; 6] = pkt.read(6)?;
     let original: [u8; 28] = pkt.read(IP_OFF)?;

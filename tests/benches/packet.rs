@@ -74,6 +74,7 @@ const ACK: TcpFlags = TcpFlags {
     ack: Some(1),
     rst: false,
     psh: false,
+    fin: false,
 };
 
 /// A test run of `frame`, `repeat` times on one buffer: (mean ns per run,
@@ -181,6 +182,22 @@ fn measure(frontends: u32, baseline: f64) -> Figures {
         let program = datapath.from_world_program().unwrap();
         let syn = tcp_frame((CLIENT, port), (a, PORT_A), 1, SYN, b"");
         let (_, _, warmed) = run(program, &syn, 2);
+        assert_eq!(endpoints(&warmed).1, (a, PORT_A), "warm-up: A → B → A");
+        // Each flow answered, then the client's ACK: both established
+        // (the flow cache serves established flows only).
+        for (backend, backend_port) in [(b, PORT_B), (a, PORT_A)] {
+            let syn_ack = tcp_frame(
+                (backend, backend_port),
+                (CLIENT, port),
+                1,
+                TcpFlags { syn: true, ..ACK },
+                b"",
+            );
+            let (_, verdict, _) = run(program, &syn_ack, 1);
+            assert_eq!(verdict, XDP_PASS);
+        }
+        let ack = tcp_frame((CLIENT, port), (a, PORT_A), 1, ACK, b"");
+        let (_, _, warmed) = run(program, &ack, 2);
         assert_eq!(endpoints(&warmed).1, (a, PORT_A), "warm-up: A → B → A");
     }
     datapath.tables().apply(&table(frontends, true)).unwrap();

@@ -15,6 +15,7 @@ pub mod apiserver;
 pub mod churn_load;
 pub mod kube_proxy;
 pub mod load;
+pub mod pinned;
 
 use std::net::Ipv4Addr;
 
@@ -62,6 +63,9 @@ pub fn tcp_frame(
     if flags.psh {
         builder = builder.psh();
     }
+    if flags.fin {
+        builder = builder.fin();
+    }
     let mut frame = Vec::with_capacity(builder.size(payload.len()));
     builder.write(&mut frame, payload).unwrap();
     frame
@@ -73,6 +77,7 @@ pub struct TcpFlags {
     pub ack: Option<u32>,
     pub rst: bool,
     pub psh: bool,
+    pub fin: bool,
 }
 
 pub const SYN: TcpFlags = TcpFlags {
@@ -80,6 +85,7 @@ pub const SYN: TcpFlags = TcpFlags {
     ack: None,
     rst: false,
     psh: false,
+    fin: false,
 };
 
 pub fn udp_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
@@ -458,4 +464,54 @@ pub fn time_exceeded_answer(frame: &[u8]) -> Vec<u8> {
 pub fn icmp_checksum_ok(frame: &[u8]) -> bool {
     let start = offsets::IP + ihl(frame);
     ones_complement_sum(&frame[start..], 0) == 0xffff
+}
+
+/// Sends `count` TCP SYNs to `to` from inside `netns` through a raw socket,
+/// the `n`th from `source(n)` (spoofed: any address, no socket of ours),
+/// as fast as the socket takes them. Returns how many were sent.
+pub fn spoofed_syns(
+    netns: &svc_lab::netns::Netns,
+    to: (Ipv4Addr, u16),
+    count: u32,
+    source: fn(u32) -> (Ipv4Addr, u16),
+) -> std::io::Result<u32> {
+    netns
+        .in_thread(move || {
+            // SAFETY: plain socket(2); the descriptor is closed below.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let address = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(to.0.octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            let mut sent = 0;
+            for n in 0..count {
+                let frame = tcp_frame(source(n), to, n, SYN, b"");
+                let packet = &frame[offsets::IP..];
+                // SAFETY: the buffer and the address outlive the call.
+                let written = unsafe {
+                    libc::sendto(
+                        fd,
+                        packet.as_ptr().cast(),
+                        packet.len(),
+                        0,
+                        (&raw const address).cast(),
+                        size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    )
+                };
+                if written == packet.len() as isize {
+                    sent += 1;
+                }
+            }
+            // SAFETY: our own descriptor, closed once.
+            unsafe { libc::close(fd) };
+            Ok(sent)
+        })
+        .unwrap()
 }

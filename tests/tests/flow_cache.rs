@@ -8,19 +8,10 @@
 //! flow and write two entries again, the cache rewrites it and writes none.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::net::Ipv4Addr;
 
-use aya::maps::{HashMap, Map, MapData};
-use svc_agent::{
-    dataplane::{self, Datapath},
-    model::{Frontend, FrontendKind, Protocol},
-};
-use svc_common::{Flow, FlowKey, names};
-use tests::*;
+use svc_agent::model::{Frontend, FrontendKind, Protocol};
+use tests::{pinned::Pinned, *};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
@@ -33,87 +24,34 @@ const ACK: TcpFlags = TcpFlags {
     ack: Some(1),
     rst: false,
     psh: false,
+    fin: false,
 };
-
-/// A bpffs directory of a test's own, removed when dropped (also on panic).
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        Self(PathBuf::from(format!(
-            "/sys/fs/bpf/svc-test-flow-cache-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        )))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        if let Err(e) = dataplane::remove_pins(&self.0) {
-            eprintln!("could not remove {}: {e}", self.0.display());
-        }
-    }
-}
-
-/// A datapath whose maps are pinned (so a test can reach the conntrack
-/// map behind the programs' back).
-struct Pinned {
-    datapath: Datapath,
-    // Declared last: dropped after the datapath.
-    dir: PinDir,
-}
-
-impl Pinned {
-    fn load(frontends: &[Frontend]) -> Self {
-        let dir = PinDir::new();
-        let mut datapath =
-            Datapath::load(Some(&dir.0)).expect("load the datapath (root, kernel >= 6.6)");
-        datapath.tables().apply(frontends).unwrap();
-        Self { datapath, dir }
-    }
-
-    /// Removes every conntrack entry, without the tables generation
-    /// changing: what only the cache still knows of a flow.
-    fn forget_flows_behind_its_back(&self) {
-        let map = MapData::from_pin(self.dir.0.join(names::CT)).unwrap();
-        let mut ct: HashMap<_, FlowKey, Flow> =
-            HashMap::try_from(Map::from_map_data(map).unwrap()).unwrap();
-        let keys: Vec<FlowKey> = ct.keys().map(Result::unwrap).collect();
-        assert!(!keys.is_empty(), "no flow to forget");
-        for key in keys {
-            ct.remove(&key).unwrap();
-        }
-    }
-
-    fn flows(&mut self) -> usize {
-        self.datapath.tables().flows().unwrap().len()
-    }
-
-    fn pod(&mut self, frame: &[u8]) -> Vec<u8> {
-        let (verdict, out) = run_tc(self.datapath.from_pod_program().unwrap(), frame);
-        assert_eq!(verdict, TC_ACT_OK);
-        out
-    }
-
-    fn world(&mut self, frame: &[u8]) -> Vec<u8> {
-        let (verdict, out) = run_xdp(self.datapath.from_world_program().unwrap(), frame);
-        assert_eq!(verdict, XDP_PASS);
-        out
-    }
-}
 
 fn web() -> Frontend {
     cluster_ip("web", CLUSTER_IP, 80, Protocol::TCP, &[(BACKEND, 8080)])
 }
 
+/// A pod's connection from `port` to web's ClusterIP, through its
+/// handshake: only an established flow is cached, and its last ACK is the
+/// first packet that fills the cache.
+fn open(pinned: &mut Pinned, port: u16) {
+    let syn = tcp_frame((POD, port), (CLUSTER_IP, 80), 1, SYN, b"");
+    assert_eq!(pinned.pod(&syn), rewritten(&syn, true, BACKEND, 8080));
+    let syn_ack_flags = TcpFlags { syn: true, ..ACK };
+    let syn_ack = tcp_frame((BACKEND, 8080), (POD, port), 9, syn_ack_flags, b"");
+    assert_eq!(
+        pinned.pod(&syn_ack),
+        rewritten(&syn_ack, false, CLUSTER_IP, 80)
+    );
+    let ack = tcp_frame((POD, port), (CLUSTER_IP, 80), 2, ACK, b"");
+    assert_eq!(pinned.pod(&ack), rewritten(&ack, true, BACKEND, 8080));
+    assert_eq!(pinned.flows(), 2);
+}
+
 #[test]
 fn established_tcp_from_a_pod_is_rewritten_from_the_cache() {
-    let mut pinned = Pinned::load(&[web()]);
-    let syn = tcp_frame((POD, 40000), (CLUSTER_IP, 80), 1, SYN, b"");
-    assert_eq!(pinned.pod(&syn), rewritten(&syn, true, BACKEND, 8080));
-    assert_eq!(pinned.flows(), 2);
+    let mut pinned = Pinned::load("flow-cache", &[web()], None);
+    open(&mut pinned, 40000);
     pinned.forget_flows_behind_its_back();
 
     let data = tcp_frame(
@@ -132,22 +70,23 @@ fn established_tcp_from_a_pod_is_rewritten_from_the_cache() {
         "a cached packet makes no conntrack entry"
     );
     let web = pinned.datapath.tables().read().unwrap();
-    assert_eq!(web[0].packets, 2, "cached packets are counted too");
+    // SYN and ACK by the conntrack path, the data from the cache.
+    assert_eq!(web[0].packets, 3, "cached packets are counted too");
 
     // A SYN may open the flow anew: it takes the conntrack path.
+    let syn = tcp_frame((POD, 40000), (CLUSTER_IP, 80), 1, SYN, b"");
     let out = pinned.pod(&syn);
     assert_eq!(out, rewritten(&syn, true, BACKEND, 8080));
     assert_eq!(pinned.flows(), 2, "a SYN is not served from the cache");
 }
 
-/// Opens a flow from `port` (its SYN fills the cache), removes its
+/// Opens a flow from `port` (its last ACK fills the cache), removes its
 /// conntrack entries behind the programs' back and sends `packet` of that
 /// flow: translated all the same, but by the conntrack path, which makes
 /// the entries again (`why` says why it must not take the cache).
 fn assert_takes_the_conntrack_path(port: u16, packet: &[u8], why: &str) {
-    let mut pinned = Pinned::load(&[web()]);
-    let syn = tcp_frame((POD, port), (CLUSTER_IP, 80), 1, SYN, b"");
-    pinned.pod(&syn);
+    let mut pinned = Pinned::load("flow-cache", &[web()], None);
+    open(&mut pinned, port);
     pinned.forget_flows_behind_its_back();
     assert_eq!(pinned.pod(packet), rewritten(packet, true, BACKEND, 8080));
     assert_eq!(pinned.flows(), 2, "{why}");
@@ -178,9 +117,8 @@ fn a_packet_at_its_last_hop_takes_the_conntrack_path() {
 
 #[test]
 fn replies_are_reverse_translated_from_the_cache() {
-    let mut pinned = Pinned::load(&[web()]);
-    let syn = tcp_frame((POD, 40002), (CLUSTER_IP, 80), 1, SYN, b"");
-    pinned.pod(&syn);
+    let mut pinned = Pinned::load("flow-cache", &[web()], None);
+    open(&mut pinned, 40002);
     let reply = |seq| tcp_frame((BACKEND, 8080), (POD, 40002), seq, ACK, b"HTTP/1.1 200 OK");
     let first = reply(10);
     assert_eq!(pinned.pod(&first), rewritten(&first, false, CLUSTER_IP, 80));
@@ -202,9 +140,13 @@ fn established_udp_from_the_network_is_rewritten_from_the_cache() {
         Protocol::UDP,
         &[ready(BACKEND, 5353, true)],
     );
-    let mut pinned = Pinned::load(&[dns]);
+    let mut pinned = Pinned::load("flow-cache", &[dns], None);
     let query = |payload: &[u8]| udp_frame((CLIENT, 5000), (LB_IP, 53), payload);
     let first = query(b"first");
+    assert_eq!(pinned.world(&first), rewritten(&first, true, BACKEND, 5353));
+    // The answer establishes the flow; the next query fills the cache.
+    let answer = udp_frame((BACKEND, 5353), (CLIENT, 5000), b"answer");
+    assert_eq!(pinned.pod(&answer), rewritten(&answer, false, LB_IP, 53));
     assert_eq!(pinned.world(&first), rewritten(&first, true, BACKEND, 5353));
     pinned.forget_flows_behind_its_back();
 
@@ -233,9 +175,15 @@ fn established_udp_from_the_network_is_rewritten_from_the_cache() {
 #[test]
 fn a_change_to_the_tables_retires_cached_flows() {
     let dns = |backend| cluster_ip("dns", CLUSTER_IP, 53, Protocol::UDP, &[(backend, 5353)]);
-    let mut pinned = Pinned::load(&[dns(BACKEND)]);
+    let mut pinned = Pinned::load("flow-cache", &[dns(BACKEND)], None);
     let query = udp_frame((POD, 5000), (CLUSTER_IP, 53), b"query");
     assert_eq!(pinned.pod(&query), rewritten(&query, true, BACKEND, 5353));
+    let answer = udp_frame((BACKEND, 5353), (POD, 5000), b"answer");
+    assert_eq!(
+        pinned.pod(&answer),
+        rewritten(&answer, false, CLUSTER_IP, 53)
+    );
+    // Established: this one fills the cache.
     assert_eq!(pinned.pod(&query), rewritten(&query, true, BACKEND, 5353));
 
     pinned

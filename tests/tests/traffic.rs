@@ -175,6 +175,43 @@ fn client_to_node_port_with_remote_backend_is_snated_to_the_node() {
     assert!((NAT_PORTS.0..=NAT_PORTS.1).contains(&answer.client.port()));
 }
 
+/// 60 000 SYNs from spoofed sources (ten times what once took every NAT
+/// port of a node for good) to node-2's NodePort, whose backend is on
+/// node-1: real clients are served while the flood runs and after it.
+#[test]
+fn a_spoofed_syn_flood_leaves_the_node_port_serving() {
+    let lab = lab();
+    let client = lab.client().unwrap();
+    // Sources nobody in the lab has, so answers to them go nowhere.
+    fn spoofed(n: u32) -> (Ipv4Addr, u16) {
+        let mixed = n.wrapping_mul(2_654_435_761);
+        let host = 0xC612_8000 | (mixed & 0x7FFF);
+        (Ipv4Addr::from(host), 1024 + (mixed >> 17) as u16 % 60000)
+    }
+    let flooding = std::sync::atomic::AtomicBool::new(true);
+    let served_during = std::thread::scope(|scope| {
+        let flood = scope.spawn(|| {
+            let sent = tests::spoofed_syns(client, (NODE_2, 30080), 60_000, spoofed);
+            flooding.store(false, std::sync::atomic::Ordering::Release);
+            sent
+        });
+        let mut served = 0;
+        while flooding.load(std::sync::atomic::Ordering::Acquire) {
+            let answer = answer(&lab, client, "http://198.18.0.12:30080/");
+            assert_eq!(answer.client.ip(), NODE_2);
+            served += 1;
+        }
+        assert_eq!(flood.join().unwrap().unwrap(), 60_000);
+        served
+    });
+    assert!(served_during >= 1, "a request ran during the flood");
+    for _ in 0..20 {
+        let answer = answer(&lab, client, "http://198.18.0.12:30080/");
+        assert_eq!(answer.pod, "web-1");
+    }
+    assert_eq!(drops(&lab, "node-2", "nat_ports_exhausted"), 0);
+}
+
 #[test]
 fn local_traffic_policy_serves_local_backends_and_drops_elsewhere() {
     let lab = lab();

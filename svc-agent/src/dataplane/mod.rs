@@ -6,6 +6,7 @@
 //! flowing while no agent runs; a restarted or upgraded agent swaps its own
 //! programs into them atomically.
 mod codec;
+mod conntrack;
 mod held;
 mod tables;
 
@@ -27,6 +28,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
+pub use conntrack::{Census, Conntrack, coarse_now_ns};
 use svc_common::names;
 pub use tables::{ApplyReport, Desired, DropCounter, FrontendState, Tables};
 

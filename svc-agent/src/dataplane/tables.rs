@@ -74,6 +74,7 @@ pub struct Tables {
     rev_nat: HashMap<MapData, u32, RevNat>,
     meta: HashMap<MapData, u32, FrontendMeta>,
     ct: HashMap<MapData, FlowKey, Flow>,
+    ct_new: HashMap<MapData, FlowKey, Flow>,
     frontend_stats: PerCpuArray<MapData, FrontendCounters>,
     drops: PerCpuArray<MapData, DropCounters>,
     affinity: HashMap<MapData, AffinityKey, Affinity>,
@@ -135,6 +136,7 @@ impl Tables {
             rev_nat: typed(names::REV_NAT, &mut open)?,
             meta: typed(names::FRONTEND_META, &mut open)?,
             ct: typed(names::CT, &mut open)?,
+            ct_new: typed(names::CT_NEW, &mut open)?,
             frontend_stats: typed(names::FRONTEND_STATS, &mut open)?,
             drops: typed(names::DROP_STATS, &mut open)?,
             affinity: typed(names::AFFINITY, &mut open)?,
@@ -703,11 +705,17 @@ impl Tables {
             .collect()
     }
 
-    /// Every conntrack entry (both directions of each flow).
+    /// Every conntrack entry (both directions of each flow), established
+    /// ones (CT_V1) first, then the ones not established yet (CT_NEW_V1).
     pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
-        self.ct
+        let mut flows: Vec<(FlowKey, Flow)> = self
+            .ct
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(map_error(names::CT))
+            .map_err(map_error(names::CT))?;
+        for entry in self.ct_new.iter() {
+            flows.push(entry.map_err(map_error(names::CT_NEW))?);
+        }
+        Ok(flows)
     }
 }

@@ -27,7 +27,7 @@ pub use self::{
     http::AgentStatus,
 };
 use crate::{
-    dataplane::{Datapath, DataplaneError},
+    dataplane::{Conntrack, Datapath, DataplaneError, coarse_now_ns},
     k8s::{
         Source,
         client::{self, ClientError},
@@ -35,6 +35,7 @@ use crate::{
         source::{self, Update},
         watch::watch_api,
     },
+    metrics::Metrics,
     model::{NodeContextError, Translator},
 };
 
@@ -108,6 +109,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     tracing::info!(listen = %settings.listen, "serving /healthz and /metrics");
 
     let (mut datapath, mut pods) = attach(&settings, &status)?;
+    collect_conntrack(&settings.pin_path, status.metrics.clone())?;
     let (mut snapshots, source_name) = watch_source(&settings, &status).await?;
 
     let mut terminate = signal(SignalKind::terminate()).map_err(|source| RunError::Io {
@@ -241,6 +243,40 @@ fn attach(
     let mut pods = PodInterfaces::new(&settings.pod_interface_prefix);
     pods.attach_new(&mut datapath, status);
     Ok((datapath, pods))
+}
+
+/// How often expired conntrack entries are removed.
+const CONNTRACK_COLLECT_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts the conntrack collector on a thread of its own: a pass over a
+/// full table takes a while, and the sync loop must not wait for it.
+fn collect_conntrack(pin_path: &std::path::Path, metrics: Arc<Metrics>) -> Result<(), RunError> {
+    let mut conntrack = Conntrack::open_pinned(pin_path)?;
+    std::thread::Builder::new()
+        .name("conntrack-collector".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                match conntrack.collect(coarse_now_ns()) {
+                    Ok(census) => {
+                        failing = false;
+                        metrics.conntrack(census);
+                    }
+                    Err(error) => {
+                        metrics.error("conntrack_collect");
+                        if !std::mem::replace(&mut failing, true) {
+                            tracing::error!(%error, "collecting expired conntrack entries failed; retrying");
+                        }
+                    }
+                }
+                std::thread::sleep(CONNTRACK_COLLECT_EVERY);
+            }
+        })
+        .map_err(|source| RunError::Io {
+            what: "starting the conntrack collector",
+            source,
+        })?;
+    Ok(())
 }
 
 /// Starts watching the source of truth: the snapshots it publishes, and

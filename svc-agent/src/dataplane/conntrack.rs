@@ -1,0 +1,112 @@
+//! The conntrack collector: removes the entries whose timeout has passed
+//! (svc_common::flow_timeout_ns, the rule the programs apply too) from both
+//! conntrack tables, so table space and NAT ports come back without waiting
+//! for a packet to find them or for the LRU to evict, and counts what is
+//! left for /metrics.
+use std::path::Path;
+
+use aya::maps::{HashMap, Map, MapData};
+use svc_common::{Flow, FlowKey, flow_flags, flow_timeout_ns, names};
+
+use super::DataplaneError;
+
+/// Both conntrack tables, opened from an agent's pins.
+pub struct Conntrack {
+    established: HashMap<MapData, FlowKey, Flow>,
+    new: HashMap<MapData, FlowKey, Flow>,
+}
+
+/// What one collection found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Entries (one per direction) of flows not established yet.
+    pub new: u64,
+    /// Entries of established flows, not closing.
+    pub established: u64,
+    /// Entries after a FIN or RST, in either table.
+    pub closing: u64,
+    /// Source NAT ports held (reply entries of SNATed flows).
+    pub nat_ports: u64,
+    /// Entries removed by this collection.
+    pub collected: u64,
+}
+
+impl Conntrack {
+    pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
+        let open = |name: &'static str| {
+            let path = pin_dir.join(name);
+            MapData::from_pin(&path)
+                .and_then(Map::from_map_data)
+                .and_then(HashMap::try_from)
+                .map_err(|source| DataplaneError::NotPinned {
+                    name,
+                    path,
+                    source: Box::new(source),
+                })
+        };
+        Ok(Self {
+            established: open(names::CT)?,
+            new: open(names::CT_NEW)?,
+        })
+    }
+
+    /// Removes every entry idle past its timeout at `now_ns` (the coarse
+    /// monotonic clock the programs stamp entries with) and counts the
+    /// rest.
+    pub fn collect(&mut self, now_ns: u64) -> Result<Census, DataplaneError> {
+        let mut census = Census::default();
+        for (table, name, established) in [
+            (&mut self.established, names::CT, true),
+            (&mut self.new, names::CT_NEW, false),
+        ] {
+            // Keys first: removing while the kernel walks the hash table
+            // would restart the walk.
+            let keys: Vec<FlowKey> = table.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                // Gone meanwhile (a packet found it expired, or it moved).
+                let Ok(entry) = table.get(&key, 0) else {
+                    continue;
+                };
+                let idle = now_ns.saturating_sub(entry.last_seen_ns);
+                if idle > flow_timeout_ns(entry.flags, key.proto, established) {
+                    match table.remove(&key) {
+                        Ok(()) => census.collected += 1,
+                        Err(aya::maps::MapError::KeyNotFound) => {}
+                        Err(source) => {
+                            return Err(DataplaneError::Map {
+                                name,
+                                source: Box::new(source),
+                            });
+                        }
+                    }
+                    continue;
+                }
+                if entry.flags & flow_flags::CLOSING != 0 {
+                    census.closing += 1;
+                } else if established {
+                    census.established += 1;
+                } else {
+                    census.new += 1;
+                }
+                if entry.flags & (flow_flags::REPLY | flow_flags::SNAT)
+                    == flow_flags::REPLY | flow_flags::SNAT
+                {
+                    census.nat_ports += 1;
+                }
+            }
+        }
+        Ok(census)
+    }
+}
+
+/// The clock conntrack entries are stamped with: the kernel's coarse
+/// monotonic clock (bpf_ktime_get_coarse_ns).
+pub fn coarse_now_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) };
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
+}

@@ -1,0 +1,394 @@
+//! Conntrack's lifecycle through BPF_PROG_TEST_RUN (svc-ebpf's ct.rs): new
+//! flows in a table of their own, established ones kept from floods, NAT
+//! ports given back when flows close or expire, both entries of a flow
+//! living and dying together, and the agent's collector. Time passing is
+//! played by moving entries' last-seen stamps back (the programs and the
+//! collector compare them with the kernel's clock), so no test sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::{net::Ipv4Addr, time::Instant};
+
+use svc_agent::{
+    dataplane::{Conntrack, coarse_now_ns},
+    model::{Frontend, FrontendKind, Protocol},
+};
+use svc_common::{NodeConfig, flow_flags, flow_timeouts};
+use tests::{
+    pinned::{Pinned, Table},
+    *,
+};
+
+const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+const OTHER_BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
+const SECOND: u64 = 1_000_000_000;
+
+fn config((nat_port_min, nat_port_max): (u16, u16)) -> NodeConfig {
+    NodeConfig {
+        node_addr_be: u32::from_ne_bytes(NODE.octets()),
+        hairpin_addr_be: u32::from_ne_bytes([198, 18, 1, 1]),
+        nat_port_min,
+        nat_port_max,
+        _pad: 0,
+    }
+}
+
+/// NodePort 30080 (TCP) or 30053 (UDP) with remote backends: every flow
+/// from the network is source-NATed to the node.
+fn node_port(protocol: Protocol, backends: &[Ipv4Addr]) -> Frontend {
+    let port = if protocol == Protocol::TCP {
+        30080
+    } else {
+        30053
+    };
+    let backends: Vec<_> = backends.iter().map(|b| ready(*b, 8080, false)).collect();
+    frontend(
+        FrontendKind::NodePort,
+        "web",
+        (NODE, port),
+        protocol,
+        &backends,
+    )
+}
+
+fn load(nat_ports: (u16, u16), frontends: &[Frontend]) -> Pinned {
+    Pinned::load("conntrack", frontends, Some(config(nat_ports)))
+}
+
+fn ack(ack: u32) -> TcpFlags {
+    TcpFlags {
+        ack: Some(ack),
+        ..TcpFlags::default()
+    }
+}
+
+/// A client's TCP connection through the NodePort, as the backend sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Connection {
+    client: (Ipv4Addr, u16),
+    backend: Ipv4Addr,
+    nat_port: u16,
+}
+
+/// A SYN from `client`: the connection it became, or the verdict of a
+/// packet that was not translated.
+fn connect(pinned: &mut Pinned, client: (Ipv4Addr, u16)) -> Result<Connection, u32> {
+    let syn = tcp_frame(client, (NODE, 30080), 1, SYN, b"");
+    let (verdict, out) = pinned.world_verdict(&syn);
+    if verdict != XDP_PASS {
+        return Err(verdict);
+    }
+    let ((source, nat_port), (backend, backend_port)) = endpoints(&out);
+    assert_eq!((source, backend_port), (NODE, 8080));
+    Ok(Connection {
+        client,
+        backend,
+        nat_port,
+    })
+}
+
+/// The backend's segment to the connection's NAT port must reach the
+/// client from the NodePort.
+fn reply(pinned: &mut Pinned, connection: &Connection, flags: TcpFlags) {
+    let segment = tcp_frame(
+        (connection.backend, 8080),
+        (NODE, connection.nat_port),
+        9,
+        flags,
+        b"",
+    );
+    let out = pinned.world(&segment);
+    assert_eq!(
+        endpoints(&out),
+        ((NODE, 30080), connection.client),
+        "a reply to NAT port {} went astray",
+        connection.nat_port
+    );
+}
+
+/// The client's segment must reach the connection's backend from its NAT
+/// port.
+fn send(pinned: &mut Pinned, connection: &Connection, flags: TcpFlags) {
+    let segment = tcp_frame(connection.client, (NODE, 30080), 2, flags, b"");
+    let out = pinned.world(&segment);
+    assert_eq!(
+        endpoints(&out),
+        ((NODE, connection.nat_port), (connection.backend, 8080)),
+        "{connection:?} lost its backend or NAT port"
+    );
+}
+
+/// SYN, SYN-ACK, ACK.
+fn establish(pinned: &mut Pinned, client: (Ipv4Addr, u16)) -> Connection {
+    let connection = connect(pinned, client).unwrap();
+    reply(
+        pinned,
+        &connection,
+        TcpFlags {
+            syn: true,
+            ..ack(2)
+        },
+    );
+    send(pinned, &connection, ack(10));
+    connection
+}
+
+/// FIN both ways, and the last ACK.
+fn close(pinned: &mut Pinned, connection: &Connection) {
+    let fin = TcpFlags {
+        fin: true,
+        ..ack(10)
+    };
+    send(pinned, connection, fin);
+    reply(pinned, connection, fin);
+    send(pinned, connection, ack(11));
+}
+
+fn drops(pinned: &mut Pinned, reason: &str) -> u64 {
+    let counters = pinned.datapath.tables().drop_counters().unwrap();
+    counters
+        .iter()
+        .find(|c| c.reason == reason)
+        .unwrap()
+        .packets
+}
+
+/// A source for the `n`th spoofed packet: addresses all over 198.18/15.
+fn spoofed(n: u32) -> (Ipv4Addr, u16) {
+    let mixed = n.wrapping_mul(2_654_435_761);
+    let host = 0xC612_0000 | (mixed & 0x0001_FFFF);
+    (Ipv4Addr::from(host), 1024 + (mixed >> 17) as u16 % 60000)
+}
+
+#[test]
+fn a_flow_is_new_until_its_handshake_completes_then_established() {
+    let mut pinned = load((61000, 61031), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let connection = connect(&mut pinned, (CLIENT, 40000)).unwrap();
+    assert_eq!(pinned.entries(Table::New).len(), 2);
+    assert!(pinned.entries(Table::Established).is_empty());
+
+    reply(
+        &mut pinned,
+        &connection,
+        TcpFlags {
+            syn: true,
+            ..ack(2)
+        },
+    );
+    let answered = pinned.entries(Table::New);
+    assert_eq!(answered.len(), 2, "a SYN-ACK alone establishes nothing");
+    assert!(
+        answered
+            .iter()
+            .all(|(_, flow)| flow.flags & flow_flags::SEEN_REPLY != 0),
+        "both entries know the flow was answered: {answered:?}"
+    );
+
+    send(&mut pinned, &connection, ack(10));
+    assert!(pinned.entries(Table::New).is_empty());
+    let established = pinned.entries(Table::Established);
+    assert_eq!(established.len(), 2);
+    assert!(
+        established
+            .iter()
+            .all(|(_, flow)| flow.nat_port_be == connection.nat_port.to_be()
+                || flow.nat_addr_be == u32::from_ne_bytes(CLIENT.octets()))
+    );
+}
+
+/// 32 NAT ports; each round opens and closes 32 connections, finds every
+/// port held while the closing timeout runs (a 33rd connection is refused),
+/// and once it has run, opens the next 32.
+#[test]
+fn closed_connections_give_their_nat_ports_back_after_the_closing_timeout() {
+    let mut pinned = load((61000, 61031), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let mut client_port = 40000;
+    for round in 0..5 {
+        let mut ports = std::collections::BTreeSet::new();
+        for _ in 0..32 {
+            client_port += 1;
+            let connection = establish(&mut pinned, (CLIENT, client_port));
+            assert!(
+                (61000..=61031).contains(&connection.nat_port),
+                "{connection:?}"
+            );
+            assert!(
+                ports.insert(connection.nat_port),
+                "round {round}: {connection:?}"
+            );
+            close(&mut pinned, &connection);
+        }
+        let exhausted = drops(&mut pinned, "nat_ports_exhausted");
+        assert_eq!(
+            connect(&mut pinned, (CLIENT, 39999)),
+            Err(XDP_DROP),
+            "round {round}: a port of a closing flow was handed out again"
+        );
+        assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), exhausted + 1);
+        // The round's flows: the earlier rounds' forward entries are
+        // expired already (their reply entries gave the ports back).
+        let now = coarse_now_ns();
+        let closing = pinned.age(
+            Table::Established,
+            flow_timeouts::TCP_CLOSING_NS + SECOND,
+            |_, flow| {
+                flow.flags & flow_flags::CLOSING != 0
+                    && now.saturating_sub(flow.last_seen_ns) < flow_timeouts::TCP_CLOSING_NS
+            },
+        );
+        assert_eq!(closing, 64, "round {round}: both entries of 32 flows close");
+    }
+}
+
+/// Spoofed SYNs take ports from each other, never from an established
+/// flow, and leave real clients a port even when they outnumber the range.
+#[test]
+fn a_spoofed_syn_flood_leaves_nat_ports_for_real_clients() {
+    let mut pinned = load((61000, 61031), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let before = establish(&mut pinned, (CLIENT, 40000));
+    for n in 0..60_000 {
+        connect(&mut pinned, spoofed(n)).unwrap();
+    }
+    assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), 0);
+    // Established before the flood: still on its backend and port.
+    send(&mut pinned, &before, ack(20));
+    reply(&mut pinned, &before, ack(30));
+    // A real client arriving after it gets through, and stays through the
+    // next flood.
+    let after = establish(&mut pinned, (CLIENT, 40001));
+    assert_ne!(after.nat_port, before.nat_port);
+    for n in 60_000..120_000 {
+        connect(&mut pinned, spoofed(n)).unwrap();
+    }
+    for connection in [before, after] {
+        send(&mut pinned, &connection, ack(40));
+        reply(&mut pinned, &connection, ack(50));
+    }
+}
+
+/// A flood of new flows many times the size of CT_NEW_V1 (spoofed SYNs
+/// and ACKs) while 100 established flows idle: all 100 keep their backend
+/// and NAT port; the flood's entries are gone once their timeout has run
+/// and the collector has passed.
+#[test]
+fn a_flood_of_new_flows_cannot_evict_established_ones() {
+    let backends = [BACKEND, OTHER_BACKEND];
+    let mut pinned = load((32768, 60999), &[node_port(Protocol::TCP, &backends)]);
+    let established: Vec<Connection> = (0..100)
+        .map(|n| establish(&mut pinned, (CLIENT, 20000 + n)))
+        .collect();
+    for n in 0..300_000 {
+        let flags = if n % 2 == 0 { SYN } else { ack(1) };
+        let segment = tcp_frame(spoofed(n), (NODE, 30080), 1, flags, b"");
+        pinned.world(&segment);
+    }
+    assert!(
+        pinned.entries(Table::New).len() > 1000,
+        "the flood made new flows"
+    );
+    for connection in &established {
+        send(&mut pinned, connection, ack(20));
+        reply(&mut pinned, connection, ack(30));
+    }
+
+    let mut conntrack = Conntrack::open_pinned(&pinned.dir.0).unwrap();
+    let census = conntrack.collect(coarse_now_ns()).unwrap();
+    assert_eq!(census.established, 200);
+    assert_eq!(census.collected, 0, "nothing expired yet");
+    let new_entries = census.new;
+    assert!(new_entries > 1000, "{census:?}");
+    // Rewriting entries of a full LRU table evicts some: not all the
+    // entries counted before are there to be collected.
+    pinned.age(Table::New, flow_timeouts::NEW_NS + SECOND, |_, _| true);
+    let census = conntrack.collect(coarse_now_ns()).unwrap();
+    assert!(
+        census.collected > new_entries / 2 && census.collected <= new_entries,
+        "{census:?}"
+    );
+    assert_eq!((census.new, census.established), (0, 200));
+    assert_eq!(
+        census.nat_ports, 100,
+        "one reply entry per established flow"
+    );
+    assert!(pinned.entries(Table::New).is_empty());
+}
+
+/// With one NAT port: a UDP flow whose reply entry expired on its own gives
+/// the port up, and its next datagram must not leave with the port the
+/// next client holds now (whose answers would reach the first client).
+#[test]
+fn a_udp_flow_whose_reply_entry_expired_does_not_use_a_port_another_holds() {
+    let mut pinned = load((61000, 61000), &[node_port(Protocol::UDP, &[BACKEND])]);
+    let datagram = |client: (Ipv4Addr, u16)| udp_frame(client, (NODE, 30053), b"query");
+    let answer = |pinned: &mut Pinned, to: (Ipv4Addr, u16)| {
+        let out = pinned.world(&udp_frame((BACKEND, 8080), (NODE, 61000), b"answer"));
+        assert_eq!(endpoints(&out), ((NODE, 30053), to));
+    };
+    let first = (CLIENT, 5000);
+    let second = (Ipv4Addr::new(198, 18, 0, 101), 5000);
+
+    let out = pinned.world(&datagram(first));
+    assert_eq!(endpoints(&out), ((NODE, 61000), (BACKEND, 8080)));
+    answer(&mut pinned, first);
+    let aged = pinned.age(
+        Table::Established,
+        flow_timeouts::UDP_NS + SECOND,
+        |_, flow| flow.flags & flow_flags::REPLY != 0,
+    );
+    assert_eq!(aged, 1);
+
+    let out = pinned.world(&datagram(second));
+    assert_eq!(endpoints(&out), ((NODE, 61000), (BACKEND, 8080)));
+    answer(&mut pinned, second);
+
+    let (verdict, _) = pinned.world_verdict(&datagram(first));
+    assert_eq!(verdict, XDP_DROP, "the only port is the second client's");
+    assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), 1);
+    answer(&mut pinned, second);
+}
+
+/// A packet of one direction keeps the other direction's entry alive too.
+#[test]
+fn one_direction_keeps_both_entries_of_a_flow_alive() {
+    let mut pinned = load((61000, 61031), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let connection = establish(&mut pinned, (CLIENT, 40000));
+    pinned.age(Table::Established, 100 * SECOND, |_, _| true);
+    let now = coarse_now_ns();
+    send(&mut pinned, &connection, ack(20));
+    let entries = pinned.entries(Table::Established);
+    assert_eq!(entries.len(), 2);
+    for (key, flow) in entries {
+        assert!(
+            flow.last_seen_ns + SECOND >= now,
+            "{key:?} was not touched: {} s old",
+            now.saturating_sub(flow.last_seen_ns) / SECOND
+        );
+    }
+}
+
+/// Resets (and ICMP errors) come from a per-CPU token bucket: 50 at once,
+/// then 1 000 a second per CPU; the rest are dropped and counted.
+#[test]
+fn answers_to_a_flood_are_rate_limited() {
+    let mut pinned = load((61000, 61031), &[node_port(Protocol::TCP, &[])]);
+    let started = Instant::now();
+    let mut resets = 0u64;
+    for n in 0..2_000 {
+        let (verdict, _) = pinned.world_verdict(&tcp_frame(spoofed(n), (NODE, 30080), 1, SYN, b""));
+        if verdict == XDP_TX {
+            resets += 1;
+        } else {
+            assert_eq!(verdict, XDP_DROP);
+        }
+    }
+    let elapsed_ms = started.elapsed().as_millis() as u64 + 1;
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(resets >= 50, "the burst is answered: {resets}");
+    assert!(
+        resets <= cpus * (50 + elapsed_ms),
+        "{resets} resets in {elapsed_ms} ms"
+    );
+    assert_eq!(drops(&mut pinned, "reject_rate_limited"), 2_000 - resets);
+    assert_eq!(drops(&mut pinned, "no_backend_reset"), resets);
+}
