@@ -97,6 +97,19 @@ pub enum DataplaneError {
     },
 }
 
+impl DataplaneError {
+    /// The Service an error is about, when it is about one Service only
+    /// (it did not fit, or holds something the maps cannot take): that
+    /// Service can be left out and every other one programmed.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            DataplaneError::Full { service, .. }
+            | DataplaneError::BadSourceRange { service, .. } => Some(service),
+            _ => None,
+        }
+    }
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Loaded programs plus the maps they use.

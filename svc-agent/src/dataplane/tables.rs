@@ -19,8 +19,8 @@ use aya::maps::{
 use serde::Serialize;
 use svc_common::{
     Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
-    FrontendKey, FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, NodeConfig, RevNat, ServiceSlot,
-    SourceRange, TablesGeneration, backend_flags, frontend_flags, names,
+    FrontendKey, FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, MAX_SOURCE_RANGES, NodeConfig, RevNat,
+    ServiceSlot, SourceRange, TablesGeneration, backend_flags, frontend_flags, names,
 };
 
 use super::{DataplaneError, codec, held::Held};
@@ -116,8 +116,14 @@ fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     }
 }
 
+/// A map refused an entry for want of room: E2BIG from hash maps, ENOSPC
+/// from LPM tries.
 fn is_full(error: &MapError) -> bool {
-    matches!(error, MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(libc::E2BIG))
+    matches!(
+        error,
+        MapError::SyscallError(e)
+            if matches!(e.io_error.raw_os_error(), Some(libc::E2BIG | libc::ENOSPC))
+    )
 }
 
 impl Tables {
@@ -428,6 +434,7 @@ impl Tables {
         }
         let none = BTreeSet::new();
         let present = present.unwrap_or(&none);
+        let mut inserted = Vec::new();
         for (prefix_len, addr_be) in &wanted {
             if !present.contains(&(*prefix_len, *addr_be)) {
                 let key = aya::maps::lpm_trie::Key::new(
@@ -437,9 +444,23 @@ impl Tables {
                         addr_be: *addr_be,
                     },
                 );
-                self.source_ranges
-                    .insert(&key, 1, 0)
-                    .map_err(map_error(names::SOURCE_RANGES))?;
+                if let Err(e) = self.source_ranges.insert(&key, 1, 0) {
+                    // Nothing of this attempt stays behind: what was held
+                    // before is all the maps (and `held`) know of.
+                    for (prefix_len, addr_be) in inserted {
+                        self.remove_source_range(rev_nat_id, prefix_len, addr_be)?;
+                    }
+                    return Err(if is_full(&e) {
+                        DataplaneError::Full {
+                            map: names::SOURCE_RANGES,
+                            service: frontend.service.clone(),
+                            entries: MAX_SOURCE_RANGES,
+                        }
+                    } else {
+                        map_error(names::SOURCE_RANGES)(e)
+                    });
+                }
+                inserted.push((*prefix_len, *addr_be));
             }
         }
         for (prefix_len, addr_be) in present.difference(&wanted) {

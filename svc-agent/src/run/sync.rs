@@ -74,16 +74,20 @@ pub fn sync(
                     left_out,
                 });
             }
-            Err(DataplaneError::Full {
-                map,
-                service,
-                entries,
-            }) => {
-                metrics.error("map_full");
+            Err(error) => {
+                // An error about one Service leaves that Service out;
+                // anything else fails the sync, to be retried whole.
+                let Some(service) = error.service().map(str::to_owned) else {
+                    return Err(error.into());
+                };
+                metrics.error(if matches!(error, DataplaneError::Full { .. }) {
+                    "map_full"
+                } else {
+                    "bad_service"
+                });
                 tracing::error!(
-                    %service, map, entries,
-                    "map full: this Service is not programmed (its old entries stay); \
-                     every other Service is"
+                    %service, %error,
+                    "this Service is not programmed (its old entries stay); every other Service is"
                 );
                 let retried = !left_out.insert(service.clone());
                 desired.retain(|frontend| frontend.service != service);
@@ -97,7 +101,6 @@ pub fn sync(
                     );
                 }
             }
-            Err(error) => return Err(error.into()),
         }
     }
 }
