@@ -169,10 +169,15 @@ pub(super) fn frontend_order(
     )
 }
 
-/// One address, port and protocol can hold one frontend: when Services
-/// claim the same one (an external IP equal to another's cluster IP, say),
-/// the first in [`translate`]'s order keeps it, whatever order `frontends`
-/// come in.
+/// One address, port and protocol can hold one frontend. When Services
+/// claim the same one, its owner is decided by kind first, in the order
+/// an address is trusted: a ClusterIP (allocated by the API server), then
+/// a node address's NodePort, then LoadBalancer ingress (written by a
+/// controller), then externalIPs (any Service's author may write one).
+/// So `aaa/x` with an externalIP equal to the kubernetes Service's
+/// ClusterIP, or to a node address, takes nothing from them
+/// (CVE-2020-8554's class). Between frontends of one kind, the first in
+/// [`translate`]'s order keeps it, whatever order `frontends` come in.
 pub(super) fn drop_address_clashes(frontends: &mut Vec<&Arc<Frontend>>) {
     let mut owner: FastMap<(Ipv4Addr, u16, super::Protocol), &Arc<Frontend>> = FastMap::default();
     let mut clashed = false;
@@ -184,7 +189,7 @@ pub(super) fn drop_address_clashes(frontends: &mut Vec<&Arc<Frontend>>) {
             }
             Entry::Occupied(mut occupied) => {
                 clashed = true;
-                if frontend_order(frontend) < frontend_order(occupied.get()) {
+                if ownership_order(frontend) < ownership_order(occupied.get()) {
                     occupied.insert(frontend);
                 }
             }
@@ -195,16 +200,31 @@ pub(super) fn drop_address_clashes(frontends: &mut Vec<&Arc<Frontend>>) {
     }
     frontends.retain(|frontend| {
         let key = (frontend.address, frontend.port, frontend.protocol);
-        let first = Arc::ptr_eq(owner[&key], frontend);
+        let owner = owner[&key];
+        let first = Arc::ptr_eq(owner, frontend);
         if !first {
             tracing::warn!(
                 service = %frontend.service,
+                kind = ?frontend.kind,
                 frontend = %format!("{}:{}/{}", frontend.address, frontend.port, frontend.protocol),
-                "frontend address already taken by another Service; not programmed"
+                owner = %owner.service,
+                owner_kind = ?owner.kind,
+                "frontend address belongs to another Service's frontend; not programmed"
             );
         }
         first
     });
+}
+
+/// Who owns a contested address: kind, then [`frontend_order`].
+fn ownership_order(
+    frontend: &Frontend,
+) -> (
+    FrontendKind,
+    (&str, &str, super::Protocol, FrontendKind, Ipv4Addr, u16),
+) {
+    // FrontendKind's order is the precedence.
+    (frontend.kind, frontend_order(frontend))
 }
 
 #[cfg(test)]

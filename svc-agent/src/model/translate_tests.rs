@@ -658,26 +658,88 @@ fn endpoint(address: &str, port: u16, ready: bool) -> Endpoint {
     }
 }
 
+/// Contested addresses go by kind (ClusterIP, NodePort, LoadBalancer,
+/// externalIP), whatever the names: the Service that sorts first never
+/// wins by its name alone.
 #[test]
-fn a_frontend_address_claimed_twice_goes_to_the_first_service() {
-    // demo/b's external IP is demo/a's cluster IP.
-    let a = service(json!({
-        "metadata": {"name": "a"},
-        "spec": {"clusterIP": "198.19.0.1", "ports": [{"port": 80}]},
-    }));
-    let b = service(json!({
-        "metadata": {"name": "b"},
-        "spec": {"clusterIP": "198.19.0.2", "externalIPs": ["198.19.0.1"], "ports": [{"port": 80}]},
-    }));
-    let frontends = plan_of(vec![b, a], &[]);
-    let got: Vec<String> = frontends
-        .iter()
-        .map(|f| format!("{} {} {}", f.service, f.kind, f.address))
-        .collect();
-    assert_eq!(
-        got,
-        ["demo/a ClusterIP 198.19.0.1", "demo/b ClusterIP 198.19.0.2"]
-    );
+fn a_frontend_address_claimed_twice_goes_by_kind_not_by_name() {
+    struct Case {
+        name: &'static str,
+        /// The owner by right, named to sort last.
+        owner: Value,
+        /// The claimant, named to sort first.
+        claimant: Value,
+        /// "SERVICE KIND ADDRESS:PORT" of every frontend programmed.
+        expected: &'static [&'static str],
+    }
+    let cases = [
+        Case {
+            name: "an externalIP on the kubernetes Service's ClusterIP",
+            owner: json!({
+                "metadata": {"name": "kubernetes", "namespace": "default"},
+                "spec": {"clusterIP": "198.19.0.1", "ports": [{"port": 443}]},
+            }),
+            claimant: json!({
+                "metadata": {"name": "x", "namespace": "aaa"},
+                "spec": {"clusterIP": "198.19.0.2", "externalIPs": ["198.19.0.1"], "ports": [{"port": 443}]},
+            }),
+            expected: &[
+                "aaa/x ClusterIP 198.19.0.2:443",
+                "default/kubernetes ClusterIP 198.19.0.1:443",
+            ],
+        },
+        Case {
+            name: "an externalIP on a node address, at a NodePort",
+            owner: json!({
+                "metadata": {"name": "zzz"},
+                "spec": {"type": "NodePort", "clusterIP": "198.19.0.3",
+                         "ports": [{"port": 80, "nodePort": 30080}]},
+            }),
+            claimant: json!({
+                "metadata": {"name": "aaa"},
+                "spec": {"clusterIP": "198.19.0.4", "externalIPs": ["198.18.0.11"],
+                         "ports": [{"port": 30080}]},
+            }),
+            expected: &[
+                "demo/aaa ClusterIP 198.19.0.4:30080",
+                "demo/zzz ClusterIP 198.19.0.3:80",
+                "demo/zzz NodePort 198.18.0.11:30080",
+                "demo/zzz NodePort 198.18.100.11:30080",
+            ],
+        },
+        Case {
+            name: "a LoadBalancer ingress IP on a ClusterIP",
+            owner: json!({
+                "metadata": {"name": "zzz"},
+                "spec": {"clusterIP": "198.19.0.5", "ports": [{"port": 80}]},
+            }),
+            claimant: json!({
+                "metadata": {"name": "aaa"},
+                "spec": {"type": "LoadBalancer", "clusterIP": "198.19.0.6",
+                         "ports": [{"port": 80, "nodePort": 30081}]},
+                "status": {"loadBalancer": {"ingress": [{"ip": "198.19.0.5"}]}},
+            }),
+            expected: &[
+                "demo/aaa ClusterIP 198.19.0.6:80",
+                "demo/aaa NodePort 198.18.0.11:30081",
+                "demo/aaa NodePort 198.18.100.11:30081",
+                "demo/zzz ClusterIP 198.19.0.5:80",
+            ],
+        },
+    ];
+    for case in cases {
+        for order in [
+            vec![service(case.owner.clone()), service(case.claimant.clone())],
+            vec![service(case.claimant.clone()), service(case.owner.clone())],
+        ] {
+            let mut got: Vec<String> = plan_of(order, &[])
+                .iter()
+                .map(|f| format!("{} {} {}:{}", f.service, f.kind, f.address, f.port))
+                .collect();
+            got.sort();
+            assert_eq!(got, case.expected, "{}", case.name);
+        }
+    }
 }
 
 /// A Translator's frontends, sorted as `translate` sorts them.
