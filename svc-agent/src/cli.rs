@@ -49,7 +49,10 @@ pub enum Command {
     /// manifests with --manifests.
     Diagnose(DiagnoseArgs),
     /// Run the node agent: keep the pinned maps equal to the cluster's
-    /// Services (from the API server, or from a manifests directory).
+    /// Services (from the API server, or from a manifests directory). A
+    /// flag given twice takes its last value (so a wrapper's defaults can
+    /// be overridden by flags appended after them).
+    #[command(args_override_self = true)]
     Run(RunArgs),
     /// Remove this agent's pinned links (detaching its programs) and maps.
     Cleanup {

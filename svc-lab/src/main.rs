@@ -35,6 +35,11 @@ enum Command {
         /// Start no agent (to load a datapath by hand).
         #[arg(long)]
         no_agent: bool,
+        /// A flag for every node's `svc-agent run`, after the lab's own
+        /// (which it overrides): `--agent-arg=--nat-ports=61000-61031`.
+        /// Repeatable.
+        #[arg(long = "agent-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        agent_args: Vec<String>,
     },
     /// Create or change objects (a Deployment's selector cannot change).
     Apply {
@@ -106,7 +111,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             nodes,
             no_agent,
-        } => tool::up(state, &files, nodes, !no_agent)?,
+            agent_args,
+        } => tool::up(state, &files, nodes, !no_agent, &agent_args)?,
         Command::Apply { files } => tool::apply(state, &files)?,
         Command::Delete { files, object } => match (files.is_empty(), object) {
             (false, None) => tool::delete_objects(state, &files)?,

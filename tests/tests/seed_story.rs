@@ -33,6 +33,11 @@ fn seed(file: &str) -> String {
 
 impl ToolLab {
     fn up(files: &[&str]) -> Self {
+        Self::up_with(files, &[])
+    }
+
+    /// `svc-lab up` of seed files, with `extra` flags.
+    fn up_with(files: &[&str], extra: &[&str]) -> Self {
         // One state directory per lab: tests of this binary run in parallel.
         static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = LABS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -42,6 +47,7 @@ impl ToolLab {
         for file in files {
             args.extend(["-f".to_owned(), seed(file)]);
         }
+        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let output = lab.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             output.status.success(),
@@ -105,6 +111,28 @@ impl Drop for ToolLab {
 }
 
 const SEED: [&str; 3] = ["nodes.yaml", "web-deployment.yaml", "web-services.yaml"];
+
+/// `up --agent-arg` reaches every node's agent, over the lab's own value:
+/// a NodePort request the node sends to a pod elsewhere is source-NATed
+/// from the port range given.
+#[test]
+fn agent_flags_given_to_up_override_the_labs_own() {
+    let lab = ToolLab::up_with(&SEED, &["--agent-arg=--nat-ports=61000-61031"]);
+    for node in ["198.18.0.11", "198.18.0.12"] {
+        let snated = (0..40)
+            .map(|_| lab.answers("client", &format!("http://{node}:30080/")))
+            .find_map(|answer| {
+                let client = answer.split("client=").nth(1)?.trim().to_owned();
+                let (ip, port) = client.rsplit_once(':')?;
+                (ip == node).then(|| port.parse::<u16>().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no request to {node} went to a pod elsewhere"));
+        assert!(
+            (61000..=61031).contains(&snated),
+            "{node}: NAT port {snated}"
+        );
+    }
+}
 
 #[test]
 fn seed_story_traffic_the_mismatch_and_the_fix() {

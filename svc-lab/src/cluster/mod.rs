@@ -84,6 +84,9 @@ pub struct Cluster {
     pub services: Vec<Service>,
     /// Pods placed so far (round-robin over nodes).
     pub placed: u64,
+    /// Flags every node's agent gets after the lab's own (`up --agent-arg`).
+    #[serde(default)]
+    pub agent_args: Vec<String>,
 }
 
 /// What applying or deleting changed, for the tool to carry out and print.

@@ -33,7 +33,9 @@ pub fn agent_binary() -> Result<PathBuf, ToolError> {
     Ok(path)
 }
 
-/// Starts `svc-agent run` for node `name` in `ns`; returns its pid.
+/// Starts `svc-agent run` for node `name` in `ns`; returns its pid. The
+/// user's `extra` flags come last: `run` takes the last of a flag given
+/// twice.
 pub fn start(
     state: &StateDir,
     ns: &Netns,
@@ -41,6 +43,7 @@ pub fn start(
     address: Ipv4Addr,
     pin_dir: &Path,
     cgroup: &Path,
+    extra: &[String],
 ) -> Result<u32, ToolError> {
     let agent = agent_binary()?;
     let mut command = ns.command(&agent.to_string_lossy())?;
@@ -58,7 +61,8 @@ pub fn start(
         .args(["--nat-ports", &format!("{}-{}", NAT_PORTS.0, NAT_PORTS.1)])
         .args(["--listen", HEALTH_ADDRESS])
         .arg("--cgroup")
-        .arg(cgroup);
+        .arg(cgroup)
+        .args(extra);
     process::spawn(&mut command, &state.log(&format!("agent-{name}")))
 }
 

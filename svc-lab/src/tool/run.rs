@@ -57,6 +57,7 @@ pub fn up(
     files: &[PathBuf],
     nodes: usize,
     agents: bool,
+    agent_args: &[String],
 ) -> Result<(), ToolError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -80,6 +81,7 @@ pub fn up(
     let id = format!("{PREFIX}{keeper_pid}x0");
     let mut cluster = Cluster::with_nodes(id, &snapshot, nodes)?;
     cluster.keeper_pid = Some(keeper_pid);
+    cluster.agent_args = agent_args.to_vec();
     state.save(&cluster)?;
     let result = build(&state, &mut cluster, &mut keeper, &snapshot, agents);
     if let Err(error) = result {
@@ -211,6 +213,7 @@ fn start_agents(state: &StateDir, cluster: &mut Cluster) -> Result<(), ToolError
             wiring::node_address(number),
             &pins,
             &node_cgroup,
+            &cluster.agent_args,
         )?;
         cluster.nodes[position].agent_pid = Some(pid);
         state.save(cluster)?;
