@@ -540,3 +540,42 @@ fn pod_interfaces_created_later_are_attached_and_forgotten_when_gone() {
         "other veths keep theirs"
     );
 }
+
+/// A pod veth deleted and made again under the same name at once (a pod
+/// replaced; the seed story's delete and re-create) is attached again,
+/// however quickly: the agent follows interfaces by index, not by name.
+#[test]
+fn a_veth_made_again_under_its_name_is_attached_again() {
+    let lab = lab();
+    let (_manifests, _agent) = synced_agent(&lab, &[pod_ip(&lab, "web-1")], &[]);
+    let netns = lab.node(NODE).unwrap().netns();
+    let attached_programs = |netns: &svc_lab::netns::Netns| {
+        netns
+            .in_thread(|| {
+                aya::programs::SchedClassifier::query_tcx(
+                    "lxc8",
+                    aya::programs::TcAttachType::Ingress,
+                )
+                .map(|(_, programs)| programs.len())
+                .unwrap_or(0)
+            })
+            .unwrap()
+    };
+    let add = [
+        "link", "add", "lxc8", "type", "veth", "peer", "name", "late8",
+    ];
+    netns.ip(&add).unwrap();
+    netns.ip(&["link", "set", "lxc8", "up"]).unwrap();
+    wait_for("lxc8 attached", Duration::from_secs(5), || {
+        (attached_programs(netns) == 1).then_some(())
+    });
+    // Gone and back within a few milliseconds: no poll sees it missing.
+    netns.ip(&["link", "del", "lxc8"]).unwrap();
+    netns.ip(&add).unwrap();
+    netns.ip(&["link", "set", "lxc8", "up"]).unwrap();
+    assert_eq!(attached_programs(netns), 0, "a new device starts bare");
+    wait_for("lxc8 attached again", Duration::from_secs(5), || {
+        (attached_programs(netns) == 1).then_some(())
+    });
+    netns.ip(&["link", "del", "lxc8"]).unwrap();
+}

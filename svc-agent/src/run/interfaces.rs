@@ -1,7 +1,9 @@
 //! Which pod interfaces exist in this network namespace.
 //!
-//! The run loop polls [`names`] every [`POLL`] and attaches to interfaces it
-//! has not seen. Polling `if_nameindex(3)` rather than subscribing to
+//! The run loop polls [`with_prefix`] every [`POLL`] and attaches to
+//! interfaces it has not seen, by index: a veth deleted and made again
+//! under the same name between two polls (a pod replaced) has a new index,
+//! so it is attached again. Polling `if_nameindex(3)` rather than subscribing to
 //! rtnetlink: it needs no netlink dependency, a missed event cannot leave a
 //! veth unattached (every poll sees the full list), and 200 ms is well
 //! inside the time a CNI takes to set a pod up. `if_nameindex` asks the
@@ -13,8 +15,8 @@ use std::{ffi::CStr, time::Duration};
 
 pub const POLL: Duration = Duration::from_millis(200);
 
-/// The names of every interface in this network namespace.
-pub fn names() -> std::io::Result<Vec<String>> {
+/// Every interface in this network namespace: (name, index).
+pub fn names() -> std::io::Result<Vec<(String, u32)>> {
     // SAFETY: if_nameindex returns a heap array ended by a zeroed entry, or
     // NULL on error; it is freed with if_freenameindex below.
     let list = unsafe { libc::if_nameindex() };
@@ -27,11 +29,12 @@ pub fn names() -> std::io::Result<Vec<String>> {
     // is a NUL-terminated string owned by the list.
     unsafe {
         while (*entry).if_index != 0 && !(*entry).if_name.is_null() {
-            names.push(
+            names.push((
                 CStr::from_ptr((*entry).if_name)
                     .to_string_lossy()
                     .into_owned(),
-            );
+                (*entry).if_index,
+            ));
             entry = entry.add(1);
         }
         libc::if_freenameindex(list);
@@ -39,11 +42,11 @@ pub fn names() -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
-/// The interfaces whose names start with `prefix`.
-pub fn with_prefix(prefix: &str) -> std::io::Result<Vec<String>> {
+/// The interfaces whose names start with `prefix`: (name, index).
+pub fn with_prefix(prefix: &str) -> std::io::Result<Vec<(String, u32)>> {
     Ok(names()?
         .into_iter()
-        .filter(|name| name.starts_with(prefix))
+        .filter(|(name, _)| name.starts_with(prefix))
         .collect())
 }
 
@@ -53,7 +56,7 @@ mod tests {
 
     #[test]
     fn loopback_is_listed() {
-        assert!(names().unwrap().iter().any(|name| name == "lo"));
-        assert_eq!(with_prefix("lo").unwrap(), vec!["lo".to_owned()]);
+        assert!(names().unwrap().iter().any(|(name, _)| name == "lo"));
+        assert_eq!(with_prefix("lo").unwrap(), vec![("lo".to_owned(), 1)]);
     }
 }

@@ -12,7 +12,7 @@ pub mod interfaces;
 mod sync;
 
 use std::{
-    collections::BTreeSet,
+    collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     sync::{Arc, atomic::Ordering},
@@ -327,50 +327,62 @@ fn error_kind(error: &RunError) -> &'static str {
     }
 }
 
-/// The pod veths the TC program is attached to.
+/// The pod veths the TC program is attached to, by name and index.
 struct PodInterfaces {
     prefix: String,
-    attached: BTreeSet<String>,
+    attached: BTreeMap<String, u32>,
     /// Reported once, retried on every poll.
-    failing: BTreeSet<String>,
+    failing: BTreeMap<String, u32>,
 }
 
 impl PodInterfaces {
     fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
-            attached: BTreeSet::new(),
-            failing: BTreeSet::new(),
+            attached: BTreeMap::new(),
+            failing: BTreeMap::new(),
         }
     }
 
     /// Attaches to every interface with the prefix not attached yet, and
-    /// forgets the ones that are gone (a veth re-created under the same
-    /// name is attached again).
+    /// forgets the ones that are gone. One of the same name with another
+    /// index (a veth made again, however quickly) is a new interface: the
+    /// old one's link went with its device, so it is attached afresh.
     fn attach_new(&mut self, datapath: &mut Datapath, status: &AgentStatus) {
-        let present: BTreeSet<String> = match interfaces::with_prefix(&self.prefix) {
-            Ok(names) => names.into_iter().collect(),
+        let present: BTreeMap<String, u32> = match interfaces::with_prefix(&self.prefix) {
+            Ok(interfaces) => interfaces.into_iter().collect(),
             Err(error) => {
                 tracing::warn!(%error, "cannot list interfaces");
                 return;
             }
         };
-        for gone in self.attached.difference(&present) {
-            tracing::info!(interface = %gone, "pod interface gone");
-            datapath.forget_pod_interface(gone);
-        }
-        self.attached.retain(|name| present.contains(name));
-        self.failing.retain(|name| present.contains(name));
-        for interface in present.difference(&self.attached.clone()) {
+        self.attached.retain(|name, index| {
+            let now = present.get(name);
+            if now != Some(index) {
+                match now {
+                    Some(new) => tracing::info!(interface = %name, old_index = *index, new_index = *new, "pod interface made again"),
+                    None => tracing::info!(interface = %name, "pod interface gone"),
+                }
+                datapath.forget_pod_interface(name);
+                return false;
+            }
+            true
+        });
+        self.failing
+            .retain(|name, index| present.get(name) == Some(index));
+        for (interface, index) in &present {
+            if self.attached.contains_key(interface) {
+                continue;
+            }
             match datapath.attach_pod_interface(interface) {
                 Ok(()) => {
-                    tracing::info!(%interface, "pod interface attached");
+                    tracing::info!(%interface, index, "pod interface attached");
                     self.failing.remove(interface);
-                    self.attached.insert(interface.clone());
+                    self.attached.insert(interface.clone(), *index);
                 }
                 Err(error) => {
-                    if self.failing.insert(interface.clone()) {
-                        status.metrics.error("attach");
+                    status.metrics.error("attach");
+                    if self.failing.insert(interface.clone(), *index).is_none() {
                         tracing::error!(%interface, %error, "attaching to pod interface failed; retrying");
                     }
                 }
