@@ -151,9 +151,14 @@ pub struct RunArgs {
     /// the same way.
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
-    /// Address of /healthz and /metrics.
+    /// Address of /healthz, /livez, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1:10256")]
     pub listen: SocketAddr,
+    /// /healthz (and every healthCheckNodePort's serviceProxyHealthy)
+    /// turns unhealthy once a change has waited this many seconds to reach
+    /// the maps, as kube-proxy's does after twice its sync period.
+    #[arg(long, default_value_t = 10)]
+    pub healthz_timeout_seconds: u64,
     /// cgroup (v2) directory whose processes get socket-level load
     /// balancing (connect/sendmsg/recvmsg/getpeername hooks): on a real
     /// node the cgroup2 root; "none" to attach no socket hooks.
@@ -190,6 +195,7 @@ impl RunArgs {
             resync_period: (self.resync_seconds > 0)
                 .then(|| std::time::Duration::from_secs(self.resync_seconds)),
             cgroup: (self.cgroup.as_os_str() != "none").then_some(self.cgroup),
+            unhealthy_after: std::time::Duration::from_secs(self.healthz_timeout_seconds),
         }
     }
 }

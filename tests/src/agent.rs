@@ -88,12 +88,22 @@ impl Agent {
         http_get(lab, &self.node, &format!("http://{LISTEN}{path}"))
     }
 
-    /// Waits until /healthz answers 200 (the initial sync is in the maps).
+    /// Waits until /healthz answers 200 (the initial sync is in the maps,
+    /// and no change is stuck).
     pub fn wait_healthy(&mut self, lab: &Lab, within: Duration) -> Duration {
+        self.wait_for_200(lab, "/healthz", within)
+    }
+
+    /// Waits until /readyz answers 200 (the initial sync is in the maps).
+    pub fn wait_ready(&mut self, lab: &Lab, within: Duration) -> Duration {
+        self.wait_for_200(lab, "/readyz", within)
+    }
+
+    fn wait_for_200(&mut self, lab: &Lab, path: &str, within: Duration) -> Duration {
         let started = Instant::now();
         let deadline = started + within;
         loop {
-            if let Some((200, _)) = self.get(lab, "/healthz") {
+            if let Some((200, _)) = self.get(lab, path) {
                 return started.elapsed();
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -101,7 +111,7 @@ impl Agent {
             }
             assert!(
                 Instant::now() < deadline,
-                "the agent was not healthy within {within:?}:\n{}",
+                "the agent's {path} was not 200 within {within:?}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));

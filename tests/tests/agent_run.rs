@@ -5,6 +5,7 @@
 
 use std::{
     collections::BTreeMap,
+    fs,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
@@ -489,10 +490,15 @@ fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
     let mut agent = Agent::spawn(
         &lab,
         NODE,
-        &["--manifests", manifests.path().to_str().unwrap()],
+        &[
+            "--manifests",
+            manifests.path().to_str().unwrap(),
+            "--healthz-timeout-seconds",
+            "1",
+        ],
     );
-    let took = agent.wait_healthy(&lab, Duration::from_secs(60));
-    eprintln!("healthy with a Service left out after {took:?}");
+    let took = agent.wait_ready(&lab, Duration::from_secs(60));
+    eprintln!("ready with a Service left out after {took:?}");
     let want: Vec<Frontend> = manifests
         .plan()
         .into_iter()
@@ -502,7 +508,7 @@ fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
     assert_eq!(kernel(&agent.pin_dir), want);
     let log = agent.log();
     assert!(
-        log.contains("map full") && log.contains("service=default/huge"),
+        log.contains("map") && log.contains("is full") && log.contains("service=default/huge"),
         "{log}"
     );
     let (_, metrics) = agent.get(&lab, "/metrics").unwrap();
@@ -510,6 +516,23 @@ fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
         metrics.contains("svc_agent_errors_total{kind=\"map_full\"} 1"),
         "{metrics}"
     );
+
+    // The node cannot converge while the Service is there: /healthz says
+    // so once the timeout has passed, /livez does not.
+    let status = |path: &str| agent.get(&lab, path).map(|(code, _)| code);
+    wait_for("/healthz 503", Duration::from_secs(10), || {
+        (status("/healthz") == Some(503)).then_some(())
+    });
+    assert_eq!(status("/livez"), Some(200));
+    assert_eq!(status("/readyz"), Some(200));
+
+    fs::remove_file(manifests.path().join("huge.yaml")).unwrap();
+    fs::remove_file(manifests.path().join("huge-slice.json")).unwrap();
+    wait_for("/healthz 200 again", Duration::from_secs(10), || {
+        (status("/healthz") == Some(200)).then_some(())
+    });
+    assert_eq!(status("/livez"), Some(200));
+    assert_eq!(kernel(&agent.pin_dir), want);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::task::JoinHandle;
 
-use super::http::{self, Reply};
+use super::http::{self, AgentStatus, Reply};
 use crate::model::{BackendState, Frontend};
 
 /// What one health check port reports.
@@ -57,8 +57,10 @@ pub fn health_checks<'a>(
         .collect()
 }
 
-/// kube-proxy's answer to a load balancer's probe.
-pub fn reply(check: &HealthCheck) -> Reply {
+/// kube-proxy's answer to a load balancer's probe: 200 while the Service
+/// has local endpoints and the proxy is healthy (`proxy_healthy`, as
+/// /healthz says).
+pub fn reply(check: &HealthCheck, proxy_healthy: bool) -> Reply {
     let (namespace, name) = check
         .service
         .split_once('/')
@@ -66,11 +68,15 @@ pub fn reply(check: &HealthCheck) -> Reply {
     let body = serde_json::json!({
         "service": {"namespace": namespace, "name": name},
         "localEndpoints": check.local_endpoints,
-        "serviceProxyHealthy": true,
+        "serviceProxyHealthy": proxy_healthy,
     })
     .to_string();
     Reply {
-        code: if check.local_endpoints > 0 { 200 } else { 503 },
+        code: if check.local_endpoints > 0 && proxy_healthy {
+            200
+        } else {
+            503
+        },
         content_type: "application/json",
         body,
     }
@@ -82,15 +88,18 @@ type Shared = Arc<Mutex<Option<HealthCheck>>>;
 pub struct HealthCheckServers {
     /// Where each port is served.
     addresses: Vec<Ipv4Addr>,
+    /// The proxy's own health, for every answer.
+    status: Arc<AgentStatus>,
     /// One task per address.
     running: BTreeMap<u16, (Shared, Vec<JoinHandle<()>>)>,
 }
 
 impl HealthCheckServers {
     /// Servers on `nodeport_addresses`, or on every address without.
-    pub fn new(nodeport_addresses: Option<&[Ipv4Addr]>) -> Self {
+    pub fn new(nodeport_addresses: Option<&[Ipv4Addr]>, status: Arc<AgentStatus>) -> Self {
         Self {
             addresses: nodeport_addresses.map_or(vec![Ipv4Addr::UNSPECIFIED], <[_]>::to_vec),
+            status,
             running: BTreeMap::new(),
         }
     }
@@ -123,6 +132,7 @@ impl HealthCheckServers {
                 };
                 tracing::info!(%service, %address, port, "serving healthCheckNodePort");
                 let answers = shared.clone();
+                let status = self.status.clone();
                 tasks.push(tokio::spawn(http::serve(
                     listener,
                     move |_path| match answers
@@ -130,7 +140,7 @@ impl HealthCheckServers {
                         .unwrap_or_else(PoisonError::into_inner)
                         .as_ref()
                     {
-                        Some(check) => reply(check),
+                        Some(check) => reply(check, status.unhealthy().is_none()),
                         None => http::text(503, "no such Service\n"),
                     },
                 )));
@@ -191,8 +201,27 @@ mod tests {
         ]);
         let check = &checks[&32000];
         assert_eq!(check.local_endpoints, 1);
-        assert_eq!(reply(check).code, 200);
-        assert!(reply(check).body.contains("\"localEndpoints\":1"));
+        assert_eq!(reply(check, true).code, 200);
+        assert!(reply(check, true).body.contains("\"localEndpoints\":1"));
+        assert!(
+            reply(check, true)
+                .body
+                .contains("\"serviceProxyHealthy\":true")
+        );
+    }
+
+    /// kube-proxy's KEP-3836: an unhealthy proxy fails every Service's
+    /// check, local endpoints or not, and says why.
+    #[test]
+    fn an_unhealthy_proxy_answers_503_with_local_endpoints() {
+        let checks = health_checks(&[frontend(
+            [198, 19, 255, 1],
+            vec![backend(10, BackendState::Ready, true)],
+        )]);
+        let answer = reply(&checks[&32000], false);
+        assert_eq!(answer.code, 503);
+        assert!(answer.body.contains("\"serviceProxyHealthy\":false"));
+        assert!(answer.body.contains("\"localEndpoints\":1"));
     }
 
     #[test]
@@ -201,6 +230,6 @@ mod tests {
             [198, 19, 255, 1],
             vec![backend(11, BackendState::Ready, false)],
         )]);
-        assert_eq!(reply(&checks[&32000]).code, 503);
+        assert_eq!(reply(&checks[&32000], true).code, 503);
     }
 }

@@ -5,10 +5,10 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -18,12 +18,67 @@ use tokio::{
 
 use crate::metrics::Metrics;
 
-/// What the agent reports about itself.
+/// What the agent reports about itself, with kube-proxy's meanings:
+/// - `/livez`: the agent is running (a probe that restarts it only when it
+///   hangs, not when the API server or a map is the trouble);
+/// - `/readyz`: the initial sync is in the maps;
+/// - `/healthz`: ready, and no change has waited longer than
+///   `unhealthy_after` to reach the maps (one that cannot be written, a
+///   Service left out, keeps the node unhealthy until it can);
+/// - a healthCheckNodePort's `serviceProxyHealthy` is `/healthz`'s answer.
 #[derive(Debug, Default)]
 pub struct AgentStatus {
     /// The initial snapshot is in the maps.
     pub synced: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// Since when the maps have been behind the source, if they are.
+    behind_since: Mutex<Option<Instant>>,
+    unhealthy_after: Duration,
+}
+
+impl AgentStatus {
+    pub fn new(unhealthy_after: Duration) -> Self {
+        Self {
+            unhealthy_after,
+            ..Self::default()
+        }
+    }
+
+    /// A change is waiting to reach the maps (kept from the first one on).
+    pub fn behind(&self) {
+        self.behind_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(Instant::now);
+    }
+
+    /// The maps hold everything the source asks for.
+    pub fn converged(&self) {
+        *self
+            .behind_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// `/healthz`: None when healthy, else why not.
+    pub fn unhealthy(&self) -> Option<String> {
+        if !self.synced.load(Ordering::Acquire) {
+            return Some("initial sync not in the maps yet".into());
+        }
+        let since = *self
+            .behind_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        since
+            .map(|since| since.elapsed())
+            .filter(|behind| *behind > self.unhealthy_after)
+            .map(|behind| {
+                format!(
+                    "the maps have been behind the cluster for {} s (see the log and svc_agent_errors_total)",
+                    behind.as_secs()
+                )
+            })
+    }
 }
 
 /// A response: status code, content type and body.
@@ -38,19 +93,27 @@ pub async fn serve_status(listener: TcpListener, status: Arc<AgentStatus>) {
     serve(listener, move |path| {
         let status = status.clone();
         match path {
-            "/healthz" | "/livez" | "/readyz" => {
+            "/livez" => text(200, "ok\n"),
+            "/readyz" => {
                 if status.synced.load(Ordering::Acquire) {
                     text(200, "ok\n")
                 } else {
                     text(503, "initial sync not in the maps yet\n")
                 }
             }
+            "/healthz" => match status.unhealthy() {
+                None => text(200, "ok\n"),
+                Some(why) => text(503, &format!("{why}\n")),
+            },
             "/metrics" => Reply {
                 code: 200,
                 content_type: "text/plain; version=0.0.4",
                 body: status.metrics.render(),
             },
-            _ => text(404, "not found: try /healthz or /metrics\n"),
+            _ => text(
+                404,
+                "not found: try /healthz, /livez, /readyz or /metrics\n",
+            ),
         }
     })
     .await;

@@ -57,6 +57,8 @@ pub struct Settings {
     pub resync_period: Option<Duration>,
     /// cgroup v2 directory the socket hooks attach to, if any.
     pub cgroup: Option<PathBuf>,
+    /// /healthz turns 503 once a change has waited this long for the maps.
+    pub unhealthy_after: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +105,7 @@ pub fn run(settings: Settings) -> Result<(), RunError> {
 
 async fn agent(settings: Settings) -> Result<(), RunError> {
     let started = Instant::now();
-    let status = Arc::new(AgentStatus::default());
+    let status = Arc::new(AgentStatus::new(settings.unhealthy_after));
     let listener = http::bind(settings.listen).await?;
     tokio::spawn(http::serve_status(listener, status.clone()));
     tracing::info!(listen = %settings.listen, "serving /healthz and /metrics");
@@ -121,7 +123,8 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
         source,
     })?;
     let mut interface_poll = tokio::time::interval(interfaces::POLL);
-    let mut health_check_servers = HealthCheckServers::new(settings.nodeport_addresses.as_deref());
+    let mut health_check_servers =
+        HealthCheckServers::new(settings.nodeport_addresses.as_deref(), status.clone());
     let mut translator = Translator::default();
     let mut pending: Option<Update> = None;
     // The last snapshot programmed, for the periodic resync.
@@ -142,6 +145,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     return Err(RunError::SourceStopped { source_name });
                 }
                 pending = snapshots.borrow_and_update().clone();
+                status.behind();
                 resyncing = false;
                 backoff = FIRST_BACKOFF;
                 retry_at = tokio::time::Instant::now();
@@ -155,6 +159,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     // what this agent remembers writing.
                     datapath.tables().forget_held();
                     pending = Some(last.clone());
+                    status.behind();
                     resyncing = true;
                 }
             }
@@ -174,6 +179,13 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
             &status.metrics,
         ) {
             Ok(synced) => {
+                // A Service left out (it cannot be written) keeps the maps
+                // behind: the node is not healthy until it fits or goes.
+                if synced.left_out.is_empty() {
+                    status.converged();
+                } else {
+                    status.behind();
+                }
                 let repaired = synced.report.frontends_written + synced.report.frontends_removed;
                 if std::mem::take(&mut resyncing) {
                     if repaired > 0 {

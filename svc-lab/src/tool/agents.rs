@@ -1,5 +1,5 @@
 //! One `svc-agent run` per node, inside the node's namespace, and waiting
-//! for it: `/healthz`, then the kernel tables equal to the plan.
+//! for it: `/readyz`, then the kernel tables equal to the plan.
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, TcpStream},
@@ -66,7 +66,7 @@ pub fn start(
     process::spawn(&mut command, &state.log(&format!("agent-{name}")))
 }
 
-/// Waits for the agent's `/healthz` to answer 200.
+/// Waits for the agent's `/readyz` to answer 200.
 pub fn wait_healthy(ns: &Netns, name: &str, pid: u32, log: &Path) -> Result<(), ToolError> {
     let deadline = Instant::now() + READY_WITHIN;
     loop {
@@ -77,7 +77,7 @@ pub fn wait_healthy(ns: &Netns, name: &str, pid: u32, log: &Path) -> Result<(), 
                 tail: tail(log),
             });
         }
-        if ns.in_thread(healthz)? {
+        if ns.in_thread(ready)? {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -91,14 +91,15 @@ pub fn wait_healthy(ns: &Netns, name: &str, pid: u32, log: &Path) -> Result<(), 
     }
 }
 
-/// `GET /healthz` answered 200 (run inside the node's namespace).
-pub fn healthz() -> bool {
+/// `GET /readyz` answered 200: the initial sync is in the maps (run
+/// inside the node's namespace).
+pub fn ready() -> bool {
     let Ok(mut stream) = TcpStream::connect(HEALTH_ADDRESS) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     if stream
-        .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .is_err()
     {
         return false;
