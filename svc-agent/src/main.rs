@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     // and leave kube's client to the one-line error they end with.
     let default_log_level = match cli.command {
         Command::Run(_) => "info",
+        // What an API server would have allocated is beside the question.
+        Command::Plan { .. } | Command::Diagnose(_) => "warn,allocation=off,kube_client=off",
         _ => "warn,kube_client=off",
     };
     tracing_subscriber::fmt()

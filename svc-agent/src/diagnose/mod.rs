@@ -16,7 +16,7 @@ use k8s_openapi::{
 
 pub use self::{
     report::{Report, Settings, report},
-    selector::{Closest, LabelDifference, closest_pods, selects},
+    selector::{Candidate, Closest, LabelDifference, closest_pods, selects},
 };
 use crate::{
     dataplane::{DataplaneError, FrontendState},
@@ -123,9 +123,18 @@ pub fn diagnose(
     if selector.is_empty() {
         findings.push(Finding::NoSelector);
     } else if matching.is_empty() {
+        // Workloads' templates stand for the pods they will make: with
+        // manifests alone, before any cluster, they are all there is.
+        let candidates: Vec<Candidate> = snapshot
+            .workloads
+            .iter()
+            .filter(|workload| workload.namespace == namespace)
+            .map(Candidate::workload)
+            .chain(pods.iter().map(|pod| Candidate::pod(pod)))
+            .collect();
         findings.push(Finding::SelectorMatchesNoPod {
             selector: selector::text(&selector),
-            closest: closest_pods(&selector, &pods),
+            closest: closest_pods(&selector, &candidates),
         });
     } else {
         let not_ready: Vec<String> = matching
@@ -298,11 +307,8 @@ impl fmt::Display for Finding {
                     f,
                     "selector {selector} matches no pod: the Service has no endpoints and connections are refused"
                 )?;
-                for pod in closest {
-                    write!(f, "\n  closest: pod {}", pod.pod)?;
-                    for difference in &pod.differences {
-                        write!(f, "  {difference}")?;
-                    }
+                for candidate in closest {
+                    write!(f, "\n  closest: {candidate}")?;
                 }
                 if !closest.is_empty() {
                     write!(

@@ -33,20 +33,59 @@ fn selector_matching_no_pod_names_the_closest_pods_and_the_label() {
         panic!("{findings:?}");
     };
     assert_eq!(selector, "app=web");
-    assert_eq!(closest.len(), 3);
+    // The Deployment first (what a user edits), then its three pods.
+    assert_eq!(closest.len(), 4);
     assert_eq!(
-        closest[0].differences,
-        [LabelDifference {
-            key: "app".into(),
-            wanted: "web".into(),
-            found: Some("nginx".into()),
-        }]
+        closest[0].workload,
+        Some(("Deployment".to_owned(), Some(3)))
     );
+    for candidate in closest {
+        assert_eq!(
+            candidate.differences,
+            [LabelDifference {
+                key: "app".into(),
+                wanted: "web".into(),
+                found: Some("nginx".into()),
+            }]
+        );
+    }
     let text = findings[0].to_string();
     assert!(text.contains("closest: pod web-7d9c5b8f6d-4xk2p"), "{text}");
     assert!(
+        text.contains("closest: Deployment default/web would make 3 pods labelled app=nginx"),
+        "{text}"
+    );
+    assert!(
         text.contains("has app=nginx, selector wants app=web"),
         "{text}"
+    );
+}
+
+/// The seed's situation before any cluster exists: a Deployment and the
+/// Services as files, no pod. Its template stands for its pods.
+#[test]
+fn a_workload_template_stands_for_the_pods_it_will_make() {
+    let snapshot = seed_with(|s| {
+        s.pods.clear();
+        s.workloads.push(crate::k8s::Workload {
+            kind: "StatefulSet".into(),
+            namespace: "default".into(),
+            name: "db".into(),
+            replicas: Some(1),
+            labels: [("tier".to_owned(), "db".to_owned())].into(),
+        });
+    });
+    let findings = diagnose(&snapshot, "default/web-broken", None, None).unwrap();
+    let [Finding::SelectorMatchesNoPod { closest, .. }] = findings.as_slice() else {
+        panic!("{findings:?}");
+    };
+    let named: Vec<String> = closest.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        named,
+        [
+            "Deployment default/web would make 3 pods labelled app=nginx  has app=nginx, selector wants app=web"
+        ],
+        "the StatefulSet lacks the label: it ranks behind"
     );
 }
 
@@ -59,7 +98,7 @@ fn a_missing_label_ranks_behind_a_differing_one() {
     let Finding::SelectorMatchesNoPod { closest, .. } = &findings[0] else {
         panic!("{findings:?}");
     };
-    assert_eq!(closest.len(), 2);
+    assert_eq!(closest.len(), 3, "the Deployment and two pods");
     assert!(closest.iter().all(|c| c.pod != "web-7d9c5b8f6d-4xk2p"));
 }
 

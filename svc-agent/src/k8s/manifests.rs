@@ -241,7 +241,11 @@ fn add_document(
         }
         ("v1", "Pod") => snapshot.pods.push(typed(value, location, &kind)?),
         ("apps/v1", "Deployment") => {
+            snapshot.workloads.push(workload(&value, &kind));
             snapshot.deployments.push(typed(value, location, &kind)?);
+        }
+        ("apps/v1", "ReplicaSet" | "StatefulSet" | "DaemonSet") | ("batch/v1", "Job") => {
+            snapshot.workloads.push(workload(&value, &kind));
         }
         ("v1", "Node") => snapshot.nodes.push(typed(value, location, &kind)?),
         _ => tracing::debug!(%location, %api_version, %kind, "kind not read by the agent; skipped"),
@@ -283,6 +287,45 @@ fn add_list(
     Ok(())
 }
 
+/// A workload's name, replicas and template labels, read from its object
+/// as written (no schema beyond those fields: diagnose only compares
+/// labels).
+fn workload(value: &Value, kind: &str) -> super::Workload {
+    let text = |pointer: &str| {
+        value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let labels = value
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(key, value)| Some((key.clone(), value.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let replicas = match kind {
+        "DaemonSet" | "Job" => None,
+        _ => Some(
+            value
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+                .and_then(|n| i32::try_from(n).ok())
+                .unwrap_or(1),
+        ),
+    };
+    super::Workload {
+        kind: kind.to_owned(),
+        namespace: text("/metadata/namespace").unwrap_or_else(|| "default".to_owned()),
+        name: text("/metadata/name").unwrap_or_default(),
+        replicas,
+        labels,
+    }
+}
+
 fn typed<T: DeserializeOwned>(
     value: Value,
     location: &Location,
@@ -302,6 +345,11 @@ fn typed<T: DeserializeOwned>(
     })
 }
 
+/// The log target of what an API server would have allocated: `run` warns
+/// of it (a frontend will be missing); `plan` and `diagnose` show it only
+/// at debug level (RUST_LOG=allocation=debug), beside their answer.
+pub const ALLOCATION_LOG: &str = "allocation";
+
 /// Manifests have no allocator: say so when a Service misses what the API
 /// server would have filled in.
 fn warn_unprogrammable(snapshot: &Snapshot) {
@@ -312,6 +360,7 @@ fn warn_unprogrammable(snapshot: &Snapshot) {
         let service_type = spec.type_.as_deref().unwrap_or("ClusterIP");
         if service_type != "ExternalName" && spec.cluster_ip.as_deref().unwrap_or("").is_empty() {
             tracing::warn!(
+                target: ALLOCATION_LOG,
                 service = %object_key(&service.metadata),
                 "no spec.clusterIP and no API server to allocate one: not programmed; set spec.clusterIP"
             );
@@ -327,6 +376,7 @@ fn warn_unprogrammable(snapshot: &Snapshot) {
                 && spec.allocate_load_balancer_node_ports != Some(false));
         if wants_node_ports && missing_node_port {
             tracing::warn!(
+                target: ALLOCATION_LOG,
                 service = %object_key(&service.metadata),
                 "a port has no nodePort and no API server to allocate one: no NodePort frontend for it; set ports[].nodePort"
             );

@@ -56,7 +56,23 @@ pub struct Snapshot {
     pub pods: Vec<Pod>,
     /// Parsed for the record; Pods, not Deployments, stand for endpoints.
     pub deployments: Vec<Deployment>,
+    /// Pod templates of workloads (Deployments, ReplicaSets, StatefulSets,
+    /// DaemonSets, Jobs): the pods they will make, for `diagnose`.
+    pub workloads: Vec<Workload>,
     pub nodes: Vec<Node>,
+}
+
+/// A workload's pod template: what the pods it makes will be labelled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// `Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet` or `Job`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `spec.replicas` (Kubernetes' default of 1 when absent); None for a
+    /// DaemonSet (one pod per node) and a Job (`parallelism` pods at once).
+    pub replicas: Option<i32>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Snapshot {

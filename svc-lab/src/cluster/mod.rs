@@ -474,6 +474,8 @@ impl Cluster {
             endpoint_slices: Vec::new(),
             pods: self.pods.iter().map(|pod| pod.object.clone()).collect(),
             deployments: self.deployments.clone(),
+            // The lab's Pods are all made: no template stands in for them.
+            workloads: Vec::new(),
             nodes: self.nodes.iter().map(|node| node.object.clone()).collect(),
         }
     }
