@@ -34,6 +34,12 @@ use crate::{
 /// from a flow that is not established.
 const NAT_PORT_TRIES: u32 = 32;
 
+/// A flow not established yet keeps its NAT port at least this long: a
+/// real client's handshake (an RTT) is done well before, while a spoofed
+/// SYN's flow never will be. Under a flood faster than the range renews in
+/// this time, new SYNs find no port and are dropped; their clients retry.
+const MIN_AGE_TO_TAKE_NS: u64 = 250_000_000;
+
 /// Flow timestamps need second, not nanosecond, precision: the coarse
 /// clock, which only moves at the timer tick. Even that is a helper call
 /// costing ~10 ns per packet, so each CPU keeps the value it read last with
@@ -424,10 +430,11 @@ fn expired(entry: &Flow, protocol: u8, established: bool, now: u64) -> bool {
 /// test-and-set, so two flows (on any CPU) never share a (backend, node
 /// address, port) triple. A port held by an established flow (CT_V1) is
 /// skipped until that flow expires; one held by an expired flow is taken.
-/// When every port tried is held, the first one held by a flow that is
-/// not established is taken from it: under a flood of spoofed SYNs, real
-/// clients still get ports (the flow that lost its port finds out at its
-/// next packet, see [`lookup`]).
+/// When every port tried is held, the one of the oldest flow among them
+/// that is not established (and older than [`MIN_AGE_TO_TAKE_NS`]) is
+/// taken from it: under a flood of spoofed SYNs, real clients still get
+/// ports, and a real handshake under way keeps its own (the flow that lost
+/// its port finds out at its next packet, see [`lookup`]).
 #[inline(always)]
 fn claim_port(
     reply_key: &mut FlowKey,
@@ -444,7 +451,10 @@ fn claim_port(
     let preferred = u32::from(u16::from_be(preferred_be));
     // SAFETY: helper without arguments.
     let start = unsafe { bpf_get_prandom_u32() } % span;
-    let mut unestablished: u32 = 0;
+    // The port of the oldest flow seen that is not established, and when
+    // that flow was created: taken when no port is free.
+    let mut oldest_port: u32 = 0;
+    let mut oldest_created_ns = now.saturating_sub(MIN_AGE_TO_TAKE_NS);
     for attempt in 0..=NAT_PORT_TRIES {
         let port = if attempt == 0 {
             if preferred < min || preferred >= min + span {
@@ -477,13 +487,16 @@ fn claim_port(
                 Table::New.insert(reply_key, reply, BPF_ANY)?;
                 return Ok(port.to_be());
             }
-            if unestablished == 0 {
-                unestablished = u32::from(port);
+            // SAFETY: read at once.
+            let created_ns = unsafe { (*holder).created_ns };
+            if created_ns < oldest_created_ns {
+                oldest_created_ns = created_ns;
+                oldest_port = u32::from(port);
             }
         }
     }
-    if unestablished != 0 {
-        reply_key.dport_be = (unestablished as u16).to_be();
+    if oldest_port != 0 {
+        reply_key.dport_be = (oldest_port as u16).to_be();
         Table::New.insert(reply_key, reply, BPF_ANY)?;
         return Ok(reply_key.dport_be);
     }

@@ -98,14 +98,15 @@ impl Pinned {
         assert!(removed > 0, "no flow to forget");
     }
 
-    /// Moves the last-seen time of the entries of `table` that `which`
-    /// picks back by `ns`, as if they had been idle that much longer.
+    /// Moves the creation and last-seen times of the entries of `table`
+    /// that `which` picks back by `ns`, as if that much time had passed.
     pub fn age(&self, table: Table, ns: u64, which: impl Fn(&FlowKey, &Flow) -> bool) -> usize {
         let mut map = self.table(table);
         let entries: Vec<(FlowKey, Flow)> = map.iter().map(Result::unwrap).collect();
         let mut aged = 0;
         for (key, mut entry) in entries {
             if which(&key, &entry) {
+                entry.created_ns = entry.created_ns.saturating_sub(ns);
                 entry.last_seen_ns = entry.last_seen_ns.saturating_sub(ns);
                 map.insert(key, entry, 0).unwrap();
                 aged += 1;
