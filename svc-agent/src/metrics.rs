@@ -11,7 +11,7 @@ use std::{
 
 use svc_common::{MAX_BACKENDS, MAX_FRONTENDS};
 
-use crate::dataplane::Census;
+use crate::dataplane::{Census, DropCounter};
 
 /// Upper bounds (seconds) of the latency histograms' buckets: a change is
 /// expected to land in milliseconds.
@@ -63,6 +63,8 @@ struct State {
     /// The conntrack collector's last count, and its removals so far.
     conntrack: Option<Census>,
     conntrack_collected: u64,
+    /// The datapath's per-reason drop counters, as last read.
+    drops: Vec<DropCounter>,
 }
 
 /// The agent's metrics; shared between the sync loop, the sources and the
@@ -114,6 +116,11 @@ impl Metrics {
             state.conntrack_collected += census.collected;
             state.conntrack = Some(census);
         });
+    }
+
+    /// The kernel's drop counters, summed over CPUs.
+    pub fn drops(&self, drops: &[DropCounter]) {
+        self.with(|state| state.drops = drops.to_vec());
     }
 
     /// Counts an error of `kind` (e.g. `watch_gone`, `map_full`).
@@ -206,6 +213,20 @@ impl Metrics {
                     state.conntrack_collected,
                 );
             }
+            if !state.drops.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "# HELP svc_agent_datapath_drops_total Packets the datapath did not forward as they came, by reason (answered with a reset or ICMP error, or dropped).\n\
+                     # TYPE svc_agent_datapath_drops_total counter"
+                );
+                for drop in &state.drops {
+                    let _ = writeln!(
+                        out,
+                        "svc_agent_datapath_drops_total{{reason=\"{}\"}} {}",
+                        drop.reason, drop.packets
+                    );
+                }
+            }
             let _ = writeln!(
                 out,
                 "# HELP svc_agent_errors_total Errors by kind.\n# TYPE svc_agent_errors_total counter"
@@ -240,7 +261,12 @@ mod tests {
             collected: 4,
             ..Census::default()
         });
+        metrics.drops(&[DropCounter {
+            reason: "reject_rate_limited",
+            packets: 12,
+        }]);
         let text = metrics.render();
+        assert!(text.contains("svc_agent_datapath_drops_total{reason=\"reject_rate_limited\"} 12"));
         assert!(text.contains("svc_agent_conntrack_collected_total 10"));
         assert!(text.contains("svc_agent_conntrack_entries{state=\"new\"} 0"));
         assert!(text.contains("svc_agent_resyncs_total 2"));

@@ -27,7 +27,7 @@ pub use self::{
     http::AgentStatus,
 };
 use crate::{
-    dataplane::{Conntrack, Datapath, DataplaneError, coarse_now_ns},
+    dataplane::{Conntrack, Datapath, DataplaneError, Tables, coarse_now_ns},
     k8s::{
         Source,
         client::{self, ClientError},
@@ -257,13 +257,16 @@ fn attach(
     Ok((datapath, pods))
 }
 
-/// How often expired conntrack entries are removed.
+/// How often expired conntrack entries are removed (and the kernel's drop
+/// counters read for /metrics).
 const CONNTRACK_COLLECT_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts the conntrack collector on a thread of its own: a pass over a
-/// full table takes a while, and the sync loop must not wait for it.
+/// full table takes a while, and the sync loop must not wait for it. Each
+/// pass also reads the datapath's drop counters into /metrics.
 fn collect_conntrack(pin_path: &std::path::Path, metrics: Arc<Metrics>) -> Result<(), RunError> {
     let mut conntrack = Conntrack::open_pinned(pin_path)?;
+    let counters = Tables::open_pinned(pin_path)?;
     std::thread::Builder::new()
         .name("conntrack-collector".into())
         .spawn(move || {
@@ -280,6 +283,9 @@ fn collect_conntrack(pin_path: &std::path::Path, metrics: Arc<Metrics>) -> Resul
                             tracing::error!(%error, "collecting expired conntrack entries failed; retrying");
                         }
                     }
+                }
+                if let Ok(drops) = counters.drop_counters() {
+                    metrics.drops(&drops);
                 }
                 std::thread::sleep(CONNTRACK_COLLECT_EVERY);
             }
