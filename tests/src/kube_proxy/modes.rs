@@ -362,7 +362,9 @@ fn load_rules(lab: &Lab, mode: Mode, node: &str, text: &str) -> Result<Programme
         Mode::IptablesNft => "iptables-nft-restore",
         _ => "nft",
     };
-    let dir = std::env::temp_dir().join(format!("svc-bench-{}", std::process::id()));
+    // One directory per lab: tests in one process load rules into labs of
+    // their own at the same time, and must not read each other's files.
+    let dir = std::env::temp_dir().join(format!("svc-bench-{}-{}", std::process::id(), lab.id()));
     std::fs::create_dir_all(&dir).map_err(io("creating a scratch directory"))?;
     let rules = dir.join(format!("{node}.rules"));
     let errors = dir.join(format!("{node}.stderr"));
