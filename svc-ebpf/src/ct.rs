@@ -11,7 +11,8 @@
 //! - **established**: the originator's first segment without SYN after a
 //!   reply (the handshake's last ACK; for UDP the reply itself) moves both
 //!   entries to CT_V1;
-//! - **closing**: a FIN or RST marks both for the short timeout;
+//! - **closing**: a FIN or RST marks both for the short timeout; a SYN on
+//!   the same tuple afterwards starts a new flow;
 //! - **gone**: an expired entry is removed by the next packet that finds
 //!   it, by a NAT port claim that finds it, or by the agent's collector.
 //!
@@ -27,7 +28,7 @@ use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns
 use crate::{
     lb,
     maps::{CLOCK_V1, CT_NEW_V1, CT_V1},
-    packet::{Ipv4Flow, TCP_FIN, TCP_RST, TCP_SYN},
+    packet::{Ipv4Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
 /// How many ports are tried (after the client's own) before SNAT takes one
@@ -218,11 +219,27 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
     // noted; fields are read and written one at a time.
     let (flags, last_seen_ns) = unsafe { ((*entry).flags, (*entry).last_seen_ns) };
     let idle = now.saturating_sub(last_seen_ns);
+    let reply = flags & flow_flags::REPLY != 0;
+    // A connection opened again on the tuple of one that closed (a client
+    // port reused within the closing timeout) is a new flow, as netfilter
+    // treats it: kept on the old, closing entry it would be forgotten
+    // 10 s into its first idle spell.
+    let reopens = !reply
+        && flags & flow_flags::CLOSING != 0
+        && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+    if reopens {
+        // Its reply entry (and NAT port) goes with it.
+        // SAFETY: read where it lies, before the removal.
+        if let Some(peer_key) = peer_key(unsafe { &*entry }, flow) {
+            table.remove(&peer_key);
+        }
+        table.remove(key);
+        return None;
+    }
     if idle > flow_timeout_ns(flags, flow.proto, established) {
         table.remove(key);
         return None;
     }
-    let reply = flags & flow_flags::REPLY != 0;
     let snat = flags & flow_flags::SNAT != 0;
     let syn = flow.tcp_flags & TCP_SYN != 0;
     let closes = flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 && flags & flow_flags::CLOSING == 0;

@@ -241,6 +241,28 @@ fn closed_connections_give_their_nat_ports_back_after_the_closing_timeout() {
     }
 }
 
+/// A client port used again within the closing timeout opens a new flow:
+/// not one that stays closing, to be forgotten 10 s into its first idle
+/// spell.
+#[test]
+fn a_connection_opened_again_on_a_closing_tuple_is_a_new_flow() {
+    let mut pinned = load((61000, 61031), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let first = establish(&mut pinned, (CLIENT, 40000));
+    close(&mut pinned, &first);
+    let closing = |pinned: &Pinned| {
+        pinned
+            .entries(Table::Established)
+            .iter()
+            .filter(|(_, flow)| flow.flags & flow_flags::CLOSING != 0)
+            .count()
+    };
+    assert_eq!(closing(&pinned), 2);
+    let again = establish(&mut pinned, (CLIENT, 40000));
+    assert_eq!(closing(&pinned), 0, "the new connection is not closing");
+    send(&mut pinned, &again, ack(20));
+    reply(&mut pinned, &again, ack(30));
+}
+
 /// Spoofed SYNs take ports from each other, never from an established
 /// flow nor from a handshake under way, and leave real clients a port
 /// even when they outnumber the range.
