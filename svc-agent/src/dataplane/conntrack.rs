@@ -5,10 +5,10 @@
 //! left for /metrics.
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::{HashMap, MapData};
 use svc_common::{Flow, FlowKey, flow_flags, flow_timeout_ns, names};
 
-use super::DataplaneError;
+use super::{DataplaneError, open_pinned_map};
 
 /// Both conntrack tables, opened from an agent's pins.
 pub struct Conntrack {
@@ -34,15 +34,12 @@ pub struct Census {
 impl Conntrack {
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
         let open = |name: &'static str| {
-            let path = pin_dir.join(name);
-            MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .and_then(HashMap::try_from)
-                .map_err(|source| DataplaneError::NotPinned {
+            HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(|source| {
+                DataplaneError::Map {
                     name,
-                    path,
                     source: Box::new(source),
-                })
+                }
+            })
         };
         Ok(Self {
             established: open(names::CT)?,

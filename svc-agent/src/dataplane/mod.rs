@@ -429,17 +429,20 @@ impl Tables {
     /// Opens the maps an agent pinned in `pin_dir`, without loading programs
     /// (for `dump`, which must show the kernel's truth even with no agent).
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
-        Self::from_maps(|name| {
-            let path = pin_dir.join(name);
-            MapData::from_pin(&path)
-                .and_then(Map::from_map_data)
-                .map_err(|source| DataplaneError::NotPinned {
-                    name,
-                    path,
-                    source: Box::new(source),
-                })
-        })
+        Self::from_maps(|name| open_pinned_map(pin_dir, name))
     }
+}
+
+/// The map an agent pinned as `name` under `pin_dir`.
+fn open_pinned_map(pin_dir: &Path, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = pin_dir.join(name);
+    MapData::from_pin(&path)
+        .and_then(Map::from_map_data)
+        .map_err(|source| DataplaneError::NotPinned {
+            name,
+            path,
+            source: Box::new(source),
+        })
 }
 
 /// Removes everything an agent pinned under `pin_dir`: links (which detaches

@@ -116,6 +116,26 @@ fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     }
 }
 
+/// A failed insert into `map` as an error: `Full` (naming `service` and
+/// the map's capacity) when the map had no room, else the map's error.
+fn insert_error<'a>(
+    map: &'static str,
+    service: &'a str,
+    entries: u32,
+) -> impl Fn(MapError) -> DataplaneError + 'a {
+    move |e| {
+        if is_full(&e) {
+            DataplaneError::Full {
+                map,
+                service: service.to_owned(),
+                entries,
+            }
+        } else {
+            map_error(map)(e)
+        }
+    }
+}
+
 /// A map refused an entry for want of room: E2BIG from hash maps, ENOSPC
 /// from LPM tries.
 fn is_full(error: &MapError) -> bool {
@@ -341,13 +361,11 @@ impl Tables {
                         .backend_alloc
                         .next()
                         .ok_or_else(|| full(names::BACKENDS, MAX_BACKENDS))?;
-                    self.backends.insert(id, backend, 0).map_err(|e| {
-                        if is_full(&e) {
-                            full(names::BACKENDS, MAX_BACKENDS)
-                        } else {
-                            map_error(names::BACKENDS)(e)
-                        }
-                    })?;
+                    self.backends.insert(id, backend, 0).map_err(insert_error(
+                        names::BACKENDS,
+                        &frontend.service,
+                        MAX_BACKENDS,
+                    ))?;
                     held.add_backend(backend, id);
                     id
                 }
@@ -450,15 +468,11 @@ impl Tables {
                     for (prefix_len, addr_be) in inserted {
                         self.remove_source_range(rev_nat_id, prefix_len, addr_be)?;
                     }
-                    return Err(if is_full(&e) {
-                        DataplaneError::Full {
-                            map: names::SOURCE_RANGES,
-                            service: frontend.service.clone(),
-                            entries: MAX_SOURCE_RANGES,
-                        }
-                    } else {
-                        map_error(names::SOURCE_RANGES)(e)
-                    });
+                    return Err(insert_error(
+                        names::SOURCE_RANGES,
+                        &frontend.service,
+                        MAX_SOURCE_RANGES,
+                    )(e));
                 }
                 inserted.push((*prefix_len, *addr_be));
             }
@@ -529,17 +543,12 @@ impl Tables {
         slot: ServiceSlot,
         frontend: &Frontend,
     ) -> Result<(), DataplaneError> {
-        self.services.insert(key, slot, 0).map_err(|e| {
-            if is_full(&e) {
-                DataplaneError::Full {
-                    map: names::SERVICES,
-                    service: frontend.service.clone(),
-                    entries: self.services_capacity(),
-                }
-            } else {
-                map_error(names::SERVICES)(e)
-            }
-        })
+        let capacity = self.services_capacity();
+        self.services.insert(key, slot, 0).map_err(insert_error(
+            names::SERVICES,
+            &frontend.service,
+            capacity,
+        ))
     }
 
     fn services_capacity(&self) -> u32 {
