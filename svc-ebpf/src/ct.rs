@@ -412,7 +412,7 @@ pub fn create(
         flow.proto,
     );
     let nat_port_be = if snat.addr_be == 0 {
-        let _ = CT_V1.remove(key);
+        remove_established(&key);
         Table::New.insert(&key, &entry, BPF_ANY)?;
         entry.flags = 0;
         flow.sport_be
@@ -431,9 +431,19 @@ pub fn create(
     key.daddr_be = flow.daddr_be;
     key.sport_be = flow.sport_be;
     key.dport_be = flow.dport_be;
-    let _ = CT_V1.remove(key);
+    remove_established(&key);
     Table::New.insert(&key, &entry, BPF_ANY)?;
     Ok(Created { nat_port_be })
+}
+
+/// Removes an entry of `key` from CT_V1, if there is one. Almost never is
+/// there: a look first, which takes no lock, spares each new flow two
+/// removals, which take the bucket's.
+#[inline(always)]
+fn remove_established(key: &FlowKey) {
+    if CT_V1.get_ptr(key).is_some() {
+        let _ = CT_V1.remove(key);
+    }
 }
 
 /// Whether an entry was idle longer than its timeout allows.
