@@ -312,6 +312,7 @@ impl Lab {
                 }
                 datapath.attach_node_interface("eth0")?;
                 datapath.attach_cgroup(&node_cgroup)?;
+                datapath.finish_migrations()?;
                 Ok::<(), dataplane::DataplaneError>(())
             })?
             .map_err(|source| LabError::Datapath {

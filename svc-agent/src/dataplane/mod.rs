@@ -8,15 +8,13 @@
 mod codec;
 mod conntrack;
 mod held;
+mod pins;
+mod sys;
 mod tables;
 
 use std::{
-    ffi::CString,
     fs, io,
-    os::{
-        fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
-        unix::ffi::OsStrExt as _,
-    },
+    os::fd::AsFd as _,
     path::{Path, PathBuf},
 };
 
@@ -87,6 +85,28 @@ pub enum DataplaneError {
         path: PathBuf,
         source: Box<aya::maps::MapError>,
     },
+    #[error(
+        "pinned map {name} at {path} has {pinned}; this build expects {expected}. A map whose \
+         layout changed gets a new name, so these pins come from a build that does not match \
+         this one: run that build, or remove the pins (`svc-agent cleanup`, which also forgets \
+         every tracked connection)"
+    )]
+    PinnedLayout {
+        name: &'static str,
+        path: PathBuf,
+        pinned: pins::Layout,
+        expected: pins::Layout,
+    },
+    #[error(
+        "another agent holds pin path {path}: two agents on one pin path would undo each \
+         other's tables; stop it, or give this one another --pin-path"
+    )]
+    PinPathBusy { path: PathBuf },
+    #[error("migrating pinned map {name} to this build's size failed")]
+    Migrate {
+        name: &'static str,
+        source: io::Error,
+    },
     #[error("{service}: loadBalancerSourceRanges entry {range:?} is not an IPv4 CIDR")]
     BadSourceRange { service: String, range: String },
     #[error("the {map} map is full: {service} did not fit ({entries} entries)")]
@@ -119,22 +139,65 @@ pub struct Datapath {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
     tables: Tables,
+    /// Pinned maps being resized (see pins.rs), until
+    /// [`Datapath::finish_migrations`].
+    migrations: Vec<pins::Migration>,
+    /// This agent's hold on `pin_dir`.
+    _lock: Option<pins::PinLock>,
 }
 
 impl Datapath {
     /// Loads the programs. With `pin_dir`, maps are created there (or the
-    /// ones already pinned there are reused, entries and all); without, they
-    /// live as long as this value (packet tests, benchmarks).
+    /// ones already pinned there are adopted, entries and all: see
+    /// pins.rs), and the directory is held until this value is dropped, so
+    /// a second agent on it is refused; without, maps live as long as this
+    /// value (packet tests, benchmarks).
     pub fn load(pin_dir: Option<&Path>) -> Result<Self, DataplaneError> {
-        let mut loader = EbpfLoader::new();
-        let map_paths: Vec<(&'static str, PathBuf)> = match pin_dir {
+        let lock = match pin_dir {
             Some(dir) => {
                 ensure_pin_dir(dir)?;
-                names::ALL
-                    .iter()
-                    .map(|name| (*name, dir.join(name)))
-                    .collect()
+                Some(pins::lock(dir)?)
             }
+            None => None,
+        };
+        let mut migrations = match pin_dir {
+            Some(dir) => pins::prepare(dir)?,
+            None => Vec::new(),
+        };
+        let loaded = Self::load_programs(pin_dir);
+        let mut datapath = match loaded {
+            Ok(datapath) => datapath,
+            Err(error) => {
+                pins::undo(&migrations);
+                return Err(error);
+            }
+        };
+        for migration in &mut migrations {
+            migration.copy(false)?;
+        }
+        datapath.migrations = migrations;
+        datapath._lock = lock;
+        Ok(datapath)
+    }
+
+    /// Ends the migrations of resized pinned maps (see pins.rs), once this
+    /// agent's programs are attached: entries the old programs made since
+    /// the load are copied over, and the old maps let go.
+    pub fn finish_migrations(&mut self) -> Result<(), DataplaneError> {
+        for mut migration in std::mem::take(&mut self.migrations) {
+            migration.copy(true)?;
+            migration.finish()?;
+        }
+        Ok(())
+    }
+
+    fn load_programs(pin_dir: Option<&Path>) -> Result<Self, DataplaneError> {
+        let mut loader = EbpfLoader::new();
+        let map_paths: Vec<(&'static str, PathBuf)> = match pin_dir {
+            Some(dir) => names::ALL
+                .iter()
+                .map(|name| (*name, dir.join(name)))
+                .collect(),
             None => Vec::new(),
         };
         for (name, path) in &map_paths {
@@ -189,6 +252,8 @@ impl Datapath {
             ebpf,
             pin_dir: pin_dir.map(Path::to_path_buf),
             tables,
+            migrations: Vec::new(),
+            _lock: None,
         })
     }
 
@@ -308,7 +373,7 @@ impl Datapath {
 
     /// The one way programs get attached. A link an earlier agent pinned
     /// at `link_pin` is kept, with this agent's program swapped in (see
-    /// [`swap_program`]): an upgraded agent's programs take over, and the
+    /// [`sys::swap_program`]): an upgraded agent's programs take over, and the
     /// hook is never empty. Otherwise `attach` attaches and hands over a
     /// new link: pinned at `link_pin`, so it outlives this process, or
     /// without one kept as long as this value.
@@ -332,7 +397,7 @@ impl Datapath {
                     .program(program)
                     .ok_or("program not in the object")?
                     .fd()?;
-                match swap_program(path, new.as_fd()) {
+                match sys::swap_program(path, new.as_fd()) {
                     Ok(()) => return Ok(()),
                     // The link outlived its device (a pod veth gone and
                     // made again): attach afresh.
@@ -353,68 +418,6 @@ impl Datapath {
             source,
         })
     }
-}
-
-/// Puts `program` into the link pinned at `link_pin` in place of the one it
-/// runs (BPF_LINK_UPDATE, which aya offers for some link types only): one
-/// atomic swap, so every packet meets either the old program or the new.
-fn swap_program(link_pin: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
-    // The leading fields of union bpf_attr (include/uapi/linux/bpf.h) for
-    // the two commands; the kernel zero-fills the rest.
-    #[repr(C)]
-    struct ObjGet {
-        pathname: u64,
-        bpf_fd: u32,
-        file_flags: u32,
-    }
-    #[repr(C)]
-    struct LinkUpdate {
-        link_fd: u32,
-        new_prog_fd: u32,
-        flags: u32,
-        old_prog_fd: u32,
-    }
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_UPDATE: libc::c_long = 29;
-    fn bpf<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
-        // SAFETY: `attr` is the start of a bpf_attr for `command`, valid
-        // for size_of::<T>() bytes, and only read by the kernel.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                command,
-                std::ptr::from_ref(attr),
-                size_of::<T>() as libc::c_uint,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(rc)
-        }
-    }
-
-    let path = CString::new(link_pin.as_os_str().as_bytes())?;
-    let fd = bpf(
-        BPF_OBJ_GET,
-        &ObjGet {
-            pathname: path.as_ptr() as u64,
-            bpf_fd: 0,
-            file_flags: 0,
-        },
-    )?;
-    // SAFETY: a new file descriptor the kernel just returned; owned here.
-    let link = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    bpf(
-        BPF_LINK_UPDATE,
-        &LinkUpdate {
-            link_fd: link.as_raw_fd() as u32,
-            new_prog_fd: program.as_raw_fd() as u32,
-            flags: 0,
-            old_prog_fd: 0,
-        },
-    )?;
-    Ok(())
 }
 
 fn pin_link(link: FdLink, path: &Path) -> Result<(), BoxError> {

@@ -254,6 +254,7 @@ fn attach(
     }
     let mut pods = PodInterfaces::new(&settings.pod_interface_prefix);
     pods.attach_new(&mut datapath, status);
+    datapath.finish_migrations()?;
     Ok((datapath, pods))
 }
 

@@ -1,0 +1,138 @@
+//! The few bpf(2) commands aya does not offer for what this crate needs:
+//! byte-level map access (a map whose layout is not this build's) and
+//! BPF_LINK_UPDATE on a pinned link.
+use std::{
+    ffi::CString,
+    io,
+    os::{
+        fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+};
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_LINK_UPDATE: libc::c_long = 29;
+
+/// Insert only where the key is absent (BPF_NOEXIST).
+pub const NOEXIST: u64 = 1;
+/// Insert or replace (BPF_ANY).
+pub const ANY: u64 = 0;
+
+/// Runs one bpf(2) command. `attr` is the leading part of union bpf_attr
+/// (include/uapi/linux/bpf.h) that `command` reads; the kernel zero-fills
+/// the rest.
+fn bpf<T>(command: libc::c_long, attr: &T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is valid for size_of::<T>() bytes and only read by the
+    // kernel; the pointers inside it are the caller's to keep valid.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            std::ptr::from_ref(attr),
+            size_of::<T>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The map element commands' part of bpf_attr.
+#[repr(C)]
+struct MapElem {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    /// `value`, or `next_key` for BPF_MAP_GET_NEXT_KEY.
+    value: u64,
+    flags: u64,
+}
+
+fn elem(map: BorrowedFd<'_>, key: Option<&[u8]>, value: *const u8, flags: u64) -> MapElem {
+    MapElem {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: key.map_or(0, |key| key.as_ptr() as u64),
+        value: value as u64,
+        flags,
+    }
+}
+
+/// The key after `key` (the first one for None) into `next`; false at
+/// the end of the map.
+pub fn next_key(map: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
+    match bpf(BPF_MAP_GET_NEXT_KEY, &elem(map, key, next.as_mut_ptr(), 0)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The value of `key` into `value` (sized for every CPU of a per-CPU map);
+/// false when the key is absent.
+pub fn lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    match bpf(
+        BPF_MAP_LOOKUP_ELEM,
+        &elem(map, Some(key), value.as_mut_ptr(), 0),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `value` at `key`, with [`ANY`] or [`NOEXIST`].
+pub fn update(map: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> io::Result<()> {
+    bpf(
+        BPF_MAP_UPDATE_ELEM,
+        &elem(map, Some(key), value.as_ptr(), flags),
+    )
+    .map(|_| ())
+}
+
+/// Puts `program` into the link pinned at `link_pin` in place of the one it
+/// runs (BPF_LINK_UPDATE, which aya offers for some link types only): one
+/// atomic swap, so every packet meets either the old program or the new.
+pub fn swap_program(link_pin: &Path, program: BorrowedFd<'_>) -> io::Result<()> {
+    #[repr(C)]
+    struct ObjGet {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    #[repr(C)]
+    struct LinkUpdate {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+
+    let path = CString::new(link_pin.as_os_str().as_bytes())?;
+    let fd = bpf(
+        BPF_OBJ_GET,
+        &ObjGet {
+            pathname: path.as_ptr() as u64,
+            bpf_fd: 0,
+            file_flags: 0,
+        },
+    )?;
+    // SAFETY: a new file descriptor the kernel just returned; owned here.
+    let link = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    bpf(
+        BPF_LINK_UPDATE,
+        &LinkUpdate {
+            link_fd: link.as_raw_fd() as u32,
+            new_prog_fd: program.as_raw_fd() as u32,
+            flags: 0,
+            old_prog_fd: 0,
+        },
+    )?;
+    Ok(())
+}

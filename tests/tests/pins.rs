@@ -1,0 +1,171 @@
+//! Adopting pinned maps (root): a map pinned under this build's name with
+//! another layout is refused and left as it was; one of another size is
+//! migrated, entries and all; a second agent on the same pins is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+use std::path::Path;
+
+use aya::maps::{HashMap, Map, MapData, MapInfo};
+use svc_agent::dataplane::{Datapath, DataplaneError};
+use svc_common::{Flow, FlowKey, NodeConfig, names};
+use tests::pinned::PinDir;
+
+/// BPF_MAP_TYPE_LRU_HASH.
+const LRU_HASH: u32 = 9;
+
+/// The layout this build gives CT_V1: from a datapath of its own.
+fn this_builds_conntrack() -> MapInfo {
+    let dir = PinDir::new("pins-reference");
+    let _datapath = Datapath::load(Some(&dir.0)).expect("load the datapath (root)");
+    MapInfo::from_pin(dir.0.join(names::CT)).unwrap()
+}
+
+/// A map made by hand where an agent pins CT_V1.
+fn pin_conntrack(dir: &Path, value_size: u32, max_entries: u32) -> MapData {
+    std::fs::create_dir_all(dir).unwrap();
+    let reference = this_builds_conntrack();
+    let object = aya_obj::Map::new_from_params(
+        LRU_HASH,
+        size_of::<FlowKey>() as u32,
+        value_size,
+        max_entries,
+        reference.map_flags(),
+    );
+    let map = MapData::create(object, names::CT, None).unwrap();
+    map.pin(dir.join(names::CT)).unwrap();
+    map
+}
+
+fn key(n: u32) -> FlowKey {
+    FlowKey {
+        saddr_be: n.to_be(),
+        daddr_be: 0xc613_0001_u32.to_be(),
+        sport_be: 1000,
+        dport_be: 80,
+        proto: 6,
+        _pad: [0; 3],
+    }
+}
+
+fn flow(n: u32) -> Flow {
+    Flow {
+        backend_id: n,
+        rev_nat_id: n + 1,
+        created_ns: u64::from(n) * 7,
+        last_seen_ns: u64::from(n) * 11,
+        backend_addr_be: n.rotate_left(8),
+        backend_port_be: n as u16,
+        _pad: 0,
+        nat_addr_be: !n,
+        nat_port_be: (n as u16).wrapping_mul(3),
+        flags: (n % 16) as u16,
+    }
+}
+
+fn conntrack(data: MapData) -> HashMap<MapData, FlowKey, Flow> {
+    HashMap::try_from(Map::from_map_data(data).unwrap()).unwrap()
+}
+
+#[test]
+fn a_pinned_map_of_another_value_size_is_refused_and_left_as_it_was() {
+    let dir = PinDir::new("pins-value-size");
+    let value_size = size_of::<Flow>() as u32 + 8;
+    let map = pin_conntrack(&dir.0, value_size, 1024);
+    let mut raw: HashMap<MapData, FlowKey, [u8; size_of::<Flow>() + 8]> =
+        HashMap::try_from(Map::from_map_data(map).unwrap()).unwrap();
+    raw.insert(key(1), [0x5a; size_of::<Flow>() + 8], 0)
+        .unwrap();
+
+    let error = Datapath::load(Some(&dir.0))
+        .err()
+        .expect("a CT_V1 of another value size must be refused");
+    let DataplaneError::PinnedLayout {
+        name,
+        pinned,
+        expected,
+        ..
+    } = &error
+    else {
+        panic!("{error}");
+    };
+    assert_eq!(*name, names::CT);
+    assert_eq!(pinned.value_size, value_size);
+    assert_eq!(expected.value_size, size_of::<Flow>() as u32);
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("value {value_size} B"))
+            && message.contains(&format!("value {} B", size_of::<Flow>())),
+        "{message}"
+    );
+
+    let info = MapInfo::from_pin(dir.0.join(names::CT)).unwrap();
+    assert_eq!((info.value_size(), info.max_entries()), (value_size, 1024));
+    assert_eq!(raw.get(&key(1), 0).unwrap(), [0x5a; size_of::<Flow>() + 8]);
+    assert!(
+        !dir.0.join(names::SERVICES).exists(),
+        "nothing was loaded beside the refused map"
+    );
+}
+
+#[test]
+fn a_pinned_map_of_another_size_is_migrated_with_its_entries() {
+    let dir = PinDir::new("pins-resize");
+    let map = pin_conntrack(&dir.0, size_of::<Flow>() as u32, 1024);
+    let mut old = conntrack(map);
+    for n in 0..100 {
+        old.insert(key(n), flow(n), 0).unwrap();
+    }
+
+    let mut datapath = Datapath::load(Some(&dir.0)).expect("a resized CT_V1 is migrated");
+    let wanted = this_builds_conntrack().max_entries();
+    assert_ne!(wanted, 1024);
+    let info = MapInfo::from_pin(dir.0.join(names::CT)).unwrap();
+    assert_eq!(info.max_entries(), wanted);
+    assert_eq!(info.value_size(), size_of::<Flow>() as u32);
+    // The old programs keep using the old map until this agent's are
+    // attached: what they add meanwhile comes over too.
+    old.insert(key(500), flow(500), 0).unwrap();
+    assert!(dir.0.join(format!("{}_RESIZED", names::CT)).exists());
+    datapath.finish_migrations().unwrap();
+    assert!(!dir.0.join(format!("{}_RESIZED", names::CT)).exists());
+
+    let new = conntrack(MapData::from_pin(dir.0.join(names::CT)).unwrap());
+    for n in (0..100).chain([500]) {
+        let got = new.get(&key(n), 0).unwrap();
+        assert_eq!(got.backend_id, n);
+        assert_eq!(got.last_seen_ns, u64::from(n) * 11);
+        assert_eq!(got.nat_addr_be, !n);
+        assert_eq!(got.flags, (n % 16) as u16);
+    }
+    assert_eq!(new.keys().count(), 101);
+    drop(datapath);
+
+    // Adopted again as it is now.
+    let mut again = Datapath::load(Some(&dir.0)).unwrap();
+    again.finish_migrations().unwrap();
+    let new = conntrack(MapData::from_pin(dir.0.join(names::CT)).unwrap());
+    assert_eq!(new.keys().count(), 101);
+}
+
+#[test]
+fn a_second_agent_on_the_same_pins_is_refused() {
+    let dir = PinDir::new("pins-lock");
+    let mut first = Datapath::load(Some(&dir.0)).unwrap();
+    let error = Datapath::load(Some(&dir.0))
+        .err()
+        .expect("a second datapath on the same pins must be refused");
+    assert!(
+        matches!(&error, DataplaneError::PinPathBusy { path } if *path == dir.0),
+        "{error}"
+    );
+    // The first keeps working.
+    let config = NodeConfig {
+        node_addr_be: u32::from_ne_bytes([198, 18, 0, 1]),
+        hairpin_addr_be: u32::from_ne_bytes([198, 18, 255, 254]),
+        nat_port_min: 61000,
+        nat_port_max: 61100,
+        _pad: 0,
+    };
+    first.tables().set_node_config(config).unwrap();
+    drop(first);
+    Datapath::load(Some(&dir.0)).expect("the pins are free once the first is gone");
+}
