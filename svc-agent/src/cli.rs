@@ -33,6 +33,9 @@ pub enum Command {
         /// InternalIP/ExternalIP addresses (comma-separated).
         #[arg(long, value_delimiter = ',')]
         nodeport_addresses: Option<Vec<Ipv4Addr>>,
+        /// Plan externalIPs only inside these CIDRs (as `run` does).
+        #[arg(long, value_delimiter = ',')]
+        external_ip_cidrs: Vec<crate::model::Cidr>,
     },
     /// Print the frontend → backend tables the kernel holds (reads the
     /// pinned maps; works while no agent runs).
@@ -41,6 +44,8 @@ pub enum Command {
         output: Output,
         #[command(flatten)]
         pin: PinPath,
+        #[command(flatten)]
+        agent: AgentAddress,
     },
     /// Say why Service NAMESPACE/NAME does or does not get traffic: its
     /// selector, its pods' readiness and ports, the traffic policy on
@@ -81,6 +86,8 @@ pub struct DiagnoseArgs {
     pub node: Option<String>,
     #[command(flatten)]
     pub pin: PinPath,
+    #[command(flatten)]
+    pub agent: AgentAddress,
 }
 
 impl DiagnoseArgs {
@@ -91,8 +98,17 @@ impl DiagnoseArgs {
             source: crate::k8s::Source::new(self.manifests, self.kubeconfig),
             node: self.node,
             pin_path: self.pin.pin_path,
+            agent: self.agent.agent,
         }
     }
+}
+
+/// Where the node's agent answers (`--listen` of `svc-agent run`): what
+/// it left out of the maps, and why, is read from its `/left-out`.
+#[derive(Debug, clap::Args)]
+pub struct AgentAddress {
+    #[arg(long = "agent", env = "SVC_AGENT", default_value = "127.0.0.1:10256")]
+    pub agent: SocketAddr,
 }
 
 #[derive(Debug, clap::Args)]
@@ -145,13 +161,20 @@ pub struct RunArgs {
     /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    /// Program externalIPs only inside these CIDRs (comma-separated); the
+    /// others are left out, with the reason in /left-out, /metrics, dump
+    /// and diagnose. Default: every externalIP, as kube-proxy does. The
+    /// agent-side counterpart of the DenyServiceExternalIPs admission
+    /// plugin (CVE-2020-8554).
+    #[arg(long, value_delimiter = ',')]
+    pub external_ip_cidrs: Vec<crate::model::Cidr>,
     /// Every this many seconds the agent reads the maps back from the
     /// kernel and repairs whatever differs from what it wrote (another
     /// writer, a stray bpftool); 0: never. kube-proxy resyncs its rules
     /// the same way.
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
-    /// Address of /healthz, /livez, /readyz and /metrics.
+    /// Address of /healthz, /livez, /readyz, /metrics and /left-out.
     #[arg(long, default_value = "127.0.0.1:10256")]
     pub listen: SocketAddr,
     /// /healthz (and every healthCheckNodePort's serviceProxyHealthy)
@@ -191,6 +214,7 @@ impl RunArgs {
             hairpin_address: self.hairpin_address,
             nat_ports: self.nat_ports,
             nodeport_addresses: self.nodeport_addresses,
+            external_ip_cidrs: self.external_ip_cidrs,
             listen: self.listen,
             resync_period: (self.resync_seconds > 0)
                 .then(|| std::time::Duration::from_secs(self.resync_seconds)),

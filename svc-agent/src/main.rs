@@ -63,26 +63,47 @@ fn execute(command: Command) -> anyhow::Result<()> {
             node,
             output,
             nodeport_addresses,
+            external_ip_cidrs,
         } => {
             let snapshot = manifests::load(&dir)?;
-            let plan = model::plan(&snapshot, &node, &Config { nodeport_addresses })?;
+            let config = Config {
+                nodeport_addresses,
+                external_ip_cidrs,
+            };
+            let plan = model::plan(&snapshot, &node, &config)?;
             let text = match output {
-                Output::Table => render::plan_table(&plan.frontends),
+                Output::Table => {
+                    render::plan_table(&plan.frontends) + &render::left_out_lines(&plan.left_out)
+                }
                 Output::Json => render::plan_json(&plan)? + "\n",
             };
             // A closed pipe (`| head`) ends the output, not the process with a panic.
             std::io::stdout().lock().write_all(text.as_bytes())?;
         }
-        Command::Dump { output, pin } => {
+        Command::Dump { output, pin, agent } => {
             let tables = Tables::open_pinned(&pin.pin_path)?;
             let states = tables.read()?;
+            // The kernel's tables are the truth and stand alone; what the
+            // agent left out of them comes from the agent, when it runs.
+            let left_out = svc_agent::run::fetch_left_out(agent.agent)
+                .inspect_err(|error| {
+                    eprintln!(
+                        "(what the agent left out is unknown: no answer from {}: {error})",
+                        agent.agent
+                    );
+                })
+                .ok();
             match output {
                 Output::Table => {
                     let drops = tables.drop_counters()?;
                     print!("{}", render::dump_table(&states, &drops));
+                    print!(
+                        "{}",
+                        render::left_out_lines(left_out.as_deref().unwrap_or_default())
+                    );
                 }
                 Output::Json => {
-                    let json = serde_json::json!({ "frontends": states });
+                    let json = serde_json::json!({ "frontends": states, "left_out": left_out });
                     println!("{}", serde_json::to_string_pretty(&json)?);
                 }
             }

@@ -11,7 +11,10 @@ use std::{
 
 use svc_common::{MAX_BACKENDS, MAX_FRONTENDS};
 
-use crate::dataplane::{Census, DropCounter};
+use crate::{
+    dataplane::{Census, DropCounter},
+    model::LeftOut,
+};
 
 /// Upper bounds (seconds) of the latency histograms' buckets: a change is
 /// expected to land in milliseconds.
@@ -65,6 +68,8 @@ struct State {
     conntrack_collected: u64,
     /// The datapath's per-reason drop counters, as last read.
     drops: Vec<DropCounter>,
+    /// What the last sync left out.
+    left_out: Vec<LeftOut>,
 }
 
 /// The agent's metrics; shared between the sync loop, the sources and the
@@ -121,6 +126,16 @@ impl Metrics {
     /// The kernel's drop counters, summed over CPUs.
     pub fn drops(&self, drops: &[DropCounter]) {
         self.with(|state| state.drops = drops.to_vec());
+    }
+
+    /// What the last sync left out, and why.
+    pub fn left_out(&self, left_out: &[LeftOut]) {
+        self.with(|state| state.left_out = left_out.to_vec());
+    }
+
+    /// What the last sync left out (`/left-out`).
+    pub fn left_out_now(&self) -> Vec<LeftOut> {
+        self.with(|state| state.left_out.clone())
     }
 
     /// Counts an error of `kind` (e.g. `watch_gone`, `map_full`).
@@ -211,6 +226,20 @@ impl Metrics {
                     census.closing,
                     census.nat_ports,
                     state.conntrack_collected,
+                );
+            }
+            let _ = writeln!(
+                out,
+                "# HELP svc_agent_left_out Frontends (frontend=\"\" for a whole Service) the node does not program, by Service and reason.\n\
+                 # TYPE svc_agent_left_out gauge"
+            );
+            for left in &state.left_out {
+                let _ = writeln!(
+                    out,
+                    "svc_agent_left_out{{service=\"{}\",frontend=\"{}\",reason=\"{}\"}} 1",
+                    left.service,
+                    left.frontend,
+                    left.reason.label()
                 );
             }
             if !state.drops.is_empty() {

@@ -3,7 +3,7 @@ use std::fmt::Write as _;
 
 use crate::{
     dataplane::{DropCounter, FrontendState},
-    model::{Frontend, Plan},
+    model::{Frontend, LeftOut, Plan},
 };
 
 /// One line per frontend: `plan`'s view (no counters).
@@ -33,6 +33,14 @@ pub fn dump_table(states: &[FrontendState], drops: &[DropCounter]) -> String {
         let _ = writeln!(out, "not forwarded: {}", nonzero.join(" "));
     }
     out
+}
+
+/// One line per frontend (or Service) left out, and why.
+pub fn left_out_lines(left_out: &[LeftOut]) -> String {
+    left_out
+        .iter()
+        .map(|left| format!("left out: {left}\n"))
+        .collect()
 }
 
 struct Row {

@@ -20,10 +20,10 @@ use aya::programs::links::{FdLink, PinnedLink};
 use svc_agent::{
     dataplane::Tables,
     k8s::manifests,
-    model::{self, Config, Frontend},
+    model::{self, Config, Frontend, LeftOut, LeftOutReason},
 };
 use svc_lab::{Lab, NodeSpec, PodSpec, Topology};
-use tests::agent::{Agent, http_get, wait_for};
+use tests::agent::{Agent, LISTEN, agent_binary, http_get, wait_for};
 
 const NODE: &str = "node-1";
 const NODE_IP: &str = "198.18.0.11";
@@ -526,6 +526,47 @@ fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
     assert_eq!(status("/livez"), Some(200));
     assert_eq!(status("/readyz"), Some(200));
 
+    // The reason shows in /left-out, /metrics, dump and diagnose.
+    let (code, left_out) = agent.get(&lab, "/left-out").unwrap();
+    assert_eq!(code, 200);
+    let left_out: Vec<LeftOut> = serde_json::from_str(&left_out).unwrap();
+    assert_eq!(left_out.len(), 1, "{left_out:?}");
+    assert_eq!(left_out[0].service, "default/huge");
+    assert!(
+        matches!(&left_out[0].reason, LeftOutReason::MapFull { .. }),
+        "{left_out:?}"
+    );
+    let (_, metrics) = agent.get(&lab, "/metrics").unwrap();
+    assert!(
+        metrics.contains(
+            "svc_agent_left_out{service=\"default/huge\",frontend=\"\",reason=\"map_full\"} 1"
+        ),
+        "{metrics}"
+    );
+    let dump = agent_cli(&lab, &agent, &["dump"]);
+    assert!(
+        dump.contains(&format!("left out: {}", left_out[0])),
+        "{dump}"
+    );
+    let diagnose = agent_cli(
+        &lab,
+        &agent,
+        &[
+            "diagnose",
+            "default/huge",
+            "--node",
+            NODE,
+            "--manifests",
+            manifests.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        diagnose.contains(&format!(
+            "node {NODE} does not program part of this Service"
+        )) && diagnose.contains("map is full"),
+        "{diagnose}"
+    );
+
     fs::remove_file(manifests.path().join("huge.yaml")).unwrap();
     fs::remove_file(manifests.path().join("huge-slice.json")).unwrap();
     wait_for("/healthz 200 again", Duration::from_secs(10), || {
@@ -533,6 +574,32 @@ fn a_service_too_big_for_the_maps_is_named_and_the_others_are_programmed() {
     });
     assert_eq!(status("/livez"), Some(200));
     assert_eq!(kernel(&agent.pin_dir), want);
+    let (_, left_out) = agent.get(&lab, "/left-out").unwrap();
+    assert_eq!(left_out, "[]");
+    let dump = agent_cli(&lab, &agent, &["dump"]);
+    assert!(!dump.contains("left out"), "{dump}");
+}
+
+/// `svc-agent ARGS` in the agent's node, on its pins: its stdout.
+fn agent_cli(lab: &Lab, agent: &Agent, args: &[&str]) -> String {
+    let output = lab
+        .node(NODE)
+        .unwrap()
+        .netns()
+        .command(agent_binary().to_str().unwrap())
+        .unwrap()
+        .args(args)
+        .arg("--pin-path")
+        .arg(&agent.pin_dir)
+        .args(["--agent", LISTEN])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 #[test]

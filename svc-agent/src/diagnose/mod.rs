@@ -24,7 +24,7 @@ use crate::{
         Snapshot, client::ClientError, lookup::LookupError, manifests::ManifestError, namespace_of,
         object_key,
     },
-    model::{self, Config, FrontendKind, Protocol},
+    model::{self, Config, FrontendKind, LeftOut, Protocol},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +75,10 @@ pub enum Finding {
         node: String,
         frontends: Vec<String>,
     },
+    /// The node does not program these frontends (or the whole Service),
+    /// for the reasons given: by rule (an address another Service owns,
+    /// an externalIP not allowed) or because the maps could not take them.
+    LeftOut { node: String, reasons: Vec<String> },
     /// The kernel holds these frontends, but no packet was counted on them.
     NoPackets {
         node: String,
@@ -89,6 +93,9 @@ pub enum Finding {
 pub struct KernelView {
     pub node: String,
     pub frontends: Vec<FrontendState>,
+    /// What the node's agent says it left out (empty when it did not
+    /// answer).
+    pub left_out: Vec<LeftOut>,
 }
 
 /// Findings for Service `key` (`NAMESPACE/NAME`); `node` plans for that
@@ -233,15 +240,31 @@ fn plan_findings(
     kernel: Option<&KernelView>,
 ) -> Result<Vec<Finding>, DiagnoseError> {
     let mut findings = Vec::new();
-    let config = Config {
-        nodeport_addresses: None,
-    };
+    let config = Config::default();
     let plan = model::plan(snapshot, node, &config).map_err(|source| DiagnoseError::Plan {
         node: node.to_owned(),
         source,
     })?;
     let planned: Vec<&model::Frontend> =
         plan.frontends.iter().filter(|f| f.service == key).collect();
+    let reasons: BTreeSet<String> = plan
+        .left_out
+        .iter()
+        .chain(kernel.iter().flat_map(|kernel| &kernel.left_out))
+        .filter(|left| left.service == key)
+        .map(|left| {
+            let text = left.to_string();
+            text.strip_prefix(key)
+                .map(|rest| rest.trim_start_matches([' ', ':']).to_owned())
+                .unwrap_or(text)
+        })
+        .collect();
+    if !reasons.is_empty() {
+        findings.push(Finding::LeftOut {
+            node: node.to_owned(),
+            reasons: reasons.into_iter().collect(),
+        });
+    }
     let local_policy = service
         .spec
         .as_ref()
@@ -344,6 +367,13 @@ impl fmt::Display for Finding {
                 "the kernel maps of node {node} lack frontends the plan has (is the agent running and synced?): {}",
                 frontends.join(", ")
             ),
+            Finding::LeftOut { node, reasons } => {
+                write!(f, "node {node} does not program part of this Service:")?;
+                for reason in reasons {
+                    write!(f, "\n  {reason}")?;
+                }
+                Ok(())
+            }
             Finding::NoPackets { node, frontends } => write!(
                 f,
                 "the kernel of node {node} holds the frontends but counted no packet on them \

@@ -18,6 +18,8 @@ pub struct Settings {
     pub node: Option<String>,
     /// Where that node's maps are pinned.
     pub pin_path: PathBuf,
+    /// Where that node's agent answers (what it left out, and why).
+    pub agent: std::net::SocketAddr,
 }
 
 /// The findings for one Service, and what could not be checked.
@@ -74,6 +76,8 @@ pub fn report(settings: &Settings) -> Result<Report, DiagnoseError> {
         (Some(node), Some(tables)) => Some(KernelView {
             node: node.to_owned(),
             frontends: tables.read()?,
+            // Without an agent answering, the kernel alone is compared.
+            left_out: crate::run::fetch_left_out(settings.agent).unwrap_or_default(),
         }),
         _ => None,
     };

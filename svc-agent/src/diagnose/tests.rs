@@ -166,14 +166,7 @@ fn local_policy_without_local_endpoint_on_the_node() {
 }
 
 fn kernel_of(snapshot: &Snapshot, node: &str, packets: u64) -> KernelView {
-    let plan = model::plan(
-        snapshot,
-        node,
-        &Config {
-            nodeport_addresses: None,
-        },
-    )
-    .unwrap();
+    let plan = model::plan(snapshot, node, &Config::default()).unwrap();
     KernelView {
         node: node.into(),
         frontends: plan
@@ -187,6 +180,7 @@ fn kernel_of(snapshot: &Snapshot, node: &str, packets: u64) -> KernelView {
                 bytes: packets * 60,
             })
             .collect(),
+        left_out: Vec::new(),
     }
 }
 
@@ -240,4 +234,43 @@ fn an_unknown_service_is_an_error() {
         error.to_string(),
         "service default/nope not found in the manifests"
     );
+}
+
+/// An externalIP on another Service's ClusterIP is left out by the plan;
+/// diagnose names the frontend and its owner. What the agent reports as
+/// left out (a full map) shows beside it.
+#[test]
+fn frontends_left_out_are_named_with_their_reason() {
+    let snapshot = seed_with(|s| {
+        service_mut(s, "web-lb").spec.as_mut().unwrap().external_ips =
+            Some(vec!["198.19.0.10".into()]);
+    });
+    let mut kernel = kernel_of(&snapshot, "node-1", 3);
+    kernel.left_out.push(LeftOut {
+        service: "default/web-lb".into(),
+        frontend: String::new(),
+        reason: model::LeftOutReason::MapFull {
+            map: "SOURCE_RANGES_V1".into(),
+        },
+    });
+    let findings = diagnose(&snapshot, "default/web-lb", Some("node-1"), Some(&kernel)).unwrap();
+    let [Finding::LeftOut { node, reasons }] = findings.as_slice() else {
+        panic!("{findings:?}");
+    };
+    assert_eq!(node, "node-1");
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("ExternalIP 198.19.0.10:80/TCP: the address belongs to default/web-clusterip's ClusterIP"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1], "the SOURCE_RANGES_V1 map is full");
+    // Not the other Services' business.
+    let findings = diagnose(
+        &snapshot,
+        "default/web-clusterip",
+        Some("node-1"),
+        Some(&kernel),
+    )
+    .unwrap();
+    assert_eq!(findings, [Finding::Serving { endpoints: 3 }]);
 }

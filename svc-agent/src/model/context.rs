@@ -25,9 +25,53 @@ pub struct Config {
     /// Serve NodePorts on these addresses instead of the Node's own
     /// (kube-proxy's --nodeport-addresses, as addresses rather than CIDRs).
     pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    /// externalIPs are programmed only inside these (--external-ip-cidrs,
+    /// as the DenyServiceExternalIPs admission plugin would for the API);
+    /// empty allows every one, as kube-proxy does.
+    pub external_ip_cidrs: Vec<Cidr>,
+}
+
+/// An IPv4 CIDR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, address: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        u32::from(address) & mask == u32::from(self.address) & mask
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{text:?} is not an IPv4 CIDR (like 198.19.0.0/16)");
+        let (address, prefix) = text.split_once('/').ok_or_else(bad)?;
+        let address: Ipv4Addr = address.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if prefix > 32 {
+            return Err(bad());
+        }
+        Ok(Cidr { address, prefix })
+    }
 }
 
 impl Config {
+    /// Whether an externalIP may be programmed.
+    pub fn allows_external_ip(&self, address: Ipv4Addr) -> bool {
+        self.external_ip_cidrs.is_empty()
+            || self
+                .external_ip_cidrs
+                .iter()
+                .any(|cidr| cidr.contains(address))
+    }
+
     /// The addresses NodePort frontends are made for on `node`.
     pub fn nodeport_addresses_for<'a>(&'a self, node: &'a NodeContext) -> &'a [Ipv4Addr] {
         self.nodeport_addresses
@@ -184,6 +228,7 @@ mod tests {
         );
         let configured = Config {
             nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 5, 5)]),
+            ..Config::default()
         };
         assert_eq!(
             configured.nodeport_addresses_for(&context),
@@ -209,6 +254,7 @@ mod tests {
     fn unknown_node_with_configured_addresses_plans_without_zone() {
         let config = Config {
             nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 5, 5)]),
+            ..Config::default()
         };
         let context = NodeContext::from_snapshot(&Snapshot::default(), "node-9", &config)
             .expect("configured addresses stand in for the Node");

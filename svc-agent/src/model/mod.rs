@@ -14,7 +14,7 @@ use std::{fmt, net::Ipv4Addr};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
-    context::{Config, NodeContext, NodeContextError},
+    context::{Cidr, Config, NodeContext, NodeContextError},
     translate::{plan, translate},
     translator::Translator,
 };
@@ -24,6 +24,90 @@ pub use self::{
 pub struct Plan {
     pub node: String,
     pub frontends: Vec<Frontend>,
+    /// Frontends the Services ask for that the node does not hold, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A frontend (or a whole Service) the node does not program, and why.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LeftOut {
+    /// `NAMESPACE/NAME` of the Service.
+    pub service: String,
+    /// The frontend, as `KIND ADDRESS:PORT/PROTOCOL`; empty when the whole
+    /// Service is left out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub frontend: String,
+    pub reason: LeftOutReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LeftOutReason {
+    /// Another Service's frontend of higher precedence has the same
+    /// address, port and protocol (see translate.rs, address ownership).
+    AddressTaken {
+        owner: String,
+        owner_kind: FrontendKind,
+    },
+    /// An externalIP outside the agent's --external-ip-cidrs.
+    ExternalIpNotAllowed,
+    /// A map had no room for the Service's entries.
+    MapFull { map: String },
+    /// The maps cannot take what the Service holds (the error says what).
+    Unwritable { error: String },
+}
+
+impl LeftOutReason {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LeftOutReason::AddressTaken { .. } => "address_taken",
+            LeftOutReason::ExternalIpNotAllowed => "external_ip_not_allowed",
+            LeftOutReason::MapFull { .. } => "map_full",
+            LeftOutReason::Unwritable { .. } => "unwritable",
+        }
+    }
+
+    /// Whether the node's maps are behind the cluster while this lasts: a
+    /// write that failed, not a rule that decided.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            LeftOutReason::MapFull { .. } | LeftOutReason::Unwritable { .. }
+        )
+    }
+}
+
+impl fmt::Display for LeftOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.service)?;
+        if !self.frontend.is_empty() {
+            write!(f, " {}", self.frontend)?;
+        }
+        match &self.reason {
+            LeftOutReason::AddressTaken { owner, owner_kind } => write!(
+                f,
+                ": the address belongs to {owner}'s {owner_kind} (ClusterIPs first, then \
+                 NodePorts, LoadBalancer IPs, externalIPs)"
+            ),
+            LeftOutReason::ExternalIpNotAllowed => {
+                write!(f, ": externalIP outside --external-ip-cidrs")
+            }
+            LeftOutReason::MapFull { map } => write!(f, ": the {map} map is full"),
+            LeftOutReason::Unwritable { error } => write!(f, ": {error}"),
+        }
+    }
+}
+
+impl Frontend {
+    /// `KIND ADDRESS:PORT/PROTOCOL`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {}:{}/{}",
+            self.kind, self.address, self.port, self.protocol
+        )
+    }
 }
 
 /// One frontend: an address, port and protocol traffic is sent to, and the

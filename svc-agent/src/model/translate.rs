@@ -6,8 +6,8 @@ use std::{collections::hash_map::Entry, net::Ipv4Addr, sync::Arc};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
-    BackendRef, BackendState, Config, Frontend, FrontendKind, NodeContext, NodeContextError,
-    OnEmpty, Plan,
+    BackendRef, BackendState, Config, Frontend, FrontendKind, LeftOut, LeftOutReason, NodeContext,
+    NodeContextError, OnEmpty, Plan,
     endpoints::{Endpoint, endpoints_of_port},
     service_port::{ServiceInfo, ServicePortInfo},
     topology::{Categorized, NodeTopology, categorize},
@@ -22,9 +22,14 @@ pub fn plan(
     config: &Config,
 ) -> Result<Plan, NodeContextError> {
     let node = NodeContext::from_snapshot(snapshot, node_name, config)?;
+    let mut translator = Translator::default();
+    let frontends = sorted(translator.translate(snapshot, &node, config));
+    let mut left_out = translator.left_out().to_vec();
+    left_out.sort();
     Ok(Plan {
         node: node_name.to_owned(),
-        frontends: translate(snapshot, &node, config),
+        frontends,
+        left_out,
     })
 }
 
@@ -35,8 +40,11 @@ pub fn plan(
 /// protocol, kind, address and port; backends ready first, then
 /// terminating, each by address and port.
 pub fn translate(snapshot: &Snapshot, node: &NodeContext, config: &Config) -> Vec<Frontend> {
-    let mut frontends: Vec<Frontend> = Translator::default()
-        .translate(snapshot, node, config)
+    sorted(Translator::default().translate(snapshot, node, config))
+}
+
+fn sorted(frontends: Vec<&Arc<Frontend>>) -> Vec<Frontend> {
+    let mut frontends: Vec<Frontend> = frontends
         .into_iter()
         .map(|frontend| (**frontend).clone())
         .collect();
@@ -178,7 +186,11 @@ pub(super) fn frontend_order(
 /// ClusterIP, or to a node address, takes nothing from them
 /// (CVE-2020-8554's class). Between frontends of one kind, the first in
 /// [`translate`]'s order keeps it, whatever order `frontends` come in.
-pub(super) fn drop_address_clashes(frontends: &mut Vec<&Arc<Frontend>>) {
+/// The losers are added to `left_out`.
+pub(super) fn drop_address_clashes(
+    frontends: &mut Vec<&Arc<Frontend>>,
+    left_out: &mut Vec<LeftOut>,
+) {
     let mut owner: FastMap<(Ipv4Addr, u16, super::Protocol), &Arc<Frontend>> = FastMap::default();
     let mut clashed = false;
     for frontend in frontends.iter() {
@@ -205,14 +217,50 @@ pub(super) fn drop_address_clashes(frontends: &mut Vec<&Arc<Frontend>>) {
         if !first {
             tracing::warn!(
                 service = %frontend.service,
-                kind = ?frontend.kind,
-                frontend = %format!("{}:{}/{}", frontend.address, frontend.port, frontend.protocol),
+                frontend = %frontend.label(),
                 owner = %owner.service,
                 owner_kind = ?owner.kind,
                 "frontend address belongs to another Service's frontend; not programmed"
             );
+            left_out.push(LeftOut {
+                service: frontend.service.clone(),
+                frontend: frontend.label(),
+                reason: LeftOutReason::AddressTaken {
+                    owner: owner.service.clone(),
+                    owner_kind: owner.kind,
+                },
+            });
         }
         first
+    });
+}
+
+/// Leaves out externalIPs outside the configured CIDRs (see
+/// [`Config::external_ip_cidrs`]), into `left_out`.
+pub(super) fn drop_disallowed_external_ips(
+    frontends: &mut Vec<&Arc<Frontend>>,
+    config: &Config,
+    left_out: &mut Vec<LeftOut>,
+) {
+    if config.external_ip_cidrs.is_empty() {
+        return;
+    }
+    frontends.retain(|frontend| {
+        let allowed = frontend.kind != FrontendKind::ExternalIP
+            || config.allows_external_ip(frontend.address);
+        if !allowed {
+            tracing::warn!(
+                service = %frontend.service,
+                frontend = %frontend.label(),
+                "externalIP outside --external-ip-cidrs; not programmed"
+            );
+            left_out.push(LeftOut {
+                service: frontend.service.clone(),
+                frontend: frontend.label(),
+                reason: LeftOutReason::ExternalIpNotAllowed,
+            });
+        }
+        allowed
     });
 }
 

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::model::Protocol;
+use crate::model::{Cidr, Protocol};
 
 const LOCAL_READY: &str = "198.18.1.11 node-1 ready";
 const REMOTE_READY: &str = "198.18.2.11 node-2 ready";
@@ -88,6 +88,23 @@ fn plan_of(services: Vec<Service>, endpoints: &[&str]) -> Vec<Frontend> {
         ..Snapshot::default()
     };
     translate(&snapshot, &node_1(), &Config::default())
+}
+
+/// What a Translator makes of `snapshot` on node-1: its frontends, sorted,
+/// and what it left out.
+fn translated(snapshot: &Snapshot, config: &Config) -> Plan {
+    let mut translator = Translator::default();
+    let mut frontends: Vec<Frontend> = translator
+        .translate(snapshot, &node_1(), config)
+        .into_iter()
+        .map(|frontend| (**frontend).clone())
+        .collect();
+    frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
+    Plan {
+        node: "node-1".into(),
+        frontends,
+        left_out: translator.left_out().to_vec(),
+    }
 }
 
 /// "KIND ADDRESS:PORT/PROTO [BACKEND STATE, ...] ON_EMPTY".
@@ -444,6 +461,7 @@ fn configured_nodeport_addresses_replace_the_nodes_own() {
     };
     let config = Config {
         nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 7, 7)]),
+        ..Config::default()
     };
     let node_ports: Vec<String> = translate(&snapshot, &node_1(), &config)
         .iter()
@@ -671,6 +689,8 @@ fn a_frontend_address_claimed_twice_goes_by_kind_not_by_name() {
         claimant: Value,
         /// "SERVICE KIND ADDRESS:PORT" of every frontend programmed.
         expected: &'static [&'static str],
+        /// "SERVICE FRONTEND <- OWNER OWNER_KIND" of every one left out.
+        left_out: &'static [&'static str],
     }
     let cases = [
         Case {
@@ -687,6 +707,7 @@ fn a_frontend_address_claimed_twice_goes_by_kind_not_by_name() {
                 "aaa/x ClusterIP 198.19.0.2:443",
                 "default/kubernetes ClusterIP 198.19.0.1:443",
             ],
+            left_out: &["aaa/x ExternalIP 198.19.0.1:443/TCP <- default/kubernetes ClusterIP"],
         },
         Case {
             name: "an externalIP on a node address, at a NodePort",
@@ -706,6 +727,7 @@ fn a_frontend_address_claimed_twice_goes_by_kind_not_by_name() {
                 "demo/zzz NodePort 198.18.0.11:30080",
                 "demo/zzz NodePort 198.18.100.11:30080",
             ],
+            left_out: &["demo/aaa ExternalIP 198.18.0.11:30080/TCP <- demo/zzz NodePort"],
         },
         Case {
             name: "a LoadBalancer ingress IP on a ClusterIP",
@@ -725,6 +747,7 @@ fn a_frontend_address_claimed_twice_goes_by_kind_not_by_name() {
                 "demo/aaa NodePort 198.18.100.11:30081",
                 "demo/zzz ClusterIP 198.19.0.5:80",
             ],
+            left_out: &["demo/aaa LoadBalancer 198.19.0.5:80/TCP <- demo/zzz ClusterIP"],
         },
     ];
     for case in cases {
@@ -732,12 +755,29 @@ fn a_frontend_address_claimed_twice_goes_by_kind_not_by_name() {
             vec![service(case.owner.clone()), service(case.claimant.clone())],
             vec![service(case.claimant.clone()), service(case.owner.clone())],
         ] {
-            let mut got: Vec<String> = plan_of(order, &[])
+            let snapshot = Snapshot {
+                services: order.into_iter().map(Arc::new).collect(),
+                ..Snapshot::default()
+            };
+            let plan = translated(&snapshot, &Config::default());
+            let mut got: Vec<String> = plan
+                .frontends
                 .iter()
                 .map(|f| format!("{} {} {}:{}", f.service, f.kind, f.address, f.port))
                 .collect();
             got.sort();
             assert_eq!(got, case.expected, "{}", case.name);
+            let left_out: Vec<String> = plan
+                .left_out
+                .iter()
+                .map(|left| match &left.reason {
+                    LeftOutReason::AddressTaken { owner, owner_kind } => {
+                        format!("{} {} <- {owner} {owner_kind}", left.service, left.frontend)
+                    }
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            assert_eq!(left_out, case.left_out, "{}", case.name);
         }
     }
 }
@@ -815,4 +855,60 @@ fn a_translator_follows_changed_added_and_removed_objects() {
         "{:?}",
         lines(&got)
     );
+}
+
+/// --external-ip-cidrs: externalIPs inside are programmed, those outside
+/// left out with the reason; other kinds are never touched by it.
+#[test]
+fn external_ips_outside_the_allowed_cidrs_are_left_out() {
+    let snapshot = Snapshot {
+        services: vec![
+            service(json!({
+                "metadata": {"name": "web"},
+                "spec": {"clusterIP": "198.19.0.7",
+                         "externalIPs": ["198.19.200.1", "198.18.9.9"],
+                         "ports": [{"port": 80}]},
+            }))
+            .into(),
+        ],
+        ..Snapshot::default()
+    };
+    let config = Config {
+        external_ip_cidrs: vec!["198.19.200.0/24".parse().unwrap()],
+        ..Config::default()
+    };
+    let plan = translated(&snapshot, &config);
+    let got: Vec<String> = plan
+        .frontends
+        .iter()
+        .map(|f| format!("{} {}", f.kind, f.address))
+        .collect();
+    assert_eq!(got, ["ClusterIP 198.19.0.7", "ExternalIP 198.19.200.1"]);
+    assert_eq!(
+        plan.left_out,
+        [LeftOut {
+            service: "demo/web".into(),
+            frontend: "ExternalIP 198.18.9.9:80/TCP".into(),
+            reason: LeftOutReason::ExternalIpNotAllowed,
+        }]
+    );
+    let everything = translated(&snapshot, &Config::default());
+    assert_eq!(everything.frontends.len(), 3);
+    assert!(everything.left_out.is_empty());
+}
+
+#[test]
+fn cidrs_parse_and_match_by_prefix() {
+    let cidr: Cidr = "198.19.200.0/24".parse().unwrap();
+    assert!(cidr.contains(Ipv4Addr::new(198, 19, 200, 255)));
+    assert!(!cidr.contains(Ipv4Addr::new(198, 19, 201, 0)));
+    let all: Cidr = "0.0.0.0/0".parse().unwrap();
+    assert!(all.contains(Ipv4Addr::new(198, 18, 1, 1)));
+    let host: Cidr = "198.18.1.1/32".parse().unwrap();
+    assert!(host.contains(Ipv4Addr::new(198, 18, 1, 1)));
+    assert!(!host.contains(Ipv4Addr::new(198, 18, 1, 2)));
+    for bad in ["198.18.1.1", "198.18.1.1/33", "fd00::/8", "x/8"] {
+        let parsed: Result<Cidr, _> = bad.parse();
+        assert!(parsed.is_err(), "{bad}");
+    }
 }

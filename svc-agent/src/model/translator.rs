@@ -14,8 +14,8 @@ use std::{collections::HashSet, sync::Arc};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
-    Config, Frontend, NodeContext,
-    translate::{drop_address_clashes, service_frontends},
+    Config, Frontend, LeftOut, NodeContext,
+    translate::{drop_address_clashes, drop_disallowed_external_ips, service_frontends},
 };
 use crate::{
     FastMap,
@@ -36,6 +36,8 @@ pub struct Translator {
     slices_of: FastMap<ServiceName, Vec<Arc<EndpointSlice>>>,
     /// Every Service of the last snapshot, by address, with its frontends.
     services: FastMap<usize, Translated>,
+    /// The frontends the last translation left out, and why.
+    left_out: Vec<LeftOut>,
 }
 
 struct SeenSlice {
@@ -111,8 +113,16 @@ impl Translator {
             .values()
             .flat_map(|translated| &translated.frontends)
             .collect();
-        drop_address_clashes(&mut frontends);
+        self.left_out.clear();
+        drop_disallowed_external_ips(&mut frontends, config, &mut self.left_out);
+        drop_address_clashes(&mut frontends, &mut self.left_out);
         frontends
+    }
+
+    /// The frontends the last [`translate`](Self::translate) left out, and
+    /// why (in no particular order).
+    pub fn left_out(&self) -> &[LeftOut] {
+        &self.left_out
     }
 
     /// Takes in the snapshot's slices; returns the Services whose slices

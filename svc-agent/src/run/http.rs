@@ -1,4 +1,5 @@
-//! The agent's small HTTP surface: `/healthz` and `/metrics` on `--listen`,
+//! The agent's small HTTP surface: `/healthz`, `/metrics` and `/left-out`
+//! (JSON: what the last sync left out, and why) on `--listen`,
 //! and kube-proxy's healthCheckNodePort answers. One request per
 //! connection, GET only: what Prometheus, kubelet probes and cloud load
 //! balancers send.
@@ -110,9 +111,15 @@ pub async fn serve_status(listener: TcpListener, status: Arc<AgentStatus>) {
                 content_type: "text/plain; version=0.0.4",
                 body: status.metrics.render(),
             },
+            "/left-out" => Reply {
+                code: 200,
+                content_type: "application/json",
+                body: serde_json::to_string(&status.metrics.left_out_now())
+                    .unwrap_or_else(|_| "[]".into()),
+            },
             _ => text(
                 404,
-                "not found: try /healthz, /livez, /readyz or /metrics\n",
+                "not found: try /healthz, /livez, /readyz, /metrics or /left-out\n",
             ),
         }
     })
@@ -192,4 +199,28 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, super::RunError> {
     TcpListener::bind(address)
         .await
         .map_err(|source| super::RunError::Listen { address, source })
+}
+
+/// What the agent listening on `agent` left out at its last sync (its
+/// `/left-out`), for `dump` and `diagnose`. A plain blocking request: the
+/// commands have no runtime, and one small answer needs none.
+pub fn fetch_left_out(agent: SocketAddr) -> std::io::Result<Vec<crate::model::LeftOut>> {
+    use std::io::{Read as _, Write as _};
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&agent, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    stream.write_all(b"GET /left-out HTTP/1.0\r\nHost: agent\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP response"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        return Err(std::io::Error::other(format!(
+            "/left-out answered {status:?} (an agent older than this command?)"
+        )));
+    }
+    serde_json::from_str(body).map_err(std::io::Error::other)
 }

@@ -24,7 +24,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use self::{health_check::HealthCheckServers, sync::sync};
 pub use self::{
     health_check::{HealthCheck, health_checks},
-    http::AgentStatus,
+    http::{AgentStatus, fetch_left_out},
 };
 use crate::{
     dataplane::{Conntrack, Datapath, DataplaneError, Tables, coarse_now_ns},
@@ -51,6 +51,8 @@ pub struct Settings {
     pub hairpin_address: Ipv4Addr,
     pub nat_ports: (u16, u16),
     pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    /// externalIPs outside these are left out (empty: none is).
+    pub external_ip_cidrs: Vec<crate::model::Cidr>,
     pub listen: SocketAddr,
     /// How often the maps are read back and repaired (see
     /// `Tables::forget_held`).
@@ -179,9 +181,11 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
             &status.metrics,
         ) {
             Ok(synced) => {
-                // A Service left out (it cannot be written) keeps the maps
-                // behind: the node is not healthy until it fits or goes.
-                if synced.left_out.is_empty() {
+                // A Service left out because it cannot be written keeps
+                // the maps behind: the node is not healthy until it fits
+                // or goes. One left out by rule (an address clash) is not.
+                status.metrics.left_out(&synced.left_out);
+                if synced.converged() {
                     status.converged();
                 } else {
                     status.behind();

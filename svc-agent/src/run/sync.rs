@@ -12,7 +12,7 @@ use crate::{
     dataplane::{ApplyReport, DataplaneError, Tables},
     k8s::Snapshot,
     metrics::Metrics,
-    model::{Config, Frontend, NodeContext, Translator},
+    model::{Config, Frontend, LeftOut, LeftOutReason, NodeContext, Translator},
 };
 
 /// What one sync programmed.
@@ -24,9 +24,17 @@ pub struct Synced {
     /// The healthCheckNodePorts to serve, as of these tables.
     pub health_checks: BTreeMap<u16, HealthCheck>,
     pub report: ApplyReport,
-    /// Services that did not fit into a full map (their old entries, if
-    /// any, stay as they were).
-    pub left_out: BTreeSet<String>,
+    /// Frontends and Services left out: by rule (an address clash, an
+    /// externalIP not allowed) or because the maps could not take them
+    /// (their old entries, if any, stay as they were).
+    pub left_out: Vec<LeftOut>,
+}
+
+impl Synced {
+    /// Whether something could not be written: the maps are behind.
+    pub fn converged(&self) -> bool {
+        !self.left_out.iter().any(|left| left.reason.is_failure())
+    }
 }
 
 /// Programs `snapshot` for this node into `tables`: node addresses first,
@@ -41,6 +49,7 @@ pub fn sync(
 ) -> Result<Synced, RunError> {
     let config = Config {
         nodeport_addresses: settings.nodeport_addresses.clone(),
+        external_ip_cidrs: settings.external_ip_cidrs.clone(),
     };
     let node = NodeContext::from_snapshot(snapshot, &settings.node, &config)?;
     let node_address = settings
@@ -62,10 +71,12 @@ pub fn sync(
         .into_iter()
         .cloned()
         .collect();
-    let mut left_out = BTreeSet::new();
+    let mut unwritable = BTreeSet::new();
+    let mut left_out = translator.left_out().to_vec();
     loop {
         match tables.apply(&desired) {
             Ok(report) => {
+                left_out.sort();
                 return Ok(Synced {
                     frontends: desired.len(),
                     backends: desired.iter().map(|f| f.backends.len()).sum(),
@@ -89,7 +100,21 @@ pub fn sync(
                     %service, %error,
                     "this Service is not programmed (its old entries stay); every other Service is"
                 );
-                let retried = !left_out.insert(service.clone());
+                let retried = !unwritable.insert(service.clone());
+                if !retried {
+                    left_out.push(LeftOut {
+                        service: service.clone(),
+                        frontend: String::new(),
+                        reason: match &error {
+                            DataplaneError::Full { map, .. } => LeftOutReason::MapFull {
+                                map: (*map).to_owned(),
+                            },
+                            other => LeftOutReason::Unwritable {
+                                error: other.to_string(),
+                            },
+                        },
+                    });
+                }
                 desired.retain(|frontend| frontend.service != service);
                 if !retried {
                     // Keep what the kernel holds for it, if anything.

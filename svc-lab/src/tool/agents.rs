@@ -147,13 +147,7 @@ pub fn shape(frontend: &model::Frontend) -> FrontendShape {
 
 /// Whether node `name`'s kernel tables hold exactly its plan.
 pub fn synced(snapshot: &Snapshot, name: &str, pin_dir: &Path) -> bool {
-    let Ok(plan) = model::plan(
-        snapshot,
-        name,
-        &Config {
-            nodeport_addresses: None,
-        },
-    ) else {
+    let Ok(plan) = model::plan(snapshot, name, &Config::default()) else {
         return false;
     };
     let Ok(states) = Tables::open_pinned(pin_dir).and_then(|tables| tables.read()) else {
