@@ -12,8 +12,8 @@ pub mod names {
     pub const BACKENDS: &str = "BACKENDS_V1";
     pub const REV_NAT: &str = "REV_NAT_V1";
     pub const FRONTEND_META: &str = "FE_META_V1";
-    pub const CT: &str = "CT_V1";
-    pub const CT_NEW: &str = "CT_NEW_V1";
+    pub const CT: &str = "CT_V2";
+    pub const CT_NEW: &str = "CT_NEW_V2";
     pub const FRONTEND_STATS: &str = "FE_STATS_V1";
     pub const DROP_STATS: &str = "DROPS_V2";
     pub const AFFINITY: &str = "AFFINITY_V1";
@@ -24,6 +24,11 @@ pub mod names {
     /// Maps earlier versions pinned and this one no longer uses (a layout
     /// change gets a new name): unpinned when an agent loads.
     pub const RETIRED: [&str; 1] = ["DROPS_V1"];
+    /// Maps earlier versions pinned whose entries this one carries over
+    /// into its own (old name, new name): the conntrack tables, whose loss
+    /// would break every established connection. The agent converts each
+    /// entry (see the agent's dataplane/pins.rs), then unpins the old map.
+    pub const CONVERTED: [(&str, &str); 2] = [("CT_V1", CT), ("CT_NEW_V1", CT_NEW)];
     /// Every map the agent pins, in the order they are created.
     pub const ALL: [&str; 13] = [
         SERVICES,
@@ -204,28 +209,81 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 /// CT value. A translated flow has two entries: the original direction
 /// (client → frontend, `flags` without [`flow_flags::REPLY`]) and the reply
 /// direction (backend → client or, with source NAT, backend → node).
+/// 40 bytes, as CT_V1's were: the programs copy it onto the BPF stack.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Flow {
     pub backend_id: u32,
     pub rev_nat_id: u32,
-    pub created_ns: u64,
     pub last_seen_ns: u64,
+    /// When the flow was created, in [`time_units`] (wrapping).
+    pub created_units: u32,
+    /// TCP: the sequence number this entry's direction sends next, as of
+    /// the last segment conntrack saw (with [`flow_flags::SEQ_KNOWN`]). A
+    /// RST far from it is not the flow's own and leaves the state alone.
+    pub next_seq: u32,
     /// The backend's address as the flow was created: an established TCP
     /// connection keeps going to it even after the backend leaves the
     /// Service (as conntrack keeps a kube-proxy DNAT), while the pod lives.
     pub backend_addr_be: u32,
-    pub backend_port_be: u16,
-    pub _pad: u16,
     /// With [`flow_flags::SNAT`]: in the original direction the source the
     /// packets get (node address, allocated port); in the reply direction the
     /// client's address the replies go back to.
     pub nat_addr_be: u32,
+    pub backend_port_be: u16,
     pub nat_port_be: u16,
     /// [`flow_flags`].
     pub flags: u16,
+    pub _pad: u16,
 }
 const _: () = assert!(core::mem::size_of::<Flow>() == 40);
+
+/// A clock reading (nanoseconds) in the units of [`Flow::created_units`]:
+/// 2^20 ns (about 1.05 ms), wrapping every 52 days; compare two with
+/// `wrapping_sub`. Fine enough for the ages they are compared by (a
+/// quarter of a second and up), and 4 bytes.
+pub const fn time_units(ns: u64) -> u32 {
+    (ns >> 20) as u32
+}
+
+/// The CT value of CT_V1 and CT_NEW_V1 (before [`Flow::next_seq`]; the
+/// same size, fields in another order), kept
+/// to carry their entries over into CT_V2 and CT_NEW_V2.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowV1 {
+    pub backend_id: u32,
+    pub rev_nat_id: u32,
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    pub backend_addr_be: u32,
+    pub backend_port_be: u16,
+    pub _pad: u16,
+    pub nat_addr_be: u32,
+    pub nat_port_be: u16,
+    pub flags: u16,
+}
+const _: () = assert!(core::mem::size_of::<FlowV1>() == 40);
+
+impl From<FlowV1> for Flow {
+    /// The same flow, its sequence numbers not known yet (any RST counts
+    /// until a segment of the flow has been seen).
+    fn from(old: FlowV1) -> Self {
+        Flow {
+            backend_id: old.backend_id,
+            rev_nat_id: old.rev_nat_id,
+            last_seen_ns: old.last_seen_ns,
+            created_units: time_units(old.created_ns),
+            next_seq: 0,
+            backend_addr_be: old.backend_addr_be,
+            nat_addr_be: old.nat_addr_be,
+            backend_port_be: old.backend_port_be,
+            nat_port_be: old.nat_port_be,
+            flags: old.flags & !flow_flags::SEQ_KNOWN,
+            _pad: 0,
+        }
+    }
+}
 
 pub mod flow_flags {
     /// The entry matches replies (backend → client): reverse-NAT them.
@@ -236,16 +294,19 @@ pub mod flow_flags {
     /// A FIN or RST was seen: the entry expires soon.
     pub const CLOSING: u16 = 1 << 2;
     /// A packet of the reply direction has passed (set on both entries of a
-    /// flow in CT_NEW; a flow in CT_V1 has been answered by definition).
+    /// flow in CT_NEW; a flow in CT_V2 has been answered by definition).
     pub const SEEN_REPLY: u16 = 1 << 3;
+    /// [`super::Flow::next_seq`] holds what a segment of this direction
+    /// said.
+    pub const SEQ_KNOWN: u16 = 1 << 4;
 }
 
 /// How long an idle flow is remembered, by protocol and state.
 ///
-/// A flow lives in one of two tables. CT_NEW_V1 holds it from its first
+/// A flow lives in one of two tables. CT_NEW_V2 holds it from its first
 /// packet until it is established: for TCP, once the originator sent a
 /// segment without SYN after a reply came back (the handshake's last ACK);
-/// for UDP, once a reply came back. Then both entries move to CT_V1. An
+/// for UDP, once a reply came back. Then both entries move to CT_V2. An
 /// entry's timeout follows from the table that holds it and its flags
 /// ([`flow_timeout_ns`]); the kernel programs and the agent's collector
 /// both use that one function.
@@ -256,14 +317,14 @@ pub mod flow_timeouts {
     pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
     /// A UDP flow that was answered (netfilter's udp_timeout_stream).
     pub const UDP_NS: u64 = 120 * 1_000_000_000;
-    /// Not established yet (CT_NEW_V1): a handshake or an unanswered
+    /// Not established yet (CT_NEW_V2): a handshake or an unanswered
     /// datagram. Spoofed SYNs hold a NAT port this long at most, and less
     /// when the ports run short (see the datapath's `ct::claim_port`).
     pub const NEW_NS: u64 = 30 * 1_000_000_000;
 }
 
 /// How long an entry with `flags`, of protocol `protocol`, may stay idle;
-/// `established` says it lives in CT_V1, not CT_NEW_V1.
+/// `established` says it lives in CT_V2, not CT_NEW_V2.
 pub const fn flow_timeout_ns(flags: u16, protocol: u8, established: bool) -> u64 {
     if flags & flow_flags::CLOSING != 0 {
         flow_timeouts::TCP_CLOSING_NS
@@ -371,6 +432,7 @@ mod pod {
     unsafe impl aya::Pod for super::FrontendMeta {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::FlowV1 {}
     unsafe impl aya::Pod for super::FrontendCounters {}
     unsafe impl aya::Pod for super::DropCounters {}
     unsafe impl aya::Pod for super::NodeConfig {}

@@ -4,15 +4,18 @@
 //!
 //! A flow has two entries, one per direction, and a lifecycle (timeouts in
 //! svc_common::flow_timeout_ns):
-//! - **new**: its first packet puts both entries in CT_NEW_V1, a smaller
+//! - **new**: its first packet puts both entries in CT_NEW_V2, a smaller
 //!   LRU table of its own. A reply marks both SEEN_REPLY. Spoofed SYNs
 //!   never get further, so a flood of them evicts only its own kind and
 //!   expires in seconds;
 //! - **established**: the originator's first segment without SYN after a
 //!   reply (the handshake's last ACK; for UDP the reply itself) moves both
-//!   entries to CT_V1;
-//! - **closing**: a FIN or RST marks both for the short timeout; a SYN on
-//!   the same tuple afterwards starts a new flow;
+//!   entries to CT_V2;
+//! - **closing**: a FIN, or a RST that fits the flow, marks both for the
+//!   short timeout; a SYN on the same tuple afterwards starts a new flow.
+//!   A RST fits when its sequence number is near the one its direction's
+//!   entry expects next (see [`rst_fits`]): a blind spoofed RST, which
+//!   would otherwise cut a long idle connection's state to 10 s, does not;
 //! - **gone**: an expired entry is removed by the next packet that finds
 //!   it, by a NAT port claim that finds it, or by the agent's collector.
 //!
@@ -23,11 +26,13 @@ use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns},
 };
-use svc_common::{Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns, proto};
+use svc_common::{
+    Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns, proto, time_units,
+};
 
 use crate::{
     lb,
-    maps::{CLOCK_V1, CT_NEW_V1, CT_V1},
+    maps::{CLOCK_V1, CT_NEW_V2, CT_V2},
     packet::{Ipv4Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -64,6 +69,24 @@ pub fn now() -> u64 {
         }
         (*cached).ns
     }
+}
+
+/// How far a RST's sequence number may be from the one its direction's
+/// entry expects next, ahead and behind. Ahead covers data conntrack did
+/// not see: established packets served from the flow cache (up to its
+/// slot lifetime, 25 ticks) leave the entry's number behind; behind covers
+/// a RST answering a retransmission. A blind RST fits by chance with
+/// odds (ahead + behind) / 2^32, about 1 in 250, as with netfilter's
+/// window check; a RST that does not fit is forwarded (the endpoint checks
+/// it more strictly, RFC 5961) but moves no state.
+const RST_AHEAD: u32 = 1 << 24;
+const RST_BEHIND: u32 = 1 << 16;
+
+/// Whether a RST with sequence number `seq` can belong to a direction
+/// whose next sequence number is `next`.
+#[inline(always)]
+pub fn rst_fits(seq: u32, next: u32) -> bool {
+    seq.wrapping_sub(next).wrapping_add(RST_BEHIND) <= RST_AHEAD + RST_BEHIND
 }
 
 /// last_seen is rewritten at most this often: a write on every packet
@@ -107,9 +130,9 @@ pub fn key_of(flow: &Ipv4Flow) -> FlowKey {
 /// The two tables a flow's entries live in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Table {
-    /// CT_V1.
+    /// CT_V2.
     Established,
-    /// CT_NEW_V1.
+    /// CT_NEW_V2.
     New,
 }
 
@@ -117,16 +140,16 @@ impl Table {
     #[inline(always)]
     fn get_ptr_mut(self, key: &FlowKey) -> Option<*mut Flow> {
         match self {
-            Table::Established => CT_V1.get_ptr_mut(key),
-            Table::New => CT_NEW_V1.get_ptr_mut(key),
+            Table::Established => CT_V2.get_ptr_mut(key),
+            Table::New => CT_NEW_V2.get_ptr_mut(key),
         }
     }
 
     #[inline(always)]
     fn insert(self, key: &FlowKey, entry: &Flow, flags: u32) -> Result<(), DropReason> {
         let inserted = match self {
-            Table::Established => CT_V1.insert(key, entry, u64::from(flags)),
-            Table::New => CT_NEW_V1.insert(key, entry, u64::from(flags)),
+            Table::Established => CT_V2.insert(key, entry, u64::from(flags)),
+            Table::New => CT_NEW_V2.insert(key, entry, u64::from(flags)),
         };
         inserted.map_err(|_| DropReason::FlowInsertFailed)
     }
@@ -135,16 +158,19 @@ impl Table {
     fn remove(self, key: &FlowKey) {
         // Absent already is as good as removed.
         let _ = match self {
-            Table::Established => CT_V1.remove(key),
-            Table::New => CT_NEW_V1.remove(key),
+            Table::Established => CT_V2.remove(key),
+            Table::New => CT_NEW_V2.remove(key),
         };
     }
 }
 
-/// A flow's entry for one packet's direction, as [`lookup`] left it.
+/// A flow's entry for one packet's direction, as [`lookup`] left it:
+/// where it lies in its map, not a copy (the BPF stack has no room for
+/// one). Valid while the program runs; another CPU may rewrite it
+/// meanwhile, as it could have while a copy was being made.
 pub struct Tracked {
-    pub entry: Flow,
-    /// The flow is established (in CT_V1): only then is it worth caching.
+    pub entry: *const Flow,
+    /// The flow is established (in CT_V2): only then is it worth caching.
     pub established: bool,
 }
 
@@ -189,7 +215,7 @@ fn peer_key(entry: &Flow, flow: &Ipv4Flow) -> Option<FlowKey> {
 #[inline(always)]
 fn reply_of(forward: &Flow, flow: &Ipv4Flow) -> Flow {
     let mut reply = *forward;
-    reply.flags = forward.flags | flow_flags::REPLY;
+    reply.flags = (forward.flags | flow_flags::REPLY) & !flow_flags::SEQ_KNOWN;
     if forward.flags & flow_flags::SNAT != 0 {
         reply.nat_addr_be = flow.saddr_be;
         reply.nat_port_be = flow.sport_be;
@@ -197,7 +223,7 @@ fn reply_of(forward: &Flow, flow: &Ipv4Flow) -> Flow {
     reply
 }
 
-/// Looks the packet's direction up, in CT_V1 and then CT_NEW_V1, and
+/// Looks the packet's direction up, in CT_V2 and then CT_NEW_V2, and
 /// moves the flow along its lifecycle (see the module docs). An expired
 /// entry, or a forward entry whose NAT port another flow holds now, is
 /// removed and reported as absent: the packet starts a new flow.
@@ -208,16 +234,17 @@ fn reply_of(forward: &Flow, flow: &Ipv4Flow) -> Flow {
 /// not fit its 512 bytes.
 #[inline(always)]
 pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
-    let (table, entry) = match CT_V1.get_ptr_mut(key) {
+    let (table, entry) = match CT_V2.get_ptr_mut(key) {
         Some(entry) => (Table::Established, entry),
-        None => (Table::New, CT_NEW_V1.get_ptr_mut(key)?),
+        None => (Table::New, CT_NEW_V2.get_ptr_mut(key)?),
     };
     let now = now();
     let established = table == Table::Established;
     // SAFETY (every access to `entry` and `peer` below): map values stay
     // valid until their key is updated or removed, which happens only where
     // noted; fields are read and written one at a time.
-    let (flags, last_seen_ns) = unsafe { ((*entry).flags, (*entry).last_seen_ns) };
+    let (mut flags, last_seen_ns, next_seq) =
+        unsafe { ((*entry).flags, (*entry).last_seen_ns, (*entry).next_seq) };
     let idle = now.saturating_sub(last_seen_ns);
     let reply = flags & flow_flags::REPLY != 0;
     // A connection opened again on the tuple of one that closed (a client
@@ -242,7 +269,22 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
     }
     let snat = flags & flow_flags::SNAT != 0;
     let syn = flow.tcp_flags & TCP_SYN != 0;
-    let closes = flow.tcp_flags & (TCP_FIN | TCP_RST) != 0 && flags & flow_flags::CLOSING == 0;
+    let seq_known = flags & flow_flags::SEQ_KNOWN != 0;
+    let rst = flow.tcp_flags & TCP_RST != 0;
+    if flow.proto == proto::TCP && !rst {
+        // The direction's next sequence number, kept as it moves forward.
+        let end = flow.tcp_seq_end();
+        if !seq_known || (end.wrapping_sub(next_seq) as i32) > 0 {
+            flags |= flow_flags::SEQ_KNOWN;
+            unsafe {
+                (*entry).next_seq = end;
+                (*entry).flags = flags;
+            }
+        }
+    }
+    let fits = !rst || !seq_known || rst_fits(u32::from_be(flow.tcp_seq_be), next_seq);
+    let closes =
+        (flow.tcp_flags & TCP_FIN != 0 || (rst && fits)) && flags & flow_flags::CLOSING == 0;
     let answered = reply && !established && flags & flow_flags::SEEN_REPLY == 0;
     let establishes = !established
         && if flow.proto == proto::TCP {
@@ -309,16 +351,13 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
             }
         }
     }
-    Some(Tracked {
-        // SAFETY: copied out where it lies.
-        entry: unsafe { *entry },
-        established,
-    })
+    Some(Tracked { entry, established })
 }
 
-/// Moves an established flow's two entries from CT_NEW_V1 to CT_V1. Both
-/// are in CT_V1 before either leaves CT_NEW_V1: a lookup on another CPU
-/// finds the flow in one table or the other.
+/// Moves an established flow's two entries from CT_NEW_V2 to CT_V2. Both
+/// are in CT_V2 before either leaves CT_NEW_V2: a lookup on another CPU
+/// finds the flow in one table or the other. The entry handed back is the
+/// one in CT_V2 (the CT_NEW_V2 one is gone).
 #[inline(always)]
 #[expect(
     clippy::needless_borrows_for_generic_args,
@@ -327,19 +366,23 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
 fn promote(key: &FlowKey, entry: *mut Flow, peer_key: &FlowKey, peer: *mut Flow) -> Tracked {
     // SAFETY: both pointers are valid until their keys are removed below;
     // the helpers copy the values they are handed.
-    let tracked = unsafe {
-        let _ = CT_V1.insert(peer_key, &*peer, u64::from(BPF_ANY));
-        let moved = CT_V1.insert(key, &*entry, u64::from(BPF_ANY)).is_ok();
-        Tracked {
-            entry: *entry,
-            established: moved,
-        }
-    };
-    if tracked.established {
-        let _ = CT_NEW_V1.remove(key);
-        let _ = CT_NEW_V1.remove(peer_key);
+    unsafe {
+        let _ = CT_V2.insert(peer_key, &*peer, u64::from(BPF_ANY));
+        let _ = CT_V2.insert(key, &*entry, u64::from(BPF_ANY));
     }
-    tracked
+    let Some(moved) = CT_V2.get_ptr(key) else {
+        // Not moved (the insert failed): it stays new, for now.
+        return Tracked {
+            entry,
+            established: false,
+        };
+    };
+    let _ = CT_NEW_V2.remove(key);
+    let _ = CT_NEW_V2.remove(peer_key);
+    Tracked {
+        entry: moved,
+        established: true,
+    }
 }
 
 /// The entry for `key` in either table, as it is; no state changes (for
@@ -347,7 +390,7 @@ fn promote(key: &FlowKey, entry: *mut Flow, peer_key: &FlowKey, peer: *mut Flow)
 #[inline(always)]
 pub fn find(key: &FlowKey) -> Option<Flow> {
     // SAFETY: copied out at once.
-    unsafe { CT_V1.get(key).or_else(|| CT_NEW_V1.get(key)) }.copied()
+    unsafe { CT_V2.get(key).or_else(|| CT_NEW_V2.get(key)) }.copied()
 }
 
 /// Source NAT for a new flow: the address it gets, and the port range.
@@ -375,10 +418,10 @@ pub struct Created {
     pub nat_port_be: u16,
 }
 
-/// Records both directions of a new translated flow in CT_NEW_V1. With
+/// Records both directions of a new translated flow in CT_NEW_V2. With
 /// `snat` (an address), the flow's source becomes that address and a port no other flow
 /// to the same backend uses (the client's own port when free). Entries of
-/// an earlier flow with the same keys in CT_V1 (a UDP flow whose backend
+/// an earlier flow with the same keys in CT_V2 (a UDP flow whose backend
 /// left) are removed, or lookups would keep finding them first.
 #[inline(always)]
 pub fn create(
@@ -395,14 +438,15 @@ pub fn create(
     let mut entry = Flow {
         backend_id,
         rev_nat_id,
-        created_ns: now,
         last_seen_ns: now,
+        created_units: time_units(now),
+        next_seq: 0,
         backend_addr_be: backend.addr_be,
-        backend_port_be: backend.port_be,
-        _pad: 0,
         nat_addr_be: 0,
+        backend_port_be: backend.port_be,
         nat_port_be: 0,
         flags: flow_flags::REPLY,
+        _pad: 0,
     };
     let mut key = flow_key(
         backend.addr_be,
@@ -427,6 +471,10 @@ pub fn create(
         entry.nat_port_be = port_be;
         port_be
     };
+    if flow.proto == proto::TCP {
+        entry.flags |= flow_flags::SEQ_KNOWN;
+        entry.next_seq = flow.tcp_seq_end();
+    }
     key.saddr_be = flow.saddr_be;
     key.daddr_be = flow.daddr_be;
     key.sport_be = flow.sport_be;
@@ -436,13 +484,13 @@ pub fn create(
     Ok(Created { nat_port_be })
 }
 
-/// Removes an entry of `key` from CT_V1, if there is one. Almost never is
+/// Removes an entry of `key` from CT_V2, if there is one. Almost never is
 /// there: a look first, which takes no lock, spares each new flow two
 /// removals, which take the bucket's.
 #[inline(always)]
 fn remove_established(key: &FlowKey) {
-    if CT_V1.get_ptr(key).is_some() {
-        let _ = CT_V1.remove(key);
+    if CT_V2.get_ptr(key).is_some() {
+        let _ = CT_V2.remove(key);
     }
 }
 
@@ -453,9 +501,9 @@ fn expired(entry: &Flow, protocol: u8, established: bool, now: u64) -> bool {
 }
 
 /// Claims a source port for an SNATed flow by inserting its reply entry
-/// into CT_NEW_V1 with BPF_NOEXIST: the insert itself is the atomic
+/// into CT_NEW_V2 with BPF_NOEXIST: the insert itself is the atomic
 /// test-and-set, so two flows (on any CPU) never share a (backend, node
-/// address, port) triple. A port held by an established flow (CT_V1) is
+/// address, port) triple. A port held by an established flow (CT_V2) is
 /// skipped until that flow expires; one held by an expired flow is taken.
 /// When every port tried is held, the one of the oldest flow among them
 /// that is not established (and older than [`MIN_AGE_TO_TAKE_NS`]) is
@@ -481,7 +529,7 @@ fn claim_port(
     // The port of the oldest flow seen that is not established, and when
     // that flow was created: taken when no port is free.
     let mut oldest_port: u32 = 0;
-    let mut oldest_created_ns = now.saturating_sub(MIN_AGE_TO_TAKE_NS);
+    let mut oldest_created = time_units(now.saturating_sub(MIN_AGE_TO_TAKE_NS));
     for attempt in 0..=NAT_PORT_TRIES {
         let port = if attempt == 0 {
             if preferred < min || preferred >= min + span {
@@ -492,32 +540,32 @@ fn claim_port(
             (min + (start + attempt) % span) as u16
         };
         reply_key.dport_be = port.to_be();
-        if let Some(holder) = CT_V1.get_ptr(*reply_key) {
+        if let Some(holder) = CT_V2.get_ptr(*reply_key) {
             // SAFETY: read at once.
             if expired(unsafe { &*holder }, reply_key.proto, true, now) {
-                let _ = CT_V1.remove(*reply_key);
+                let _ = CT_V2.remove(*reply_key);
             }
         }
-        if CT_V1.get_ptr(*reply_key).is_some() {
+        if CT_V2.get_ptr(*reply_key).is_some() {
             continue;
         }
         if Table::New.insert(reply_key, reply, BPF_NOEXIST).is_ok() {
             // A flow established between the look and the insert holds
             // the port now: give it back.
-            if CT_V1.get_ptr(*reply_key).is_none() {
+            if CT_V2.get_ptr(*reply_key).is_none() {
                 return Ok(port.to_be());
             }
             Table::New.remove(reply_key);
-        } else if let Some(holder) = CT_NEW_V1.get_ptr(*reply_key) {
+        } else if let Some(holder) = CT_NEW_V2.get_ptr(*reply_key) {
             // SAFETY: read at once.
             if expired(unsafe { &*holder }, reply_key.proto, false, now) {
                 Table::New.insert(reply_key, reply, BPF_ANY)?;
                 return Ok(port.to_be());
             }
             // SAFETY: read at once.
-            let created_ns = unsafe { (*holder).created_ns };
-            if created_ns < oldest_created_ns {
-                oldest_created_ns = created_ns;
+            let created = unsafe { (*holder).created_units };
+            if (created.wrapping_sub(oldest_created) as i32) < 0 {
+                oldest_created = created;
                 oldest_port = u32::from(port);
             }
         }

@@ -187,7 +187,8 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
     }
 
     if let Some(tracked) = ct::lookup(&ct::key_of(&flow), &flow) {
-        let entry = tracked.entry;
+        // SAFETY: a map value, valid while the program runs (see Tracked).
+        let entry = unsafe { &*tracked.entry };
         if entry.flags & flow_flags::REPLY != 0 {
             // A frontend removed under a live flow leaves nothing to
             // translate back to; the client would reset the reply anyway.
@@ -219,7 +220,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             };
             return rewrite_and_send(pkt, &flow, &probe, &decision, route, tracked.established);
         }
-        if let Some(backend) = flow_backend(&entry, flow.proto) {
+        if let Some(backend) = flow_backend(entry, flow.proto) {
             let snat = entry.flags & flow_flags::SNAT != 0;
             let route = if snat && origin == Origin::World {
                 let Some(route) = route::plan(pkt, entry.nat_addr_be, backend.addr_be, &flow)

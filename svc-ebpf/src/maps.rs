@@ -1,7 +1,7 @@
 //! Every map the programs use. Layouts and names come from svc-common; the
 //! agent creates and pins them (by these names) before it loads programs.
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_NO_PREALLOC, bpf_fib_lookup},
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -46,16 +46,16 @@ pub static FE_META_V1: HashMap<u32, FrontendMeta, { MAX_FRONTENDS as usize }, AG
 /// Conntrack of established flows: both directions of each (ct.rs has the
 /// lifecycle). LRU, so a full table evicts the least recently seen flow
 /// instead of refusing new ones. Reply entries of source-NATed flows double
-/// as the NAT port table, together with CT_NEW_V1's.
+/// as the NAT port table, together with CT_NEW_V2's.
 #[btf_map]
-pub static CT_V1: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap::new();
+pub static CT_V2: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap::new();
 
 /// Conntrack of flows not established yet, same layout: a table of their
 /// own, so that a flood of new flows (spoofed SYNs) evicts only new flows.
 /// Claiming a NAT port is inserting the flow's reply key here with
 /// BPF_NOEXIST.
 #[btf_map]
-pub static CT_NEW_V1: LruHashMap<FlowKey, Flow, { MAX_NEW_FLOWS as usize }> = LruHashMap::new();
+pub static CT_NEW_V2: LruHashMap<FlowKey, Flow, { MAX_NEW_FLOWS as usize }> = LruHashMap::new();
 
 /// Each CPU's budget of resets and ICMP errors (reject.rs). Only the
 /// programs use it: it is not pinned, nor in svc-common.
@@ -103,6 +103,11 @@ pub static CLOCK_V1: PerCpuArray<ClockReading, 1> = PerCpuArray::new();
 /// pinned, nor in svc-common, and each load of the programs starts empty.
 #[btf_map]
 pub static FLOW_CACHE: PerCpuArray<CachedFlow, { flow_cache::SLOTS as usize }> = PerCpuArray::new();
+
+/// Scratch space for one route lookup's argument (route.rs), per CPU: too
+/// big for the BPF stack beside the rest. Not pinned.
+#[btf_map]
+pub static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup, 1> = PerCpuArray::new();
 
 /// The agent's count of changes to the tables (one entry): a cached flow
 /// copied from older tables is not used.

@@ -147,6 +147,8 @@ pub struct Ipv4Flow {
     pub dport_be: u16,
     /// TCP flags byte; 0 for UDP.
     pub tcp_flags: u8,
+    /// TCP sequence number (network order); 0 for UDP.
+    pub tcp_seq_be: u32,
     /// Bytes of the TCP or UDP header.
     pub l4_hlen: u8,
     /// The sender set Don't Fragment: too big for a route, the packet is
@@ -158,6 +160,19 @@ pub struct Ipv4Flow {
 }
 
 impl Ipv4Flow {
+    /// TCP: the sequence number after this segment (its payload, and one
+    /// each for SYN and FIN).
+    #[inline(always)]
+    pub fn tcp_seq_end(&self) -> u32 {
+        let headers = (self.l4_off - IP_OFF) as u32 + u32::from(self.l4_hlen);
+        let payload = u32::from(self.ip_len).saturating_sub(headers);
+        let flags =
+            u32::from(self.tcp_flags & TCP_SYN != 0) + u32::from(self.tcp_flags & TCP_FIN != 0);
+        u32::from_be(self.tcp_seq_be)
+            .wrapping_add(payload)
+            .wrapping_add(flags)
+    }
+
     /// Offset of the L4 checksum field.
     pub fn l4_csum_off(&self) -> usize {
         if self.proto == proto::TCP {
@@ -195,7 +210,7 @@ struct Ipv4Header {
 struct TcpHead {
     sport_be: u16,
     dport_be: u16,
-    _seq: u32,
+    seq_be: u32,
     _ack: u32,
     data_off: u8,
     flags: u8,
@@ -241,14 +256,20 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
     let (saddr_be, daddr_be) = (ip.saddr_be, ip.daddr_be);
     let l4_off = IP_OFF + ihl;
     let l4_len = usize::from(ip_len) - ihl;
-    let (sport_be, dport_be, tcp_flags, l4_hlen) = match ip.proto {
+    let (sport_be, dport_be, tcp_flags, tcp_seq_be, l4_hlen) = match ip.proto {
         proto::TCP => {
             let tcp: TcpHead = pkt.read(l4_off)?;
             let tcp_hlen = usize::from(tcp.data_off >> 4) * 4;
             if tcp_hlen < TCP_MIN_HLEN || tcp_hlen > l4_len {
                 return Err(DropReason::Malformed);
             }
-            (tcp.sport_be, tcp.dport_be, tcp.flags, tcp_hlen as u8)
+            (
+                tcp.sport_be,
+                tcp.dport_be,
+                tcp.flags,
+                tcp.seq_be,
+                tcp_hlen as u8,
+            )
         }
         proto::UDP => {
             let udp: UdpHeader = pkt.read(l4_off)?;
@@ -256,7 +277,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
             if udp_len < UDP_HLEN || udp_len > l4_len {
                 return Err(DropReason::Malformed);
             }
-            (udp.sport_be, udp.dport_be, 0, UDP_HLEN as u8)
+            (udp.sport_be, udp.dport_be, 0, 0, UDP_HLEN as u8)
         }
         IPPROTO_ICMP => return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be),
         _ => return Ok(Parsed::Other),
@@ -270,6 +291,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
         sport_be,
         dport_be,
         tcp_flags,
+        tcp_seq_be,
         l4_hlen,
         dont_fragment: frag_off & IP_DF != 0,
         ttl: ip.ttl,

@@ -15,10 +15,13 @@ use svc_common::DropReason;
 
 use crate::{
     flow::Action,
+    maps::FIB_SCRATCH,
     packet::{IP_CSUM_OFF, IP_OFF, Ipv4Flow, Packet},
 };
 
 const AF_INET: u8 = 2;
+
+const _: () = assert!(size_of::<bpf_fib_lookup>().is_multiple_of(8));
 
 pub enum Route {
     /// No usable route: leave it to the stack.
@@ -145,32 +148,29 @@ pub fn plan_raw<P: Packet>(
     route.usable_by::<P>().then_some(route)
 }
 
-/// bpf_fib_lookup, zeroed as eight word stores. Zeroing it any other way
-/// (`zeroed()`, a zeroed array of words) compiles to a call to a byte-loop
-/// memset subprogram, ~200 instructions on every routed packet; volatile
-/// stores cannot be merged into one.
-#[repr(C)]
-union Fib8 {
-    _words: [u64; size_of::<bpf_fib_lookup>() / 8],
-    params: bpf_fib_lookup,
-}
-
-const _: () = assert!(size_of::<bpf_fib_lookup>().is_multiple_of(8));
-
 /// The route of a packet from `saddr` to `daddr` (its addresses after
-/// translation).
+/// translation). The lookup's 64-byte argument lives in a per-CPU scratch
+/// slot (FIB_SCRATCH), not on the BPF stack, which has no room left for
+/// it beside the rest of the program.
 #[inline(always)]
 fn lookup<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8, ip_len: u16) -> Route {
-    let mut fib = core::mem::MaybeUninit::<Fib8>::uninit();
-    let words = fib.as_mut_ptr().cast::<u64>();
-    for i in 0..size_of::<Fib8>() / 8 {
-        // SAFETY: within `fib`, which is 8-byte aligned.
+    let Some(params) = FIB_SCRATCH.get_ptr_mut(0) else {
+        return Route::Stack;
+    };
+    // Zeroed as eight word stores: zeroing it any other way (`zeroed()`,
+    // a zeroed array of words) compiles to a call to a byte-loop memset
+    // subprogram, ~200 instructions on every routed packet; volatile
+    // stores cannot be merged into one.
+    let words = params.cast::<u64>();
+    for i in 0..size_of::<bpf_fib_lookup>() / 8 {
+        // SAFETY: within the map value, which is 8-byte aligned.
         unsafe { words.add(i).write_volatile(0) };
     }
-    // SAFETY: all 64 bytes are written (zero) above, and every field of
+    // SAFETY: all 64 bytes are written (zero) above, every field of
     // bpf_fib_lookup is a plain integer or a union of them, so all-zero is
-    // a valid value.
-    let params = unsafe { &mut (*fib.as_mut_ptr()).params };
+    // a valid value; the slot is this CPU's, used by this program alone
+    // while it runs.
+    let params = unsafe { &mut *params };
     params.family = AF_INET;
     params.l4_protocol = protocol;
     params.__bindgen_anon_1.tot_len = ip_len;

@@ -71,6 +71,7 @@ pub fn try_translate(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
         sport_be: 0,
         dport_be,
         tcp_flags: 0,
+        tcp_seq_be: 0,
         l4_hlen: 0,
         dont_fragment: false,
         // No packet yet: the socket's own TTL applies later.

@@ -11,7 +11,7 @@ use svc_agent::{
     dataplane::{self, Datapath},
     model::Frontend,
 };
-use svc_common::{Flow, FlowKey, NodeConfig, names};
+use svc_common::{Flow, FlowKey, NodeConfig, names, time_units};
 
 use crate::{TC_ACT_OK, XDP_PASS, run_tc, run_xdp};
 
@@ -40,9 +40,9 @@ impl Drop for PinDir {
 /// Which conntrack table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Table {
-    /// CT_V1.
+    /// CT_V2.
     Established,
-    /// CT_NEW_V1.
+    /// CT_NEW_V2.
     New,
 }
 
@@ -106,7 +106,7 @@ impl Pinned {
         let mut aged = 0;
         for (key, mut entry) in entries {
             if which(&key, &entry) {
-                entry.created_ns = entry.created_ns.saturating_sub(ns);
+                entry.created_units = entry.created_units.wrapping_sub(time_units(ns));
                 entry.last_seen_ns = entry.last_seen_ns.saturating_sub(ns);
                 map.insert(key, entry, 0).unwrap();
                 aged += 1;

@@ -313,7 +313,7 @@ fn a_spoofed_syn_flood_leaves_nat_ports_for_real_clients() {
     }
 }
 
-/// A flood of new flows many times the size of CT_NEW_V1 (spoofed SYNs
+/// A flood of new flows many times the size of CT_NEW_V2 (spoofed SYNs
 /// and ACKs) while 100 established flows idle: all 100 keep their backend
 /// and NAT port; the flood's entries are gone once their timeout has run
 /// and the collector has passed.
@@ -439,4 +439,84 @@ fn answers_to_a_flood_are_rate_limited() {
     );
     assert_eq!(drops(&mut pinned, "reject_rate_limited"), 2_000 - resets);
     assert_eq!(drops(&mut pinned, "no_backend_reset"), resets);
+}
+
+/// The CLOSING flags of an established flow's two entries (forward,
+/// reply).
+fn closing(pinned: &Pinned) -> Vec<bool> {
+    let entries = pinned.entries(Table::Established);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let mut flags: Vec<(u16, bool)> = entries
+        .iter()
+        .map(|(_, flow)| {
+            (
+                flow.flags & flow_flags::REPLY,
+                flow.flags & flow_flags::CLOSING != 0,
+            )
+        })
+        .collect();
+    flags.sort();
+    flags.into_iter().map(|(_, closing)| closing).collect()
+}
+
+/// A RST whose sequence number is far from the one its direction sends
+/// next (a blind spoof, from either side) is forwarded but leaves the
+/// established flow's state alone: not cut to the closing timeout. The
+/// flow's own RST, at the sequence number its data reached, closes it.
+#[test]
+fn a_reset_with_a_wrong_sequence_number_leaves_the_flow_alone() {
+    let mut pinned = load((61000, 61100), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let connection = establish(&mut pinned, (CLIENT, 40000));
+    // 1000 bytes from the client (seq 2..1002), 500 back (seq 10..510).
+    let data = TcpFlags {
+        psh: true,
+        ..ack(10)
+    };
+    let out = pinned.world(&tcp_frame(
+        connection.client,
+        (NODE, 30080),
+        2,
+        data,
+        &[7; 1000],
+    ));
+    assert_eq!(endpoints(&out).1, (BACKEND, 8080));
+    pinned.world(&tcp_frame(
+        (BACKEND, 8080),
+        (NODE, connection.nat_port),
+        10,
+        TcpFlags {
+            psh: true,
+            ..ack(1002)
+        },
+        &[8; 500],
+    ));
+    assert_eq!(closing(&pinned), [false, false]);
+
+    let rst = TcpFlags {
+        rst: true,
+        ..TcpFlags::default()
+    };
+    for (from_client, seq) in [
+        (true, 1002 + (1 << 30)),
+        (false, 510u32.wrapping_sub(1 << 20)),
+    ] {
+        let frame = if from_client {
+            tcp_frame(connection.client, (NODE, 30080), seq, rst, b"")
+        } else {
+            tcp_frame((BACKEND, 8080), (NODE, connection.nat_port), seq, rst, b"")
+        };
+        let (verdict, _) = pinned.world_verdict(&frame);
+        assert_eq!(verdict, XDP_PASS, "forwarded: the endpoint decides");
+        assert_eq!(
+            closing(&pinned),
+            [false, false],
+            "spoofed from the client: {from_client}"
+        );
+    }
+    send(&mut pinned, &connection, ack(510));
+
+    // The client's own RST: at the sequence number its data reached.
+    let frame = tcp_frame(connection.client, (NODE, 30080), 1002, rst, b"");
+    pinned.world(&frame);
+    assert_eq!(closing(&pinned), [true, true]);
 }

@@ -6,20 +6,20 @@ use std::path::Path;
 
 use aya::maps::{HashMap, Map, MapData, MapInfo};
 use svc_agent::dataplane::{Datapath, DataplaneError};
-use svc_common::{Flow, FlowKey, NodeConfig, names};
+use svc_common::{Flow, FlowKey, FlowV1, NodeConfig, flow_flags, names};
 use tests::pinned::PinDir;
 
 /// BPF_MAP_TYPE_LRU_HASH.
 const LRU_HASH: u32 = 9;
 
-/// The layout this build gives CT_V1: from a datapath of its own.
+/// The layout this build gives CT_V2: from a datapath of its own.
 fn this_builds_conntrack() -> MapInfo {
     let dir = PinDir::new("pins-reference");
     let _datapath = Datapath::load(Some(&dir.0)).expect("load the datapath (root)");
     MapInfo::from_pin(dir.0.join(names::CT)).unwrap()
 }
 
-/// A map made by hand where an agent pins CT_V1.
+/// A map made by hand where an agent pins CT_V2.
 fn pin_conntrack(dir: &Path, value_size: u32, max_entries: u32) -> MapData {
     std::fs::create_dir_all(dir).unwrap();
     let reference = this_builds_conntrack();
@@ -50,14 +50,15 @@ fn flow(n: u32) -> Flow {
     Flow {
         backend_id: n,
         rev_nat_id: n + 1,
-        created_ns: u64::from(n) * 7,
         last_seen_ns: u64::from(n) * 11,
+        created_units: n * 7,
+        next_seq: n * 13,
         backend_addr_be: n.rotate_left(8),
-        backend_port_be: n as u16,
-        _pad: 0,
         nat_addr_be: !n,
+        backend_port_be: n as u16,
         nat_port_be: (n as u16).wrapping_mul(3),
         flags: (n % 16) as u16,
+        _pad: 0,
     }
 }
 
@@ -77,7 +78,7 @@ fn a_pinned_map_of_another_value_size_is_refused_and_left_as_it_was() {
 
     let error = Datapath::load(Some(&dir.0))
         .err()
-        .expect("a CT_V1 of another value size must be refused");
+        .expect("a CT_V2 of another value size must be refused");
     let DataplaneError::PinnedLayout {
         name,
         pinned,
@@ -115,7 +116,7 @@ fn a_pinned_map_of_another_size_is_migrated_with_its_entries() {
         old.insert(key(n), flow(n), 0).unwrap();
     }
 
-    let mut datapath = Datapath::load(Some(&dir.0)).expect("a resized CT_V1 is migrated");
+    let mut datapath = Datapath::load(Some(&dir.0)).expect("a resized CT_V2 is migrated");
     let wanted = this_builds_conntrack().max_entries();
     assert_ne!(wanted, 1024);
     let info = MapInfo::from_pin(dir.0.join(names::CT)).unwrap();
@@ -168,4 +169,88 @@ fn a_second_agent_on_the_same_pins_is_refused() {
     first.tables().set_node_config(config).unwrap();
     drop(first);
     Datapath::load(Some(&dir.0)).expect("the pins are free once the first is gone");
+}
+
+/// An agent of the version before CT_V2 left CT_V1 and CT_NEW_V1 pinned:
+/// their entries are carried over, converted, into CT_V2 and CT_NEW_V2
+/// (no connection forgotten by the upgrade), and the old maps unpinned.
+#[test]
+fn conntrack_of_the_previous_layout_is_carried_over() {
+    let dir = PinDir::new("pins-convert");
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let flags = this_builds_conntrack().map_flags();
+    let mut old = Vec::new();
+    for (name, entries) in [("CT_V1", 0..50), ("CT_NEW_V1", 50..60)] {
+        let object = aya_obj::Map::new_from_params(
+            LRU_HASH,
+            size_of::<FlowKey>() as u32,
+            size_of::<FlowV1>() as u32,
+            4096,
+            flags,
+        );
+        let map = MapData::create(object, name, None).unwrap();
+        map.pin(dir.0.join(name)).unwrap();
+        let mut map: HashMap<MapData, FlowKey, FlowV1> =
+            HashMap::try_from(Map::from_map_data(map).unwrap()).unwrap();
+        for n in entries {
+            let v1 = FlowV1 {
+                backend_id: n,
+                rev_nat_id: n + 1,
+                created_ns: u64::from(n) << 30,
+                last_seen_ns: u64::from(n) * 11,
+                backend_addr_be: n.rotate_left(8),
+                backend_port_be: n as u16,
+                _pad: 0,
+                nat_addr_be: !n,
+                nat_port_be: (n as u16).wrapping_mul(3),
+                flags: flow_flags::SEEN_REPLY | (n % 4) as u16,
+            };
+            map.insert(key(n), v1, 0).unwrap();
+        }
+        old.push(map);
+    }
+
+    let mut datapath = Datapath::load(Some(&dir.0)).expect("CT_V1 is carried over");
+    // What the old programs add before the swap comes over too.
+    old[0]
+        .insert(
+            key(99),
+            FlowV1 {
+                backend_id: 99,
+                ..FlowV1::default()
+            },
+            0,
+        )
+        .unwrap();
+    datapath.finish_migrations().unwrap();
+    assert!(!dir.0.join("CT_V1").exists() && !dir.0.join("CT_NEW_V1").exists());
+
+    for (table, entries) in [(names::CT, 0..50), (names::CT_NEW, 50..60)] {
+        let map = conntrack(MapData::from_pin(dir.0.join(table)).unwrap());
+        for n in entries {
+            let got = map.get(&key(n), 0).unwrap();
+            assert_eq!(
+                (got.backend_id, got.rev_nat_id, got.last_seen_ns),
+                (n, n + 1, u64::from(n) * 11),
+                "{table} {n}"
+            );
+            assert_eq!(
+                got.created_units,
+                svc_common::time_units(u64::from(n) << 30)
+            );
+            assert_eq!(
+                (got.backend_addr_be, got.backend_port_be),
+                (n.rotate_left(8), n as u16)
+            );
+            assert_eq!(
+                (got.nat_addr_be, got.nat_port_be),
+                (!n, (n as u16).wrapping_mul(3))
+            );
+            assert_eq!(got.flags, flow_flags::SEEN_REPLY | (n % 4) as u16);
+            assert_eq!(got.flags & flow_flags::SEQ_KNOWN, 0);
+        }
+    }
+    let established = conntrack(MapData::from_pin(dir.0.join(names::CT)).unwrap());
+    assert_eq!(established.get(&key(99), 0).unwrap().backend_id, 99);
+    assert_eq!(established.keys().count(), 51);
 }

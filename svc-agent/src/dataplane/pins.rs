@@ -19,6 +19,13 @@
 //!
 //! An agent stopped between 1 and 3 leaves `NAME_RESIZED`; the next one
 //! carries on from it.
+//!
+//! A map whose value layout changed is carried over the same way when its
+//! entries must survive an upgrade (svc-common's `names::CONVERTED`: the
+//! conntrack tables, whose loss would break every established
+//! connection): the old map keeps its own name, each entry is converted
+//! into the new map's layout, and the old map is unpinned at step 3.
+//! Every other old map is retired: unpinned when an agent loads.
 use std::{
     collections::HashMap,
     fmt, fs, io,
@@ -27,7 +34,7 @@ use std::{
 };
 
 use aya::maps::{MapData, MapInfo};
-use svc_common::names;
+use svc_common::{Flow, FlowKey, FlowV1, names};
 
 use super::{DataplaneError, EBPF_OBJECT, sys};
 
@@ -125,15 +132,20 @@ fn expected_layouts() -> Result<HashMap<String, Layout>, DataplaneError> {
         .collect())
 }
 
-/// A pinned map being moved into one of this build's size.
+/// Turns an old map's value into this build's.
+type Convert = fn(&[u8]) -> Vec<u8>;
+
+/// A pinned map being moved into one of this build's size or layout.
 pub struct Migration {
     name: &'static str,
     /// Where this agent's map is pinned.
     path: PathBuf,
-    /// Where the old one was moved aside.
+    /// Where the old one is: moved aside, or under its old name.
     aside: PathBuf,
     old: MapData,
     old_layout: Layout,
+    /// For a map of another value layout, how each value is carried over.
+    convert: Option<Convert>,
     /// Entries copied so far, and entries that did not fit.
     pub copied: usize,
     pub left: usize,
@@ -205,7 +217,54 @@ pub fn prepare(dir: &Path) -> Result<Vec<Migration>, DataplaneError> {
         }
         migrations.push(open_aside(name, path, aside)?);
     }
+    for (old_name, name) in names::CONVERTED {
+        let aside = dir.join(old_name);
+        if !aside.exists() {
+            continue;
+        }
+        let pinned = Layout::of_pinned(&pinned_info(name, &aside)?);
+        let (key_size, value_size) = (size_of::<FlowKey>() as u32, size_of::<FlowV1>() as u32);
+        if (pinned.key_size, pinned.value_size) != (key_size, value_size) {
+            return Err(DataplaneError::PinnedLayout {
+                name: old_name,
+                path: aside,
+                pinned,
+                expected: Layout {
+                    key_size,
+                    value_size,
+                    ..pinned
+                },
+            });
+        }
+        tracing::info!(
+            from = old_name,
+            to = name,
+            "conntrack pinned by an earlier version: carrying its entries over"
+        );
+        let mut migration = open_aside(name, dir.join(name), aside)?;
+        migration.convert = Some(flow_from_v1);
+        migrations.push(migration);
+    }
     Ok(migrations)
+}
+
+/// A CT_V1 value as a CT_V2 one.
+fn flow_from_v1(old: &[u8]) -> Vec<u8> {
+    let mut v1 = FlowV1::default();
+    // SAFETY: FlowV1 is plain old data; the bytes copied are at most its
+    // size (the map's value size was checked to be exactly that).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            old.as_ptr(),
+            std::ptr::from_mut(&mut v1).cast::<u8>(),
+            old.len().min(size_of::<FlowV1>()),
+        );
+    }
+    let flow = Flow::from(v1);
+    // SAFETY: Flow is plain old data without padding (every gap is a
+    // named field), read as its bytes.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(&flow).cast::<u8>(), size_of::<Flow>()) }
+        .to_vec()
 }
 
 fn pinned_info(name: &'static str, path: &Path) -> Result<MapInfo, DataplaneError> {
@@ -233,6 +292,7 @@ fn open_aside(
         aside,
         old,
         old_layout: Layout::of_pinned(&info),
+        convert: None,
         copied: 0,
         left: 0,
     })
@@ -241,7 +301,8 @@ fn open_aside(
 /// Puts every map moved aside back where it was: loading failed, and the
 /// programs still running use the old maps.
 pub fn undo(migrations: &[Migration]) {
-    for migration in migrations {
+    // A converted map never moved: it keeps its old name.
+    for migration in migrations.iter().filter(|m| m.convert.is_none()) {
         if let Err(error) = fs::rename(&migration.aside, &migration.path) {
             tracing::error!(map = migration.name, %error, "cannot put the pinned map back");
         }
@@ -272,6 +333,7 @@ impl Migration {
             new.fd().as_fd(),
             &self.old_layout,
             flags,
+            self.convert,
         )
         .map_err(error)?;
         self.copied += copied;
@@ -305,6 +367,7 @@ fn copy_entries(
     to: BorrowedFd<'_>,
     layout: &Layout,
     flags: u64,
+    convert: Option<Convert>,
 ) -> io::Result<(usize, usize)> {
     let mut key = vec![0u8; layout.key_size as usize];
     let mut next = key.clone();
@@ -320,7 +383,8 @@ fn copy_entries(
         if !sys::lookup(from, &key, &mut value)? {
             continue;
         }
-        match sys::update(to, &key, &value, flags) {
+        let converted = convert.map(|convert| convert(&value));
+        match sys::update(to, &key, converted.as_deref().unwrap_or(&value), flags) {
             Ok(()) => copied += 1,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
             Err(e)

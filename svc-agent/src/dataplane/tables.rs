@@ -736,7 +736,7 @@ impl Tables {
     }
 
     /// Every conntrack entry (both directions of each flow), established
-    /// ones (CT_V1) first, then the ones not established yet (CT_NEW_V1).
+    /// ones (CT_V2) first, then the ones not established yet (CT_NEW_V2).
     pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
         let mut flows: Vec<(FlowKey, Flow)> = self
             .ct
