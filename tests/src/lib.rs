@@ -13,6 +13,7 @@
 pub mod agent;
 pub mod apiserver;
 pub mod churn_load;
+pub mod fuzz;
 pub mod kube_proxy;
 pub mod load;
 pub mod pinned;

@@ -44,6 +44,17 @@ enum Task {
         #[command(subcommand)]
         which: Bench,
     },
+    /// Random and mutated frames through the NIC program, each output
+    /// compared byte for byte with a reference model (tests/src/fuzz.rs):
+    /// target/svc-bench/fuzz.json. Fails on any mismatch or kernel error.
+    Fuzz {
+        /// Frames to send.
+        #[arg(long, default_value_t = 1_000_000)]
+        packets: u64,
+        /// The random seed (default: a fresh one, printed to replay).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         Task::Lint => lint(&root, &tools),
         Task::Demo => demo(&root),
         Task::Bench { which } => bench(&root, &tools, which),
+        Task::Fuzz { packets, seed } => fuzz(&root, &tools, packets, seed),
     }
 }
 
@@ -305,6 +317,22 @@ fn bench(root: &Path, tools: &setup::Tools, which: Bench) -> anyhow::Result<()> 
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
         .env("SVC_BENCH_QUICK", if quick { "1" } else { "0" })
         .args(["bench", "-p", "tests", "--bench", name]))
+}
+
+fn fuzz(root: &Path, tools: &setup::Tools, packets: u64, seed: Option<u64>) -> anyhow::Result<()> {
+    setup::require_root("the fuzzer loads BPF programs")?;
+    let seed = match seed {
+        Some(seed) => seed,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos() as u64,
+    };
+    println!("fuzz: {packets} frames, seed {seed} (--seed {seed} replays this run)");
+    run(cargo(root)
+        .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .env("SVC_FUZZ_PACKETS", packets.to_string())
+        .env("SVC_FUZZ_SEED", seed.to_string())
+        .args(["bench", "-p", "tests", "--bench", "fuzz"]))
 }
 
 fn demo(root: &Path) -> anyhow::Result<()> {
