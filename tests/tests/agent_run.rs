@@ -621,6 +621,13 @@ fn pod_interfaces_created_later_are_attached_and_forgotten_when_gone() {
         pin.exists().then_some(())
     });
     eprintln!("new veth attached after {:?}", started.elapsed());
+    // Woken by the kernel's link notification, not by the slow rescan.
+    let log = agent.log();
+    let attached = log
+        .lines()
+        .find(|line| line.contains("pod interface attached") && line.contains("lxc9"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(attached.contains("trigger=\"link event\""), "{attached}");
     netns.ip(&["link", "del", "lxc9"]).unwrap();
     wait_for("lxc9 forgotten", Duration::from_secs(5), || {
         (!pin.exists()).then_some(())
@@ -637,7 +644,7 @@ fn pod_interfaces_created_later_are_attached_and_forgotten_when_gone() {
 #[test]
 fn a_veth_made_again_under_its_name_is_attached_again() {
     let lab = lab();
-    let (_manifests, _agent) = synced_agent(&lab, &[pod_ip(&lab, "web-1")], &[]);
+    let (_manifests, agent) = synced_agent(&lab, &[pod_ip(&lab, "web-1")], &[]);
     let netns = lab.node(NODE).unwrap().netns();
     let attached_programs = |netns: &svc_lab::netns::Netns| {
         netns
@@ -659,13 +666,29 @@ fn a_veth_made_again_under_its_name_is_attached_again() {
     wait_for("lxc8 attached", Duration::from_secs(5), || {
         (attached_programs(netns) == 1).then_some(())
     });
-    // Gone and back within a few milliseconds: no poll sees it missing.
+    // Gone and back within a few milliseconds: a new device (it starts
+    // bare), which the agent attaches to under its new index.
     netns.ip(&["link", "del", "lxc8"]).unwrap();
     netns.ip(&add).unwrap();
     netns.ip(&["link", "set", "lxc8", "up"]).unwrap();
-    assert_eq!(attached_programs(netns), 0, "a new device starts bare");
-    wait_for("lxc8 attached again", Duration::from_secs(5), || {
-        (attached_programs(netns) == 1).then_some(())
+    let indexes = || -> Vec<String> {
+        agent
+            .log()
+            .lines()
+            .filter(|line| line.contains("pod interface attached") && line.contains("lxc8"))
+            .filter_map(|line| {
+                line.split("index=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    let indexes = wait_for("lxc8 attached again", Duration::from_secs(5), || {
+        let indexes = indexes();
+        (indexes.len() == 2 && attached_programs(netns) == 1).then_some(indexes)
     });
+    assert_ne!(indexes[0], indexes[1], "{indexes:?}");
     netns.ip(&["link", "del", "lxc8"]).unwrap();
 }

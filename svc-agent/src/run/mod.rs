@@ -124,7 +124,14 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
         what: "installing the SIGINT handler",
         source,
     })?;
-    let mut interface_poll = tokio::time::interval(interfaces::POLL);
+    let mut rescan = tokio::time::interval(interfaces::RESCAN);
+    let mut link_events = match interfaces::LinkEvents::subscribe() {
+        Ok(events) => Some(events),
+        Err(error) => {
+            tracing::warn!(%error, every_ms = interfaces::RESCAN.as_millis() as u64, "no link notifications; listing interfaces periodically only");
+            None
+        }
+    };
     let mut health_check_servers =
         HealthCheckServers::new(settings.nodeport_addresses.as_deref(), status.clone());
     let mut translator = Translator::default();
@@ -141,7 +148,14 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = interface_poll.tick() => pods.attach_new(&mut datapath, &status),
+            _ = rescan.tick() => pods.attach_new(&mut datapath, &status, "rescan"),
+            changed = link_changed(&mut link_events) => {
+                if let Err(error) = changed {
+                    tracing::warn!(%error, "link notifications failed; listing interfaces periodically only");
+                    link_events = None;
+                }
+                pods.attach_new(&mut datapath, &status, "link event");
+            }
             changed = snapshots.changed() => {
                 if changed.is_err() {
                     return Err(RunError::SourceStopped { source_name });
@@ -241,6 +255,14 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The next link change, or never without notifications.
+async fn link_changed(events: &mut Option<interfaces::LinkEvents>) -> std::io::Result<()> {
+    match events {
+        Some(events) => events.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Loads (or adopts) the pinned datapath and attaches it: node interfaces,
 /// socket hooks, the pod veths there already are.
 fn attach(
@@ -257,7 +279,7 @@ fn attach(
         tracing::info!(cgroup = %cgroup.display(), "socket hooks attached");
     }
     let mut pods = PodInterfaces::new(&settings.pod_interface_prefix);
-    pods.attach_new(&mut datapath, status);
+    pods.attach_new(&mut datapath, status, "start");
     datapath.finish_migrations()?;
     Ok((datapath, pods))
 }
@@ -371,7 +393,8 @@ impl PodInterfaces {
     /// forgets the ones that are gone. One of the same name with another
     /// index (a veth made again, however quickly) is a new interface: the
     /// old one's link went with its device, so it is attached afresh.
-    fn attach_new(&mut self, datapath: &mut Datapath, status: &AgentStatus) {
+    /// `trigger` says what woke the listing (for the log).
+    fn attach_new(&mut self, datapath: &mut Datapath, status: &AgentStatus, trigger: &str) {
         let present: BTreeMap<String, u32> = match interfaces::with_prefix(&self.prefix) {
             Ok(interfaces) => interfaces.into_iter().collect(),
             Err(error) => {
@@ -399,7 +422,7 @@ impl PodInterfaces {
             }
             match datapath.attach_pod_interface(interface) {
                 Ok(()) => {
-                    tracing::info!(%interface, index, "pod interface attached");
+                    tracing::info!(%interface, index, trigger, "pod interface attached");
                     self.failing.remove(interface);
                     self.attached.insert(interface.clone(), *index);
                 }
