@@ -299,6 +299,10 @@ pub mod flow_flags {
     /// [`super::Flow::next_seq`] holds what a segment of this direction
     /// said.
     pub const SEQ_KNOWN: u16 = 1 << 4;
+    /// UDP: the flow was still active [`super::flow_timeouts::UDP_STREAM_AFTER_NS`]
+    /// after it began: a stream, not one exchange (netfilter's assured
+    /// UDP), kept for the longer timeout.
+    pub const STREAM: u16 = 1 << 5;
 }
 
 /// How long an idle flow is remembered, by protocol and state.
@@ -315,8 +319,15 @@ pub mod flow_timeouts {
     pub const TCP_ESTABLISHED_NS: u64 = 6 * 3600 * 1_000_000_000;
     /// After a FIN or a RST, either table.
     pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
-    /// A UDP flow that was answered (netfilter's udp_timeout_stream).
-    pub const UDP_NS: u64 = 120 * 1_000_000_000;
+    /// A UDP flow that was answered: one exchange (a DNS query) is kept
+    /// this long, as netfilter's udp_timeout...
+    pub const UDP_NS: u64 = 30 * 1_000_000_000;
+    /// ...and one still active this long after it began...
+    pub const UDP_STREAM_AFTER_NS: u64 = 2 * 1_000_000_000;
+    /// ...is a stream, kept this long (netfilter's udp_timeout_stream). A
+    /// node answering many one-shot queries through source NAT thus holds
+    /// each NAT port 30 s, not 120.
+    pub const UDP_STREAM_NS: u64 = 120 * 1_000_000_000;
     /// Not established yet (CT_NEW_V2): a handshake or an unanswered
     /// datagram. Spoofed SYNs hold a NAT port this long at most, and less
     /// when the ports run short (see the datapath's `ct::claim_port`).
@@ -332,6 +343,8 @@ pub const fn flow_timeout_ns(flags: u16, protocol: u8, established: bool) -> u64
         flow_timeouts::NEW_NS
     } else if protocol == proto::TCP {
         flow_timeouts::TCP_ESTABLISHED_NS
+    } else if flags & flow_flags::STREAM != 0 {
+        flow_timeouts::UDP_STREAM_NS
     } else {
         flow_timeouts::UDP_NS
     }

@@ -27,7 +27,8 @@ use aya_ebpf::{
     helpers::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns},
 };
 use svc_common::{
-    Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns, proto, time_units,
+    Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns, flow_timeouts, proto,
+    time_units,
 };
 
 use crate::{
@@ -293,12 +294,21 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
             reply
         };
     let touch = idle > TOUCH_EVERY_NS;
+    // SAFETY: read where it lies.
+    let age = time_units(now).wrapping_sub(unsafe { (*entry).created_units });
+    let streams = established
+        && flow.proto == proto::UDP
+        && flags & flow_flags::STREAM == 0
+        && age > time_units(flow_timeouts::UDP_STREAM_AFTER_NS);
     // A forward entry with SNAT must still own its port (every packet: such
     // flows are never cached); one without is checked on a SYN (a client
     // retrying) and on the once-a-second touch.
     let check_peer = !reply && (snat || syn);
-    if closes || answered || establishes || touch || check_peer {
+    if closes || answered || establishes || touch || check_peer || streams {
         let mut shared = 0;
+        if streams {
+            shared |= flow_flags::STREAM;
+        }
         if closes {
             shared |= flow_flags::CLOSING;
         }

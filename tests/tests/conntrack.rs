@@ -520,3 +520,55 @@ fn a_reset_with_a_wrong_sequence_number_leaves_the_flow_alone() {
     pinned.world(&frame);
     assert_eq!(closing(&pinned), [true, true]);
 }
+
+/// UDP as netfilter times it: one exchange (a query and its answer) is
+/// collected once idle past 30 s, giving its NAT port back; a flow still
+/// active 2 s after it began is a stream, kept for 120 s.
+#[test]
+fn a_one_shot_udp_exchange_is_kept_30_s_and_a_stream_120_s() {
+    let mut pinned = load((61000, 61100), &[node_port(Protocol::UDP, &[BACKEND])]);
+    let exchange = |pinned: &mut Pinned, client: (Ipv4Addr, u16)| -> u16 {
+        let out = pinned.world(&udp_frame(client, (NODE, 30053), b"query"));
+        let ((_, nat_port), _) = endpoints(&out);
+        let answer = pinned.world(&udp_frame((BACKEND, 8080), (NODE, nat_port), b"answer"));
+        assert_eq!(endpoints(&answer), ((NODE, 30053), client));
+        nat_port
+    };
+    let one_shot = (CLIENT, 5000);
+    let stream = (CLIENT, 5001);
+    exchange(&mut pinned, one_shot);
+    let stream_port = exchange(&mut pinned, stream);
+    // The stream's flow began 3 s ago and is still talking.
+    let began = pinned.age(Table::Established, 3 * SECOND, |key, _| {
+        key.sport_be == stream.1.to_be() || key.dport_be == stream_port.to_be()
+    });
+    assert_eq!(began, 2);
+    assert_eq!(exchange(&mut pinned, stream), stream_port);
+    let streams = pinned
+        .entries(Table::Established)
+        .iter()
+        .filter(|(_, flow)| flow.flags & flow_flags::STREAM != 0)
+        .count();
+    assert_eq!(
+        streams, 2,
+        "both entries of the stream, none of the exchange"
+    );
+
+    // Idle past 30 s: the exchange goes, the stream stays.
+    pinned.age(
+        Table::Established,
+        flow_timeouts::UDP_NS + SECOND,
+        |_, _| true,
+    );
+    let mut conntrack = Conntrack::open_pinned(&pinned.dir.0).unwrap();
+    let census = conntrack.collect(coarse_now_ns()).unwrap();
+    assert_eq!((census.collected, census.established), (2, 2), "{census:?}");
+    // Idle past 120 s: the stream goes too.
+    pinned.age(
+        Table::Established,
+        flow_timeouts::UDP_STREAM_NS - flow_timeouts::UDP_NS,
+        |_, _| true,
+    );
+    let census = conntrack.collect(coarse_now_ns()).unwrap();
+    assert_eq!((census.collected, census.established), (2, 0), "{census:?}");
+}
