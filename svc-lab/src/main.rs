@@ -69,6 +69,14 @@ enum Command {
     },
     /// A node's agent log (node/NAME) or a pod's server log (pod/NAME).
     Logs { target: String },
+    /// Restart node/NAME's agent on its pins (SIGTERM; SIGKILL with
+    /// --kill) and wait until its initial sync is in the maps. Traffic is
+    /// served throughout by the pinned datapath.
+    Restart {
+        target: String,
+        #[arg(long)]
+        kill: bool,
+    },
     /// Remove everything of the lab: processes, namespaces, pins, state
     /// (also after a crash or a killed `up`).
     Down,
@@ -136,6 +144,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
         Command::Logs { target } => print!("{}", tool::logs(state, &Target::parse(&target)?)?),
+        Command::Restart { target, kill } => {
+            let node = target
+                .strip_prefix("node/")
+                .ok_or_else(|| anyhow::anyhow!("give node/NAME, not {target:?}"))?;
+            let took = tool::restart(state, node, kill)?;
+            println!(
+                "node/{node}: agent {} and ready again after {} ms",
+                if kill { "killed" } else { "stopped" },
+                took.as_millis()
+            );
+        }
         Command::Down => tool::down(state)?,
         Command::Hold => tool::hold()?,
         Command::Serve {

@@ -53,6 +53,8 @@ pub struct Load {
     stop: Arc<AtomicBool>,
     workers: Vec<JoinHandle<()>>,
     pub record: Arc<Record>,
+    /// Between two short connections of a worker (none: back to back).
+    pause: Duration,
 }
 
 impl Load {
@@ -61,13 +63,24 @@ impl Load {
             stop: Arc::new(AtomicBool::new(false)),
             workers: Vec::new(),
             record: Arc::new(Record::default()),
+            pause: Duration::ZERO,
         }
+    }
+
+    /// Short connections `pause` apart (a client's pace, not a flood).
+    pub fn with_pause(pause: Duration) -> Self {
+        let mut load = Self::new();
+        load.pause = pause;
+        load
     }
 
     /// `count` workers opening one connection per request, back to back.
     pub fn short(&mut self, netns: &Netns, target: SocketAddr, count: usize) {
-        for worker in 0..count {
+        for _ in 0..count {
+            // Numbered across every call, so ids never repeat.
+            let worker = self.workers.len();
             let (stop, record, path) = (self.stop.clone(), self.record.clone(), netns.path());
+            let pause = self.pause;
             self.workers.push(std::thread::spawn(move || {
                 svc_lab::netns::enter(&path).unwrap();
                 let mut n = 0;
@@ -81,6 +94,7 @@ impl Load {
                         result,
                     });
                     n += 1;
+                    std::thread::sleep(pause);
                 }
             }));
         }

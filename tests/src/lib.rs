@@ -12,6 +12,7 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod chaos;
 pub mod churn_load;
 pub mod fuzz;
 pub mod kube_proxy;

@@ -255,3 +255,43 @@ fn diagnose_names_the_closest_pods_in_the_lab() {
         "{text}"
     );
 }
+
+/// `svc-lab restart node/NAME [--kill]`: the node's agent is replaced (a
+/// new process, which logs its own start) on the same pins, and the node
+/// serves before, between and after.
+#[test]
+fn restarting_a_node_agent_replaces_it_and_the_node_keeps_serving() {
+    let lab = ToolLab::up(&SEED);
+    let starts = || {
+        String::from_utf8_lossy(&lab.run(&["logs", "node/node-1"]).stdout)
+            .matches("initial sync in the maps")
+            .count()
+    };
+    assert_eq!(starts(), 1);
+    for (round, kill) in [true, false].into_iter().enumerate() {
+        let mut args = vec!["restart", "node/node-1"];
+        if kill {
+            args.push("--kill");
+        }
+        let output = lab.run(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let said = String::from_utf8_lossy(&output.stdout);
+        let verb = if kill { "killed" } else { "stopped" };
+        assert!(
+            said.contains(&format!("agent {verb} and ready again")),
+            "{said}"
+        );
+        assert_eq!(starts(), round + 2, "a new agent synced");
+        assert!(
+            lab.answers("client", "http://198.18.0.11:30080/")
+                .contains("pod=web-")
+        );
+    }
+    let unknown = lab.run(&["restart", "node/node-9"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("node-9"));
+}

@@ -44,6 +44,15 @@ enum Task {
         #[command(subcommand)]
         which: Bench,
     },
+    /// Scenarios under continuous load on a two-node svc-lab (agents
+    /// killed and restarted on each node in turn), every failed request,
+    /// lost datagram and broken connection counted:
+    /// target/svc-bench/chaos.json. Fails unless all are zero.
+    Chaos {
+        /// Shorter load around each change (CI's run).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Random and mutated frames through the NIC program, each output
     /// compared byte for byte with a reference model (tests/src/fuzz.rs):
     /// target/svc-bench/fuzz.json. Fails on any mismatch or kernel error.
@@ -89,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => demo(&root),
         Task::Bench { which } => bench(&root, &tools, which),
         Task::Fuzz { packets, seed } => fuzz(&root, &tools, packets, seed),
+        Task::Chaos { quick } => chaos(&root, &tools, quick),
     }
 }
 
@@ -333,6 +343,24 @@ fn fuzz(root: &Path, tools: &setup::Tools, packets: u64, seed: Option<u64>) -> a
         .env("SVC_FUZZ_PACKETS", packets.to_string())
         .env("SVC_FUZZ_SEED", seed.to_string())
         .args(["bench", "-p", "tests", "--bench", "fuzz"]))
+}
+
+fn chaos(root: &Path, tools: &setup::Tools, quick: bool) -> anyhow::Result<()> {
+    setup::require_root("the chaos scenarios build network namespaces and load BPF programs")?;
+    // The lab runs the svc-lab and svc-agent binaries of the bench
+    // profile's directory (target/release).
+    run(cargo(root).env("SVC_TOOLCHAIN_DIR", &tools.dir).args([
+        "build",
+        "--release",
+        "-p",
+        "svc-lab",
+        "-p",
+        "svc-agent",
+    ]))?;
+    run(cargo(root)
+        .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .env("SVC_BENCH_QUICK", if quick { "1" } else { "0" })
+        .args(["bench", "-p", "tests", "--bench", "chaos"]))
 }
 
 fn demo(root: &Path) -> anyhow::Result<()> {

@@ -70,26 +70,40 @@ fn ours(pid: u32) -> bool {
     })
 }
 
-/// Sends SIGTERM, waits up to 5 s, then SIGKILL.
-pub fn stop(pid: u32) {
+/// Sends `signal` to `pid` if it is one of ours and alive; false if not.
+fn send(pid: u32, signal: i32) -> bool {
     if !alive(pid) || !ours(pid) {
-        return;
+        return false;
     }
     let Ok(raw) = i32::try_from(pid) else {
-        return;
+        return false;
     };
     // SAFETY: kill(2) with a pid we started.
-    unsafe { libc::kill(raw, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(5);
+    unsafe { libc::kill(raw, signal) };
+    true
+}
+
+/// Waits up to `within` for `pid` to be gone; whether it is.
+fn gone_within(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
     while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(10));
     }
-    if alive(pid) {
-        // SAFETY: as above.
-        unsafe { libc::kill(raw, libc::SIGKILL) };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    !alive(pid)
+}
+
+/// Sends SIGTERM, waits up to 5 s, then SIGKILL.
+pub fn stop(pid: u32) {
+    if send(pid, libc::SIGTERM) && !gone_within(pid, Duration::from_secs(5)) {
+        send(pid, libc::SIGKILL);
+        gone_within(pid, Duration::from_secs(2));
+    }
+}
+
+/// Sends SIGKILL (an agent killed, as by the OOM killer or a node
+/// problem) and waits until the process is gone.
+pub fn kill(pid: u32) {
+    if send(pid, libc::SIGKILL) {
+        gone_within(pid, Duration::from_secs(5));
     }
 }

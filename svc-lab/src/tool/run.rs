@@ -191,36 +191,70 @@ fn build(
 }
 
 fn start_agents(state: &StateDir, cluster: &mut Cluster) -> Result<(), ToolError> {
-    let id = cluster.id.clone();
     for position in 0..cluster.nodes.len() {
-        let name = cluster.nodes[position].name().to_owned();
-        let number = cluster.nodes[position].number;
-        let ns = Netns::existing(&node_ns_name(&id, &name))?;
-        let pins = pin_dir(&id, &name);
-        if let Some(parent) = pins.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ToolError::Io {
-                what: format!("creating {}", parent.display()),
-                source,
-            })?;
-        }
-        // The node's processes (svc-lab exec node/NAME) run in this cgroup,
-        // where the agent attaches its socket hooks.
-        let node_cgroup = cgroup::create(&id, &name)?;
-        let pid = agents::start(
-            state,
-            &ns,
-            &name,
-            wiring::node_address(number),
-            &pins,
-            &node_cgroup,
-            &cluster.agent_args,
-        )?;
-        cluster.nodes[position].agent_pid = Some(pid);
-        state.save(cluster)?;
-        let log = state.log(&format!("agent-{name}"));
-        agents::wait_healthy(&ns, &name, pid, &log)?;
+        start_agent(state, cluster, position)?;
     }
     Ok(())
+}
+
+/// Starts the agent of the node at `position` on its pins, and waits until
+/// its initial sync is in the maps.
+fn start_agent(state: &StateDir, cluster: &mut Cluster, position: usize) -> Result<(), ToolError> {
+    let id = cluster.id.clone();
+    let name = cluster.nodes[position].name().to_owned();
+    let number = cluster.nodes[position].number;
+    let ns = Netns::existing(&node_ns_name(&id, &name))?;
+    let pins = pin_dir(&id, &name);
+    if let Some(parent) = pins.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ToolError::Io {
+            what: format!("creating {}", parent.display()),
+            source,
+        })?;
+    }
+    // The node's processes (svc-lab exec node/NAME) run in this cgroup,
+    // where the agent attaches its socket hooks.
+    let node_cgroup = cgroup::create(&id, &name)?;
+    let pid = agents::start(
+        state,
+        &ns,
+        &name,
+        wiring::node_address(number),
+        &pins,
+        &node_cgroup,
+        &cluster.agent_args,
+    )?;
+    cluster.nodes[position].agent_pid = Some(pid);
+    state.save(cluster)?;
+    let log = state.log(&format!("agent-{name}"));
+    agents::wait_healthy(&ns, &name, pid, &log)
+}
+
+/// `svc-lab restart node/NAME [--kill]`: stops the node's agent (SIGTERM,
+/// or SIGKILL with `kill`), starts it again on the same pins and waits
+/// until its initial sync is in the maps. The datapath serves throughout.
+/// Returns how long the node had no agent.
+pub fn restart(state_root: &Path, node: &str, kill: bool) -> Result<Duration, ToolError> {
+    let state = StateDir::lock(state_root)?;
+    let mut cluster = state.require()?;
+    let position = cluster
+        .nodes
+        .iter()
+        .position(|n| n.name() == node)
+        .ok_or_else(|| ToolError::Unknown {
+            kind: "node",
+            name: node.to_owned(),
+        })?;
+    let started = Instant::now();
+    if let Some(pid) = cluster.nodes[position].agent_pid.take() {
+        if kill {
+            process::kill(pid);
+        } else {
+            process::stop(pid);
+        }
+    }
+    state.save(&cluster)?;
+    start_agent(&state, &mut cluster, position)?;
+    Ok(started.elapsed())
 }
 
 /// Waits until every running agent's tables equal its plan, and says how

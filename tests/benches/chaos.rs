@@ -1,0 +1,48 @@
+//! `cargo xtask chaos [--quick]` (SVC_BENCH_QUICK=1): the scenarios of
+//! tests/src/chaos.rs under continuous load on a two-node svc-lab. Writes
+//! target/svc-bench/chaos.json; exits 1 when any request failed, any
+//! datagram was lost or any long-lived connection broke. Needs root, and
+//! svc-lab and svc-agent built beside this binary's profile (xtask builds
+//! them).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark")]
+
+fn main() {
+    let quick = std::env::var("SVC_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let results = tests::chaos::run(quick);
+    println!(
+        "{:<16} {:>9} {:>7} {:>9} {:>9} {:>10} {:>7} {:>8}",
+        "scenario", "requests", "failed", "udp sent", "udp lost", "long-lived", "broken", "seconds"
+    );
+    for (name, f) in &results {
+        println!(
+            "{name:<16} {:>9} {:>7} {:>9} {:>9} {:>10} {:>7} {:>8.1}",
+            f.requests,
+            f.failed,
+            f.udp_sent,
+            f.udp_lost,
+            f.long_lived,
+            f.long_lived_broken,
+            f.seconds
+        );
+        for failure in &f.failures {
+            println!("  {failure}");
+        }
+    }
+    let json = serde_json::json!({
+        "quick": quick,
+        "scenarios": results,
+        "not_run_yet": ["rollout", "scale", "agent_upgrade", "apiserver_kill", "churn"],
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/svc-bench");
+    std::fs::create_dir_all(&dir).expect("target/svc-bench");
+    let path = dir.join("chaos.json");
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&json).expect("json") + "\n",
+    )
+    .expect("write chaos.json");
+    println!("wrote {}", path.display());
+    if results.values().any(|f| !f.passed()) {
+        std::process::exit(1);
+    }
+}

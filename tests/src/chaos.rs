@@ -1,0 +1,370 @@
+//! `cargo xtask chaos`: what users see while the cluster changes under
+//! load, counted. A two-node `svc-lab` of examples/chaos/ (a 3-replica
+//! Deployment serving HTTP and a UDP echo, LoadBalancer and NodePort
+//! Services) carries continuous load on every path:
+//! - a new TCP connection per request: client -> NodePort of each node,
+//!   client -> LB IP, pod -> ClusterIP;
+//! - long-lived keep-alive connections through the same paths, each of
+//!   which must never break;
+//! - UDP request/response through a NodePort, each datagram answered.
+//!
+//! and each scenario changes something meanwhile. A scenario passes only
+//! with zero failed requests, zero lost datagrams and zero broken
+//! connections.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness panics on misuse"
+)]
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use svc_lab::{cluster::Cluster, netns::Netns, wiring};
+
+use crate::churn_load::Load;
+
+const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 20);
+const NODE_PORT: u16 = 30090;
+const UDP_NODE_PORT: u16 = 30053;
+
+/// One scenario's figures.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Figures {
+    pub requests: u64,
+    pub failed: u64,
+    pub udp_sent: u64,
+    pub udp_lost: u64,
+    pub long_lived: u64,
+    pub long_lived_broken: u64,
+    pub seconds: f64,
+    /// Packets the datapaths did not forward as they came during the
+    /// scenario, by node and reason (answered with a reset or ICMP error,
+    /// or dropped).
+    pub datapath_drops: BTreeMap<String, u64>,
+    /// What went wrong, first few.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+impl Figures {
+    pub fn passed(&self) -> bool {
+        self.failed == 0 && self.udp_lost == 0 && self.long_lived_broken == 0
+    }
+}
+
+/// A lab brought down on drop.
+struct ChaosLab {
+    state: PathBuf,
+    cluster: Cluster,
+}
+
+/// The `svc-lab` binary beside this one's profile directory
+/// (target/PROFILE/deps/NAME -> target/PROFILE/svc-lab), with svc-agent
+/// next to it.
+fn svc_lab() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("svc-lab")
+}
+
+impl ChaosLab {
+    fn up() -> Self {
+        let state = std::env::temp_dir().join(format!("svc-chaos-{}", std::process::id()));
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/chaos");
+        let mut lab = Self {
+            state: state.clone(),
+            cluster: Cluster::default(),
+        };
+        lab.svc_lab(&["up", "-f", &examples.to_string_lossy()]);
+        let text = std::fs::read_to_string(state.join("lab.json")).expect("lab.json");
+        lab.cluster = serde_json::from_str(&text).expect("lab.json");
+        lab
+    }
+
+    /// Runs `svc-lab ARGS` on this lab's state; panics when it fails.
+    fn svc_lab(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new(svc_lab())
+            .arg("--state")
+            .arg(&self.state)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", svc_lab().display()));
+        assert!(
+            output.status.success(),
+            "svc-lab {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn netns(&self, name: &str) -> Netns {
+        Netns::existing(&format!("{}-{name}", self.cluster.id)).expect("a lab namespace")
+    }
+
+    fn client(&self) -> Netns {
+        self.netns("client-ext")
+    }
+
+    /// The namespace of pod `name`.
+    fn pod(&self, name: &str) -> Netns {
+        let pod = self
+            .cluster
+            .pods
+            .iter()
+            .find(|p| p.object.metadata.name.as_deref() == Some(name))
+            .expect("the pod");
+        let number = self
+            .cluster
+            .nodes
+            .iter()
+            .find(|n| n.name() == pod.node)
+            .expect("its node")
+            .number;
+        self.netns(&format!("pod-{number}-{}", pod.index))
+    }
+
+    /// The load balancer IP the lab gave Service `web`.
+    fn lb_ip(&self) -> Ipv4Addr {
+        self.cluster
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some("web"))
+            .and_then(|s| {
+                s.status
+                    .as_ref()?
+                    .load_balancer
+                    .as_ref()?
+                    .ingress
+                    .as_ref()?
+                    .first()?
+                    .ip
+                    .clone()
+            })
+            .expect("web's load balancer IP")
+            .parse()
+            .expect("an IPv4 address")
+    }
+
+    /// Every node's datapath drop counters: "NODE REASON" -> packets.
+    fn drops(&self) -> BTreeMap<String, u64> {
+        let mut drops = BTreeMap::new();
+        for node in self.node_names() {
+            let dump = self.svc_lab(&["exec", &format!("node/{node}"), "--", "svc-agent", "dump"]);
+            let Some(line) = dump.lines().find_map(|l| l.strip_prefix("not forwarded: ")) else {
+                continue;
+            };
+            for pair in line.split_whitespace() {
+                if let Some((reason, packets)) = pair.split_once('=') {
+                    drops.insert(format!("{node} {reason}"), packets.parse().unwrap_or(0));
+                }
+            }
+        }
+        drops
+    }
+
+    fn node_names(&self) -> Vec<String> {
+        self.cluster
+            .nodes
+            .iter()
+            .map(|n| n.name().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for ChaosLab {
+    fn drop(&mut self) {
+        let down = std::process::Command::new(svc_lab())
+            .arg("--state")
+            .arg(&self.state)
+            .arg("down")
+            .output();
+        if !down.is_ok_and(|output| output.status.success()) {
+            eprintln!("svc-lab down failed");
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// UDP request/response from `netns` to `target`, one datagram at a time
+/// (each must be answered within a second), until stopped.
+struct UdpLoad {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl UdpLoad {
+    fn start(netns: &Netns, target: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, lost) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let path = netns.path();
+        let worker = {
+            let (stop, sent, lost) = (stop.clone(), sent.clone(), lost.clone());
+            std::thread::spawn(move || {
+                svc_lab::netns::enter(&path).unwrap();
+                let mut buffer = [0u8; 512];
+                while !stop.load(Ordering::Relaxed) {
+                    // A socket (a source port, a flow) per query: a late
+                    // answer cannot pass for the next query's.
+                    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+                    socket
+                        .set_read_timeout(Some(Duration::from_secs(1)))
+                        .unwrap();
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let answered = socket.send_to(b"query", target).is_ok()
+                        && socket.recv_from(&mut buffer).is_ok_and(|(len, _)| {
+                            String::from_utf8_lossy(&buffer[..len]).contains("pod=")
+                        });
+                    if !answered {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        Self {
+            stop,
+            sent,
+            lost,
+            worker: Some(worker),
+        }
+    }
+
+    fn stop(&mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.lost.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Every kind of load, started together.
+struct AllLoad {
+    tcp: Load,
+    udp: UdpLoad,
+    long_lived: u64,
+}
+
+impl AllLoad {
+    fn start(lab: &ChaosLab) -> Self {
+        let client = lab.client();
+        let node_port = |number: u8| SocketAddr::from((wiring::node_address(number), NODE_PORT));
+        let lb = SocketAddr::from((lab.lb_ip(), 80));
+        let mut tcp = Load::with_pause(Duration::from_millis(2));
+        for target in [node_port(1), node_port(2), lb] {
+            tcp.short(&client, target, 1);
+        }
+        tcp.short(&lab.pod("load"), SocketAddr::from((CLUSTER_IP, 80)), 1);
+        let mut id = 0;
+        for target in [node_port(1), node_port(2), lb] {
+            tcp.long(&client, target, id..id + 2);
+            id += 2;
+        }
+        tcp.long(
+            &lab.pod("load"),
+            SocketAddr::from((CLUSTER_IP, 80)),
+            id..id + 2,
+        );
+        let udp = UdpLoad::start(
+            &client,
+            SocketAddr::from((wiring::node_address(1), UDP_NODE_PORT)),
+        );
+        Self {
+            tcp,
+            udp,
+            long_lived: id as u64 + 2,
+        }
+    }
+
+    fn stop(
+        mut self,
+        started: Instant,
+        lab: &ChaosLab,
+        drops_before: &BTreeMap<String, u64>,
+    ) -> Figures {
+        self.tcp.stop();
+        let (udp_sent, udp_lost) = self.udp.stop();
+        let outcomes = self.tcp.record.snapshot();
+        let mut figures = Figures {
+            requests: outcomes.len() as u64,
+            udp_sent,
+            udp_lost,
+            long_lived: self.long_lived,
+            seconds: started.elapsed().as_secs_f64(),
+            ..Figures::default()
+        };
+        let mut broken = BTreeMap::new();
+        for outcome in &outcomes {
+            if let Err(why) = &outcome.result {
+                figures.failed += 1;
+                if outcome.long {
+                    broken.insert(outcome.connection, ());
+                }
+                if figures.failures.len() < 10 {
+                    figures.failures.push(format!(
+                        "{} connection {}: {why}",
+                        if outcome.long { "long-lived" } else { "short" },
+                        outcome.connection
+                    ));
+                }
+            }
+        }
+        figures.long_lived_broken = broken.len() as u64;
+        for (what, packets) in lab.drops() {
+            let during = packets - drops_before.get(&what).copied().unwrap_or(0);
+            if during > 0 {
+                figures.datapath_drops.insert(what, during);
+            }
+        }
+        figures
+    }
+}
+
+/// Runs the scenarios; `quick` keeps load on for less time around each
+/// change. Returns the figures by scenario name.
+pub fn run(quick: bool) -> BTreeMap<&'static str, Figures> {
+    let settle = if quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(10)
+    };
+    let lab = ChaosLab::up();
+    let mut results = BTreeMap::new();
+    // The control: the same load while nothing changes.
+    let drops = lab.drops();
+    let started = Instant::now();
+    let load = AllLoad::start(&lab);
+    std::thread::sleep(settle * 3);
+    results.insert("steady", load.stop(started, &lab, &drops));
+    for (name, kill) in [("agent_kill", true), ("agent_restart", false)] {
+        let drops = lab.drops();
+        let started = Instant::now();
+        let load = AllLoad::start(&lab);
+        std::thread::sleep(settle);
+        for node in lab.node_names() {
+            let target = format!("node/{node}");
+            let mut args = vec!["restart", target.as_str()];
+            if kill {
+                args.push("--kill");
+            }
+            eprint!("{name}: {}", lab.svc_lab(&args));
+            std::thread::sleep(settle);
+        }
+        results.insert(name, load.stop(started, &lab, &drops));
+    }
+    results
+}
