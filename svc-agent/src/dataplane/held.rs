@@ -6,7 +6,10 @@
 //! costs syscalls only for the entries that change. The agent is the only
 //! writer of these maps while it runs; any failed write throws this copy
 //! away and the next apply reads the kernel again.
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    sync::Arc,
+};
 
 use svc_common::{Backend, FrontendKey, FrontendMeta, ServiceSlot};
 
@@ -146,28 +149,44 @@ impl Held {
     }
 }
 
-/// Hands out the lowest ids not in use, from 1 (0 means "none").
+/// Hands out ids from 1 (0 means "none"): every id never handed out
+/// first, in order, and only then ids given back, the longest-released
+/// first. An id comes back as late as it can: flows of a removed frontend
+/// still name its rev_nat id until they expire, and must not be answered
+/// from an unrelated frontend that got the id soon after.
 #[derive(Default)]
 pub(super) struct IdAllocator {
     used: BTreeSet<u32>,
-    /// No free id below this one.
-    next: u32,
+    /// Ids from this one up to the limit were never handed out.
+    fresh: u32,
+    /// Ids given back, oldest first.
+    released: VecDeque<u32>,
     limit: u32,
 }
 
 impl IdAllocator {
+    /// `used`: the ids the maps hold (an agent adopting them); the ids
+    /// below the highest of them that no entry holds count as released.
     fn new(used: impl IntoIterator<Item = u32>, limit: u32) -> Self {
+        let used: BTreeSet<u32> = used.into_iter().collect();
+        let fresh = used.last().map_or(1, |highest| highest + 1);
+        let released = (1..fresh).filter(|id| !used.contains(id)).collect();
         Self {
-            used: used.into_iter().collect(),
-            next: 1,
+            used,
+            fresh,
+            released,
             limit,
         }
     }
 
     pub fn next(&mut self) -> Option<u32> {
-        while self.next < self.limit {
-            let id = self.next;
-            self.next += 1;
+        if self.fresh < self.limit {
+            let id = self.fresh;
+            self.fresh += 1;
+            self.used.insert(id);
+            return Some(id);
+        }
+        while let Some(id) = self.released.pop_front() {
             if self.used.insert(id) {
                 return Some(id);
             }
@@ -177,7 +196,7 @@ impl IdAllocator {
 
     fn release(&mut self, id: u32) {
         if self.used.remove(&id) {
-            self.next = self.next.min(id);
+            self.released.push_back(id);
         }
     }
 }
@@ -187,17 +206,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn released_ids_are_handed_out_again_lowest_first() {
-        let mut ids = IdAllocator::new([2], 6);
-        assert_eq!(ids.next(), Some(1));
-        assert_eq!(ids.next(), Some(3));
-        ids.release(1);
-        ids.release(3);
-        assert_eq!(ids.next(), Some(1));
+    fn ids_never_used_come_first_then_the_longest_released() {
+        let mut ids = IdAllocator::new([2], 7);
+        // 1 was free below the adopted 2: released before anything here.
         assert_eq!(ids.next(), Some(3));
         assert_eq!(ids.next(), Some(4));
+        ids.release(4);
+        ids.release(2);
+        assert_eq!(ids.next(), Some(5), "a fresh id before any released one");
+        assert_eq!(ids.next(), Some(6));
+        assert_eq!(ids.next(), Some(1), "7 is the limit: the oldest released");
+        assert_eq!(ids.next(), Some(4));
+        assert_eq!(ids.next(), Some(2));
+        assert_eq!(ids.next(), None);
+        ids.release(5);
         assert_eq!(ids.next(), Some(5));
-        assert_eq!(ids.next(), None, "6 is the limit");
     }
 
     #[test]
