@@ -33,15 +33,7 @@ fn main() {
         "scenarios": results,
         "not_run_yet": ["rollout", "scale", "agent_upgrade", "apiserver_kill", "churn"],
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/svc-bench");
-    std::fs::create_dir_all(&dir).expect("target/svc-bench");
-    let path = dir.join("chaos.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&json).expect("json") + "\n",
-    )
-    .expect("write chaos.json");
-    println!("wrote {}", path.display());
+    tests::write_bench_report("chaos.json", &json);
     if results.values().any(|f| !f.passed()) {
         std::process::exit(1);
     }

@@ -153,11 +153,5 @@ fn main() {
         "method": "in one process, as the agent: a snapshot of shared (Arc) objects, Translator (re-translates only Services whose objects changed), Tables::apply (the first reads the kernel maps, later ones diff against memory); unpinned maps; 200 single-endpoint changes, each timed from the new slice in the store to the map write",
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/svc-bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("control-plane.json"),
-        serde_json::to_string_pretty(&report).unwrap(),
-    )
-    .unwrap();
+    tests::write_bench_report("control-plane.json", &report);
 }

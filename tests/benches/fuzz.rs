@@ -44,15 +44,7 @@ fn main() {
     }
     let mut json = serde_json::to_value(&report).expect("json");
     json["seconds"] = serde_json::json!(seconds);
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/svc-bench");
-    std::fs::create_dir_all(&dir).expect("target/svc-bench");
-    let path = dir.join("fuzz.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&json).expect("json") + "\n",
-    )
-    .expect("write fuzz.json");
-    println!("wrote {}", path.display());
+    tests::write_bench_report("fuzz.json", &json);
     if report.mismatches > 0 || report.kernel_errors > 0 {
         std::process::exit(1);
     }

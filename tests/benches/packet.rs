@@ -335,9 +335,5 @@ fn main() {
         "miss_ns": series(|f| f.miss),
         "method": "BPF_PROG_TEST_RUN on svc_from_world (XDP); baseline, miss, ct_hit and ct_hit_uncached are each the median of 5 test runs of 1e6 repeats. baseline: mean of 1e6 runs of an XDP_PASS program. miss: mean of 1e6 runs of a packet to no frontend (checked unchanged). ct_hit: mean of 1e6 runs on a pair of frontends that are each other's backend, so every run after a warm-up is a conntrack hit with a full destination rewrite (checked by the frontends' packet counters and the final packet; the 1-frontend table holds this pair, 2 frontends), from a client port whose two flows have their own flow cache slots: the cached fast path an established flow takes. ct_hit_uncached: the same from a client port whose two flows share one slot, so each run evicts the other's and takes the conntrack table's path. new_flow: median over 20000 distinct flows of one run minus one XDP_PASS run on the same packet, plus baseline (checked: 2 conntrack entries per flow).",
     });
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/svc-bench");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("packet.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    println!("wrote {}", path.display());
+    tests::write_bench_report("packet.json", &report);
 }

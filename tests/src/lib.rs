@@ -19,7 +19,7 @@ pub mod kube_proxy;
 pub mod load;
 pub mod pinned;
 
-use std::net::Ipv4Addr;
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
 use etherparse::PacketBuilder;
@@ -516,4 +516,19 @@ pub fn spoofed_syns(
             Ok(sent)
         })
         .unwrap()
+}
+
+/// Writes a benchmark's figures, pretty JSON, to target/svc-bench/NAME,
+/// and says where.
+pub fn write_bench_report(name: &str, report: &serde_json::Value) -> PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/svc-bench");
+    std::fs::create_dir_all(&dir).expect("target/svc-bench");
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(report).expect("json") + "\n",
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    println!("wrote {}", path.display());
+    path
 }
