@@ -252,12 +252,7 @@ fn plan_findings(
         .iter()
         .chain(kernel.iter().flat_map(|kernel| &kernel.left_out))
         .filter(|left| left.service == key)
-        .map(|left| {
-            let text = left.to_string();
-            text.strip_prefix(key)
-                .map(|rest| rest.trim_start_matches([' ', ':']).to_owned())
-                .unwrap_or(text)
-        })
+        .map(LeftOut::detail)
         .collect();
     if !reasons.is_empty() {
         findings.push(Finding::LeftOut {

@@ -79,23 +79,41 @@ impl LeftOutReason {
     }
 }
 
+impl LeftOut {
+    /// What is left out and why, without the Service's name (for a report
+    /// about that Service): `FRONTEND: REASON`, or `REASON` for all of it.
+    pub fn detail(&self) -> String {
+        if self.frontend.is_empty() {
+            self.reason.to_string()
+        } else {
+            format!("{}: {}", self.frontend, self.reason)
+        }
+    }
+}
+
 impl fmt::Display for LeftOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.service)?;
         if !self.frontend.is_empty() {
             write!(f, " {}", self.frontend)?;
         }
-        match &self.reason {
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl fmt::Display for LeftOutReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             LeftOutReason::AddressTaken { owner, owner_kind } => write!(
                 f,
-                ": the address belongs to {owner}'s {owner_kind} (ClusterIPs first, then \
+                "the address belongs to {owner}'s {owner_kind} (ClusterIPs first, then \
                  NodePorts, LoadBalancer IPs, externalIPs)"
             ),
             LeftOutReason::ExternalIpNotAllowed => {
-                write!(f, ": externalIP outside --external-ip-cidrs")
+                write!(f, "externalIP outside --external-ip-cidrs")
             }
-            LeftOutReason::MapFull { map } => write!(f, ": the {map} map is full"),
-            LeftOutReason::Unwritable { error } => write!(f, ": {error}"),
+            LeftOutReason::MapFull { map } => write!(f, "the {map} map is full"),
+            LeftOutReason::Unwritable { error } => write!(f, "{error}"),
         }
     }
 }
