@@ -294,12 +294,13 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
             reply
         };
     let touch = idle > TOUCH_EVERY_NS;
-    // SAFETY: read where it lies.
-    let age = time_units(now).wrapping_sub(unsafe { (*entry).created_units });
+    // The flow's age is read only for the packets it can decide.
     let streams = established
         && flow.proto == proto::UDP
         && flags & flow_flags::STREAM == 0
-        && age > time_units(flow_timeouts::UDP_STREAM_AFTER_NS);
+        // SAFETY: read where it lies.
+        && time_units(now).wrapping_sub(unsafe { (*entry).created_units })
+            > time_units(flow_timeouts::UDP_STREAM_AFTER_NS);
     // A forward entry with SNAT must still own its port (every packet: such
     // flows are never cached); one without is checked on a SYN (a client
     // retrying) and on the once-a-second touch.
