@@ -575,7 +575,7 @@ fn packet(rng: &mut Rng, tuple: &Tuple, opening: bool, ihl_words: u8, ttl: u8) -
     ipv4_frame(tuple, l4, ihl_words, ttl, 0)
 }
 
-/// The run's tables: 1 to 8 frontends of every kind, TCP and UDP, each
+/// The run's tables: 2 to 8 frontends of every kind, TCP and UDP, each
 /// with 1 to 6 ready backends, local or not.
 fn random_frontends(rng: &mut Rng) -> Vec<Frontend> {
     let kinds = [
@@ -586,12 +586,15 @@ fn random_frontends(rng: &mut Rng) -> Vec<Frontend> {
     ];
     let mut used = HashSet::new();
     let mut frontends = Vec::new();
-    for i in 0..1 + rng.below(8) {
+    for i in 0..2 + rng.below(7) {
         let kind = *rng.pick(&kinds);
-        let protocol = if rng.chance(50) {
-            Protocol::TCP
-        } else {
-            Protocol::UDP
+        // The first two are one of each, so every kind of frame can be
+        // made (UDP without checksum needs a UDP flow).
+        let protocol = match i {
+            0 => Protocol::TCP,
+            1 => Protocol::UDP,
+            _ if rng.chance(50) => Protocol::TCP,
+            _ => Protocol::UDP,
         };
         let address = match kind {
             FrontendKind::NodePort => NODE,
