@@ -17,6 +17,7 @@ use std::{
 };
 
 use aya::programs::links::{FdLink, PinnedLink};
+use openmetrics_parser::OpenMetricsType;
 use svc_agent::{
     dataplane::Tables,
     k8s::manifests,
@@ -258,14 +259,32 @@ fn maps_equal_plan_after_sync_and_follow_the_directory() {
 
     let (code, metrics) = agent.get(&lab, "/metrics").unwrap();
     assert_eq!(code, 200);
-    for name in [
-        "svc_agent_initial_sync_seconds",
-        "svc_agent_event_to_programmed_seconds_count",
-        "svc_agent_frontends 5",
-        "svc_agent_map_fill_ratio{map=\"backends\"}",
+    let families = openmetrics_parser::openmetrics::parse_openmetrics(&metrics)
+        .unwrap_or_else(|error| panic!("/metrics does not parse: {error:?}\n{metrics}"))
+        .families;
+    for (name, kind) in [
+        ("svc_agent_initial_sync_seconds", OpenMetricsType::Gauge),
+        (
+            "kubeproxy_network_programming_duration_seconds",
+            OpenMetricsType::Histogram,
+        ),
+        (
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            OpenMetricsType::Histogram,
+        ),
+        (
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            OpenMetricsType::Gauge,
+        ),
+        ("kubeproxy_proxy_healthz", OpenMetricsType::Counter),
+        ("svc_agent_map_fill_ratio", OpenMetricsType::Gauge),
     ] {
-        assert!(metrics.contains(name), "{name} missing in:\n{metrics}");
+        let family = families
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} missing in:\n{metrics}"));
+        assert_eq!(family.family_type, kind, "{name}");
     }
+    assert!(metrics.contains("\nsvc_agent_frontends 5\n"), "{metrics}");
 
     // SIGTERM: a clean exit, the datapath left in place.
     assert!(agent.terminate().success());

@@ -19,7 +19,7 @@ use super::{
     manifests,
     source::{Update, UpdateSender},
 };
-use crate::metrics::Metrics;
+use crate::metrics::{ChangesSeen, Metrics};
 
 /// How often the directory is looked at.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -81,7 +81,11 @@ fn publish(dir: &Path, seen_at: Instant, updates: &UpdateSender, metrics: &Metri
                 slices = snapshot.endpoint_slices.len(),
                 "manifests loaded"
             );
-            let _ = updates.send(Some(Update { snapshot, seen_at }));
+            let _ = updates.send(Some(Update {
+                snapshot,
+                seen_at,
+                changes: ChangesSeen::default(),
+            }));
         }
         Err(error) => {
             metrics.error("manifests");

@@ -8,6 +8,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use super::Snapshot;
+use crate::metrics::ChangesSeen;
 
 /// A complete snapshot, published only once every store of the source has
 /// its initial list (no partial programming on restart).
@@ -16,6 +17,8 @@ pub struct Update {
     pub snapshot: Snapshot,
     /// When the source saw the (first not yet published) change.
     pub seen_at: Instant,
+    /// The changes the source had counted when it made the snapshot.
+    pub changes: ChangesSeen,
 }
 
 pub type UpdateSender = watch::Sender<Option<Update>>;

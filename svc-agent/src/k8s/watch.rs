@@ -37,7 +37,7 @@ use super::{
     Snapshot,
     source::{Update, UpdateSender},
 };
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 
 /// The kind of object a reflector watches (names it in logs and metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +109,15 @@ pub async fn watch_api(client: Client, node: String, updates: UpdateSender, metr
                 ..Snapshot::default()
             };
             let seen_at = first_unpublished.take().unwrap_or_else(Instant::now);
-            if updates.send(Some(Update { snapshot, seen_at })).is_err() {
+            let changes = metrics.changes_seen();
+            if updates
+                .send(Some(Update {
+                    snapshot,
+                    seen_at,
+                    changes,
+                }))
+                .is_err()
+            {
                 return;
             }
         }
@@ -149,6 +157,11 @@ where
                 let _ = changes.send(Change::Listed(kind));
             }
             Ok(Event::Apply(_) | Event::Delete(_)) => {
+                match kind {
+                    Kind::Service => metrics.change_seen(metrics::Change::Service),
+                    Kind::EndpointSlice => metrics.change_seen(metrics::Change::Endpoints),
+                    Kind::Node => {}
+                }
                 let _ = changes.send(Change::Object(kind));
             }
             Ok(Event::Init | Event::InitApply(_)) => {}

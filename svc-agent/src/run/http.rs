@@ -1,8 +1,7 @@
 //! The agent's small HTTP surface: `/healthz`, `/metrics` and `/left-out`
 //! (JSON: what the last sync left out, and why) on `--listen`,
-//! and kube-proxy's healthCheckNodePort answers. One request per
-//! connection, GET only: what Prometheus, kubelet probes and cloud load
-//! balancers send.
+//! and kube-proxy's healthCheckNodePort answers; GET (and HEAD) only: what
+//! Prometheus, kubelet probes and cloud load balancers send.
 use std::{
     net::SocketAddr,
     sync::{
@@ -12,10 +11,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::{TcpListener, TcpStream},
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response,
+    body::{Bytes, Incoming},
+    http,
+    service::service_fn,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
@@ -94,7 +98,10 @@ pub async fn serve_status(listener: TcpListener, status: Arc<AgentStatus>) {
     serve(listener, move |path| {
         let status = status.clone();
         match path {
-            "/livez" => text(200, "ok\n"),
+            "/livez" => {
+                status.metrics.livez_answered(200);
+                text(200, "ok\n")
+            }
             "/readyz" => {
                 if status.synced.load(Ordering::Acquire) {
                     text(200, "ok\n")
@@ -102,13 +109,17 @@ pub async fn serve_status(listener: TcpListener, status: Arc<AgentStatus>) {
                     text(503, "initial sync not in the maps yet\n")
                 }
             }
-            "/healthz" => match status.unhealthy() {
-                None => text(200, "ok\n"),
-                Some(why) => text(503, &format!("{why}\n")),
-            },
+            "/healthz" => {
+                let reply = match status.unhealthy() {
+                    None => text(200, "ok\n"),
+                    Some(why) => text(503, &format!("{why}\n")),
+                };
+                status.metrics.healthz_answered(reply.code);
+                reply
+            }
             "/metrics" => Reply {
                 code: 200,
-                content_type: "text/plain; version=0.0.4",
+                content_type: crate::metrics::CONTENT_TYPE,
                 body: status.metrics.render(),
             },
             "/left-out" => Reply {
@@ -135,7 +146,7 @@ pub fn text(code: u16, body: &str) -> Reply {
 }
 
 /// Accepts connections on `listener` and answers each request with
-/// `answer(path)`.
+/// `answer(path)` (HTTP/1.1 by hyper; keep-alive as the client asks).
 pub async fn serve<F>(listener: TcpListener, answer: F)
 where
     F: Fn(&str) -> Reply + Clone + Send + 'static,
@@ -145,53 +156,32 @@ where
             continue;
         };
         let answer = answer.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let reply = if matches!(*request.method(), Method::GET | Method::HEAD) {
+                answer(request.uri().path())
+            } else {
+                text(405, "GET only\n")
+            };
+            std::future::ready(response(reply))
+        });
         tokio::spawn(async move {
-            if let Err(error) = respond(stream, answer).await {
-                tracing::debug!(%peer, %error, "HTTP request not answered");
+            let connection = hyper::server::conn::http1::Builder::new()
+                // A client that sends no request head is let go.
+                .header_read_timeout(Duration::from_secs(5))
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "HTTP connection ended with an error");
             }
         });
     }
 }
 
-async fn respond<F: Fn(&str) -> Reply>(mut stream: TcpStream, answer: F) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(512);
-    let mut buffer = [0u8; 1024];
-    // A request head is small; a client that sends nothing is let go.
-    let read_head = async {
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
-            let read = stream.read(&mut buffer).await?;
-            if read == 0 {
-                break;
-            }
-            request.extend_from_slice(&buffer[..read]);
-        }
-        Ok::<(), std::io::Error>(())
-    };
-    tokio::time::timeout(Duration::from_secs(5), read_head)
-        .await
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-    let head = String::from_utf8_lossy(&request);
-    let path = head
-        .lines()
-        .next()
-        .and_then(|line| line.split_whitespace().nth(1))
-        .unwrap_or("/");
-    let path = path.split('?').next().unwrap_or(path);
-    let reply = answer(path);
-    let reason = match reply.code {
-        200 => "OK",
-        404 => "Not Found",
-        _ => "Service Unavailable",
-    };
-    let response = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-        reply.code,
-        reply.content_type,
-        reply.body.len(),
-        reply.body
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+fn response(reply: Reply) -> Result<Response<Full<Bytes>>, http::Error> {
+    Response::builder()
+        .status(reply.code)
+        .header(http::header::CONTENT_TYPE, reply.content_type)
+        .body(Full::new(Bytes::from(reply.body)))
 }
 
 /// Binds `address`, naming it in the error.
@@ -216,7 +206,8 @@ pub fn fetch_left_out(agent: SocketAddr) -> std::io::Result<Vec<crate::model::Le
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| std::io::Error::other("no HTTP response"))?;
-    if !head.starts_with("HTTP/1.1 200") {
+    let code = head.lines().next().and_then(|line| line.split(' ').nth(1));
+    if code != Some("200") {
         let status = head.lines().next().unwrap_or_default().to_owned();
         return Err(std::io::Error::other(format!(
             "/left-out answered {status:?} (an agent older than this command?)"

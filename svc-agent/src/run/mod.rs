@@ -35,7 +35,7 @@ use crate::{
         source::{self, Update},
         watch::watch_api,
     },
-    metrics::Metrics,
+    metrics::{AppliedSync, Metrics},
     model::{NodeContextError, Translator},
 };
 
@@ -217,12 +217,14 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     programmed = Some(update);
                     continue;
                 }
-                status.metrics.applied(
-                    apply_started.elapsed(),
-                    update.seen_at.elapsed(),
-                    synced.frontends,
-                    synced.backends,
-                );
+                status.metrics.applied(&AppliedSync {
+                    took: apply_started.elapsed(),
+                    since_change: update.seen_at.elapsed(),
+                    changes: update.changes,
+                    frontends: synced.frontends,
+                    backends: synced.backends,
+                    no_local_endpoints: synced.no_local_endpoints,
+                });
                 tracing::info!(
                     frontends = synced.frontends,
                     written = synced.report.frontends_written,

@@ -11,8 +11,10 @@ use super::{HealthCheck, RunError, Settings, health_checks};
 use crate::{
     dataplane::{ApplyReport, DataplaneError, Tables},
     k8s::Snapshot,
-    metrics::Metrics,
-    model::{Config, Frontend, LeftOut, LeftOutReason, NodeContext, Translator},
+    metrics::{Metrics, NoLocalEndpoints},
+    model::{
+        Config, Frontend, FrontendKind, LeftOut, LeftOutReason, NodeContext, OnEmpty, Translator,
+    },
 };
 
 /// What one sync programmed.
@@ -21,6 +23,8 @@ pub struct Synced {
     /// How many frontends, and backends over all of them, the maps now hold.
     pub frontends: usize,
     pub backends: usize,
+    /// Services with a Local traffic policy and no endpoint on this node.
+    pub no_local_endpoints: NoLocalEndpoints,
     /// The healthCheckNodePorts to serve, as of these tables.
     pub health_checks: BTreeMap<u16, HealthCheck>,
     pub report: ApplyReport,
@@ -80,6 +84,7 @@ pub fn sync(
                 return Ok(Synced {
                     frontends: desired.len(),
                     backends: desired.iter().map(|f| f.backends.len()).sum(),
+                    no_local_endpoints: no_local_endpoints(&desired),
                     health_checks: health_checks(desired.iter().map(|f| &**f)),
                     report,
                     left_out,
@@ -127,6 +132,28 @@ pub fn sync(
                 }
             }
         }
+    }
+}
+
+/// kube-proxy's `no_local_endpoints_total`: Services whose Local policy
+/// leaves this node without an endpoint while other nodes have some (their
+/// frontends drop instead of reject), counted once per policy.
+fn no_local_endpoints(frontends: &[Arc<Frontend>]) -> NoLocalEndpoints {
+    let mut internal = BTreeSet::new();
+    let mut external = BTreeSet::new();
+    for frontend in frontends {
+        if frontend.on_empty != OnEmpty::Drop || !frontend.backends.is_empty() {
+            continue;
+        }
+        if frontend.kind == FrontendKind::ClusterIP {
+            internal.insert(frontend.service.as_str());
+        } else {
+            external.insert(frontend.service.as_str());
+        }
+    }
+    NoLocalEndpoints {
+        internal: internal.len(),
+        external: external.len(),
     }
 }
 
