@@ -3,6 +3,11 @@
 //! network namespace, so the agent in that namespace reaches it and nothing
 //! else does. Both are killed and their files removed on drop.
 //!
+//! Authorization is RBAC, as on a real cluster: the tests act as an admin
+//! (system:masters), and the agent as deploy/'s ServiceAccount with a
+//! token the API server issued for it (TokenRequest), bound to exactly
+//! deploy/rbac.yaml's ClusterRole.
+//!
 //! 1.20 serves EndpointSlice only as v1beta1: it runs with that version off
 //! and a CRD stands in for discovery.k8s.io/v1 (unknown fields preserved),
 //! so v1 clients work. Watch cache off and compaction every second make a
@@ -49,6 +54,11 @@ pub fn binary() -> Option<PathBuf> {
     }
     cached
 }
+
+/// deploy/'s RBAC objects, as an operator applies them.
+const DEPLOY_RBAC: &str = include_str!("../../deploy/rbac.yaml");
+/// The ServiceAccount deploy/ runs the agent as.
+pub const AGENT_ACCOUNT: (&str, &str) = ("kube-system", "svc-agent");
 
 pub struct ApiServer<'lab> {
     dir: PathBuf,
@@ -103,11 +113,78 @@ impl<'lab> ApiServer<'lab> {
         };
         server.start_apiserver();
         server.register_endpoint_slice_v1();
+        server.apply_deploy_rbac();
+        let token = server.token_for(AGENT_ACCOUNT);
+        fs::write(server.agent_kubeconfig(), kubeconfig_with(&token)).unwrap();
         server
     }
 
+    /// An admin's kubeconfig (what an operator runs `diagnose` with).
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+
+    /// The agent's kubeconfig: deploy/'s ServiceAccount, nothing more.
+    pub fn agent_kubeconfig(&self) -> PathBuf {
+        self.dir.join("agent.kubeconfig")
+    }
+
+    /// Creates every object of deploy/rbac.yaml (once kube-system exists).
+    fn apply_deploy_rbac(&self) {
+        self.wait_for(
+            Duration::from_secs(20),
+            "/api/v1/namespaces/kube-system",
+            "namespace kube-system made",
+        );
+        for document in DEPLOY_RBAC.split("\n---") {
+            let object: serde_json::Value = serde_saphyr::from_str(document)
+                .unwrap_or_else(|error| panic!("deploy/rbac.yaml: {error}"));
+            self.create(&collection_path(&object), &object);
+        }
+    }
+
+    /// A token the API server issues for the ServiceAccount (TokenRequest,
+    /// one hour).
+    pub fn token_for(&self, (namespace, name): (&str, &str)) -> String {
+        let request = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600}
+        });
+        let answer = self.create(
+            &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"),
+            &request,
+        );
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        answer["status"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {answer}"))
+            .to_owned()
+    }
+
+    /// One call with `token`: the HTTP status and the body, whatever the
+    /// status.
+    pub fn call_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, String) {
+        let mut command = self.command(Path::new("curl"));
+        command
+            .args(["-sk", "--max-time", "5", "-X", method])
+            .args(["-w", "\n%{http_code}"])
+            .args(["-H", &format!("Authorization: Bearer {token}")]);
+        if let Some(body) = body {
+            command
+                .args(["-H", "Content-Type: application/json"])
+                .args(["--data-binary", &body.to_string()]);
+        }
+        let output = command.arg(format!("{SERVER}{path}")).output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
     }
 
     fn command(&self, program: &Path) -> Command {
@@ -140,7 +217,7 @@ impl<'lab> ApiServer<'lab> {
             .arg("--runtime-config=discovery.k8s.io/v1beta1=false")
             .arg("--watch-cache=false")
             .arg("--etcd-compaction-interval=1s")
-            .arg("--authorization-mode=AlwaysAllow")
+            .arg("--authorization-mode=RBAC")
             .stdout(Stdio::null())
             .stderr(log_file(dir, "apiserver.log"))
             .spawn()
@@ -275,7 +352,34 @@ fn log_file(dir: &Path, name: &str) -> fs::File {
     fs::File::create(dir.join(name)).unwrap()
 }
 
+/// The collection an object is created in, from its apiVersion and kind
+/// (the kinds deploy/ holds).
+pub fn collection_path(object: &serde_json::Value) -> String {
+    let api_version = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    let prefix = if api_version == "v1" {
+        "/api/v1".to_owned()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    let (plural, namespaced) = match kind {
+        "ServiceAccount" => ("serviceaccounts", true),
+        "ClusterRole" => ("clusterroles", false),
+        "ClusterRoleBinding" => ("clusterrolebindings", false),
+        "DaemonSet" => ("daemonsets", true),
+        other => panic!("no collection known for kind {other}"),
+    };
+    match object["metadata"]["namespace"].as_str() {
+        Some(namespace) if namespaced => format!("{prefix}/namespaces/{namespace}/{plural}"),
+        _ => format!("{prefix}/{plural}"),
+    }
+}
+
 fn kubeconfig() -> String {
+    kubeconfig_with(TOKEN)
+}
+
+fn kubeconfig_with(token: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config
@@ -284,7 +388,7 @@ clusters:
   cluster: {{server: \"{SERVER}\", insecure-skip-tls-verify: true}}
 users:
 - name: lab
-  user: {{token: {TOKEN}}}
+  user: {{token: {token}}}
 contexts:
 - name: lab
   context: {{cluster: lab, user: lab}}

@@ -146,7 +146,8 @@ fn maps_follow_the_api_server_through_outages_and_410() {
     api.create(SERVICES, &service());
     api.create(SLICES, &slice(&[web_1]));
 
-    let kubeconfig = api.kubeconfig();
+    // As deploy/ runs it: its ServiceAccount, its ClusterRole, RBAC on.
+    let kubeconfig = api.agent_kubeconfig();
     let mut agent = Agent::spawn(&lab, NODE, &["--kubeconfig", kubeconfig.to_str().unwrap()]);
     let took = agent.wait_healthy(&lab, Duration::from_secs(30));
     eprintln!("initial sync (API server): healthy after {took:?}");
@@ -360,7 +361,12 @@ fn diagnose_reads_the_api_server_the_mismatch_the_fix_and_the_kernel() {
         text.contains(&format!("(kernel maps not checked: no pins at {pin_dir})")),
         "{text}"
     );
-    let mut agent = Agent::spawn(&lab, NODE, &["--kubeconfig", kubeconfig]);
+    let agent_kubeconfig = api.agent_kubeconfig();
+    let mut agent = Agent::spawn(
+        &lab,
+        NODE,
+        &["--kubeconfig", agent_kubeconfig.to_str().unwrap()],
+    );
     agent.wait_healthy(&lab, Duration::from_secs(30));
     let (code, text, stderr) = with_node("default/web");
     assert_eq!(code, Some(0), "{stderr}");
@@ -431,4 +437,80 @@ fn diagnose_errors_are_one_line_and_say_what_to_do() {
         )),
         "{stderr}"
     );
+}
+
+/// deploy/'s ServiceAccount may list and watch Services, EndpointSlices
+/// and Nodes, and nothing else; deploy/'s DaemonSet passes the API server's
+/// validation (a server-side dry run).
+#[test]
+fn the_agent_account_may_read_what_it_watches_and_nothing_else() {
+    let Some(binary) = apiserver::binary() else {
+        return;
+    };
+    let lab = one_node();
+    let node = lab.node(NODE).unwrap();
+    let api = ApiServer::start(node.netns(), binary);
+    let token = api.token_for(apiserver::AGENT_ACCOUNT);
+    let allowed = [
+        "/api/v1/services",
+        "/api/v1/services?watch=1&timeoutSeconds=1",
+        "/api/v1/nodes",
+        "/api/v1/nodes?fieldSelector=metadata.name%3Dnode-1&watch=1&timeoutSeconds=1",
+        "/apis/discovery.k8s.io/v1/endpointslices",
+        "/apis/discovery.k8s.io/v1/endpointslices?watch=1&timeoutSeconds=1",
+    ];
+    for path in allowed {
+        let (code, body) = api.call_as(&token, "GET", path, None);
+        assert_eq!(code, 200, "GET {path}: {body}");
+    }
+    let service = seed_service("web", WEB_IP, 30080, "web");
+    let refused: [(&str, &str, Option<&serde_json::Value>); 8] = [
+        ("GET", "/api/v1/pods", None),
+        ("GET", "/api/v1/secrets", None),
+        ("GET", "/api/v1/configmaps", None),
+        // Not even one Service by name: the agent lists and watches.
+        (
+            "GET",
+            "/api/v1/namespaces/default/services/kubernetes",
+            None,
+        ),
+        ("GET", "/api/v1/endpoints", None),
+        ("POST", SERVICES, Some(&service)),
+        (
+            "DELETE",
+            "/api/v1/namespaces/default/services/kubernetes",
+            None,
+        ),
+        ("PATCH", "/api/v1/nodes/node-1", Some(&json!({}))),
+    ];
+    for (method, path, body) in refused {
+        let (code, answer) = api.call_as(&token, method, path, body);
+        assert_eq!(code, 403, "{method} {path}: {answer}");
+        assert!(
+            answer.contains("system:serviceaccount:kube-system:svc-agent"),
+            "{answer}"
+        );
+    }
+    // A token that is not the API server's is not the agent.
+    let (code, _) = api.call_as("not-a-token", "GET", "/api/v1/services", None);
+    assert_eq!(code, 401);
+
+    let daemonset: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/daemonset.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let path = format!("{}?dryRun=All", apiserver::collection_path(&daemonset));
+    let answer: serde_json::Value = serde_json::from_str(&api.create(&path, &daemonset)).unwrap();
+    assert_eq!(answer["kind"], "DaemonSet", "{answer}");
+    assert_eq!(answer["metadata"]["namespace"], "kube-system", "{answer}");
+    let stored = api.request(
+        "GET",
+        "/apis/apps/v1/namespaces/kube-system/daemonsets/svc-agent",
+        None,
+    );
+    assert_eq!(stored, None, "a dry run stores nothing");
 }
