@@ -2,7 +2,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use svc_lab::tool::{self, DEFAULT_STATE, Target};
+use svc_lab::{
+    cluster::query::{Namespaces, Query, Selector},
+    tool::{self, DEFAULT_STATE, Target},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,9 +59,26 @@ enum Command {
     /// pods, svc, endpoints or endpointslices, as kubectl prints them.
     Get {
         what: String,
-        /// wide or json (a List of Kubernetes objects, status filled in).
+        /// One object by name.
+        name: Option<String>,
+        /// wide, json or yaml (a List of the objects, status filled in;
+        /// the object itself when NAME is given).
         #[arg(short, long)]
         output: Option<String>,
+        /// Only objects whose labels match (app=web, app!=web,
+        /// 'app in (a,b)', app, !app; comma-separated).
+        #[arg(short = 'l', long = "selector")]
+        selector: Option<String>,
+        #[command(flatten)]
+        namespaces: NamespaceFlags,
+    },
+    /// A Service or Pod as kubectl describes it, with the lab's events.
+    Describe {
+        /// svc or pod.
+        what: String,
+        name: String,
+        #[arg(short = 'n', long = "namespace", default_value = "default")]
+        namespace: String,
     },
     /// Run a command of this machine inside node/NAME (SVC_PIN_PATH set to
     /// that node's pins), pod/NAME or client.
@@ -97,6 +117,17 @@ enum Command {
     },
 }
 
+/// kubectl's namespace flags.
+#[derive(clap::Args, Debug)]
+struct NamespaceFlags {
+    /// Look in this namespace (default: default).
+    #[arg(short = 'n', long = "namespace")]
+    namespace: Option<String>,
+    /// Look in every namespace.
+    #[arg(short = 'A', long = "all-namespaces")]
+    all: bool,
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -132,9 +163,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             _ => anyhow::bail!("give either -f FILE... or one KIND/NAME"),
         },
-        Command::Get { what, output } => {
-            print!("{}", tool::get(state, &what, output.as_deref())?);
+        Command::Get {
+            what,
+            name,
+            output,
+            selector,
+            namespaces,
+        } => {
+            let query = Query {
+                namespaces: Namespaces::from_flags(namespaces.namespace, namespaces.all),
+                selector: Selector::parse(selector.as_deref().unwrap_or_default())
+                    .map_err(|error| anyhow::anyhow!(error))?,
+                wide: false,
+            };
+            let listing = tool::get(state, &what, name.as_deref(), output.as_deref(), &query)?;
+            print!("{}", listing.stdout);
+            eprint!("{}", listing.stderr);
         }
+        Command::Describe {
+            what,
+            name,
+            namespace,
+        } => print!("{}", tool::describe(state, &what, &name, &namespace)?),
         Command::Exec { target, command } => {
             let status = tool::exec(state, &Target::parse(&target)?, &command)?;
             let code = status

@@ -170,6 +170,24 @@ fn seed_story_traffic_the_mismatch_and_the_fix() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // kubectl's way to see why: no pod has the label, the Service says so.
+    let selected = lab.run(&["get", "pods", "-l", "app=web"]);
+    assert!(selected.status.success());
+    assert_eq!(String::from_utf8_lossy(&selected.stdout), "");
+    assert_eq!(
+        String::from_utf8_lossy(&selected.stderr),
+        "No resources found in default namespace.\n"
+    );
+    let described = text(&lab.run(&["describe", "svc", "web-broken"]));
+    assert!(
+        described.contains("Selector:                 app=web\n"),
+        "{described}"
+    );
+    assert!(
+        described.contains("Endpoints:                <none>\n"),
+        "{described}"
+    );
+    assert!(described.contains("Warning  NoEndpoints"), "{described}");
     let fixed = seed("fix/web-deployment.yaml");
     let immutable = lab.run(&["apply", "-f", &fixed]);
     assert!(!immutable.status.success());
@@ -180,6 +198,52 @@ fn seed_story_traffic_the_mismatch_and_the_fix() {
         lab.answers("client", "http://198.18.0.11:30090/")
             .contains("pod=web-")
     );
+    let pods = text(&lab.run(&["get", "pods", "-l", "app=web", "-o", "wide"]));
+    let mut lines = pods.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap()
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED NODE",
+            "READINESS GATES"
+        ]
+    );
+    assert_eq!(lines.clone().count(), 3, "{pods}");
+    assert!(
+        lines.all(|line| line.contains(" 1/1 ") && line.contains(" Running ")),
+        "{pods}"
+    );
+    let described = text(&lab.run(&["describe", "svc", "web-broken"]));
+    assert!(
+        described.contains("Normal   EndpointsChanged"),
+        "{described}"
+    );
+    assert!(
+        !described.contains("Endpoints:                <none>"),
+        "{described}"
+    );
+}
+
+fn text(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[test]

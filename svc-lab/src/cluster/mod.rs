@@ -2,18 +2,23 @@
 //! and what applying or deleting manifests changes. Pure: the tool turns
 //! the [`Change`]s into namespaces and processes.
 mod allocate;
+pub mod describe;
 pub mod pods;
+pub mod query;
 pub mod render;
 mod services;
+mod tabwriter;
+pub mod yaml;
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Pod, Service},
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
+    jiff::Timestamp,
 };
 use serde::{Deserialize, Serialize};
 use svc_agent::k8s::{Snapshot, namespace_of, object_key};
@@ -87,7 +92,29 @@ pub struct Cluster {
     /// Flags every node's agent gets after the lab's own (`up --agent-arg`).
     #[serde(default)]
     pub agent_args: Vec<String>,
+    /// What happened to objects, for `describe` (oldest first).
+    #[serde(default)]
+    pub events: Vec<ClusterEvent>,
 }
+
+/// An event about an object, as `kubectl describe` lists them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterEvent {
+    /// `service/NAMESPACE/NAME` or `pod/NAMESPACE/NAME`.
+    pub object: String,
+    /// Normal or Warning.
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+    /// Who reported it (kubectl's From column).
+    pub source: String,
+    pub first: Time,
+    pub last: Time,
+    pub count: u32,
+}
+
+/// Events kept per object; older ones go first.
+const EVENTS_PER_OBJECT: usize = 20;
 
 /// What applying or deleting changed, for the tool to carry out and print.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +212,17 @@ impl Cluster {
     /// Applies every object of `snapshot` (Nodes only at `up`): Deployments
     /// first, then Pods, then Services.
     pub fn apply(&mut self, snapshot: &Snapshot, at_up: bool) -> Result<Vec<Change>, ClusterError> {
+        let before = self.ready_endpoints();
+        let changes = self.apply_objects(snapshot, at_up)?;
+        self.note_endpoint_changes(&before);
+        Ok(changes)
+    }
+
+    fn apply_objects(
+        &mut self,
+        snapshot: &Snapshot,
+        at_up: bool,
+    ) -> Result<Vec<Change>, ClusterError> {
         let mut changes = Vec::new();
         if !at_up && let Some(node) = snapshot.nodes.first() {
             return Err(ClusterError::NodeAfterUp {
@@ -353,8 +391,16 @@ impl Cluster {
         })?;
         let mut spec = pod.spec.take().unwrap_or_default();
         spec.node_name = Some(node_name.clone());
+        pods::admit(&mut spec);
         pod.spec = Some(spec);
-        pod.status = Some(pods::running_status(&pod, &address.to_string(), &host_ip));
+        let now = Time(Timestamp::now());
+        pod.metadata.creation_timestamp = Some(now.clone());
+        pod.status = Some(pods::running_status(
+            &pod,
+            &address.to_string(),
+            &host_ip,
+            &now,
+        ));
         self.pods.push(PodRecord {
             object: pod,
             node: node_name,
@@ -376,7 +422,11 @@ impl Cluster {
             .position(|s| object_key(&s.metadata) == key);
         let previous = existing.map(|position| self.services.remove(position));
         let others = allocate::Taken::of(&self.services);
-        let service = services::allocate(service, previous.as_ref(), others)?;
+        let mut service = services::allocate(service, previous.as_ref(), others)?;
+        service.metadata.creation_timestamp = previous
+            .as_ref()
+            .and_then(|previous| previous.metadata.creation_timestamp.clone())
+            .or_else(|| Some(Time(Timestamp::now())));
         let name = service.metadata.name.clone().unwrap_or_default();
         self.services.push(service);
         let verb = if previous.is_some() {
@@ -402,6 +452,13 @@ impl Cluster {
     /// Deletes `kind` `namespace/name` (kind as kubectl accepts it: pod,
     /// pods, po, deployment, deploy, service, svc, ...).
     pub fn delete(&mut self, kind: &str, key: &str) -> Result<Vec<Change>, ClusterError> {
+        let before = self.ready_endpoints();
+        let changes = self.delete_one(kind, key)?;
+        self.note_endpoint_changes(&before);
+        Ok(changes)
+    }
+
+    fn delete_one(&mut self, kind: &str, key: &str) -> Result<Vec<Change>, ClusterError> {
         let name = key.rsplit('/').next().unwrap_or(key).to_owned();
         let not_found = |kind: &str| ClusterError::NotFound {
             kind: kind.to_owned(),
@@ -467,6 +524,94 @@ impl Cluster {
         Ok(changes)
     }
 
+    /// Each Service's ready endpoints as kubectl shows them.
+    fn ready_endpoints(&self) -> BTreeMap<String, String> {
+        self.services
+            .iter()
+            .map(|service| {
+                let endpoints = render::endpoints(self, service);
+                (
+                    object_key(&service.metadata),
+                    render::format_endpoints(&endpoints, None),
+                )
+            })
+            .collect()
+    }
+
+    /// An event on every Service with a selector whose ready endpoints
+    /// changed since `before` (a new Service's first set included).
+    fn note_endpoint_changes(&mut self, before: &BTreeMap<String, String>) {
+        let now = Time(Timestamp::now());
+        for (service, endpoints) in self.ready_endpoints() {
+            if before.get(&service) == Some(&endpoints) {
+                continue;
+            }
+            let selects = self
+                .services
+                .iter()
+                .find(|s| object_key(&s.metadata) == service)
+                .and_then(|s| s.spec.as_ref()?.selector.as_ref())
+                .is_some_and(|selector| !selector.is_empty());
+            if !selects {
+                continue;
+            }
+            let (type_, reason, message) = if endpoints == "<none>" || endpoints.is_empty() {
+                (
+                    "Warning",
+                    "NoEndpoints",
+                    "no ready endpoint: the selector matches no ready pod".to_owned(),
+                )
+            } else {
+                (
+                    "Normal",
+                    "EndpointsChanged",
+                    format!("ready endpoints: {endpoints}"),
+                )
+            };
+            self.record(ClusterEvent {
+                object: format!("service/{service}"),
+                type_: type_.into(),
+                reason: reason.into(),
+                message,
+                source: "svc-lab".into(),
+                first: now.clone(),
+                last: now.clone(),
+                count: 1,
+            });
+        }
+    }
+
+    /// Adds `event`, or counts it again when the object's last event says
+    /// the same.
+    pub fn record(&mut self, event: ClusterEvent) {
+        let last_of_object = self
+            .events
+            .iter_mut()
+            .rev()
+            .find(|e| e.object == event.object);
+        if let Some(last) = last_of_object
+            && last.reason == event.reason
+            && last.message == event.message
+        {
+            last.count += 1;
+            last.last = event.last;
+            return;
+        }
+        let object = event.object.clone();
+        self.events.push(event);
+        let of_object = self.events.iter().filter(|e| e.object == object).count();
+        if of_object > EVENTS_PER_OBJECT
+            && let Some(oldest) = self.events.iter().position(|e| e.object == object)
+        {
+            self.events.remove(oldest);
+        }
+    }
+
+    /// The events of `object` (`service/KEY`, `pod/KEY`), oldest first.
+    pub fn events_of(&self, object: &str) -> Vec<&ClusterEvent> {
+        self.events.iter().filter(|e| e.object == object).collect()
+    }
+
     /// The objects the agents read: Nodes, Pods, Deployments, Services.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -483,3 +628,7 @@ impl Cluster {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "kubectl_tests.rs"]
+mod kubectl_tests;

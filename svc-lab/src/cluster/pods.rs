@@ -5,9 +5,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{Pod, PodCondition, PodIP, PodStatus, Probe},
+        core::v1::{
+            ContainerState, ContainerStateRunning, ContainerStatus, Pod, PodCondition, PodIP,
+            PodSpec, PodStatus, Probe, Toleration,
+        },
     },
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+    apimachinery::pkg::{
+        apis::meta::v1::{ObjectMeta, OwnerReference, Time},
+        util::intstr::IntOrString,
+    },
 };
 
 /// Set to "false" on a Pod (or a Deployment's template) to keep it not
@@ -87,9 +93,34 @@ fn probe_met(probe: &Probe, tcp: &[u16], named: impl Fn(&str) -> Option<i32>) ->
         .is_some_and(|number| tcp.contains(&number))
 }
 
-/// The status the kubelet would report for a running lab Pod.
-pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str) -> PodStatus {
-    let ready = if ready(pod) { "True" } else { "False" };
+/// What the API server's admission adds to a Pod spec: priority 0 and
+/// the five-minute tolerations of not-ready and unreachable nodes.
+pub fn admit(spec: &mut PodSpec) {
+    spec.priority.get_or_insert(0);
+    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
+    for taint in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        let has = tolerations
+            .iter()
+            .any(|t| t.key.as_deref() == Some(taint) && t.effect.as_deref() == Some("NoExecute"));
+        if !has {
+            tolerations.push(Toleration {
+                key: Some(taint.into()),
+                operator: Some("Exists".into()),
+                effect: Some("NoExecute".into()),
+                toleration_seconds: Some(300),
+                value: None,
+            });
+        }
+    }
+}
+
+/// The status the kubelet would report for a lab Pod running since `now`.
+pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str, now: &Time) -> PodStatus {
+    let is_ready = ready(pod);
+    let ready = if is_ready { "True" } else { "False" };
     let condition = |type_: &str, status: &str| PodCondition {
         type_: type_.into(),
         status: status.into(),
@@ -106,6 +137,33 @@ pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str) -> PodStatus {
             condition("ContainersReady", ready),
             condition("Ready", ready),
         ]),
+        start_time: Some(now.clone()),
+        container_statuses: Some(
+            pod.spec
+                .iter()
+                .flat_map(|spec| &spec.containers)
+                .map(|container| ContainerStatus {
+                    name: container.name.clone(),
+                    image: container.image.clone().unwrap_or_default(),
+                    image_id: String::new(),
+                    // One lab server process plays every container.
+                    container_id: Some(format!(
+                        "svc-lab://{}",
+                        pod.metadata.name.as_deref().unwrap_or_default()
+                    )),
+                    ready: is_ready,
+                    restart_count: 0,
+                    started: Some(true),
+                    state: Some(ContainerState {
+                        running: Some(ContainerStateRunning {
+                            started_at: Some(now.clone()),
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                })
+                .collect(),
+        ),
         ..PodStatus::default()
     }
 }
@@ -154,6 +212,14 @@ pub fn replica(deployment: &Deployment, sequence: u64) -> Pod {
             namespace: deployment.metadata.namespace.clone(),
             labels: Some(labels),
             annotations: template_meta.annotations,
+            owner_references: Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: format!("{name}-{hash}"),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+                uid: String::new(),
+            }]),
             ..ObjectMeta::default()
         },
         spec: template.spec,

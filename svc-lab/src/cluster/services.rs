@@ -2,13 +2,37 @@
 //! balancer's ingress IP filled in.
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
+use k8s_openapi::{
+    api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceSpec, ServiceStatus},
+    apimachinery::pkg::util::intstr::IntOrString,
+};
 use svc_agent::k8s::{namespace_of, object_key};
 
 use super::{
     ClusterError,
     allocate::{self, Taken},
 };
+
+/// The API server's defaults for what a manifest leaves out: TCP, the
+/// target port equal to the port, no session affinity, Cluster traffic
+/// policies, one IPv4 family.
+fn api_defaults(spec: &mut ServiceSpec, type_: &str) {
+    spec.type_.get_or_insert_with(|| type_.to_owned());
+    spec.session_affinity.get_or_insert_with(|| "None".into());
+    spec.internal_traffic_policy
+        .get_or_insert_with(|| "Cluster".into());
+    if matches!(type_, "NodePort" | "LoadBalancer") {
+        spec.external_traffic_policy
+            .get_or_insert_with(|| "Cluster".into());
+    }
+    spec.ip_family_policy
+        .get_or_insert_with(|| "SingleStack".into());
+    spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
+    for port in spec.ports.iter_mut().flatten() {
+        port.protocol.get_or_insert_with(|| "TCP".into());
+        port.target_port.get_or_insert(IntOrString::Int(port.port));
+    }
+}
 
 /// `service` with its addresses: kept from `previous` (the same Service
 /// applied before) or from the manifest when they fit the lab's ranges,
@@ -32,6 +56,7 @@ pub fn allocate(
         return Ok(service);
     }
     let previous_spec = previous.and_then(|p| p.spec.as_ref());
+    api_defaults(&mut spec, &type_);
 
     // ClusterIP: "None" (headless) stays; else the manifest's, the
     // previous one, or a new one.

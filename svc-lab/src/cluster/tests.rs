@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
-use super::*;
+use k8s_openapi::jiff::Timestamp;
+
+use super::{query::Query, *};
 
 fn seed(file: &str) -> Snapshot {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -145,7 +147,16 @@ fn get_endpoints_prints_v1_endpoints_with_not_ready_addresses_apart() {
             condition.status = "False".into();
         }
     }
-    let list = render::endpoints_json(&cluster).unwrap();
+    let listing = render::get(
+        &cluster,
+        "endpoints",
+        None,
+        render::Output::Json,
+        &Query::default(),
+        Timestamp::now(),
+    )
+    .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&listing.stdout).unwrap();
     assert_eq!(list["kind"], "List");
     let clusterip = list["items"]
         .as_array()
@@ -172,9 +183,9 @@ fn get_endpoints_prints_v1_endpoints_with_not_ready_addresses_apart() {
         subsets[0]["ports"],
         serde_json::json!([{"name": "http", "port": 80, "protocol": "TCP"}])
     );
-    let table = render::endpoints_table(&cluster);
+    let table = render::endpoints_table(&cluster, &Query::default(), Timestamp::now()).unwrap();
     assert!(
-        table.contains("web-clusterip   198.18.1.10:80,198.18.1.11:80\n"),
+        table.contains("web-clusterip   198.18.1.10:80,198.18.1.11:80   "),
         "{table}"
     );
 }
@@ -182,10 +193,8 @@ fn get_endpoints_prints_v1_endpoints_with_not_ready_addresses_apart() {
 #[test]
 fn get_endpointslices_keeps_the_slices() {
     let (cluster, _) = seed_cluster();
-    let list = render::endpoint_slices_json(&cluster).unwrap();
-    let kinds: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
+    let list = render::endpoint_slices_json(&cluster, &Query::default()).unwrap();
+    let kinds: Vec<&str> = list
         .iter()
         .map(|item| item["kind"].as_str().unwrap())
         .collect();

@@ -14,7 +14,10 @@ mod state;
 use std::path::PathBuf;
 
 pub use self::{
-    run::{Target, apply, delete, delete_objects, down, exec, get, hold, logs, restart, serve, up},
+    run::{
+        Target, apply, delete, delete_objects, describe, down, exec, get, hold, logs, restart,
+        serve, up,
+    },
     state::DEFAULT_STATE,
 };
 use crate::{LabError, cluster::ClusterError};

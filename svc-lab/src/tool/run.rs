@@ -6,12 +6,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use k8s_openapi::jiff::Timestamp;
 use svc_agent::k8s::{Snapshot, manifests};
 
 use super::{ToolError, agents, process, state::StateDir};
 use crate::{
     cgroup,
-    cluster::{Change, Cluster, PodRecord, render},
+    cluster::{
+        Change, Cluster, PodRecord,
+        query::{Namespaces, Query},
+        render,
+    },
     netns::{self, Netns, PREFIX},
     pass_xdp, pin_root, server, wiring,
 };
@@ -89,9 +94,21 @@ pub fn up(
         let _ = state.remove();
         return Err(error);
     }
-    print!("{}", render::pods_table(&cluster, true));
+    let everything = Query {
+        namespaces: Namespaces::All,
+        wide: true,
+        ..Query::default()
+    };
+    let now = Timestamp::now();
+    print!(
+        "{}",
+        render::pods_table(&cluster, &everything, now).unwrap_or_default()
+    );
     println!();
-    print!("{}", render::services_table(&cluster, true));
+    print!(
+        "{}",
+        render::services_table(&cluster, &everything, now).unwrap_or_default()
+    );
     Ok(())
 }
 
@@ -425,42 +442,47 @@ fn change(
     wait_synced(&state, &cluster)
 }
 
-/// `svc-lab get pods|svc|endpoints|endpointslices [-o wide|json]`.
-pub fn get(state_root: &Path, what: &str, output: Option<&str>) -> Result<String, ToolError> {
+/// `svc-lab get pods|svc|endpoints|endpointslices [NAME] [-o wide|json|yaml]`.
+pub fn get(
+    state_root: &Path,
+    what: &str,
+    name: Option<&str>,
+    output: Option<&str>,
+    query: &Query,
+) -> Result<render::Listing, ToolError> {
     let state = StateDir::lock(state_root)?;
     let cluster = state.require()?;
-    let wide = output == Some("wide");
-    let json = output == Some("json");
-    let bad_json = |source| ToolError::State {
-        path: state_root.to_owned(),
-        source,
+    let (output, wide) = render::Output::parse(output)?;
+    let query = Query {
+        wide,
+        ..query.clone()
     };
-    let text = match (what, json) {
-        ("pods" | "pod" | "po", false) => render::pods_table(&cluster, wide),
-        ("svc" | "service" | "services", false) => render::services_table(&cluster, wide),
-        ("endpoints" | "ep", false) => render::endpoints_table(&cluster),
-        ("endpointslices" | "endpointslice", false) => render::endpoint_slices_table(&cluster),
-        ("pods" | "pod" | "po", true) => pretty(render::pods_json(&cluster)).map_err(bad_json)?,
-        ("svc" | "service" | "services", true) => {
-            pretty(render::services_json(&cluster)).map_err(bad_json)?
-        }
-        ("endpoints" | "ep", true) => pretty(render::endpoints_json(&cluster)).map_err(bad_json)?,
-        ("endpointslices" | "endpointslice", true) => {
-            pretty(render::endpoint_slices_json(&cluster)).map_err(bad_json)?
-        }
-        (other, _) => {
-            return Err(ToolError::ResourceType {
-                given: other.to_owned(),
-            });
-        }
-    };
-    Ok(text)
+    Ok(render::get(
+        &cluster,
+        what,
+        name,
+        output,
+        &query,
+        Timestamp::now(),
+    )?)
 }
 
-fn pretty(
-    value: Result<serde_json::Value, serde_json::Error>,
-) -> Result<String, serde_json::Error> {
-    Ok(serde_json::to_string_pretty(&value?)? + "\n")
+/// `svc-lab describe svc|pod NAME [-n NAMESPACE]`.
+pub fn describe(
+    state_root: &Path,
+    what: &str,
+    name: &str,
+    namespace: &str,
+) -> Result<String, ToolError> {
+    let state = StateDir::lock(state_root)?;
+    let cluster = state.require()?;
+    Ok(render::describe(
+        &cluster,
+        what,
+        name,
+        namespace,
+        Timestamp::now(),
+    )?)
 }
 
 /// Where `exec` and `logs` go.
