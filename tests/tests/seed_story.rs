@@ -235,6 +235,28 @@ fn seed_story_traffic_the_mismatch_and_the_fix() {
         !described.contains("Endpoints:                <none>"),
         "{described}"
     );
+
+    // A Service that claims web-lb's address as an externalIP: every
+    // agent leaves it out, and describe says so with the agents' words.
+    let steal = std::env::temp_dir().join(format!("svc-lb-steal-{}.yaml", std::process::id()));
+    std::fs::write(
+        &steal,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web-steal}\n\
+         spec:\n  selector: {app: web}\n  externalIPs: [198.19.255.1]\n  ports: [{port: 80}]\n",
+    )
+    .unwrap();
+    let applied = lab.run(&["apply", "-f", steal.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&steal);
+    assert!(applied.status.success());
+    let described = text(&lab.run(&["describe", "svc", "web-steal"]));
+    for node in ["node-1", "node-2"] {
+        let line = described
+            .lines()
+            .find(|line| line.contains("LeftOut") && line.contains(&format!("svc-agent, {node}")))
+            .unwrap_or_else(|| panic!("no LeftOut event from {node}:\n{described}"));
+        assert!(line.contains("ExternalIP 198.19.255.1:80/TCP"), "{line}");
+        assert!(line.contains("default/web-lb"), "{line}");
+    }
 }
 
 fn text(output: &Output) -> String {

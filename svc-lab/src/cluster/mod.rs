@@ -581,18 +581,16 @@ impl Cluster {
         }
     }
 
-    /// Adds `event`, or counts it again when the object's last event says
-    /// the same.
+    /// Adds `event`, or counts it again when the same source said the
+    /// same about the object before.
     pub fn record(&mut self, event: ClusterEvent) {
-        let last_of_object = self
-            .events
-            .iter_mut()
-            .rev()
-            .find(|e| e.object == event.object);
-        if let Some(last) = last_of_object
-            && last.reason == event.reason
-            && last.message == event.message
-        {
+        let same = self.events.iter_mut().rev().find(|e| {
+            e.object == event.object
+                && e.source == event.source
+                && e.reason == event.reason
+                && e.message == event.message
+        });
+        if let Some(last) = same {
             last.count += 1;
             last.last = event.last;
             return;

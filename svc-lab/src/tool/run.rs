@@ -6,14 +6,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use svc_agent::k8s::{Snapshot, manifests};
 
 use super::{ToolError, agents, process, state::StateDir};
 use crate::{
     cgroup,
     cluster::{
-        Change, Cluster, PodRecord,
+        Change, Cluster, ClusterEvent, PodRecord,
         query::{Namespaces, Query},
         render,
     },
@@ -203,6 +203,7 @@ fn build(
     if agents {
         start_agents(state, cluster)?;
         wait_synced(state, cluster)?;
+        note_left_out(state, cluster)?;
     }
     Ok(())
 }
@@ -439,7 +440,49 @@ fn change(
     let mut cluster = state.require()?;
     let changes = f(&mut cluster)?;
     carry_out(&state, &mut cluster, &changes)?;
-    wait_synced(&state, &cluster)
+    wait_synced(&state, &cluster)?;
+    note_left_out(&state, &mut cluster)
+}
+
+/// What each node's agent left out at its last sync, as Warning events on
+/// the Services (kubectl's From: `svc-agent, NODE`).
+fn note_left_out(state: &StateDir, cluster: &mut Cluster) -> Result<(), ToolError> {
+    let now = Time(Timestamp::now());
+    let mut events = Vec::new();
+    for node in cluster.nodes.iter().filter(|node| node.agent_pid.is_some()) {
+        let ns = Netns::existing(&node_ns_name(&cluster.id, node.name()))?;
+        let address = agents::HEALTH_ADDRESS
+            .parse()
+            .map_err(|_| ToolError::Target {
+                given: agents::HEALTH_ADDRESS.into(),
+            })?;
+        let left_out = match ns.in_thread(move || svc_agent::run::fetch_left_out(address))? {
+            Ok(left_out) => left_out,
+            Err(error) => {
+                tracing::warn!(node = node.name(), %error, "no /left-out from the agent");
+                continue;
+            }
+        };
+        for left in left_out {
+            events.push(ClusterEvent {
+                object: format!("service/{}", left.service),
+                type_: "Warning".into(),
+                reason: "LeftOut".into(),
+                message: left.detail(),
+                source: format!("svc-agent, {}", node.name()),
+                first: now.clone(),
+                last: now.clone(),
+                count: 1,
+            });
+        }
+    }
+    if events.is_empty() {
+        return Ok(());
+    }
+    for event in events {
+        cluster.record(event);
+    }
+    state.save(cluster)
 }
 
 /// `svc-lab get pods|svc|endpoints|endpointslices [NAME] [-o wide|json|yaml]`.
