@@ -387,6 +387,26 @@ fn diagnose_reads_the_api_server_the_mismatch_the_fix_and_the_kernel() {
         ),
         "{text}"
     );
+
+    // A Deployment whose template the selector matches, and no pod: no
+    // controller manager runs here, so it makes none, as a broken one.
+    api.create(
+        "/apis/apps/v1/namespaces/default/deployments",
+        &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "api"}},
+                         "template": {"metadata": {"labels": {"app": "api"}},
+                                      "spec": {"containers": [{"name": "api", "image": "api:1"}]}}}}),
+    );
+    api.create(SERVICES, &seed_service("api", "198.19.0.32", 30082, "api"));
+    let (code, text, stderr) = diagnose(&lab, &["default/api", "--kubeconfig", kubeconfig]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        text.contains(
+            "selector app=api matches no pod, but the pod template of Deployment default/api \
+             (2 replicas) does: the workload makes none"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

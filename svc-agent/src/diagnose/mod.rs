@@ -7,7 +7,11 @@
 mod report;
 mod selector;
 
-use std::{collections::BTreeSet, fmt, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    net::Ipv4Addr,
+};
 
 use k8s_openapi::{
     api::core::v1::{Pod, Service},
@@ -58,6 +62,15 @@ pub enum Finding {
     SelectorMatchesNoPod {
         selector: String,
         closest: Vec<Closest>,
+    },
+    /// No Pod matches, but these workloads' templates do: in a cluster,
+    /// they make none (a failing ReplicaSet, a scale of 0, ...); in
+    /// manifests, their Pods come once applied.
+    WorkloadsMakeNoPod {
+        selector: String,
+        /// `KIND NAMESPACE/NAME (N replicas)`.
+        workloads: Vec<String>,
+        from_cluster: bool,
     },
     /// Pods match, but these are not ready.
     PodsNotReady { pods: Vec<String>, matching: usize },
@@ -129,6 +142,15 @@ pub fn diagnose(
         .collect();
     if selector.is_empty() {
         findings.push(Finding::NoSelector);
+    } else if matching.is_empty()
+        && let makers = matching_workloads(snapshot, namespace, &selector)
+        && !makers.is_empty()
+    {
+        findings.push(Finding::WorkloadsMakeNoPod {
+            selector: selector::text(&selector),
+            workloads: makers,
+            from_cluster: snapshot.from_cluster,
+        });
     } else if matching.is_empty() {
         // Workloads' templates stand for the pods they will make: with
         // manifests alone, before any cluster, they are all there is.
@@ -313,6 +335,35 @@ fn plan_findings(
     Ok(findings)
 }
 
+/// The workloads of `namespace` whose pod template the selector matches.
+fn matching_workloads(
+    snapshot: &Snapshot,
+    namespace: &str,
+    selector: &BTreeMap<String, String>,
+) -> Vec<String> {
+    snapshot
+        .workloads
+        .iter()
+        .filter(|workload| workload.namespace == namespace)
+        .filter(|workload| {
+            selector
+                .iter()
+                .all(|(key, value)| workload.labels.get(key) == Some(value))
+        })
+        .map(|workload| {
+            let replicas = match workload.replicas {
+                Some(1) => " (1 replica)".to_owned(),
+                Some(n) => format!(" ({n} replicas)"),
+                None => String::new(),
+            };
+            format!(
+                "{} {}/{}{replicas}",
+                workload.kind, workload.namespace, workload.name
+            )
+        })
+        .collect()
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -337,6 +388,26 @@ impl fmt::Display for Finding {
                 }
                 Ok(())
             }
+            Finding::WorkloadsMakeNoPod {
+                selector,
+                workloads,
+                from_cluster: true,
+            } => write!(
+                f,
+                "selector {selector} matches no pod, but the pod template of {} does: the \
+                 workload makes none (scaled to 0, or its pods fail to be created: see \
+                 kubectl describe on it and its ReplicaSet's events)",
+                workloads.join(", ")
+            ),
+            Finding::WorkloadsMakeNoPod {
+                selector,
+                workloads,
+                from_cluster: false,
+            } => write!(
+                f,
+                "no pod yet: {} will make pods the selector {selector} matches once applied",
+                workloads.join(", ")
+            ),
             Finding::PodsNotReady { pods, matching } => write!(
                 f,
                 "{} of {matching} matching pods are not ready (no traffic until they are): {}",

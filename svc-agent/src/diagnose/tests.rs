@@ -89,6 +89,44 @@ fn a_workload_template_stands_for_the_pods_it_will_make() {
     );
 }
 
+/// A workload whose template the selector matches, without its pods: in
+/// manifests they come once applied; in a cluster the workload makes none.
+#[test]
+fn a_workload_the_selector_matches_without_pods_is_named() {
+    let without_pods = |from_cluster: bool| {
+        seed_with(|s| {
+            s.pods.clear();
+            s.from_cluster = from_cluster;
+            s.workloads.push(crate::k8s::Workload {
+                kind: "ReplicaSet".into(),
+                namespace: "default".into(),
+                name: "web-5f6d".into(),
+                replicas: Some(2),
+                labels: [("app".to_owned(), "web".to_owned())].into(),
+            });
+        })
+    };
+    for from_cluster in [false, true] {
+        let findings = diagnose(
+            &without_pods(from_cluster),
+            "default/web-broken",
+            None,
+            None,
+        )
+        .unwrap();
+        let [Finding::WorkloadsMakeNoPod { workloads, .. }] = findings.as_slice() else {
+            panic!("{findings:?}");
+        };
+        assert_eq!(workloads, &["ReplicaSet default/web-5f6d (2 replicas)"]);
+        let text = findings[0].to_string();
+        if from_cluster {
+            assert!(text.contains("the workload makes none"), "{text}");
+        } else {
+            assert!(text.starts_with("no pod yet: ReplicaSet"), "{text}");
+        }
+    }
+}
+
 #[test]
 fn a_missing_label_ranks_behind_a_differing_one() {
     let snapshot = seed_with(|s| {

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use k8s_openapi::{
     api::{
+        apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        batch::v1::Job,
         core::v1::{Node, Pod, Service},
         discovery::v1::EndpointSlice,
     },
@@ -16,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{Api, Client, Resource, api::ListParams};
 
-use super::{LABEL_SERVICE_NAME, Snapshot};
+use super::{LABEL_SERVICE_NAME, Snapshot, Workload, manifests};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LookupError {
@@ -110,9 +112,57 @@ pub async fn service_objects(
         services: vec![Arc::new(service)],
         endpoint_slices: endpoint_slices.into_iter().map(Arc::new).collect(),
         pods,
+        workloads: workloads(client, namespace).await,
         nodes,
+        from_cluster: true,
         ..Snapshot::default()
     })
+}
+
+/// The workloads of `namespace` whose pods a selector may be meant for:
+/// Deployments, ReplicaSets no Deployment owns, StatefulSets, DaemonSets,
+/// Jobs. Best effort: a kind the credentials may not list is left out.
+async fn workloads(client: &Client, namespace: &str) -> Vec<Workload> {
+    let mut found = Vec::new();
+    found.extend(of_kind::<Deployment>(client, namespace, "Deployment").await);
+    found.extend(of_kind::<ReplicaSet>(client, namespace, "ReplicaSet").await);
+    found.extend(of_kind::<StatefulSet>(client, namespace, "StatefulSet").await);
+    found.extend(of_kind::<DaemonSet>(client, namespace, "DaemonSet").await);
+    found.extend(of_kind::<Job>(client, namespace, "Job").await);
+    found
+}
+
+async fn of_kind<K>(client: &Client, namespace: &str, kind: &str) -> Vec<Workload>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let objects = match api.list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::debug!(%kind, %error, "workloads not listed; diagnose goes on without them");
+            return Vec::new();
+        }
+    };
+    objects
+        .iter()
+        .filter_map(|object| serde_json::to_value(object).ok())
+        .filter(|value| {
+            // A Deployment's ReplicaSets: the Deployment stands for them.
+            let owners = value
+                .pointer("/metadata/ownerReferences")
+                .and_then(|o| o.as_array());
+            !owners
+                .into_iter()
+                .flatten()
+                .any(|owner| owner["kind"] == "Deployment")
+        })
+        .map(|value| manifests::workload(&value, kind))
+        .collect()
 }
 
 async fn list<K>(

@@ -290,7 +290,7 @@ fn add_list(
 /// A workload's name, replicas and template labels, read from its object
 /// as written (no schema beyond those fields: diagnose only compares
 /// labels).
-fn workload(value: &Value, kind: &str) -> super::Workload {
+pub(crate) fn workload(value: &Value, kind: &str) -> super::Workload {
     let text = |pointer: &str| {
         value
             .pointer(pointer)

@@ -60,6 +60,9 @@ pub struct Snapshot {
     /// DaemonSets, Jobs): the pods they will make, for `diagnose`.
     pub workloads: Vec<Workload>,
     pub nodes: Vec<Node>,
+    /// Read from a running cluster (its Pods are what runs), not from
+    /// manifests (where workloads' Pods do not exist yet).
+    pub from_cluster: bool,
 }
 
 /// A workload's pod template: what the pods it makes will be labelled.

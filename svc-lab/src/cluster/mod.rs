@@ -620,6 +620,7 @@ impl Cluster {
             // The lab's Pods are all made: no template stands in for them.
             workloads: Vec::new(),
             nodes: self.nodes.iter().map(|node| node.object.clone()).collect(),
+            from_cluster: true,
         }
     }
 }
