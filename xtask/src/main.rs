@@ -83,6 +83,10 @@ enum Bench {
         /// Fewer sizes and rounds (under 5 minutes): CI's smoke run.
         #[arg(long)]
         quick: bool,
+        /// Run nothing: draw docs/bench/kube-proxy.svg again from the
+        /// table in docs/bench/kube-proxy.md (no root needed).
+        #[arg(long, conflicts_with = "quick")]
+        redraw: bool,
     },
 }
 
@@ -317,15 +321,19 @@ fn lint(root: &Path, tools: &setup::Tools) -> anyhow::Result<()> {
 }
 
 fn bench(root: &Path, tools: &setup::Tools, which: Bench) -> anyhow::Result<()> {
-    setup::require_root("the benchmarks load BPF programs")?;
-    let (name, quick) = match which {
-        Bench::Packet => ("packet", false),
-        Bench::ControlPlane => ("control_plane", false),
-        Bench::KubeProxy { quick } => ("kube_proxy", quick),
+    let (name, quick, redraw) = match which {
+        Bench::Packet => ("packet", false, false),
+        Bench::ControlPlane => ("control_plane", false, false),
+        Bench::KubeProxy { quick, redraw } => ("kube_proxy", quick, redraw),
     };
+    if !redraw {
+        setup::require_root("the benchmarks load BPF programs")?;
+    }
+    let flag = |on: bool| if on { "1" } else { "0" };
     run(cargo(root)
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
-        .env("SVC_BENCH_QUICK", if quick { "1" } else { "0" })
+        .env("SVC_BENCH_QUICK", flag(quick))
+        .env("SVC_BENCH_REDRAW", flag(redraw))
         .args(["bench", "-p", "tests", "--bench", name]))
 }
 

@@ -10,9 +10,12 @@
 //! client, then one endpoint change (timed) and must still forward.
 //! Figures are medians over rounds, with min-max spread.
 //!
-//! Writes target/svc-bench/kube-proxy.{json,md,png}; a full run also
-//! writes docs/bench/kube-proxy.{md,png}. Needs root. `SVC_BENCH_QUICK=1`
+//! Writes target/svc-bench/kube-proxy.{json,md,svg}; a full run also
+//! writes docs/bench/kube-proxy.{md,svg}. Needs root. `SVC_BENCH_QUICK=1`
 //! (set by `--quick`) runs fewer sizes and rounds, under 5 minutes.
+//! `SVC_BENCH_REDRAW=1` (set by `--redraw`) runs nothing and needs no
+//! root: it draws docs/bench/kube-proxy.svg again from the table in
+//! docs/bench/kube-proxy.md (after a change to the chart's code).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -261,6 +264,10 @@ fn measure(mode: Mode, count: u16, plan: &Plan) -> Sample {
 }
 
 fn main() {
+    if std::env::var("SVC_BENCH_REDRAW").is_ok_and(|v| v == "1") {
+        report::redraw();
+        return;
+    }
     let plan = plan();
     let started = std::time::Instant::now();
     // (mode, size) -> samples over rounds; direct has size 0.

@@ -1,5 +1,11 @@
-//! Medians, spread and ratios; kube-proxy.json and the markdown table.
-use std::{collections::BTreeMap, fmt::Write as _, path::PathBuf, time::Duration};
+//! Medians, spread and ratios; kube-proxy.json, the markdown table and the
+//! chart drawn from it.
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde_json::{Value, json};
 use tests::kube_proxy::modes::Mode;
@@ -334,10 +340,8 @@ impl Summary {
         }
         out.push_str("\nWhy this harness first measured kube-proxy's iptables modes far below figures taken by hand (iptables legacy 1 862 conn/s at 10 000 Services against about 10 500): every one of the 10 000 Services had a NodePort, and the client dialled the last one. A new connection then walks all 10 000 ClusterIP rules of KUBE-SERVICES (cheap: each fails on its destination address before any match runs) and then all 10 000 rules of KUBE-NODEPORTS, which carry no destination address, so each calls two xt matches (comment, tcp) through retpolined indirect calls before failing on the port. perf on a run in that layout: ipt_do_table 27%, tcp_mt 8%, comment_mt 3% of all CPU samples, 69% of the benchmark process's. No real cluster has that layout (the default NodePort range holds 2 768 ports) and most Services are ClusterIP-only, so now only the measured Service has a NodePort; KUBE-SERVICES still holds every ClusterIP. Same machine, one round, nothing else running: iptables legacy at 10 000 Services went from 3 008 to 7 363 conn/s (direct 15 937 and 16 148); the same old-layout run beside a parallel Rust build measured 1 621 conn/s (the build took 46% of the CPU samples), so the earlier full run's 1 862 may also owe part of its gap to a build sharing the two cores; run the benchmark with nothing else on the machine. Conntrack was ruled out: nf_conntrack_max and the hash size are 262 144, and dmesg has no `table full`; the JSON's node1_conntrack_entries_max says how full node-1's table got. Every mode shares the 2 cores with the load generator and the lab servers, so all figures, the direct path's too, are CPU-bound rather than link-bound.\n");
         out.push_str("\nNotes: *programmer peak RSS* is the peak RSS of the process that wrote the rules (iptables-restore, nft) or, for svc-lb, of the benchmark process while it applied the tables (a stand-in for the agent, which does the same apply). The tools are started with a fork (to enter the node's namespace) before exec, so their figure cannot fall below this process's own RSS at the time (about 50 MiB): only values above that floor say something about the tool. *Kernel memory*: for svc-lb, bpftool's bytes_memlock summed over its pinned maps on node-1; for iptables and nftables, what the rule loader (iptables-restore, nft) left charged to a memory cgroup of its own after it programmed all Services on node-1 and exited (netfilter allocates x_tables blobs and nf_tables objects with GFP_KERNEL_ACCOUNT, charged to the allocating task's cgroup; the loader's own pages are uncharged when it exits). The pod -> ClusterIP load runs in a pod on node-1 that backs no Service. The stream reads zeros the backend's lab server sends (`GET /stream`) for the stated time after a warm-up; the lab turns checksum offload off on its veths, which caps every mode's figure. The iptables one-change figure is a full resync (iptables-restore of everything); kube-proxy since 1.28 usually syncs only changed chains with `--noflush`.\n\n");
-        let _ = writeln!(
-            out,
-            "![conn/s and p99 by mode and size](kube-proxy.png)\n\n{}",
-            chart::LEGEND
+        out.push_str(
+            "![new connections/s and p99 latency by mode and number of Services](kube-proxy.svg)\n",
         );
         out
     }
@@ -360,10 +364,29 @@ impl Summary {
         for dir in dirs {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("kube-proxy.md"), &markdown).unwrap();
-            chart::draw(self, &dir.join("kube-proxy.png")).unwrap();
+            write_chart(&dir, &markdown);
             println!("wrote {}", dir.join("kube-proxy.md").display());
         }
         println!("\n{markdown}");
         println!("wrote {}", json_path.display());
     }
+}
+
+/// Draws `dir`/kube-proxy.svg from `markdown` (that directory's
+/// kube-proxy.md).
+fn write_chart(dir: &Path, markdown: &str) {
+    let svg = chart::Chart::from_markdown(markdown)
+        .and_then(|chart| chart.svg())
+        .unwrap();
+    std::fs::write(dir.join("kube-proxy.svg"), svg).unwrap();
+    println!("wrote {}", dir.join("kube-proxy.svg").display());
+}
+
+/// `--redraw`: docs/bench/kube-proxy.svg drawn again from the published
+/// table beside it (docs/bench/kube-proxy.md), running nothing.
+pub fn redraw() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/bench");
+    let markdown = std::fs::read_to_string(dir.join("kube-proxy.md"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join("kube-proxy.md").display()));
+    write_chart(&dir, &markdown);
 }

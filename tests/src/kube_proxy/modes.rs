@@ -52,6 +52,17 @@ impl Mode {
             Mode::Direct => "direct",
         }
     }
+
+    /// Its name for people (the chart's legend).
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::SvcLb => "svc-lb",
+            Mode::Iptables => "iptables (legacy)",
+            Mode::IptablesNft => "iptables (nf_tables)",
+            Mode::Nftables => "nftables",
+            Mode::Direct => "direct path",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
