@@ -140,7 +140,11 @@ pub struct RunArgs {
     #[command(flatten)]
     pub pin: PinPath,
     /// Node interfaces Service traffic arrives on from the network (XDP,
-    /// TC behind it); comma-separated.
+    /// TC behind it); comma-separated. Without it they are found: the
+    /// interfaces of the IPv4 default route and those an earlier agent
+    /// attached (at start), and those holding the Node's
+    /// InternalIP/ExternalIP addresses (once its object is seen); never
+    /// loopback or pod veths.
     #[arg(long, value_delimiter = ',')]
     pub node_interfaces: Vec<String>,
     /// Pod veths (host side) start with this; the agent attaches to every

@@ -44,6 +44,15 @@ impl Agent {
     /// Starts `svc-agent run --node NODE --pin-path <node's pin dir>
     /// --node-interfaces eth0 EXTRA...` in the node's namespace.
     pub fn spawn(lab: &Lab, node: &str, extra: &[&str]) -> Self {
+        Self::start(lab, node, &["--node-interfaces", "eth0"], extra)
+    }
+
+    /// [`Self::spawn`] without `--node-interfaces`: the agent finds them.
+    pub fn spawn_finding_node_interfaces(lab: &Lab, node: &str, extra: &[&str]) -> Self {
+        Self::start(lab, node, &[], extra)
+    }
+
+    fn start(lab: &Lab, node: &str, node_interfaces: &[&str], extra: &[&str]) -> Self {
         let lab_node = lab.node(node).unwrap();
         static SPAWNED: AtomicU32 = AtomicU32::new(0);
         let log = std::env::temp_dir().join(format!(
@@ -60,7 +69,8 @@ impl Agent {
             .netns()
             .command(agent_binary().to_str().unwrap())
             .unwrap()
-            .args(["run", "--node", node, "--node-interfaces", "eth0"])
+            .args(["run", "--node", node])
+            .args(node_interfaces)
             .arg("--pin-path")
             .arg(&lab_node.pin_dir)
             .args(["--listen", LISTEN])

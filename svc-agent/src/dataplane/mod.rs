@@ -286,6 +286,14 @@ impl Datapath {
         self.attach_xdp(FROM_WORLD_PROGRAM, interface, link_pin)
     }
 
+    /// Whether an earlier agent's NIC program link on `interface` is
+    /// pinned here (then [`Self::attach_node_interface`] swaps this
+    /// agent's program into it).
+    pub fn node_interface_pinned(&self, interface: &str) -> bool {
+        self.link_pin("from_world", interface)
+            .is_some_and(|path| path.exists())
+    }
+
     /// Attaches the socket hooks to a cgroup (v2) directory: every process
     /// in it and below gets socket-level load balancing for connect(),
     /// sendmsg(), recvmsg() and getpeername(). Links are pinned as

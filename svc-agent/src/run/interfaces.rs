@@ -1,5 +1,5 @@
-//! Which pod interfaces exist in this network namespace, and when that
-//! changes.
+//! Which interfaces exist in this network namespace, and when that
+//! changes; which of them hold given addresses or the IPv4 default route.
 //!
 //! The run loop lists interfaces ([`with_prefix`]) whenever the kernel
 //! reports a link change ([`LinkEvents`], rtnetlink's RTMGRP_LINK group:
@@ -14,10 +14,12 @@
 //! of the calling thread's network namespace, as the notification socket
 //! hears that namespace's links; /sys/class/net would show the namespace
 //! sysfs was mounted in (the root namespace when the agent is started with
-//! setns, as the lab does).
+//! setns, as the lab does). `getifaddrs` asks over netlink too, and
+//! /proc/net/route shows the reading process's namespace.
 use std::{
     ffi::CStr,
     io,
+    net::Ipv4Addr,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     time::Duration,
 };
@@ -149,9 +151,116 @@ pub fn with_prefix(prefix: &str) -> std::io::Result<Vec<(String, u32)>> {
         .collect())
 }
 
+/// The interfaces holding one of `addresses` (IPv4), loopback left out.
+pub fn holding(addresses: &[Ipv4Addr]) -> io::Result<Vec<String>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list, freed with
+    // freeifaddrs below, or fails and leaves it alone.
+    if unsafe { libc::getifaddrs(&raw mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found: Vec<String> = Vec::new();
+    let mut entry = list;
+    // SAFETY: every entry up to the NULL `ifa_next` is valid; `ifa_addr`
+    // may be NULL, and is a sockaddr_in when its family is AF_INET;
+    // `ifa_name` is a NUL-terminated string; all owned by the list.
+    unsafe {
+        while let Some(current) = entry.as_ref() {
+            entry = current.ifa_next;
+            let Some(address) = current.ifa_addr.as_ref() else {
+                continue;
+            };
+            if i32::from(address.sa_family) != libc::AF_INET
+                || current.ifa_flags & libc::IFF_LOOPBACK as u32 != 0
+            {
+                continue;
+            }
+            let address = &*current.ifa_addr.cast::<libc::sockaddr_in>();
+            let address = Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
+            if !addresses.contains(&address) {
+                continue;
+            }
+            let name = CStr::from_ptr(current.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            if !found.contains(&name) {
+                found.push(name);
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    Ok(found)
+}
+
+/// The interfaces of this network namespace's IPv4 default routes (the
+/// main table, as /proc/net/route shows it).
+pub fn default_route() -> io::Result<Vec<String>> {
+    Ok(default_route_interfaces(&std::fs::read_to_string(
+        "/proc/net/route",
+    )?))
+}
+
+/// The interfaces of the routes that are up with destination and mask
+/// 0.0.0.0 in /proc/net/route's text (`Iface Destination Gateway Flags
+/// RefCnt Use Metric Mask ...`, addresses and flags in hex).
+fn default_route_interfaces(table: &str) -> Vec<String> {
+    const RTF_UP: u32 = 0x1;
+    let mut found: Vec<String> = Vec::new();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [
+            name,
+            destination,
+            _gateway,
+            flags,
+            _refcnt,
+            _use,
+            _metric,
+            mask,
+            ..,
+        ] = fields[..]
+        else {
+            continue;
+        };
+        let up = u32::from_str_radix(flags, 16).is_ok_and(|flags| flags & RTF_UP != 0);
+        if up
+            && destination == "00000000"
+            && mask == "00000000"
+            && !found.iter().any(|known| known == name)
+        {
+            found.push(name.to_owned());
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_routes_are_those_up_to_anywhere() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t010012AC\t0003\t0\t0\t100\t00000000\t0\t0\t0
+eth0\t000012AC\t00000000\t0001\t0\t0\t100\t0000FFFF\t0\t0\t0
+wg0\t00000000\t00000000\t0000\t0\t0\t50\t00000000\t0\t0\t0
+eth1\t00000000\t010013AC\t0003\t0\t0\t200\t00000000\t0\t0\t0
+eth1\t00000000\t010013AC\t0003\t0\t0\t300\t00000000\t0\t0\t0
+lxc0\t0A0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0
+";
+        // wg0's route is not up (no RTF_UP); lxc0's is a host route.
+        assert_eq!(default_route_interfaces(table), ["eth0", "eth1"]);
+        assert!(default_route_interfaces("Iface\tDestination\n").is_empty());
+    }
+
+    #[test]
+    fn loopback_never_holds_an_address() {
+        assert_eq!(
+            holding(&[Ipv4Addr::LOCALHOST]).unwrap(),
+            Vec::<String>::new()
+        );
+    }
 
     #[test]
     fn loopback_is_listed() {

@@ -9,6 +9,7 @@
 mod health_check;
 mod http;
 pub mod interfaces;
+mod node_interfaces;
 mod sync;
 
 use std::{
@@ -21,7 +22,7 @@ use std::{
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::{health_check::HealthCheckServers, sync::sync};
+use self::{health_check::HealthCheckServers, node_interfaces::NodeInterfaces, sync::sync};
 pub use self::{
     health_check::{HealthCheck, health_checks},
     http::{AgentStatus, fetch_left_out},
@@ -112,7 +113,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     tokio::spawn(http::serve_status(listener, status.clone()));
     tracing::info!(listen = %settings.listen, "serving /healthz and /metrics");
 
-    let (mut datapath, mut pods) = attach(&settings, &status)?;
+    let (mut datapath, mut nodes, mut pods) = attach(&settings, &status)?;
     collect_conntrack(&settings.pin_path, status.metrics.clone())?;
     let (mut snapshots, source_name) = watch_source(&settings, &status).await?;
 
@@ -148,7 +149,10 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = rescan.tick() => pods.attach_new(&mut datapath, &status, "rescan"),
+            _ = rescan.tick() => {
+                pods.attach_new(&mut datapath, &status, "rescan");
+                nodes.rescan(&mut datapath, &status);
+            }
             changed = link_changed(&mut link_events) => {
                 if let Err(error) = changed {
                     tracing::warn!(%error, "link notifications failed; listing interfaces periodically only");
@@ -161,6 +165,11 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     return Err(RunError::SourceStopped { source_name });
                 }
                 pending = snapshots.borrow_and_update().clone();
+                if let Some(update) = &pending {
+                    // Before the sync: once ready, the node's interfaces
+                    // are attached.
+                    nodes.node_seen(&update.snapshot, &settings.node, &mut datapath, &status);
+                }
                 status.behind();
                 resyncing = false;
                 backoff = FIRST_BACKOFF;
@@ -265,17 +274,15 @@ async fn link_changed(events: &mut Option<interfaces::LinkEvents>) -> std::io::R
     }
 }
 
-/// Loads (or adopts) the pinned datapath and attaches it: node interfaces,
-/// socket hooks, the pod veths there already are.
+/// Loads (or adopts) the pinned datapath and attaches it: node interfaces
+/// (given, or those found before the Node object is known), socket hooks,
+/// the pod veths there already are.
 fn attach(
     settings: &Settings,
     status: &AgentStatus,
-) -> Result<(Datapath, PodInterfaces), RunError> {
+) -> Result<(Datapath, NodeInterfaces, PodInterfaces), RunError> {
     let mut datapath = Datapath::load(Some(&settings.pin_path))?;
-    for interface in &settings.node_interfaces {
-        datapath.attach_node_interface(interface)?;
-        tracing::info!(%interface, "node interface attached");
-    }
+    let nodes = NodeInterfaces::attach_at_start(settings, &mut datapath, status)?;
     if let Some(cgroup) = &settings.cgroup {
         datapath.attach_cgroup(cgroup)?;
         tracing::info!(cgroup = %cgroup.display(), "socket hooks attached");
@@ -283,7 +290,7 @@ fn attach(
     let mut pods = PodInterfaces::new(&settings.pod_interface_prefix);
     pods.attach_new(&mut datapath, status, "start");
     datapath.finish_migrations()?;
-    Ok((datapath, pods))
+    Ok((datapath, nodes, pods))
 }
 
 /// How often expired conntrack entries are removed (and the kernel's drop
