@@ -315,6 +315,50 @@ fn healthz_waits_until_the_snapshot_can_be_programmed() {
     wait_converged(&agent, &manifests, Duration::from_secs(5));
 }
 
+/// kube-proxy's meaning: a node being deleted (a deletion time, or the
+/// cluster autoscaler's taint) fails /healthz and the healthCheckNodePorts,
+/// so load balancers drain it; /livez stays 200 (no restart for it).
+#[test]
+fn healthz_fails_while_the_node_is_being_deleted_and_livez_does_not() {
+    let lab = lab();
+    let (manifests, agent) = synced_agent(&lab, &[pod_ip(&lab, "web-1")], &[]);
+    let check = || http_get(&lab, NODE, "http://127.0.0.1:32001/").map(|(code, _)| code);
+    assert_eq!(check(), Some(200));
+    for (metadata, spec, why) in [
+        (
+            "  deletionTimestamp: \"2026-12-03T05:00:00Z\"\n",
+            "",
+            "is being deleted",
+        ),
+        (
+            "",
+            "spec:\n  taints:\n  - key: ToBeDeletedByClusterAutoscaler\n    value: \"1764738000\"\n    effect: NoSchedule\n",
+            "ToBeDeletedByClusterAutoscaler",
+        ),
+    ] {
+        let node = node_yaml().replacen(
+            &format!("  name: {NODE}\n"),
+            &format!("  name: {NODE}\n{metadata}"),
+            1,
+        ) + spec;
+        manifests.write("node.yaml", &node);
+        let (_, body) = wait_for("503 from /healthz", Duration::from_secs(10), || {
+            agent.get(&lab, "/healthz").filter(|(code, _)| *code == 503)
+        });
+        assert!(body.contains(why), "{body}");
+        assert_eq!(agent.get(&lab, "/livez").map(|(code, _)| code), Some(200));
+        assert_eq!(
+            check(),
+            Some(503),
+            "the healthCheckNodePort drains the node too"
+        );
+        manifests.write("node.yaml", &node_yaml());
+        wait_for("200 from /healthz", Duration::from_secs(10), || {
+            agent.get(&lab, "/healthz").filter(|(code, _)| *code == 200)
+        });
+    }
+}
+
 /// One HTTP request through `to`; true when a lab server answered.
 fn request(to: SocketAddr) -> bool {
     let attempt = || -> std::io::Result<bool> {

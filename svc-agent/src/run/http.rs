@@ -27,7 +27,9 @@ use crate::metrics::Metrics;
 /// - `/livez`: the agent is running (a probe that restarts it only when it
 ///   hangs, not when the API server or a map is the trouble);
 /// - `/readyz`: the initial sync is in the maps;
-/// - `/healthz`: ready, and no change has waited longer than
+/// - `/healthz`: ready, the node is not being deleted (a deletion time,
+///   or the cluster autoscaler's ToBeDeletedByClusterAutoscaler taint, so
+///   load balancers drain it first), and no change has waited longer than
 ///   `unhealthy_after` to reach the maps (one that cannot be written, a
 ///   Service left out, keeps the node unhealthy until it can);
 /// - a healthCheckNodePort's `serviceProxyHealthy` is `/healthz`'s answer.
@@ -38,6 +40,8 @@ pub struct AgentStatus {
     pub metrics: Arc<Metrics>,
     /// Since when the maps have been behind the source, if they are.
     behind_since: Mutex<Option<Instant>>,
+    /// Why the node is going away, if it is.
+    node_deleting: Mutex<Option<String>>,
     unhealthy_after: Duration,
 }
 
@@ -65,10 +69,26 @@ impl AgentStatus {
             .unwrap_or_else(PoisonError::into_inner) = None;
     }
 
+    /// The node is being deleted (`why`), or no longer (`None`).
+    pub fn node_deleting(&self, why: Option<String>) {
+        *self
+            .node_deleting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = why;
+    }
+
     /// `/healthz`: None when healthy, else why not.
     pub fn unhealthy(&self) -> Option<String> {
         if !self.synced.load(Ordering::Acquire) {
             return Some("initial sync not in the maps yet".into());
+        }
+        if let Some(why) = self
+            .node_deleting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Some(why);
         }
         let since = *self
             .behind_since

@@ -169,6 +169,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     // Before the sync: once ready, the node's interfaces
                     // are attached.
                     nodes.node_seen(&update.snapshot, &settings.node, &mut datapath, &status);
+                    status.node_deleting(node_deleting(&update.snapshot, &settings.node));
                 }
                 status.behind();
                 resyncing = false;
@@ -264,6 +265,25 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     }
     tracing::info!("stopping; the datapath stays pinned and keeps serving");
     Ok(())
+}
+
+/// The cluster autoscaler's taint on a node it is about to remove.
+const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Why this node is going away, if it is (kube-proxy's healthz fails then,
+/// so load balancers stop sending it new connections first).
+fn node_deleting(snapshot: &crate::k8s::Snapshot, node: &str) -> Option<String> {
+    let node_object = snapshot.node(node)?;
+    if node_object.metadata.deletion_timestamp.is_some() {
+        return Some(format!("node {node} is being deleted"));
+    }
+    let tainted = node_object
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.taints.as_ref())
+        .is_some_and(|taints| taints.iter().any(|t| t.key == TO_BE_DELETED_TAINT));
+    tainted
+        .then(|| format!("node {node} is tainted {TO_BE_DELETED_TAINT}: it is about to be removed"))
 }
 
 /// The next link change, or never without notifications.
