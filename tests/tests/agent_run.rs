@@ -508,6 +508,36 @@ fn health_check_node_ports_listen_on_the_node_port_addresses() {
     assert_eq!(http_get(&lab, NODE, "http://127.0.0.1:32001/"), None);
 }
 
+/// A healthCheckNodePort another process holds (kube-proxy, while both
+/// run during a migration) is taken over once that process lets it go.
+#[test]
+fn a_health_check_node_port_held_elsewhere_is_taken_when_freed() {
+    let lab = lab();
+    let netns = lab.node(NODE).unwrap().netns();
+    let holder = netns
+        .in_thread(|| std::net::TcpListener::bind("0.0.0.0:32001"))
+        .unwrap()
+        .unwrap();
+    let (_manifests, agent) = synced_agent(&lab, &[pod_ip(&lab, "web-1")], &[]);
+    wait_for("the bind failure logged", Duration::from_secs(5), || {
+        agent
+            .log()
+            .contains("healthCheckNodePort not served")
+            .then_some(())
+    });
+    // Held: connections queue on the holder, which never answers.
+    assert_eq!(
+        http_get(&lab, NODE, "http://127.0.0.1:32001/").map(|(code, _)| code),
+        None
+    );
+    drop(holder);
+    let (code, body) = wait_for("the agent serves the port", Duration::from_secs(10), || {
+        http_get(&lab, NODE, "http://127.0.0.1:32001/")
+    });
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"localEndpoints\":1"), "{body}");
+}
+
 /// Another writer changes the maps behind the agent's back: the next
 /// periodic resync reads them from the kernel and repairs them.
 #[test]

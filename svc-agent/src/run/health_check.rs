@@ -5,7 +5,7 @@
 //! Like kube-proxy, on the NodePort addresses when they are given, else on
 //! every address of the node.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex, PoisonError},
 };
@@ -84,14 +84,21 @@ pub fn reply(check: &HealthCheck, proxy_healthy: bool) -> Reply {
 
 type Shared = Arc<Mutex<Option<HealthCheck>>>;
 
+/// One healthCheckNodePort: its answer and a server per address bound.
+struct Port {
+    shared: Shared,
+    serving: BTreeMap<Ipv4Addr, JoinHandle<()>>,
+}
+
 /// The health check servers running, by port.
 pub struct HealthCheckServers {
     /// Where each port is served.
     addresses: Vec<Ipv4Addr>,
     /// The proxy's own health, for every answer.
     status: Arc<AgentStatus>,
-    /// One task per address.
-    running: BTreeMap<u16, (Shared, Vec<JoinHandle<()>>)>,
+    running: BTreeMap<u16, Port>,
+    /// Binds that failed (logged once; retried until they work).
+    failed: BTreeSet<(u16, Ipv4Addr)>,
 }
 
 impl HealthCheckServers {
@@ -101,59 +108,90 @@ impl HealthCheckServers {
             addresses: nodeport_addresses.map_or(vec![Ipv4Addr::UNSPECIFIED], <[_]>::to_vec),
             status,
             running: BTreeMap::new(),
+            failed: BTreeSet::new(),
         }
     }
 
     /// Serves exactly `checks`: updates the answers of running ports, starts
     /// new ones, stops the ports no Service asks for any more.
     pub async fn update(&mut self, checks: BTreeMap<u16, HealthCheck>) {
-        self.running.retain(|port, (_, tasks)| {
+        self.running.retain(|port, running| {
             let keep = checks.contains_key(port);
             if !keep {
-                tasks.iter().for_each(JoinHandle::abort);
+                running.serving.values().for_each(JoinHandle::abort);
             }
             keep
         });
+        self.failed.retain(|(port, _)| checks.contains_key(port));
         for (port, check) in checks {
-            if let Some((shared, _)) = self.running.get(&port) {
-                *shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(check);
-                continue;
+            match self.running.get(&port) {
+                Some(running) => {
+                    *running
+                        .shared
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(check);
+                }
+                None => {
+                    let port_state = Port {
+                        shared: Arc::new(Mutex::new(Some(check))),
+                        serving: BTreeMap::new(),
+                    };
+                    self.running.insert(port, port_state);
+                }
             }
-            let service = check.service.clone();
-            let shared: Shared = Arc::new(Mutex::new(Some(check)));
-            let mut tasks = Vec::new();
+        }
+        self.bind_missing().await;
+    }
+
+    /// Binds every port on the addresses it is not served on yet: a port
+    /// another process held (kube-proxy, while both run during a
+    /// migration) is taken once it is free.
+    pub async fn bind_missing(&mut self) {
+        for (port, running) in &mut self.running {
             for address in &self.addresses {
-                let listener = match http::bind(SocketAddr::from((*address, port))).await {
+                if running.serving.contains_key(address) {
+                    continue;
+                }
+                let service = running
+                    .shared
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .map(|check| check.service.clone())
+                    .unwrap_or_default();
+                let listener = match http::bind(SocketAddr::from((*address, *port))).await {
                     Ok(listener) => listener,
                     Err(error) => {
-                        tracing::error!(%service, %error, "healthCheckNodePort not served");
+                        if self.failed.insert((*port, *address)) {
+                            tracing::error!(%service, %error, "healthCheckNodePort not served; retrying every few seconds");
+                        }
                         continue;
                     }
                 };
+                self.failed.remove(&(*port, *address));
                 tracing::info!(%service, %address, port, "serving healthCheckNodePort");
-                let answers = shared.clone();
+                let answers = running.shared.clone();
                 let status = self.status.clone();
-                tasks.push(tokio::spawn(http::serve(
-                    listener,
-                    move |_path| match answers
+                let task = tokio::spawn(http::serve(listener, move |_path| {
+                    match answers
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .as_ref()
                     {
                         Some(check) => reply(check, status.unhealthy().is_none()),
                         None => http::text(503, "no such Service\n"),
-                    },
-                )));
+                    }
+                }));
+                running.serving.insert(*address, task);
             }
-            self.running.insert(port, (shared, tasks));
         }
     }
 }
 
 impl Drop for HealthCheckServers {
     fn drop(&mut self) {
-        for (_, tasks) in self.running.values() {
-            tasks.iter().for_each(JoinHandle::abort);
+        for running in self.running.values() {
+            running.serving.values().for_each(JoinHandle::abort);
         }
     }
 }

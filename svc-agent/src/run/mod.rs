@@ -152,6 +152,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
             _ = rescan.tick() => {
                 pods.attach_new(&mut datapath, &status, "rescan");
                 nodes.rescan(&mut datapath, &status);
+                health_check_servers.bind_missing().await;
             }
             changed = link_changed(&mut link_events) => {
                 if let Err(error) = changed {
