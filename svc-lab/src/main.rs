@@ -72,6 +72,20 @@ enum Command {
         #[command(flatten)]
         namespaces: NamespaceFlags,
     },
+    /// Set a Deployment's replica count (deployment/NAME): new pods start,
+    /// excess ones terminate gracefully (preStop, SIGTERM, grace period).
+    Scale {
+        target: String,
+        #[arg(long)]
+        replicas: i32,
+    },
+    /// `rollout restart deployment/NAME`: replaces every pod, new ones
+    /// ready before old ones terminate; waits until done.
+    Rollout {
+        /// restart
+        action: String,
+        target: String,
+    },
     /// A Service or Pod as kubectl describes it, with the lab's events.
     Describe {
         /// svc or pod.
@@ -180,6 +194,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", listing.stdout);
             eprint!("{}", listing.stderr);
         }
+        Command::Scale { target, replicas } => tool::scale(state, &target, replicas)?,
+        Command::Rollout { action, target } => match action.as_str() {
+            "restart" => tool::rollout_restart(state, &target)?,
+            other => anyhow::bail!("svc-lab rollout knows restart, not {other:?}"),
+        },
         Command::Describe {
             what,
             name,

@@ -85,40 +85,64 @@ pub enum Listener {
     Udp(UdpSocket, Identity),
 }
 
-/// Serves all listeners until `stop` changes.
-pub async fn serve(listeners: Vec<Listener>, mut stop: watch::Receiver<bool>) {
+/// How long a draining server waits for the next request of an idle
+/// keep-alive connection before it closes it (a request already on its
+/// way is still answered, with `Connection: close`).
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Serves all listeners until `stop` turns true, then drains as a web
+/// server does on SIGTERM: no new connection is accepted, every request in
+/// flight is answered (with `Connection: close`), idle keep-alive
+/// connections are closed, and this returns once all are done.
+pub async fn serve(listeners: Vec<Listener>, stop: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     for listener in listeners {
         match listener {
             Listener::Tcp(listener, identity) => {
-                tasks.spawn(accept_loop(listener, identity));
+                tasks.spawn(accept_loop(listener, identity, stop.clone()));
             }
             Listener::Udp(socket, identity) => {
-                tasks.spawn(echo_loop(socket, identity));
+                tasks.spawn(echo_loop(socket, identity, stop.clone()));
             }
         }
     }
-    let _ = stop.wait_for(|stopped| *stopped).await;
-    tasks.shutdown().await;
+    while tasks.join_next().await.is_some() {}
 }
 
-async fn accept_loop(listener: TcpListener, identity: Identity) {
+async fn accept_loop(listener: TcpListener, identity: Identity, stop: watch::Receiver<bool>) {
     let mut connections = tokio::task::JoinSet::new();
+    let mut stopped = stop.clone();
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                connections.spawn(http_connection(stream, peer, identity.clone()));
-            }
-            Err(error) => tracing::warn!(%error, "accept failed"),
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(http_connection(stream, peer, identity.clone(), stop.clone()));
+                }
+                Err(error) => tracing::warn!(%error, "accept failed"),
+            },
+            _ = stopped.wait_for(|stopped| *stopped) => break,
         }
         // Reap finished connections so the set does not grow without bound.
         while connections.try_join_next().is_some() {}
     }
+    // No new connection from here on; those open finish what they have
+    // (bounded: a client that keeps a stream open is cut).
+    drop(listener);
+    let finish = async { while connections.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(DRAIN_LIMIT, finish).await;
 }
 
+/// The longest a draining server waits for its connections.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Minimal HTTP/1.1: answers every request on the connection (keep-alive)
-/// until the client closes or asks to.
-async fn http_connection(mut stream: TcpStream, peer: SocketAddr, identity: Identity) {
+/// until the client closes or asks to, or the server drains.
+async fn http_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    identity: Identity,
+    stop: watch::Receiver<bool>,
+) {
     let mut buffer = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
@@ -126,7 +150,21 @@ async fn http_connection(mut stream: TcpStream, peer: SocketAddr, identity: Iden
             if let Some(end) = find_header_end(&buffer) {
                 break end;
             }
-            match stream.read(&mut chunk).await {
+            let read = if *stop.borrow() && buffer.is_empty() {
+                // Draining and idle: a request on its way is answered,
+                // else the connection closes.
+                match tokio::time::timeout(DRAIN_IDLE, stream.read(&mut chunk)).await {
+                    Ok(read) => read,
+                    Err(_) => return,
+                }
+            } else {
+                let mut stop = stop.clone();
+                tokio::select! {
+                    read = stream.read(&mut chunk) => read,
+                    _ = stop.wait_for(|stopped| *stopped), if buffer.is_empty() => continue,
+                }
+            };
+            match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buffer.extend_from_slice(&chunk[..n]),
             }
@@ -136,10 +174,14 @@ async fn http_connection(mut stream: TcpStream, peer: SocketAddr, identity: Iden
         };
         let request = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
         if request.starts_with(STREAM_REQUEST) {
-            stream_zeros(&mut stream).await;
+            let mut stop = stop.clone();
+            tokio::select! {
+                () = stream_zeros(&mut stream) => {}
+                _ = stop.wait_for(|stopped| *stopped) => {}
+            }
             return;
         }
-        let close = request.contains("connection: close");
+        let close = request.contains("connection: close") || *stop.borrow();
         buffer.drain(..end);
         let body = identity.answer(peer);
         let response = format!(
@@ -175,10 +217,14 @@ fn find_header_end(buffer: &[u8]) -> Option<usize> {
         .map(|p| p + 4)
 }
 
-async fn echo_loop(socket: UdpSocket, identity: Identity) {
+async fn echo_loop(socket: UdpSocket, identity: Identity, mut stop: watch::Receiver<bool>) {
     let mut buffer = [0u8; 2048];
     loop {
-        let Ok((_, peer)) = socket.recv_from(&mut buffer).await else {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buffer) => received,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let Ok((_, peer)) = received else {
             continue;
         };
         let _ = socket.send_to(identity.answer(peer).as_bytes(), peer).await;

@@ -260,11 +260,11 @@ struct AllLoad {
 }
 
 impl AllLoad {
-    fn start(lab: &ChaosLab) -> Self {
+    fn start(lab: &ChaosLab, pause: Duration) -> Self {
         let client = lab.client();
         let node_port = |number: u8| SocketAddr::from((wiring::node_address(number), NODE_PORT));
         let lb = SocketAddr::from((lab.lb_ip(), 80));
-        let mut tcp = Load::with_pause(Duration::from_millis(2));
+        let mut tcp = Load::with_pause(pause);
         for target in [node_port(1), node_port(2), lb] {
             tcp.short(&client, target, 1);
         }
@@ -337,6 +337,16 @@ impl AllLoad {
 /// Runs the scenarios; `quick` keeps load on for less time around each
 /// change. Returns the figures by scenario name.
 pub fn run(quick: bool) -> BTreeMap<&'static str, Figures> {
+    run_selected(quick, Duration::from_millis(2), |_| true)
+}
+
+/// Runs the scenarios `wanted` names, on one lab, with `pause` between a
+/// TCP worker's requests.
+pub fn run_selected(
+    quick: bool,
+    pause: Duration,
+    wanted: impl Fn(&str) -> bool,
+) -> BTreeMap<&'static str, Figures> {
     let settle = if quick {
         Duration::from_secs(2)
     } else {
@@ -345,22 +355,52 @@ pub fn run(quick: bool) -> BTreeMap<&'static str, Figures> {
     let lab = ChaosLab::up();
     let mut results = BTreeMap::new();
     // The control: the same load while nothing changes.
-    let drops = lab.drops();
-    let started = Instant::now();
-    let load = AllLoad::start(&lab);
-    std::thread::sleep(settle * 3);
-    results.insert("steady", load.stop(started, &lab, &drops));
-    for (name, kill) in [("agent_kill", true), ("agent_restart", false)] {
+    if wanted("steady") {
         let drops = lab.drops();
         let started = Instant::now();
-        let load = AllLoad::start(&lab);
+        let load = AllLoad::start(&lab, pause);
+        std::thread::sleep(settle * 3);
+        results.insert("steady", load.stop(started, &lab, &drops));
+    }
+    // Each scenario: the svc-lab commands run under load, `settle` apart.
+    // Agents restarted node by node (SIGKILL, then SIGTERM); pods replaced
+    // and scaled (each terminating pod's preStop sleep, then its server
+    // drains on SIGTERM).
+    let restarts = |kill: bool| -> Vec<Vec<String>> {
+        lab.node_names()
+            .into_iter()
+            .map(|node| {
+                let mut args = vec!["restart".to_owned(), format!("node/{node}")];
+                if kill {
+                    args.push("--kill".into());
+                }
+                args
+            })
+            .collect()
+    };
+    let words = |text: &str| text.split_whitespace().map(str::to_owned).collect();
+    let scenarios: [(&'static str, Vec<Vec<String>>); 4] = [
+        ("agent_kill", restarts(true)),
+        ("agent_restart", restarts(false)),
+        ("rollout", vec![words("rollout restart deployment/web")]),
+        (
+            "scale",
+            ["10", "1", "3"]
+                .into_iter()
+                .map(|replicas| words(&format!("scale deployment/web --replicas {replicas}")))
+                .collect(),
+        ),
+    ];
+    for (name, commands) in scenarios {
+        if !wanted(name) {
+            continue;
+        }
+        let drops = lab.drops();
+        let started = Instant::now();
+        let load = AllLoad::start(&lab, pause);
         std::thread::sleep(settle);
-        for node in lab.node_names() {
-            let target = format!("node/{node}");
-            let mut args = vec!["restart", target.as_str()];
-            if kill {
-                args.push("--kill");
-            }
+        for command in commands {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
             eprint!("{name}: {}", lab.svc_lab(&args));
             std::thread::sleep(settle);
         }

@@ -132,11 +132,15 @@ impl Load {
                     let started = Instant::now();
                     let result = request(&mut stream, false);
                     let failed = result.is_err();
+                    // The server said it closes (it drains): as an HTTP
+                    // client does, the next request goes on a new
+                    // connection; failing that counts as a failure.
+                    let reopen = matches!(result, Ok((_, true)));
                     record.push(Outcome {
                         started,
                         connection: id,
                         long: true,
-                        result,
+                        result: result.map(|(pod, _)| pod),
                     });
                     if first {
                         let _ = ready.send(());
@@ -144,6 +148,23 @@ impl Load {
                     }
                     if failed {
                         return;
+                    }
+                    if reopen {
+                        match TcpStream::connect_timeout(&target, Duration::from_secs(2)) {
+                            Ok(reopened) => {
+                                let _ = reopened.set_read_timeout(Some(Duration::from_secs(2)));
+                                stream = reopened;
+                            }
+                            Err(e) => {
+                                record.push(Outcome {
+                                    started: Instant::now(),
+                                    connection: id,
+                                    long: true,
+                                    result: Err(format!("reconnect after Connection: close: {e}")),
+                                });
+                                return;
+                            }
+                        }
                     }
                 }
             }));
@@ -179,11 +200,13 @@ fn one_request(target: SocketAddr) -> Result<String, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    request(&mut stream, true)
+    request(&mut stream, true).map(|(pod, _)| pod)
 }
 
-/// Sends one GET and reads one response; returns the answering pod.
-fn request(stream: &mut TcpStream, close: bool) -> Result<String, String> {
+/// Sends one GET and reads one response; returns the answering pod and
+/// whether the server closes the connection after it (`Connection:
+/// close`, as a draining server answers).
+fn request(stream: &mut TcpStream, close: bool) -> Result<(String, bool), String> {
     let connection = if close { "close" } else { "keep-alive" };
     write!(
         stream,
@@ -202,9 +225,11 @@ fn request(stream: &mut TcpStream, close: bool) -> Result<String, String> {
                 .ok_or("no content-length")?;
             if buffer.len() >= end + 4 + length {
                 let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]);
-                return Answer::parse(&body)
+                let pod = Answer::parse(&body)
                     .map(|a| a.pod)
-                    .ok_or_else(|| format!("not a lab answer: {body}"));
+                    .ok_or_else(|| format!("not a lab answer: {body}"))?;
+                let server_closes = head.lines().any(|l| l.trim() == "connection: close");
+                return Ok((pod, server_closes));
             }
         }
         let n = stream.read(&mut chunk).map_err(|e| format!("read: {e}"))?;

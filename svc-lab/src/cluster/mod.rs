@@ -121,8 +121,11 @@ const EVENTS_PER_OBJECT: usize = 20;
 pub enum Change {
     /// Start the Pod of this key (its record is in the cluster already).
     StartPod(String),
-    /// Stop this Pod (its record is gone from the cluster).
-    StopPod(Box<PodRecord>),
+    /// Terminate this Pod as the kubelet does: it is terminating now (its
+    /// endpoint not ready, still serving); after its preStop hook, SIGTERM,
+    /// then SIGKILL once its grace period is over; then its record goes
+    /// ([`Cluster::finish_termination`]).
+    TerminatePod(String),
     /// A message as kubectl prints it (`service/web created`).
     Said(String),
 }
@@ -299,9 +302,6 @@ impl Cluster {
         let mut deployment = deployment.clone();
         deployment.metadata.namespace = Some(namespace_of(&deployment.metadata).to_owned());
         let name = deployment.metadata.name.clone().unwrap_or_default();
-        let replicas = deployment.spec.replicas.unwrap_or(1);
-        let replicas = usize::try_from(replicas).unwrap_or_default();
-        let hash = pods::template_hash(&deployment);
         let existing = self
             .deployments
             .iter()
@@ -315,13 +315,26 @@ impl Cluster {
             Some(position) => self.deployments[position] = deployment.clone(),
             None => self.deployments.push(deployment.clone()),
         }
+        let mut changes = self.reconcile_replicas(&deployment)?;
+        changes.insert(0, Change::Said(format!("deployment.apps/{name} {verb}")));
+        Ok(changes)
+    }
+
+    /// What a Deployment's ReplicaSets do: pods of an older template go,
+    /// pods beyond the count go (the newest first), and new pods make up
+    /// the count. Terminating pods count for nothing.
+    fn reconcile_replicas(&mut self, deployment: &Deployment) -> Result<Vec<Change>, ClusterError> {
+        let key = object_key(&deployment.metadata);
+        let replicas = deployment.spec.replicas.unwrap_or(1);
+        let replicas = usize::try_from(replicas).unwrap_or_default();
+        let hash = pods::template_hash(deployment);
         let mut changes = Vec::new();
-        // Replicas of an older template go; replicas beyond the count go.
         let mut kept = 0;
         let owned: Vec<String> = self
             .pods
             .iter()
             .filter(|pod| pod.owner.as_deref() == Some(key.as_str()))
+            .filter(|pod| pod.object.metadata.deletion_timestamp.is_none())
             .map(PodRecord::key)
             .collect();
         for pod_key in owned {
@@ -338,11 +351,59 @@ impl Cluster {
         }
         for _ in kept..replicas {
             self.placed += 1;
-            let pod = pods::replica(&deployment, self.placed);
+            let pod = pods::replica(deployment, self.placed);
             changes.extend(self.apply_pod(pod, Some(key.clone()))?);
         }
-        changes.insert(0, Change::Said(format!("deployment.apps/{name} {verb}")));
         Ok(changes)
+    }
+
+    /// `scale deployment/NAME --replicas N`.
+    pub fn scale(&mut self, key: &str, replicas: i32) -> Result<Vec<Change>, ClusterError> {
+        let before = self.ready_endpoints();
+        let deployment = self.deployment_mut(key)?;
+        deployment.spec.replicas = Some(replicas);
+        let deployment = deployment.clone();
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let mut changes = vec![Change::Said(format!("deployment.apps/{name} scaled"))];
+        changes.extend(self.reconcile_replicas(&deployment)?);
+        self.note_endpoint_changes(&before);
+        Ok(changes)
+    }
+
+    /// `rollout restart deployment/NAME`: a new template (its
+    /// restartedAt annotation), so every pod is replaced.
+    pub fn rollout_restart(&mut self, key: &str) -> Result<Vec<Change>, ClusterError> {
+        let before = self.ready_endpoints();
+        let deployment = self.deployment_mut(key)?;
+        let template = deployment
+            .spec
+            .template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default);
+        template
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                "kubectl.kubernetes.io/restartedAt".into(),
+                Timestamp::now().to_string(),
+            );
+        let deployment = deployment.clone();
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let mut changes = vec![Change::Said(format!("deployment.apps/{name} restarted"))];
+        changes.extend(self.reconcile_replicas(&deployment)?);
+        self.note_endpoint_changes(&before);
+        Ok(changes)
+    }
+
+    fn deployment_mut(&mut self, key: &str) -> Result<&mut Deployment, ClusterError> {
+        let name = key.rsplit('/').next().unwrap_or(key).to_owned();
+        self.deployments
+            .iter_mut()
+            .find(|d| object_key(&d.metadata) == key)
+            .ok_or(ClusterError::NotFound {
+                kind: "deployments.apps".into(),
+                name,
+            })
     }
 
     fn apply_pod(
@@ -437,16 +498,33 @@ impl Cluster {
         Ok(Change::Said(format!("service/{name} {verb}")))
     }
 
+    /// Starts a Pod's termination: a deletion time and grace period, so its
+    /// endpoint turns terminating (not ready, still serving) at once.
     fn remove_pod(&mut self, key: &str) -> Vec<Change> {
-        let Some(position) = self.pods.iter().position(|pod| pod.key() == key) else {
+        let Some(pod) = self.pods.iter_mut().find(|pod| pod.key() == key) else {
             return Vec::new();
         };
-        let pod = self.pods.remove(position);
         let name = pod.object.metadata.name.clone().unwrap_or_default();
+        if pod.object.metadata.deletion_timestamp.is_some() {
+            return vec![Change::Said(format!("pod/{name} is terminating already"))];
+        }
+        let (_, grace) = pods::termination(&pod.object);
+        pod.object.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        pod.object.metadata.deletion_grace_period_seconds =
+            Some(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX));
         vec![
-            Change::StopPod(Box::new(pod)),
+            Change::TerminatePod(key.to_owned()),
             Change::Said(format!("pod/{name} deleted")),
         ]
+    }
+
+    /// The end of a termination: the Pod's record goes.
+    pub fn finish_termination(&mut self, key: &str) -> Option<PodRecord> {
+        let position = self.pods.iter().position(|pod| pod.key() == key)?;
+        let before = self.ready_endpoints();
+        let pod = self.pods.remove(position);
+        self.note_endpoint_changes(&before);
+        Some(pod)
     }
 
     /// Deletes `kind` `namespace/name` (kind as kubectl accepts it: pod,
@@ -466,9 +544,20 @@ impl Cluster {
         };
         match kind.to_ascii_lowercase().as_str() {
             "pod" | "pods" | "po" => {
-                let changes = self.remove_pod(key);
+                let owner = self.pod(key).and_then(|pod| pod.owner.clone());
+                let mut changes = self.remove_pod(key);
                 if changes.is_empty() {
                     return Err(not_found("pods"));
+                }
+                // Its ReplicaSet makes a replacement at once.
+                let deployment = owner.and_then(|owner| {
+                    self.deployments
+                        .iter()
+                        .find(|d| object_key(&d.metadata) == owner)
+                        .cloned()
+                });
+                if let Some(deployment) = deployment {
+                    changes.extend(self.reconcile_replicas(&deployment)?);
                 }
                 Ok(changes)
             }

@@ -1,6 +1,6 @@
 //! Pods as the lab runs them: made from Deployments as a ReplicaSet would,
 //! their ports (what the lab server listens on) and whether they are ready.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::{
     api::{
@@ -91,6 +91,40 @@ fn probe_met(probe: &Probe, tcp: &[u16], named: impl Fn(&str) -> Option<i32>) ->
     number
         .and_then(|number| u16::try_from(number).ok())
         .is_some_and(|number| tcp.contains(&number))
+}
+
+/// Kubernetes' default terminationGracePeriodSeconds.
+const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+
+/// How a Pod terminates: its preStop sleep (an exec of `sleep N`, also
+/// through a shell, or the sleep action), and its grace period, which
+/// bounds preStop and the drain after SIGTERM together.
+pub fn termination(pod: &Pod) -> (Duration, Duration) {
+    let spec = pod.spec.as_ref();
+    let grace = spec
+        .and_then(|spec| spec.termination_grace_period_seconds)
+        .and_then(|seconds| u64::try_from(seconds).ok())
+        .map_or(DEFAULT_GRACE, Duration::from_secs);
+    let pre_stop = spec
+        .iter()
+        .flat_map(|spec| &spec.containers)
+        .filter_map(|container| container.lifecycle.as_ref()?.pre_stop.as_ref())
+        .filter_map(|hook| {
+            if let Some(sleep) = &hook.sleep {
+                return u64::try_from(sleep.seconds).ok().map(Duration::from_secs);
+            }
+            let command = hook.exec.as_ref()?.command.as_ref()?;
+            let words: Vec<&str> = command
+                .iter()
+                .flat_map(|word| word.split_whitespace())
+                .collect();
+            let at = words.iter().position(|word| word.ends_with("sleep"))?;
+            let seconds: f64 = words.get(at + 1)?.parse().ok()?;
+            Duration::try_from_secs_f64(seconds).ok()
+        })
+        .max()
+        .unwrap_or_default();
+    (pre_stop.min(grace), grace)
 }
 
 /// What the API server's admission adds to a Pod spec: priority 0 and

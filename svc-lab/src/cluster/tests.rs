@@ -2,6 +2,10 @@ use std::path::PathBuf;
 
 use k8s_openapi::jiff::Timestamp;
 
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+
 use super::{query::Query, *};
 
 fn seed(file: &str) -> Snapshot {
@@ -113,11 +117,24 @@ fn changing_a_deployment_selector_is_refused_until_it_is_deleted() {
     assert_eq!(cluster.pods.len(), 3, "a refused apply changes nothing");
 
     let deleted = cluster.delete("deployment", "default/web").unwrap();
-    let stopped = deleted
+    let terminating: Vec<&String> = deleted
         .iter()
-        .filter(|c| matches!(c, Change::StopPod(_)))
-        .count();
-    assert_eq!(stopped, 3);
+        .filter_map(|c| match c {
+            Change::TerminatePod(key) => Some(key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(terminating.len(), 3);
+    // Terminating until the kubelet's part is done.
+    assert!(
+        cluster
+            .pods
+            .iter()
+            .all(|pod| pod.object.metadata.deletion_timestamp.is_some())
+    );
+    for key in terminating.into_iter().cloned().collect::<Vec<_>>() {
+        assert!(cluster.finish_termination(&key).is_some());
+    }
     assert!(cluster.pods.is_empty());
     cluster.apply(&changed, false).unwrap();
     assert_eq!(cluster.pods.len(), 3);
@@ -203,4 +220,126 @@ fn get_endpointslices_keeps_the_slices() {
         kinds.iter().all(|kind| *kind == "EndpointSlice"),
         "{kinds:?}"
     );
+}
+
+fn started(changes: &[Change]) -> usize {
+    changes
+        .iter()
+        .filter(|c| matches!(c, Change::StartPod(_)))
+        .count()
+}
+
+fn terminated(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::TerminatePod(key) => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A Deployment's pod deleted: it terminates (still there, terminating)
+/// and the ReplicaSet makes a replacement at once.
+#[test]
+fn a_deleted_pod_of_a_deployment_is_replaced() {
+    let (mut cluster, _) = seed_cluster();
+    let victim = cluster.pods[0].key();
+    let changes = cluster.delete("pod", &victim).unwrap();
+    assert_eq!(terminated(&changes), std::slice::from_ref(&victim));
+    assert_eq!(started(&changes), 1);
+    let live = cluster
+        .pods
+        .iter()
+        .filter(|pod| pod.object.metadata.deletion_timestamp.is_none())
+        .count();
+    assert_eq!(live, 3);
+    let endpoints = render::endpoints(&cluster, &cluster.services[0]);
+    let ready: Vec<String> = endpoints
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten().map(|a| a.ip.clone()))
+        .collect();
+    let victim_ip = cluster
+        .pod(&victim)
+        .unwrap()
+        .object
+        .status
+        .as_ref()
+        .unwrap()
+        .pod_ip
+        .clone()
+        .unwrap();
+    assert!(
+        !ready.contains(&victim_ip),
+        "a terminating pod is not ready: {ready:?}"
+    );
+    cluster.finish_termination(&victim).unwrap();
+    assert_eq!(cluster.pods.len(), 3);
+}
+
+#[test]
+fn scaling_starts_and_terminates_the_newest_pods() {
+    let (mut cluster, _) = seed_cluster();
+    let changes = cluster.scale("default/web", 5).unwrap();
+    assert_eq!(started(&changes), 2);
+    assert!(terminated(&changes).is_empty());
+    let newest: Vec<String> = cluster.pods[3..].iter().map(PodRecord::key).collect();
+    let changes = cluster.scale("default/web", 3).unwrap();
+    assert_eq!(started(&changes), 0);
+    assert_eq!(terminated(&changes), newest);
+    assert!(cluster.scale("default/nope", 1).is_err());
+}
+
+#[test]
+fn a_rollout_restart_replaces_every_pod() {
+    let (mut cluster, _) = seed_cluster();
+    let old: Vec<String> = cluster.pods.iter().map(PodRecord::key).collect();
+    let changes = cluster.rollout_restart("default/web").unwrap();
+    assert_eq!(started(&changes), 3);
+    assert_eq!(terminated(&changes), old);
+}
+
+#[test]
+fn termination_reads_pre_stop_sleeps_and_the_grace_period() {
+    let pod = |lifecycle: serde_json::Value, grace: Option<i64>| -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"terminationGracePeriodSeconds": grace,
+                     "containers": [{"name": "c", "lifecycle": lifecycle}]}
+        }))
+        .unwrap()
+    };
+    let seconds = Duration::from_secs;
+    for (lifecycle, grace, want) in [
+        (
+            serde_json::json!({"preStop": {"exec": {"command": ["sleep", "5"]}}}),
+            None,
+            (seconds(5), seconds(30)),
+        ),
+        (
+            serde_json::json!({"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 7"]}}}),
+            Some(10),
+            (seconds(7), seconds(10)),
+        ),
+        (
+            serde_json::json!({"preStop": {"sleep": {"seconds": 3}}}),
+            None,
+            (seconds(3), seconds(30)),
+        ),
+        // preStop cannot outlast the grace period.
+        (
+            serde_json::json!({"preStop": {"exec": {"command": ["sleep", "60"]}}}),
+            Some(20),
+            (seconds(20), seconds(20)),
+        ),
+        (serde_json::json!(null), Some(0), (seconds(0), seconds(0))),
+    ] {
+        assert_eq!(
+            pods::termination(&pod(lifecycle.clone(), grace)),
+            want,
+            "{lifecycle}"
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 pub use self::{
     run::{
         Target, apply, delete, delete_objects, describe, down, exec, get, hold, logs, restart,
-        serve, up,
+        rollout_restart, scale, serve, up,
     },
     state::DEFAULT_STATE,
 };
@@ -58,6 +58,8 @@ pub enum ToolError {
     },
     #[error("unknown target {given:?}: use node/NAME, pod/NAME or client")]
     Target { given: String },
+    #[error("give deployment/NAME, not {given:?}")]
+    NotADeployment { given: String },
     #[error("unknown resource type {given:?}: use pods, svc, endpoints or endpointslices")]
     ResourceType { given: String },
     #[error("{kind} {name} is not in this lab")]

@@ -92,6 +92,19 @@ fn gone_within(pid: u32, within: Duration) -> bool {
     !alive(pid)
 }
 
+/// Sends SIGTERM (a pod's container asked to stop).
+pub fn signal_term(pid: u32) {
+    send(pid, libc::SIGTERM);
+}
+
+/// Waits up to `within` for `pid` to exit, then SIGKILLs it (a grace
+/// period over).
+pub fn wait_or_kill(pid: u32, within: Duration) {
+    if !gone_within(pid, within) && send(pid, libc::SIGKILL) {
+        gone_within(pid, Duration::from_secs(2));
+    }
+}
+
 /// Sends SIGTERM, waits up to 5 s, then SIGKILL.
 pub fn stop(pid: u32) {
     if send(pid, libc::SIGTERM) && !gone_within(pid, Duration::from_secs(5)) {

@@ -306,30 +306,70 @@ fn wait_synced(state: &StateDir, cluster: &Cluster) -> Result<(), ToolError> {
 }
 
 /// Starts and stops the pods `changes` name, prints the rest, saves the
-/// lab and writes the manifests the agents read.
+/// lab and writes the manifests the agents read. Pods to terminate go
+/// last, as the kubelet ends them: once the agents hold them as
+/// terminating (and the new pods as ready), each preStop sleep, then
+/// SIGTERM (the server drains), then SIGKILL when the grace period is
+/// over; then their records go.
 fn carry_out(state: &StateDir, cluster: &mut Cluster, changes: &[Change]) -> Result<(), ToolError> {
-    let id = cluster.id.clone();
+    let mut terminating = Vec::new();
     for change in changes {
         match change {
-            Change::StopPod(pod) => stop_pod(&id, cluster, pod),
             Change::StartPod(key) => {
                 start_pod(state, cluster, key)?;
                 state.save(cluster)?;
             }
+            Change::TerminatePod(key) => terminating.push(key.clone()),
             Change::Said(text) => println!("{text}"),
         }
     }
     state.save(cluster)?;
-    state.write_manifests(&cluster.snapshot())
+    state.write_manifests(&cluster.snapshot())?;
+    if terminating.is_empty() {
+        return Ok(());
+    }
+    wait_synced(state, cluster)?;
+    terminate_pods(state, cluster, &terminating)
 }
 
-fn stop_pod(id: &str, cluster: &Cluster, pod: &PodRecord) {
-    if let Some(pid) = pod.server_pid {
-        process::stop(pid);
+/// The kubelet's part of deleting `keys`, all at once.
+fn terminate_pods(
+    state: &StateDir,
+    cluster: &mut Cluster,
+    keys: &[String],
+) -> Result<(), ToolError> {
+    let started = Instant::now();
+    let pods: Vec<(PodRecord, Duration, Duration)> = keys
+        .iter()
+        .filter_map(|key| cluster.pod(key).cloned())
+        .map(|pod| {
+            let (pre_stop, grace) = crate::cluster::pods::termination(&pod.object);
+            (pod, pre_stop, grace)
+        })
+        .collect();
+    let mut by_pre_stop: Vec<&(PodRecord, Duration, Duration)> = pods.iter().collect();
+    by_pre_stop.sort_by_key(|(_, pre_stop, _)| *pre_stop);
+    for (pod, pre_stop, _) in &by_pre_stop {
+        if let Some(wait) = pre_stop.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        if let Some(pid) = pod.server_pid {
+            process::signal_term(pid);
+        }
     }
-    if let Some(node) = cluster.node(&pod.node) {
-        netns::delete(&pod_ns_name(id, node.number, pod.index));
+    for (pod, _, grace) in &pods {
+        if let Some(pid) = pod.server_pid {
+            let left = grace.saturating_sub(started.elapsed());
+            process::wait_or_kill(pid, left);
+        }
+        if let Some(record) = cluster.finish_termination(&pod.key())
+            && let Some(node) = cluster.node(&record.node)
+        {
+            netns::delete(&pod_ns_name(&cluster.id, node.number, record.index));
+        }
     }
+    state.save(cluster)?;
+    state.write_manifests(&cluster.snapshot())
 }
 
 fn start_pod(state: &StateDir, cluster: &mut Cluster, key: &str) -> Result<(), ToolError> {
@@ -430,6 +470,32 @@ pub fn delete(state_root: &Path, kind: &str, name: &str) -> Result<(), ToolError
         format!("default/{name}")
     };
     change(state_root, |cluster| Ok(cluster.delete(kind, &key)?))
+}
+
+/// `deployment/NAME` (default namespace) as a key.
+fn deployment_key(target: &str) -> Result<String, ToolError> {
+    let name = target
+        .strip_prefix("deployment/")
+        .or_else(|| target.strip_prefix("deploy/"))
+        .ok_or_else(|| ToolError::NotADeployment {
+            given: target.to_owned(),
+        })?;
+    Ok(format!("default/{name}"))
+}
+
+/// `svc-lab scale deployment/NAME --replicas N`: new pods are started,
+/// excess ones terminated gracefully; returns when it is done.
+pub fn scale(state_root: &Path, target: &str, replicas: i32) -> Result<(), ToolError> {
+    let key = deployment_key(target)?;
+    change(state_root, |cluster| Ok(cluster.scale(&key, replicas)?))
+}
+
+/// `svc-lab rollout restart deployment/NAME`: every pod replaced, the new
+/// ones ready and programmed before the old ones terminate (gracefully);
+/// returns when the rollout is complete.
+pub fn rollout_restart(state_root: &Path, target: &str) -> Result<(), ToolError> {
+    let key = deployment_key(target)?;
+    change(state_root, |cluster| Ok(cluster.rollout_restart(&key)?))
 }
 
 fn change(
@@ -743,7 +809,20 @@ pub fn serve(pod: &str, node: &str, tcp: &[u16], udp: &[u16]) -> Result<(), Tool
             })?;
         println!("ready");
         let _ = std::io::stdout().flush();
-        let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+        // SIGTERM drains, as the kubelet expects of a container: stop
+        // accepting, answer what is in flight, exit.
+        let mut terminate = tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        )
+        .map_err(|source| ToolError::Io {
+            what: "installing the SIGTERM handler".into(),
+            source,
+        })?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            terminate.recv().await;
+            let _ = stop.send(true);
+        });
         server::serve(listeners, stop_rx).await;
         Ok(())
     })
