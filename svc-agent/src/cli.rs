@@ -107,7 +107,7 @@ impl DiagnoseArgs {
 /// it left out of the maps, and why, is read from its `/left-out`.
 #[derive(Debug, clap::Args)]
 pub struct AgentAddress {
-    #[arg(long = "agent", env = "SVC_AGENT", default_value = "127.0.0.1:10256")]
+    #[arg(long = "agent", env = "SVC_AGENT", default_value = "127.0.0.1:10266")]
     pub agent: SocketAddr,
 }
 
@@ -179,7 +179,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
     /// Address of /healthz, /livez, /readyz, /metrics and /left-out.
-    #[arg(long, default_value = "127.0.0.1:10256")]
+    #[arg(long, default_value = "127.0.0.1:10266")]
     pub listen: SocketAddr,
     /// /healthz (and every healthCheckNodePort's serviceProxyHealthy)
     /// turns unhealthy once a change has waited this many seconds to reach

@@ -11,7 +11,7 @@ use std::{
 use svc_lab::Lab;
 
 /// The agent's /healthz and /metrics inside the node's namespace.
-pub const LISTEN: &str = "127.0.0.1:10256";
+pub const LISTEN: &str = "127.0.0.1:10266";
 
 /// The `svc-agent` binary cargo built next to the test binaries.
 pub fn agent_binary() -> PathBuf {

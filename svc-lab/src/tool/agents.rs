@@ -16,7 +16,7 @@ use svc_agent::{
 use super::{ToolError, process, state::StateDir};
 use crate::{HAIRPIN_ADDRESS, NAT_PORTS, netns::Netns};
 
-pub const HEALTH_ADDRESS: &str = "127.0.0.1:10256";
+pub const HEALTH_ADDRESS: &str = "127.0.0.1:10266";
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// The svc-agent binary beside this svc-lab binary.
