@@ -66,12 +66,34 @@ async fn reads_the_service_its_slices_the_namespace_pods_and_the_nodes() {
                 &[json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-a"}})],
             ),
         ),
+        "/apis/apps/v1/namespaces/default/deployments" => response(
+            200,
+            &list(
+                "DeploymentList",
+                &[json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                         "metadata": {"name": "web", "namespace": "default"},
+                         "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                                  "template": {"metadata": {"labels": {"app": "web"}},
+                                               "spec": {"containers": [{"name": "web"}]}}}})],
+            ),
+        ),
+        // A kind the credentials may not list is left out, not an error.
+        "/apis/apps/v1/namespaces/default/statefulsets" => {
+            response(403, &status(403, "Forbidden", "statefulsets is forbidden"))
+        }
         _ => response(200, &list("List", &[])),
     })
     .await;
     let snapshot = result.unwrap();
     assert_eq!(snapshot.services.len(), 1);
     assert_eq!(snapshot.pods[0].metadata.name.as_deref(), Some("web-a"));
+    assert!(snapshot.from_cluster);
+    let workloads: Vec<(&str, &str, Option<i32>)> = snapshot
+        .workloads
+        .iter()
+        .map(|w| (w.kind.as_str(), w.name.as_str(), w.replicas))
+        .collect();
+    assert_eq!(workloads, [("Deployment", "web", Some(2))]);
     assert_eq!(
         requests,
         [
@@ -80,6 +102,11 @@ async fn reads_the_service_its_slices_the_namespace_pods_and_the_nodes() {
              &labelSelector=kubernetes.io%2Fservice-name%3Dweb",
             "/api/v1/namespaces/default/pods?",
             "/api/v1/nodes?",
+            "/apis/apps/v1/namespaces/default/deployments?",
+            "/apis/apps/v1/namespaces/default/replicasets?",
+            "/apis/apps/v1/namespaces/default/statefulsets?",
+            "/apis/apps/v1/namespaces/default/daemonsets?",
+            "/apis/batch/v1/namespaces/default/jobs?",
         ]
     );
 }
