@@ -173,7 +173,7 @@ impl KubeProxy {
 }
 
 /// svc-lb's own live metrics.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Own {
     initial_sync: Gauge<f64, AtomicU64>,
     frontends: Gauge,
@@ -186,19 +186,6 @@ struct Own {
 }
 
 impl Own {
-    fn new() -> Self {
-        Self {
-            initial_sync: Gauge::default(),
-            frontends: Gauge::default(),
-            backends: Gauge::default(),
-            map_fill: Family::default(),
-            resyncs: Counter::default(),
-            repaired: Counter::default(),
-            conntrack_collected: Counter::default(),
-            errors: Family::default(),
-        }
-    }
-
     fn register(&self, registry: &mut Registry) {
         registry.register(
             "svc_agent_initial_sync_seconds",
@@ -325,7 +312,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let kube_proxy = KubeProxy::new();
-        let own = Own::new();
+        let own = Own::default();
         let readings = Arc::new(Mutex::new(Readings::default()));
         let mut registry = Registry::default();
         kube_proxy.register(&mut registry);

@@ -189,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 selector: Selector::parse(selector.as_deref().unwrap_or_default())
                     .map_err(|error| anyhow::anyhow!(error))?,
                 wide: false,
+                name: None,
             };
             let listing = tool::get(state, &what, name.as_deref(), output.as_deref(), &query)?;
             print!("{}", listing.stdout);

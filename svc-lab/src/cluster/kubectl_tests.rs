@@ -168,6 +168,7 @@ fn query(namespaces: Namespaces, selector: &str, wide: bool) -> Query {
         namespaces,
         selector: Selector::parse(selector).unwrap(),
         wide,
+        name: None,
     }
 }
 

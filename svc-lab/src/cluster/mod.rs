@@ -215,10 +215,7 @@ impl Cluster {
     /// Applies every object of `snapshot` (Nodes only at `up`): Deployments
     /// first, then Pods, then Services.
     pub fn apply(&mut self, snapshot: &Snapshot, at_up: bool) -> Result<Vec<Change>, ClusterError> {
-        let before = self.ready_endpoints();
-        let changes = self.apply_objects(snapshot, at_up)?;
-        self.note_endpoint_changes(&before);
-        Ok(changes)
+        self.noting_endpoints(|cluster| cluster.apply_objects(snapshot, at_up))
     }
 
     fn apply_objects(
@@ -359,51 +356,54 @@ impl Cluster {
 
     /// `scale deployment/NAME --replicas N`.
     pub fn scale(&mut self, key: &str, replicas: i32) -> Result<Vec<Change>, ClusterError> {
-        let before = self.ready_endpoints();
-        let deployment = self.deployment_mut(key)?;
-        deployment.spec.replicas = Some(replicas);
-        let deployment = deployment.clone();
-        let name = deployment.metadata.name.clone().unwrap_or_default();
-        let mut changes = vec![Change::Said(format!("deployment.apps/{name} scaled"))];
-        changes.extend(self.reconcile_replicas(&deployment)?);
-        self.note_endpoint_changes(&before);
-        Ok(changes)
+        self.change_deployment(key, "scaled", |deployment| {
+            deployment.spec.replicas = Some(replicas);
+        })
     }
 
     /// `rollout restart deployment/NAME`: a new template (its
     /// restartedAt annotation), so every pod is replaced.
     pub fn rollout_restart(&mut self, key: &str) -> Result<Vec<Change>, ClusterError> {
-        let before = self.ready_endpoints();
-        let deployment = self.deployment_mut(key)?;
-        let template = deployment
-            .spec
-            .template
-            .metadata
-            .get_or_insert_with(ObjectMeta::default);
-        template
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(
-                "kubectl.kubernetes.io/restartedAt".into(),
-                Timestamp::now().to_string(),
-            );
-        let deployment = deployment.clone();
-        let name = deployment.metadata.name.clone().unwrap_or_default();
-        let mut changes = vec![Change::Said(format!("deployment.apps/{name} restarted"))];
-        changes.extend(self.reconcile_replicas(&deployment)?);
-        self.note_endpoint_changes(&before);
-        Ok(changes)
+        self.change_deployment(key, "restarted", |deployment| {
+            let template = deployment
+                .spec
+                .template
+                .metadata
+                .get_or_insert_with(ObjectMeta::default);
+            template
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(
+                    "kubectl.kubernetes.io/restartedAt".into(),
+                    Timestamp::now().to_string(),
+                );
+        })
     }
 
-    fn deployment_mut(&mut self, key: &str) -> Result<&mut Deployment, ClusterError> {
-        let name = key.rsplit('/').next().unwrap_or(key).to_owned();
-        self.deployments
-            .iter_mut()
-            .find(|d| object_key(&d.metadata) == key)
-            .ok_or(ClusterError::NotFound {
-                kind: "deployments.apps".into(),
-                name,
-            })
+    /// Edits Deployment `key` as `edit` says, then lets its ReplicaSets
+    /// catch up (kubectl's `deployment.apps/NAME VERB` first).
+    fn change_deployment(
+        &mut self,
+        key: &str,
+        verb: &str,
+        edit: impl FnOnce(&mut Deployment),
+    ) -> Result<Vec<Change>, ClusterError> {
+        self.noting_endpoints(|cluster| {
+            let deployment = cluster
+                .deployments
+                .iter_mut()
+                .find(|d| object_key(&d.metadata) == key)
+                .ok_or_else(|| ClusterError::NotFound {
+                    kind: "deployments.apps".into(),
+                    name: key.rsplit('/').next().unwrap_or(key).to_owned(),
+                })?;
+            edit(deployment);
+            let deployment = deployment.clone();
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            let mut changes = vec![Change::Said(format!("deployment.apps/{name} {verb}"))];
+            changes.extend(cluster.reconcile_replicas(&deployment)?);
+            Ok(changes)
+        })
     }
 
     fn apply_pod(
@@ -521,19 +521,14 @@ impl Cluster {
     /// The end of a termination: the Pod's record goes.
     pub fn finish_termination(&mut self, key: &str) -> Option<PodRecord> {
         let position = self.pods.iter().position(|pod| pod.key() == key)?;
-        let before = self.ready_endpoints();
-        let pod = self.pods.remove(position);
-        self.note_endpoint_changes(&before);
-        Some(pod)
+        self.noting_endpoints(|cluster| Ok(cluster.pods.remove(position)))
+            .ok()
     }
 
     /// Deletes `kind` `namespace/name` (kind as kubectl accepts it: pod,
     /// pods, po, deployment, deploy, service, svc, ...).
     pub fn delete(&mut self, kind: &str, key: &str) -> Result<Vec<Change>, ClusterError> {
-        let before = self.ready_endpoints();
-        let changes = self.delete_one(kind, key)?;
-        self.note_endpoint_changes(&before);
-        Ok(changes)
+        self.noting_endpoints(|cluster| cluster.delete_one(kind, key))
     }
 
     fn delete_one(&mut self, kind: &str, key: &str) -> Result<Vec<Change>, ClusterError> {
@@ -625,6 +620,18 @@ impl Cluster {
                 )
             })
             .collect()
+    }
+
+    /// Runs `change`, then records an event on every Service whose ready
+    /// endpoints it changed.
+    fn noting_endpoints<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, ClusterError>,
+    ) -> Result<T, ClusterError> {
+        let before = self.ready_endpoints();
+        let done = change(self)?;
+        self.note_endpoint_changes(&before);
+        Ok(done)
     }
 
     /// An event on every Service with a selector whose ready endpoints

@@ -49,6 +49,8 @@ pub struct Query {
     pub selector: Selector,
     /// `-o wide`.
     pub wide: bool,
+    /// One object by name (`get KIND NAME`).
+    pub name: Option<String>,
 }
 
 impl Default for Query {
@@ -57,6 +59,7 @@ impl Default for Query {
             namespaces: Namespaces::One("default".into()),
             selector: Selector::default(),
             wide: false,
+            name: None,
         }
     }
 }

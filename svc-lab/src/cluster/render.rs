@@ -75,7 +75,12 @@ fn selected<'a, T: 'a>(
     let mut chosen: Vec<&T> = objects
         .filter(|object| {
             let meta = meta(object);
-            query.namespaces.holds(meta) && query.selector.matches(meta.labels.as_ref())
+            query.namespaces.holds(meta)
+                && query.selector.matches(meta.labels.as_ref())
+                && query
+                    .name
+                    .as_ref()
+                    .is_none_or(|name| meta.name.as_ref() == Some(name))
         })
         .collect();
     chosen.sort_by_key(|object| object_key(meta(object)));
@@ -516,16 +521,16 @@ pub fn get(
         object: what.to_owned(),
         reason: "unknown resource type: use pods, svc, endpoints or endpointslices".into(),
     })?;
-    // One object by name: the query's namespace, no selector.
-    let named = |meta: &ObjectMeta| name.is_none_or(|name| meta.name.as_deref() == Some(name));
-    let mut filtered = cluster.clone();
-    filtered.pods.retain(|pod| named(&pod.object.metadata));
-    filtered.services.retain(|service| named(&service.metadata));
+    // One object by name: the query's namespace, and its name.
+    let query = &Query {
+        name: name.map(str::to_owned),
+        ..query.clone()
+    };
     let items = match kind {
-        Kind::Pods => pods_json(&filtered, query),
-        Kind::Services => services_json(&filtered, query),
-        Kind::Endpoints => endpoints_json(&filtered, query),
-        Kind::EndpointSlices => endpoint_slices_json(&filtered, query),
+        Kind::Pods => pods_json(cluster, query),
+        Kind::Services => services_json(cluster, query),
+        Kind::Endpoints => endpoints_json(cluster, query),
+        Kind::EndpointSlices => endpoint_slices_json(cluster, query),
     }
     .map_err(|error| ClusterError::Invalid {
         object: what.to_owned(),
@@ -548,10 +553,10 @@ pub fn get(
         Output::Yaml => yaml::to_yaml(&document),
         Output::Table => {
             let table = match kind {
-                Kind::Pods => pods_table(&filtered, query, now),
-                Kind::Services => services_table(&filtered, query, now),
-                Kind::Endpoints => endpoints_table(&filtered, query, now),
-                Kind::EndpointSlices => endpoint_slices_table(&filtered, query, now),
+                Kind::Pods => pods_table(cluster, query, now),
+                Kind::Services => services_table(cluster, query, now),
+                Kind::Endpoints => endpoints_table(cluster, query, now),
+                Kind::EndpointSlices => endpoint_slices_table(cluster, query, now),
             };
             match table {
                 Some(table) => table,

@@ -343,3 +343,35 @@ fn termination_reads_pre_stop_sleeps_and_the_grace_period() {
         );
     }
 }
+
+/// `get endpoints NAME`: that Service's endpoints, from every pod (the
+/// name picks the Service, not the pods).
+#[test]
+fn get_by_name_picks_the_object_not_what_it_is_made_of() {
+    let (cluster, _) = seed_cluster();
+    let listing = render::get(
+        &cluster,
+        "endpoints",
+        Some("web-clusterip"),
+        render::Output::Table,
+        &Query::default(),
+        Timestamp::now(),
+    )
+    .unwrap();
+    let rows: Vec<&str> = listing.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{}", listing.stdout);
+    assert!(
+        rows[0].starts_with("web-clusterip   198.18.1.10:80,198.18.1.11:80,198.18.2.10:80"),
+        "{}",
+        listing.stdout
+    );
+    let missing = render::get(
+        &cluster,
+        "pods",
+        Some("nope"),
+        render::Output::Table,
+        &Query::default(),
+        Timestamp::now(),
+    );
+    assert!(matches!(missing, Err(ClusterError::NotFound { .. })));
+}

@@ -2,7 +2,7 @@
 //! for it: `/readyz`, then the kernel tables equal to the plan.
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, TcpStream},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -16,7 +16,8 @@ use svc_agent::{
 use super::{ToolError, process, state::StateDir};
 use crate::{HAIRPIN_ADDRESS, NAT_PORTS, netns::Netns};
 
-pub const HEALTH_ADDRESS: &str = "127.0.0.1:10266";
+pub const HEALTH_ADDRESS: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10266));
 const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// The svc-agent binary beside this svc-lab binary.
@@ -59,7 +60,7 @@ pub fn start(
         .args(["--node-address", &address.to_string()])
         .args(["--hairpin-address", &HAIRPIN_ADDRESS.to_string()])
         .args(["--nat-ports", &format!("{}-{}", NAT_PORTS.0, NAT_PORTS.1)])
-        .args(["--listen", HEALTH_ADDRESS])
+        .args(["--listen", &HEALTH_ADDRESS.to_string()])
         .arg("--cgroup")
         .arg(cgroup)
         .args(extra);

@@ -517,11 +517,7 @@ fn note_left_out(state: &StateDir, cluster: &mut Cluster) -> Result<(), ToolErro
     let mut events = Vec::new();
     for node in cluster.nodes.iter().filter(|node| node.agent_pid.is_some()) {
         let ns = Netns::existing(&node_ns_name(&cluster.id, node.name()))?;
-        let address = agents::HEALTH_ADDRESS
-            .parse()
-            .map_err(|_| ToolError::Target {
-                given: agents::HEALTH_ADDRESS.into(),
-            })?;
+        let address = agents::HEALTH_ADDRESS;
         let left_out = match ns.in_thread(move || svc_agent::run::fetch_left_out(address))? {
             Ok(left_out) => left_out,
             Err(error) => {
