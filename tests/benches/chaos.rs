@@ -8,7 +8,17 @@
 
 fn main() {
     let quick = std::env::var("SVC_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let results = tests::chaos::run(quick);
+    // SVC_CHAOS_SCENARIOS=a,b runs only those (`cargo xtask chaos
+    // --scenario a --scenario b`).
+    let only: Vec<String> = std::env::var("SVC_CHAOS_SCENARIOS")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let results = tests::chaos::run(quick, |name| {
+        only.is_empty() || only.iter().any(|wanted| wanted == name)
+    });
     println!(
         "{:<16} {:>9} {:>7} {:>9} {:>9} {:>10} {:>7} {:>8}",
         "scenario", "requests", "failed", "udp sent", "udp lost", "long-lived", "broken", "seconds"
@@ -26,6 +36,9 @@ fn main() {
         );
         for failure in &f.failures {
             println!("  {failure}");
+        }
+        for (counter, grown) in &f.kernel_counters {
+            println!("  kernel: {counter} +{grown}");
         }
     }
     let json = serde_json::json!({

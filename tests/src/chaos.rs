@@ -54,6 +54,11 @@ pub struct Figures {
     /// What went wrong, first few.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+    /// TCP trouble the lab's kernels counted during the scenario (resets
+    /// sent, listen queue overflows, challenge ACKs, retransmitted SYNs,
+    /// ...), "NAMESPACE COUNTER" -> delta: where a failure came from.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kernel_counters: BTreeMap<String, u64>,
 }
 
 impl Figures {
@@ -171,6 +176,35 @@ impl ChaosLab {
         drops
     }
 
+    /// The trouble counters of every lab namespace present now:
+    /// "NAMESPACE COUNTER" -> value.
+    fn kernel_counters(&self) -> BTreeMap<String, u64> {
+        let prefix = format!("{}-", self.cluster.id);
+        let mut counters = BTreeMap::new();
+        for name in svc_lab::netns::lab_namespaces() {
+            let Some(short) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Ok(netns) = Netns::existing(&name) else {
+                continue;
+            };
+            let Ok(read) = netns.in_thread(|| {
+                ["snmp", "netstat"]
+                    .map(|file| {
+                        std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))
+                            .unwrap_or_default()
+                    })
+                    .concat()
+            }) else {
+                continue;
+            };
+            for (counter, value) in trouble_counters(&read) {
+                counters.insert(format!("{short} {counter}"), value);
+            }
+        }
+        counters
+    }
+
     fn node_names(&self) -> Vec<String> {
         self.cluster
             .nodes
@@ -192,6 +226,77 @@ impl Drop for ChaosLab {
         }
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// The counters a scenario's figures report the growth of.
+struct Before {
+    drops: BTreeMap<String, u64>,
+    kernel: BTreeMap<String, u64>,
+}
+
+impl Before {
+    fn read(lab: &ChaosLab) -> Self {
+        Self {
+            drops: lab.drops(),
+            kernel: lab.kernel_counters(),
+        }
+    }
+}
+
+/// The counters of `after` that grew since `before` (one absent before,
+/// a namespace made meanwhile, counts from zero), by how much.
+fn grown(before: &BTreeMap<String, u64>, after: BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .into_iter()
+        .filter_map(|(what, value)| {
+            let during = value.saturating_sub(before.get(&what).copied().unwrap_or(0));
+            (during > 0).then_some((what, during))
+        })
+        .collect()
+}
+
+/// The counters of /proc/net/{snmp,netstat} that only move when TCP has
+/// trouble, with their values.
+fn trouble_counters(text: &str) -> Vec<(String, u64)> {
+    const TROUBLE: [&str; 18] = [
+        "Tcp:AttemptFails",
+        "Tcp:EstabResets",
+        "Tcp:OutRsts",
+        "Tcp:InErrs",
+        "TcpExt:ListenOverflows",
+        "TcpExt:ListenDrops",
+        "TcpExt:TCPBacklogDrop",
+        "TcpExt:TCPReqQFullDrop",
+        "TcpExt:TCPChallengeACK",
+        "TcpExt:TCPSYNChallenge",
+        "TcpExt:PAWSActive",
+        "TcpExt:PAWSEstab",
+        "TcpExt:TWRecycled",
+        "TcpExt:TCPTimeWaitOverflow",
+        "TcpExt:TCPAbortOnData",
+        "TcpExt:TCPAbortOnTimeout",
+        "TcpExt:TCPSynRetrans",
+        "TcpExt:TCPTimeouts",
+    ];
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    // Each table is a line of names and a line of values, both
+    // starting with "Table:".
+    for pair in lines.chunks(2) {
+        let [names, values] = pair else { continue };
+        let (Some((table, names)), Some((_, values))) =
+            (names.split_once(' '), values.split_once(' '))
+        else {
+            continue;
+        };
+        for (name, value) in names.split_whitespace().zip(values.split_whitespace()) {
+            let counter = format!("{table}{name}");
+            if TROUBLE.contains(&counter.as_str()) {
+                found.push((counter, value.parse().unwrap_or(0)));
+            }
+        }
+    }
+    found
 }
 
 /// UDP request/response from `netns` to `target`, one datagram at a time
@@ -290,12 +395,7 @@ impl AllLoad {
         }
     }
 
-    fn stop(
-        mut self,
-        started: Instant,
-        lab: &ChaosLab,
-        drops_before: &BTreeMap<String, u64>,
-    ) -> Figures {
+    fn stop(mut self, started: Instant, lab: &ChaosLab, before: &Before) -> Figures {
         self.tcp.stop();
         let (udp_sent, udp_lost) = self.udp.stop();
         let outcomes = self.tcp.record.snapshot();
@@ -316,7 +416,8 @@ impl AllLoad {
                 }
                 if figures.failures.len() < 10 {
                     figures.failures.push(format!(
-                        "{} connection {}: {why}",
+                        "{:.1} s: {} connection {}: {why}",
+                        outcome.started.duration_since(started).as_secs_f64(),
                         if outcome.long { "long-lived" } else { "short" },
                         outcome.connection
                     ));
@@ -324,20 +425,16 @@ impl AllLoad {
             }
         }
         figures.long_lived_broken = broken.len() as u64;
-        for (what, packets) in lab.drops() {
-            let during = packets - drops_before.get(&what).copied().unwrap_or(0);
-            if during > 0 {
-                figures.datapath_drops.insert(what, during);
-            }
-        }
+        figures.datapath_drops = grown(&before.drops, lab.drops());
+        figures.kernel_counters = grown(&before.kernel, lab.kernel_counters());
         figures
     }
 }
 
-/// Runs the scenarios; `quick` keeps load on for less time around each
-/// change. Returns the figures by scenario name.
-pub fn run(quick: bool) -> BTreeMap<&'static str, Figures> {
-    run_selected(quick, Duration::from_millis(2), |_| true)
+/// Runs the scenarios `wanted` names; `quick` keeps load on for less time
+/// around each change. Returns the figures by scenario name.
+pub fn run(quick: bool, wanted: impl Fn(&str) -> bool) -> BTreeMap<&'static str, Figures> {
+    run_selected(quick, Duration::from_millis(2), wanted)
 }
 
 /// Runs the scenarios `wanted` names, on one lab, with `pause` between a
@@ -356,11 +453,11 @@ pub fn run_selected(
     let mut results = BTreeMap::new();
     // The control: the same load while nothing changes.
     if wanted("steady") {
-        let drops = lab.drops();
+        let before = Before::read(&lab);
         let started = Instant::now();
         let load = AllLoad::start(&lab, pause);
         std::thread::sleep(settle * 3);
-        results.insert("steady", load.stop(started, &lab, &drops));
+        results.insert("steady", load.stop(started, &lab, &before));
     }
     // Each scenario: the svc-lab commands run under load, `settle` apart.
     // Agents restarted node by node (SIGKILL, then SIGTERM); pods replaced
@@ -395,7 +492,7 @@ pub fn run_selected(
         if !wanted(name) {
             continue;
         }
-        let drops = lab.drops();
+        let before = Before::read(&lab);
         let started = Instant::now();
         let load = AllLoad::start(&lab, pause);
         std::thread::sleep(settle);
@@ -404,7 +501,7 @@ pub fn run_selected(
             eprint!("{name}: {}", lab.svc_lab(&args));
             std::thread::sleep(settle);
         }
-        results.insert(name, load.stop(started, &lab, &drops));
+        results.insert(name, load.stop(started, &lab, &before));
     }
     results
 }

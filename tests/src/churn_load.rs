@@ -200,7 +200,10 @@ fn one_request(target: SocketAddr) -> Result<String, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
-    request(&mut stream, true).map(|(pod, _)| pod)
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    request(&mut stream, true)
+        .map(|(pod, _)| pod)
+        .map_err(|e| format!("{e} (from {local})"))
 }
 
 /// Sends one GET and reads one response; returns the answering pod and

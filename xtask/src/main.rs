@@ -52,6 +52,10 @@ enum Task {
         /// Shorter load around each change (CI's run).
         #[arg(long)]
         quick: bool,
+        /// Run only this scenario (repeatable): steady, agent_kill,
+        /// agent_restart, rollout, scale, ...
+        #[arg(long = "scenario")]
+        scenarios: Vec<String>,
     },
     /// Random and mutated frames through the NIC program, each output
     /// compared byte for byte with a reference model (tests/src/fuzz.rs):
@@ -102,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         Task::Demo => demo(&root),
         Task::Bench { which } => bench(&root, &tools, which),
         Task::Fuzz { packets, seed } => fuzz(&root, &tools, packets, seed),
-        Task::Chaos { quick } => chaos(&root, &tools, quick),
+        Task::Chaos { quick, scenarios } => chaos(&root, &tools, quick, &scenarios),
     }
 }
 
@@ -353,7 +357,12 @@ fn fuzz(root: &Path, tools: &setup::Tools, packets: u64, seed: Option<u64>) -> a
         .args(["bench", "-p", "tests", "--bench", "fuzz"]))
 }
 
-fn chaos(root: &Path, tools: &setup::Tools, quick: bool) -> anyhow::Result<()> {
+fn chaos(
+    root: &Path,
+    tools: &setup::Tools,
+    quick: bool,
+    scenarios: &[String],
+) -> anyhow::Result<()> {
     setup::require_root("the chaos scenarios build network namespaces and load BPF programs")?;
     // The lab runs the svc-lab and svc-agent binaries of the bench
     // profile's directory (target/release).
@@ -368,6 +377,7 @@ fn chaos(root: &Path, tools: &setup::Tools, quick: bool) -> anyhow::Result<()> {
     run(cargo(root)
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
         .env("SVC_BENCH_QUICK", if quick { "1" } else { "0" })
+        .env("SVC_CHAOS_SCENARIOS", scenarios.join(","))
         .args(["bench", "-p", "tests", "--bench", "chaos"]))
 }
 
