@@ -293,6 +293,9 @@ pub mod flow_flags {
     pub const SNAT: u16 = 1 << 1;
     /// A FIN or RST was seen: the entry expires soon.
     pub const CLOSING: u16 = 1 << 2;
+    /// With [`CLOSING`]: a RST ended the flow, not a FIN (no peer holds
+    /// its tuple in TIME_WAIT).
+    pub const RESET: u16 = 1 << 6;
     /// A packet of the reply direction has passed (set on both entries of a
     /// flow in CT_NEW; a flow in CT_V2 has been answered by definition).
     pub const SEEN_REPLY: u16 = 1 << 3;
@@ -317,8 +320,16 @@ pub mod flow_flags {
 pub mod flow_timeouts {
     /// Established TCP (Cilium's default; netfilter keeps 5 days).
     pub const TCP_ESTABLISHED_NS: u64 = 6 * 3600 * 1_000_000_000;
-    /// After a FIN or a RST, either table.
-    pub const TCP_CLOSING_NS: u64 = 10 * 1_000_000_000;
+    /// After a FIN, either table. The peer that closed first holds the
+    /// tuple in TIME_WAIT for 60 s (Linux's TCP_TIMEWAIT_LEN); a new flow
+    /// given the same tuple towards the backend before then (a NAT port,
+    /// or a client port already used to another frontend of the pod)
+    /// would meet it: the backend answers the SYN with an ACK for the old
+    /// connection, and the client loses a second to its SYN retry. So the
+    /// tuple stays held a little longer than that (netfilter: 120 s).
+    pub const TCP_FIN_NS: u64 = 65 * 1_000_000_000;
+    /// After a RST (netfilter's CLOSE): nobody keeps the tuple.
+    pub const TCP_RESET_NS: u64 = 10 * 1_000_000_000;
     /// A UDP flow that was answered: one exchange (a DNS query) is kept
     /// this long, as netfilter's udp_timeout...
     pub const UDP_NS: u64 = 30 * 1_000_000_000;
@@ -338,7 +349,11 @@ pub mod flow_timeouts {
 /// `established` says it lives in CT_V2, not CT_NEW_V2.
 pub const fn flow_timeout_ns(flags: u16, protocol: u8, established: bool) -> u64 {
     if flags & flow_flags::CLOSING != 0 {
-        flow_timeouts::TCP_CLOSING_NS
+        if flags & flow_flags::RESET != 0 {
+            flow_timeouts::TCP_RESET_NS
+        } else {
+            flow_timeouts::TCP_FIN_NS
+        }
     } else if !established {
         flow_timeouts::NEW_NS
     } else if protocol == proto::TCP {

@@ -41,12 +41,17 @@ pub enum DropReason {
     /// the moment (a token bucket: spoofed sources must not turn the node
     /// into a reflector).
     RejectRateLimited = 12,
+    /// A pod's new connection would reach its backend on the very tuple a
+    /// live connection of the same pod (through another frontend) uses:
+    /// dropped, as netfilter drops a clash, so the live one is kept.
+    /// External clients get the hairpin source instead and never see this.
+    TupleClash = 13,
 }
 
 const _: () = assert!(DropReason::COUNT <= DropReason::SLOTS);
 
 impl DropReason {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     /// DROPS_V2's size: room for reasons to come without a new map.
     pub const SLOTS: u32 = 32;
 
@@ -64,6 +69,7 @@ impl DropReason {
         DropReason::FragmentationNeeded,
         DropReason::TimeExceeded,
         DropReason::RejectRateLimited,
+        DropReason::TupleClash,
     ];
 
     /// The name `dump` and the metrics use.
@@ -82,6 +88,7 @@ impl DropReason {
             DropReason::FragmentationNeeded => "fragmentation_needed",
             DropReason::TimeExceeded => "time_exceeded",
             DropReason::RejectRateLimited => "reject_rate_limited",
+            DropReason::TupleClash => "tuple_clash",
         }
     }
 }

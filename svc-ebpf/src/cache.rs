@@ -19,6 +19,11 @@
 //!   noticed that late at most;
 //! - the packet changes no state: FIN and RST (closing) take the slow
 //!   path, and so does SYN (opening);
+//! - the slot belongs to this connection, not to an earlier one on the
+//!   same 5-tuple: a client port used again at once (within the slot's
+//!   life) may go to another backend. Every SYN raises its slot index's
+//!   epoch in FLOW_CACHE_EPOCHS, one array shared by all CPUs, which
+//!   retires what any CPU cached at that index;
 //! - the decision depended on nothing but the 5-tuple and the attach
 //!   point: only flows the slow path handed to the stack are cached (not
 //!   the ones routed by the program, whose route can change), and packets
@@ -34,7 +39,7 @@ use svc_common::flow_cache;
 use crate::{
     csum,
     flow::Origin,
-    maps::{FLOW_CACHE, TABLES_GEN_V1},
+    maps::{FLOW_CACHE, FLOW_CACHE_EPOCHS, TABLES_GEN_V1},
     packet::{Ipv4Flow, Packet, TCP_FIN, TCP_RST, TCP_SYN},
     route,
 };
@@ -65,7 +70,8 @@ pub struct CachedFlow {
     /// [`Packet::rewrite_cached`]).
     pub l3_csum_change: u32,
     pub l4_csum_change: u32,
-    pub _pad: u32,
+    /// FLOW_CACHE_EPOCHS of the slot's index when it was filled.
+    pub epoch: u32,
 }
 const _: () = assert!(size_of::<CachedFlow>() == 64);
 
@@ -99,6 +105,8 @@ fn jiffies() -> u64 {
 /// the slot it fills, so a change made meanwhile retires the slot.
 pub struct Probe {
     key: [u64; 2],
+    /// The key's slot index.
+    slot: u32,
     generation: u64,
 }
 
@@ -106,15 +114,23 @@ impl Probe {
     /// For a packet like `flow` arriving from `origin`.
     #[inline(always)]
     pub fn new(flow: &Ipv4Flow, origin: Origin) -> Self {
+        let key = flow_cache::key(
+            (flow.saddr_be, flow.daddr_be),
+            (flow.sport_be, flow.dport_be),
+            flow.proto,
+            origin == Origin::World,
+        );
         Self {
-            key: flow_cache::key(
-                (flow.saddr_be, flow.daddr_be),
-                (flow.sport_be, flow.dport_be),
-                flow.proto,
-                origin == Origin::World,
-            ),
+            key,
+            slot: flow_cache::slot(&key),
             generation: TABLES_GEN_V1.get(0).map_or(0, |g| g.generation),
         }
+    }
+
+    /// The slot index's epoch now.
+    #[inline(always)]
+    fn epoch(&self) -> u32 {
+        FLOW_CACHE_EPOCHS.get(self.slot).copied().unwrap_or(0)
     }
 
     /// The cached decision for this packet, when one holds (see the module
@@ -124,27 +140,39 @@ impl Probe {
         // Packets that change the flow's state or may need an ICMP answer
         // are checked for first: a SYN, say, need not read a slot (a cache
         // miss of its own) to find the flow is not there.
-        if flow.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) != 0
+        if flow.tcp_flags & TCP_SYN != 0 {
+            // A connection opens (or answers its opening) on this tuple:
+            // what any CPU cached for it was an earlier one's.
+            if let Some(epoch) = FLOW_CACHE_EPOCHS.get_ptr_mut(self.slot) {
+                // SAFETY: an array element; a lost increment between two
+                // CPUs still changes the value, which is all that counts.
+                unsafe { *epoch = (*epoch).wrapping_add(1) };
+            }
+            return None;
+        }
+        if flow.tcp_flags & (TCP_FIN | TCP_RST) != 0
             || flow.ttl <= 1
             || route::may_be_too_big(pkt, flow)
         {
             return None;
         }
-        let slot = FLOW_CACHE.get_ptr(flow_cache::slot(&self.key))?;
+        let slot = FLOW_CACHE.get_ptr(self.slot)?;
         // SAFETY: per-CPU slot, only this CPU writes it, and not while we run.
         let cached = unsafe { &*slot };
         let usable = cached.key == self.key
             && cached.generation == self.generation
-            && jiffies() < cached.valid_until_jiffy;
+            && jiffies() < cached.valid_until_jiffy
+            && cached.epoch == self.epoch();
         usable.then_some(*cached)
     }
 
     /// Caches `decision` for the packets like `flow` that follow.
     #[inline(always)]
     pub fn fill(&self, flow: &Ipv4Flow, decision: &Decision) {
-        let Some(slot) = FLOW_CACHE.get_ptr_mut(flow_cache::slot(&self.key)) else {
+        let Some(slot) = FLOW_CACHE.get_ptr_mut(self.slot) else {
             return;
         };
+        let epoch = self.epoch();
         let (rev_nat_id, counted) = match decision.counted {
             Some(id) => (id, COUNTED),
             None => (0, 0),
@@ -168,7 +196,7 @@ impl Probe {
                 flags: counted,
                 l3_csum_change,
                 l4_csum_change,
-                _pad: 0,
+                epoch,
             };
         }
     }

@@ -286,6 +286,9 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
     let fits = !rst || !seq_known || rst_fits(u32::from_be(flow.tcp_seq_be), next_seq);
     let closes =
         (flow.tcp_flags & TCP_FIN != 0 || (rst && fits)) && flags & flow_flags::CLOSING == 0;
+    // A RST, also after a FIN: no peer keeps the tuple in TIME_WAIT now,
+    // so the short timeout applies.
+    let resets = rst && fits && flags & flow_flags::RESET == 0;
     let answered = reply && !established && flags & flow_flags::SEEN_REPLY == 0;
     let establishes = !established
         && if flow.proto == proto::TCP {
@@ -305,13 +308,16 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
     // flows are never cached); one without is checked on a SYN (a client
     // retrying) and on the once-a-second touch.
     let check_peer = !reply && (snat || syn);
-    if closes || answered || establishes || touch || check_peer || streams {
+    if closes || resets || answered || establishes || touch || check_peer || streams {
         let mut shared = 0;
         if streams {
             shared |= flow_flags::STREAM;
         }
         if closes {
             shared |= flow_flags::CLOSING;
+        }
+        if resets {
+            shared |= flow_flags::CLOSING | flow_flags::RESET;
         }
         if answered {
             shared |= flow_flags::SEEN_REPLY;
@@ -344,6 +350,12 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
                     }
                     (*peer).flags |= shared;
                 },
+                None if !reply && snat && flags & flow_flags::CLOSING != 0 => {
+                    // A closing flow's NAT port taken when the ports ran
+                    // short (see `claim_port`): this entry is dead.
+                    table.remove(key);
+                    return None;
+                }
                 None if !reply => {
                     // The reply entry is gone (evicted, or expired first):
                     // made again. With SNAT that claims the same port, if
@@ -495,6 +507,35 @@ pub fn create(
     Ok(Created { nat_port_be })
 }
 
+/// Whether the tuple a new flow without source NAT would reach `backend`
+/// on is held by a live flow of another frontend: the client's port is
+/// already in use towards that backend, through another of its Service
+/// addresses (a client may use one port towards two destinations; the
+/// backend sees one tuple). Translated as it is, the new flow would take
+/// the live one's replies.
+#[inline(always)]
+pub fn reply_tuple_taken(flow: &Ipv4Flow, backend: &Backend, rev_nat_id: u32) -> bool {
+    let key = flow_key(
+        backend.addr_be,
+        flow.saddr_be,
+        backend.port_be,
+        flow.sport_be,
+        flow.proto,
+    );
+    let (holder, established) = match CT_V2.get_ptr(key) {
+        Some(holder) => (holder, true),
+        None => match CT_NEW_V2.get_ptr(key) {
+            Some(holder) => (holder, false),
+            None => return false,
+        },
+    };
+    // SAFETY: read at once. The same frontend is the same client tuple:
+    // this flow's own earlier entry (a SYN retried after its forward
+    // entry went).
+    let holder = unsafe { &*holder };
+    holder.rev_nat_id != rev_nat_id && !expired(holder, flow.proto, established, now())
+}
+
 /// Removes an entry of `key` from CT_V2, if there is one. Almost never is
 /// there: a look first, which takes no lock, spares each new flow two
 /// removals, which take the bucket's.
@@ -517,10 +558,13 @@ fn expired(entry: &Flow, protocol: u8, established: bool, now: u64) -> bool {
 /// address, port) triple. A port held by an established flow (CT_V2) is
 /// skipped until that flow expires; one held by an expired flow is taken.
 /// When every port tried is held, the one of the oldest flow among them
-/// that is not established (and older than [`MIN_AGE_TO_TAKE_NS`]) is
-/// taken from it: under a flood of spoofed SYNs, real clients still get
-/// ports, and a real handshake under way keeps its own (the flow that lost
-/// its port finds out at its next packet, see [`lookup`]).
+/// that is not established or is closing (and older than
+/// [`MIN_AGE_TO_TAKE_NS`]) is taken from it: under a flood of spoofed SYNs
+/// or of short connections, real clients still get ports, and a real
+/// handshake under way keeps its own (the flow that lost its port finds
+/// out at its next packet, see [`lookup`]). A closing flow's port taken
+/// before its timeout may still be in the backend's TIME_WAIT: the client
+/// may lose a second to a SYN retry, which is better than no port.
 #[inline(always)]
 fn claim_port(
     reply_key: &mut FlowKey,
@@ -541,6 +585,8 @@ fn claim_port(
     // that flow was created: taken when no port is free.
     let mut oldest_port: u32 = 0;
     let mut oldest_created = time_units(now.saturating_sub(MIN_AGE_TO_TAKE_NS));
+    // Whether that flow is a closing one in CT_V2.
+    let mut oldest_closing = false;
     for attempt in 0..=NAT_PORT_TRIES {
         let port = if attempt == 0 {
             if preferred < min || preferred >= min + span {
@@ -553,12 +599,19 @@ fn claim_port(
         reply_key.dport_be = port.to_be();
         if let Some(holder) = CT_V2.get_ptr(*reply_key) {
             // SAFETY: read at once.
-            if expired(unsafe { &*holder }, reply_key.proto, true, now) {
-                let _ = CT_V2.remove(*reply_key);
+            let (flags, created) = unsafe { ((*holder).flags, (*holder).created_units) };
+            // SAFETY: read at once.
+            if !expired(unsafe { &*holder }, reply_key.proto, true, now) {
+                if flags & flow_flags::CLOSING != 0
+                    && (created.wrapping_sub(oldest_created) as i32) < 0
+                {
+                    oldest_created = created;
+                    oldest_port = u32::from(port);
+                    oldest_closing = true;
+                }
+                continue;
             }
-        }
-        if CT_V2.get_ptr(*reply_key).is_some() {
-            continue;
+            let _ = CT_V2.remove(*reply_key);
         }
         if Table::New.insert(reply_key, reply, BPF_NOEXIST).is_ok() {
             // A flow established between the look and the insert holds
@@ -578,11 +631,16 @@ fn claim_port(
             if (created.wrapping_sub(oldest_created) as i32) < 0 {
                 oldest_created = created;
                 oldest_port = u32::from(port);
+                oldest_closing = false;
             }
         }
     }
     if oldest_port != 0 {
         reply_key.dport_be = (oldest_port as u16).to_be();
+        if oldest_closing {
+            // Its forward entry finds its reply entry gone and dies.
+            let _ = CT_V2.remove(*reply_key);
+        }
         Table::New.insert(reply_key, reply, BPF_ANY)?;
         return Ok(reply_key.dport_be);
     }

@@ -106,6 +106,13 @@ fn flow_backend(entry: &svc_common::Flow, protocol: u8) -> Option<svc_common::Ba
     (current.addr_be == stored.addr_be && current.port_be == stored.port_be).then_some(stored)
 }
 
+/// Whether a flow's source NAT is to the node's own address (a remote
+/// backend), not to the hairpin address.
+#[inline(always)]
+fn snat_to_node(entry: &svc_common::Flow) -> bool {
+    node_config().is_some_and(|config| config.node_addr_be == entry.nat_addr_be)
+}
+
 /// ICMP errors across the translation. A packet whose TTL runs out here
 /// (traceroute), or that its sender forbade fragmenting and does not fit
 /// the route to its translated destination (path MTU discovery; from
@@ -222,7 +229,10 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
         }
         if let Some(backend) = flow_backend(entry, flow.proto) {
             let snat = entry.flags & flow_flags::SNAT != 0;
-            let route = if snat && origin == Origin::World {
+            // Only SNAT to the node's address is routed here; the hairpin
+            // source of a client port clash (see below) goes to a local
+            // pod through the stack, as flows without SNAT do.
+            let route = if snat && origin == Origin::World && snat_to_node(entry) {
                 let Some(route) = route::plan(pkt, entry.nat_addr_be, backend.addr_be, &flow)
                 else {
                     return Ok(Action::PASS);
@@ -287,7 +297,17 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
                     port_min: config.nat_port_min,
                     port_max: config.nat_port_max,
                 }
-            } else if origin == Origin::Pod && backend.addr_be == flow.saddr_be {
+            } else if (origin == Origin::Pod && backend.addr_be == flow.saddr_be)
+                || ct::reply_tuple_taken(&flow, backend, selected.rev_nat_id)
+            {
+                // The client's port already reaches this backend through
+                // another of its frontends, on a live flow. An external
+                // client's new flow gets the hairpin source (the backend
+                // is local), as masquerading would give it a port of its
+                // own; a pod's is dropped, as netfilter drops a clash.
+                if origin == Origin::Pod && backend.addr_be != flow.saddr_be {
+                    return Err(DropReason::TupleClash);
+                }
                 let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
                 Snat {
                     addr_be: config.hairpin_addr_be,

@@ -104,6 +104,12 @@ pub static CLOCK_V1: PerCpuArray<ClockReading, 1> = PerCpuArray::new();
 #[btf_map]
 pub static FLOW_CACHE: PerCpuArray<CachedFlow, { flow_cache::SLOTS as usize }> = PerCpuArray::new();
 
+/// Per flow cache slot index, shared by all CPUs: raised by every SYN of a
+/// tuple with that index, retiring what any CPU cached there (cache.rs).
+/// Not pinned either.
+#[btf_map]
+pub static FLOW_CACHE_EPOCHS: Array<u32, { flow_cache::SLOTS as usize }> = Array::new();
+
 /// Scratch space for one route lookup's argument (route.rs), per CPU: too
 /// big for the BPF stack beside the rest. Not pinned.
 #[btf_map]

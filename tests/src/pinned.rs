@@ -122,9 +122,14 @@ impl Pinned {
 
     /// `frame` through the pod program; it must be passed on.
     pub fn pod(&mut self, frame: &[u8]) -> Vec<u8> {
-        let (verdict, out) = run_tc(self.datapath.from_pod_program().unwrap(), frame);
+        let (verdict, out) = self.pod_verdict(frame);
         assert_eq!(verdict, TC_ACT_OK);
         out
+    }
+
+    /// `frame` through the pod program, whatever it decides.
+    pub fn pod_verdict(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        run_tc(self.datapath.from_pod_program().unwrap(), frame)
     }
 
     /// `frame` through the NIC program; it must be passed on.

@@ -231,14 +231,160 @@ fn closed_connections_give_their_nat_ports_back_after_the_closing_timeout() {
         let now = coarse_now_ns();
         let closing = pinned.age(
             Table::Established,
-            flow_timeouts::TCP_CLOSING_NS + SECOND,
+            flow_timeouts::TCP_FIN_NS + SECOND,
             |_, flow| {
                 flow.flags & flow_flags::CLOSING != 0
-                    && now.saturating_sub(flow.last_seen_ns) < flow_timeouts::TCP_CLOSING_NS
+                    && now.saturating_sub(flow.last_seen_ns) < flow_timeouts::TCP_FIN_NS
             },
         );
         assert_eq!(closing, 64, "round {round}: both entries of 32 flows close");
     }
+}
+
+/// A flow ended by a RST gives its NAT port back after 10 s; one ended by
+/// FINs holds it until the backend's TIME_WAIT (60 s) is over, or a new
+/// flow meeting it there would be answered with an ACK for the old one.
+/// When every port is held, a closing flow's is taken rather than none.
+#[test]
+fn a_port_closed_by_fins_outlives_time_wait_one_closed_by_a_reset_does_not() {
+    let mut pinned = load((61000, 61001), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let by_fin = establish(&mut pinned, (CLIENT, 40000));
+    close(&mut pinned, &by_fin);
+    let by_reset = establish(&mut pinned, (CLIENT, 40001));
+    send(
+        &mut pinned,
+        &by_reset,
+        TcpFlags {
+            rst: true,
+            ..TcpFlags::default()
+        },
+    );
+    let exhausted = drops(&mut pinned, "nat_ports_exhausted");
+    assert_eq!(connect(&mut pinned, (CLIENT, 40002)), Err(XDP_DROP));
+    assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), exhausted + 1);
+    // 11 s on: only the reset flow's port is free again.
+    pinned.age(
+        Table::Established,
+        flow_timeouts::TCP_RESET_NS + SECOND,
+        |_, _| true,
+    );
+    let after_reset = establish(&mut pinned, (CLIENT, 40003));
+    assert_eq!(after_reset.nat_port, by_reset.nat_port);
+    // The FIN-closed flow still holds its port: the next connection takes
+    // it only because the range is full, and the FIN-closed flow's late
+    // segments are no longer translated with it.
+    let taken = establish(&mut pinned, (CLIENT, 40004));
+    assert_eq!(taken.nat_port, by_fin.nat_port);
+    let late_ack = tcp_frame(by_fin.client, (NODE, 30080), 3, ack(11), b"");
+    let (_, out) = pinned.world_verdict(&late_ack);
+    assert_ne!(
+        endpoints(&out).0,
+        (NODE, by_fin.nat_port),
+        "the closed flow sent with a port another flow holds"
+    );
+    // Both new flows keep their ports and backends.
+    send(&mut pinned, &after_reset, ack(20));
+    reply(&mut pinned, &taken, ack(30));
+}
+
+/// An external client may use one source port towards two addresses of a
+/// Service (its NodePort and its LB IP): with a local backend and no
+/// source NAT, both would reach the pod on one tuple, and the second would
+/// take the first's replies. The second gets the hairpin source instead;
+/// each keeps its own replies.
+#[test]
+fn an_external_clients_port_in_use_towards_a_pod_gets_the_hairpin_source() {
+    const LB: Ipv4Addr = Ipv4Addr::new(198, 19, 1, 1);
+    const HAIRPIN: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+    let local = [ready(BACKEND, 8080, true)];
+    let mut pinned = load(
+        (61000, 61031),
+        &[
+            frontend(
+                FrontendKind::NodePort,
+                "web",
+                (NODE, 30080),
+                Protocol::TCP,
+                &local,
+            ),
+            frontend(
+                FrontendKind::LoadBalancer,
+                "web",
+                (LB, 80),
+                Protocol::TCP,
+                &local,
+            ),
+        ],
+    );
+    let client = (CLIENT, 40000);
+    let to_node_port = pinned.world(&tcp_frame(client, (NODE, 30080), 1, SYN, b""));
+    assert_eq!(endpoints(&to_node_port), (client, (BACKEND, 8080)));
+    let to_lb = pinned.world(&tcp_frame(client, (LB, 80), 1, SYN, b""));
+    let ((source, nat_port), backend) = endpoints(&to_lb);
+    assert_eq!((source, backend), (HAIRPIN, (BACKEND, 8080)), "{to_lb:?}");
+    let syn_ack = TcpFlags {
+        syn: true,
+        ..ack(2)
+    };
+    let first = pinned.pod(&tcp_frame((BACKEND, 8080), client, 9, syn_ack, b""));
+    assert_eq!(endpoints(&first), ((NODE, 30080), client));
+    let second = pinned.pod(&tcp_frame(
+        (BACKEND, 8080),
+        (HAIRPIN, nat_port),
+        9,
+        syn_ack,
+        b"",
+    ));
+    assert_eq!(endpoints(&second), ((LB, 80), client));
+    // The handshake's last ACK and what follows keep their translation.
+    for seq in [2, 3] {
+        let (verdict, out) = pinned.world_verdict(&tcp_frame(client, (LB, 80), seq, ack(10), b""));
+        assert_eq!(
+            (verdict, endpoints(&out)),
+            (XDP_PASS, ((HAIRPIN, nat_port), (BACKEND, 8080)))
+        );
+    }
+}
+
+/// A pod using one source port towards two ClusterIPs of one backend gets
+/// the second dropped (`tuple_clash`), as netfilter drops a clash; the
+/// first keeps its replies.
+#[test]
+fn a_pods_port_in_use_towards_a_backend_is_a_clash() {
+    const POD: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
+    let (first_ip, second_ip) = (Ipv4Addr::new(198, 19, 0, 1), Ipv4Addr::new(198, 19, 0, 2));
+    let backend = [ready(BACKEND, 8080, false)];
+    let mut pinned = load(
+        (61000, 61031),
+        &[
+            frontend(
+                FrontendKind::ClusterIP,
+                "a",
+                (first_ip, 80),
+                Protocol::TCP,
+                &backend,
+            ),
+            frontend(
+                FrontendKind::ClusterIP,
+                "b",
+                (second_ip, 80),
+                Protocol::TCP,
+                &backend,
+            ),
+        ],
+    );
+    let pod = (POD, 40000);
+    let first = pinned.pod(&tcp_frame(pod, (first_ip, 80), 1, SYN, b""));
+    assert_eq!(endpoints(&first), (pod, (BACKEND, 8080)));
+    let (verdict, _) = pinned.pod_verdict(&tcp_frame(pod, (second_ip, 80), 1, SYN, b""));
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(drops(&mut pinned, "tuple_clash"), 1);
+    let syn_ack = TcpFlags {
+        syn: true,
+        ..ack(2)
+    };
+    let reply = pinned.world(&tcp_frame((BACKEND, 8080), pod, 9, syn_ack, b""));
+    assert_eq!(endpoints(&reply), ((first_ip, 80), pod));
 }
 
 /// A client port used again within the closing timeout opens a new flow:

@@ -115,6 +115,46 @@ fn a_packet_at_its_last_hop_takes_the_conntrack_path() {
     );
 }
 
+/// A client port used again at once opens a connection that may go to
+/// another backend: the earlier connection's cached slot must not take its
+/// packets there (its handshake's last ACK would reach a backend that
+/// never saw its SYN, and be answered with a reset).
+#[test]
+fn a_connection_opened_again_on_a_tuple_does_not_take_the_earlier_ones_slot() {
+    let two = cluster_ip(
+        "web",
+        CLUSTER_IP,
+        80,
+        Protocol::TCP,
+        &[(BACKEND, 8080), (OTHER_BACKEND, 8080)],
+    );
+    let mut pinned = Pinned::load("flow-cache", &[two], None);
+    let client = (POD, 40005);
+    // SYN, SYN-ACK, ACK (which fills the slot): the backend chosen.
+    let handshake = |pinned: &mut Pinned| -> Ipv4Addr {
+        let syn = tcp_frame(client, (CLUSTER_IP, 80), 1, SYN, b"");
+        let backend = endpoints(&pinned.pod(&syn)).1.0;
+        let syn_ack_flags = TcpFlags { syn: true, ..ACK };
+        pinned.pod(&tcp_frame((backend, 8080), client, 9, syn_ack_flags, b""));
+        let ack = tcp_frame(client, (CLUSTER_IP, 80), 2, ACK, b"");
+        assert_eq!(
+            endpoints(&pinned.pod(&ack)).1,
+            (backend, 8080),
+            "the handshake's last ACK went to another backend than its SYN"
+        );
+        backend
+    };
+    let first = handshake(&mut pinned);
+    // Closed and opened again until a new connection picks the other
+    // backend (one in two does).
+    let fin_flags = TcpFlags { fin: true, ..ACK };
+    let switched = (0..64).any(|_| {
+        pinned.pod(&tcp_frame(client, (CLUSTER_IP, 80), 2, fin_flags, b""));
+        handshake(&mut pinned) != first
+    });
+    assert!(switched, "64 connections all went to {first}");
+}
+
 #[test]
 fn replies_are_reverse_translated_from_the_cache() {
     let mut pinned = Pinned::load("flow-cache", &[web()], None);
