@@ -29,9 +29,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use svc_lab::{cluster::Cluster, netns::Netns, wiring};
+use svc_lab::{Lab, NodeSpec, PodSpec, Topology, cluster::Cluster, netns::Netns, wiring};
 
-use crate::churn_load::Load;
+use crate::{
+    agent::Agent,
+    apiserver::{self, ApiServer},
+    churn_load::Load,
+};
 
 const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 20);
 const NODE_PORT: u16 = 30090;
@@ -59,6 +63,10 @@ pub struct Figures {
     /// ...), "NAMESPACE COUNTER" -> delta: where a failure came from.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub kernel_counters: BTreeMap<String, u64>,
+    /// apiserver_kill: from the API server answering again to the maps
+    /// holding the change made then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converge_ms: Option<u64>,
 }
 
 impl Figures {
@@ -366,36 +374,51 @@ struct AllLoad {
 
 impl AllLoad {
     fn start(lab: &ChaosLab, pause: Duration) -> Self {
-        let client = lab.client();
+        let (client, load_pod) = (lab.client(), lab.pod("load"));
         let node_port = |number: u8| SocketAddr::from((wiring::node_address(number), NODE_PORT));
-        let lb = SocketAddr::from((lab.lb_ip(), 80));
+        Self::on(
+            &[
+                (&client, node_port(1)),
+                (&client, node_port(2)),
+                (&client, SocketAddr::from((lab.lb_ip(), 80))),
+                (&load_pod, SocketAddr::from((CLUSTER_IP, 80))),
+            ],
+            (
+                &client,
+                SocketAddr::from((wiring::node_address(1), UDP_NODE_PORT)),
+            ),
+            pause,
+        )
+    }
+
+    /// A short-connection worker and two long-lived connections on each
+    /// path (from a namespace to a target), and UDP from `udp.0` to `udp.1`.
+    fn on(paths: &[(&Netns, SocketAddr)], udp: (&Netns, SocketAddr), pause: Duration) -> Self {
         let mut tcp = Load::with_pause(pause);
-        for target in [node_port(1), node_port(2), lb] {
-            tcp.short(&client, target, 1);
+        for (netns, target) in paths {
+            tcp.short(netns, *target, 1);
         }
-        tcp.short(&lab.pod("load"), SocketAddr::from((CLUSTER_IP, 80)), 1);
         let mut id = 0;
-        for target in [node_port(1), node_port(2), lb] {
-            tcp.long(&client, target, id..id + 2);
+        for (netns, target) in paths {
+            tcp.long(netns, *target, id..id + 2);
             id += 2;
         }
-        tcp.long(
-            &lab.pod("load"),
-            SocketAddr::from((CLUSTER_IP, 80)),
-            id..id + 2,
-        );
-        let udp = UdpLoad::start(
-            &client,
-            SocketAddr::from((wiring::node_address(1), UDP_NODE_PORT)),
-        );
         Self {
             tcp,
-            udp,
-            long_lived: id as u64 + 2,
+            udp: UdpLoad::start(udp.0, udp.1),
+            long_lived: id as u64,
         }
     }
 
-    fn stop(mut self, started: Instant, lab: &ChaosLab, before: &Before) -> Figures {
+    fn stop(self, started: Instant, lab: &ChaosLab, before: &Before) -> Figures {
+        let mut figures = self.figures(started);
+        figures.datapath_drops = grown(&before.drops, lab.drops());
+        figures.kernel_counters = grown(&before.kernel, lab.kernel_counters());
+        figures
+    }
+
+    /// Stops the load and counts its outcomes.
+    fn figures(mut self, started: Instant) -> Figures {
         self.tcp.stop();
         let (udp_sent, udp_lost) = self.udp.stop();
         let outcomes = self.tcp.record.snapshot();
@@ -425,8 +448,6 @@ impl AllLoad {
             }
         }
         figures.long_lived_broken = broken.len() as u64;
-        figures.datapath_drops = grown(&before.drops, lab.drops());
-        figures.kernel_counters = grown(&before.kernel, lab.kernel_counters());
         figures
     }
 }
@@ -503,5 +524,127 @@ pub fn run_selected(
         }
         results.insert(name, load.stop(started, &lab, &before));
     }
+    drop(lab);
+    if wanted("apiserver_kill")
+        && let Some(figures) = apiserver_kill(settle, pause)
+    {
+        results.insert("apiserver_kill", figures);
+    }
     results
+}
+
+const API_NODE: &str = "node-1";
+const API_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+/// The API server is away this long.
+const OUTAGE: Duration = Duration::from_secs(10);
+
+/// The agent against a real kube-apiserver (on the node's loopback, RBAC,
+/// deploy/'s ServiceAccount), one node, four pods of which web-1..3 are
+/// the Service's endpoints. Under load, the API server is killed for 10 s;
+/// meanwhile the cluster moves on (web-4 started, web-1 to go), and when
+/// the API server answers again the EndpointSlice says so (as the
+/// controller writes it then). Traffic must not notice the outage, and the
+/// maps must hold the new endpoints soon after the API server is back:
+/// `converge_ms`. None without a kube-apiserver binary (`cargo xtask
+/// apiserver`), saying so.
+fn apiserver_kill(settle: Duration, pause: Duration) -> Option<Figures> {
+    let binary = apiserver::binary()?;
+    let pods = ["web-1", "web-2", "web-3", "web-4"];
+    let lab = Lab::up(&Topology {
+        nodes: vec![NodeSpec {
+            name: API_NODE.into(),
+            pods: pods
+                .iter()
+                .map(|name| PodSpec::new(name, &[8080], &[5353]))
+                .collect(),
+        }],
+    })
+    .expect("a one-node lab");
+    let address = |name: &str| lab.pod(name).expect("a lab pod").address;
+    let node = lab.node(API_NODE).expect("the node");
+    let mut api = ApiServer::start(node.netns(), binary);
+    api.create(
+        "/api/v1/nodes",
+        &serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": API_NODE},
+            "status": {"addresses": [{"type": "InternalIP", "address": node.address.to_string()}]}}),
+    );
+    api.create(
+        "/api/v1/namespaces/default/services",
+        &serde_json::json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "clusterIP": CLUSTER_IP.to_string(), "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": NODE_PORT},
+                {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP", "nodePort": UDP_NODE_PORT}]}}),
+    );
+    let slice = |names: &[&str]| {
+        let endpoints: Vec<_> = names
+            .iter()
+            .map(|name| {
+                serde_json::json!({"addresses": [address(name).to_string()],
+                "conditions": {"ready": true}, "nodeName": API_NODE})
+            })
+            .collect();
+        serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                      {"name": "dns", "port": 5353, "protocol": "UDP"}],
+            "endpoints": endpoints})
+    };
+    api.create(API_SLICES, &slice(&pods[..3]));
+    let kubeconfig = api.agent_kubeconfig();
+    let mut agent = Agent::spawn(&lab, API_NODE, &["--kubeconfig", kubeconfig.to_str()?]);
+    agent.wait_healthy(&lab, Duration::from_secs(30));
+
+    let client = lab.client().expect("the lab's client");
+    let node_port = |port: u16| SocketAddr::from((node.address, port));
+    let started = Instant::now();
+    let load = AllLoad::on(
+        &[(client, node_port(NODE_PORT))],
+        (client, node_port(UDP_NODE_PORT)),
+        pause,
+    );
+    std::thread::sleep(settle);
+    api.stop_apiserver();
+    eprintln!("apiserver_kill: API server killed");
+    std::thread::sleep(OUTAGE);
+    api.start_apiserver();
+    let back = Instant::now();
+    let now_serving = &pods[1..];
+    api.patch(&format!("{API_SLICES}/web-1"), &slice(now_serving));
+    let want: std::collections::BTreeSet<Ipv4Addr> =
+        now_serving.iter().map(|name| address(name)).collect();
+    let converge_ms = loop {
+        let held = svc_agent::dataplane::Tables::open_pinned(&agent.pin_dir)
+            .and_then(|tables| tables.read())
+            .expect("the agent's pinned tables");
+        let converged = held
+            .iter()
+            .filter(|state| state.frontend.service == "default/web")
+            .all(|state| {
+                state
+                    .frontend
+                    .backends
+                    .iter()
+                    .map(|backend| backend.address)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    == want
+            });
+        if converged {
+            break back.elapsed().as_millis() as u64;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(60),
+            "the maps did not take the change after the API server came back:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    eprintln!("apiserver_kill: API server back, maps converged after {converge_ms} ms");
+    std::thread::sleep(settle);
+    let mut figures = load.figures(started);
+    figures.converge_ms = Some(converge_ms);
+    agent.terminate();
+    Some(figures)
 }

@@ -45,8 +45,10 @@ enum Task {
         which: Bench,
     },
     /// Scenarios under continuous load on a two-node svc-lab (agents
-    /// killed and restarted on each node in turn), every failed request,
-    /// lost datagram and broken connection counted:
+    /// killed and restarted on each node in turn, pods rolled and scaled)
+    /// and on an agent watching a real kube-apiserver that is killed for
+    /// 10 s, every failed request, lost datagram and broken connection
+    /// counted:
     /// target/svc-bench/chaos.json. Fails unless all are zero.
     Chaos {
         /// Shorter load around each change (CI's run).
@@ -364,6 +366,8 @@ fn chaos(
     scenarios: &[String],
 ) -> anyhow::Result<()> {
     setup::require_root("the chaos scenarios build network namespaces and load BPF programs")?;
+    // apiserver_kill runs the agent against a real kube-apiserver.
+    let kube_apiserver = apiserver::ensure()?;
     // The lab runs the svc-lab and svc-agent binaries of the bench
     // profile's directory (target/release).
     run(cargo(root).env("SVC_TOOLCHAIN_DIR", &tools.dir).args([
@@ -378,6 +382,8 @@ fn chaos(
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
         .env("SVC_BENCH_QUICK", if quick { "1" } else { "0" })
         .env("SVC_CHAOS_SCENARIOS", scenarios.join(","))
+        .env("SVC_KUBE_APISERVER", &kube_apiserver)
+        .env("SVC_REQUIRE_APISERVER", "1")
         .args(["bench", "-p", "tests", "--bench", "chaos"]))
 }
 
