@@ -79,12 +79,18 @@ enum Command {
         #[arg(long)]
         replicas: i32,
     },
-    /// `rollout restart deployment/NAME`: replaces every pod, new ones
-    /// ready before old ones terminate; waits until done.
+    /// `rollout restart deployment/NAME`: replaces every pod as the
+    /// Deployment's strategy allows (maxSurge, maxUnavailable; Recreate),
+    /// new ones ready before old ones terminate, and waits until done
+    /// (`--no-wait`: returns at once, the rollout goes on). `rollout
+    /// status deployment/NAME` waits for a rollout to complete.
     Rollout {
-        /// restart
+        /// restart or status
         action: String,
         target: String,
+        /// restart: return at once; the rollout goes on in the background.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// A Service or Pod as kubectl describes it, with the lab's events.
     Describe {
@@ -196,9 +202,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprint!("{}", listing.stderr);
         }
         Command::Scale { target, replicas } => tool::scale(state, &target, replicas)?,
-        Command::Rollout { action, target } => match action.as_str() {
-            "restart" => tool::rollout_restart(state, &target)?,
-            other => anyhow::bail!("svc-lab rollout knows restart, not {other:?}"),
+        Command::Rollout {
+            action,
+            target,
+            no_wait,
+        } => match action.as_str() {
+            "restart" => tool::rollout_restart(state, &target, no_wait)?,
+            "status" => tool::rollout_status(state, &target)?,
+            other => anyhow::bail!("svc-lab rollout knows restart and status, not {other:?}"),
         },
         Command::Describe {
             what,

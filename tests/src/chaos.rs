@@ -500,7 +500,15 @@ pub fn run_selected(
     let scenarios: [(&'static str, Vec<Vec<String>>); 4] = [
         ("agent_kill", restarts(true)),
         ("agent_restart", restarts(false)),
-        ("rollout", vec![words("rollout restart deployment/web")]),
+        // As an operator would: started without waiting (the rollout
+        // goes on in the background), then waited for.
+        (
+            "rollout",
+            vec![
+                words("rollout restart deployment/web --no-wait"),
+                words("rollout status deployment/web"),
+            ],
+        ),
         (
             "scale",
             ["10", "1", "3"]

@@ -43,6 +43,15 @@ pub enum ClusterError {
     NodeAfterUp { name: String },
 }
 
+/// kubectl's error for a Deployment `key` (NAMESPACE/NAME) that is not
+/// there.
+fn no_deployment(key: &str) -> ClusterError {
+    ClusterError::NotFound {
+        kind: "deployments.apps".into(),
+        name: key.rsplit('/').next().unwrap_or(key).to_owned(),
+    }
+}
+
 /// A node of the lab.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -362,22 +371,136 @@ impl Cluster {
     }
 
     /// `rollout restart deployment/NAME`: a new template (its
-    /// restartedAt annotation), so every pod is replaced.
+    /// restartedAt annotation). The pods are then replaced step by step,
+    /// as the strategy allows ([`Self::rollout_step`]).
     pub fn rollout_restart(&mut self, key: &str) -> Result<Vec<Change>, ClusterError> {
-        self.change_deployment(key, "restarted", |deployment| {
-            let template = deployment
-                .spec
-                .template
-                .metadata
-                .get_or_insert_with(ObjectMeta::default);
-            template
-                .annotations
-                .get_or_insert_with(BTreeMap::new)
-                .insert(
-                    "kubectl.kubernetes.io/restartedAt".into(),
-                    Timestamp::now().to_string(),
-                );
+        let deployment = self.deployment_mut(key)?;
+        let template = deployment
+            .spec
+            .template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default);
+        template
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                "kubectl.kubernetes.io/restartedAt".into(),
+                Timestamp::now().to_string(),
+            );
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        Ok(vec![Change::Said(format!(
+            "deployment.apps/{name} restarted"
+        ))])
+    }
+
+    fn deployment_mut(&mut self, key: &str) -> Result<&mut Deployment, ClusterError> {
+        self.deployments
+            .iter_mut()
+            .find(|d| object_key(&d.metadata) == key)
+            .ok_or_else(|| no_deployment(key))
+    }
+
+    /// Deployment `key`'s live (not terminating) pods, oldest first: those
+    /// of its current template, and the others.
+    fn pods_by_template(&self, deployment: &Deployment) -> (Vec<String>, Vec<String>) {
+        let key = object_key(&deployment.metadata);
+        let hash = pods::template_hash(deployment);
+        let (current, old): (Vec<&PodRecord>, Vec<&PodRecord>) = self
+            .pods
+            .iter()
+            .filter(|pod| pod.owner.as_deref() == Some(key.as_str()))
+            .filter(|pod| pod.object.metadata.deletion_timestamp.is_none())
+            .partition(|pod| {
+                pod.object
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(pods::LABEL_TEMPLATE_HASH))
+                    .is_some_and(|pod_hash| *pod_hash == hash)
+            });
+        let keys = |pods: Vec<&PodRecord>| pods.into_iter().map(PodRecord::key).collect();
+        (keys(current), keys(old))
+    }
+
+    /// The rollout of Deployment `key` is complete: as many pods of its
+    /// template as it asks for, none of an older one.
+    pub fn rollout_complete(&self, key: &str) -> Result<bool, ClusterError> {
+        let deployment = self.deployment(key)?;
+        let (current, old) = self.pods_by_template(deployment);
+        let replicas = usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default();
+        Ok(old.is_empty() && current.len() == replicas)
+    }
+
+    /// How far a rollout of Deployment `key` is: kubectl rollout status's
+    /// line while it waits.
+    pub fn rollout_progress(&self, key: &str) -> Result<String, ClusterError> {
+        let deployment = self.deployment(key)?;
+        let (current, old) = self.pods_by_template(deployment);
+        let replicas = usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default();
+        let name = deployment.metadata.name.as_deref().unwrap_or_default();
+        Ok(if current.len() < replicas {
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {} out of {replicas} new replicas have been updated...",
+                current.len()
+            )
+        } else {
+            format!(
+                "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+                old.len()
+            )
         })
+    }
+
+    /// One step of Deployment `key`'s rollout to its current template,
+    /// within its strategy: new pods (started, ready and programmed before
+    /// anything else happens), then as many old pods terminated as keeps
+    /// enough available. RollingUpdate keeps at most replicas + maxSurge
+    /// pods and at least replicas - maxUnavailable available (terminating
+    /// pods count for neither, as with the Deployment controller);
+    /// Recreate terminates every old pod first. Nothing once complete.
+    pub fn rollout_step(&mut self, key: &str) -> Result<Vec<Change>, ClusterError> {
+        self.noting_endpoints(|cluster| {
+            let deployment = cluster.deployment(key)?.clone();
+            let name = deployment.metadata.name.clone().unwrap_or_default();
+            let strategy = pods::strategy(&deployment).map_err(|reason| ClusterError::Invalid {
+                object: format!("deployment.apps/{name}"),
+                reason,
+            })?;
+            let replicas =
+                usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default();
+            let (current, old) = cluster.pods_by_template(&deployment);
+            let (create, remove) = match strategy {
+                pods::Strategy::Recreate if !old.is_empty() => (0, old.len()),
+                pods::Strategy::Recreate => (replicas.saturating_sub(current.len()), 0),
+                pods::Strategy::RollingUpdate { surge, unavailable } => {
+                    let create = (replicas + surge)
+                        .saturating_sub(current.len() + old.len())
+                        .min(replicas.saturating_sub(current.len()));
+                    let available = current.len() + create + old.len();
+                    let remove = available
+                        .saturating_sub(replicas.saturating_sub(unavailable))
+                        .min(old.len());
+                    (create, remove)
+                }
+            };
+            let mut changes = Vec::new();
+            for _ in 0..create {
+                cluster.placed += 1;
+                let pod = pods::replica(&deployment, cluster.placed);
+                changes.extend(cluster.apply_pod(pod, Some(key.to_owned()))?);
+            }
+            for pod_key in old.iter().take(remove) {
+                changes.extend(cluster.remove_pod(pod_key));
+            }
+            Ok(changes)
+        })
+    }
+
+    fn deployment(&self, key: &str) -> Result<&Deployment, ClusterError> {
+        self.deployments
+            .iter()
+            .find(|d| object_key(&d.metadata) == key)
+            .ok_or_else(|| no_deployment(key))
     }
 
     /// Edits Deployment `key` as `edit` says, then lets its ReplicaSets
@@ -389,14 +512,7 @@ impl Cluster {
         edit: impl FnOnce(&mut Deployment),
     ) -> Result<Vec<Change>, ClusterError> {
         self.noting_endpoints(|cluster| {
-            let deployment = cluster
-                .deployments
-                .iter_mut()
-                .find(|d| object_key(&d.metadata) == key)
-                .ok_or_else(|| ClusterError::NotFound {
-                    kind: "deployments.apps".into(),
-                    name: key.rsplit('/').next().unwrap_or(key).to_owned(),
-                })?;
+            let deployment = cluster.deployment_mut(key)?;
             edit(deployment);
             let deployment = deployment.clone();
             let name = deployment.metadata.name.clone().unwrap_or_default();

@@ -215,6 +215,79 @@ pub fn template_hash(deployment: &Deployment) -> String {
     encode(hash, 10)
 }
 
+/// How a Deployment replaces its pods when its template changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Every old pod goes before new ones start.
+    Recreate,
+    /// At most `surge` pods above the replica count, at most `unavailable`
+    /// below it (pods, resolved from spec.strategy.rollingUpdate).
+    RollingUpdate { surge: usize, unavailable: usize },
+}
+
+/// A Deployment's strategy, as the Deployment controller resolves it:
+/// maxSurge and maxUnavailable default to 25%, a percentage of the
+/// replicas rounds up for the surge and down for unavailability, and if
+/// both come to 0, one pod may be unavailable (the API server refuses
+/// both 0 given as such; here it is said so).
+pub fn strategy(deployment: &Deployment) -> Result<Strategy, String> {
+    let strategy = deployment.spec.strategy.clone().unwrap_or_default();
+    match strategy.type_.as_deref() {
+        Some("Recreate") => return Ok(Strategy::Recreate),
+        None | Some("RollingUpdate") => {}
+        Some(other) => {
+            return Err(format!(
+                "spec.strategy.type: Unsupported value: {other:?}: supported values: \"Recreate\", \"RollingUpdate\""
+            ));
+        }
+    }
+    let replicas = usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default();
+    let rolling = strategy.rolling_update.unwrap_or_default();
+    let quarter = IntOrString::String("25%".into());
+    let resolve = |value: Option<IntOrString>, field: &str, round_up: bool| match value
+        .unwrap_or_else(|| quarter.clone())
+    {
+        IntOrString::Int(n) => usize::try_from(n)
+            .map_err(|_| format!("spec.strategy.rollingUpdate.{field}: must be >= 0, not {n}")),
+        IntOrString::String(text) => {
+            let percent: usize = text
+                    .strip_suffix('%')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| {
+                        format!("spec.strategy.rollingUpdate.{field}: {text:?} is neither a number nor a percentage")
+                    })?;
+            let scaled = replicas * percent;
+            Ok(if round_up {
+                scaled.div_ceil(100)
+            } else {
+                scaled / 100
+            })
+        }
+    };
+    let given_zero = |value: &Option<IntOrString>| match value {
+        Some(IntOrString::Int(n)) => *n == 0,
+        Some(IntOrString::String(text)) => text == "0%",
+        None => false,
+    };
+    if given_zero(&rolling.max_surge) && given_zero(&rolling.max_unavailable) {
+        return Err(
+            "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0"
+                .into(),
+        );
+    }
+    let surge = resolve(rolling.max_surge, "maxSurge", true)?;
+    let unavailable = resolve(rolling.max_unavailable, "maxUnavailable", false)?;
+    Ok(Strategy::RollingUpdate {
+        surge,
+        // As the controller resolves it: some pod must be allowed to go.
+        unavailable: if surge == 0 && unavailable == 0 {
+            1
+        } else {
+            unavailable
+        },
+    })
+}
+
 /// `count` characters of Kubernetes' name alphabet (no vowels, no 0/1/3)
 /// spelling `value`.
 pub fn encode(mut value: u64, count: usize) -> String {

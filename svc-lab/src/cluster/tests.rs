@@ -292,13 +292,85 @@ fn scaling_starts_and_terminates_the_newest_pods() {
     assert!(cluster.scale("default/nope", 1).is_err());
 }
 
-#[test]
-fn a_rollout_restart_replaces_every_pod() {
+/// Runs a rollout restart of the seed's 3-replica Deployment with
+/// `strategy` step by step; returns each step's (started, terminated), and
+/// checks at each step that live pods never exceed 3 + `surge` and
+/// available ones never fall below 3 - `unavailable`.
+fn roll(strategy: serde_json::Value, surge: usize, unavailable: usize) -> Vec<(usize, usize)> {
     let (mut cluster, _) = seed_cluster();
+    cluster.deployments[0].spec.strategy = Some(serde_json::from_value(strategy).unwrap());
     let old: Vec<String> = cluster.pods.iter().map(PodRecord::key).collect();
-    let changes = cluster.rollout_restart("default/web").unwrap();
-    assert_eq!(started(&changes), 3);
-    assert_eq!(terminated(&changes), old);
+    cluster.rollout_restart("default/web").unwrap();
+    let live = |cluster: &Cluster| {
+        cluster
+            .pods
+            .iter()
+            .filter(|pod| pod.object.metadata.deletion_timestamp.is_none())
+            .count()
+    };
+    let mut steps = Vec::new();
+    let mut terminated_all = Vec::new();
+    while !cluster.rollout_complete("default/web").unwrap() {
+        assert!(steps.len() < 10, "no end: {steps:?}");
+        let before = live(&cluster);
+        let changes = cluster.rollout_step("default/web").unwrap();
+        let (up, down) = (started(&changes), terminated(&changes));
+        assert!(before + up <= 3 + surge, "{before} + {up} pods at once");
+        assert!(
+            before + up - down.len() >= 3 - unavailable,
+            "{before} + {up} - {} pods available",
+            down.len()
+        );
+        steps.push((up, down.len()));
+        terminated_all.extend(down);
+    }
+    assert_eq!(terminated_all, old, "every old pod goes, oldest first");
+    steps
+}
+
+#[test]
+fn a_rollout_restart_follows_the_strategy() {
+    // Kubernetes' defaults, 25% each: one pod more at a time, none less.
+    assert_eq!(roll(serde_json::json!({}), 1, 0), [(1, 1); 3]);
+    // One pod fewer at a time, none more: the first step only terminates.
+    assert_eq!(
+        roll(
+            serde_json::json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+            0,
+            1
+        ),
+        [(0, 1), (1, 1), (1, 1), (1, 0)]
+    );
+    // Everything at once, in both directions.
+    assert_eq!(
+        roll(
+            serde_json::json!({"rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "100%"}}),
+            3,
+            3
+        ),
+        [(3, 3)]
+    );
+    assert_eq!(
+        roll(serde_json::json!({"type": "Recreate"}), 0, 3),
+        [(0, 3), (3, 0)]
+    );
+}
+
+#[test]
+fn a_strategy_the_api_server_refuses_is_said_so() {
+    let (mut cluster, _) = seed_cluster();
+    cluster.deployments[0].spec.strategy = Some(
+        serde_json::from_value(
+            serde_json::json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "0%"}}),
+        )
+        .unwrap(),
+    );
+    cluster.rollout_restart("default/web").unwrap();
+    let error = cluster.rollout_step("default/web").unwrap_err().to_string();
+    assert!(
+        error.contains("may not be 0 when `maxSurge` is 0"),
+        "{error}"
+    );
 }
 
 #[test]

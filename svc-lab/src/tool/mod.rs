@@ -16,7 +16,7 @@ use std::path::PathBuf;
 pub use self::{
     run::{
         Target, apply, delete, delete_objects, describe, down, exec, get, hold, logs, restart,
-        rollout_restart, scale, serve, up,
+        rollout_restart, rollout_status, scale, serve, up,
     },
     state::DEFAULT_STATE,
 };

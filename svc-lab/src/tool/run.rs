@@ -490,12 +490,84 @@ pub fn scale(state_root: &Path, target: &str, replicas: i32) -> Result<(), ToolE
     change(state_root, |cluster| Ok(cluster.scale(&key, replicas)?))
 }
 
-/// `svc-lab rollout restart deployment/NAME`: every pod replaced, the new
-/// ones ready and programmed before the old ones terminate (gracefully);
-/// returns when the rollout is complete.
-pub fn rollout_restart(state_root: &Path, target: &str) -> Result<(), ToolError> {
+/// `svc-lab rollout restart deployment/NAME [--no-wait]`: every pod
+/// replaced as the Deployment's strategy allows (see [`rollout_status`]).
+/// Returns when the rollout is complete; with `no_wait` at once, leaving
+/// it to a `rollout status` of its own in the background (as the
+/// Deployment controller goes on without kubectl), whose output is
+/// STATE/rollout-NAME.log.
+pub fn rollout_restart(state_root: &Path, target: &str, no_wait: bool) -> Result<(), ToolError> {
     let key = deployment_key(target)?;
-    change(state_root, |cluster| Ok(cluster.rollout_restart(&key)?))
+    change(state_root, |cluster| Ok(cluster.rollout_restart(&key)?))?;
+    if !no_wait {
+        return rollout_status(state_root, target);
+    }
+    let name = key.rsplit('/').next().unwrap_or(&key);
+    let log_path = state_root.join(format!("rollout-{name}.log"));
+    let log = std::fs::File::create(&log_path).map_err(|source| ToolError::Io {
+        what: format!("creating {}", log_path.display()),
+        source,
+    })?;
+    let exe = std::env::current_exe().map_err(|source| ToolError::Io {
+        what: "finding svc-lab's own binary".into(),
+        source,
+    })?;
+    let stderr = log.try_clone().map_err(|source| ToolError::Io {
+        what: format!("opening {}", log_path.display()),
+        source,
+    })?;
+    // Its own process group: a terminal's Ctrl-C for the next command
+    // must not stop the rollout.
+    std::os::unix::process::CommandExt::process_group(
+        std::process::Command::new(exe)
+            .arg("--state")
+            .arg(state_root)
+            .args(["rollout", "status", target])
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(stderr),
+        0,
+    )
+    .spawn()
+    .map_err(|source| ToolError::Io {
+        what: "starting the rollout in the background".into(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// `svc-lab rollout status deployment/NAME`: carries the rollout on step
+/// by step (new pods started, ready and programmed on every node, then old
+/// ones terminated gracefully, within maxSurge and maxUnavailable) and
+/// returns once it is complete, printing what kubectl rollout status
+/// prints. Each step holds the lab's state alone: other commands, or a
+/// second `rollout status`, go in between steps.
+pub fn rollout_status(state_root: &Path, target: &str) -> Result<(), ToolError> {
+    let key = deployment_key(target)?;
+    let name = key.rsplit('/').next().unwrap_or(&key).to_owned();
+    loop {
+        let mut complete = false;
+        change(state_root, |cluster| {
+            complete = cluster.rollout_complete(&key)?;
+            if complete {
+                return Ok(Vec::new());
+            }
+            println!("{}", cluster.rollout_progress(&key)?);
+            let changes = cluster.rollout_step(&key)?;
+            if changes.is_empty() {
+                return Err(crate::cluster::ClusterError::Invalid {
+                    object: format!("deployment.apps/{name}"),
+                    reason: "its rollout cannot progress".into(),
+                }
+                .into());
+            }
+            Ok(changes)
+        })?;
+        if complete {
+            println!("deployment {name:?} successfully rolled out");
+            return Ok(());
+        }
+    }
 }
 
 fn change(
