@@ -43,6 +43,11 @@ enum Command {
         /// Repeatable.
         #[arg(long = "agent-arg", value_name = "FLAG", allow_hyphen_values = true)]
         agent_args: Vec<String>,
+        /// The svc-agent binary the nodes run (default: the one beside
+        /// svc-lab). A later `restart` runs the one beside svc-lab, or its
+        /// own --agent: an upgrade on live pins.
+        #[arg(long, value_name = "PATH")]
+        agent: Option<PathBuf>,
     },
     /// Create or change objects (a Deployment's selector cannot change).
     Apply {
@@ -116,6 +121,10 @@ enum Command {
         target: String,
         #[arg(long)]
         kill: bool,
+        /// The svc-agent binary to start (default: the one beside
+        /// svc-lab).
+        #[arg(long, value_name = "PATH")]
+        agent: Option<PathBuf>,
     },
     /// Remove everything of the lab: processes, namespaces, pins, state
     /// (also after a crash or a killed `up`).
@@ -171,7 +180,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nodes,
             no_agent,
             agent_args,
-        } => tool::up(state, &files, nodes, !no_agent, &agent_args)?,
+            agent,
+        } => {
+            let agent = match agent {
+                Some(path) => path,
+                None => tool::agent_binary()?,
+            };
+            let agents = (!no_agent).then_some(agent.as_path());
+            tool::up(state, &files, nodes, agents, &agent_args)?;
+        }
         Command::Apply { files } => tool::apply(state, &files)?,
         Command::Delete { files, object } => match (files.is_empty(), object) {
             (false, None) => tool::delete_objects(state, &files)?,
@@ -225,11 +242,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
         Command::Logs { target } => print!("{}", tool::logs(state, &Target::parse(&target)?)?),
-        Command::Restart { target, kill } => {
+        Command::Restart {
+            target,
+            kill,
+            agent,
+        } => {
             let node = target
                 .strip_prefix("node/")
                 .ok_or_else(|| anyhow::anyhow!("give node/NAME, not {target:?}"))?;
-            let took = tool::restart(state, node, kill)?;
+            let agent = match agent {
+                Some(path) => path,
+                None => tool::agent_binary()?,
+            };
+            let took = tool::restart(state, node, kill, &agent)?;
             println!(
                 "node/{node}: agent {} and ready again after {} ms",
                 if kill { "killed" } else { "stopped" },

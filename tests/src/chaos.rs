@@ -90,17 +90,46 @@ fn svc_lab() -> PathBuf {
 }
 
 impl ChaosLab {
-    fn up() -> Self {
-        let state = std::env::temp_dir().join(format!("svc-chaos-{}", std::process::id()));
+    /// `svc-lab up` of examples/chaos, its agents `agent` (default: the
+    /// svc-agent beside svc-lab).
+    fn up(agent: Option<&Path>) -> Self {
+        static LABS: AtomicU64 = AtomicU64::new(0);
+        let state = std::env::temp_dir().join(format!(
+            "svc-chaos-{}-{}",
+            std::process::id(),
+            LABS.fetch_add(1, Ordering::Relaxed)
+        ));
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/chaos");
         let mut lab = Self {
             state: state.clone(),
             cluster: Cluster::default(),
         };
-        lab.svc_lab(&["up", "-f", &examples.to_string_lossy()]);
-        let text = std::fs::read_to_string(state.join("lab.json")).expect("lab.json");
-        lab.cluster = serde_json::from_str(&text).expect("lab.json");
+        let mut args = vec!["up".to_owned(), "-f".into(), examples.display().to_string()];
+        if let Some(agent) = agent {
+            args.extend(["--agent".into(), agent.display().to_string()]);
+        }
+        lab.svc_lab(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        lab.reload();
         lab
+    }
+
+    /// Reads lab.json again (agents' pids change on a restart).
+    fn reload(&mut self) {
+        let text = std::fs::read_to_string(self.state.join("lab.json")).expect("lab.json");
+        self.cluster = serde_json::from_str(&text).expect("lab.json");
+    }
+
+    /// The binary each node's agent runs now.
+    fn agent_binaries(&mut self) -> Vec<PathBuf> {
+        self.reload();
+        self.cluster
+            .nodes
+            .iter()
+            .map(|node| {
+                let pid = node.agent_pid.expect("a running agent");
+                std::fs::read_link(format!("/proc/{pid}/exe")).expect("the agent's binary")
+            })
+            .collect()
     }
 
     /// Runs `svc-lab ARGS` on this lab's state; panics when it fails.
@@ -470,7 +499,7 @@ pub fn run_selected(
     } else {
         Duration::from_secs(10)
     };
-    let lab = ChaosLab::up();
+    let lab = ChaosLab::up(None);
     let mut results = BTreeMap::new();
     // The control: the same load while nothing changes.
     if wanted("steady") {
@@ -533,12 +562,58 @@ pub fn run_selected(
         results.insert(name, load.stop(started, &lab, &before));
     }
     drop(lab);
+    if wanted("agent_upgrade")
+        && let Some(figures) = agent_upgrade(settle, pause)
+    {
+        results.insert("agent_upgrade", figures);
+    }
     if wanted("apiserver_kill")
         && let Some(figures) = apiserver_kill(settle, pause)
     {
         results.insert("apiserver_kill", figures);
     }
     results
+}
+
+/// A lab whose agents are the previous commit's build
+/// ($SVC_CHAOS_PREVIOUS_AGENT, which `cargo xtask chaos` builds), each
+/// replaced under load by this build's on its live pins, node by node:
+/// established connections must keep their backends, SNATed flows their
+/// NAT ports, conntrack its entries. None without that binary, saying so.
+fn agent_upgrade(settle: Duration, pause: Duration) -> Option<Figures> {
+    let previous = std::env::var_os("SVC_CHAOS_PREVIOUS_AGENT")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from);
+    let Some(previous) = previous else {
+        eprintln!("agent_upgrade: SKIPPED, no previous build ($SVC_CHAOS_PREVIOUS_AGENT)");
+        return None;
+    };
+    let mut lab = ChaosLab::up(Some(&previous));
+    let previous = std::fs::canonicalize(&previous).expect("the previous agent");
+    assert!(
+        lab.agent_binaries()
+            .iter()
+            .all(|binary| *binary == previous),
+        "the lab does not run the previous build"
+    );
+    let before = Before::read(&lab);
+    let started = Instant::now();
+    let load = AllLoad::start(&lab, pause);
+    std::thread::sleep(settle);
+    for node in lab.node_names() {
+        eprint!(
+            "agent_upgrade: {}",
+            lab.svc_lab(&["restart", &format!("node/{node}")])
+        );
+        std::thread::sleep(settle);
+    }
+    let figures = load.stop(started, &lab, &before);
+    let now = lab.agent_binaries();
+    assert!(
+        now.iter().all(|binary| *binary != previous),
+        "an agent still runs the previous build: {now:?}"
+    );
+    Some(figures)
 }
 
 const API_NODE: &str = "node-1";

@@ -368,6 +368,12 @@ fn chaos(
     setup::require_root("the chaos scenarios build network namespaces and load BPF programs")?;
     // apiserver_kill runs the agent against a real kube-apiserver.
     let kube_apiserver = apiserver::ensure()?;
+    // agent_upgrade starts the lab with the previous commit's agent.
+    let previous_agent = if scenarios.is_empty() || scenarios.iter().any(|s| s == "agent_upgrade") {
+        previous_agent(root, tools)?
+    } else {
+        None
+    };
     // The lab runs the svc-lab and svc-agent binaries of the bench
     // profile's directory (target/release).
     run(cargo(root).env("SVC_TOOLCHAIN_DIR", &tools.dir).args([
@@ -384,7 +390,54 @@ fn chaos(
         .env("SVC_CHAOS_SCENARIOS", scenarios.join(","))
         .env("SVC_KUBE_APISERVER", &kube_apiserver)
         .env("SVC_REQUIRE_APISERVER", "1")
+        .env(
+            "SVC_CHAOS_PREVIOUS_AGENT",
+            previous_agent.unwrap_or_default(),
+        )
         .args(["bench", "-p", "tests", "--bench", "chaos"]))
+}
+
+/// The previous commit's svc-agent (release), for agent_upgrade: its tree
+/// exported with `git archive` and built once into
+/// target/svc-previous/COMMIT/ (kept for later runs). None, saying why,
+/// when there is no previous commit here (a shallow clone).
+fn previous_agent(root: &Path, tools: &setup::Tools) -> anyhow::Result<Option<PathBuf>> {
+    let rev = Command::new("git")
+        .current_dir(root)
+        .args(["rev-parse", "--verify", "--quiet", "HEAD~1"])
+        .output()
+        .context("running git")?;
+    if !rev.status.success() {
+        println!("xtask chaos: no previous commit here; agent_upgrade does not run");
+        return Ok(None);
+    }
+    let commit = String::from_utf8_lossy(&rev.stdout).trim().to_owned();
+    let dir = root.join("target/svc-previous").join(&commit);
+    let binary = dir.join("target/release/svc-agent");
+    if binary.exists() {
+        println!("xtask chaos: previous agent {commit} cached");
+        return Ok(Some(binary));
+    }
+    println!("xtask chaos: building the previous commit's agent ({commit}), once");
+    let tree = dir.join("tree");
+    let _ = std::fs::remove_dir_all(&tree);
+    std::fs::create_dir_all(&tree)?;
+    let mut archive = Command::new("git")
+        .current_dir(root)
+        .args(["archive", "--format=tar", &commit])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running git archive")?;
+    let tar = archive.stdout.take().context("git archive's output")?;
+    run(Command::new("tar").current_dir(&tree).arg("-x").stdin(tar))?;
+    if !archive.wait()?.success() {
+        bail!("git archive {commit} failed");
+    }
+    run(cargo(&tree)
+        .env("SVC_TOOLCHAIN_DIR", &tools.dir)
+        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .args(["build", "--release", "-p", "svc-agent"]))?;
+    Ok(Some(binary))
 }
 
 fn demo(root: &Path) -> anyhow::Result<()> {

@@ -34,37 +34,38 @@ pub fn agent_binary() -> Result<PathBuf, ToolError> {
     Ok(path)
 }
 
-/// Starts `svc-agent run` for node `name` in `ns`; returns its pid. The
-/// user's `extra` flags come last: `run` takes the last of a flag given
-/// twice.
-pub fn start(
-    state: &StateDir,
-    ns: &Netns,
-    name: &str,
-    address: Ipv4Addr,
-    pin_dir: &Path,
-    cgroup: &Path,
-    extra: &[String],
-) -> Result<u32, ToolError> {
-    let agent = agent_binary()?;
-    let mut command = ns.command(&agent.to_string_lossy())?;
+/// One node's `svc-agent run`.
+pub struct Launch<'a> {
+    /// The svc-agent binary.
+    pub agent: &'a Path,
+    pub node: &'a str,
+    pub address: Ipv4Addr,
+    pub pin_dir: &'a Path,
+    pub cgroup: &'a Path,
+    /// The user's flags, last: `run` takes the last of a flag given twice.
+    pub extra: &'a [String],
+}
+
+/// Starts `launch` in the node's namespace `ns`; returns its pid.
+pub fn start(state: &StateDir, ns: &Netns, launch: &Launch<'_>) -> Result<u32, ToolError> {
+    let mut command = ns.command(&launch.agent.to_string_lossy())?;
     command
         .arg("run")
-        .args(["--node", name])
+        .args(["--node", launch.node])
         .arg("--manifests")
         .arg(state.manifests())
         .arg("--pin-path")
-        .arg(pin_dir)
+        .arg(launch.pin_dir)
         .args(["--node-interfaces", "eth0"])
         .args(["--pod-interface-prefix", "lxc"])
-        .args(["--node-address", &address.to_string()])
+        .args(["--node-address", &launch.address.to_string()])
         .args(["--hairpin-address", &HAIRPIN_ADDRESS.to_string()])
         .args(["--nat-ports", &format!("{}-{}", NAT_PORTS.0, NAT_PORTS.1)])
         .args(["--listen", &HEALTH_ADDRESS.to_string()])
         .arg("--cgroup")
-        .arg(cgroup)
-        .args(extra);
-    process::spawn(&mut command, &state.log(&format!("agent-{name}")))
+        .arg(launch.cgroup)
+        .args(launch.extra);
+    process::spawn(&mut command, &state.log(&format!("agent-{}", launch.node)))
 }
 
 /// Waits for the agent's `/readyz` to answer 200.

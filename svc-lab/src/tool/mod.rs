@@ -13,6 +13,7 @@ mod state;
 
 use std::path::PathBuf;
 
+pub use self::agents::agent_binary;
 pub use self::{
     run::{
         Target, apply, delete, delete_objects, describe, down, exec, get, hold, logs, restart,

@@ -61,7 +61,7 @@ pub fn up(
     state_root: &Path,
     files: &[PathBuf],
     nodes: usize,
-    agents: bool,
+    agents: Option<&Path>,
     agent_args: &[String],
 ) -> Result<(), ToolError> {
     // SAFETY: geteuid has no preconditions.
@@ -160,7 +160,7 @@ fn build(
     cluster: &mut Cluster,
     keeper: &mut Keeper,
     snapshot: &Snapshot,
-    agents: bool,
+    agents: Option<&Path>,
 ) -> Result<(), ToolError> {
     let id = cluster.id.clone();
     let fabric = wiring::create_fabric(&fabric_name(&id))?;
@@ -200,24 +200,29 @@ fn build(
 
     let changes = cluster.apply(snapshot, true)?;
     carry_out(state, cluster, &changes)?;
-    if agents {
-        start_agents(state, cluster)?;
+    if let Some(agent) = agents {
+        start_agents(state, cluster, agent)?;
         wait_synced(state, cluster)?;
         note_left_out(state, cluster)?;
     }
     Ok(())
 }
 
-fn start_agents(state: &StateDir, cluster: &mut Cluster) -> Result<(), ToolError> {
+fn start_agents(state: &StateDir, cluster: &mut Cluster, agent: &Path) -> Result<(), ToolError> {
     for position in 0..cluster.nodes.len() {
-        start_agent(state, cluster, position)?;
+        start_agent(state, cluster, position, agent)?;
     }
     Ok(())
 }
 
-/// Starts the agent of the node at `position` on its pins, and waits until
-/// its initial sync is in the maps.
-fn start_agent(state: &StateDir, cluster: &mut Cluster, position: usize) -> Result<(), ToolError> {
+/// Starts the agent of the node at `position` on its pins (the `agent`
+/// binary), and waits until its initial sync is in the maps.
+fn start_agent(
+    state: &StateDir,
+    cluster: &mut Cluster,
+    position: usize,
+    agent: &Path,
+) -> Result<(), ToolError> {
     let id = cluster.id.clone();
     let name = cluster.nodes[position].name().to_owned();
     let number = cluster.nodes[position].number;
@@ -235,11 +240,14 @@ fn start_agent(state: &StateDir, cluster: &mut Cluster, position: usize) -> Resu
     let pid = agents::start(
         state,
         &ns,
-        &name,
-        wiring::node_address(number),
-        &pins,
-        &node_cgroup,
-        &cluster.agent_args,
+        &agents::Launch {
+            agent,
+            node: &name,
+            address: wiring::node_address(number),
+            pin_dir: &pins,
+            cgroup: &node_cgroup,
+            extra: &cluster.agent_args,
+        },
     )?;
     cluster.nodes[position].agent_pid = Some(pid);
     state.save(cluster)?;
@@ -247,11 +255,17 @@ fn start_agent(state: &StateDir, cluster: &mut Cluster, position: usize) -> Resu
     agents::wait_healthy(&ns, &name, pid, &log)
 }
 
-/// `svc-lab restart node/NAME [--kill]`: stops the node's agent (SIGTERM,
-/// or SIGKILL with `kill`), starts it again on the same pins and waits
-/// until its initial sync is in the maps. The datapath serves throughout.
-/// Returns how long the node had no agent.
-pub fn restart(state_root: &Path, node: &str, kill: bool) -> Result<Duration, ToolError> {
+/// `svc-lab restart node/NAME [--kill] [--agent PATH]`: stops the node's
+/// agent (SIGTERM, or SIGKILL with `kill`), starts `agent` on the same
+/// pins (an upgrade when it is another build) and waits until its initial
+/// sync is in the maps. The datapath serves throughout. Returns how long
+/// the node had no agent.
+pub fn restart(
+    state_root: &Path,
+    node: &str,
+    kill: bool,
+    agent: &Path,
+) -> Result<Duration, ToolError> {
     let state = StateDir::lock(state_root)?;
     let mut cluster = state.require()?;
     let position = cluster
@@ -271,7 +285,7 @@ pub fn restart(state_root: &Path, node: &str, kill: bool) -> Result<Duration, To
         }
     }
     state.save(&cluster)?;
-    start_agent(&state, &mut cluster, position)?;
+    start_agent(&state, &mut cluster, position, agent)?;
     Ok(started.elapsed())
 }
 
