@@ -147,6 +147,13 @@ pub fn create_pod(
     let gateway = Ipv4Addr::new(198, 18, number, 1).to_string();
     let host_interface = pod_interface(index);
     let ns = Netns::create(name)?;
+    // No pod of the node has this index, but the veth of one that had it
+    // can outlive it: the kernel tears a deleted namespace (and the veth
+    // peer in it) down asynchronously, later still while anything refers
+    // to it. Its host side would make the new veth "File exists".
+    if node.ip(&["link", "show", &host_interface]).is_ok() {
+        node.ip(&["link", "del", &host_interface])?;
+    }
     add_veth(node, &host_interface, &ns)?;
     ns.ip(&["addr", "add", &format!("{address}/32"), "dev", "eth0"])?;
     ns.ip(&["link", "set", "eth0", "up"])?;
