@@ -197,11 +197,12 @@ fn a_flow_is_new_until_its_handshake_completes_then_established() {
     );
 }
 
-/// 32 NAT ports; each round opens and closes 32 connections, finds every
-/// port held while the closing timeout runs (a 33rd connection is refused),
-/// and once it has run, opens the next 32.
+/// 32 NAT ports; each round opens and closes 32 connections and finds
+/// every port held at once (a 33rd connection is refused). 11 s later
+/// (within the closing timeout after FINs, 65 s), the next round's 32 all
+/// get ports: with the range full, each takes the oldest closing flow's.
 #[test]
-fn closed_connections_give_their_nat_ports_back_after_the_closing_timeout() {
+fn closed_connections_give_their_nat_ports_to_new_ones_within_15_s() {
     let mut pinned = load((61000, 61031), &[node_port(Protocol::TCP, &[BACKEND])]);
     let mut client_port = 40000;
     for round in 0..5 {
@@ -226,15 +227,15 @@ fn closed_connections_give_their_nat_ports_back_after_the_closing_timeout() {
             "round {round}: a port of a closing flow was handed out again"
         );
         assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), exhausted + 1);
-        // The round's flows: the earlier rounds' forward entries are
-        // expired already (their reply entries gave the ports back).
+        // The round's flows (the earlier rounds' forward entries, whose
+        // ports were taken, linger until their next packet or timeout).
         let now = coarse_now_ns();
         let closing = pinned.age(
             Table::Established,
-            flow_timeouts::TCP_FIN_NS + SECOND,
+            flow_timeouts::TCP_RESET_NS + SECOND,
             |_, flow| {
                 flow.flags & flow_flags::CLOSING != 0
-                    && now.saturating_sub(flow.last_seen_ns) < flow_timeouts::TCP_FIN_NS
+                    && now.saturating_sub(flow.last_seen_ns) < SECOND
             },
         );
         assert_eq!(closing, 64, "round {round}: both entries of 32 flows close");
