@@ -11,8 +11,9 @@
 //! - **established**: the originator's first segment without SYN after a
 //!   reply (the handshake's last ACK; for UDP the reply itself) moves both
 //!   entries to CT_V2;
-//! - **closing**: a FIN, or a RST that fits the flow, marks both for the
-//!   short timeout; a SYN on the same tuple afterwards starts a new flow.
+//! - **closing**: a FIN, or a RST that fits the flow, marks both closing:
+//!   65 s after a FIN (the peer's TIME_WAIT, and a margin), 10 s after a
+//!   RST; a SYN on the same tuple afterwards starts a new flow.
 //!   A RST fits when its sequence number is near the one its direction's
 //!   entry expects next (see [`rst_fits`]): a blind spoofed RST, which
 //!   would otherwise cut a long idle connection's state to 10 s, does not;
