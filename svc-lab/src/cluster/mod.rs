@@ -330,32 +330,25 @@ impl Cluster {
     /// pods beyond the count go (the newest first), and new pods make up
     /// the count. Terminating pods count for nothing.
     fn reconcile_replicas(&mut self, deployment: &Deployment) -> Result<Vec<Change>, ClusterError> {
-        let key = object_key(&deployment.metadata);
-        let replicas = deployment.spec.replicas.unwrap_or(1);
-        let replicas = usize::try_from(replicas).unwrap_or_default();
-        let hash = pods::template_hash(deployment);
+        let replicas = pods::replicas(deployment);
+        let (current, old) = self.pods_by_template(deployment);
         let mut changes = Vec::new();
-        let mut kept = 0;
-        let owned: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|pod| pod.owner.as_deref() == Some(key.as_str()))
-            .filter(|pod| pod.object.metadata.deletion_timestamp.is_none())
-            .map(PodRecord::key)
-            .collect();
-        for pod_key in owned {
-            let current = self
-                .pod(&pod_key)
-                .and_then(|pod| pod.object.metadata.labels.as_ref())
-                .and_then(|labels| labels.get(pods::LABEL_TEMPLATE_HASH))
-                .is_some_and(|pod_hash| *pod_hash == hash);
-            if current && kept < replicas {
-                kept += 1;
-            } else {
-                changes.extend(self.remove_pod(&pod_key));
-            }
+        for pod_key in current.iter().skip(replicas).chain(&old) {
+            changes.extend(self.remove_pod(pod_key));
         }
-        for _ in kept..replicas {
+        changes.extend(self.make_replicas(deployment, replicas.saturating_sub(current.len()))?);
+        Ok(changes)
+    }
+
+    /// `count` new pods of Deployment `deployment`'s current template.
+    fn make_replicas(
+        &mut self,
+        deployment: &Deployment,
+        count: usize,
+    ) -> Result<Vec<Change>, ClusterError> {
+        let key = object_key(&deployment.metadata);
+        let mut changes = Vec::new();
+        for _ in 0..count {
             self.placed += 1;
             let pod = pods::replica(deployment, self.placed);
             changes.extend(self.apply_pod(pod, Some(key.clone()))?);
@@ -427,8 +420,7 @@ impl Cluster {
     pub fn rollout_complete(&self, key: &str) -> Result<bool, ClusterError> {
         let deployment = self.deployment(key)?;
         let (current, old) = self.pods_by_template(deployment);
-        let replicas = usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default();
-        Ok(old.is_empty() && current.len() == replicas)
+        Ok(old.is_empty() && current.len() == pods::replicas(deployment))
     }
 
     /// How far a rollout of Deployment `key` is: kubectl rollout status's
@@ -436,7 +428,7 @@ impl Cluster {
     pub fn rollout_progress(&self, key: &str) -> Result<String, ClusterError> {
         let deployment = self.deployment(key)?;
         let (current, old) = self.pods_by_template(deployment);
-        let replicas = usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default();
+        let replicas = pods::replicas(deployment);
         let name = deployment.metadata.name.as_deref().unwrap_or_default();
         Ok(if current.len() < replicas {
             format!(
@@ -466,8 +458,7 @@ impl Cluster {
                 object: format!("deployment.apps/{name}"),
                 reason,
             })?;
-            let replicas =
-                usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default();
+            let replicas = pods::replicas(&deployment);
             let (current, old) = cluster.pods_by_template(&deployment);
             let (create, remove) = match strategy {
                 pods::Strategy::Recreate if !old.is_empty() => (0, old.len()),
@@ -483,12 +474,7 @@ impl Cluster {
                     (create, remove)
                 }
             };
-            let mut changes = Vec::new();
-            for _ in 0..create {
-                cluster.placed += 1;
-                let pod = pods::replica(&deployment, cluster.placed);
-                changes.extend(cluster.apply_pod(pod, Some(key.to_owned()))?);
-            }
+            let mut changes = cluster.make_replicas(&deployment, create)?;
             for pod_key in old.iter().take(remove) {
                 changes.extend(cluster.remove_pod(pod_key));
             }

@@ -215,6 +215,11 @@ pub fn template_hash(deployment: &Deployment) -> String {
     encode(hash, 10)
 }
 
+/// The pods a Deployment asks for (spec.replicas, 1 when absent).
+pub fn replicas(deployment: &Deployment) -> usize {
+    usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default()
+}
+
 /// How a Deployment replaces its pods when its template changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
@@ -241,7 +246,7 @@ pub fn strategy(deployment: &Deployment) -> Result<Strategy, String> {
             ));
         }
     }
-    let replicas = usize::try_from(deployment.spec.replicas.unwrap_or(1)).unwrap_or_default();
+    let replicas = replicas(deployment);
     let rolling = strategy.rolling_update.unwrap_or_default();
     let quarter = IntOrString::String("25%".into());
     let resolve = |value: Option<IntOrString>, field: &str, round_up: bool| match value

@@ -517,36 +517,19 @@ pub fn rollout_restart(state_root: &Path, target: &str, no_wait: bool) -> Result
         return rollout_status(state_root, target);
     }
     let name = key.rsplit('/').next().unwrap_or(&key);
-    let log_path = state_root.join(format!("rollout-{name}.log"));
-    let log = std::fs::File::create(&log_path).map_err(|source| ToolError::Io {
-        what: format!("creating {}", log_path.display()),
-        source,
-    })?;
     let exe = std::env::current_exe().map_err(|source| ToolError::Io {
         what: "finding svc-lab's own binary".into(),
         source,
     })?;
-    let stderr = log.try_clone().map_err(|source| ToolError::Io {
-        what: format!("opening {}", log_path.display()),
-        source,
-    })?;
-    // Its own process group: a terminal's Ctrl-C for the next command
-    // must not stop the rollout.
-    std::os::unix::process::CommandExt::process_group(
+    // Detached like the lab's other processes: a terminal's Ctrl-C or
+    // hang-up for the next command must not stop the rollout.
+    process::spawn(
         std::process::Command::new(exe)
             .arg("--state")
             .arg(state_root)
-            .args(["rollout", "status", target])
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(stderr),
-        0,
-    )
-    .spawn()
-    .map_err(|source| ToolError::Io {
-        what: "starting the rollout in the background".into(),
-        source,
-    })?;
+            .args(["rollout", "status", target]),
+        &state_root.join(format!("rollout-{name}.log")),
+    )?;
     Ok(())
 }
 
