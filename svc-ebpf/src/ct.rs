@@ -48,6 +48,13 @@ const NAT_PORT_TRIES: u32 = 32;
 /// this time, new SYNs find no port and are dropped; their clients retry.
 const MIN_AGE_TO_TAKE_NS: u64 = 250_000_000;
 
+/// A closing flow keeps its NAT port while any packet of it passed in this
+/// long: after a FIN the other side may still send (a half-closed
+/// connection), and a segment lost under load comes again after an RTO
+/// (a second and up). A flow whose port were taken then would be reset.
+/// Its last packet's time is known to within [`TOUCH_EVERY_NS`].
+const CLOSING_IDLE_TO_TAKE_NS: u64 = 5_000_000_000;
+
 /// Flow timestamps need second, not nanosecond, precision: the coarse
 /// clock, which only moves at the timer tick. Even that is a helper call
 /// costing ~10 ns per packet, so each CPU keeps the value it read last with
@@ -324,7 +331,10 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
             shared |= flow_flags::SEEN_REPLY;
         }
         unsafe {
-            if touch {
+            // A closing flow's last packet is when it closed, at least:
+            // how long it stayed quiet since decides whether its NAT port
+            // may be taken (see `claim_port`).
+            if touch || closes {
                 (*entry).last_seen_ns = now;
             }
             (*entry).flags = flags | shared;
@@ -346,7 +356,7 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
                         table.remove(key);
                         return None;
                     }
-                    if touch {
+                    if touch || closes {
                         (*peer).last_seen_ns = now;
                     }
                     (*peer).flags |= shared;
@@ -558,14 +568,16 @@ fn expired(entry: &Flow, protocol: u8, established: bool, now: u64) -> bool {
 /// test-and-set, so two flows (on any CPU) never share a (backend, node
 /// address, port) triple. A port held by an established flow (CT_V2) is
 /// skipped until that flow expires; one held by an expired flow is taken.
-/// When every port tried is held, the one of the oldest flow among them
-/// that is not established or is closing (and older than
-/// [`MIN_AGE_TO_TAKE_NS`]) is taken from it: under a flood of spoofed SYNs
-/// or of short connections, real clients still get ports, and a real
-/// handshake under way keeps its own (the flow that lost its port finds
-/// out at its next packet, see [`lookup`]). A closing flow's port taken
-/// before its timeout may still be in the backend's TIME_WAIT: the client
-/// may lose a second to a SYN retry, which is better than no port.
+/// When every port tried is held, one is taken from the flow that needs it
+/// least: the oldest among them not established (and older than
+/// [`MIN_AGE_TO_TAKE_NS`]), else the closing one quiet the longest (and
+/// longer than [`CLOSING_IDLE_TO_TAKE_NS`]). Under a flood of spoofed SYNs
+/// or of short connections, real clients still get ports, while a real
+/// handshake under way and a closing connection still talking keep their
+/// own (the flow that lost its port finds out at its next packet, see
+/// [`lookup`]). A closing flow's port taken before its timeout may still
+/// be in the backend's TIME_WAIT: the client may lose a second to a SYN
+/// retry, which is better than no port.
 #[inline(always)]
 fn claim_port(
     reply_key: &mut FlowKey,
@@ -586,8 +598,10 @@ fn claim_port(
     // that flow was created: taken when no port is free.
     let mut oldest_port: u32 = 0;
     let mut oldest_created = time_units(now.saturating_sub(MIN_AGE_TO_TAKE_NS));
-    // Whether that flow is a closing one in CT_V2.
-    let mut oldest_closing = false;
+    // The port of the closing flow (in CT_V2) quiet the longest, and its
+    // last packet's time: taken when no other is.
+    let mut quietest_port: u32 = 0;
+    let mut quietest_seen = now.saturating_sub(CLOSING_IDLE_TO_TAKE_NS);
     for attempt in 0..=NAT_PORT_TRIES {
         let port = if attempt == 0 {
             if preferred < min || preferred >= min + span {
@@ -600,15 +614,12 @@ fn claim_port(
         reply_key.dport_be = port.to_be();
         if let Some(holder) = CT_V2.get_ptr(*reply_key) {
             // SAFETY: read at once.
-            let (flags, created) = unsafe { ((*holder).flags, (*holder).created_units) };
+            let (flags, seen) = unsafe { ((*holder).flags, (*holder).last_seen_ns) };
             // SAFETY: read at once.
             if !expired(unsafe { &*holder }, reply_key.proto, true, now) {
-                if flags & flow_flags::CLOSING != 0
-                    && (created.wrapping_sub(oldest_created) as i32) < 0
-                {
-                    oldest_created = created;
-                    oldest_port = u32::from(port);
-                    oldest_closing = true;
+                if flags & flow_flags::CLOSING != 0 && seen < quietest_seen {
+                    quietest_seen = seen;
+                    quietest_port = u32::from(port);
                 }
                 continue;
             }
@@ -632,16 +643,18 @@ fn claim_port(
             if (created.wrapping_sub(oldest_created) as i32) < 0 {
                 oldest_created = created;
                 oldest_port = u32::from(port);
-                oldest_closing = false;
             }
         }
     }
     if oldest_port != 0 {
         reply_key.dport_be = (oldest_port as u16).to_be();
-        if oldest_closing {
-            // Its forward entry finds its reply entry gone and dies.
-            let _ = CT_V2.remove(*reply_key);
-        }
+        Table::New.insert(reply_key, reply, BPF_ANY)?;
+        return Ok(reply_key.dport_be);
+    }
+    if quietest_port != 0 {
+        reply_key.dport_be = (quietest_port as u16).to_be();
+        // Its forward entry finds its reply entry gone and dies.
+        let _ = CT_V2.remove(*reply_key);
         Table::New.insert(reply_key, reply, BPF_ANY)?;
         return Ok(reply_key.dport_be);
     }

@@ -288,6 +288,39 @@ fn a_port_closed_by_fins_outlives_time_wait_one_closed_by_a_reset_does_not() {
     reply(&mut pinned, &taken, ack(30));
 }
 
+/// A connection the backend has half closed may still be sending (the
+/// rest of a request, a retransmission after a loss under a flood): its
+/// NAT port is not taken while its packets pass, however old the
+/// connection is, only once it has been quiet a few seconds.
+#[test]
+fn a_closing_connection_still_talking_keeps_its_nat_port() {
+    let mut pinned = load((61000, 61000), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let talking = establish(&mut pinned, (CLIENT, 40000));
+    // A connection that took a while (its SYN was retried)...
+    pinned.age(Table::Established, 2 * SECOND, |_, _| true);
+    // ...and the backend's FIN.
+    reply(
+        &mut pinned,
+        &talking,
+        TcpFlags {
+            fin: true,
+            ..ack(10)
+        },
+    );
+    let exhausted = drops(&mut pinned, "nat_ports_exhausted");
+    assert_eq!(
+        connect(&mut pinned, (CLIENT, 40001)),
+        Err(XDP_DROP),
+        "the port of a connection closing this instant was taken"
+    );
+    assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), exhausted + 1);
+    send(&mut pinned, &talking, ack(11));
+    // Quiet for 6 s: now its port goes to a new connection.
+    pinned.age(Table::Established, 6 * SECOND, |_, _| true);
+    let next = establish(&mut pinned, (CLIENT, 40002));
+    assert_eq!(next.nat_port, talking.nat_port);
+}
+
 /// An external client may use one source port towards two addresses of a
 /// Service (its NodePort and its LB IP): with a local backend and no
 /// source NAT, both would reach the pod on one tuple, and the second would
