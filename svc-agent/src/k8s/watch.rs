@@ -7,7 +7,8 @@
 //! API server answers 410 Gone (that version was compacted) it lists again.
 //! During such a relist the store keeps the old objects and swaps them for
 //! the new list at once, so an outage or a 410 never empties the tables.
-//! Errors are retried with [`WatchBackoff`] and counted by kind.
+//! Errors are retried after [`WatchBackoff`]'s delays (a 410 relists at
+//! once) and counted by kind.
 //!
 //! A snapshot is published only once every store has had its initial list,
 //! and after that on every change.
@@ -148,9 +149,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher::watcher(api, config)
-        .backoff(WatchBackoff::default())
-        .reflect(writer);
+    let stream = backing_off(watcher::watcher(api, config)).reflect(writer);
     let run = stream.for_each(move |event| {
         match event {
             Ok(Event::InitDone) => {
@@ -178,6 +177,34 @@ where
         future::ready(())
     });
     (store, run)
+}
+
+/// `stream` (a watcher's), waiting [`WatchBackoff`]'s delay after each
+/// error before it is polled again, except after a 410 Gone: the API
+/// server answered, and the watcher lists again at its next poll. Waiting
+/// there would add a second to every return of an API server that
+/// compacted the agents' resourceVersions during its outage.
+fn backing_off<S, T>(stream: S) -> impl futures::Stream<Item = Result<T, watcher::Error>> + Send
+where
+    S: futures::Stream<Item = Result<T, watcher::Error>> + Send,
+    T: Send,
+{
+    let state = (Box::pin(stream), WatchBackoff::default(), None::<Duration>);
+    futures::stream::unfold(state, |(mut stream, mut backoff, delay)| async move {
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        let item = stream.next().await?;
+        let delay = match &item {
+            Ok(_) => {
+                backoff.reset();
+                None
+            }
+            Err(error) if error_kind(error) == "watch_gone" => None,
+            Err(_) => backoff.next(),
+        };
+        Some((item, (stream, backoff, delay)))
+    })
 }
 
 /// The metrics name of a watcher error: a 410 Gone (`watch_gone`) is worth
@@ -254,6 +281,44 @@ impl Backoff for WatchBackoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failing watch waits between attempts; a 410 is followed by the
+    /// relist at once, and a success starts the delays over.
+    #[tokio::test(start_paused = true)]
+    async fn errors_wait_for_the_backoff_but_a_410_relists_at_once() {
+        let gone = || {
+            watcher::Error::WatchError(Box::new(kube::core::Status {
+                code: 410,
+                ..Default::default()
+            }))
+        };
+        let failed = || watcher::Error::NoResourceVersion;
+        let items = vec![
+            Err(failed()),
+            Err(failed()),
+            Err(gone()),
+            Ok(()),
+            Err(failed()),
+            Ok(()),
+        ];
+        let mut stream = std::pin::pin!(backing_off(futures::stream::iter(items)));
+        let mut waited = Vec::new();
+        let mut last = tokio::time::Instant::now();
+        while let Some(item) = stream.next().await {
+            let now = tokio::time::Instant::now();
+            waited.push((item.is_ok(), (now - last).as_millis()));
+            last = now;
+        }
+        // Before each item: the delay the previous one earned.
+        let bounds = [(0, 0), (100, 200), (200, 400), (0, 0), (0, 0), (100, 200)];
+        assert_eq!(waited.len(), bounds.len(), "{waited:?}");
+        for ((_, waited_ms), (low, high)) in waited.iter().zip(bounds) {
+            assert!(
+                (low..=high).contains(waited_ms),
+                "{waited:?} against {bounds:?}"
+            );
+        }
+    }
 
     #[test]
     fn backoff_doubles_to_one_second_with_up_to_half_cut_and_resets() {
