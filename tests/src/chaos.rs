@@ -725,6 +725,10 @@ fn apiserver_kill(settle: Duration, pause: Duration) -> Option<Figures> {
         std::thread::sleep(Duration::from_millis(5));
     };
     eprintln!("apiserver_kill: API server back, maps converged after {converge_ms} ms");
+    if converge_ms > 1000 {
+        // What the agent did meanwhile, for a slow return's cause.
+        eprintln!("apiserver_kill: the agent's log:\n{}", agent.log());
+    }
     std::thread::sleep(settle);
     let mut figures = load.figures(started);
     figures.converge_ms = Some(converge_ms);
