@@ -154,6 +154,24 @@ impl Agent {
         }
     }
 
+    /// CPU time the agent has used so far (user and system).
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.child.as_ref().expect("a running agent").id();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("the agent's stat");
+        // After the command name (in parentheses, which may hold spaces):
+        // state is field 3, utime and stime fields 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("a stat line")
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        Duration::from_millis(ticks * 1000 / per_second)
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -302,6 +302,30 @@ impl<'lab> ApiServer<'lab> {
             .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Many calls as the admin over one connection (one curl): each
+    /// (method, path, content type, body); their HTTP statuses, in order.
+    /// A hundred calls take one process, not a hundred.
+    pub fn batch(&self, calls: &[(&str, String, &str, serde_json::Value)]) -> Vec<u16> {
+        let mut command = self.command(Path::new("curl"));
+        for (index, (method, path, content_type, body)) in calls.iter().enumerate() {
+            if index > 0 {
+                command.arg("--next");
+            }
+            command
+                .args(["-sk", "--max-time", "30", "-o", "/dev/null"])
+                .args(["-w", "%{http_code}\n", "-X", method])
+                .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+                .args(["-H", &format!("Content-Type: {content_type}")])
+                .args(["--data-binary", &body.to_string()])
+                .arg(format!("{SERVER}{path}"));
+        }
+        let output = command.output().unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|code| code.trim().parse().unwrap_or(0))
+            .collect()
+    }
+
     /// POST `object` to the collection at `path`.
     pub fn create(&self, path: &str, object: &serde_json::Value) -> String {
         self.request(

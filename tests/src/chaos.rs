@@ -64,9 +64,17 @@ pub struct Figures {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub kernel_counters: BTreeMap<String, u64>,
     /// apiserver_kill: from the API server answering again to the maps
-    /// holding the change made then.
+    /// holding the change made then; churn: from the last change to the
+    /// maps holding every Service's last endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub converge_ms: Option<u64>,
+    /// churn: endpoint changes written per second (the API server's
+    /// answers pace it; 100 is asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changes_per_second: Option<f64>,
+    /// churn: the agent's CPU time over the churn, in % of one core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_cpu_percent: Option<f64>,
 }
 
 impl Figures {
@@ -572,6 +580,16 @@ pub fn run_selected(
     {
         results.insert("apiserver_kill", figures);
     }
+    let (services, length) = if quick {
+        (200, Duration::from_secs(10))
+    } else {
+        (1000, Duration::from_secs(60))
+    };
+    if wanted("churn")
+        && let Some(figures) = churn(settle, pause, services, length)
+    {
+        results.insert("churn", figures);
+    }
     results
 }
 
@@ -620,30 +638,64 @@ const API_NODE: &str = "node-1";
 const API_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 /// The API server is away this long.
 const OUTAGE: Duration = Duration::from_secs(10);
+/// The pods of the API server scenarios' one-node lab.
+const API_PODS: [&str; 4] = ["web-1", "web-2", "web-3", "web-4"];
 
-/// The agent against a real kube-apiserver (on the node's loopback, RBAC,
-/// deploy/'s ServiceAccount), one node, four pods of which web-1..3 are
-/// the Service's endpoints. Under load, the API server is killed for 10 s;
-/// meanwhile the cluster moves on (web-4 started, web-1 to go), and when
-/// the API server answers again the EndpointSlice says so (as the
-/// controller writes it then). Traffic must not notice the outage, and the
-/// maps must hold the new endpoints soon after the API server is back:
-/// `converge_ms`. None without a kube-apiserver binary (`cargo xtask
-/// apiserver`), saying so.
-fn apiserver_kill(settle: Duration, pause: Duration) -> Option<Figures> {
+/// An EndpointSlice of Service `service` (ports http 8080/TCP and dns
+/// 5353/UDP), its endpoints on the API node with their readiness.
+fn slice_of(service: &str, endpoints: &[(Ipv4Addr, bool)]) -> serde_json::Value {
+    let endpoints: Vec<_> = endpoints
+        .iter()
+        .map(|(address, ready)| {
+            serde_json::json!({"addresses": [address.to_string()],
+                "conditions": {"ready": ready}, "nodeName": API_NODE})
+        })
+        .collect();
+    serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-1"), "namespace": "default",
+            "labels": {"kubernetes.io/service-name": service}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                  {"name": "dns", "port": 5353, "protocol": "UDP"}],
+        "endpoints": endpoints})
+}
+
+/// The backend addresses the agent's pinned tables hold for each Service
+/// (namespace/name) that has a frontend.
+fn held_backends(agent: &Agent) -> BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>> {
+    let held = svc_agent::dataplane::Tables::open_pinned(&agent.pin_dir)
+        .and_then(|tables| tables.read())
+        .expect("the agent's pinned tables");
+    let mut by_service = BTreeMap::<String, std::collections::BTreeSet<Ipv4Addr>>::new();
+    for state in held {
+        by_service
+            .entry(state.frontend.service.clone())
+            .or_default()
+            .extend(state.frontend.backends.iter().map(|backend| backend.address));
+    }
+    by_service
+}
+
+/// The one-node lab of the API server scenarios, the real kube-apiserver
+/// on its node (with the node and Service `web`, NodePort TCP and UDP,
+/// whose endpoints `endpoints` gives from the lab), and the agent watching
+/// it as deploy/'s ServiceAccount, healthy. None without a kube-apiserver
+/// binary (`cargo xtask apiserver`), saying so.
+fn with_api_lab(
+    endpoints: impl Fn(&Lab) -> Vec<(Ipv4Addr, bool)>,
+    scenario: impl FnOnce(&Lab, &mut ApiServer<'_>, &mut Agent) -> Figures,
+) -> Option<Figures> {
     let binary = apiserver::binary()?;
-    let pods = ["web-1", "web-2", "web-3", "web-4"];
     let lab = Lab::up(&Topology {
         nodes: vec![NodeSpec {
             name: API_NODE.into(),
-            pods: pods
+            pods: API_PODS
                 .iter()
                 .map(|name| PodSpec::new(name, &[8080], &[5353]))
                 .collect(),
         }],
     })
     .expect("a one-node lab");
-    let address = |name: &str| lab.pod(name).expect("a lab pod").address;
     let node = lab.node(API_NODE).expect("the node");
     let mut api = ApiServer::start(node.netns(), binary);
     api.create(
@@ -659,79 +711,246 @@ fn apiserver_kill(settle: Duration, pause: Duration) -> Option<Figures> {
                 {"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": NODE_PORT},
                 {"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP", "nodePort": UDP_NODE_PORT}]}}),
     );
-    let slice = |names: &[&str]| {
-        let endpoints: Vec<_> = names
-            .iter()
-            .map(|name| {
-                serde_json::json!({"addresses": [address(name).to_string()],
-                "conditions": {"ready": true}, "nodeName": API_NODE})
-            })
-            .collect();
-        serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "web-1", "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "web"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
-                      {"name": "dns", "port": 5353, "protocol": "UDP"}],
-            "endpoints": endpoints})
-    };
-    api.create(API_SLICES, &slice(&pods[..3]));
+    api.create(API_SLICES, &slice_of("web", &endpoints(&lab)));
     let kubeconfig = api.agent_kubeconfig();
     let mut agent = Agent::spawn(&lab, API_NODE, &["--kubeconfig", kubeconfig.to_str()?]);
     agent.wait_healthy(&lab, Duration::from_secs(30));
+    let figures = scenario(&lab, &mut api, &mut agent);
+    agent.terminate();
+    Some(figures)
+}
 
+/// Load on Service `web` of the API server lab: short and long-lived TCP
+/// through the NodePort, UDP through the UDP NodePort, from the client.
+fn api_lab_load(lab: &Lab, pause: Duration) -> AllLoad {
     let client = lab.client().expect("the lab's client");
-    let node_port = |port: u16| SocketAddr::from((node.address, port));
-    let started = Instant::now();
-    let load = AllLoad::on(
-        &[(client, node_port(NODE_PORT))],
-        (client, node_port(UDP_NODE_PORT)),
+    let address = lab.node(API_NODE).expect("the node").address;
+    AllLoad::on(
+        &[(client, SocketAddr::from((address, NODE_PORT)))],
+        (client, SocketAddr::from((address, UDP_NODE_PORT))),
         pause,
-    );
-    std::thread::sleep(settle);
-    api.stop_apiserver();
-    eprintln!("apiserver_kill: API server killed");
-    std::thread::sleep(OUTAGE);
-    api.start_apiserver();
-    let back = Instant::now();
-    let now_serving = &pods[1..];
-    api.patch(&format!("{API_SLICES}/web-1"), &slice(now_serving));
-    let want: std::collections::BTreeSet<Ipv4Addr> =
-        now_serving.iter().map(|name| address(name)).collect();
-    let converge_ms = loop {
-        let held = svc_agent::dataplane::Tables::open_pinned(&agent.pin_dir)
-            .and_then(|tables| tables.read())
-            .expect("the agent's pinned tables");
-        let converged = held
+    )
+}
+
+/// Waits until the agent's tables hold `want` for every Service it names:
+/// how long that took, in ms. Panics with the agent's log after 60 s.
+fn converged(
+    agent: &Agent,
+    want: &BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>>,
+    since: Instant,
+) -> u64 {
+    loop {
+        let held = held_backends(agent);
+        let missing = want
             .iter()
-            .filter(|state| state.frontend.service == "default/web")
-            .all(|state| {
-                state
-                    .frontend
-                    .backends
-                    .iter()
-                    .map(|backend| backend.address)
-                    .collect::<std::collections::BTreeSet<_>>()
-                    == want
-            });
-        if converged {
-            break back.elapsed().as_millis() as u64;
+            .filter(|(service, backends)| held.get(*service) != Some(*backends))
+            .count();
+        if missing == 0 {
+            return since.elapsed().as_millis() as u64;
         }
         assert!(
-            back.elapsed() < Duration::from_secs(60),
-            "the maps did not take the change after the API server came back:\n{}",
+            since.elapsed() < Duration::from_secs(60),
+            "{missing} Services' endpoints not in the maps after 60 s:\n{}",
             agent.log()
         );
         std::thread::sleep(Duration::from_millis(5));
-    };
-    eprintln!("apiserver_kill: API server back, maps converged after {converge_ms} ms");
-    if converge_ms > 1000 {
-        // What the agent did meanwhile, for a slow return's cause.
-        eprintln!("apiserver_kill: the agent's log:\n{}", agent.log());
     }
-    std::thread::sleep(settle);
-    let mut figures = load.figures(started);
-    figures.converge_ms = Some(converge_ms);
-    agent.terminate();
-    Some(figures)
+}
+
+/// The agent against a real kube-apiserver (on the node's loopback, RBAC,
+/// deploy/'s ServiceAccount), one node, four pods of which web-1..3 are
+/// the Service's endpoints. Under load, the API server is killed for 10 s;
+/// meanwhile the cluster moves on (web-4 started, web-1 to go), and when
+/// the API server answers again the EndpointSlice says so (as the
+/// controller writes it then). Traffic must not notice the outage, and the
+/// maps must hold the new endpoints soon after the API server is back:
+/// `converge_ms`. None without a kube-apiserver binary (`cargo xtask
+/// apiserver`), saying so.
+fn apiserver_kill(settle: Duration, pause: Duration) -> Option<Figures> {
+    let pods = |lab: &Lab, names: &[&str]| -> Vec<(Ipv4Addr, bool)> {
+        names
+            .iter()
+            .map(|name| (lab.pod(name).expect("a lab pod").address, true))
+            .collect()
+    };
+    with_api_lab(
+        |lab| pods(lab, &API_PODS[..3]),
+        |lab, api, agent| {
+            let started = Instant::now();
+            let load = api_lab_load(lab, pause);
+            std::thread::sleep(settle);
+            api.stop_apiserver();
+            eprintln!("apiserver_kill: API server killed");
+            std::thread::sleep(OUTAGE);
+            api.start_apiserver();
+            let back = Instant::now();
+            let now_serving = pods(lab, &API_PODS[1..]);
+            api.patch(&format!("{API_SLICES}/web-1"), &slice_of("web", &now_serving));
+            let want = BTreeMap::from([(
+                "default/web".to_owned(),
+                now_serving.iter().map(|(address, _)| *address).collect(),
+            )]);
+            let converge_ms = converged(agent, &want, back);
+            eprintln!("apiserver_kill: API server back, maps converged after {converge_ms} ms");
+            if converge_ms > 1000 {
+                // What the agent did meanwhile, for a slow return's cause.
+                eprintln!("apiserver_kill: the agent's log:\n{}", agent.log());
+            }
+            std::thread::sleep(settle);
+            let mut figures = load.figures(started);
+            figures.converge_ms = Some(converge_ms);
+            figures
+        },
+    )
+}
+
+/// Endpoint changes the churn scenario makes per second.
+const CHURN_RATE: u64 = 100;
+/// Endpoints per churning Service.
+const CHURN_ENDPOINTS: u32 = 10;
+
+/// The `generation`th endpoint set of churning Service `service`: 10 of
+/// 16 addresses of its own in 198.18.128.0/17 (where no lab pod is), one
+/// replaced by the next at each generation, one of them not ready in
+/// every third.
+fn churn_endpoints(service: u32, generation: u32) -> Vec<(Ipv4Addr, bool)> {
+    let base = u32::from(Ipv4Addr::new(198, 18, 128, 0)) + service * 16;
+    (0..CHURN_ENDPOINTS)
+        .map(|slot| {
+            let address = Ipv4Addr::from(base + (generation + slot) % 16);
+            (address, !(generation % 3 == 2 && slot == 0))
+        })
+        .collect()
+}
+
+/// Endpoint churn at scale: `services` ClusterIP Services of 10 endpoints
+/// each beside Service `web` (under load), then for `length` 100 endpoint
+/// changes a second, nine in ten to the other Services (one endpoint
+/// replaced, or turned not ready), one in ten to `web`, whose web-4 turns
+/// not ready and ready again while web-1..3 stay ready (every pod keeps
+/// serving). No request may fail; `agent_cpu_percent` is the agent's CPU
+/// use over the churn; `converge_ms`, from the last change to the maps
+/// holding every Service's last endpoints (ready ones only, as kube-proxy
+/// serves them).
+fn churn(settle: Duration, pause: Duration, services: u32, length: Duration) -> Option<Figures> {
+    let web = |lab: &Lab, web_4_ready: bool| -> Vec<(Ipv4Addr, bool)> {
+        API_PODS
+            .iter()
+            .map(|name| {
+                let address = lab.pod(name).expect("a lab pod").address;
+                (address, *name != "web-4" || web_4_ready)
+            })
+            .collect()
+    };
+    with_api_lab(
+        |lab| web(lab, true),
+        |lab, api, agent| {
+            let service_path = "/api/v1/namespaces/default/services";
+            let name = |service: u32| format!("churn-{service}");
+            for first in (0..services).step_by(CHURN_RATE as usize) {
+                let batch: Vec<u32> = (first..services.min(first + CHURN_RATE as u32)).collect();
+                let created = api.batch(
+                    &batch
+                        .iter()
+                        .map(|&service| {
+                            let object = serde_json::json!({"apiVersion": "v1", "kind": "Service",
+                                "metadata": {"name": name(service), "namespace": "default"},
+                                "spec": {"ports": [{"name": "http", "port": 80,
+                                    "targetPort": 8080, "protocol": "TCP"}]}});
+                            ("POST", service_path.to_owned(), "application/json", object)
+                        })
+                        .chain(batch.iter().map(|&service| {
+                            let slice = slice_of(&name(service), &churn_endpoints(service, 0));
+                            ("POST", API_SLICES.to_owned(), "application/json", slice)
+                        }))
+                        .collect::<Vec<_>>(),
+                );
+                assert!(
+                    created.len() == batch.len() * 2 && created.iter().all(|code| *code == 201),
+                    "creating Services {first}..: {created:?}"
+                );
+            }
+            let mut generations = vec![0u32; services as usize];
+            let mut web_4_ready = true;
+            let want = |generations: &[u32], web_4_ready: bool| {
+                let ready = |endpoints: Vec<(Ipv4Addr, bool)>| {
+                    endpoints
+                        .into_iter()
+                        .filter(|(_, ready)| *ready)
+                        .map(|(address, _)| address)
+                        .collect()
+                };
+                let mut want: BTreeMap<String, std::collections::BTreeSet<Ipv4Addr>> = generations
+                    .iter()
+                    .enumerate()
+                    .map(|(service, generation)| {
+                        (
+                            format!("default/{}", name(service as u32)),
+                            ready(churn_endpoints(service as u32, *generation)),
+                        )
+                    })
+                    .collect();
+                want.insert("default/web".into(), ready(web(lab, web_4_ready)));
+                want
+            };
+            let made = Instant::now();
+            let made_ms = converged(agent, &want(&generations, web_4_ready), made);
+            eprintln!(
+                "churn: {services} Services of {CHURN_ENDPOINTS} endpoints in the maps {made_ms} ms after the last was made"
+            );
+
+            let started = Instant::now();
+            let load = api_lab_load(lab, pause);
+            std::thread::sleep(settle);
+            let cpu_before = agent.cpu_time();
+            let churn_started = Instant::now();
+            let mut changes = 0u64;
+            let mut next = 0u32;
+            while churn_started.elapsed() < length {
+                let second = Instant::now();
+                let mut calls = Vec::new();
+                for index in 0..CHURN_RATE {
+                    let (service, slice) = if index % 10 == 9 {
+                        web_4_ready = !web_4_ready;
+                        ("web".to_owned(), slice_of("web", &web(lab, web_4_ready)))
+                    } else {
+                        let service = next % services;
+                        next += 1;
+                        generations[service as usize] += 1;
+                        let endpoints = churn_endpoints(service, generations[service as usize]);
+                        (name(service), slice_of(&name(service), &endpoints))
+                    };
+                    calls.push((
+                        "PATCH",
+                        format!("{API_SLICES}/{service}-1"),
+                        "application/merge-patch+json",
+                        slice,
+                    ));
+                }
+                let answered = api.batch(&calls);
+                assert!(
+                    answered.len() == calls.len() && answered.iter().all(|code| *code == 200),
+                    "endpoint changes: {answered:?}"
+                );
+                changes += calls.len() as u64;
+                // The rate: the rest of the second, if the batch left any.
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(second.elapsed()));
+            }
+            let churned = churn_started.elapsed();
+            let last_change = Instant::now();
+            let converge_ms = converged(agent, &want(&generations, web_4_ready), last_change);
+            let cpu = agent.cpu_time().saturating_sub(cpu_before);
+            eprintln!(
+                "churn: {changes} changes in {:.1} s; maps converged {converge_ms} ms after the last; agent CPU {:.1} s",
+                churned.as_secs_f64(),
+                cpu.as_secs_f64()
+            );
+            std::thread::sleep(settle);
+            let mut figures = load.figures(started);
+            figures.converge_ms = Some(converge_ms);
+            figures.changes_per_second = Some(changes as f64 / churned.as_secs_f64());
+            figures.agent_cpu_percent = Some(100.0 * cpu.as_secs_f64() / churned.as_secs_f64());
+            figures
+        },
+    )
 }

@@ -1,10 +1,12 @@
 //! Bounded end-to-end runs of `cargo xtask chaos`'s scenarios (its quick
 //! form): a rollout restart and a scale 3 -> 10 -> 1 -> 3 under continuous
-//! load, with the Deployment's 5 s preStop sleep; and the real
-//! kube-apiserver killed for 10 s under load while the endpoints change.
-//! Every request must be answered, every datagram, every long-lived
+//! load, with the Deployment's 5 s preStop sleep; the real kube-apiserver
+//! killed for 10 s under load while the endpoints change; and 10 s of
+//! endpoint churn (100 changes/s) across 200 Services beside the loaded
+//! one. Every request must be answered, every datagram, every long-lived
 //! connection kept (reopened only when the server says it closes), and the
-//! maps must take the change within 2 s of the API server's return. The
+//! maps must take the change within 2 s of the API server's return, and
+//! hold every Service's last endpoints after the churn. The
 //! short-connection workers pause 20 ms between requests (2 ms in `cargo
 //! xtask chaos`): a lifecycle fault shows at this rate as tens of failures
 //! (97 of 2 577 with svc-lab's waits taken out), and the load leaves the
@@ -14,11 +16,11 @@
 use std::time::Duration;
 
 #[test]
-fn rollout_scale_and_an_api_server_outage_fail_no_request() {
+fn rollout_scale_an_api_server_outage_and_endpoint_churn_fail_no_request() {
     let results = tests::chaos::run_selected(true, Duration::from_millis(20), |name| {
-        matches!(name, "rollout" | "scale" | "apiserver_kill")
+        matches!(name, "rollout" | "scale" | "apiserver_kill" | "churn")
     });
-    assert_eq!(results.len(), 3, "{results:?}");
+    assert_eq!(results.len(), 4, "{results:?}");
     for (name, figures) in &results {
         eprintln!("{name}: {figures:?}");
         assert!(
@@ -28,6 +30,11 @@ fn rollout_scale_and_an_api_server_outage_fail_no_request() {
         assert!(figures.udp_sent > 100, "{name}: {figures:?}");
         assert!(figures.passed(), "{name}: {figures:?}");
     }
+    let churn = &results["churn"];
+    assert!(
+        churn.converge_ms.is_some() && churn.agent_cpu_percent.is_some(),
+        "{churn:?}"
+    );
     let converge_ms = results["apiserver_kill"].converge_ms.unwrap();
     assert!(
         converge_ms <= 2000,
