@@ -233,17 +233,7 @@ impl ChaosLab {
             let Ok(netns) = Netns::existing(&name) else {
                 continue;
             };
-            let Ok(read) = netns.in_thread(|| {
-                ["snmp", "netstat"]
-                    .map(|file| {
-                        std::fs::read_to_string(format!("/proc/thread-self/net/{file}"))
-                            .unwrap_or_default()
-                    })
-                    .concat()
-            }) else {
-                continue;
-            };
-            for (counter, value) in trouble_counters(&read) {
+            for (counter, value) in trouble_counters(&netns) {
                 counters.insert(format!("{short} {counter}"), value);
             }
         }
@@ -300,9 +290,21 @@ fn grown(before: &BTreeMap<String, u64>, after: BTreeMap<String, u64>) -> BTreeM
         .collect()
 }
 
-/// The counters of /proc/net/{snmp,netstat} that only move when TCP has
-/// trouble, with their values.
-fn trouble_counters(text: &str) -> Vec<(String, u64)> {
+/// The counters of `netns`'s /proc/net/{snmp,netstat} that only move
+/// when TCP has trouble, with their values (none when it cannot be read).
+pub fn trouble_counters(netns: &Netns) -> Vec<(String, u64)> {
+    let read = netns.in_thread(|| {
+        ["snmp", "netstat"]
+            .map(|file| {
+                std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap_or_default()
+            })
+            .concat()
+    });
+    read.map(|text| parse_trouble_counters(&text))
+        .unwrap_or_default()
+}
+
+fn parse_trouble_counters(text: &str) -> Vec<(String, u64)> {
     const TROUBLE: [&str; 18] = [
         "Tcp:AttemptFails",
         "Tcp:EstabResets",
@@ -671,7 +673,13 @@ fn held_backends(agent: &Agent) -> BTreeMap<String, std::collections::BTreeSet<I
         by_service
             .entry(state.frontend.service.clone())
             .or_default()
-            .extend(state.frontend.backends.iter().map(|backend| backend.address));
+            .extend(
+                state
+                    .frontend
+                    .backends
+                    .iter()
+                    .map(|backend| backend.address),
+            );
     }
     by_service
 }
@@ -785,7 +793,10 @@ fn apiserver_kill(settle: Duration, pause: Duration) -> Option<Figures> {
             api.start_apiserver();
             let back = Instant::now();
             let now_serving = pods(lab, &API_PODS[1..]);
-            api.patch(&format!("{API_SLICES}/web-1"), &slice_of("web", &now_serving));
+            api.patch(
+                &format!("{API_SLICES}/web-1"),
+                &slice_of("web", &now_serving),
+            );
             let want = BTreeMap::from([(
                 "default/web".to_owned(),
                 now_serving.iter().map(|(address, _)| *address).collect(),

@@ -218,6 +218,74 @@ fn a_spoofed_syn_flood_leaves_the_node_port_serving() {
     );
 }
 
+/// With the default NAT range (4 536 ports), 20 000 short connections
+/// one after the other (100 000 with $SVC_SEQUENTIAL_CONNECTIONS=100000,
+/// about 10 minutes) through node-2's NodePort to web-1 on node-1: each is
+/// answered by web-1, seeing node-2's address. Closed connections give
+/// their NAT ports back (each is taken again once its flow has been quiet
+/// 5 s), so a range used up several times over never runs dry.
+#[test]
+fn connections_in_a_row_through_source_nat_outnumber_its_ports_and_all_succeed() {
+    use std::io::{Read as _, Write as _};
+    let connections: u32 = std::env::var("SVC_SEQUENTIAL_CONNECTIONS")
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(20_000);
+    let lab = lab();
+    let client = lab.client().unwrap();
+    let retried = |counters: Vec<(String, u64)>| {
+        counters
+            .into_iter()
+            .find(|(name, _)| name == "TcpExt:TCPSynRetrans")
+            .map_or(0, |(_, value)| value)
+    };
+    let retried_before = retried(tests::chaos::trouble_counters(client));
+    let started = std::time::Instant::now();
+    let (answered, failures) = client
+        .in_thread(move || {
+            let target = SocketAddr::from((NODE_2, 30080));
+            let once = || -> Result<Answer, String> {
+                let timeout = std::time::Duration::from_secs(10);
+                let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)
+                    .map_err(|error| format!("connect: {error}"))?;
+                stream.set_read_timeout(Some(timeout)).unwrap();
+                let mut text = String::new();
+                stream
+                    .write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+                    .and_then(|()| stream.read_to_string(&mut text))
+                    .map_err(|error| format!("{error}"))?;
+                Answer::parse(&text).ok_or(format!("no lab answer: {text}"))
+            };
+            let mut answered = 0u32;
+            let mut failures = Vec::new();
+            for n in 0..connections {
+                match once() {
+                    Ok(answer) if answer.pod == "web-1" && answer.client.ip() == NODE_2 => {
+                        answered += 1;
+                    }
+                    Ok(answer) => failures.push(format!("{n}: {answer:?}")),
+                    Err(error) => failures.push(format!("{n}: {error}")),
+                }
+            }
+            (answered, failures)
+        })
+        .unwrap();
+    eprintln!(
+        "{answered} of {connections} answered in {:.1} s; SYNs retried: {}; \
+         nat_ports_exhausted on node-2: {}",
+        started.elapsed().as_secs_f64(),
+        retried(tests::chaos::trouble_counters(client)) - retried_before,
+        drops(&lab, "node-2", "nat_ports_exhausted")
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert_eq!(answered, connections);
+}
+
 #[test]
 fn local_traffic_policy_serves_local_backends_and_drops_elsewhere() {
     let lab = lab();
