@@ -317,13 +317,38 @@ impl Cluster {
         } else {
             "created"
         };
+        // A strategy the API server would refuse is refused here, before
+        // any change.
+        pods::strategy(&deployment).map_err(|reason| ClusterError::Invalid {
+            object: format!("deployment.apps/{name}"),
+            reason,
+        })?;
         match existing {
             Some(position) => self.deployments[position] = deployment.clone(),
             None => self.deployments.push(deployment.clone()),
         }
-        let mut changes = self.reconcile_replicas(&deployment)?;
+        // A new template is rolled out step by step within the strategy,
+        // as the Deployment controller does (`svc-lab apply` carries it on
+        // in the background: see [`Self::rollouts_pending`]); a new count
+        // alone is reconciled at once, as a scale is.
+        let (_, old) = self.pods_by_template(&deployment);
+        let mut changes = if old.is_empty() {
+            self.reconcile_replicas(&deployment)?
+        } else {
+            Vec::new()
+        };
         changes.insert(0, Change::Said(format!("deployment.apps/{name} {verb}")));
         Ok(changes)
+    }
+
+    /// The Deployments with live pods of an older template: rollouts under
+    /// way (or to start), by key.
+    pub fn rollouts_pending(&self) -> Vec<String> {
+        self.deployments
+            .iter()
+            .filter(|deployment| !self.pods_by_template(deployment).1.is_empty())
+            .map(|deployment| object_key(&deployment.metadata))
+            .collect()
     }
 
     /// What a Deployment's ReplicaSets do: pods of an older template go,

@@ -297,10 +297,22 @@ fn scaling_starts_and_terminates_the_newest_pods() {
 /// checks at each step that live pods never exceed 3 + `surge` and
 /// available ones never fall below 3 - `unavailable`.
 fn roll(strategy: serde_json::Value, surge: usize, unavailable: usize) -> Vec<(usize, usize)> {
+    roll_after(strategy, surge, unavailable, |cluster| {
+        cluster.rollout_restart("default/web").unwrap();
+    })
+}
+
+/// [`roll`], the new template made by `renew`.
+fn roll_after(
+    strategy: serde_json::Value,
+    surge: usize,
+    unavailable: usize,
+    renew: impl FnOnce(&mut Cluster),
+) -> Vec<(usize, usize)> {
     let (mut cluster, _) = seed_cluster();
     cluster.deployments[0].spec.strategy = Some(serde_json::from_value(strategy).unwrap());
     let old: Vec<String> = cluster.pods.iter().map(PodRecord::key).collect();
-    cluster.rollout_restart("default/web").unwrap();
+    renew(&mut cluster);
     let live = |cluster: &Cluster| {
         cluster
             .pods
@@ -354,6 +366,45 @@ fn a_rollout_restart_follows_the_strategy() {
         roll(serde_json::json!({"type": "Recreate"}), 0, 3),
         [(0, 3), (3, 0)]
     );
+}
+
+/// `svc-lab apply` of the Deployment with another pod template (a new
+/// image, say) changes no pod itself: the rollout then goes step by step
+/// within the strategy, as after a rollout restart. A new replica count
+/// alone is taken at once.
+#[test]
+fn applying_a_new_template_rolls_out_within_the_strategy() {
+    let strategy = serde_json::json!({"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}});
+    let steps = roll_after(strategy.clone(), 0, 1, |cluster| {
+        let mut snapshot = Snapshot::default();
+        let mut deployment = cluster.deployments[0].clone();
+        deployment
+            .spec
+            .template
+            .metadata
+            .get_or_insert_default()
+            .labels
+            .get_or_insert_default()
+            .insert("release".into(), "2".into());
+        snapshot.deployments.push(deployment);
+        let changes = cluster.apply(&snapshot, false).unwrap();
+        assert_eq!(
+            (started(&changes), terminated(&changes).len()),
+            (0, 0),
+            "{changes:?}"
+        );
+        assert_eq!(cluster.rollouts_pending(), ["default/web"]);
+    });
+    assert_eq!(steps, [(0, 1), (1, 1), (1, 1), (1, 0)]);
+
+    let (mut cluster, _) = seed_cluster();
+    let mut snapshot = Snapshot::default();
+    let mut deployment = cluster.deployments[0].clone();
+    deployment.spec.replicas = Some(5);
+    snapshot.deployments.push(deployment);
+    let changes = cluster.apply(&snapshot, false).unwrap();
+    assert_eq!(started(&changes), 2);
+    assert!(cluster.rollouts_pending().is_empty());
 }
 
 #[test]

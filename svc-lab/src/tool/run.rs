@@ -466,7 +466,18 @@ fn spawn_until_ready(command: &mut Command, log: &Path, what: &str) -> Result<u3
 /// `svc-lab apply -f ...`.
 pub fn apply(state_root: &Path, files: &[PathBuf]) -> Result<(), ToolError> {
     let snapshot = load_all(files)?;
-    change(state_root, |cluster| Ok(cluster.apply(&snapshot, false)?))
+    let mut pending = Vec::new();
+    change(state_root, |cluster| {
+        let changes = cluster.apply(&snapshot, false)?;
+        pending = cluster.rollouts_pending();
+        Ok(changes)
+    })?;
+    // A Deployment given a new template rolls out as its controller would,
+    // while kubectl apply has returned.
+    for key in pending {
+        roll_out_in_background(state_root, &key)?;
+    }
+    Ok(())
 }
 
 /// `svc-lab delete -f ...`.
@@ -486,7 +497,8 @@ pub fn delete(state_root: &Path, kind: &str, name: &str) -> Result<(), ToolError
     change(state_root, |cluster| Ok(cluster.delete(kind, &key)?))
 }
 
-/// `deployment/NAME` (default namespace) as a key.
+/// `deployment/NAME` (default namespace) or `deployment/NAMESPACE/NAME`
+/// as a key.
 fn deployment_key(target: &str) -> Result<String, ToolError> {
     let name = target
         .strip_prefix("deployment/")
@@ -494,7 +506,11 @@ fn deployment_key(target: &str) -> Result<String, ToolError> {
         .ok_or_else(|| ToolError::NotADeployment {
             given: target.to_owned(),
         })?;
-    Ok(format!("default/{name}"))
+    Ok(if name.contains('/') {
+        name.to_owned()
+    } else {
+        format!("default/{name}")
+    })
 }
 
 /// `svc-lab scale deployment/NAME --replicas N`: new pods are started,
@@ -509,14 +525,20 @@ pub fn scale(state_root: &Path, target: &str, replicas: i32) -> Result<(), ToolE
 /// Returns when the rollout is complete; with `no_wait` at once, leaving
 /// it to a `rollout status` of its own in the background (as the
 /// Deployment controller goes on without kubectl), whose output is
-/// STATE/rollout-NAME.log.
+/// STATE/rollout-NAMESPACE-NAME.log.
 pub fn rollout_restart(state_root: &Path, target: &str, no_wait: bool) -> Result<(), ToolError> {
     let key = deployment_key(target)?;
     change(state_root, |cluster| Ok(cluster.rollout_restart(&key)?))?;
     if !no_wait {
         return rollout_status(state_root, target);
     }
-    let name = key.rsplit('/').next().unwrap_or(&key);
+    roll_out_in_background(state_root, &key)
+}
+
+/// A `rollout status` of Deployment `key` of its own, in the background
+/// (as the Deployment controller goes on without kubectl); its output goes
+/// to STATE/rollout-NAME.log.
+fn roll_out_in_background(state_root: &Path, key: &str) -> Result<(), ToolError> {
     let exe = std::env::current_exe().map_err(|source| ToolError::Io {
         what: "finding svc-lab's own binary".into(),
         source,
@@ -527,8 +549,8 @@ pub fn rollout_restart(state_root: &Path, target: &str, no_wait: bool) -> Result
         std::process::Command::new(exe)
             .arg("--state")
             .arg(state_root)
-            .args(["rollout", "status", target]),
-        &state_root.join(format!("rollout-{name}.log")),
+            .args(["rollout", "status", &format!("deployment/{key}")]),
+        &state_root.join(format!("rollout-{}.log", key.replace('/', "-"))),
     )?;
     Ok(())
 }
