@@ -154,6 +154,14 @@ fn drops(pinned: &mut Pinned, reason: &str) -> u64 {
         .packets
 }
 
+/// A SYN from `client` finds every NAT port held: it is dropped and
+/// counted as `nat_ports_exhausted`.
+fn refused_for_want_of_a_port(pinned: &mut Pinned, client: (Ipv4Addr, u16), why: &str) {
+    let exhausted = drops(pinned, "nat_ports_exhausted");
+    assert_eq!(connect(pinned, client), Err(XDP_DROP), "{why}");
+    assert_eq!(drops(pinned, "nat_ports_exhausted"), exhausted + 1, "{why}");
+}
+
 /// A source for the `n`th spoofed packet: addresses all over 198.18/15.
 fn spoofed(n: u32) -> (Ipv4Addr, u16) {
     let mixed = n.wrapping_mul(2_654_435_761);
@@ -200,7 +208,8 @@ fn a_flow_is_new_until_its_handshake_completes_then_established() {
 /// 32 NAT ports; each round opens and closes 32 connections and finds
 /// every port held at once (a 33rd connection is refused). 11 s later
 /// (within the closing timeout after FINs, 65 s), the next round's 32 all
-/// get ports: with the range full, each takes the oldest closing flow's.
+/// get ports: with the range full, each takes the port of a closing flow
+/// quiet for 5 s or more.
 #[test]
 fn closed_connections_give_their_nat_ports_to_new_ones_within_15_s() {
     let mut pinned = load((61000, 61031), &[node_port(Protocol::TCP, &[BACKEND])]);
@@ -220,13 +229,11 @@ fn closed_connections_give_their_nat_ports_to_new_ones_within_15_s() {
             );
             close(&mut pinned, &connection);
         }
-        let exhausted = drops(&mut pinned, "nat_ports_exhausted");
-        assert_eq!(
-            connect(&mut pinned, (CLIENT, 39999)),
-            Err(XDP_DROP),
-            "round {round}: a port of a closing flow was handed out again"
+        refused_for_want_of_a_port(
+            &mut pinned,
+            (CLIENT, 39999),
+            &format!("round {round}: a port of a closing flow was handed out again"),
         );
-        assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), exhausted + 1);
         // The round's flows (the earlier rounds' forward entries, whose
         // ports were taken, linger until their next packet or timeout).
         let now = coarse_now_ns();
@@ -260,9 +267,11 @@ fn a_port_closed_by_fins_outlives_time_wait_one_closed_by_a_reset_does_not() {
             ..TcpFlags::default()
         },
     );
-    let exhausted = drops(&mut pinned, "nat_ports_exhausted");
-    assert_eq!(connect(&mut pinned, (CLIENT, 40002)), Err(XDP_DROP));
-    assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), exhausted + 1);
+    refused_for_want_of_a_port(
+        &mut pinned,
+        (CLIENT, 40002),
+        "a port of a flow closed this instant was handed out",
+    );
     // 11 s on: only the reset flow's port is free again.
     pinned.age(
         Table::Established,
@@ -307,13 +316,11 @@ fn a_closing_connection_still_talking_keeps_its_nat_port() {
             ..ack(10)
         },
     );
-    let exhausted = drops(&mut pinned, "nat_ports_exhausted");
-    assert_eq!(
-        connect(&mut pinned, (CLIENT, 40001)),
-        Err(XDP_DROP),
-        "the port of a connection closing this instant was taken"
+    refused_for_want_of_a_port(
+        &mut pinned,
+        (CLIENT, 40001),
+        "the port of a connection closing this instant was taken",
     );
-    assert_eq!(drops(&mut pinned, "nat_ports_exhausted"), exhausted + 1);
     send(&mut pinned, &talking, ack(11));
     // Quiet for 6 s: now its port goes to a new connection.
     pinned.age(Table::Established, 6 * SECOND, |_, _| true);

@@ -537,7 +537,7 @@ pub fn rollout_restart(state_root: &Path, target: &str, no_wait: bool) -> Result
 
 /// A `rollout status` of Deployment `key` of its own, in the background
 /// (as the Deployment controller goes on without kubectl); its output goes
-/// to STATE/rollout-NAME.log.
+/// to STATE/rollout-NAMESPACE-NAME.log.
 fn roll_out_in_background(state_root: &Path, key: &str) -> Result<(), ToolError> {
     let exe = std::env::current_exe().map_err(|source| ToolError::Io {
         what: "finding svc-lab's own binary".into(),
