@@ -1,12 +1,12 @@
 //! Conversions between the domain model and the map layouts of svc-common.
 use std::net::Ipv4Addr;
 
-use aya::maps::lpm_trie::Key;
 use svc_common::{
-    Backend, FrontendKey, FrontendMeta, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN, SourceRange,
-    backend_flags, frontend_kind, proto, rev_nat_flags,
+    Backend, FrontendKey, FrontendMeta, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN, backend_flags,
+    frontend_kind, proto, rev_nat_flags,
 };
 
+use super::maps::RangeEntry;
 use crate::model::{Frontend, FrontendKind, Protocol};
 
 pub fn addr_be(addr: Ipv4Addr) -> u32 {
@@ -75,22 +75,20 @@ pub fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
     (len <= 32).then_some((addr, len))
 }
 
-/// The SRC_RANGES key of one of a frontend's source ranges. Host bits are
-/// cleared so equal prefixes give equal keys.
-pub fn source_range_key(rev_nat_id: u32, addr: Ipv4Addr, len: u8) -> Key<SourceRange> {
+/// The SRC_RANGES entry of one of a frontend's source ranges. Host bits
+/// are cleared so equal prefixes give equal entries.
+pub fn source_range(rev_nat_id: u32, addr: Ipv4Addr, len: u8) -> RangeEntry {
     let mask = if len == 0 {
         0
     } else {
         u32::MAX << (32 - u32::from(len))
     };
     let network = Ipv4Addr::from(u32::from(addr) & mask);
-    Key::new(
-        32 + u32::from(len),
-        SourceRange {
-            rev_nat_id,
-            addr_be: addr_be(network),
-        },
-    )
+    RangeEntry {
+        rev_nat_id,
+        prefix_len: 32 + u32::from(len),
+        addr_be: addr_be(network),
+    }
 }
 
 pub fn kind_number(kind: FrontendKind) -> u8 {

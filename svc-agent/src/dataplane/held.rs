@@ -1,5 +1,5 @@
-//! What the maps hold, as far as `Tables::apply` needs to know, kept in the
-//! agent's memory.
+//! What the maps hold, as far as planning (plan.rs) needs to know, kept in
+//! the agent's memory.
 //!
 //! It is read from the kernel once (the first apply adopts whatever an
 //! earlier agent left) and then kept in step with every write, so an apply
@@ -11,8 +11,9 @@ use std::{
     sync::Arc,
 };
 
-use svc_common::{Backend, FrontendKey, FrontendMeta, ServiceSlot};
+use svc_common::{Backend, FrontendKey, FrontendMeta, RevNat, ServiceSlot};
 
+use super::maps::{Contents, RangeEntry};
 use crate::{FastMap as HashMap, FastSet as HashSet, model::Frontend};
 
 #[derive(Default)]
@@ -21,16 +22,20 @@ pub(super) struct Held {
     pub slots: HashMap<FrontendKey, ServiceSlot>,
     /// The header keys among `slots`.
     pub headers: HashSet<FrontendKey>,
+    /// BACKENDS, by id.
+    backends: HashMap<u32, Backend>,
     /// BACKENDS, by value.
     pub backend_ids: HashMap<Backend, u32>,
     /// How many slots name each backend id (ids in BACKENDS only).
     backend_refs: HashMap<u32, u32>,
     /// Backend ids whose last slot went since the last sweep.
     unreferenced: BTreeSet<u32>,
+    /// REV_NAT, by rev_nat_id.
+    pub rev_nats: HashMap<u32, RevNat>,
     /// FRONTEND_META, by rev_nat_id.
     pub metas: HashMap<u32, FrontendMeta>,
-    /// SRC_RANGES, by rev_nat_id: (prefix length, address).
-    pub ranges: HashMap<u32, BTreeSet<(u32, u32)>>,
+    /// SRC_RANGES, by rev_nat_id.
+    pub ranges: HashMap<u32, BTreeSet<RangeEntry>>,
     pub rev_nat_ids: IdAllocator,
     pub backend_alloc: IdAllocator,
     /// The frontend last written under each header key: an equal frontend
@@ -39,13 +44,19 @@ pub(super) struct Held {
 }
 
 impl Held {
-    /// The mirror of maps holding these entries.
-    pub fn new(
-        slots: HashMap<FrontendKey, ServiceSlot>,
-        backends: HashMap<u32, Backend>,
-        metas: HashMap<u32, FrontendMeta>,
-        ranges: HashMap<u32, BTreeSet<(u32, u32)>>,
-    ) -> Self {
+    /// The mirror of maps holding `contents`.
+    pub fn new(contents: Contents) -> Self {
+        let Contents {
+            slots,
+            backends,
+            rev_nats,
+            metas,
+            ranges: range_entries,
+        } = contents;
+        let mut ranges: HashMap<u32, BTreeSet<RangeEntry>> = HashMap::default();
+        for range in range_entries {
+            ranges.entry(range.rev_nat_id).or_default().insert(range);
+        }
         let headers: HashSet<FrontendKey> =
             slots.keys().filter(|key| key.slot == 0).copied().collect();
         let mut backend_refs: HashMap<u32, u32> = backends.keys().map(|id| (*id, 0)).collect();
@@ -68,11 +79,13 @@ impl Held {
         Self {
             rev_nat_ids,
             backend_alloc: IdAllocator::new(backends.keys().copied(), svc_common::MAX_BACKENDS),
-            backend_ids: backends.into_iter().map(|(id, b)| (b, id)).collect(),
+            backend_ids: backends.iter().map(|(id, b)| (*b, *id)).collect(),
+            backends,
             backend_refs,
             unreferenced,
             headers,
             slots,
+            rev_nats,
             metas,
             ranges,
             written: HashMap::default(),
@@ -82,6 +95,7 @@ impl Held {
     /// Records a backend just written to BACKENDS under `id`.
     pub fn add_backend(&mut self, backend: Backend, id: u32) {
         self.backend_ids.insert(backend, id);
+        self.backends.insert(id, backend);
         self.backend_refs.insert(id, 0);
         self.unreferenced.insert(id);
     }
@@ -131,18 +145,23 @@ impl Held {
 
     /// Backend ids no slot names any more; each is forgotten here, to be
     /// removed from BACKENDS by the caller.
-    pub fn take_unreferenced(&mut self) -> Vec<u32> {
-        let ids: Vec<u32> = std::mem::take(&mut self.unreferenced).into_iter().collect();
+    pub fn take_unreferenced(&mut self) -> Vec<(u32, Backend)> {
+        let ids = std::mem::take(&mut self.unreferenced);
+        let mut gone = Vec::with_capacity(ids.len());
         for id in &ids {
             self.backend_refs.remove(id);
             self.backend_alloc.release(*id);
+            if let Some(backend) = self.backends.remove(id) {
+                gone.push((*id, backend));
+            }
         }
         self.backend_ids.retain(|_, id| !ids.contains(id));
-        ids
+        gone
     }
 
     /// Records a frontend's removal: its rev_nat_id is free again.
     pub fn forget_frontend(&mut self, rev_nat_id: u32) {
+        self.rev_nats.remove(&rev_nat_id);
         self.metas.remove(&rev_nat_id);
         self.ranges.remove(&rev_nat_id);
         self.rev_nat_ids.release(rev_nat_id);
@@ -243,7 +262,7 @@ mod tests {
         held.remove_slot(slot(1));
         assert!(held.take_unreferenced().is_empty(), "slot 2 still names it");
         held.remove_slot(slot(2));
-        assert_eq!(held.take_unreferenced(), [9]);
+        assert_eq!(held.take_unreferenced(), [(9, backend)]);
         assert!(held.backend_ids.is_empty());
     }
 }

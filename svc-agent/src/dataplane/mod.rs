@@ -5,10 +5,18 @@
 //! Program attachments are TCX links, pinned beside the maps, so traffic keeps
 //! flowing while no agent runs; a restarted or upgraded agent swaps its own
 //! programs into them atomically.
+mod apply;
 mod codec;
 mod conntrack;
+#[cfg(test)]
+mod fake;
 mod held;
+mod maps;
 mod pins;
+mod plan;
+#[cfg(test)]
+mod plan_tests;
+mod readback;
 mod sys;
 mod tables;
 
@@ -27,8 +35,10 @@ use aya::{
     },
 };
 pub use conntrack::{Census, Conntrack, coarse_now_ns};
+pub use plan::{ApplyReport, Desired};
+pub use readback::{DropCounter, FrontendState};
 use svc_common::names;
-pub use tables::{ApplyReport, Desired, DropCounter, FrontendState, Tables};
+pub use tables::Tables;
 
 /// The compiled kernel programs (built by build.rs).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/svc-ebpf"));

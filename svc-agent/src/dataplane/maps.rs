@@ -1,0 +1,259 @@
+//! The maps that hold the Service tables, behind one trait of small parts.
+//!
+//! [`ServiceMaps`] is everything a plan (plan.rs) can do to the kernel:
+//! put or remove one entry of one map. [`KernelMaps`] does it with aya on
+//! the real maps; the tests' fake (fake.rs) does it in memory and can fail
+//! at any chosen operation.
+use std::{collections::BTreeSet, fmt, net::Ipv4Addr};
+
+use aya::maps::{
+    Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie,
+};
+use svc_common::{
+    Affinity, AffinityKey, Backend, FrontendCounters, FrontendKey, FrontendMeta, RevNat,
+    ServiceSlot, SourceRange, TablesGeneration, names,
+};
+
+use super::DataplaneError;
+use crate::FastMap;
+
+/// One SRC_RANGES entry: a frontend's (rev_nat_id) client prefix. The
+/// prefix length counts the 32 bits of `rev_nat_id` too, as the LPM key does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RangeEntry {
+    pub rev_nat_id: u32,
+    pub prefix_len: u32,
+    pub addr_be: u32,
+}
+
+impl fmt::Display for RangeEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            Ipv4Addr::from(self.addr_be.to_ne_bytes()),
+            self.prefix_len.saturating_sub(32)
+        )
+    }
+}
+
+impl RangeEntry {
+    fn lpm_key(self) -> aya::maps::lpm_trie::Key<SourceRange> {
+        aya::maps::lpm_trie::Key::new(
+            self.prefix_len,
+            SourceRange {
+                rev_nat_id: self.rev_nat_id,
+                addr_be: self.addr_be,
+            },
+        )
+    }
+}
+
+/// What the Service maps hold, read whole.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Contents {
+    pub slots: FastMap<FrontendKey, ServiceSlot>,
+    pub backends: FastMap<u32, Backend>,
+    pub rev_nats: FastMap<u32, RevNat>,
+    pub metas: FastMap<u32, FrontendMeta>,
+    pub ranges: BTreeSet<RangeEntry>,
+}
+
+/// The writes and reads a plan needs, one map entry at a time. A remove of
+/// an entry that is not there may fail with `KeyNotFound`; the applier
+/// takes that as done.
+pub trait ServiceMaps {
+    fn contents(&self) -> Result<Contents, DataplaneError>;
+    fn put_slot(&mut self, key: FrontendKey, slot: ServiceSlot) -> Result<(), MapError>;
+    fn remove_slot(&mut self, key: FrontendKey) -> Result<(), MapError>;
+    fn put_backend(&mut self, id: u32, backend: Backend) -> Result<(), MapError>;
+    fn remove_backend(&mut self, id: u32) -> Result<(), MapError>;
+    fn put_rev_nat(&mut self, id: u32, rev_nat: RevNat) -> Result<(), MapError>;
+    fn remove_rev_nat(&mut self, id: u32) -> Result<(), MapError>;
+    fn put_meta(&mut self, id: u32, meta: FrontendMeta) -> Result<(), MapError>;
+    fn remove_meta(&mut self, id: u32) -> Result<(), MapError>;
+    fn put_range(&mut self, range: RangeEntry) -> Result<(), MapError>;
+    fn remove_range(&mut self, range: RangeEntry) -> Result<(), MapError>;
+    /// Zeroes a frontend's packet and byte counters.
+    fn reset_counters(&mut self, rev_nat_id: u32) -> Result<(), MapError>;
+    /// Removes the frontend's sessionAffinity entries whose backend is not
+    /// in `keep` (all of them when `keep` is `None`).
+    fn forget_affinities(
+        &mut self,
+        rev_nat_id: u32,
+        keep: Option<&BTreeSet<u32>>,
+    ) -> Result<(), MapError>;
+    /// Tells the programs the tables changed: their flow caches stop using
+    /// what they copied from the old ones.
+    fn next_generation(&mut self) -> Result<(), MapError>;
+}
+
+/// The Service maps of one datapath instance, in the kernel.
+pub struct KernelMaps {
+    pub(super) services: HashMap<MapData, FrontendKey, ServiceSlot>,
+    pub(super) backends: HashMap<MapData, u32, Backend>,
+    pub(super) rev_nat: HashMap<MapData, u32, RevNat>,
+    pub(super) meta: HashMap<MapData, u32, FrontendMeta>,
+    pub(super) frontend_stats: PerCpuArray<MapData, FrontendCounters>,
+    pub(super) affinity: HashMap<MapData, AffinityKey, Affinity>,
+    pub(super) source_ranges: LpmTrie<MapData, SourceRange, u8>,
+    pub(super) generation: Array<MapData, TablesGeneration>,
+}
+
+pub(super) fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map {
+        name,
+        source: Box::new(source),
+    }
+}
+
+/// Opens `name` with `open` as the map type `T`.
+pub(super) fn typed<T: TryFrom<Map, Error = MapError>>(
+    name: &'static str,
+    open: &mut impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+) -> Result<T, DataplaneError> {
+    T::try_from(open(name)?).map_err(map_error(name))
+}
+
+impl KernelMaps {
+    pub(super) fn open(
+        open: &mut impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+    ) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            services: typed(names::SERVICES, open)?,
+            backends: typed(names::BACKENDS, open)?,
+            rev_nat: typed(names::REV_NAT, open)?,
+            meta: typed(names::FRONTEND_META, open)?,
+            frontend_stats: typed(names::FRONTEND_STATS, open)?,
+            affinity: typed(names::AFFINITY, open)?,
+            source_ranges: typed(names::SOURCE_RANGES, open)?,
+            generation: typed(names::TABLES_GENERATION, open)?,
+        })
+    }
+
+    /// Every SRC_RANGES entry.
+    pub(super) fn ranges(&self) -> Result<BTreeSet<RangeEntry>, DataplaneError> {
+        self.source_ranges
+            .keys()
+            .map(|key| {
+                let key = key.map_err(map_error(names::SOURCE_RANGES))?;
+                Ok(RangeEntry {
+                    rev_nat_id: key.data().rev_nat_id,
+                    prefix_len: key.prefix_len(),
+                    addr_be: key.data().addr_be,
+                })
+            })
+            .collect()
+    }
+}
+
+fn syscall_error(call: &'static str, io_error: std::io::Error) -> MapError {
+    MapError::SyscallError(aya::sys::SyscallError { call, io_error })
+}
+
+impl ServiceMaps for KernelMaps {
+    fn contents(&self) -> Result<Contents, DataplaneError> {
+        Ok(Contents {
+            slots: self
+                .services
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(map_error(names::SERVICES))?,
+            backends: self
+                .backends
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(map_error(names::BACKENDS))?,
+            rev_nats: self
+                .rev_nat
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(map_error(names::REV_NAT))?,
+            metas: self
+                .meta
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(map_error(names::FRONTEND_META))?,
+            ranges: self.ranges()?,
+        })
+    }
+
+    fn put_slot(&mut self, key: FrontendKey, slot: ServiceSlot) -> Result<(), MapError> {
+        self.services.insert(key, slot, 0)
+    }
+
+    fn remove_slot(&mut self, key: FrontendKey) -> Result<(), MapError> {
+        self.services.remove(&key)
+    }
+
+    fn put_backend(&mut self, id: u32, backend: Backend) -> Result<(), MapError> {
+        self.backends.insert(id, backend, 0)
+    }
+
+    fn remove_backend(&mut self, id: u32) -> Result<(), MapError> {
+        self.backends.remove(&id)
+    }
+
+    fn put_rev_nat(&mut self, id: u32, rev_nat: RevNat) -> Result<(), MapError> {
+        self.rev_nat.insert(id, rev_nat, 0)
+    }
+
+    fn remove_rev_nat(&mut self, id: u32) -> Result<(), MapError> {
+        self.rev_nat.remove(&id)
+    }
+
+    fn put_meta(&mut self, id: u32, meta: FrontendMeta) -> Result<(), MapError> {
+        self.meta.insert(id, meta, 0)
+    }
+
+    fn remove_meta(&mut self, id: u32) -> Result<(), MapError> {
+        self.meta.remove(&id)
+    }
+
+    fn put_range(&mut self, range: RangeEntry) -> Result<(), MapError> {
+        self.source_ranges.insert(&range.lpm_key(), 1, 0)
+    }
+
+    fn remove_range(&mut self, range: RangeEntry) -> Result<(), MapError> {
+        self.source_ranges.remove(&range.lpm_key())
+    }
+
+    fn reset_counters(&mut self, rev_nat_id: u32) -> Result<(), MapError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| syscall_error("nr_cpus", e))?;
+        let zeros = PerCpuValues::try_from(vec![FrontendCounters::default(); cpus])
+            .map_err(|e| syscall_error("per-cpu values", e))?;
+        self.frontend_stats.set(rev_nat_id, zeros, 0)
+    }
+
+    fn forget_affinities(
+        &mut self,
+        rev_nat_id: u32,
+        keep: Option<&BTreeSet<u32>>,
+    ) -> Result<(), MapError> {
+        let doomed: Vec<AffinityKey> = self
+            .affinity
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(key, value)| {
+                key.rev_nat_id == rev_nat_id
+                    && keep.is_none_or(|ids| !ids.contains(&value.backend_id))
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for key in doomed {
+            match self.affinity.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn next_generation(&mut self) -> Result<(), MapError> {
+        let current = self.generation.get(&0, 0)?;
+        let next = TablesGeneration {
+            generation: current.generation.wrapping_add(1),
+        };
+        self.generation.set(0, next, 0)
+    }
+}

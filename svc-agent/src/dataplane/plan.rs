@@ -1,0 +1,572 @@
+//! What to write: from what the maps hold (held.rs) and the frontends
+//! wanted, the ordered map operations that take one to the other. Pure: no
+//! kernel here, so the order of writes is data a test can read.
+//!
+//! The order keeps every frontend whole for the packets that look at it
+//! (make before break). For a frontend written: its reverse translation
+//! and metadata, new backends, then slots, then new source ranges, then the
+//! header with the new count, then what the header no longer names
+//! (trailing slots, old ranges, stale affinities). A reader never sees a
+//! count that points at a missing slot, nor a slot naming a missing
+//! backend. Removed frontends go header first (gone for new packets in one
+//! step), then their slots and the rest; backends no slot names go last.
+//!
+//! Each write carries the value it replaces, so a plan stopped half-way can
+//! be undone (apply.rs) back to the tables it started from.
+use std::{collections::BTreeSet, fmt, sync::Arc};
+
+use svc_common::{
+    Backend, FrontendKey, FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, RevNat, ServiceSlot,
+    frontend_flags, names,
+};
+
+use super::{DataplaneError, codec, held::Held, maps::RangeEntry};
+use crate::{
+    FastSet,
+    model::{BackendRef, Frontend, OnEmpty},
+};
+
+/// A frontend handed to planning: owned, borrowed, or shared. A shared one
+/// (an `Arc`, as the agent's `Translator` hands them out) that is the very
+/// one planned last time is known to be unchanged without comparing it.
+pub trait Desired {
+    fn frontend(&self) -> &Frontend;
+
+    fn shared(&self) -> Option<&Arc<Frontend>> {
+        None
+    }
+}
+
+impl Desired for Frontend {
+    fn frontend(&self) -> &Frontend {
+        self
+    }
+}
+
+impl Desired for Arc<Frontend> {
+    fn frontend(&self) -> &Frontend {
+        self
+    }
+
+    fn shared(&self) -> Option<&Arc<Frontend>> {
+        Some(self)
+    }
+}
+
+impl<T: Desired> Desired for &T {
+    fn frontend(&self) -> &Frontend {
+        (**self).frontend()
+    }
+
+    fn shared(&self) -> Option<&Arc<Frontend>> {
+        (**self).shared()
+    }
+}
+
+/// One map operation. `was` is what the entry held before (`None`: no
+/// entry), for undoing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A fresh rev_nat_id's counters start from zero.
+    ResetCounters {
+        rev_nat_id: u32,
+    },
+    PutRevNat {
+        rev_nat_id: u32,
+        rev_nat: RevNat,
+        was: Option<RevNat>,
+    },
+    PutMeta {
+        rev_nat_id: u32,
+        meta: FrontendMeta,
+        was: Option<FrontendMeta>,
+    },
+    /// Backend ids are always new ones: an id is reused only after it was
+    /// removed by an earlier plan.
+    PutBackend {
+        id: u32,
+        backend: Backend,
+    },
+    /// A header (slot 0) or a backend slot.
+    PutSlot {
+        key: FrontendKey,
+        slot: ServiceSlot,
+        was: Option<ServiceSlot>,
+    },
+    PutRange(RangeEntry),
+    RemoveRange(RangeEntry),
+    /// Drops the frontend's sessionAffinity entries whose backend is not in
+    /// `keep` (all of them with `None`). Soft state: not undone.
+    ForgetAffinities {
+        rev_nat_id: u32,
+        keep: Option<BTreeSet<u32>>,
+    },
+    RemoveSlot {
+        key: FrontendKey,
+        was: ServiceSlot,
+    },
+    RemoveRevNat {
+        rev_nat_id: u32,
+        was: RevNat,
+    },
+    RemoveMeta {
+        rev_nat_id: u32,
+        was: FrontendMeta,
+    },
+    RemoveBackend {
+        id: u32,
+        was: Backend,
+    },
+}
+
+impl Op {
+    /// The map this operation writes.
+    pub fn map(&self) -> &'static str {
+        match self {
+            Op::ResetCounters { .. } => names::FRONTEND_STATS,
+            Op::PutRevNat { .. } | Op::RemoveRevNat { .. } => names::REV_NAT,
+            Op::PutMeta { .. } | Op::RemoveMeta { .. } => names::FRONTEND_META,
+            Op::PutBackend { .. } | Op::RemoveBackend { .. } => names::BACKENDS,
+            Op::PutSlot { .. } | Op::RemoveSlot { .. } => names::SERVICES,
+            Op::PutRange(_) | Op::RemoveRange(_) => names::SOURCE_RANGES,
+            Op::ForgetAffinities { .. } => names::AFFINITY,
+        }
+    }
+
+    /// The operation that puts back what this one changed; `None` for
+    /// counters and affinities, which are soft state.
+    pub fn inverse(&self) -> Option<Op> {
+        Some(match self {
+            Op::ResetCounters { .. } | Op::ForgetAffinities { .. } => return None,
+            Op::PutRevNat {
+                rev_nat_id,
+                rev_nat,
+                was,
+            } => match was {
+                Some(old) => Op::PutRevNat {
+                    rev_nat_id: *rev_nat_id,
+                    rev_nat: *old,
+                    was: Some(*rev_nat),
+                },
+                None => Op::RemoveRevNat {
+                    rev_nat_id: *rev_nat_id,
+                    was: *rev_nat,
+                },
+            },
+            Op::PutMeta {
+                rev_nat_id,
+                meta,
+                was,
+            } => match was {
+                Some(old) => Op::PutMeta {
+                    rev_nat_id: *rev_nat_id,
+                    meta: *old,
+                    was: Some(*meta),
+                },
+                None => Op::RemoveMeta {
+                    rev_nat_id: *rev_nat_id,
+                    was: *meta,
+                },
+            },
+            Op::PutBackend { id, backend } => Op::RemoveBackend {
+                id: *id,
+                was: *backend,
+            },
+            Op::PutSlot { key, slot, was } => match was {
+                Some(old) => Op::PutSlot {
+                    key: *key,
+                    slot: *old,
+                    was: Some(*slot),
+                },
+                None => Op::RemoveSlot {
+                    key: *key,
+                    was: *slot,
+                },
+            },
+            Op::PutRange(range) => Op::RemoveRange(*range),
+            Op::RemoveRange(range) => Op::PutRange(*range),
+            Op::RemoveSlot { key, was } => Op::PutSlot {
+                key: *key,
+                slot: *was,
+                was: None,
+            },
+            Op::RemoveRevNat { rev_nat_id, was } => Op::PutRevNat {
+                rev_nat_id: *rev_nat_id,
+                rev_nat: *was,
+                was: None,
+            },
+            Op::RemoveMeta { rev_nat_id, was } => Op::PutMeta {
+                rev_nat_id: *rev_nat_id,
+                meta: *was,
+                was: None,
+            },
+            Op::RemoveBackend { id, was } => Op::PutBackend {
+                id: *id,
+                backend: *was,
+            },
+        })
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slot = |key: &FrontendKey| {
+            format!(
+                "{}:{}/{}#{}",
+                codec::addr_from_be(key.addr_be),
+                u16::from_be(key.port_be),
+                key.proto,
+                key.slot
+            )
+        };
+        match self {
+            Op::ResetCounters { rev_nat_id } => write!(f, "reset counters {rev_nat_id}"),
+            Op::PutRevNat { rev_nat_id, .. } => write!(f, "put rev_nat {rev_nat_id}"),
+            Op::PutMeta { rev_nat_id, .. } => write!(f, "put meta {rev_nat_id}"),
+            Op::PutBackend { id, .. } => write!(f, "put backend {id}"),
+            Op::PutSlot {
+                key, slot: header, ..
+            } if key.slot == 0 => write!(
+                f,
+                "put header {} count {}+{}",
+                slot(key),
+                header.count,
+                header.terminating_count
+            ),
+            Op::PutSlot {
+                key, slot: entry, ..
+            } => {
+                write!(f, "put slot {} -> backend {}", slot(key), entry.backend_id)
+            }
+            Op::PutRange(range) => write!(f, "put range {range}"),
+            Op::RemoveRange(range) => write!(f, "remove range {range}"),
+            Op::ForgetAffinities { rev_nat_id, .. } => write!(f, "forget affinities {rev_nat_id}"),
+            Op::RemoveSlot { key, .. } => write!(f, "remove slot {}", slot(key)),
+            Op::RemoveRevNat { rev_nat_id, .. } => write!(f, "remove rev_nat {rev_nat_id}"),
+            Op::RemoveMeta { rev_nat_id, .. } => write!(f, "remove meta {rev_nat_id}"),
+            Op::RemoveBackend { id, .. } => write!(f, "remove backend {id}"),
+        }
+    }
+}
+
+/// One operation, and the Service it is for (named in errors).
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub op: Op,
+    pub service: Option<Arc<str>>,
+}
+
+/// The operations of one update, in order, and what they amount to.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub report: ApplyReport,
+}
+
+/// What one update changes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyReport {
+    pub frontends_written: usize,
+    pub frontends_removed: usize,
+    pub backends_removed: usize,
+}
+
+/// The plan that makes maps holding `held` hold exactly `desired`; `held`
+/// becomes what the maps hold once it ran. On an error nothing was planned
+/// that must run, but `held` is part-way: throw it away.
+pub fn plan<F: Desired>(held: &mut Held, desired: &[F]) -> Result<Plan, DataplaneError> {
+    let mut planner = Planner {
+        held,
+        plan: Plan::default(),
+    };
+    let mut wanted_headers = FastSet::with_capacity_and_hasher(desired.len(), Default::default());
+    for item in desired {
+        let frontend = item.frontend();
+        let key = codec::header_key(frontend);
+        wanted_headers.insert(key);
+        if let Some(last) = planner.held.written.get_mut(&key) {
+            if item
+                .shared()
+                .is_some_and(|shared| Arc::ptr_eq(shared, last))
+            {
+                continue;
+            }
+            if **last == *frontend {
+                if let Some(shared) = item.shared() {
+                    *last = shared.clone();
+                }
+                continue;
+            }
+        }
+        if planner.write_frontend(frontend, key)? {
+            planner.plan.report.frontends_written += 1;
+        }
+        let written = item
+            .shared()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(frontend.clone()));
+        planner.held.written.insert(key, written);
+    }
+
+    let mut unwanted: Vec<FrontendKey> = planner
+        .held
+        .headers
+        .iter()
+        .filter(|key| !wanted_headers.contains(*key))
+        .copied()
+        .collect();
+    unwanted.sort_unstable();
+    for key in unwanted {
+        planner.remove_frontend(key);
+        planner.plan.report.frontends_removed += 1;
+    }
+    for (id, backend) in planner.held.take_unreferenced() {
+        planner.push(None, Op::RemoveBackend { id, was: backend });
+        planner.plan.report.backends_removed += 1;
+    }
+    Ok(planner.plan)
+}
+
+struct Planner<'a> {
+    held: &'a mut Held,
+    plan: Plan,
+}
+
+impl Planner<'_> {
+    fn push(&mut self, service: Option<&Arc<str>>, op: Op) {
+        self.plan.steps.push(Step {
+            op,
+            service: service.cloned(),
+        });
+    }
+
+    /// Plans the writes that make the maps hold `frontend` under header
+    /// `key`. Returns whether there are any.
+    fn write_frontend(
+        &mut self,
+        frontend: &Frontend,
+        key: FrontendKey,
+    ) -> Result<bool, DataplaneError> {
+        let full = |map: &'static str, entries: u32| DataplaneError::Full {
+            map,
+            service: frontend.service.clone(),
+            entries,
+        };
+        let ranges = source_ranges(frontend)?;
+        let ordered: Vec<&BackendRef> = frontend
+            .ready_backends()
+            .chain(frontend.terminating_backends())
+            .collect();
+        let Ok(total) = u16::try_from(ordered.len()) else {
+            return Err(full(names::SERVICES, u32::from(u16::MAX)));
+        };
+        let service: Arc<str> = Arc::from(frontend.service.as_str());
+        let service = Some(&service);
+        let steps_before = self.plan.steps.len();
+
+        let old_header = self.held.slots.get(&key).copied();
+        let rev_nat_id = match old_header {
+            Some(header) => header.rev_nat_id,
+            None => self
+                .held
+                .rev_nat_ids
+                .next()
+                .ok_or_else(|| full(names::REV_NAT, MAX_FRONTENDS))?,
+        };
+        if old_header.is_none() {
+            self.push(service, Op::ResetCounters { rev_nat_id });
+        }
+        let rev_nat = codec::rev_nat(frontend);
+        let held_rev_nat = self.held.rev_nats.get(&rev_nat_id).copied();
+        if held_rev_nat != Some(rev_nat) {
+            self.push(
+                service,
+                Op::PutRevNat {
+                    rev_nat_id,
+                    rev_nat,
+                    was: held_rev_nat,
+                },
+            );
+            self.held.rev_nats.insert(rev_nat_id, rev_nat);
+        }
+        let meta = codec::meta(frontend);
+        let held_meta = self.held.metas.get(&rev_nat_id).copied();
+        if held_meta != Some(meta) {
+            self.push(
+                service,
+                Op::PutMeta {
+                    rev_nat_id,
+                    meta,
+                    was: held_meta,
+                },
+            );
+            self.held.metas.insert(rev_nat_id, meta);
+        }
+
+        let mut backend_ids = BTreeSet::new();
+        for (slot, backend_ref) in (1..=total).zip(&ordered) {
+            let backend = codec::backend(
+                backend_ref.address,
+                backend_ref.port,
+                frontend.protocol,
+                backend_ref.local,
+            );
+            let id = match self.held.backend_ids.get(&backend) {
+                Some(id) => *id,
+                None => {
+                    let id = self
+                        .held
+                        .backend_alloc
+                        .next()
+                        .ok_or_else(|| full(names::BACKENDS, MAX_BACKENDS))?;
+                    self.push(service, Op::PutBackend { id, backend });
+                    self.held.add_backend(backend, id);
+                    id
+                }
+            };
+            backend_ids.insert(id);
+            let slot_key = key.with_slot(slot);
+            let was = self.held.slots.get(&slot_key).copied();
+            if was.map(|slot| slot.backend_id) != Some(id) {
+                let slot = ServiceSlot {
+                    backend_id: id,
+                    ..ServiceSlot::default()
+                };
+                self.push(
+                    service,
+                    Op::PutSlot {
+                        key: slot_key,
+                        slot,
+                        was,
+                    },
+                );
+                self.held.set_slot(slot_key, slot);
+            }
+        }
+
+        // New ranges before the header flag that makes them count; old ones
+        // after it.
+        let ranges: BTreeSet<RangeEntry> = ranges
+            .into_iter()
+            .map(|range| RangeEntry {
+                rev_nat_id,
+                ..range
+            })
+            .collect();
+        let held_ranges = self.held.ranges.remove(&rev_nat_id).unwrap_or_default();
+        for range in ranges.difference(&held_ranges) {
+            self.push(service, Op::PutRange(*range));
+        }
+
+        let ready = frontend.ready_backends().count() as u16;
+        let mut flags = match frontend.on_empty {
+            OnEmpty::Reject => 0,
+            OnEmpty::Drop => frontend_flags::DROP_WHEN_EMPTY,
+        };
+        if !ranges.is_empty() {
+            flags |= frontend_flags::SOURCE_RANGES;
+        }
+        let header = ServiceSlot {
+            backend_id: 0,
+            count: ready,
+            terminating_count: total - ready,
+            rev_nat_id,
+            flags,
+            _pad: 0,
+            affinity_timeout_s: frontend.affinity_timeout_seconds.unwrap_or(0),
+        };
+        if old_header != Some(header) {
+            self.push(
+                service,
+                Op::PutSlot {
+                    key,
+                    slot: header,
+                    was: old_header,
+                },
+            );
+            self.held.set_slot(key, header);
+        }
+
+        if let Some(old) = old_header {
+            for slot in (total + 1)..=(old.count + old.terminating_count) {
+                self.remove_slot(service, key.with_slot(slot));
+            }
+        }
+        for range in held_ranges.difference(&ranges) {
+            self.push(service, Op::RemoveRange(*range));
+        }
+        if !ranges.is_empty() {
+            self.held.ranges.insert(rev_nat_id, ranges);
+        }
+        let changed = self.plan.steps.len() > steps_before;
+        if changed && header.affinity_timeout_s > 0 {
+            self.push(
+                service,
+                Op::ForgetAffinities {
+                    rev_nat_id,
+                    keep: Some(backend_ids),
+                },
+            );
+        }
+        Ok(changed)
+    }
+
+    fn remove_slot(&mut self, service: Option<&Arc<str>>, key: FrontendKey) {
+        if let Some(was) = self.held.slots.get(&key).copied() {
+            self.push(service, Op::RemoveSlot { key, was });
+            self.held.remove_slot(key);
+        }
+    }
+
+    /// Header first: the frontend disappears for new packets in one step.
+    fn remove_frontend(&mut self, key: FrontendKey) {
+        let Some(header) = self.held.slots.get(&key).copied() else {
+            return;
+        };
+        let rev_nat_id = header.rev_nat_id;
+        self.remove_slot(None, key);
+        for slot in 1..=(header.count + header.terminating_count) {
+            self.remove_slot(None, key.with_slot(slot));
+        }
+        for range in self
+            .held
+            .ranges
+            .get(&rev_nat_id)
+            .cloned()
+            .unwrap_or_default()
+        {
+            self.push(None, Op::RemoveRange(range));
+        }
+        self.push(
+            None,
+            Op::ForgetAffinities {
+                rev_nat_id,
+                keep: None,
+            },
+        );
+        if let Some(was) = self.held.rev_nats.get(&rev_nat_id).copied() {
+            self.push(None, Op::RemoveRevNat { rev_nat_id, was });
+        }
+        if let Some(was) = self.held.metas.get(&rev_nat_id).copied() {
+            self.push(None, Op::RemoveMeta { rev_nat_id, was });
+        }
+        self.held.forget_frontend(rev_nat_id);
+    }
+}
+
+/// The frontend's source ranges as SRC_RANGES entries (rev_nat_id 0: the
+/// caller sets it), host bits cleared so equal prefixes give equal entries.
+fn source_ranges(frontend: &Frontend) -> Result<BTreeSet<RangeEntry>, DataplaneError> {
+    frontend
+        .source_ranges
+        .iter()
+        .map(|text| {
+            let (addr, len) =
+                codec::parse_cidr(text).ok_or_else(|| DataplaneError::BadSourceRange {
+                    service: frontend.service.clone(),
+                    range: text.clone(),
+                })?;
+            Ok(codec::source_range(0, addr, len))
+        })
+        .collect()
+}

@@ -1,0 +1,459 @@
+//! Plan and apply against the in-memory maps (fake.rs): expected map
+//! contents per scenario (golden/*.maps; `SVC_BLESS=1` rewrites them), the
+//! make-before-break order checked after every single operation, and a
+//! failure at each operation of each update in turn.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::PathBuf,
+};
+
+use svc_common::{Backend, FrontendKey, ServiceSlot, frontend_flags, names};
+
+use super::{
+    DataplaneError, apply,
+    fake::FakeMaps,
+    held::Held,
+    maps::{Contents, ServiceMaps as _},
+    plan,
+};
+use crate::model::{BackendRef, BackendState, Frontend, FrontendKind, OnEmpty, Protocol};
+
+fn backend(last: u8, state: BackendState) -> BackendRef {
+    BackendRef {
+        address: Ipv4Addr::new(198, 18, 1, last),
+        port: 8080,
+        state,
+        local: last.is_multiple_of(2),
+    }
+}
+
+fn ready(lasts: &[u8]) -> Vec<BackendRef> {
+    lasts
+        .iter()
+        .map(|last| backend(*last, BackendState::Ready))
+        .collect()
+}
+
+fn frontend(service: &str, kind: FrontendKind, address: [u8; 4], port: u16) -> Frontend {
+    Frontend {
+        service: service.into(),
+        port_name: "http".into(),
+        kind,
+        address: Ipv4Addr::from(address),
+        port,
+        protocol: Protocol::TCP,
+        backends: ready(&[1, 2]),
+        affinity_timeout_seconds: None,
+        on_empty: OnEmpty::Reject,
+        source_ranges: Vec::new(),
+        health_check_node_port: None,
+    }
+}
+
+fn web() -> Frontend {
+    frontend("default/web", FrontendKind::ClusterIP, [198, 19, 0, 10], 80)
+}
+
+fn web_node_port() -> Frontend {
+    frontend(
+        "default/web",
+        FrontendKind::NodePort,
+        [198, 18, 0, 1],
+        30080,
+    )
+}
+
+fn api() -> Frontend {
+    Frontend {
+        backends: ready(&[2, 7]),
+        ..frontend(
+            "default/api",
+            FrontendKind::ClusterIP,
+            [198, 19, 0, 20],
+            443,
+        )
+    }
+}
+
+fn lb(ranges: &[&str]) -> Frontend {
+    Frontend {
+        source_ranges: ranges.iter().map(|r| r.to_string()).collect(),
+        ..frontend(
+            "default/web-lb",
+            FrontendKind::LoadBalancer,
+            [198, 18, 100, 1],
+            80,
+        )
+    }
+}
+
+/// One update: the frontends wanted, and whether a new agent (nothing in
+/// memory, the maps read back) makes it.
+struct Stage {
+    what: &'static str,
+    desired: Vec<Frontend>,
+    new_agent: bool,
+}
+
+fn stage(what: &'static str, desired: Vec<Frontend>) -> Stage {
+    Stage {
+        what,
+        desired,
+        new_agent: false,
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    stages: Vec<Stage>,
+    /// sessionAffinity entries packets made, by stage index: (rev_nat_id,
+    /// client last octet, backend id), added before that stage's update.
+    affinities: Vec<(usize, u32, u8, u32)>,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let with_affinity = |mut f: Frontend| {
+        f.affinity_timeout_seconds = Some(10_800);
+        f
+    };
+    vec![
+        Scenario {
+            name: "create",
+            stages: vec![stage(
+                "a ClusterIP, its NodePort and an LB with a source range",
+                vec![web(), web_node_port(), lb(&["198.18.50.0/24"])],
+            )],
+            affinities: vec![],
+        },
+        Scenario {
+            name: "change",
+            stages: vec![
+                stage(
+                    "three backends",
+                    vec![Frontend {
+                        backends: ready(&[1, 2, 3]),
+                        ..web()
+                    }],
+                ),
+                stage(
+                    "two replaced: one ready, one terminating; a trailing slot goes",
+                    vec![Frontend {
+                        backends: vec![
+                            backend(4, BackendState::Ready),
+                            backend(2, BackendState::Terminating),
+                        ],
+                        ..web()
+                    }],
+                ),
+                stage(
+                    "none ready or terminating: reject stays, drop when eTP Local",
+                    vec![
+                        Frontend {
+                            backends: vec![],
+                            ..web()
+                        },
+                        Frontend {
+                            backends: vec![],
+                            on_empty: OnEmpty::Drop,
+                            ..web_node_port()
+                        },
+                    ],
+                ),
+            ],
+            affinities: vec![],
+        },
+        Scenario {
+            name: "remove",
+            stages: vec![
+                stage("two Services sharing backend .2", vec![web(), api()]),
+                stage("web removed: .1 goes, .2 stays for api", vec![api()]),
+                stage("everything removed", vec![]),
+            ],
+            affinities: vec![],
+        },
+        Scenario {
+            name: "id-reuse",
+            stages: vec![
+                stage("web and api", vec![web(), api()]),
+                stage("web removed", vec![api()]),
+                Stage {
+                    what: "a new agent adopts the maps; web comes back with a fresh id",
+                    desired: vec![api(), web()],
+                    new_agent: true,
+                },
+            ],
+            affinities: vec![],
+        },
+        Scenario {
+            name: "affinity",
+            stages: vec![
+                stage("sessionAffinity ClientIP", vec![with_affinity(web())]),
+                stage(
+                    "backend .2 goes: its clients are forgotten",
+                    vec![with_affinity(Frontend {
+                        backends: ready(&[1, 3]),
+                        ..web()
+                    })],
+                ),
+                stage("the Service goes: every client forgotten", vec![]),
+            ],
+            // rev_nat_id 1; backend ids 1 (.1) and 2 (.2).
+            affinities: vec![(1, 1, 31, 1), (1, 1, 32, 2), (2, 1, 33, 3)],
+        },
+        Scenario {
+            name: "source-ranges",
+            stages: vec![
+                stage(
+                    "two ranges (host bits cleared)",
+                    vec![lb(&["198.18.50.7/24", "198.18.60.0/25"])],
+                ),
+                stage(
+                    "one kept, one replaced",
+                    vec![lb(&["198.18.60.0/25", "198.18.70.1"])],
+                ),
+                stage("no range: open to all", vec![lb(&[])]),
+            ],
+            affinities: vec![],
+        },
+    ]
+}
+
+fn add_affinities(maps: &mut FakeMaps, scenario: &Scenario, stage: usize) {
+    for (at, rev_nat_id, client, backend_id) in &scenario.affinities {
+        if *at == stage {
+            let client = u32::from_ne_bytes([198, 18, 9, *client]);
+            maps.affinities.insert((*rev_nat_id, client), *backend_id);
+        }
+    }
+}
+
+/// Runs `scenario` on fresh maps; for each stage, the maps before and
+/// after it, and the golden text.
+fn run_scenario(scenario: &Scenario) -> (Vec<(FakeMaps, FakeMaps)>, String) {
+    let mut maps = FakeMaps::default();
+    let mut held: Option<Held> = None;
+    let mut transitions = Vec::new();
+    let mut text = String::new();
+    for (index, stage) in scenario.stages.iter().enumerate() {
+        if stage.new_agent {
+            held = None;
+        }
+        add_affinities(&mut maps, scenario, index);
+        let before = maps.clone();
+        let report = apply::apply(&mut maps, &mut held, &stage.desired).unwrap_or_else(|e| {
+            panic!("{} stage {index}: {e}", scenario.name);
+        });
+        text.push_str(&format!(
+            "# {}: {} ({} written, {} removed, {} backends removed)\n",
+            index + 1,
+            stage.what,
+            report.frontends_written,
+            report.frontends_removed,
+            report.backends_removed
+        ));
+        text.push_str(&maps.render());
+        transitions.push((before, maps.clone()));
+    }
+    (transitions, text)
+}
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/dataplane/golden")
+        .join(format!("{name}.maps"))
+}
+
+#[test]
+fn each_scenario_leaves_the_maps_its_golden_file_holds() {
+    let bless = std::env::var_os("SVC_BLESS").is_some();
+    for scenario in scenarios() {
+        let (_, text) = run_scenario(&scenario);
+        let path = golden_path(scenario.name);
+        if bless {
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (SVC_BLESS=1 writes it)", path.display()));
+        assert_eq!(
+            text,
+            expected,
+            "{} differs from {} (SVC_BLESS=1 rewrites it)",
+            scenario.name,
+            path.display()
+        );
+    }
+}
+
+/// Per frontend header: the header and the backends (by value) its slots
+/// may name.
+type Views = BTreeMap<FrontendKey, (ServiceSlot, BTreeSet<Backend>)>;
+
+fn views(contents: &Contents) -> Views {
+    let mut views = Views::new();
+    for (key, header) in contents.slots.iter().filter(|(key, _)| key.slot == 0) {
+        let backends = (1..=header.count + header.terminating_count)
+            .filter_map(|slot| contents.slots.get(&key.with_slot(slot)))
+            .filter_map(|slot| contents.backends.get(&slot.backend_id).copied())
+            .collect();
+        views.insert(*key, (*header, backends));
+    }
+    views
+}
+
+/// What a packet can see of `now` is whole, and each frontend is the old
+/// or the new one: its header is one of the two, every slot up to its
+/// count is there and names a backend that is there and is one of the old
+/// or new backends, its reverse translation and metadata are there, and
+/// with the source-range flag its ranges are.
+fn assert_whole(now: &Contents, old: &Views, new: &Views, context: &str) {
+    for (key, header) in now.slots.iter().filter(|(key, _)| key.slot == 0) {
+        let (old, new) = (old.get(key), new.get(key));
+        assert!(
+            old.is_some_and(|(h, _)| h == header) || new.is_some_and(|(h, _)| h == header),
+            "{context}: header {key:?} is {header:?}, neither old {old:?} nor new {new:?}"
+        );
+        for slot in 1..=header.count + header.terminating_count {
+            let entry = now.slots.get(&key.with_slot(slot));
+            let backend = entry.and_then(|entry| now.backends.get(&entry.backend_id));
+            let Some(backend) = backend else {
+                panic!("{context}: slot {slot} of {key:?} names nothing ({entry:?})");
+            };
+            assert!(
+                old.into_iter()
+                    .chain(new)
+                    .any(|(_, backends)| backends.contains(backend)),
+                "{context}: slot {slot} of {key:?} names {backend:?}, not an old or new backend"
+            );
+        }
+        assert!(
+            now.rev_nats.contains_key(&header.rev_nat_id),
+            "{context}: no reverse translation for {key:?}"
+        );
+        assert!(
+            now.metas.contains_key(&header.rev_nat_id),
+            "{context}: no metadata for {key:?}"
+        );
+        if header.flags & frontend_flags::SOURCE_RANGES != 0 {
+            assert!(
+                now.ranges.iter().any(|r| r.rev_nat_id == header.rev_nat_id),
+                "{context}: {key:?} allows only source ranges, and has none"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_state_between_two_operations_is_whole() {
+    for scenario in scenarios() {
+        let (transitions, _) = run_scenario(&scenario);
+        for (index, (before, after)) in transitions.iter().enumerate() {
+            let stage = &scenario.stages[index];
+            let (old, new) = (views(&before.contents), views(&after.contents));
+            let mut maps = before.clone();
+            let mut held = Held::new(maps.contents().unwrap());
+            let plan = plan::plan(&mut held, &stage.desired).unwrap();
+            assert!(!plan.steps.is_empty(), "{} stage {index}", scenario.name);
+            for (n, step) in plan.steps.iter().enumerate() {
+                apply::execute(&mut maps, &step.op).unwrap();
+                let context = format!("{} stage {index} after {n}: {}", scenario.name, step.op);
+                assert_whole(&maps.contents, &old, &new, &context);
+            }
+            assert_eq!(maps.contents, after.contents, "{}", scenario.name);
+        }
+    }
+}
+
+#[test]
+fn a_failure_at_any_operation_leaves_the_old_tables_and_a_retry_converges() {
+    let mut cases = 0;
+    for scenario in scenarios() {
+        let (transitions, _) = run_scenario(&scenario);
+        for (index, (before, after)) in transitions.iter().enumerate() {
+            let desired = &scenario.stages[index].desired;
+            let steps = plan::plan(&mut Held::new(before.contents.clone()), desired)
+                .unwrap()
+                .steps
+                .len();
+            for failing in 0..steps {
+                let context = format!("{} stage {index}, operation {failing} fails", scenario.name);
+                let mut maps = FakeMaps {
+                    fail_at: Some((before.ops + failing, libc::EIO)),
+                    ..before.clone()
+                };
+                let mut held = None;
+                let error = apply::apply(&mut maps, &mut held, desired).expect_err(&context);
+                assert!(
+                    matches!(error, DataplaneError::Map { .. }),
+                    "{context}: {error}"
+                );
+                assert!(
+                    held.is_none(),
+                    "{context}: kept a memory of a failed update"
+                );
+                assert_eq!(
+                    maps.contents, before.contents,
+                    "{context}: not the old tables"
+                );
+                assert!(
+                    maps.generation > before.generation,
+                    "{context}: caches not told"
+                );
+
+                apply::apply(&mut maps, &mut held, desired).expect(&context);
+                assert_eq!(
+                    maps.contents, after.contents,
+                    "{context}: retry did not converge"
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 100, "only {cases} failure cases");
+}
+
+#[test]
+fn a_full_map_names_the_service_that_did_not_fit_and_changes_nothing() {
+    let mut maps = FakeMaps::default();
+    let mut held = None;
+    apply::apply(&mut maps, &mut held, &[api()]).unwrap();
+    let before = maps.contents.clone();
+    // web's first write after its counters and metadata: a new backend.
+    maps.fail_at = Some((maps.ops + 3, libc::E2BIG));
+    let error = apply::apply(&mut maps, &mut held, &[api(), web()]).unwrap_err();
+    assert_eq!(error.service(), Some("default/web"), "{error}");
+    assert!(
+        matches!(error, DataplaneError::Full { map, .. } if map == names::BACKENDS),
+        "{error}"
+    );
+    assert_eq!(maps.contents, before);
+}
+
+#[test]
+fn a_bad_source_range_fails_the_plan_before_any_write() {
+    let mut maps = FakeMaps::default();
+    let mut held = None;
+    apply::apply(&mut maps, &mut held, &[web()]).unwrap();
+    let ops = maps.ops;
+    let error = apply::apply(&mut maps, &mut held, &[web(), lb(&["198.18.0.0/33"])]).unwrap_err();
+    assert_eq!(error.service(), Some("default/web-lb"), "{error}");
+    assert_eq!(maps.ops, ops, "something was written");
+}
+
+#[test]
+fn an_unchanged_update_writes_nothing() {
+    let mut maps = FakeMaps::default();
+    let mut held = None;
+    let desired = [web(), api(), lb(&["198.18.50.0/24"])];
+    apply::apply(&mut maps, &mut held, &desired).unwrap();
+    let (ops, generation) = (maps.ops, maps.generation);
+    assert_eq!(
+        apply::apply(&mut maps, &mut held, &desired).unwrap(),
+        plan::ApplyReport::default()
+    );
+    // A new agent reads the maps and finds nothing to do either.
+    let mut held = None;
+    apply::apply(&mut maps, &mut held, &desired).unwrap();
+    assert_eq!((maps.ops, maps.generation), (ops, generation));
+}
