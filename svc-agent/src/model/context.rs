@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Node;
 
-use crate::k8s::{LABEL_TOPOLOGY_ZONE, Snapshot};
+use super::snapshot::{LABEL_TOPOLOGY_ZONE, Snapshot};
 
 /// The node the tables are for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 mod context;
 mod endpoints;
 mod service_port;
+mod snapshot;
 mod topology;
 mod translate;
 mod translator;
@@ -15,8 +16,11 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     context::{Cidr, Config, NodeContext, NodeContextError},
-    translate::{plan, translate},
-    translator::Translator,
+    snapshot::{
+        LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, LABEL_TOPOLOGY_ZONE, Snapshot, Workload,
+        namespace_of, object_key,
+    },
+    translator::{Translator, plan, translate},
 };
 
 /// What `plan` prints: the frontends one node must hold.

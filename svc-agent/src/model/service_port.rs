@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::Service;
 
+use super::snapshot::{LABEL_SERVICE_PROXY_NAME, object_key};
 use super::{Protocol, topology::TrafficPolicy};
-use crate::k8s::{LABEL_SERVICE_PROXY_NAME, object_key};
 
 /// sessionAffinityConfig.clientIP.timeoutSeconds when the Service leaves it
 /// out (the API server's default: three hours).

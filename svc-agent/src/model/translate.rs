@@ -1,56 +1,19 @@
-//! Services and EndpointSlices in, the frontends one node must hold out:
-//! every kube-proxy rule lives here (and in the modules it calls), nowhere
-//! else.
+//! One Service and its EndpointSlices in, the frontends one node must hold
+//! out, and the rules between Services (who owns a shared address): every
+//! kube-proxy rule lives here (and in the modules it calls), nowhere else.
+//! The whole cluster is translated by translator.rs.
 use std::{collections::hash_map::Entry, net::Ipv4Addr, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
     BackendRef, BackendState, Config, Frontend, FrontendKind, LeftOut, LeftOutReason, NodeContext,
-    NodeContextError, OnEmpty, Plan,
+    OnEmpty,
     endpoints::{Endpoint, endpoints_of_port},
     service_port::{ServiceInfo, ServicePortInfo},
     topology::{Categorized, NodeTopology, categorize},
-    translator::Translator,
 };
-use crate::{FastMap, k8s::Snapshot};
-
-/// The plan of node `node_name`: [`translate`] for its [`NodeContext`].
-pub fn plan(
-    snapshot: &Snapshot,
-    node_name: &str,
-    config: &Config,
-) -> Result<Plan, NodeContextError> {
-    let node = NodeContext::from_snapshot(snapshot, node_name, config)?;
-    let mut translator = Translator::default();
-    let frontends = sorted(translator.translate(snapshot, &node, config));
-    let mut left_out = translator.left_out().to_vec();
-    left_out.sort();
-    Ok(Plan {
-        node: node_name.to_owned(),
-        frontends,
-        left_out,
-    })
-}
-
-/// The frontends node `node` must hold for the Services in `snapshot`:
-/// per Service port (IPv4 only) its ClusterIP, a NodePort on each NodePort
-/// address, each load balancer VIP and each external IP, with the backends
-/// kube-proxy would use from this node. Sorted by Service, port name,
-/// protocol, kind, address and port; backends ready first, then
-/// terminating, each by address and port.
-pub fn translate(snapshot: &Snapshot, node: &NodeContext, config: &Config) -> Vec<Frontend> {
-    sorted(Translator::default().translate(snapshot, node, config))
-}
-
-fn sorted(frontends: Vec<&Arc<Frontend>>) -> Vec<Frontend> {
-    let mut frontends: Vec<Frontend> = frontends
-        .into_iter()
-        .map(|frontend| (**frontend).clone())
-        .collect();
-    frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
-    frontends
-}
+use crate::FastMap;
 
 /// The frontends of one Service.
 pub(super) fn service_frontends(

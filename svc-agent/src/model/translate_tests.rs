@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::model::{Cidr, Protocol};
+use crate::model::{Cidr, Plan, Protocol, Snapshot, Translator, translate};
 
 const LOCAL_READY: &str = "198.18.1.11 node-1 ready";
 const REMOTE_READY: &str = "198.18.2.11 node-2 ready";

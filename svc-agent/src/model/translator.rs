@@ -1,5 +1,6 @@
-//! [`translate`](super::translate) with a memory, for an agent that
-//! translates the whole cluster on every change.
+//! The whole cluster translated: [`plan`] and [`translate`] once, and
+//! [`Translator`], the same with a memory, for an agent that translates
+//! the whole cluster on every change.
 //!
 //! The snapshot's Services and EndpointSlices are `Arc`s shared with the
 //! watch stores, and a store replaces an object's `Arc` when the object
@@ -14,13 +15,50 @@ use std::{collections::HashSet, sync::Arc};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
-    Config, Frontend, LeftOut, NodeContext,
-    translate::{drop_address_clashes, drop_disallowed_external_ips, service_frontends},
+    Config, Frontend, LeftOut, NodeContext, NodeContextError, Plan,
+    snapshot::{LABEL_SERVICE_NAME, Snapshot, namespace_of},
+    translate::{
+        drop_address_clashes, drop_disallowed_external_ips, frontend_order, service_frontends,
+    },
 };
-use crate::{
-    FastMap,
-    k8s::{LABEL_SERVICE_NAME, namespace_of},
-};
+use crate::FastMap;
+
+/// The plan of node `node_name`: [`translate`] for its [`NodeContext`].
+pub fn plan(
+    snapshot: &Snapshot,
+    node_name: &str,
+    config: &Config,
+) -> Result<Plan, NodeContextError> {
+    let node = NodeContext::from_snapshot(snapshot, node_name, config)?;
+    let mut translator = Translator::default();
+    let frontends = sorted(translator.translate(snapshot, &node, config));
+    let mut left_out = translator.left_out().to_vec();
+    left_out.sort();
+    Ok(Plan {
+        node: node_name.to_owned(),
+        frontends,
+        left_out,
+    })
+}
+
+/// The frontends node `node` must hold for the Services in `snapshot`:
+/// per Service port (IPv4 only) its ClusterIP, a NodePort on each NodePort
+/// address, each load balancer VIP and each external IP, with the backends
+/// kube-proxy would use from this node. Sorted by Service, port name,
+/// protocol, kind, address and port; backends ready first, then
+/// terminating, each by address and port.
+pub fn translate(snapshot: &Snapshot, node: &NodeContext, config: &Config) -> Vec<Frontend> {
+    sorted(Translator::default().translate(snapshot, node, config))
+}
+
+fn sorted(frontends: Vec<&Arc<Frontend>>) -> Vec<Frontend> {
+    let mut frontends: Vec<Frontend> = frontends
+        .into_iter()
+        .map(|frontend| (**frontend).clone())
+        .collect();
+    frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
+    frontends
+}
 
 /// `NAMESPACE` and `NAME` of a Service.
 type ServiceName = (String, String);
@@ -65,12 +103,12 @@ fn owner_of(slice: &EndpointSlice) -> Option<ServiceName> {
 }
 
 impl Translator {
-    /// The frontends of [`translate`](super::translate) for `snapshot`, in
+    /// The frontends of [`translate`] for `snapshot`, in
     /// no particular order, shared with the memory: a frontend that did not
     /// change is the same `Arc` as last time.
     pub fn translate(
         &mut self,
-        snapshot: &crate::k8s::Snapshot,
+        snapshot: &Snapshot,
         node: &NodeContext,
         config: &Config,
     ) -> Vec<&Arc<Frontend>> {

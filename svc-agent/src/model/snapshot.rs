@@ -1,0 +1,115 @@
+//! Every object one translation reads: a [`Snapshot`] of the Services,
+//! EndpointSlices, Pods, Workloads and Nodes, as the sources (k8s/) fill it.
+use std::{collections::HashMap, sync::Arc};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Node, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+
+/// Label an EndpointSlice carries naming the Service it belongs to.
+pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
+/// Label a Node carries naming its zone (topology hints match on it).
+pub const LABEL_TOPOLOGY_ZONE: &str = "topology.kubernetes.io/zone";
+/// Services with this label are served by another proxy, not by us (nor by
+/// kube-proxy).
+pub const LABEL_SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+
+/// Every object one translation reads, as the API server (or a manifests
+/// directory) had them at one moment. Services and EndpointSlices are
+/// shared with the watch stores (an `Arc` each), so a snapshot of a large
+/// cluster costs no deep copy.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub pods: Vec<Pod>,
+    /// Parsed for the record; Pods, not Deployments, stand for endpoints.
+    pub deployments: Vec<Deployment>,
+    /// Pod templates of workloads (Deployments, ReplicaSets, StatefulSets,
+    /// DaemonSets, Jobs): the pods they will make, for `diagnose`.
+    pub workloads: Vec<Workload>,
+    pub nodes: Vec<Node>,
+    /// Read from a running cluster (its Pods are what runs), not from
+    /// manifests (where workloads' Pods do not exist yet).
+    pub from_cluster: bool,
+}
+
+/// A workload's pod template: what the pods it makes will be labelled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// `Deployment`, `ReplicaSet`, `StatefulSet`, `DaemonSet` or `Job`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `spec.replicas` (Kubernetes' default of 1 when absent); None for a
+    /// DaemonSet (one pod per node) and a Job (`parallelism` pods at once).
+    pub replicas: Option<i32>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Snapshot {
+    /// The Node object named `name`, if the snapshot has it.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|node| node.metadata.name.as_deref() == Some(name))
+    }
+
+    /// The EndpointSlices of Service `namespace/name` (by the
+    /// `kubernetes.io/service-name` label, in the Service's namespace).
+    pub fn slices_of<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        self.endpoint_slices
+            .iter()
+            .filter(move |slice| {
+                namespace_of(&slice.metadata) == namespace
+                    && slice
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
+                        .is_some_and(|service| service == name)
+            })
+            .map(|slice| &**slice)
+    }
+
+    /// Every Service's EndpointSlices at once, keyed by (namespace, Service
+    /// name): one pass over the slices instead of one per Service.
+    pub fn slices_by_service(&self) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
+        let mut index: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &self.endpoint_slices {
+            let service = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(LABEL_SERVICE_NAME));
+            if let Some(service) = service {
+                index
+                    .entry((namespace_of(&slice.metadata), service.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        index
+    }
+}
+
+/// An object's namespace; objects without one live in `default`, as
+/// `kubectl apply` would put them.
+pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.namespace.as_deref().unwrap_or("default")
+}
+
+/// `NAMESPACE/NAME` of an object.
+pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        namespace_of(meta),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
