@@ -10,9 +10,46 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::Time, util::intstr::IntOrString},
     jiff::{Timestamp, tz::TimeZone},
 };
-use svc_agent::k8s::namespace_of;
+use svc_agent::k8s::{namespace_of, object_key};
 
-use super::{Cluster, ClusterEvent, query, render, tabwriter};
+use super::{Cluster, ClusterError, ClusterEvent, query, render, tabwriter};
+
+/// `describe svc|pod NAME` in `namespace`.
+pub fn describe(
+    cluster: &Cluster,
+    what: &str,
+    name: &str,
+    namespace: &str,
+    now: Timestamp,
+) -> Result<String, ClusterError> {
+    let key = format!("{namespace}/{name}");
+    match render::kind(what) {
+        Some(render::Kind::Services) => {
+            let service = cluster
+                .services
+                .iter()
+                .find(|service| object_key(&service.metadata) == key)
+                .ok_or_else(|| ClusterError::NotFound {
+                    kind: "services".into(),
+                    name: name.to_owned(),
+                })?;
+            let events = cluster.events_of(&format!("service/{key}"));
+            Ok(self::service(cluster, service, &events, now))
+        }
+        Some(render::Kind::Pods) => {
+            let pod = cluster.pod(&key).ok_or_else(|| ClusterError::NotFound {
+                kind: "pods".into(),
+                name: name.to_owned(),
+            })?;
+            let events = cluster.events_of(&format!("pod/{key}"));
+            Ok(self::pod(&pod.object, &events, now))
+        }
+        _ => Err(ClusterError::Invalid {
+            object: what.to_owned(),
+            reason: "the lab describes svc and pod".into(),
+        }),
+    }
+}
 
 /// kubectl's time format in describe (RFC 1123 with a numeric zone).
 fn time(time: &Time) -> String {

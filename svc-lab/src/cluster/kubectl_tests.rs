@@ -11,7 +11,7 @@ use k8s_openapi::{
 use serde_json::{Value, json};
 
 use super::{
-    Cluster, PodRecord,
+    Cluster, PodRecord, describe,
     query::{Namespaces, Query, Selector},
     render::{self, Output},
 };
@@ -296,7 +296,7 @@ fn describe_svc_prints_what_kubectl_prints() {
         ("describe-svc-externalips.txt", "web-external"),
         ("describe-svc-no-endpoints.txt", "web-broken"),
     ] {
-        let printed = render::describe(&cluster, "svc", name, "default", now).unwrap();
+        let printed = describe::describe(&cluster, "svc", name, "default", now).unwrap();
         assert_eq!(printed, fixture(file), "{file}");
     }
 }
@@ -312,7 +312,7 @@ fn describe_pod_prints_what_kubectl_prints() {
             "nginx-deploy-6d4cf56db6-h8w3z",
         ),
     ] {
-        let printed = render::describe(&cluster, "pod", name, "default", now).unwrap();
+        let printed = describe::describe(&cluster, "pod", name, "default", now).unwrap();
         assert_eq!(printed, fixture(file), "{file}");
     }
 }
@@ -343,7 +343,7 @@ fn events_follow_the_lab_and_read_as_kubectl_lists_them() {
         count: 1,
     });
     let now = created.0 + SignedDuration::from_secs(181);
-    let printed = render::describe(&cluster, "svc", "web-broken", "default", now).unwrap();
+    let printed = describe::describe(&cluster, "svc", "web-broken", "default", now).unwrap();
     let events: Vec<&str> = printed
         .lines()
         .skip_while(|l| !l.starts_with("Events:"))

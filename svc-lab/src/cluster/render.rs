@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use svc_agent::k8s::{namespace_of, object_key, pod_endpoints};
 
 use super::{
-    Cluster, ClusterError, allocate, describe, pods,
+    Cluster, ClusterError, allocate, pods,
     query::{self, Namespaces, Query, Selector},
     tabwriter, yaml,
 };
@@ -491,14 +491,14 @@ pub struct Listing {
 
 /// The kinds `get` knows, by kubectl's names for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Pods,
     Services,
     Endpoints,
     EndpointSlices,
 }
 
-fn kind(given: &str) -> Option<Kind> {
+pub(super) fn kind(given: &str) -> Option<Kind> {
     match given {
         "pods" | "pod" | "po" => Some(Kind::Pods),
         "svc" | "service" | "services" => Some(Kind::Services),
@@ -573,41 +573,4 @@ pub fn get(
         stdout,
         stderr: String::new(),
     })
-}
-
-/// `describe svc|pod NAME` in `namespace`.
-pub fn describe(
-    cluster: &Cluster,
-    what: &str,
-    name: &str,
-    namespace: &str,
-    now: Timestamp,
-) -> Result<String, ClusterError> {
-    let key = format!("{namespace}/{name}");
-    match kind(what) {
-        Some(Kind::Services) => {
-            let service = cluster
-                .services
-                .iter()
-                .find(|service| object_key(&service.metadata) == key)
-                .ok_or_else(|| ClusterError::NotFound {
-                    kind: "services".into(),
-                    name: name.to_owned(),
-                })?;
-            let events = cluster.events_of(&format!("service/{key}"));
-            Ok(describe::service(cluster, service, &events, now))
-        }
-        Some(Kind::Pods) => {
-            let pod = cluster.pod(&key).ok_or_else(|| ClusterError::NotFound {
-                kind: "pods".into(),
-                name: name.to_owned(),
-            })?;
-            let events = cluster.events_of(&format!("pod/{key}"));
-            Ok(describe::pod(&pod.object, &events, now))
-        }
-        _ => Err(ClusterError::Invalid {
-            object: what.to_owned(),
-            reason: "the lab describes svc and pod".into(),
-        }),
-    }
 }

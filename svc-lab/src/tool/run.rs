@@ -13,7 +13,7 @@ use super::{ToolError, agents, process, state::StateDir};
 use crate::{
     cgroup,
     cluster::{
-        Change, Cluster, ClusterEvent, PodRecord,
+        Change, Cluster, ClusterEvent, PodRecord, describe,
         query::{Namespaces, Query},
         render,
     },
@@ -672,7 +672,7 @@ pub fn describe(
 ) -> Result<String, ToolError> {
     let state = StateDir::lock(state_root)?;
     let cluster = state.require()?;
-    Ok(render::describe(
+    Ok(describe::describe(
         &cluster,
         what,
         name,
