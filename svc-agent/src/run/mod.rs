@@ -10,19 +10,22 @@ mod health_check;
 mod http;
 pub mod interfaces;
 mod node_interfaces;
+mod reconciler;
 mod sync;
 
 use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, atomic::Ordering},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use self::{health_check::HealthCheckServers, node_interfaces::NodeInterfaces, sync::sync};
+use self::{
+    health_check::HealthCheckServers, node_interfaces::NodeInterfaces, reconciler::Reconciler,
+};
 pub use self::{
     health_check::{HealthCheck, health_checks},
     http::{AgentStatus, fetch_left_out},
@@ -33,11 +36,11 @@ use crate::{
         Source,
         client::{self, ClientError},
         manifests_watch::watch_manifests,
-        source::{self, Update},
+        source,
         watch::watch_api,
     },
-    metrics::{AppliedSync, Metrics},
-    model::{NodeContextError, Translator},
+    metrics::Metrics,
+    model::NodeContextError,
 };
 
 /// Everything `run` is told.
@@ -90,9 +93,16 @@ pub enum RunError {
     SourceStopped { source_name: &'static str },
 }
 
-/// Longest wait between two attempts of a failing sync.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+impl RunError {
+    /// The `kind` label of the error counter.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::Dataplane(_) => "map_write",
+            RunError::Node(_) | RunError::NoNodeAddress { .. } => "node",
+            _ => "other",
+        }
+    }
+}
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(settings: Settings) -> Result<(), RunError> {
@@ -135,16 +145,10 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
     };
     let mut health_check_servers =
         HealthCheckServers::new(settings.nodeport_addresses.as_deref(), status.clone());
-    let mut translator = Translator::default();
-    let mut pending: Option<Update> = None;
-    // The last snapshot programmed, for the periodic resync.
-    let mut programmed: Option<Update> = None;
+    let mut reconciler = Reconciler::new(started);
     let mut resync = settings
         .resync_period
         .map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period));
-    let mut resyncing = false;
-    let mut backoff = FIRST_BACKOFF;
-    let mut retry_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = terminate.recv() => break,
@@ -165,104 +169,31 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                 if changed.is_err() {
                     return Err(RunError::SourceStopped { source_name });
                 }
-                pending = snapshots.borrow_and_update().clone();
-                if let Some(update) = &pending {
+                let update = snapshots.borrow_and_update().clone();
+                if let Some(update) = &update {
                     // Before the sync: once ready, the node's interfaces
                     // are attached.
                     nodes.node_seen(&update.snapshot, &settings.node, &mut datapath, &status);
                     status.node_deleting(node_deleting(&update.snapshot, &settings.node));
                 }
                 status.behind();
-                resyncing = false;
-                backoff = FIRST_BACKOFF;
-                retry_at = tokio::time::Instant::now();
+                reconciler.changed(update);
             }
-            () = tokio::time::sleep_until(retry_at), if pending.is_some() => {}
+            () = until(reconciler.due_at()) => {}
             () = next_resync(&mut resync) => {
-                if pending.is_none()
-                    && let Some(last) = &programmed
-                {
-                    // The next apply reads the kernel instead of trusting
-                    // what this agent remembers writing.
-                    datapath.tables().forget_held();
-                    pending = Some(last.clone());
-                    status.behind();
-                    resyncing = true;
-                }
-            }
-        }
-        if tokio::time::Instant::now() < retry_at {
-            continue;
-        }
-        let Some(update) = pending.take() else {
-            continue;
-        };
-        let apply_started = Instant::now();
-        match sync(
-            datapath.tables(),
-            &mut translator,
-            &update.snapshot,
-            &settings,
-            &status.metrics,
-        ) {
-            Ok(synced) => {
-                // A Service left out because it cannot be written keeps
-                // the maps behind: the node is not healthy until it fits
-                // or goes. One left out by rule (an address clash) is not.
-                status.metrics.left_out(&synced.left_out);
-                if synced.converged() {
-                    status.converged();
-                } else {
+                if reconciler.resync(datapath.tables()) {
                     status.behind();
                 }
-                let repaired = synced.report.frontends_written + synced.report.frontends_removed;
-                if std::mem::take(&mut resyncing) {
-                    if repaired > 0 {
-                        tracing::warn!(
-                            written = synced.report.frontends_written,
-                            removed = synced.report.frontends_removed,
-                            "resync: the maps differed from what this agent wrote; repaired"
-                        );
-                    }
-                    status.metrics.resynced(repaired);
-                    programmed = Some(update);
-                    continue;
-                }
-                status.metrics.applied(&AppliedSync {
-                    took: apply_started.elapsed(),
-                    since_change: update.seen_at.elapsed(),
-                    changes: update.changes,
-                    frontends: synced.frontends,
-                    backends: synced.backends,
-                    no_local_endpoints: synced.no_local_endpoints,
-                });
-                tracing::info!(
-                    frontends = synced.frontends,
-                    written = synced.report.frontends_written,
-                    removed = synced.report.frontends_removed,
-                    left_out = synced.left_out.len(),
-                    took_us = apply_started.elapsed().as_micros() as u64,
-                    since_event_us = update.seen_at.elapsed().as_micros() as u64,
-                    "synced"
-                );
-                health_check_servers.update(synced.health_checks).await;
-                programmed = Some(update);
-                if !status.synced.swap(true, Ordering::AcqRel) {
-                    status.metrics.initial_sync(started.elapsed());
-                    tracing::info!(
-                        took_ms = started.elapsed().as_millis() as u64,
-                        "initial sync in the maps"
-                    );
-                }
-            }
-            Err(error) => {
-                status.metrics.error(error_kind(&error));
-                tracing::error!(%error, retry_in_ms = backoff.as_millis() as u64, "sync failed; retrying");
-                pending = Some(update);
-                retry_at = tokio::time::Instant::now() + backoff;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+        reconciler
+            .reconcile(
+                datapath.tables(),
+                &settings,
+                &status,
+                &mut health_check_servers,
+            )
+            .await;
     }
     tracing::info!("stopping; the datapath stays pinned and keeps serving");
     Ok(())
@@ -285,6 +216,14 @@ fn node_deleting(snapshot: &crate::k8s::Snapshot, node: &str) -> Option<String> 
         .is_some_and(|taints| taints.iter().any(|t| t.key == TO_BE_DELETED_TAINT));
     tainted
         .then(|| format!("node {node} is tainted {TO_BE_DELETED_TAINT}: it is about to be removed"))
+}
+
+/// `at`, or never.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The next link change, or never without notifications.
@@ -391,14 +330,6 @@ async fn next_resync(resync: &mut Option<tokio::time::Interval>) {
             interval.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-fn error_kind(error: &RunError) -> &'static str {
-    match error {
-        RunError::Dataplane(_) => "map_write",
-        RunError::Node(_) | RunError::NoNodeAddress { .. } => "node",
-        _ => "other",
     }
 }
 
