@@ -13,8 +13,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use svc_agent::dataplane::{self, Datapath, Tables};
-use svc_common::NodeConfig;
+use svc_agent::dataplane::{self, Datapath, NodeSettings, Tables};
 use tokio::sync::watch;
 
 use crate::{
@@ -300,13 +299,13 @@ impl Lab {
             .map(|p| p.host_interface.clone())
             .collect();
         let node_name = node.to_owned();
-        let config = self.node_config(lab_node);
+        let node_settings = self.node_settings(lab_node);
         let node_cgroup = lab_node.cgroup.clone();
         lab_node
             .ns
             .in_thread(move || {
                 let mut datapath = Datapath::load(Some(&pin_dir))?;
-                datapath.tables().set_node_config(config)?;
+                datapath.tables().set_node(&node_settings)?;
                 for interface in &interfaces {
                     datapath.attach_pod_interface(interface)?;
                 }
@@ -322,13 +321,11 @@ impl Lab {
     }
 
     /// What the datapath of `node` is told about it.
-    fn node_config(&self, node: &LabNode) -> NodeConfig {
-        NodeConfig {
-            node_addr_be: u32::from_ne_bytes(node.address.octets()),
-            hairpin_addr_be: u32::from_ne_bytes(HAIRPIN_ADDRESS.octets()),
-            nat_port_min: NAT_PORTS.0,
-            nat_port_max: NAT_PORTS.1,
-            _pad: 0,
+    fn node_settings(&self, node: &LabNode) -> NodeSettings {
+        NodeSettings {
+            node_address: node.address,
+            hairpin_address: HAIRPIN_ADDRESS,
+            nat_ports: NAT_PORTS,
         }
     }
 

@@ -21,10 +21,9 @@ use std::{
 };
 
 use svc_agent::{
-    dataplane::Datapath,
+    dataplane::{Datapath, NodeSettings},
     model::{Frontend, FrontendKind, Protocol},
 };
-use svc_common::NodeConfig;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 
@@ -849,12 +848,10 @@ pub fn run(packets: u64, seed: u64) -> Report {
     let mut datapath = Datapath::load(None).expect("load the datapath (root, kernel >= 6.6)");
     datapath
         .tables()
-        .set_node_config(NodeConfig {
-            node_addr_be: u32::from_ne_bytes(NODE.octets()),
-            hairpin_addr_be: u32::from_ne_bytes([198, 18, 1, 1]),
-            nat_port_min: NAT_PORTS.0,
-            nat_port_max: NAT_PORTS.1,
-            _pad: 0,
+        .set_node(&NodeSettings {
+            node_address: NODE,
+            hairpin_address: Ipv4Addr::new(198, 18, 1, 1),
+            nat_ports: NAT_PORTS,
         })
         .expect("node config");
     datapath.tables().apply(&frontends).expect("tables");

@@ -8,10 +8,10 @@ use std::{
 
 use aya::maps::{HashMap, Map, MapData};
 use svc_agent::{
-    dataplane::{self, Datapath},
+    dataplane::{self, Datapath, NodeSettings},
     model::Frontend,
 };
-use svc_common::{Flow, FlowKey, NodeConfig, names, time_units};
+use svc_common::{Flow, FlowKey, names, time_units};
 
 use crate::{TC_ACT_OK, XDP_PASS, run_tc, run_xdp};
 
@@ -62,12 +62,12 @@ pub struct Pinned {
 }
 
 impl Pinned {
-    pub fn load(what: &str, frontends: &[Frontend], config: Option<NodeConfig>) -> Self {
+    pub fn load(what: &str, frontends: &[Frontend], node: Option<NodeSettings>) -> Self {
         let dir = PinDir::new(what);
         let mut datapath =
             Datapath::load(Some(&dir.0)).expect("load the datapath (root, kernel >= 6.6)");
-        if let Some(config) = config {
-            datapath.tables().set_node_config(config).unwrap();
+        if let Some(node) = node {
+            datapath.tables().set_node(&node).unwrap();
         }
         datapath.tables().apply(frontends).unwrap();
         Self { datapath, dir }

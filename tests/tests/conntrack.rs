@@ -9,10 +9,10 @@
 use std::{net::Ipv4Addr, time::Instant};
 
 use svc_agent::{
-    dataplane::{Conntrack, coarse_now_ns},
+    dataplane::{Conntrack, NodeSettings, coarse_now_ns},
     model::{Frontend, FrontendKind, Protocol},
 };
-use svc_common::{NodeConfig, flow_flags, flow_timeouts};
+use svc_common::{flow_flags, flow_timeouts};
 use tests::{
     pinned::{Pinned, Table},
     *,
@@ -24,13 +24,11 @@ const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
 const OTHER_BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
 const SECOND: u64 = 1_000_000_000;
 
-fn config((nat_port_min, nat_port_max): (u16, u16)) -> NodeConfig {
-    NodeConfig {
-        node_addr_be: u32::from_ne_bytes(NODE.octets()),
-        hairpin_addr_be: u32::from_ne_bytes([198, 18, 1, 1]),
-        nat_port_min,
-        nat_port_max,
-        _pad: 0,
+fn config(nat_ports: (u16, u16)) -> NodeSettings {
+    NodeSettings {
+        node_address: NODE,
+        hairpin_address: Ipv4Addr::new(198, 18, 1, 1),
+        nat_ports,
     }
 }
 

@@ -8,10 +8,9 @@
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use svc_agent::{
-    dataplane::Datapath,
+    dataplane::{Datapath, NodeSettings},
     model::{Frontend, FrontendKind, OnEmpty, Protocol},
 };
-use svc_common::NodeConfig;
 use tests::*;
 
 const NODE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
@@ -28,12 +27,10 @@ fn load_with(frontends: &[Frontend]) -> Datapath {
     let mut datapath = Datapath::load(None).expect("load the datapath (root, kernel >= 6.6)");
     let tables = datapath.tables();
     tables
-        .set_node_config(NodeConfig {
-            node_addr_be: u32::from_ne_bytes(NODE.octets()),
-            hairpin_addr_be: u32::from_ne_bytes(HAIRPIN.octets()),
-            nat_port_min: NAT_MIN,
-            nat_port_max: NAT_MAX,
-            _pad: 0,
+        .set_node(&NodeSettings {
+            node_address: NODE,
+            hairpin_address: HAIRPIN,
+            nat_ports: (NAT_MIN, NAT_MAX),
         })
         .unwrap();
     tables.apply(frontends).unwrap();

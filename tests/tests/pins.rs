@@ -2,11 +2,11 @@
 //! another layout is refused and left as it was; one of another size is
 //! migrated, entries and all; a second agent on the same pins is refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
-use std::path::Path;
+use std::{net::Ipv4Addr, path::Path};
 
 use aya::maps::{HashMap, Map, MapData, MapInfo};
-use svc_agent::dataplane::{Datapath, DataplaneError};
-use svc_common::{Flow, FlowKey, FlowV1, NodeConfig, flow_flags, names};
+use svc_agent::dataplane::{Datapath, DataplaneError, NodeSettings};
+use svc_common::{Flow, FlowKey, FlowV1, flow_flags, names};
 use tests::pinned::PinDir;
 
 /// BPF_MAP_TYPE_LRU_HASH.
@@ -159,14 +159,12 @@ fn a_second_agent_on_the_same_pins_is_refused() {
         "{error}"
     );
     // The first keeps working.
-    let config = NodeConfig {
-        node_addr_be: u32::from_ne_bytes([198, 18, 0, 1]),
-        hairpin_addr_be: u32::from_ne_bytes([198, 18, 255, 254]),
-        nat_port_min: 61000,
-        nat_port_max: 61100,
-        _pad: 0,
+    let node = NodeSettings {
+        node_address: Ipv4Addr::new(198, 18, 0, 1),
+        hairpin_address: Ipv4Addr::new(198, 18, 255, 254),
+        nat_ports: (61000, 61100),
     };
-    first.tables().set_node_config(config).unwrap();
+    first.tables().set_node(&node).unwrap();
     drop(first);
     Datapath::load(Some(&dir.0)).expect("the pins are free once the first is gone");
 }

@@ -2,12 +2,41 @@
 use std::net::Ipv4Addr;
 
 use svc_common::{
-    Backend, FrontendKey, FrontendMeta, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN, backend_flags,
-    frontend_kind, proto, rev_nat_flags,
+    Backend, FrontendKey, FrontendMeta, NodeConfig, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN,
+    backend_flags, frontend_kind, proto, rev_nat_flags,
 };
 
 use super::maps::RangeEntry;
 use crate::model::{Frontend, FrontendKind, Protocol};
+
+/// What the programs are told about the node they run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// Source of translated packets to remote backends (source NAT).
+    pub node_address: Ipv4Addr,
+    /// Source of a pod's packets sent back to itself through a Service.
+    pub hairpin_address: Ipv4Addr,
+    /// The source NAT port range, inclusive.
+    pub nat_ports: (u16, u16),
+}
+
+pub fn node_config(node: &NodeSettings) -> NodeConfig {
+    NodeConfig {
+        node_addr_be: addr_be(node.node_address),
+        hairpin_addr_be: addr_be(node.hairpin_address),
+        nat_port_min: node.nat_ports.0,
+        nat_port_max: node.nat_ports.1,
+        _pad: 0,
+    }
+}
+
+pub fn node_settings(config: &NodeConfig) -> NodeSettings {
+    NodeSettings {
+        node_address: addr_from_be(config.node_addr_be),
+        hairpin_address: addr_from_be(config.hairpin_addr_be),
+        nat_ports: (config.nat_port_min, config.nat_port_max),
+    }
+}
 
 pub fn addr_be(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())

@@ -34,6 +34,7 @@ use aya::{
         links::{FdLink, PinnedLink},
     },
 };
+pub use codec::NodeSettings;
 pub use conntrack::{Census, Conntrack, coarse_now_ns};
 pub use plan::{ApplyReport, Desired};
 pub use readback::{DropCounter, FrontendState};

@@ -11,6 +11,7 @@ use svc_common::{DropCounters, Flow, FlowKey, NodeConfig, names};
 
 use super::{
     DataplaneError, apply,
+    codec::{self, NodeSettings},
     held::Held,
     maps::{KernelMaps, ServiceMaps as _, map_error, typed},
     plan::{ApplyReport, Desired},
@@ -42,10 +43,10 @@ impl Tables {
     }
 
     /// Sets this node's addresses (source NAT, hairpin) for the programs.
-    pub fn set_node_config(&mut self, config: NodeConfig) -> Result<(), DataplaneError> {
+    pub fn set_node(&mut self, node: &NodeSettings) -> Result<(), DataplaneError> {
         let written = self
             .config
-            .set(0, config, 0)
+            .set(0, codec::node_config(node), 0)
             .map_err(map_error(names::CONFIG));
         self.maps
             .next_generation()
@@ -53,8 +54,10 @@ impl Tables {
         written
     }
 
-    pub fn node_config(&self) -> Result<NodeConfig, DataplaneError> {
-        self.config.get(&0, 0).map_err(map_error(names::CONFIG))
+    /// What the programs were last told about this node.
+    pub fn node(&self) -> Result<NodeSettings, DataplaneError> {
+        let config = self.config.get(&0, 0).map_err(map_error(names::CONFIG))?;
+        Ok(codec::node_settings(&config))
     }
 
     /// Makes the maps hold exactly `desired`: only entries that differ are

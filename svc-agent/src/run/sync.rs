@@ -1,15 +1,12 @@
 //! One sync: a snapshot in, the maps equal to what it asks for this node.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
     sync::Arc,
 };
 
-use svc_common::NodeConfig;
-
 use super::{HealthCheck, RunError, Settings, health_checks};
 use crate::{
-    dataplane::{ApplyReport, DataplaneError, Tables},
+    dataplane::{ApplyReport, DataplaneError, NodeSettings, Tables},
     k8s::Snapshot,
     metrics::{Metrics, NoLocalEndpoints},
     model::{
@@ -62,9 +59,13 @@ pub fn sync(
         .ok_or_else(|| RunError::NoNodeAddress {
             node: settings.node.clone(),
         })?;
-    let node_config = node_config(node_address, settings);
-    if tables.node_config().ok() != Some(node_config) {
-        tables.set_node_config(node_config)?;
+    let node_settings = NodeSettings {
+        node_address,
+        hairpin_address: settings.hairpin_address,
+        nat_ports: settings.nat_ports,
+    };
+    if tables.node().ok() != Some(node_settings) {
+        tables.set_node(&node_settings)?;
         tracing::info!(%node_address, hairpin = %settings.hairpin_address, "node config set");
     }
 
@@ -155,19 +156,4 @@ fn no_local_endpoints(frontends: &[Arc<Frontend>]) -> NoLocalEndpoints {
         internal: internal.len(),
         external: external.len(),
     }
-}
-
-fn node_config(node_address: Ipv4Addr, settings: &Settings) -> NodeConfig {
-    NodeConfig {
-        node_addr_be: addr_be(node_address),
-        hairpin_addr_be: addr_be(settings.hairpin_address),
-        nat_port_min: settings.nat_ports.0,
-        nat_port_max: settings.nat_ports.1,
-        _pad: 0,
-    }
-}
-
-/// An address as the maps hold it (network byte order in a u32).
-fn addr_be(address: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(address.octets())
 }
