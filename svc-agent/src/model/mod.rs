@@ -18,7 +18,7 @@ pub use self::{
     context::{Cidr, Config, NodeContext, NodeContextError},
     snapshot::{
         LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, LABEL_TOPOLOGY_ZONE, Snapshot, Workload,
-        namespace_of, object_key,
+        namespace_of, object_key, service_of,
     },
     translator::{Translator, plan, translate},
 };

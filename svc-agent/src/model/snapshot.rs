@@ -57,8 +57,7 @@ impl Snapshot {
             .find(|node| node.metadata.name.as_deref() == Some(name))
     }
 
-    /// The EndpointSlices of Service `namespace/name` (by the
-    /// `kubernetes.io/service-name` label, in the Service's namespace).
+    /// The EndpointSlices of Service `namespace/name`.
     pub fn slices_of<'a>(
         &'a self,
         namespace: &'a str,
@@ -66,15 +65,7 @@ impl Snapshot {
     ) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
         self.endpoint_slices
             .iter()
-            .filter(move |slice| {
-                namespace_of(&slice.metadata) == namespace
-                    && slice
-                        .metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
-                        .is_some_and(|service| service == name)
-            })
+            .filter(move |slice| service_of(slice) == Some((namespace, name)))
             .map(|slice| &**slice)
     }
 
@@ -83,20 +74,19 @@ impl Snapshot {
     pub fn slices_by_service(&self) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
         let mut index: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
         for slice in &self.endpoint_slices {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(LABEL_SERVICE_NAME));
-            if let Some(service) = service {
-                index
-                    .entry((namespace_of(&slice.metadata), service.as_str()))
-                    .or_default()
-                    .push(slice);
+            if let Some(service) = service_of(slice) {
+                index.entry(service).or_default().push(slice);
             }
         }
         index
     }
+}
+
+/// The Service an EndpointSlice belongs to, as (namespace, name): the
+/// `kubernetes.io/service-name` label, in the slice's own namespace.
+pub fn service_of(slice: &EndpointSlice) -> Option<(&str, &str)> {
+    let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
+    Some((namespace_of(&slice.metadata), name.as_str()))
 }
 
 /// An object's namespace; objects without one live in `default`, as

@@ -16,7 +16,7 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
     Config, Frontend, LeftOut, NodeContext, NodeContextError, Plan,
-    snapshot::{LABEL_SERVICE_NAME, Snapshot, namespace_of},
+    snapshot::{Snapshot, namespace_of, service_of},
     translate::{
         drop_address_clashes, drop_disallowed_external_ips, frontend_order, service_frontends,
     },
@@ -95,11 +95,9 @@ fn address<T>(object: &Arc<T>) -> usize {
     Arc::as_ptr(object) as usize
 }
 
-/// The Service a slice belongs to (the `kubernetes.io/service-name` label,
-/// in the slice's namespace).
+/// The Service a slice belongs to.
 fn owner_of(slice: &EndpointSlice) -> Option<ServiceName> {
-    let name = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-    Some((namespace_of(&slice.metadata).to_owned(), name.clone()))
+    service_of(slice).map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
 }
 
 impl Translator {
