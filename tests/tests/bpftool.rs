@@ -52,7 +52,7 @@ fn bpftool_dump_shows_field_names() {
         Protocol::TCP,
         &[(web, 8080)],
     );
-    ranged.source_ranges = vec!["198.18.0.0/16".into()];
+    ranged.source_ranges = vec!["198.18.0.0/16".parse().unwrap()];
     let lab = one_node_lab(&[sticky, ranged]);
     // A process of the node dials the Service: SOCK_RNAT gets an entry.
     let node_curl = lab

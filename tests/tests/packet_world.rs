@@ -219,7 +219,7 @@ fn source_ranges_admit_only_listed_clients() {
         Protocol::TCP,
         &[ready(LOCAL_POD, 8080, true)],
     );
-    lb.source_ranges = vec!["198.18.0.0/25".into()];
+    lb.source_ranges = vec!["198.18.0.0/25".parse().unwrap()];
     let mut datapath = load_with(&[lb]);
 
     let inside = tcp_frame((CLIENT, 40000), (LB_IP, 80), 1, SYN, b"");
@@ -236,7 +236,7 @@ fn source_ranges_admit_only_listed_clients() {
     let states = datapath.tables().read().unwrap();
     assert_eq!(
         states[0].frontend.source_ranges,
-        vec!["198.18.0.0/25".to_owned()]
+        vec!["198.18.0.0/25".parse().unwrap()]
     );
 }
 

@@ -25,7 +25,11 @@ fn guarded(name: &str, host: u8, ranges: u32) -> Frontend {
         &[ready(BACKEND, 8080, true)],
     );
     frontend.source_ranges = (0..ranges)
-        .map(|i| format!("198.18.{}.{}/32", i / 250, i % 250 + 1))
+        .map(|i| {
+            format!("198.18.{}.{}/32", i / 250, i % 250 + 1)
+                .parse()
+                .unwrap()
+        })
         .collect();
     frontend
 }

@@ -94,16 +94,6 @@ pub fn backend(address: Ipv4Addr, port: u16, protocol: Protocol, local: bool) ->
     }
 }
 
-/// Parses `a.b.c.d/len` (or a bare address, as /32).
-pub fn parse_cidr(text: &str) -> Option<(Ipv4Addr, u8)> {
-    let (addr, len) = match text.split_once('/') {
-        Some((addr, len)) => (addr, len.parse().ok()?),
-        None => (text, 32),
-    };
-    let addr: Ipv4Addr = addr.trim().parse().ok()?;
-    (len <= 32).then_some((addr, len))
-}
-
 /// The SRC_RANGES entry of one of a frontend's source ranges. Host bits
 /// are cleared so equal prefixes give equal entries.
 pub fn source_range(rev_nat_id: u32, addr: Ipv4Addr, len: u8) -> RangeEntry {

@@ -560,13 +560,14 @@ fn source_ranges(frontend: &Frontend) -> Result<BTreeSet<RangeEntry>, DataplaneE
     frontend
         .source_ranges
         .iter()
-        .map(|text| {
-            let (addr, len) =
-                codec::parse_cidr(text).ok_or_else(|| DataplaneError::BadSourceRange {
+        .map(|cidr| {
+            if cidr.prefix > 32 {
+                return Err(DataplaneError::BadSourceRange {
                     service: frontend.service.clone(),
-                    range: text.clone(),
-                })?;
-            Ok(codec::source_range(0, addr, len))
+                    range: cidr.to_string(),
+                });
+            }
+            Ok(codec::source_range(0, cidr.address, cidr.prefix))
         })
         .collect()
 }

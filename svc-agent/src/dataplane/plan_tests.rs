@@ -17,7 +17,7 @@ use super::{
     maps::{Contents, ServiceMaps as _},
     plan,
 };
-use crate::model::{BackendRef, BackendState, Frontend, FrontendKind, OnEmpty, Protocol};
+use crate::model::{BackendRef, BackendState, Cidr, Frontend, FrontendKind, OnEmpty, Protocol};
 
 fn backend(last: u8, state: BackendState) -> BackendRef {
     BackendRef {
@@ -78,7 +78,7 @@ fn api() -> Frontend {
 
 fn lb(ranges: &[&str]) -> Frontend {
     Frontend {
-        source_ranges: ranges.iter().map(|r| r.to_string()).collect(),
+        source_ranges: ranges.iter().map(|r| r.parse().unwrap()).collect(),
         ..frontend(
             "default/web-lb",
             FrontendKind::LoadBalancer,
@@ -210,7 +210,7 @@ fn scenarios() -> Vec<Scenario> {
                 ),
                 stage(
                     "one kept, one replaced",
-                    vec![lb(&["198.18.60.0/25", "198.18.70.1"])],
+                    vec![lb(&["198.18.60.0/25", "198.18.70.1/32"])],
                 ),
                 stage("no range: open to all", vec![lb(&[])]),
             ],
@@ -436,7 +436,12 @@ fn a_bad_source_range_fails_the_plan_before_any_write() {
     let mut held = None;
     apply::apply(&mut maps, &mut held, &[web()]).unwrap();
     let ops = maps.ops;
-    let error = apply::apply(&mut maps, &mut held, &[web(), lb(&["198.18.0.0/33"])]).unwrap_err();
+    let mut bad = lb(&[]);
+    bad.source_ranges = vec![Cidr {
+        address: Ipv4Addr::new(198, 18, 0, 0),
+        prefix: 33,
+    }];
+    let error = apply::apply(&mut maps, &mut held, &[web(), bad]).unwrap_err();
     assert_eq!(error.service(), Some("default/web-lb"), "{error}");
     assert_eq!(maps.ops, ops, "something was written");
 }

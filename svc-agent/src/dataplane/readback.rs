@@ -9,7 +9,7 @@ use super::{
     DataplaneError, Tables, codec,
     maps::{Contents, ServiceMaps as _, map_error},
 };
-use crate::model::{BackendRef, BackendState, Frontend, OnEmpty};
+use crate::model::{BackendRef, BackendState, Cidr, Frontend, OnEmpty};
 
 /// A frontend as the kernel holds it, with its counters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -61,7 +61,10 @@ pub fn frontends(contents: &Contents) -> Vec<(Frontend, u32)> {
             .ranges
             .iter()
             .filter(|range| range.rev_nat_id == header.rev_nat_id)
-            .map(ToString::to_string)
+            .map(|range| Cidr {
+                address: codec::addr_from_be(range.addr_be),
+                prefix: range.prefix_len.saturating_sub(32) as u8,
+            })
             .collect();
         let frontend = Frontend {
             service: codec::meta_text(&meta.service, meta.service_len),

@@ -31,8 +31,8 @@ pub struct Config {
     pub external_ip_cidrs: Vec<Cidr>,
 }
 
-/// An IPv4 CIDR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An IPv4 CIDR, written `a.b.c.d/len` (also in JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
     pub address: Ipv4Addr,
     pub prefix: u8,
@@ -44,6 +44,25 @@ impl Cidr {
             .checked_shl(32 - u32::from(self.prefix))
             .unwrap_or(0);
         u32::from(address) & mask == u32::from(self.address) & mask
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
+}
+
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

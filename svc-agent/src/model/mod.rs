@@ -152,7 +152,7 @@ pub struct Frontend {
     /// Client CIDRs allowed to reach a LoadBalancer frontend
     /// (spec.loadBalancerSourceRanges, IPv4 only); empty lets everyone in.
     #[serde(default)]
-    pub source_ranges: Vec<String>,
+    pub source_ranges: Vec<Cidr>,
     /// spec.healthCheckNodePort of a LoadBalancer Service with
     /// externalTrafficPolicy=Local, on its external frontends: the port the
     /// node answers the load balancer's health probe on.

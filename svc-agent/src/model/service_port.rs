@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service;
 
 use super::snapshot::{LABEL_SERVICE_PROXY_NAME, object_key};
-use super::{Protocol, topology::TrafficPolicy};
+use super::{Cidr, Protocol, topology::TrafficPolicy};
 
 /// sessionAffinityConfig.clientIP.timeoutSeconds when the Service leaves it
 /// out (the API server's default: three hours).
@@ -25,7 +25,7 @@ pub(crate) struct ServiceInfo {
     pub external_ips: Vec<Ipv4Addr>,
     /// status.loadBalancer.ingress IPs in VIP mode (not `ipMode: Proxy`).
     pub load_balancer_vips: Vec<Ipv4Addr>,
-    pub source_ranges: Vec<String>,
+    pub source_ranges: Vec<Cidr>,
     pub affinity_timeout_seconds: Option<u32>,
     pub internal_local: bool,
     pub external_local: bool,
@@ -156,21 +156,12 @@ fn load_balancer_vips(service: &Service) -> Vec<Ipv4Addr> {
 
 /// loadBalancerSourceRanges that are IPv4 CIDRs, trimmed (validation lets
 /// padding through).
-fn source_ranges(ranges: Option<&[String]>) -> Vec<String> {
+fn source_ranges(ranges: Option<&[String]>) -> Vec<Cidr> {
     ranges
         .unwrap_or_default()
         .iter()
-        .map(|range| range.trim())
-        .filter(|range| is_ipv4_cidr(range))
-        .map(str::to_owned)
+        .filter_map(|range| range.trim().parse().ok())
         .collect()
-}
-
-fn is_ipv4_cidr(text: &str) -> bool {
-    let Some((address, prefix)) = text.split_once('/') else {
-        return false;
-    };
-    address.parse::<Ipv4Addr>().is_ok() && prefix.parse::<u8>().is_ok_and(|prefix| prefix <= 32)
 }
 
 /// Whether hints on the Service's endpoints may be honoured: it sets

@@ -410,7 +410,12 @@ fn source_ranges_apply_to_load_balancer_frontends_only() {
         } else {
             &[]
         };
-        assert_eq!(frontend.source_ranges, want, "{}", line(frontend));
+        let ranges: Vec<String> = frontend
+            .source_ranges
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(ranges, want, "{}", line(frontend));
     }
     assert!(
         frontends
