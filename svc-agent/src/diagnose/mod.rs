@@ -28,7 +28,7 @@ use crate::{
         Snapshot, client::ClientError, lookup::LookupError, manifests::ManifestError, namespace_of,
         object_key,
     },
-    model::{self, Config, FrontendKind, LeftOut, Protocol},
+    model::{self, Config, FrontendKind, LeftOut, Protocol, ServiceInfo},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -282,11 +282,8 @@ fn plan_findings(
             reasons: reasons.into_iter().collect(),
         });
     }
-    let local_policy = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.external_traffic_policy.as_deref())
-        == Some("Local");
+    // translate's reading of the Service, not a second one.
+    let local_policy = ServiceInfo::from_service(service).is_some_and(|info| info.external_local);
     let external: Vec<&&model::Frontend> = planned
         .iter()
         .filter(|f| f.kind != FrontendKind::ClusterIP)

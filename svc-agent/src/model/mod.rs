@@ -14,6 +14,7 @@ use std::{fmt, net::Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use self::service_port::ServiceInfo;
 pub use self::{
     context::{Cidr, Config, NodeContext, NodeContextError},
     snapshot::{
