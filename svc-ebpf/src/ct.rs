@@ -33,9 +33,10 @@ use svc_common::{
 };
 
 use crate::{
+    headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     lb,
     maps::{CLOCK_V1, CT_NEW_V2, CT_V2},
-    packet::{Ipv4Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    packet::Ipv4Flow,
 };
 
 /// How many ports are tried (after the client's own) before SNAT takes one

@@ -11,7 +11,8 @@ use svc_common::{DropReason, proto};
 use crate::{
     cache::CachedFlow,
     csum,
-    packet::{IP_CSUM_OFF, IP_SADDR_OFF, Ipv4Flow, Packet},
+    headers::{IP_CSUM_OFF, IP_SADDR_OFF},
+    packet::{Ipv4Flow, Packet},
 };
 
 /// data and data_end, read afresh. Volatile loads: LLVM then knows nothing

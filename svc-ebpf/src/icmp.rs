@@ -3,13 +3,14 @@
 //! to a backend, must reach the client quoting the packet the client sent
 //! (to the frontend), or its stack cannot relate the error to the socket,
 //! and path-MTU discovery through the load balancer breaks.
-use svc_common::{DropReason, flow_flags, rev_nat_flags};
+use svc_common::{DropReason, flow_flags, proto, rev_nat_flags};
 
 use crate::{
     ct,
     flow::Action,
+    headers::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF},
     lb,
-    packet::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IcmpError, Packet},
+    packet::{IcmpError, Packet},
     route,
 };
 
@@ -48,7 +49,8 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
     let route = if frontend.flags & rev_nat_flags::LOCAL_ADDRESS != 0
         && outer_saddr_be == frontend.addr_be
     {
-        let Some(route) = route::plan_raw(pkt, outer_saddr_be, outer_daddr_be, 1, err.ip_len)
+        let Some(route) =
+            route::plan_raw(pkt, outer_saddr_be, outer_daddr_be, proto::ICMP, err.ip_len)
         else {
             return Ok(Action::PASS);
         };
@@ -93,7 +95,7 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
     }
     outer_addr(pkt, IP_SADDR_OFF, err.saddr_be, outer_saddr_be)?;
     match route {
-        Some(route) => route::send(pkt, route, 1),
+        Some(route) => route::send(pkt, route, proto::ICMP),
         None => Ok(Action::PASS),
     }
 }

@@ -11,7 +11,9 @@ use svc_common::{
 };
 
 use crate::{
-    maps::{AFFINITY_V1, BACKENDS_V1, REV_NAT_V1, SERVICES_V1, SRC_RANGES_V1},
+    maps::{
+        AFFINITY_V1, BACKENDS_V1, REV_NAT_V1, SERVICES_V1, SRC_RANGES_HOST_PREFIX, SRC_RANGES_V1,
+    },
     packet::Ipv4Flow,
 };
 
@@ -135,7 +137,7 @@ fn remembered(key: &AffinityKey, header: &ServiceSlot, now: u64) -> Option<Selec
 #[inline(always)]
 fn source_allowed(header: &ServiceSlot, saddr_be: u32) -> bool {
     let key = Key::new(
-        64,
+        SRC_RANGES_HOST_PREFIX,
         SourceRange {
             rev_nat_id: header.rev_nat_id,
             addr_be: saddr_be,

@@ -10,6 +10,7 @@ mod ct;
 mod ctx_tc;
 mod ctx_xdp;
 mod flow;
+mod headers;
 mod icmp;
 mod lb;
 mod maps;

@@ -83,9 +83,14 @@ pub static DROPS_V2: PerCpuArray<DropCounters, { DropReason::SLOTS as usize }> =
 pub static AFFINITY_V1: LruHashMap<AffinityKey, Affinity, { MAX_AFFINITY as usize }> =
     LruHashMap::new();
 
-/// loadBalancerSourceRanges: (frontend, client prefix) → allowed.
+/// loadBalancerSourceRanges: (frontend, client prefix) → allowed. A
+/// prefix length counts the 32 bits of rev_nat_id and then the CIDR's.
 #[btf_map]
 pub static SRC_RANGES_V1: LpmTrie<SourceRange, u8, { MAX_SOURCE_RANGES as usize }> = LpmTrie::new();
+
+/// The prefix length of one client address of one frontend (rev_nat_id's
+/// 32 bits and all of the address's): what a lookup asks for.
+pub const SRC_RANGES_HOST_PREFIX: u32 = 32 + 32;
 
 /// The coarse clock as each CPU last read it, and the jiffy it read it in
 /// (ct.rs). Only the programs use it: it is not pinned, nor in svc-common.

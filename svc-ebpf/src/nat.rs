@@ -3,7 +3,10 @@
 //! for ports and (through the pseudo header) addresses.
 use svc_common::{DropReason, proto};
 
-use crate::packet::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4Flow, Packet};
+use crate::{
+    headers::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF},
+    packet::{Ipv4Flow, Packet},
+};
 
 /// Destination becomes `addr:port`.
 #[inline(always)]

@@ -4,21 +4,15 @@
 use aya_ebpf::bindings::bpf_fib_lookup;
 use svc_common::{DropReason, proto};
 
-use crate::{cache::CachedFlow, nat};
-
-pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const IPV4_MIN_HLEN: usize = 20;
-const TCP_MIN_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-/// More-fragments flag and fragment offset bits of `frag_off`.
-const IP_MF_OFFSET_MASK: u16 = 0x3fff;
-const IP_DF: u16 = 0x4000;
-
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+use crate::{
+    cache::CachedFlow,
+    headers::{
+        ETH_P_IP, ETH_PROTO_OFF, ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETER_PROBLEM,
+        ICMP_TIME_EXCEEDED, IP_DF, IP_MF_OFFSET_MASK, IP_OFF, IPV4_MIN_HLEN, Ipv4Header, TCP_FIN,
+        TCP_MIN_HLEN, TCP_SYN, TcpHead, UDP_HLEN, UdpHeader,
+    },
+    nat,
+};
 
 /// Bounds-checked access to packet bytes, and the rewrites NAT needs. Each
 /// attach point implements it with its own primitives (skb helpers for TC,
@@ -129,11 +123,6 @@ pub struct IcmpError {
     pub inner_proto: u8,
 }
 
-const IPPROTO_ICMP: u8 = 1;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_PARAMETER_PROBLEM: u8 = 12;
-
 /// An IPv4 TCP or UDP packet, fields as on the wire.
 #[derive(Clone, Copy)]
 pub struct Ipv4Flow {
@@ -183,55 +172,13 @@ impl Ipv4Flow {
     }
 }
 
-pub const IP_OFF: usize = ETH_HLEN;
-pub const IP_CSUM_OFF: usize = IP_OFF + 10;
-pub const IP_SADDR_OFF: usize = IP_OFF + 12;
-pub const IP_DADDR_OFF: usize = IP_OFF + 16;
-
-/// The fixed part of an IPv4 header, as on the wire.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Ipv4Header {
-    version_ihl: u8,
-    _tos: u8,
-    tot_len_be: u16,
-    _id: u16,
-    frag_off_be: u16,
-    ttl: u8,
-    proto: u8,
-    _check: u16,
-    saddr_be: u32,
-    daddr_be: u32,
-}
-
-/// A TCP header up to its flags.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct TcpHead {
-    sport_be: u16,
-    dport_be: u16,
-    seq_be: u32,
-    _ack: u32,
-    data_off: u8,
-    flags: u8,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct UdpHeader {
-    sport_be: u16,
-    dport_be: u16,
-    len_be: u16,
-    _check: u16,
-}
-
 /// Parses Ethernet + IPv4 + TCP/UDP. Errors only for packets that claim to be
 /// IPv4 TCP/UDP and are not well formed; those are dropped, so no half-parsed
 /// packet is ever rewritten. Each header is one read (one bounds check),
 /// its fields taken from the copy.
 #[inline(always)]
 pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
-    let ether_type: u16 = pkt.read(12)?;
+    let ether_type: u16 = pkt.read(ETH_PROTO_OFF)?;
     if ether_type != ETH_P_IP.to_be() {
         return Ok(Parsed::Other);
     }
@@ -279,7 +226,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
             }
             (udp.sport_be, udp.dport_be, 0, 0, UDP_HLEN as u8)
         }
-        IPPROTO_ICMP => return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be),
+        proto::ICMP => return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be),
         _ => return Ok(Parsed::Other),
     };
     Ok(Parsed::Ipv4(Ipv4Flow {
@@ -318,7 +265,7 @@ fn parse_icmp_error<P: Packet>(
     {
         return Ok(Parsed::Other);
     }
-    let inner_ip_off = icmp_off + 8;
+    let inner_ip_off = icmp_off + ICMP_HLEN;
     let [version_ihl, _tos]: [u8; 2] = pkt.read(inner_ip_off)?;
     let inner_ihl = usize::from(version_ihl & 0x0f) * 4;
     if version_ihl >> 4 != 4 || inner_ihl < IPV4_MIN_HLEN {

@@ -8,18 +8,17 @@ use svc_common::{DropReason, proto};
 
 use crate::{
     csum, ct,
+    headers::{
+        ETH_DEST_OFF, ETH_HLEN, ETH_P_IP, ETH_PROTO_OFF, ETH_SOURCE_OFF, ICMP_DEST_UNREACH,
+        ICMP_EXC_TTL, ICMP_FRAG_NEEDED, ICMP_PORT_UNREACH, ICMP_TIME_EXCEEDED, IP_DF, IP_OFF,
+        TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+    },
     maps::REJECT_BUDGET,
-    packet::{ETH_HLEN, IP_OFF, Ipv4Flow, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    packet::{Ipv4Flow, Packet},
 };
 
-const IP_DF: u8 = 0x40;
+/// The TTL of the answers.
 const TTL: u8 = 64;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_PORT_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_EXC_TTL: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
 
 /// Answers each CPU may send per second, and at once after a quiet spell:
 /// the kernel's own ICMP limits (net.ipv4.icmp_msgs_per_sec and
@@ -57,9 +56,10 @@ fn ip_header(flow: &Ipv4Flow, total_len: u16, protocol: u8) -> [u8; 20] {
     let saddr = flow.daddr_be.to_ne_bytes();
     let daddr = flow.saddr_be.to_ne_bytes();
     let len = total_len.to_be_bytes();
+    let frag = IP_DF.to_be_bytes();
     let mut ip: [u8; 20] = [
-        0x45, 0, len[0], len[1], 0, 0, IP_DF, 0, TTL, protocol, 0, 0, saddr[0], saddr[1], saddr[2],
-        saddr[3], daddr[0], daddr[1], daddr[2], daddr[3],
+        0x45, 0, len[0], len[1], 0, 0, frag[0], frag[1], TTL, protocol, 0, 0, saddr[0], saddr[1],
+        saddr[2], saddr[3], daddr[0], daddr[1], daddr[2], daddr[3],
     ];
     let sum = csum::finish(csum::add_words(&ip, 0));
     ip[10] = sum[0];
@@ -74,9 +74,9 @@ fn write_eth_back<P: Packet>(
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
 ) -> Result<(), DropReason> {
-    pkt.write(0, &src_mac)?;
-    pkt.write(6, &dst_mac)?;
-    pkt.write(12, &0x0800u16.to_be())
+    pkt.write(ETH_DEST_OFF, &src_mac)?;
+    pkt.write(ETH_SOURCE_OFF, &dst_mac)?;
+    pkt.write(ETH_PROTO_OFF, &ETH_P_IP.to_be())
 }
 
 /// Rewrites a TCP segment into the reset that answers it.
@@ -87,8 +87,8 @@ pub fn tcp_reset<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> 
         return Err(DropReason::NoBackendDrop);
     }
     spend_answer()?;
-    let dst_mac: [u8; 6] = pkt.read(0)?;
-    let src_mac: [u8; 6] = pkt.read(6)?;
+    let dst_mac: [u8; 6] = pkt.read(ETH_DEST_OFF)?;
+    let src_mac: [u8; 6] = pkt.read(ETH_SOURCE_OFF)?;
     let their_seq = u32::from_be(pkt.read::<u32>(flow.l4_off + 4)?);
     let their_ack: u32 = pkt.read(flow.l4_off + 8)?;
     let headers = (flow.l4_off - IP_OFF) as u32 + u32::from(flow.l4_hlen);
@@ -208,11 +208,11 @@ fn icmp_error<P: Packet>(
         return Err(unanswered);
     }
     spend_answer()?;
-    let dst_mac: [u8; 6] = pkt.read(0)?;
-    let src_mac: [u8; 6] = pkt.read(6)?;
+    let dst_mac: [u8; 6] = pkt.read(ETH_DEST_OFF)?;
+    let src_mac: [u8; 6] = pkt.read(ETH_SOURCE_OFF)?;
     let original: [u8; 28] = pkt.read(IP_OFF)?;
 
-    let ip = ip_header(flow, 20 + 8 + 28, IPPROTO_ICMP);
+    let ip = ip_header(flow, 20 + 8 + 28, proto::ICMP);
     let mut icmp: [u8; 8] = [kind, code, 0, 0, rest[0], rest[1], rest[2], rest[3]];
     let sum = csum::finish(csum::add_words(&original, csum::add_words(&icmp, 0)));
     icmp[2] = sum[0];
