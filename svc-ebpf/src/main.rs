@@ -5,6 +5,7 @@
 #![no_main]
 
 mod cache;
+mod clock;
 mod csum;
 mod ct;
 mod ctx_tc;

@@ -93,7 +93,7 @@ pub static SRC_RANGES_V1: LpmTrie<SourceRange, u8, { MAX_SOURCE_RANGES as usize 
 pub const SRC_RANGES_HOST_PREFIX: u32 = 32 + 32;
 
 /// The coarse clock as each CPU last read it, and the jiffy it read it in
-/// (ct.rs). Only the programs use it: it is not pinned, nor in svc-common.
+/// (clock.rs). Only the programs use it: it is not pinned, nor in svc-common.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ClockReading {

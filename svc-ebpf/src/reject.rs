@@ -7,7 +7,7 @@
 use svc_common::{DropReason, proto};
 
 use crate::{
-    csum, ct,
+    clock, csum,
     headers::{
         ETH_DEST_OFF, ETH_HLEN, ETH_P_IP, ETH_PROTO_OFF, ETH_SOURCE_OFF, ICMP_DEST_UNREACH,
         ICMP_EXC_TTL, ICMP_FRAG_NEEDED, ICMP_PORT_UNREACH, ICMP_TIME_EXCEEDED, IP_DF, IP_OFF,
@@ -34,7 +34,7 @@ fn spend_answer() -> Result<(), DropReason> {
     let Some(budget) = REJECT_BUDGET.get_ptr_mut(0) else {
         return Ok(());
     };
-    let now = ct::now();
+    let now = clock::now();
     // SAFETY: per-CPU slot, only this CPU uses it while we run.
     unsafe {
         let earned = now.saturating_sub((*budget).refilled_ns) / NS_PER_ANSWER;
