@@ -38,10 +38,9 @@ use svc_common::flow_cache;
 
 use crate::{
     csum,
-    flow::Origin,
     headers::{TCP_FIN, TCP_RST, TCP_SYN},
     maps::{FLOW_CACHE, FLOW_CACHE_EPOCHS, TABLES_GEN_V1},
-    packet::{Ipv4Flow, Packet},
+    packet::{Ipv4Flow, Origin, Packet},
     route,
 };
 

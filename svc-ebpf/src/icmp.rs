@@ -6,8 +6,8 @@
 use svc_common::{DropReason, flow_flags, proto, rev_nat_flags};
 
 use crate::{
+    action::Action,
     ct,
-    flow::Action,
     headers::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF},
     lb,
     packet::{IcmpError, Packet},

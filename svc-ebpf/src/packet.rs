@@ -95,6 +95,15 @@ pub trait Packet {
     fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64;
 }
 
+/// Where a packet entered the node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Sent by a pod on this node (TC on the pod's veth).
+    Pod,
+    /// Arrived on a node interface from the network (XDP on the NIC).
+    World,
+}
+
 /// What a packet is, as far as the load balancer cares.
 pub enum Parsed {
     /// Not IPv4 TCP/UDP/ICMP error, or a fragment: not ours to translate.

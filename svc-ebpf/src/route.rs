@@ -14,7 +14,7 @@ use aya_ebpf::bindings::{
 use svc_common::DropReason;
 
 use crate::{
-    flow::Action,
+    action::Action,
     headers::{ETH_DEST_OFF, ETH_SOURCE_OFF, IP_CSUM_OFF, IP_OFF, IP_TTL_OFF},
     maps::FIB_SCRATCH,
     packet::{Ipv4Flow, Packet},
