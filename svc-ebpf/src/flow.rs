@@ -8,7 +8,7 @@ use crate::{
     ct::{self, Snat},
     icmp,
     lb::{self, Selection},
-    maps::CONFIG_V1,
+    maps::{CONFIG_V1, COUNTED},
     nat,
     packet::{self, Ipv4Flow, Origin, Packet, Parsed},
     reject,
@@ -122,10 +122,10 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
     // handed to the stack below is cached for the packets after this one.
     let probe = Probe::new(&flow, origin);
     if let Some(hit) = probe.lookup(pkt, &flow) {
-        if hit.flags & cache::COUNTED != 0 {
+        if hit.flags & COUNTED != 0 {
             stats::count_frontend(hit.rev_nat_id, u32::from(flow.ip_len));
         }
-        pkt.rewrite_cached(&flow, &hit)?;
+        cache::rewrite(pkt, &flow, &hit)?;
         return Ok(Action::PASS);
     }
 

@@ -12,8 +12,6 @@ use svc_common::{
     SourceRange, TablesGeneration, flow_cache,
 };
 
-use crate::cache::CachedFlow;
-
 /// Maps only the agent writes are not preallocated: they hold what the
 /// cluster has, not their capacity, in kernel memory. Lookups cost the same.
 const AGENT_WRITTEN: usize = BPF_F_NO_PREALLOC as usize;
@@ -103,6 +101,41 @@ pub struct ClockReading {
 
 #[btf_map]
 pub static CLOCK_V1: PerCpuArray<ClockReading, 1> = PerCpuArray::new();
+
+/// One direction of a cached flow: the packet's 5-tuple and what it becomes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedFlow {
+    /// The packet's 5-tuple and attach point ([`flow_cache::key`]).
+    pub key: [u64; 2],
+    /// The jiffy (timer tick) from which on the slot is not used.
+    pub valid_until_jiffy: u64,
+    /// TABLES_GEN_V1 when the slot was filled.
+    pub generation: u64,
+    /// The packet's new source and destination, network order (equal to
+    /// the old ones where that side is not translated).
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    /// Frontend whose counters each packet adds to, with [`COUNTED`].
+    pub rev_nat_id: u32,
+    /// [`COUNTED`].
+    pub flags: u32,
+    /// What the rewrite adds to the IPv4 header checksum, and to the L4
+    /// checksum (csum.rs `change`s, summed when the slot was filled), for
+    /// program types that fold them in at once (see packet.rs
+    /// `SummedRewrite`).
+    pub l3_csum_change: u32,
+    pub l4_csum_change: u32,
+    /// FLOW_CACHE_EPOCHS of the slot's index when it was filled.
+    pub epoch: u32,
+}
+const _: () = assert!(size_of::<CachedFlow>() == 64);
+
+/// Packets of the slot count for frontend `rev_nat_id` (the original
+/// direction; replies are not counted).
+pub const COUNTED: u32 = 1 << 0;
 
 /// The flow cache (cache.rs), per CPU. Only the programs use it: it is not
 /// pinned, nor in svc-common, and each load of the programs starts empty.

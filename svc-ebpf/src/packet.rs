@@ -4,14 +4,10 @@
 use aya_ebpf::bindings::bpf_fib_lookup;
 use svc_common::{DropReason, proto};
 
-use crate::{
-    cache::CachedFlow,
-    headers::{
-        ETH_P_IP, ETH_PROTO_OFF, ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETER_PROBLEM,
-        ICMP_TIME_EXCEEDED, IP_DF, IP_MF_OFFSET_MASK, IP_OFF, IPV4_MIN_HLEN, Ipv4Header, TCP_FIN,
-        TCP_MIN_HLEN, TCP_SYN, TcpHead, UDP_HLEN, UdpHeader,
-    },
-    nat,
+use crate::headers::{
+    ETH_P_IP, ETH_PROTO_OFF, ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETER_PROBLEM,
+    ICMP_TIME_EXCEEDED, IP_DF, IP_MF_OFFSET_MASK, IP_OFF, IPV4_MIN_HLEN, Ipv4Header, TCP_FIN,
+    TCP_MIN_HLEN, TCP_SYN, TcpHead, UDP_HLEN, UdpHeader,
 };
 
 /// Bounds-checked access to packet bytes, and the rewrites NAT needs. Each
@@ -70,20 +66,12 @@ pub trait Packet {
         }
         Ok(())
     }
-    /// Rewrites the packet's addresses and ports to the ones the flow
-    /// cache's slot `hit` holds (see cache.rs). Program types whose
-    /// checksums are plain packet bytes (XDP) override this to fold the
-    /// slot's summed checksum changes in at once; with an skb, whose
-    /// checksum state (CHECKSUM_PARTIAL) treats address and port changes
-    /// differently, each change goes through the helpers.
-    #[inline(always)]
-    fn rewrite_cached(&self, flow: &Ipv4Flow, hit: &CachedFlow) -> Result<(), DropReason>
-    where
-        Self: Sized,
-    {
-        nat::rewrite_destination(self, flow, hit.daddr_be, hit.dport_be)?;
-        nat::rewrite_source(self, flow, hit.saddr_be, hit.sport_be)
-    }
+    /// Rewrites the packet's addresses and ports to `to`'s. Program types
+    /// whose checksums are plain packet bytes (XDP) fold `to`'s summed
+    /// checksum changes in at once; with an skb, whose checksum state
+    /// (CHECKSUM_PARTIAL) treats address and port changes differently, each
+    /// change goes through the helpers.
+    fn rewrite_summed(&self, flow: &Ipv4Flow, to: &SummedRewrite) -> Result<(), DropReason>;
     /// Cuts or grows the packet to `len` bytes.
     fn resize(&self, len: usize) -> Result<(), DropReason>;
     /// The interface the packet arrived on.
@@ -102,6 +90,20 @@ pub enum Origin {
     Pod,
     /// Arrived on a node interface from the network (XDP on the NIC).
     World,
+}
+
+/// A packet's new addresses and ports (network order; equal to the old
+/// ones where that side does not change), with what the change adds to
+/// the IPv4 header checksum and to the L4 checksum, summed beforehand
+/// (csum.rs `change`s): what the flow cache keeps (cache.rs).
+#[derive(Clone, Copy)]
+pub struct SummedRewrite {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub l3_csum_change: u32,
+    pub l4_csum_change: u32,
 }
 
 /// What a packet is, as far as the load balancer cares.
