@@ -199,7 +199,7 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
         // The flow's backend is gone (UDP): choose again below, as a new flow.
     }
 
-    match lb::select(&flow)? {
+    match lb::select(flow.saddr_be, flow.daddr_be, flow.dport_be, flow.proto)? {
         Selection::NotAFrontend => Ok(Action::PASS),
         Selection::Empty { drop: true } => Err(DropReason::NoBackendDrop),
         Selection::Empty { drop: false } => {

@@ -16,7 +16,6 @@ use svc_common::{DropReason, RevNat, SockKey, proto};
 use crate::{
     lb::{self, Selection},
     maps::SOCK_RNAT_V1,
-    packet::Ipv4Flow,
     stats,
 };
 
@@ -63,22 +62,9 @@ pub fn try_translate(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
     if protocol != proto::TCP && protocol != proto::UDP {
         return Ok(Syscall::Allow);
     }
-    let flow = Ipv4Flow {
-        l4_off: 0,
-        ip_len: 0,
-        saddr_be: 0,
-        daddr_be,
-        proto: protocol,
-        sport_be: 0,
-        dport_be,
-        tcp_flags: 0,
-        tcp_seq_be: 0,
-        l4_hlen: 0,
-        dont_fragment: false,
-        // No packet yet: the socket's own TTL applies later.
-        ttl: 0,
-    };
-    match lb::select(&flow)? {
+    // The socket's source address is not chosen before connect() or
+    // sendmsg(): source ranges and affinity see the node as 0.0.0.0.
+    match lb::select(0, daddr_be, dport_be, protocol)? {
         Selection::NotAFrontend => Ok(Syscall::Allow),
         Selection::Empty { .. } => Ok(Syscall::Refuse),
         Selection::Backend(selected) => {
