@@ -10,7 +10,7 @@ use svc_common::{DropReason, proto};
 
 use crate::{
     csum,
-    headers::{IP_CSUM_OFF, IP_SADDR_OFF},
+    headers::{IP_CSUM_OFF, IP_SADDR_OFF, TCP_CSUM_AT, UDP_CSUM_AT, UDP_HLEN},
     packet::{Ipv4Flow, Packet, SummedRewrite},
 };
 
@@ -170,9 +170,10 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn rewrite_summed(&self, flow: &Ipv4Flow, to: &SummedRewrite) -> Result<(), DropReason> {
         if flow.proto == proto::UDP {
-            rewrite_l4_cached::<8, 6>(self, flow.l4_off, to, true)?;
+            rewrite_l4_cached::<UDP_HLEN, UDP_CSUM_AT>(self, flow.l4_off, to, true)?;
         } else {
-            rewrite_l4_cached::<18, 16>(self, flow.l4_off, to, false)?;
+            // The TCP header up to the end of its checksum.
+            rewrite_l4_cached::<{ TCP_CSUM_AT + 2 }, TCP_CSUM_AT>(self, flow.l4_off, to, false)?;
         }
         if (to.saddr_be, to.daddr_be) != (flow.saddr_be, flow.daddr_be) {
             // One bounds check for the header checksum and both addresses.

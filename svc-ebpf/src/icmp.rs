@@ -8,7 +8,10 @@ use svc_common::{DropReason, flow_flags, proto, rev_nat_flags};
 use crate::{
     action::Action,
     ct,
-    headers::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF},
+    headers::{
+        ICMP_CSUM_AT, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IPV4_CSUM_AT, IPV4_DADDR_AT,
+        IPV4_SADDR_AT, L4_DPORT_AT,
+    },
     lb,
     packet::{IcmpError, Packet},
     route,
@@ -59,19 +62,19 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
         None
     };
 
-    let icmp_csum_off = err.icmp_off + 2;
+    let icmp_csum_off = err.icmp_off + ICMP_CSUM_AT;
     quoted_addr(
         pkt,
         err,
         icmp_csum_off,
-        err.inner_ip_off + 16,
+        err.inner_ip_off + IPV4_DADDR_AT,
         err.inner_daddr_be,
         frontend.addr_be,
     )?;
     quoted_port(
         pkt,
         icmp_csum_off,
-        err.inner_l4_off + 2,
+        err.inner_l4_off + L4_DPORT_AT,
         err.inner_dport_be,
         frontend.port_be,
     )?;
@@ -80,7 +83,7 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
             pkt,
             err,
             icmp_csum_off,
-            err.inner_ip_off + 12,
+            err.inner_ip_off + IPV4_SADDR_AT,
             err.inner_saddr_be,
             entry.nat_addr_be,
         )?;
@@ -129,7 +132,7 @@ fn quoted_addr<P: Packet>(
     if old_be == new_be {
         return Ok(());
     }
-    let inner_csum_off = err.inner_ip_off + 10;
+    let inner_csum_off = err.inner_ip_off + IPV4_CSUM_AT;
     let before: u16 = pkt.read(inner_csum_off)?;
     pkt.update_l3_csum(inner_csum_off, old_be, new_be, 4)?;
     let after: u16 = pkt.read(inner_csum_off)?;

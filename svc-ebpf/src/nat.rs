@@ -4,7 +4,7 @@
 use svc_common::{DropReason, proto};
 
 use crate::{
-    headers::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF},
+    headers::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_AT},
     packet::{Ipv4Flow, Packet},
 };
 
@@ -16,7 +16,7 @@ pub fn rewrite_destination<P: Packet>(
     addr_be: u32,
     port_be: u16,
 ) -> Result<(), DropReason> {
-    let offsets = (IP_DADDR_OFF, flow.l4_off + 2);
+    let offsets = (IP_DADDR_OFF, flow.l4_off + L4_DPORT_AT);
     let old = (flow.daddr_be, flow.dport_be);
     rewrite_endpoint(pkt, flow, offsets, old, (addr_be, port_be))
 }

@@ -5,9 +5,10 @@ use aya_ebpf::bindings::bpf_fib_lookup;
 use svc_common::{DropReason, proto};
 
 use crate::headers::{
-    ETH_P_IP, ETH_PROTO_OFF, ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETER_PROBLEM,
-    ICMP_TIME_EXCEEDED, IP_DF, IP_MF_OFFSET_MASK, IP_OFF, IPV4_MIN_HLEN, Ipv4Header, TCP_FIN,
-    TCP_MIN_HLEN, TCP_SYN, TcpHead, UDP_HLEN, UdpHeader,
+    ETH_P_IP, ETH_PROTO_OFF, ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETER_PROBLEM, ICMP_QUOTED_L4,
+    ICMP_TIME_EXCEEDED, IP_DF, IP_MF_OFFSET_MASK, IP_OFF, IPV4_DADDR_AT, IPV4_MIN_HLEN,
+    IPV4_SADDR_AT, IPV4_TTL_AT, Ipv4Header, L4_DPORT_AT, TCP_CSUM_AT, TCP_FIN, TCP_MIN_HLEN,
+    TCP_SYN, TcpHead, UDP_CSUM_AT, UDP_HLEN, UdpHeader,
 };
 
 /// Bounds-checked access to packet bytes, and the rewrites NAT needs. Each
@@ -176,9 +177,9 @@ impl Ipv4Flow {
     /// Offset of the L4 checksum field.
     pub fn l4_csum_off(&self) -> usize {
         if self.proto == proto::TCP {
-            self.l4_off + 16
+            self.l4_off + TCP_CSUM_AT
         } else {
-            self.l4_off + 6
+            self.l4_off + UDP_CSUM_AT
         }
     }
 }
@@ -282,13 +283,13 @@ fn parse_icmp_error<P: Packet>(
     if version_ihl >> 4 != 4 || inner_ihl < IPV4_MIN_HLEN {
         return Err(DropReason::Malformed);
     }
-    let [_ttl, inner_proto]: [u8; 2] = pkt.read(inner_ip_off + 8)?;
+    let [_ttl, inner_proto]: [u8; 2] = pkt.read(inner_ip_off + IPV4_TTL_AT)?;
     if inner_proto != proto::TCP && inner_proto != proto::UDP {
         return Ok(Parsed::Other);
     }
     let inner_l4_off = inner_ip_off + inner_ihl;
-    // The quote holds at least the first 8 bytes of L4: the ports.
-    if inner_l4_off + 8 > IP_OFF + usize::from(ip_len) {
+    // The quote holds at least the first bytes of L4: the ports.
+    if inner_l4_off + ICMP_QUOTED_L4 > IP_OFF + usize::from(ip_len) {
         return Err(DropReason::Malformed);
     }
     Ok(Parsed::IcmpError(IcmpError {
@@ -298,10 +299,10 @@ fn parse_icmp_error<P: Packet>(
         ip_len,
         inner_ip_off,
         inner_l4_off,
-        inner_saddr_be: pkt.read(inner_ip_off + 12)?,
-        inner_daddr_be: pkt.read(inner_ip_off + 16)?,
+        inner_saddr_be: pkt.read(inner_ip_off + IPV4_SADDR_AT)?,
+        inner_daddr_be: pkt.read(inner_ip_off + IPV4_DADDR_AT)?,
         inner_sport_be: pkt.read(inner_l4_off)?,
-        inner_dport_be: pkt.read(inner_l4_off + 2)?,
+        inner_dport_be: pkt.read(inner_l4_off + L4_DPORT_AT)?,
         inner_proto,
     }))
 }
