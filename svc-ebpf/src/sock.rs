@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// What the syscall does: go ahead (with the address as the program left
-/// it), or fail. Not a packet [`crate::action::Verdict`]: no packet yet.
+/// it), or fail. Not a packet's verdict (action.rs): there is no packet.
 pub enum Syscall {
     Allow,
     /// Fail the syscall with "connection refused".
