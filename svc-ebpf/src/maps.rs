@@ -1,5 +1,7 @@
-//! Every map the programs use. Layouts and names come from svc-common; the
-//! agent creates and pins them (by these names) before it loads programs.
+//! Every map the programs use, one block each: the value type when only
+//! the programs use it, then the map and what it holds. Layouts and names
+//! of the others come from svc-common; the agent creates and pins them (by
+//! these names) before it loads programs.
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_fib_lookup},
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
@@ -55,8 +57,7 @@ pub static CT_V2: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap
 #[btf_map]
 pub static CT_NEW_V2: LruHashMap<FlowKey, Flow, { MAX_NEW_FLOWS as usize }> = LruHashMap::new();
 
-/// Each CPU's budget of resets and ICMP errors (reject.rs). Only the
-/// programs use it: it is not pinned, nor in svc-common.
+/// A token bucket of answers (reject.rs).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct RejectBudget {
@@ -64,6 +65,8 @@ pub struct RejectBudget {
     pub refilled_ns: u64,
 }
 
+/// Each CPU's budget of resets and ICMP errors (one entry). Only the
+/// programs use it: it is not pinned, nor in svc-common.
 #[btf_map]
 pub static REJECT_BUDGET: PerCpuArray<RejectBudget, 1> = PerCpuArray::new();
 
@@ -90,8 +93,7 @@ pub static SRC_RANGES_V1: LpmTrie<SourceRange, u8, { MAX_SOURCE_RANGES as usize 
 /// 32 bits and all of the address's): what a lookup asks for.
 pub const SRC_RANGES_HOST_PREFIX: u32 = 32 + 32;
 
-/// The coarse clock as each CPU last read it, and the jiffy it read it in
-/// (clock.rs). Only the programs use it: it is not pinned, nor in svc-common.
+/// A reading of the coarse clock, and the jiffy it was read in.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ClockReading {
@@ -99,6 +101,8 @@ pub struct ClockReading {
     pub ns: u64,
 }
 
+/// The coarse clock as each CPU last read it (one entry; clock.rs). Only
+/// the programs use it: it is not pinned, nor in svc-common.
 #[btf_map]
 pub static CLOCK_V1: PerCpuArray<ClockReading, 1> = PerCpuArray::new();
 
