@@ -4,6 +4,8 @@
 pub mod proto {
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
+    /// Errors only, about a TCP or UDP packet of a translated flow.
+    pub const ICMP: u8 = 1;
 }
 
 /// Map names, as pinned under the agent's bpffs directory.

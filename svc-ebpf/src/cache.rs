@@ -34,50 +34,15 @@
 //! Per CPU: no locks and no torn slots, and with RSS a flow's packets stay
 //! on one CPU.
 use aya_ebpf::helpers::bpf_jiffies64;
-use svc_common::flow_cache;
+use svc_common::{DropReason, flow_cache};
 
 use crate::{
     csum,
-    flow::Origin,
-    maps::{FLOW_CACHE, FLOW_CACHE_EPOCHS, TABLES_GEN_V1},
-    packet::{Ipv4Flow, Packet, TCP_FIN, TCP_RST, TCP_SYN},
+    headers::{TCP_FIN, TCP_RST, TCP_SYN},
+    maps::{COUNTED, CachedFlow, FLOW_CACHE, FLOW_CACHE_EPOCHS, TABLES_GEN_V1},
+    packet::{Ipv4Flow, Origin, Packet, SummedRewrite},
     route,
 };
-
-/// One direction of a cached flow: the packet's 5-tuple and what it becomes.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct CachedFlow {
-    /// The packet's 5-tuple and attach point ([`flow_cache::key`]).
-    pub key: [u64; 2],
-    /// The jiffy (timer tick) from which on the slot is not used.
-    pub valid_until_jiffy: u64,
-    /// TABLES_GEN_V1 when the slot was filled.
-    pub generation: u64,
-    /// The packet's new source and destination, network order (equal to
-    /// the old ones where that side is not translated).
-    pub saddr_be: u32,
-    pub daddr_be: u32,
-    pub sport_be: u16,
-    pub dport_be: u16,
-    /// Frontend whose counters each packet adds to, with [`COUNTED`].
-    pub rev_nat_id: u32,
-    /// [`COUNTED`].
-    pub flags: u32,
-    /// What the rewrite adds to the IPv4 header checksum, and to the L4
-    /// checksum ([`csum::change`]s, summed when the slot was filled), for
-    /// program types that fold them in at once (see
-    /// [`Packet::rewrite_cached`]).
-    pub l3_csum_change: u32,
-    pub l4_csum_change: u32,
-    /// FLOW_CACHE_EPOCHS of the slot's index when it was filled.
-    pub epoch: u32,
-}
-const _: () = assert!(size_of::<CachedFlow>() == 64);
-
-/// Packets of the slot count for frontend `rev_nat_id` (the original
-/// direction; replies are not counted).
-pub const COUNTED: u32 = 1 << 0;
 
 /// What the slow path decided for a flow's direction, to be cached.
 pub struct Decision {
@@ -200,4 +165,18 @@ impl Probe {
             };
         }
     }
+}
+
+/// Rewrites a packet like `flow` as the slot `hit` says.
+#[inline(always)]
+pub fn rewrite<P: Packet>(pkt: &P, flow: &Ipv4Flow, hit: &CachedFlow) -> Result<(), DropReason> {
+    let to = SummedRewrite {
+        saddr_be: hit.saddr_be,
+        daddr_be: hit.daddr_be,
+        sport_be: hit.sport_be,
+        dport_be: hit.dport_be,
+        l3_csum_change: hit.l3_csum_change,
+        l4_csum_change: hit.l4_csum_change,
+    };
+    pkt.rewrite_summed(flow, &to)
 }

@@ -25,7 +25,7 @@
 //! port now belongs to another flow is dead, never used.
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
-    helpers::{bpf_get_prandom_u32, bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    helpers::bpf_get_prandom_u32,
 };
 use svc_common::{
     Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns, flow_timeouts, proto,
@@ -33,9 +33,11 @@ use svc_common::{
 };
 
 use crate::{
+    clock::now,
+    headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     lb,
-    maps::{CLOCK_V1, CT_NEW_V2, CT_V2},
-    packet::{Ipv4Flow, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    maps::{CT_NEW_V2, CT_V2},
+    packet::Ipv4Flow,
 };
 
 /// How many ports are tried (after the client's own) before SNAT takes one
@@ -54,31 +56,6 @@ const MIN_AGE_TO_TAKE_NS: u64 = 250_000_000;
 /// (a second and up). A flow whose port were taken then would be reset.
 /// Its last packet's time is known to within [`TOUCH_EVERY_NS`].
 const CLOSING_IDLE_TO_TAKE_NS: u64 = 5_000_000_000;
-
-/// Flow timestamps need second, not nanosecond, precision: the coarse
-/// clock, which only moves at the timer tick. Even that is a helper call
-/// costing ~10 ns per packet, so each CPU keeps the value it read last with
-/// the jiffy it read it in (jiffies64 is a plain load: the verifier inlines
-/// it) and reads the clock again only once the tick has moved. A read just
-/// as the tick moves may keep the previous tick's time for one tick: well
-/// under the second that matters here.
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: helper without arguments.
-    let jiffy = unsafe { bpf_jiffies64() };
-    let Some(cached) = CLOCK_V1.get_ptr_mut(0) else {
-        // SAFETY: helper without arguments.
-        return unsafe { bpf_ktime_get_coarse_ns() };
-    };
-    // SAFETY: per-CPU slot, only this CPU uses it while we run.
-    unsafe {
-        if (*cached).jiffy != jiffy || (*cached).ns == 0 {
-            (*cached).ns = bpf_ktime_get_coarse_ns();
-            (*cached).jiffy = jiffy;
-        }
-        (*cached).ns
-    }
-}
 
 /// How far a RST's sequence number may be from the one its direction's
 /// entry expects next, ahead and behind. Ahead covers data conntrack did

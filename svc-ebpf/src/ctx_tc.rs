@@ -9,7 +9,10 @@ use aya_ebpf::{
 };
 use svc_common::DropReason;
 
-use crate::packet::Packet;
+use crate::{
+    nat,
+    packet::{Ipv4Flow, Packet, SummedRewrite},
+};
 
 /// data and data_end, read afresh (volatile, as for XDP: every access
 /// keeps its own bounds check, and no pointer outlives a helper call that
@@ -115,6 +118,14 @@ impl Packet for TcContext {
                 0,
             )
         }
+    }
+
+    #[inline(always)]
+    fn rewrite_summed(&self, flow: &Ipv4Flow, to: &SummedRewrite) -> Result<(), DropReason> {
+        // The sums are of no use to an skb (see the trait): one change at
+        // a time, through the helpers.
+        nat::rewrite_destination(self, flow, to.daddr_be, to.dport_be)?;
+        nat::rewrite_source(self, flow, to.saddr_be, to.sport_be)
     }
 
     #[inline(always)]

@@ -9,9 +9,9 @@ use aya_ebpf::{
 use svc_common::{DropReason, proto};
 
 use crate::{
-    cache::CachedFlow,
     csum,
-    packet::{IP_CSUM_OFF, IP_SADDR_OFF, Ipv4Flow, Packet},
+    headers::{IP_CSUM_OFF, IP_SADDR_OFF, TCP_CSUM_AT, UDP_CSUM_AT, UDP_HLEN},
+    packet::{Ipv4Flow, Packet, SummedRewrite},
 };
 
 /// data and data_end, read afresh. Volatile loads: LLVM then knows nothing
@@ -77,14 +77,14 @@ fn update_l4(ctx: &XdpContext, csum_off: usize, change: u32, udp: bool) -> Resul
     }
 }
 
-/// The L4 half of [`Packet::rewrite_cached`]: the ports and the checksum at
+/// The L4 half of [`Packet::rewrite_summed`]: the ports and the checksum at
 /// `CSUM_AT`, under one bounds check of the header's first `SPAN` bytes.
 /// Constant offsets per protocol, so the verifier can follow the check.
 #[inline(always)]
 fn rewrite_l4_cached<const SPAN: usize, const CSUM_AT: usize>(
     ctx: &XdpContext,
     l4_off: usize,
-    hit: &CachedFlow,
+    to: &SummedRewrite,
     udp: bool,
 ) -> Result<(), DropReason> {
     const { assert!(CSUM_AT + 2 <= SPAN) };
@@ -92,11 +92,11 @@ fn rewrite_l4_cached<const SPAN: usize, const CSUM_AT: usize>(
     // SAFETY: the header's first SPAN bytes were bounds checked just above.
     unsafe {
         let csum = l4.add(CSUM_AT).cast::<[u8; 2]>();
-        if let Some(updated) = updated_l4(csum.read_unaligned(), hit.l4_csum_change, udp) {
+        if let Some(updated) = updated_l4(csum.read_unaligned(), to.l4_csum_change, udp) {
             csum.write_unaligned(updated);
         }
         l4.cast::<[u16; 2]>()
-            .write_unaligned([hit.sport_be, hit.dport_be]);
+            .write_unaligned([to.sport_be, to.dport_be]);
     }
     Ok(())
 }
@@ -168,24 +168,25 @@ impl Packet for XdpContext {
     }
 
     #[inline(always)]
-    fn rewrite_cached(&self, flow: &Ipv4Flow, hit: &CachedFlow) -> Result<(), DropReason> {
+    fn rewrite_summed(&self, flow: &Ipv4Flow, to: &SummedRewrite) -> Result<(), DropReason> {
         if flow.proto == proto::UDP {
-            rewrite_l4_cached::<8, 6>(self, flow.l4_off, hit, true)?;
+            rewrite_l4_cached::<UDP_HLEN, UDP_CSUM_AT>(self, flow.l4_off, to, true)?;
         } else {
-            rewrite_l4_cached::<18, 16>(self, flow.l4_off, hit, false)?;
+            // The TCP header up to the end of its checksum.
+            rewrite_l4_cached::<{ TCP_CSUM_AT + 2 }, TCP_CSUM_AT>(self, flow.l4_off, to, false)?;
         }
-        if (hit.saddr_be, hit.daddr_be) != (flow.saddr_be, flow.daddr_be) {
+        if (to.saddr_be, to.daddr_be) != (flow.saddr_be, flow.daddr_be) {
             // One bounds check for the header checksum and both addresses.
             let csum_to_daddr = ptr_at::<[u8; 10]>(self, IP_CSUM_OFF)?.cast::<u8>();
             // SAFETY: the 10 bytes from the checksum to the end of the
             // destination address were bounds checked just above.
             unsafe {
                 let csum = csum_to_daddr.cast::<[u8; 2]>();
-                csum.write_unaligned(csum::apply(csum.read_unaligned(), hit.l3_csum_change));
+                csum.write_unaligned(csum::apply(csum.read_unaligned(), to.l3_csum_change));
                 let addresses = csum_to_daddr.add(IP_SADDR_OFF - IP_CSUM_OFF);
                 addresses
                     .cast::<[u32; 2]>()
-                    .write_unaligned([hit.saddr_be, hit.daddr_be]);
+                    .write_unaligned([to.saddr_be, to.daddr_be]);
             }
         }
         Ok(())

@@ -1,83 +1,270 @@
-//! What happens to one packet, whichever way it came in: conntrack first,
-//! then the frontend tables for new flows.
-use svc_common::{DropReason, NodeConfig, backend_flags, flow_flags, proto, rev_nat_flags};
+//! What happens to one packet, whichever way it came in: the flow cache,
+//! then conntrack, then the frontend tables for new flows. Each of the
+//! three paths past the cache ([`reply`], [`forward`], [`new_flow`])
+//! decides a [`Translation`], and [`finish`] carries it out.
+use svc_common::{
+    Backend, DropReason, Flow, NodeConfig, backend_flags, flow_flags, proto, rev_nat_flags,
+};
 
 use crate::{
+    action::Action,
     cache::{self, Decision, Probe},
     ct::{self, Snat},
     icmp,
-    lb::{self, Selection},
-    maps::CONFIG_V1,
+    lb::{self, Selected, Selection},
+    maps::{CONFIG_V1, COUNTED},
     nat,
-    packet::{self, Ipv4Flow, Packet, Parsed},
+    packet::{self, Ipv4Flow, Origin, Packet, Parsed},
     reject,
     route::{self, Route},
     stats,
 };
 
-/// Where a packet entered the node.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Sent by a pod on this node (TC on the pod's veth).
-    Pod,
-    /// Arrived on a node interface from the network (XDP on the NIC).
-    World,
+/// What one of the paths decided for a packet it translates.
+struct Translation {
+    /// The packet's new endpoints, and the frontend it counts for.
+    to: Decision,
+    /// The program sends it by its own route (see route.rs), looked up
+    /// for `to`'s addresses; else the stack does.
+    routed: bool,
+    /// The flow is established (see ct.rs): handed to the stack, it is
+    /// cached.
+    established: bool,
 }
 
-/// What to do with a packet that was not dropped, as [`Verdict`] says, in
-/// one word. Not the enum itself: where LLVM merges the many return paths
-/// of [`process`], it copies each variant's data register, also on paths
-/// whose variant (`Pass`) has no data and left the register unset, and the
-/// verifier rejects reading it. Every constructor here sets every bit.
-#[derive(Clone, Copy)]
-pub struct Action(u64);
-
-/// An [`Action`], decoded.
-pub enum Verdict {
-    /// Hand it (rewritten or not) to the stack.
-    Pass,
-    /// It was turned into an answer to its sender (a reset, an ICMP error):
-    /// send it back out where it came from. Counted under the reason
-    /// (its DROPS_V2 index).
-    Bounce(u32),
-    /// Routed by the program (see route.rs): send it out of this interface.
-    Redirect(u32),
-    /// The same, with the next hop's MAC address still to be resolved.
-    RedirectNeigh(u32),
+/// What a new flow's conntrack entries are made of.
+struct NewFlow {
+    selected: Selected,
+    snat: Snat,
 }
 
-impl Action {
-    const BOUNCE: u64 = 1 << 32;
-    const REDIRECT: u64 = 2 << 32;
-    const REDIRECT_NEIGH: u64 = 3 << 32;
+#[inline(always)]
+pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason> {
+    let flow = match packet::parse(pkt)? {
+        Parsed::Ipv4(flow) => flow,
+        Parsed::IcmpError(err) => return icmp::translate(pkt, &err),
+        Parsed::Other => return Ok(Action::PASS),
+    };
 
-    pub const PASS: Action = Action(0);
-
-    #[inline(always)]
-    pub const fn bounce(reason: DropReason) -> Self {
-        Action(Self::BOUNCE | reason as u64)
-    }
-
-    #[inline(always)]
-    pub const fn redirect(ifindex: u32) -> Self {
-        Action(Self::REDIRECT | ifindex as u64)
-    }
-
-    #[inline(always)]
-    pub const fn redirect_neigh(ifindex: u32) -> Self {
-        Action(Self::REDIRECT_NEIGH | ifindex as u64)
-    }
-
-    #[inline(always)]
-    pub fn verdict(self) -> Verdict {
-        let data = self.0 as u32;
-        match self.0 & !u64::from(u32::MAX) {
-            Self::BOUNCE => Verdict::Bounce(data),
-            Self::REDIRECT => Verdict::Redirect(data),
-            Self::REDIRECT_NEIGH => Verdict::RedirectNeigh(data),
-            _ => Verdict::Pass,
+    // A flow the cache holds (see cache.rs) skips conntrack; a flow
+    // handed to the stack below is cached for the packets after this one.
+    let probe = Probe::new(&flow, origin);
+    if let Some(hit) = probe.lookup(pkt, &flow) {
+        if hit.flags & COUNTED != 0 {
+            stats::count_frontend(hit.rev_nat_id, u32::from(flow.ip_len));
         }
+        cache::rewrite(pkt, &flow, &hit)?;
+        return Ok(Action::PASS);
     }
+
+    if let Some(tracked) = ct::lookup(&ct::key_of(&flow), &flow) {
+        // SAFETY: a map value, valid while the program runs (see Tracked).
+        let entry = unsafe { &*tracked.entry };
+        if entry.flags & flow_flags::REPLY != 0 {
+            let translation = reply(&flow, entry, tracked.established)?;
+            return finish(pkt, &flow, &probe, translation, None);
+        }
+        if let Some(translation) = forward(&flow, entry, origin, tracked.established) {
+            return finish(pkt, &flow, &probe, translation, None);
+        }
+        // The flow's backend is gone (UDP): choose again below, as a new flow.
+    }
+
+    let selected = match lb::select(flow.saddr_be, flow.daddr_be, flow.dport_be, flow.proto)? {
+        Selection::NotAFrontend => return Ok(Action::PASS),
+        Selection::Empty { drop } => return refuse(pkt, &flow, drop),
+        Selection::Backend(selected) => selected,
+    };
+    let (translation, snat) = new_flow(&flow, origin, &selected)?;
+    finish(
+        pkt,
+        &flow,
+        &probe,
+        translation,
+        Some(NewFlow { selected, snat }),
+    )
+}
+
+/// A reply of a tracked flow (backend → client, or → the NAT address):
+/// it comes from the frontend, and goes back to the client. A frontend
+/// removed under a live flow leaves nothing to translate back to; the
+/// client would reset the reply anyway.
+#[inline(always)]
+fn reply(flow: &Ipv4Flow, entry: &Flow, established: bool) -> Result<Translation, DropReason> {
+    let frontend = lb::rev_nat(entry.rev_nat_id).ok_or(DropReason::SlotMissing)?;
+    let (daddr_be, dport_be) = if entry.flags & flow_flags::SNAT != 0 {
+        (entry.nat_addr_be, entry.nat_port_be)
+    } else {
+        (flow.daddr_be, flow.dport_be)
+    };
+    Ok(Translation {
+        to: Decision {
+            saddr_be: frontend.addr_be,
+            daddr_be,
+            sport_be: frontend.port_be,
+            dport_be,
+            counted: None,
+        },
+        // Replies from one of the node's own addresses (a NodePort).
+        routed: frontend.flags & rev_nat_flags::LOCAL_ADDRESS != 0,
+        established,
+    })
+}
+
+/// A packet of a tracked flow in its original direction: to the flow's
+/// backend, from its NAT address and port if it has them. None when the
+/// backend is gone (see [`flow_backend`]).
+#[inline(always)]
+fn forward(
+    flow: &Ipv4Flow,
+    entry: &Flow,
+    origin: Origin,
+    established: bool,
+) -> Option<Translation> {
+    let backend = flow_backend(entry, flow.proto)?;
+    let snat = entry.flags & flow_flags::SNAT != 0;
+    let (saddr_be, sport_be) = if snat {
+        (entry.nat_addr_be, entry.nat_port_be)
+    } else {
+        (flow.saddr_be, flow.sport_be)
+    };
+    Some(Translation {
+        to: Decision {
+            saddr_be,
+            daddr_be: backend.addr_be,
+            sport_be,
+            dport_be: backend.port_be,
+            counted: Some(entry.rev_nat_id),
+        },
+        // Only SNAT to the node's address is routed here; the hairpin
+        // source of a client port clash (see `new_flow`) goes to a local
+        // pod through the stack, as flows without SNAT do.
+        routed: snat && origin == Origin::World && snat_to_node(entry),
+        established,
+    })
+}
+
+/// The first packet of a flow to a frontend, sent to the `selected`
+/// backend, with the source NAT it needs. Its source port is the client's
+/// until [`finish`] makes the flow's entries (and claims a NAT port).
+#[inline(always)]
+fn new_flow(
+    flow: &Ipv4Flow,
+    origin: Origin,
+    selected: &Selected,
+) -> Result<(Translation, Snat), DropReason> {
+    let backend = &selected.backend;
+    // External traffic to a backend elsewhere must come back through
+    // this node: its source becomes the node's address, and it leaves by
+    // the program's own route (the stack would take that source for a
+    // martian). A pod that reaches itself through a Service would see its
+    // own address as the source and drop the packet: it gets the hairpin
+    // address, which is no local address, so it goes through the stack.
+    let remote = backend.flags & backend_flags::LOCAL == 0;
+    let routed = origin == Origin::World && remote;
+    let snat = if routed {
+        let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
+        Snat {
+            addr_be: config.node_addr_be,
+            port_min: config.nat_port_min,
+            port_max: config.nat_port_max,
+        }
+    } else if (origin == Origin::Pod && backend.addr_be == flow.saddr_be)
+        || ct::reply_tuple_taken(flow, backend, selected.rev_nat_id)
+    {
+        // The client's port already reaches this backend through
+        // another of its frontends, on a live flow. An external
+        // client's new flow gets the hairpin source (the backend
+        // is local), as masquerading would give it a port of its
+        // own; a pod's is dropped, as netfilter drops a clash.
+        if origin == Origin::Pod && backend.addr_be != flow.saddr_be {
+            return Err(DropReason::TupleClash);
+        }
+        let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
+        Snat {
+            addr_be: config.hairpin_addr_be,
+            port_min: config.nat_port_min,
+            port_max: config.nat_port_max,
+        }
+    } else {
+        Snat::NONE
+    };
+    let saddr_be = if snat.addr_be != 0 {
+        snat.addr_be
+    } else {
+        flow.saddr_be
+    };
+    let translation = Translation {
+        to: Decision {
+            saddr_be,
+            daddr_be: backend.addr_be,
+            sport_be: flow.sport_be,
+            dport_be: backend.port_be,
+            counted: Some(selected.rev_nat_id),
+        },
+        routed,
+        established: false,
+    };
+    Ok((translation, snat))
+}
+
+/// A frontend without backends: the packet is dropped (`drop`), or
+/// answered as a closed port would answer it.
+#[inline(always)]
+fn refuse<P: Packet>(pkt: &P, flow: &Ipv4Flow, drop: bool) -> Result<Action, DropReason> {
+    if drop {
+        return Err(DropReason::NoBackendDrop);
+    }
+    if flow.proto == proto::TCP {
+        reject::tcp_reset(pkt, flow)?;
+        Ok(Action::bounce(DropReason::NoBackendReset))
+    } else {
+        reject::udp_unreachable(pkt, flow)?;
+        Ok(Action::bounce(DropReason::NoBackendUnreachable))
+    }
+}
+
+/// Carries a [`Translation`] out. Its route is looked up first, before
+/// any state is made: a program that cannot send the packet that way
+/// passes it on untouched (XDP, to the TC program behind it), the whole
+/// flow with it. A packet that cannot be delivered is answered instead
+/// (see [`answer_if_undeliverable`]). Then a new flow's conntrack entries
+/// are made, which gives its NAT port, and the packet is rewritten and
+/// sent.
+#[inline(always)]
+fn finish<P: Packet>(
+    pkt: &P,
+    flow: &Ipv4Flow,
+    probe: &Probe,
+    mut translation: Translation,
+    new: Option<NewFlow>,
+) -> Result<Action, DropReason> {
+    let to = &mut translation.to;
+    let route = if translation.routed {
+        let Some(route) = route::plan(pkt, to.saddr_be, to.daddr_be, flow) else {
+            return Ok(Action::PASS);
+        };
+        Some(route)
+    } else {
+        None
+    };
+    if let Some(answer) =
+        answer_if_undeliverable(pkt, flow, route.as_ref(), to.saddr_be, to.daddr_be)?
+    {
+        return Ok(answer);
+    }
+    if let Some(new) = new {
+        let selected = &new.selected;
+        let created = ct::create(
+            flow,
+            selected.backend_id,
+            &selected.backend,
+            selected.rev_nat_id,
+            new.snat,
+        )?;
+        to.sport_be = created.nat_port_be;
+    }
+    rewrite_and_send(pkt, flow, probe, to, route, translation.established)
 }
 
 #[inline(always)]
@@ -92,8 +279,8 @@ fn node_config() -> Option<NodeConfig> {
 /// table picks a live one again, as kube-proxy flushes UDP conntrack
 /// entries of removed endpoints.
 #[inline(always)]
-fn flow_backend(entry: &svc_common::Flow, protocol: u8) -> Option<svc_common::Backend> {
-    let stored = svc_common::Backend {
+fn flow_backend(entry: &Flow, protocol: u8) -> Option<Backend> {
+    let stored = Backend {
         addr_be: entry.backend_addr_be,
         port_be: entry.backend_port_be,
         proto: protocol,
@@ -109,7 +296,7 @@ fn flow_backend(entry: &svc_common::Flow, protocol: u8) -> Option<svc_common::Ba
 /// Whether a flow's source NAT is to the node's own address (a remote
 /// backend), not to the hairpin address.
 #[inline(always)]
-fn snat_to_node(entry: &svc_common::Flow) -> bool {
+fn snat_to_node(entry: &Flow) -> bool {
     node_config().is_some_and(|config| config.node_addr_be == entry.nat_addr_be)
 }
 
@@ -145,7 +332,7 @@ fn answer_if_undeliverable<P: Packet>(
     Ok(Some(Action::bounce(DropReason::FragmentationNeeded)))
 }
 
-/// How every translation ends: the packet counted for its frontend (when
+/// The end of [`finish`]: the packet counted for its frontend (when
 /// `decision` says so), rewritten as `decision` says, and sent along the
 /// program's `route`; one of an established flow handed to the stack
 /// instead leaves `decision` in the flow cache for the flow's next packets
@@ -171,181 +358,5 @@ fn rewrite_and_send<P: Packet>(
     match route {
         Some(route) => route::send(pkt, route, flow.proto),
         None => Ok(Action::PASS),
-    }
-}
-
-#[inline(always)]
-pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason> {
-    let flow = match packet::parse(pkt)? {
-        Parsed::Ipv4(flow) => flow,
-        Parsed::IcmpError(err) => return icmp::translate(pkt, &err),
-        Parsed::Other => return Ok(Action::PASS),
-    };
-
-    // A flow the cache holds (see cache.rs) skips conntrack; a flow
-    // handed to the stack below is cached for the packets after this one.
-    let probe = Probe::new(&flow, origin);
-    if let Some(hit) = probe.lookup(pkt, &flow) {
-        if hit.flags & cache::COUNTED != 0 {
-            stats::count_frontend(hit.rev_nat_id, u32::from(flow.ip_len));
-        }
-        pkt.rewrite_cached(&flow, &hit)?;
-        return Ok(Action::PASS);
-    }
-
-    if let Some(tracked) = ct::lookup(&ct::key_of(&flow), &flow) {
-        // SAFETY: a map value, valid while the program runs (see Tracked).
-        let entry = unsafe { &*tracked.entry };
-        if entry.flags & flow_flags::REPLY != 0 {
-            // A frontend removed under a live flow leaves nothing to
-            // translate back to; the client would reset the reply anyway.
-            let frontend = lb::rev_nat(entry.rev_nat_id).ok_or(DropReason::SlotMissing)?;
-            let (daddr_be, dport_be) = if entry.flags & flow_flags::SNAT != 0 {
-                (entry.nat_addr_be, entry.nat_port_be)
-            } else {
-                (flow.daddr_be, flow.dport_be)
-            };
-            let route = if frontend.flags & rev_nat_flags::LOCAL_ADDRESS != 0 {
-                let Some(route) = route::plan(pkt, frontend.addr_be, daddr_be, &flow) else {
-                    return Ok(Action::PASS);
-                };
-                Some(route)
-            } else {
-                None
-            };
-            if let Some(answer) =
-                answer_if_undeliverable(pkt, &flow, route.as_ref(), frontend.addr_be, daddr_be)?
-            {
-                return Ok(answer);
-            }
-            let decision = Decision {
-                saddr_be: frontend.addr_be,
-                daddr_be,
-                sport_be: frontend.port_be,
-                dport_be,
-                counted: None,
-            };
-            return rewrite_and_send(pkt, &flow, &probe, &decision, route, tracked.established);
-        }
-        if let Some(backend) = flow_backend(entry, flow.proto) {
-            let snat = entry.flags & flow_flags::SNAT != 0;
-            // Only SNAT to the node's address is routed here; the hairpin
-            // source of a client port clash (see below) goes to a local
-            // pod through the stack, as flows without SNAT do.
-            let route = if snat && origin == Origin::World && snat_to_node(entry) {
-                let Some(route) = route::plan(pkt, entry.nat_addr_be, backend.addr_be, &flow)
-                else {
-                    return Ok(Action::PASS);
-                };
-                Some(route)
-            } else {
-                None
-            };
-            let (saddr_be, sport_be) = if snat {
-                (entry.nat_addr_be, entry.nat_port_be)
-            } else {
-                (flow.saddr_be, flow.sport_be)
-            };
-            if let Some(answer) =
-                answer_if_undeliverable(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
-            {
-                return Ok(answer);
-            }
-            let decision = Decision {
-                saddr_be,
-                daddr_be: backend.addr_be,
-                sport_be,
-                dport_be: backend.port_be,
-                counted: Some(entry.rev_nat_id),
-            };
-            return rewrite_and_send(pkt, &flow, &probe, &decision, route, tracked.established);
-        }
-        // The flow's backend is gone (UDP): choose again below, as a new flow.
-    }
-
-    match lb::select(&flow)? {
-        Selection::NotAFrontend => Ok(Action::PASS),
-        Selection::Empty { drop: true } => Err(DropReason::NoBackendDrop),
-        Selection::Empty { drop: false } => {
-            if flow.proto == proto::TCP {
-                reject::tcp_reset(pkt, &flow)?;
-                Ok(Action::bounce(DropReason::NoBackendReset))
-            } else {
-                reject::udp_unreachable(pkt, &flow)?;
-                Ok(Action::bounce(DropReason::NoBackendUnreachable))
-            }
-        }
-        Selection::Backend(selected) => {
-            let backend = &selected.backend;
-            // External traffic to a backend elsewhere must come back through
-            // this node: its source becomes the node's address. A pod that
-            // reaches itself through a Service would see its own address as
-            // the source and drop the packet: it gets the hairpin address.
-            let remote = backend.flags & backend_flags::LOCAL == 0;
-            let mut route = None;
-            let snat = if origin == Origin::World && remote {
-                let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
-                // Routed before any state is made: a program that cannot
-                // send this way leaves the whole flow to the TC fallback.
-                let Some(out) = route::plan(pkt, config.node_addr_be, backend.addr_be, &flow)
-                else {
-                    return Ok(Action::PASS);
-                };
-                route = Some(out);
-                Snat {
-                    addr_be: config.node_addr_be,
-                    port_min: config.nat_port_min,
-                    port_max: config.nat_port_max,
-                }
-            } else if (origin == Origin::Pod && backend.addr_be == flow.saddr_be)
-                || ct::reply_tuple_taken(&flow, backend, selected.rev_nat_id)
-            {
-                // The client's port already reaches this backend through
-                // another of its frontends, on a live flow. An external
-                // client's new flow gets the hairpin source (the backend
-                // is local), as masquerading would give it a port of its
-                // own; a pod's is dropped, as netfilter drops a clash.
-                if origin == Origin::Pod && backend.addr_be != flow.saddr_be {
-                    return Err(DropReason::TupleClash);
-                }
-                let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
-                Snat {
-                    addr_be: config.hairpin_addr_be,
-                    port_min: config.nat_port_min,
-                    port_max: config.nat_port_max,
-                }
-            } else {
-                Snat::NONE
-            };
-            let saddr_be = if snat.addr_be != 0 {
-                snat.addr_be
-            } else {
-                flow.saddr_be
-            };
-            // Before any state is made for it.
-            if let Some(answer) =
-                answer_if_undeliverable(pkt, &flow, route.as_ref(), saddr_be, backend.addr_be)?
-            {
-                return Ok(answer);
-            }
-            let created = ct::create(
-                &flow,
-                selected.backend_id,
-                backend,
-                selected.rev_nat_id,
-                snat,
-            )?;
-            let decision = Decision {
-                saddr_be,
-                daddr_be: backend.addr_be,
-                sport_be: created.nat_port_be,
-                dport_be: backend.port_be,
-                counted: Some(selected.rev_nat_id),
-            };
-            // SNAT to the node's address leaves by the program's own route
-            // (the stack would take that source for a martian); the hairpin
-            // address is no local address, so those go through the stack.
-            rewrite_and_send(pkt, &flow, &probe, &decision, route, false)
-        }
     }
 }

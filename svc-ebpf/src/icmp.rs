@@ -3,13 +3,17 @@
 //! to a backend, must reach the client quoting the packet the client sent
 //! (to the frontend), or its stack cannot relate the error to the socket,
 //! and path-MTU discovery through the load balancer breaks.
-use svc_common::{DropReason, flow_flags, rev_nat_flags};
+use svc_common::{DropReason, flow_flags, proto, rev_nat_flags};
 
 use crate::{
+    action::Action,
     ct,
-    flow::Action,
+    headers::{
+        ICMP_CSUM_AT, IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IPV4_CSUM_AT, IPV4_DADDR_AT,
+        IPV4_SADDR_AT, L4_DPORT_AT,
+    },
     lb,
-    packet::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, IcmpError, Packet},
+    packet::{IcmpError, Packet},
     route,
 };
 
@@ -48,7 +52,8 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
     let route = if frontend.flags & rev_nat_flags::LOCAL_ADDRESS != 0
         && outer_saddr_be == frontend.addr_be
     {
-        let Some(route) = route::plan_raw(pkt, outer_saddr_be, outer_daddr_be, 1, err.ip_len)
+        let Some(route) =
+            route::plan_raw(pkt, outer_saddr_be, outer_daddr_be, proto::ICMP, err.ip_len)
         else {
             return Ok(Action::PASS);
         };
@@ -57,19 +62,19 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
         None
     };
 
-    let icmp_csum_off = err.icmp_off + 2;
+    let icmp_csum_off = err.icmp_off + ICMP_CSUM_AT;
     quoted_addr(
         pkt,
         err,
         icmp_csum_off,
-        err.inner_ip_off + 16,
+        err.inner_ip_off + IPV4_DADDR_AT,
         err.inner_daddr_be,
         frontend.addr_be,
     )?;
     quoted_port(
         pkt,
         icmp_csum_off,
-        err.inner_l4_off + 2,
+        err.inner_l4_off + L4_DPORT_AT,
         err.inner_dport_be,
         frontend.port_be,
     )?;
@@ -78,7 +83,7 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
             pkt,
             err,
             icmp_csum_off,
-            err.inner_ip_off + 12,
+            err.inner_ip_off + IPV4_SADDR_AT,
             err.inner_saddr_be,
             entry.nat_addr_be,
         )?;
@@ -93,7 +98,7 @@ pub fn translate<P: Packet>(pkt: &P, err: &IcmpError) -> Result<Action, DropReas
     }
     outer_addr(pkt, IP_SADDR_OFF, err.saddr_be, outer_saddr_be)?;
     match route {
-        Some(route) => route::send(pkt, route, 1),
+        Some(route) => route::send(pkt, route, proto::ICMP),
         None => Ok(Action::PASS),
     }
 }
@@ -127,7 +132,7 @@ fn quoted_addr<P: Packet>(
     if old_be == new_be {
         return Ok(());
     }
-    let inner_csum_off = err.inner_ip_off + 10;
+    let inner_csum_off = err.inner_ip_off + IPV4_CSUM_AT;
     let before: u16 = pkt.read(inner_csum_off)?;
     pkt.update_l3_csum(inner_csum_off, old_be, new_be, 4)?;
     let after: u16 = pkt.read(inner_csum_off)?;

@@ -10,9 +10,8 @@ use svc_common::{
     frontend_flags,
 };
 
-use crate::{
-    maps::{AFFINITY_V1, BACKENDS_V1, REV_NAT_V1, SERVICES_V1, SRC_RANGES_V1},
-    packet::Ipv4Flow,
+use crate::maps::{
+    AFFINITY_V1, BACKENDS_V1, REV_NAT_V1, SERVICES_V1, SRC_RANGES_HOST_PREFIX, SRC_RANGES_V1,
 };
 
 pub struct Selected {
@@ -43,7 +42,9 @@ pub fn frontend_header(
     Some((key, header))
 }
 
-/// Picks a backend for a new flow to `flow`'s destination.
+/// Picks a backend for a new flow from `client_addr_be` to `addr_be`,
+/// `port_be` and `protocol`, if they are a frontend's. The client's address
+/// is checked against the frontend's source ranges and keys its affinity.
 ///
 /// Ready backends (slots `1..=count`) are chosen uniformly at random: every
 /// new flow is independent, so random choice spreads load like kube-proxy's
@@ -53,11 +54,16 @@ pub fn frontend_header(
 /// back within the timeout and the backend still exists (the agent forgets
 /// affinities to backends it removes from a frontend).
 #[inline(always)]
-pub fn select(flow: &Ipv4Flow) -> Result<Selection, DropReason> {
-    let Some((key, header)) = frontend_header(flow.daddr_be, flow.dport_be, flow.proto) else {
+pub fn select(
+    client_addr_be: u32,
+    addr_be: u32,
+    port_be: u16,
+    protocol: u8,
+) -> Result<Selection, DropReason> {
+    let Some((key, header)) = frontend_header(addr_be, port_be, protocol) else {
         return Ok(Selection::NotAFrontend);
     };
-    if header.flags & frontend_flags::SOURCE_RANGES != 0 && !source_allowed(&header, flow.saddr_be)
+    if header.flags & frontend_flags::SOURCE_RANGES != 0 && !source_allowed(&header, client_addr_be)
     {
         return Err(DropReason::SourceRangeDenied);
     }
@@ -73,7 +79,7 @@ pub fn select(flow: &Ipv4Flow) -> Result<Selection, DropReason> {
     }
     let affinity_key = AffinityKey {
         rev_nat_id: header.rev_nat_id,
-        client_addr_be: flow.saddr_be,
+        client_addr_be,
     };
     // Only frontends with affinity need the time (seconds matter: coarse).
     let now = if header.affinity_timeout_s > 0 {
@@ -135,7 +141,7 @@ fn remembered(key: &AffinityKey, header: &ServiceSlot, now: u64) -> Option<Selec
 #[inline(always)]
 fn source_allowed(header: &ServiceSlot, saddr_be: u32) -> bool {
     let key = Key::new(
-        64,
+        SRC_RANGES_HOST_PREFIX,
         SourceRange {
             rev_nat_id: header.rev_nat_id,
             addr_be: saddr_be,

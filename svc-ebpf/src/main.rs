@@ -4,12 +4,15 @@
 #![no_std]
 #![no_main]
 
+mod action;
 mod cache;
+mod clock;
 mod csum;
 mod ct;
 mod ctx_tc;
 mod ctx_xdp;
 mod flow;
+mod headers;
 mod icmp;
 mod lb;
 mod maps;
@@ -31,7 +34,7 @@ use aya_ebpf::{
 
 use svc_common::DropReason;
 
-use crate::flow::{Action, Verdict};
+use crate::action::{Action, Verdict};
 
 // The entry functions are `inline(always)`: the macros wrap each in an
 // outer function, and a body grown past LLVM's inlining threshold becomes a
@@ -140,14 +143,14 @@ pub fn svc_sock_getpeername4(ctx: SockAddrContext) -> i32 {
 }
 
 #[inline(always)]
-fn sock_verdict(result: Result<sock::Verdict, DropReason>) -> i32 {
+fn sock_verdict(result: Result<sock::Syscall, DropReason>) -> i32 {
     match result {
         Ok(verdict) => verdict.code(),
         Err(reason) => {
             // The socket is left alone (to its original destination) rather
             // than failing the syscall on a map hiccup.
             stats::count_drop(reason);
-            sock::Verdict::Allow.code()
+            sock::Syscall::Allow.code()
         }
     }
 }

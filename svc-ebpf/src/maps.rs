@@ -1,5 +1,7 @@
-//! Every map the programs use. Layouts and names come from svc-common; the
-//! agent creates and pins them (by these names) before it loads programs.
+//! Every map the programs use, one block each: the value type when only
+//! the programs use it, then the map and what it holds. Layouts and names
+//! of the others come from svc-common; the agent creates and pins them (by
+//! these names) before it loads programs.
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, bpf_fib_lookup},
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
@@ -11,8 +13,6 @@ use svc_common::{
     MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, NodeConfig, RevNat, ServiceSlot, SockKey,
     SourceRange, TablesGeneration, flow_cache,
 };
-
-use crate::cache::CachedFlow;
 
 /// Maps only the agent writes are not preallocated: they hold what the
 /// cluster has, not their capacity, in kernel memory. Lookups cost the same.
@@ -57,8 +57,7 @@ pub static CT_V2: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap
 #[btf_map]
 pub static CT_NEW_V2: LruHashMap<FlowKey, Flow, { MAX_NEW_FLOWS as usize }> = LruHashMap::new();
 
-/// Each CPU's budget of resets and ICMP errors (reject.rs). Only the
-/// programs use it: it is not pinned, nor in svc-common.
+/// A token bucket of answers (reject.rs).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct RejectBudget {
@@ -66,6 +65,8 @@ pub struct RejectBudget {
     pub refilled_ns: u64,
 }
 
+/// Each CPU's budget of resets and ICMP errors (one entry). Only the
+/// programs use it: it is not pinned, nor in svc-common.
 #[btf_map]
 pub static REJECT_BUDGET: PerCpuArray<RejectBudget, 1> = PerCpuArray::new();
 
@@ -83,12 +84,16 @@ pub static DROPS_V2: PerCpuArray<DropCounters, { DropReason::SLOTS as usize }> =
 pub static AFFINITY_V1: LruHashMap<AffinityKey, Affinity, { MAX_AFFINITY as usize }> =
     LruHashMap::new();
 
-/// loadBalancerSourceRanges: (frontend, client prefix) → allowed.
+/// loadBalancerSourceRanges: (frontend, client prefix) → allowed. A
+/// prefix length counts the 32 bits of rev_nat_id and then the CIDR's.
 #[btf_map]
 pub static SRC_RANGES_V1: LpmTrie<SourceRange, u8, { MAX_SOURCE_RANGES as usize }> = LpmTrie::new();
 
-/// The coarse clock as each CPU last read it, and the jiffy it read it in
-/// (ct.rs). Only the programs use it: it is not pinned, nor in svc-common.
+/// The prefix length of one client address of one frontend (rev_nat_id's
+/// 32 bits and all of the address's): what a lookup asks for.
+pub const SRC_RANGES_HOST_PREFIX: u32 = 32 + 32;
+
+/// A reading of the coarse clock, and the jiffy it was read in.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ClockReading {
@@ -96,8 +101,45 @@ pub struct ClockReading {
     pub ns: u64,
 }
 
+/// The coarse clock as each CPU last read it (one entry; clock.rs). Only
+/// the programs use it: it is not pinned, nor in svc-common.
 #[btf_map]
 pub static CLOCK_V1: PerCpuArray<ClockReading, 1> = PerCpuArray::new();
+
+/// One direction of a cached flow: the packet's 5-tuple and what it becomes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedFlow {
+    /// The packet's 5-tuple and attach point ([`flow_cache::key`]).
+    pub key: [u64; 2],
+    /// The jiffy (timer tick) from which on the slot is not used.
+    pub valid_until_jiffy: u64,
+    /// TABLES_GEN_V1 when the slot was filled.
+    pub generation: u64,
+    /// The packet's new source and destination, network order (equal to
+    /// the old ones where that side is not translated).
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    /// Frontend whose counters each packet adds to, with [`COUNTED`].
+    pub rev_nat_id: u32,
+    /// [`COUNTED`].
+    pub flags: u32,
+    /// What the rewrite adds to the IPv4 header checksum, and to the L4
+    /// checksum (csum.rs `change`s, summed when the slot was filled), for
+    /// program types that fold them in at once (see packet.rs
+    /// `SummedRewrite`).
+    pub l3_csum_change: u32,
+    pub l4_csum_change: u32,
+    /// FLOW_CACHE_EPOCHS of the slot's index when it was filled.
+    pub epoch: u32,
+}
+const _: () = assert!(size_of::<CachedFlow>() == 64);
+
+/// Packets of the slot count for frontend `rev_nat_id` (the original
+/// direction; replies are not counted).
+pub const COUNTED: u32 = 1 << 0;
 
 /// The flow cache (cache.rs), per CPU. Only the programs use it: it is not
 /// pinned, nor in svc-common, and each load of the programs starts empty.

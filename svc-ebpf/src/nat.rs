@@ -3,7 +3,10 @@
 //! for ports and (through the pseudo header) addresses.
 use svc_common::{DropReason, proto};
 
-use crate::packet::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, Ipv4Flow, Packet};
+use crate::{
+    headers::{IP_CSUM_OFF, IP_DADDR_OFF, IP_SADDR_OFF, L4_DPORT_AT},
+    packet::{Ipv4Flow, Packet},
+};
 
 /// Destination becomes `addr:port`.
 #[inline(always)]
@@ -13,7 +16,7 @@ pub fn rewrite_destination<P: Packet>(
     addr_be: u32,
     port_be: u16,
 ) -> Result<(), DropReason> {
-    let offsets = (IP_DADDR_OFF, flow.l4_off + 2);
+    let offsets = (IP_DADDR_OFF, flow.l4_off + L4_DPORT_AT);
     let old = (flow.daddr_be, flow.dport_be);
     rewrite_endpoint(pkt, flow, offsets, old, (addr_be, port_be))
 }

@@ -4,21 +4,12 @@
 use aya_ebpf::bindings::bpf_fib_lookup;
 use svc_common::{DropReason, proto};
 
-use crate::{cache::CachedFlow, nat};
-
-pub const ETH_HLEN: usize = 14;
-const ETH_P_IP: u16 = 0x0800;
-const IPV4_MIN_HLEN: usize = 20;
-const TCP_MIN_HLEN: usize = 20;
-const UDP_HLEN: usize = 8;
-/// More-fragments flag and fragment offset bits of `frag_off`.
-const IP_MF_OFFSET_MASK: u16 = 0x3fff;
-const IP_DF: u16 = 0x4000;
-
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_RST: u8 = 0x04;
-pub const TCP_ACK: u8 = 0x10;
+use crate::headers::{
+    ETH_P_IP, ETH_PROTO_OFF, ICMP_DEST_UNREACH, ICMP_HLEN, ICMP_PARAMETER_PROBLEM, ICMP_QUOTED_L4,
+    ICMP_TIME_EXCEEDED, IP_DF, IP_MF_OFFSET_MASK, IP_OFF, IPV4_DADDR_AT, IPV4_MIN_HLEN,
+    IPV4_SADDR_AT, IPV4_TTL_AT, Ipv4Header, L4_DPORT_AT, TCP_CSUM_AT, TCP_FIN, TCP_MIN_HLEN,
+    TCP_SYN, TcpHead, UDP_CSUM_AT, UDP_HLEN, UdpHeader,
+};
 
 /// Bounds-checked access to packet bytes, and the rewrites NAT needs. Each
 /// attach point implements it with its own primitives (skb helpers for TC,
@@ -76,20 +67,12 @@ pub trait Packet {
         }
         Ok(())
     }
-    /// Rewrites the packet's addresses and ports to the ones the flow
-    /// cache's slot `hit` holds (see cache.rs). Program types whose
-    /// checksums are plain packet bytes (XDP) override this to fold the
-    /// slot's summed checksum changes in at once; with an skb, whose
-    /// checksum state (CHECKSUM_PARTIAL) treats address and port changes
-    /// differently, each change goes through the helpers.
-    #[inline(always)]
-    fn rewrite_cached(&self, flow: &Ipv4Flow, hit: &CachedFlow) -> Result<(), DropReason>
-    where
-        Self: Sized,
-    {
-        nat::rewrite_destination(self, flow, hit.daddr_be, hit.dport_be)?;
-        nat::rewrite_source(self, flow, hit.saddr_be, hit.sport_be)
-    }
+    /// Rewrites the packet's addresses and ports to `to`'s. Program types
+    /// whose checksums are plain packet bytes (XDP) fold `to`'s summed
+    /// checksum changes in at once; with an skb, whose checksum state
+    /// (CHECKSUM_PARTIAL) treats address and port changes differently, each
+    /// change goes through the helpers.
+    fn rewrite_summed(&self, flow: &Ipv4Flow, to: &SummedRewrite) -> Result<(), DropReason>;
     /// Cuts or grows the packet to `len` bytes.
     fn resize(&self, len: usize) -> Result<(), DropReason>;
     /// The interface the packet arrived on.
@@ -99,6 +82,29 @@ pub trait Packet {
     fn gso_size(&self) -> u32;
     /// `bpf_fib_lookup` for this packet's context.
     fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64;
+}
+
+/// Where a packet entered the node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Sent by a pod on this node (TC on the pod's veth).
+    Pod,
+    /// Arrived on a node interface from the network (XDP on the NIC).
+    World,
+}
+
+/// A packet's new addresses and ports (network order; equal to the old
+/// ones where that side does not change), with what the change adds to
+/// the IPv4 header checksum and to the L4 checksum, summed beforehand
+/// (csum.rs `change`s): what the flow cache keeps (cache.rs).
+#[derive(Clone, Copy)]
+pub struct SummedRewrite {
+    pub saddr_be: u32,
+    pub daddr_be: u32,
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub l3_csum_change: u32,
+    pub l4_csum_change: u32,
 }
 
 /// What a packet is, as far as the load balancer cares.
@@ -128,11 +134,6 @@ pub struct IcmpError {
     pub inner_dport_be: u16,
     pub inner_proto: u8,
 }
-
-const IPPROTO_ICMP: u8 = 1;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 /// An IPv4 TCP or UDP packet, fields as on the wire.
 #[derive(Clone, Copy)]
@@ -176,53 +177,11 @@ impl Ipv4Flow {
     /// Offset of the L4 checksum field.
     pub fn l4_csum_off(&self) -> usize {
         if self.proto == proto::TCP {
-            self.l4_off + 16
+            self.l4_off + TCP_CSUM_AT
         } else {
-            self.l4_off + 6
+            self.l4_off + UDP_CSUM_AT
         }
     }
-}
-
-pub const IP_OFF: usize = ETH_HLEN;
-pub const IP_CSUM_OFF: usize = IP_OFF + 10;
-pub const IP_SADDR_OFF: usize = IP_OFF + 12;
-pub const IP_DADDR_OFF: usize = IP_OFF + 16;
-
-/// The fixed part of an IPv4 header, as on the wire.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Ipv4Header {
-    version_ihl: u8,
-    _tos: u8,
-    tot_len_be: u16,
-    _id: u16,
-    frag_off_be: u16,
-    ttl: u8,
-    proto: u8,
-    _check: u16,
-    saddr_be: u32,
-    daddr_be: u32,
-}
-
-/// A TCP header up to its flags.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct TcpHead {
-    sport_be: u16,
-    dport_be: u16,
-    seq_be: u32,
-    _ack: u32,
-    data_off: u8,
-    flags: u8,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct UdpHeader {
-    sport_be: u16,
-    dport_be: u16,
-    len_be: u16,
-    _check: u16,
 }
 
 /// Parses Ethernet + IPv4 + TCP/UDP. Errors only for packets that claim to be
@@ -231,7 +190,7 @@ struct UdpHeader {
 /// its fields taken from the copy.
 #[inline(always)]
 pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
-    let ether_type: u16 = pkt.read(12)?;
+    let ether_type: u16 = pkt.read(ETH_PROTO_OFF)?;
     if ether_type != ETH_P_IP.to_be() {
         return Ok(Parsed::Other);
     }
@@ -279,7 +238,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
             }
             (udp.sport_be, udp.dport_be, 0, 0, UDP_HLEN as u8)
         }
-        IPPROTO_ICMP => return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be),
+        proto::ICMP => return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be),
         _ => return Ok(Parsed::Other),
     };
     Ok(Parsed::Ipv4(Ipv4Flow {
@@ -318,19 +277,19 @@ fn parse_icmp_error<P: Packet>(
     {
         return Ok(Parsed::Other);
     }
-    let inner_ip_off = icmp_off + 8;
+    let inner_ip_off = icmp_off + ICMP_HLEN;
     let [version_ihl, _tos]: [u8; 2] = pkt.read(inner_ip_off)?;
     let inner_ihl = usize::from(version_ihl & 0x0f) * 4;
     if version_ihl >> 4 != 4 || inner_ihl < IPV4_MIN_HLEN {
         return Err(DropReason::Malformed);
     }
-    let [_ttl, inner_proto]: [u8; 2] = pkt.read(inner_ip_off + 8)?;
+    let [_ttl, inner_proto]: [u8; 2] = pkt.read(inner_ip_off + IPV4_TTL_AT)?;
     if inner_proto != proto::TCP && inner_proto != proto::UDP {
         return Ok(Parsed::Other);
     }
     let inner_l4_off = inner_ip_off + inner_ihl;
-    // The quote holds at least the first 8 bytes of L4: the ports.
-    if inner_l4_off + 8 > IP_OFF + usize::from(ip_len) {
+    // The quote holds at least the first bytes of L4: the ports.
+    if inner_l4_off + ICMP_QUOTED_L4 > IP_OFF + usize::from(ip_len) {
         return Err(DropReason::Malformed);
     }
     Ok(Parsed::IcmpError(IcmpError {
@@ -340,10 +299,10 @@ fn parse_icmp_error<P: Packet>(
         ip_len,
         inner_ip_off,
         inner_l4_off,
-        inner_saddr_be: pkt.read(inner_ip_off + 12)?,
-        inner_daddr_be: pkt.read(inner_ip_off + 16)?,
+        inner_saddr_be: pkt.read(inner_ip_off + IPV4_SADDR_AT)?,
+        inner_daddr_be: pkt.read(inner_ip_off + IPV4_DADDR_AT)?,
         inner_sport_be: pkt.read(inner_l4_off)?,
-        inner_dport_be: pkt.read(inner_l4_off + 2)?,
+        inner_dport_be: pkt.read(inner_l4_off + L4_DPORT_AT)?,
         inner_proto,
     }))
 }

@@ -7,19 +7,26 @@
 use svc_common::{DropReason, proto};
 
 use crate::{
-    csum, ct,
+    clock, csum,
+    headers::{
+        ETH_DEST_OFF, ETH_HLEN, ETH_P_IP, ETH_PROTO_OFF, ETH_SOURCE_OFF, ICMP_DEST_UNREACH,
+        ICMP_EXC_TTL, ICMP_FRAG_NEEDED, ICMP_HLEN, ICMP_PORT_UNREACH, ICMP_QUOTED_L4,
+        ICMP_TIME_EXCEEDED, IP_DF, IP_OFF, IPV4_MIN_HLEN, TCP_ACK, TCP_ACK_SEQ_AT, TCP_FIN,
+        TCP_MIN_HLEN, TCP_RST, TCP_SEQ_AT, TCP_SYN,
+    },
     maps::REJECT_BUDGET,
-    packet::{ETH_HLEN, IP_OFF, Ipv4Flow, Packet, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+    packet::{Ipv4Flow, Packet},
 };
 
-const IP_DF: u8 = 0x40;
+/// The TTL of the answers.
 const TTL: u8 = 64;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_PORT_UNREACH: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_EXC_TTL: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
+/// What an ICMP error quotes of the packet it answers: its IP header
+/// (without options) and the first bytes of L4.
+const QUOTE_LEN: usize = IPV4_MIN_HLEN + ICMP_QUOTED_L4;
+/// A reset: IP and TCP headers without options.
+const RESET_LEN: usize = IPV4_MIN_HLEN + TCP_MIN_HLEN;
+/// An ICMP error: IP and ICMP headers, and the quote.
+const ICMP_ERROR_LEN: usize = IPV4_MIN_HLEN + ICMP_HLEN + QUOTE_LEN;
 
 /// Answers each CPU may send per second, and at once after a quiet spell:
 /// the kernel's own ICMP limits (net.ipv4.icmp_msgs_per_sec and
@@ -35,7 +42,7 @@ fn spend_answer() -> Result<(), DropReason> {
     let Some(budget) = REJECT_BUDGET.get_ptr_mut(0) else {
         return Ok(());
     };
-    let now = ct::now();
+    let now = clock::now();
     // SAFETY: per-CPU slot, only this CPU uses it while we run.
     unsafe {
         let earned = now.saturating_sub((*budget).refilled_ns) / NS_PER_ANSWER;
@@ -53,13 +60,14 @@ fn spend_answer() -> Result<(), DropReason> {
 
 /// An IPv4 header from the frontend back to the client, checksum filled in.
 #[inline(always)]
-fn ip_header(flow: &Ipv4Flow, total_len: u16, protocol: u8) -> [u8; 20] {
+fn ip_header(flow: &Ipv4Flow, total_len: u16, protocol: u8) -> [u8; IPV4_MIN_HLEN] {
     let saddr = flow.daddr_be.to_ne_bytes();
     let daddr = flow.saddr_be.to_ne_bytes();
     let len = total_len.to_be_bytes();
-    let mut ip: [u8; 20] = [
-        0x45, 0, len[0], len[1], 0, 0, IP_DF, 0, TTL, protocol, 0, 0, saddr[0], saddr[1], saddr[2],
-        saddr[3], daddr[0], daddr[1], daddr[2], daddr[3],
+    let frag = IP_DF.to_be_bytes();
+    let mut ip: [u8; IPV4_MIN_HLEN] = [
+        0x45, 0, len[0], len[1], 0, 0, frag[0], frag[1], TTL, protocol, 0, 0, saddr[0], saddr[1],
+        saddr[2], saddr[3], daddr[0], daddr[1], daddr[2], daddr[3],
     ];
     let sum = csum::finish(csum::add_words(&ip, 0));
     ip[10] = sum[0];
@@ -74,9 +82,9 @@ fn write_eth_back<P: Packet>(
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
 ) -> Result<(), DropReason> {
-    pkt.write(0, &src_mac)?;
-    pkt.write(6, &dst_mac)?;
-    pkt.write(12, &0x0800u16.to_be())
+    pkt.write(ETH_DEST_OFF, &src_mac)?;
+    pkt.write(ETH_SOURCE_OFF, &dst_mac)?;
+    pkt.write(ETH_PROTO_OFF, &ETH_P_IP.to_be())
 }
 
 /// Rewrites a TCP segment into the reset that answers it.
@@ -87,10 +95,10 @@ pub fn tcp_reset<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> 
         return Err(DropReason::NoBackendDrop);
     }
     spend_answer()?;
-    let dst_mac: [u8; 6] = pkt.read(0)?;
-    let src_mac: [u8; 6] = pkt.read(6)?;
-    let their_seq = u32::from_be(pkt.read::<u32>(flow.l4_off + 4)?);
-    let their_ack: u32 = pkt.read(flow.l4_off + 8)?;
+    let dst_mac: [u8; 6] = pkt.read(ETH_DEST_OFF)?;
+    let src_mac: [u8; 6] = pkt.read(ETH_SOURCE_OFF)?;
+    let their_seq = u32::from_be(pkt.read::<u32>(flow.l4_off + TCP_SEQ_AT)?);
+    let their_ack: u32 = pkt.read(flow.l4_off + TCP_ACK_SEQ_AT)?;
     let headers = (flow.l4_off - IP_OFF) as u32 + u32::from(flow.l4_hlen);
     let payload = u32::from(flow.ip_len).saturating_sub(headers);
 
@@ -106,12 +114,12 @@ pub fn tcp_reset<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> 
         )
     };
 
-    let ip = ip_header(flow, 40, proto::TCP);
+    let ip = ip_header(flow, RESET_LEN as u16, proto::TCP);
     let sport = flow.dport_be.to_ne_bytes();
     let dport = flow.sport_be.to_ne_bytes();
     let seq = seq_be.to_ne_bytes();
     let ack = ack_be.to_ne_bytes();
-    let mut tcp: [u8; 20] = [
+    let mut tcp: [u8; TCP_MIN_HLEN] = [
         sport[0],
         sport[1],
         dport[0],
@@ -139,16 +147,16 @@ pub fn tcp_reset<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<(), DropReason> 
             flow.daddr_be.to_ne_bytes(),
             flow.saddr_be.to_ne_bytes(),
             proto::TCP,
-            20,
+            TCP_MIN_HLEN as u16,
         ),
     ));
     tcp[16] = sum[0];
     tcp[17] = sum[1];
 
-    pkt.resize(ETH_HLEN + 40)?;
+    pkt.resize(ETH_HLEN + RESET_LEN)?;
     write_eth_back(pkt, dst_mac, src_mac)?;
     pkt.write(IP_OFF, &ip)?;
-    pkt.write(IP_OFF + 20, &tcp)
+    pkt.write(IP_OFF + IPV4_MIN_HLEN, &tcp)
 }
 
 /// Rewrites a UDP datagram into the ICMP port unreachable that answers it:
@@ -204,23 +212,23 @@ fn icmp_error<P: Packet>(
     rest: [u8; 4],
     unanswered: DropReason,
 ) -> Result<(), DropReason> {
-    if flow.l4_off != IP_OFF + 20 {
+    if flow.l4_off != IP_OFF + IPV4_MIN_HLEN {
         return Err(unanswered);
     }
     spend_answer()?;
-    let dst_mac: [u8; 6] = pkt.read(0)?;
-    let src_mac: [u8; 6] = pkt.read(6)?;
-    let original: [u8; 28] = pkt.read(IP_OFF)?;
+    let dst_mac: [u8; 6] = pkt.read(ETH_DEST_OFF)?;
+    let src_mac: [u8; 6] = pkt.read(ETH_SOURCE_OFF)?;
+    let original: [u8; QUOTE_LEN] = pkt.read(IP_OFF)?;
 
-    let ip = ip_header(flow, 20 + 8 + 28, IPPROTO_ICMP);
-    let mut icmp: [u8; 8] = [kind, code, 0, 0, rest[0], rest[1], rest[2], rest[3]];
+    let ip = ip_header(flow, ICMP_ERROR_LEN as u16, proto::ICMP);
+    let mut icmp: [u8; ICMP_HLEN] = [kind, code, 0, 0, rest[0], rest[1], rest[2], rest[3]];
     let sum = csum::finish(csum::add_words(&original, csum::add_words(&icmp, 0)));
     icmp[2] = sum[0];
     icmp[3] = sum[1];
 
-    pkt.resize(ETH_HLEN + 20 + 8 + 28)?;
+    pkt.resize(ETH_HLEN + ICMP_ERROR_LEN)?;
     write_eth_back(pkt, dst_mac, src_mac)?;
     pkt.write(IP_OFF, &ip)?;
-    pkt.write(IP_OFF + 20, &icmp)?;
-    pkt.write(IP_OFF + 28, &original)
+    pkt.write(IP_OFF + IPV4_MIN_HLEN, &icmp)?;
+    pkt.write(IP_OFF + IPV4_MIN_HLEN + ICMP_HLEN, &original)
 }

@@ -14,9 +14,10 @@ use aya_ebpf::bindings::{
 use svc_common::DropReason;
 
 use crate::{
-    flow::Action,
+    action::Action,
+    headers::{ETH_DEST_OFF, ETH_SOURCE_OFF, IP_CSUM_OFF, IP_OFF, IP_TTL_OFF},
     maps::FIB_SCRATCH,
-    packet::{IP_CSUM_OFF, IP_OFF, Ipv4Flow, Packet},
+    packet::{Ipv4Flow, Packet},
 };
 
 const AF_INET: u8 = 2;
@@ -201,7 +202,7 @@ fn lookup<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8, ip_len
 /// here, see flow.rs; what remains are ICMP errors being translated).
 #[inline(always)]
 pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, DropReason> {
-    let [ttl, _protocol]: [u8; 2] = pkt.read(IP_OFF + 8)?;
+    let [ttl, _protocol]: [u8; 2] = pkt.read(IP_TTL_OFF)?;
     if ttl <= 1 {
         return Ok(Action::PASS);
     }
@@ -214,8 +215,8 @@ pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, Dr
             smac,
             dmac,
         } => {
-            pkt.write(0, &dmac)?;
-            pkt.write(6, &smac)?;
+            pkt.write(ETH_DEST_OFF, &dmac)?;
+            pkt.write(ETH_SOURCE_OFF, &smac)?;
             Action::redirect(ifindex)
         }
         Route::Unresolved { ifindex } => Action::redirect_neigh(ifindex),
@@ -223,6 +224,6 @@ pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, Dr
     let old = u16::from_ne_bytes([ttl, protocol]);
     let new = u16::from_ne_bytes([ttl - 1, protocol]);
     pkt.update_l3_csum(IP_CSUM_OFF, u32::from(old), u32::from(new), 2)?;
-    pkt.write(IP_OFF + 8, &(ttl - 1))?;
+    pkt.write(IP_TTL_OFF, &(ttl - 1))?;
     Ok(action)
 }

@@ -16,12 +16,12 @@ use svc_common::{DropReason, RevNat, SockKey, proto};
 use crate::{
     lb::{self, Selection},
     maps::SOCK_RNAT_V1,
-    packet::Ipv4Flow,
     stats,
 };
 
-/// What the syscall should do.
-pub enum Verdict {
+/// What the syscall does: go ahead (with the address as the program left
+/// it), or fail. Not a packet's verdict (action.rs): there is no packet.
+pub enum Syscall {
     Allow,
     /// Fail the syscall with "connection refused".
     Refuse,
@@ -31,12 +31,12 @@ const ECONNREFUSED: i32 = 111;
 const SOCK_ALLOW: i32 = 1;
 const SOCK_DENY: i32 = 0;
 
-impl Verdict {
+impl Syscall {
     #[inline(always)]
     pub fn code(self) -> i32 {
         match self {
-            Verdict::Allow => SOCK_ALLOW,
-            Verdict::Refuse => {
+            Syscall::Allow => SOCK_ALLOW,
+            Syscall::Refuse => {
                 // SAFETY: plain helper call; makes the syscall return
                 // -ECONNREFUSED instead of the default -EPERM of a deny.
                 unsafe { bpf_set_retval(-ECONNREFUSED) };
@@ -53,33 +53,20 @@ fn sock_addr(ctx: &SockAddrContext) -> *mut bpf_sock_addr {
 
 /// connect() and sendmsg(): a frontend destination becomes a backend.
 #[inline(always)]
-pub fn try_translate(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
+pub fn try_translate(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
     let sa = sock_addr(ctx);
     // SAFETY: the context the kernel handed us; these fields are readable
     // and writable for connect4/sendmsg4.
     let (daddr_be, dport_be, protocol) =
         unsafe { ((*sa).user_ip4, (*sa).user_port as u16, (*sa).protocol as u8) };
     if protocol != proto::TCP && protocol != proto::UDP {
-        return Ok(Verdict::Allow);
+        return Ok(Syscall::Allow);
     }
-    let flow = Ipv4Flow {
-        l4_off: 0,
-        ip_len: 0,
-        saddr_be: 0,
-        daddr_be,
-        proto: protocol,
-        sport_be: 0,
-        dport_be,
-        tcp_flags: 0,
-        tcp_seq_be: 0,
-        l4_hlen: 0,
-        dont_fragment: false,
-        // No packet yet: the socket's own TTL applies later.
-        ttl: 0,
-    };
-    match lb::select(&flow)? {
-        Selection::NotAFrontend => Ok(Verdict::Allow),
-        Selection::Empty { .. } => Ok(Verdict::Refuse),
+    // The socket's source address is not chosen before connect() or
+    // sendmsg(): source ranges and affinity see the node as 0.0.0.0.
+    match lb::select(0, daddr_be, dport_be, protocol)? {
+        Selection::NotAFrontend => Ok(Syscall::Allow),
+        Selection::Empty { .. } => Ok(Syscall::Refuse),
         Selection::Backend(selected) => {
             let backend = selected.backend;
             // SAFETY: as above.
@@ -104,7 +91,7 @@ pub fn try_translate(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
                 (*sa).user_ip4 = backend.addr_be;
                 (*sa).user_port = u32::from(backend.port_be);
             }
-            Ok(Verdict::Allow)
+            Ok(Syscall::Allow)
         }
     }
 }
@@ -112,7 +99,7 @@ pub fn try_translate(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
 /// recvmsg() and getpeername(): a backend source becomes the frontend the
 /// socket was pointed at.
 #[inline(always)]
-pub fn try_reverse(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
+pub fn try_reverse(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
     let sa = sock_addr(ctx);
     // SAFETY: the context the kernel handed us.
     let (addr_be, port_be, cookie) = unsafe {
@@ -136,5 +123,5 @@ pub fn try_reverse(ctx: &SockAddrContext) -> Result<Verdict, DropReason> {
             (*sa).user_port = u32::from(frontend.port_be);
         }
     }
-    Ok(Verdict::Allow)
+    Ok(Syscall::Allow)
 }

@@ -3,7 +3,7 @@
 use aya_ebpf::programs::TcContext;
 use svc_common::DropReason;
 
-use crate::flow::{self, Action, Origin};
+use crate::{action::Action, flow, packet::Origin};
 
 #[inline(always)]
 pub fn try_from_pod(ctx: &TcContext) -> Result<Action, DropReason> {
