@@ -1,19 +1,20 @@
-//! Running a plan (plan.rs) against the maps, all of it or none of it.
+//! Running a plan (plan.rs) against the maps, one chunk at a time, each
+//! whole or not at all.
 //!
-//! When an operation fails, the ones before it are undone in reverse
-//! order, which walks back through the same safe states the plan walked
-//! through, to the tables the plan started from. The maps' Service tables
-//! are then the old ones, frontend by frontend, and the next apply (which
-//! reads the maps again) converges.
-use svc_common::{MAX_BACKENDS, MAX_FRONTENDS, MAX_SERVICE_SLOTS, MAX_SOURCE_RANGES, names};
-
+//! When an operation fails, the ones of its chunk before it are undone in
+//! reverse order, which walks back through the same safe states the chunk
+//! walked through, to where it started. Every frontend is then as it was
+//! or as it is wanted (chunks before the failed one ran whole, later ones
+//! did not run), the agent's memory of the maps is dropped, and the next
+//! apply reads them back and converges.
 use aya::maps::MapError;
+use svc_common::{MAX_BACKENDS, MAX_FRONTENDS, MAX_SERVICE_SLOTS, MAX_SOURCE_RANGES, names};
 
 use super::{
     DataplaneError,
     held::Held,
     maps::{ServiceMaps, map_error},
-    plan::{self, ApplyReport, Desired, Op, Plan, Step},
+    plan::{self, ApplyReport, Chunk, Desired, Op},
 };
 
 /// Makes `maps` hold exactly `desired`. `held` is what they hold, as the
@@ -28,36 +29,37 @@ pub fn apply<M: ServiceMaps, F: Desired>(
         Some(state) => state,
         None => Held::new(maps.contents()?),
     };
-    let plan = plan::plan(&mut state, desired)?;
-    if plan.steps.is_empty() {
-        *held = Some(state);
-        return Ok(plan.report);
+    let mut wrote = false;
+    let applied = plan::plan_each(&mut state, desired, |chunk| {
+        wrote = true;
+        run(chunk, maps)
+    });
+    if wrote {
+        // Also after a failure: chunks before it changed the tables, and
+        // flow caches may hold what they copied from the old ones.
+        maps.next_generation()
+            .map_err(map_error(names::TABLES_GENERATION))?;
     }
-    let ran = run(&plan, maps);
-    // Also after a failure: some writes may have gone through and been
-    // undone, and flow caches may hold either.
-    maps.next_generation()
-        .map_err(map_error(names::TABLES_GENERATION))?;
-    ran?;
+    let report = applied?;
     *held = Some(state);
-    Ok(plan.report)
+    Ok(report)
 }
 
-/// Runs every step of `plan`; on a failure, undoes the ones that ran and
-/// returns the failure.
-pub fn run(plan: &Plan, maps: &mut impl ServiceMaps) -> Result<(), DataplaneError> {
-    for (done, step) in plan.steps.iter().enumerate() {
-        if let Err(error) = execute(maps, &step.op) {
-            undo(maps, &plan.steps[..done]);
-            return Err(step_error(step, error));
+/// Runs every operation of `chunk`; on a failure, undoes the ones that ran
+/// and returns the failure.
+pub fn run(chunk: Chunk<'_>, maps: &mut impl ServiceMaps) -> Result<(), DataplaneError> {
+    for (done, op) in chunk.ops.iter().enumerate() {
+        if let Err(error) = execute(maps, op) {
+            undo(maps, &chunk.ops[..done]);
+            return Err(op_error(op, chunk.service, error));
         }
     }
     Ok(())
 }
 
-fn undo(maps: &mut impl ServiceMaps, done: &[Step]) {
-    for step in done.iter().rev() {
-        let Some(inverse) = step.op.inverse() else {
+fn undo(maps: &mut impl ServiceMaps, done: &[Op]) {
+    for op in done.iter().rev() {
+        let Some(inverse) = op.inverse() else {
             continue;
         };
         if let Err(error) = execute(maps, &inverse) {
@@ -98,14 +100,14 @@ pub fn execute(maps: &mut impl ServiceMaps, op: &Op) -> Result<(), MapError> {
     }
 }
 
-/// A failed step as an error: `Full` (naming the Service and the map's
-/// capacity) when a map had no room, else the map's error.
-fn step_error(step: &Step, error: MapError) -> DataplaneError {
-    let map = step.op.map();
-    match &step.service {
+/// A failed operation as an error: `Full` (naming the Service and the
+/// map's capacity) when a map had no room, else the map's error.
+fn op_error(op: &Op, service: Option<&str>, error: MapError) -> DataplaneError {
+    let map = op.map();
+    match service {
         Some(service) if is_full(&error) => DataplaneError::Full {
             map,
-            service: service.to_string(),
+            service: service.to_owned(),
             entries: capacity(map),
         },
         _ => map_error(map)(error),

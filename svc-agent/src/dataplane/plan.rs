@@ -11,8 +11,10 @@
 //! backend. Removed frontends go header first (gone for new packets in one
 //! step), then their slots and the rest; backends no slot names go last.
 //!
-//! Each write carries the value it replaces, so a plan stopped half-way can
-//! be undone (apply.rs) back to the tables it started from.
+//! Operations come in chunks, one per frontend (and one for the backends
+//! no slot names any more, last). Each write carries the value it
+//! replaces, so a chunk stopped half-way can be undone (apply.rs): whatever
+//! fails, every frontend is either as it was or as it is wanted.
 use std::{collections::BTreeSet, fmt, sync::Arc};
 
 use svc_common::{
@@ -249,18 +251,22 @@ impl fmt::Display for Op {
     }
 }
 
-/// One operation, and the Service it is for (named in errors).
-#[derive(Clone, Debug)]
-pub struct Step {
-    pub op: Op,
-    pub service: Option<Arc<str>>,
+/// The operations for one frontend (or, last, for the backends no slot
+/// names any more), and the Service they are for (named in errors). A
+/// chunk runs whole or not at all (apply.rs): between chunks every
+/// frontend is either as it was or as it is wanted.
+#[derive(Debug)]
+pub struct Chunk<'a> {
+    pub service: Option<&'a str>,
+    pub ops: &'a [Op],
 }
 
-/// The operations of one update, in order, and what they amount to.
+/// Every operation of one update, in order (for tests: the agent runs
+/// each chunk as it is planned).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub steps: Vec<Step>,
-    pub report: ApplyReport,
+    pub ops: Vec<Op>,
 }
 
 /// What one update changes.
@@ -272,12 +278,31 @@ pub struct ApplyReport {
 }
 
 /// The plan that makes maps holding `held` hold exactly `desired`; `held`
-/// becomes what the maps hold once it ran. On an error nothing was planned
-/// that must run, but `held` is part-way: throw it away.
+/// becomes what the maps hold once it ran. On an error `held` is part-way:
+/// throw it away.
+#[cfg(test)]
 pub fn plan<F: Desired>(held: &mut Held, desired: &[F]) -> Result<Plan, DataplaneError> {
+    let mut ops = Vec::new();
+    plan_each(held, desired, |chunk| {
+        ops.extend_from_slice(chunk.ops);
+        Ok(())
+    })?;
+    Ok(Plan { ops })
+}
+
+/// Plans the update chunk by chunk, and hands each chunk to `run` before
+/// planning the next, so an update of any size holds one frontend's
+/// operations at a time. Stops at the first error, of planning or of
+/// `run`; `held` is then part-way: throw it away.
+pub fn plan_each<F: Desired>(
+    held: &mut Held,
+    desired: &[F],
+    mut run: impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
+) -> Result<ApplyReport, DataplaneError> {
+    let mut report = ApplyReport::default();
     let mut planner = Planner {
         held,
-        plan: Plan::default(),
+        ops: Vec::new(),
     };
     let mut wanted_headers = FastSet::with_capacity_and_hasher(desired.len(), Default::default());
     for item in desired {
@@ -298,8 +323,10 @@ pub fn plan<F: Desired>(held: &mut Held, desired: &[F]) -> Result<Plan, Dataplan
                 continue;
             }
         }
-        if planner.write_frontend(frontend, key)? {
-            planner.plan.report.frontends_written += 1;
+        planner.write_frontend(frontend, key)?;
+        if !planner.ops.is_empty() {
+            report.frontends_written += 1;
+            planner.hand_over(Some(&frontend.service), &mut run)?;
         }
         let written = item
             .shared()
@@ -318,35 +345,52 @@ pub fn plan<F: Desired>(held: &mut Held, desired: &[F]) -> Result<Plan, Dataplan
     unwanted.sort_unstable();
     for key in unwanted {
         planner.remove_frontend(key);
-        planner.plan.report.frontends_removed += 1;
+        report.frontends_removed += 1;
+        planner.hand_over(None, &mut run)?;
     }
     for (id, backend) in planner.held.take_unreferenced() {
-        planner.push(None, Op::RemoveBackend { id, was: backend });
-        planner.plan.report.backends_removed += 1;
+        planner.push(Op::RemoveBackend { id, was: backend });
+        report.backends_removed += 1;
     }
-    Ok(planner.plan)
+    planner.hand_over(None, &mut run)?;
+    Ok(report)
 }
 
 struct Planner<'a> {
     held: &'a mut Held,
-    plan: Plan,
+    /// The chunk being planned.
+    ops: Vec<Op>,
 }
 
 impl Planner<'_> {
-    fn push(&mut self, service: Option<&Arc<str>>, op: Op) {
-        self.plan.steps.push(Step {
-            op,
-            service: service.cloned(),
+    fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    /// Hands the chunk planned so far to `run`, if it has anything.
+    fn hand_over(
+        &mut self,
+        service: Option<&str>,
+        run: &mut impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        if self.ops.is_empty() {
+            return Ok(());
+        }
+        let ran = run(Chunk {
+            service,
+            ops: &self.ops,
         });
+        self.ops.clear();
+        ran
     }
 
     /// Plans the writes that make the maps hold `frontend` under header
-    /// `key`. Returns whether there are any.
+    /// `key`, if any.
     fn write_frontend(
         &mut self,
         frontend: &Frontend,
         key: FrontendKey,
-    ) -> Result<bool, DataplaneError> {
+    ) -> Result<(), DataplaneError> {
         let full = |map: &'static str, entries: u32| DataplaneError::Full {
             map,
             service: frontend.service.clone(),
@@ -360,9 +404,6 @@ impl Planner<'_> {
         let Ok(total) = u16::try_from(ordered.len()) else {
             return Err(full(names::SERVICES, u32::from(u16::MAX)));
         };
-        let service: Arc<str> = Arc::from(frontend.service.as_str());
-        let service = Some(&service);
-        let steps_before = self.plan.steps.len();
 
         let old_header = self.held.slots.get(&key).copied();
         let rev_nat_id = match old_header {
@@ -374,32 +415,26 @@ impl Planner<'_> {
                 .ok_or_else(|| full(names::REV_NAT, MAX_FRONTENDS))?,
         };
         if old_header.is_none() {
-            self.push(service, Op::ResetCounters { rev_nat_id });
+            self.push(Op::ResetCounters { rev_nat_id });
         }
         let rev_nat = codec::rev_nat(frontend);
         let held_rev_nat = self.held.rev_nats.get(&rev_nat_id).copied();
         if held_rev_nat != Some(rev_nat) {
-            self.push(
-                service,
-                Op::PutRevNat {
-                    rev_nat_id,
-                    rev_nat,
-                    was: held_rev_nat,
-                },
-            );
+            self.push(Op::PutRevNat {
+                rev_nat_id,
+                rev_nat,
+                was: held_rev_nat,
+            });
             self.held.rev_nats.insert(rev_nat_id, rev_nat);
         }
         let meta = codec::meta(frontend);
         let held_meta = self.held.metas.get(&rev_nat_id).copied();
         if held_meta != Some(meta) {
-            self.push(
-                service,
-                Op::PutMeta {
-                    rev_nat_id,
-                    meta,
-                    was: held_meta,
-                },
-            );
+            self.push(Op::PutMeta {
+                rev_nat_id,
+                meta,
+                was: held_meta,
+            });
             self.held.metas.insert(rev_nat_id, meta);
         }
 
@@ -419,7 +454,7 @@ impl Planner<'_> {
                         .backend_alloc
                         .next()
                         .ok_or_else(|| full(names::BACKENDS, MAX_BACKENDS))?;
-                    self.push(service, Op::PutBackend { id, backend });
+                    self.push(Op::PutBackend { id, backend });
                     self.held.add_backend(backend, id);
                     id
                 }
@@ -432,14 +467,11 @@ impl Planner<'_> {
                     backend_id: id,
                     ..ServiceSlot::default()
                 };
-                self.push(
-                    service,
-                    Op::PutSlot {
-                        key: slot_key,
-                        slot,
-                        was,
-                    },
-                );
+                self.push(Op::PutSlot {
+                    key: slot_key,
+                    slot,
+                    was,
+                });
                 self.held.set_slot(slot_key, slot);
             }
         }
@@ -455,7 +487,7 @@ impl Planner<'_> {
             .collect();
         let held_ranges = self.held.ranges.remove(&rev_nat_id).unwrap_or_default();
         for range in ranges.difference(&held_ranges) {
-            self.push(service, Op::PutRange(*range));
+            self.push(Op::PutRange(*range));
         }
 
         let ready = frontend.ready_backends().count() as u16;
@@ -476,44 +508,38 @@ impl Planner<'_> {
             affinity_timeout_s: frontend.affinity_timeout_seconds.unwrap_or(0),
         };
         if old_header != Some(header) {
-            self.push(
-                service,
-                Op::PutSlot {
-                    key,
-                    slot: header,
-                    was: old_header,
-                },
-            );
+            self.push(Op::PutSlot {
+                key,
+                slot: header,
+                was: old_header,
+            });
             self.held.set_slot(key, header);
         }
 
         if let Some(old) = old_header {
             for slot in (total + 1)..=(old.count + old.terminating_count) {
-                self.remove_slot(service, key.with_slot(slot));
+                self.remove_slot(key.with_slot(slot));
             }
         }
         for range in held_ranges.difference(&ranges) {
-            self.push(service, Op::RemoveRange(*range));
+            self.push(Op::RemoveRange(*range));
         }
         if !ranges.is_empty() {
             self.held.ranges.insert(rev_nat_id, ranges);
         }
-        let changed = self.plan.steps.len() > steps_before;
+        let changed = !self.ops.is_empty();
         if changed && header.affinity_timeout_s > 0 {
-            self.push(
-                service,
-                Op::ForgetAffinities {
-                    rev_nat_id,
-                    keep: Some(backend_ids),
-                },
-            );
+            self.push(Op::ForgetAffinities {
+                rev_nat_id,
+                keep: Some(backend_ids),
+            });
         }
-        Ok(changed)
+        Ok(())
     }
 
-    fn remove_slot(&mut self, service: Option<&Arc<str>>, key: FrontendKey) {
+    fn remove_slot(&mut self, key: FrontendKey) {
         if let Some(was) = self.held.slots.get(&key).copied() {
-            self.push(service, Op::RemoveSlot { key, was });
+            self.push(Op::RemoveSlot { key, was });
             self.held.remove_slot(key);
         }
     }
@@ -524,9 +550,9 @@ impl Planner<'_> {
             return;
         };
         let rev_nat_id = header.rev_nat_id;
-        self.remove_slot(None, key);
+        self.remove_slot(key);
         for slot in 1..=(header.count + header.terminating_count) {
-            self.remove_slot(None, key.with_slot(slot));
+            self.remove_slot(key.with_slot(slot));
         }
         for range in self
             .held
@@ -535,20 +561,17 @@ impl Planner<'_> {
             .cloned()
             .unwrap_or_default()
         {
-            self.push(None, Op::RemoveRange(range));
+            self.push(Op::RemoveRange(range));
         }
-        self.push(
-            None,
-            Op::ForgetAffinities {
-                rev_nat_id,
-                keep: None,
-            },
-        );
+        self.push(Op::ForgetAffinities {
+            rev_nat_id,
+            keep: None,
+        });
         if let Some(was) = self.held.rev_nats.get(&rev_nat_id).copied() {
-            self.push(None, Op::RemoveRevNat { rev_nat_id, was });
+            self.push(Op::RemoveRevNat { rev_nat_id, was });
         }
         if let Some(was) = self.held.metas.get(&rev_nat_id).copied() {
-            self.push(None, Op::RemoveMeta { rev_nat_id, was });
+            self.push(Op::RemoveMeta { rev_nat_id, was });
         }
         self.held.forget_frontend(rev_nat_id);
     }
