@@ -1,5 +1,6 @@
 //! Project tasks. `cargo xtask setup` runs first in every other task.
 mod apiserver;
+mod modules;
 mod setup;
 
 use std::{
@@ -301,6 +302,23 @@ fn leftovers() -> Vec<String> {
 
 fn lint(root: &Path, tools: &setup::Tools) -> anyhow::Result<()> {
     run(cargo(root).args(["fmt", "--all", "--", "--check"]))?;
+    let mut cycles = Vec::new();
+    for crate_root in modules::CRATE_ROOTS {
+        for cycle in modules::cycles(&root.join(crate_root))? {
+            cycles.push(format!(
+                "{crate_root}: {}\n    {}",
+                cycle.modules.join(" <-> "),
+                cycle.uses.join("\n    ")
+            ));
+        }
+    }
+    if !cycles.is_empty() {
+        bail!("modules that use each other:\n  {}", cycles.join("\n  "));
+    }
+    println!(
+        "no module import cycle in {} crate roots",
+        modules::CRATE_ROOTS.len()
+    );
     run(cargo(root)
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
         .args([
