@@ -165,9 +165,8 @@ where
             }
             Ok(Event::Init | Event::InitApply(_)) => {}
             Err(error) => {
-                let error_kind = error_kind(&error);
-                metrics.error(error_kind);
-                if error_kind == "watch_gone" {
+                metrics.error(error_kind(&error));
+                if is_gone(&error) {
                     tracing::warn!(?kind, %error, "resourceVersion gone (410): listing again");
                 } else {
                     tracing::warn!(?kind, %error, "watch failed; retrying with backoff, the last state stays programmed");
@@ -200,7 +199,7 @@ where
                 backoff.reset();
                 None
             }
-            Err(error) if error_kind(error) == "watch_gone" => None,
+            Err(error) if is_gone(error) => None,
             Err(_) => backoff.next(),
         };
         Some((item, (stream, backoff, delay)))
@@ -211,15 +210,22 @@ where
 /// telling apart from an API server that cannot be reached.
 pub fn error_kind(error: &watcher::Error) -> &'static str {
     match error {
-        watcher::Error::WatchError(status) if status.code == 410 => "watch_gone",
-        watcher::Error::WatchStartFailed(kube::Error::Api(status)) if status.code == 410 => {
-            "watch_gone"
-        }
+        _ if is_gone(error) => "watch_gone",
         watcher::Error::WatchError(_) => "watch_error",
         watcher::Error::InitialListFailed(_) => "list_failed",
         watcher::Error::WatchStartFailed(_) => "watch_start_failed",
         watcher::Error::WatchFailed(_) => "watch_failed",
         watcher::Error::NoResourceVersion => "no_resource_version",
+    }
+}
+
+/// A 410 Gone: the resourceVersion the watch resumed from was compacted;
+/// the watcher lists again.
+fn is_gone(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
     }
 }
 
