@@ -1,6 +1,23 @@
 //! svc-lb kernel programs: entry points only. Each maps the `Result` of its
 //! `try_*` function to a verdict and counts every reason a packet was not
 //! forwarded as it came.
+//!
+//! The modules form layers, each using only the ones before it (`cargo
+//! xtask lint` fails on any import cycle):
+//! 1. `headers` (layouts, offsets, flag values), `action` (what a program
+//!    decides), `csum`, `maps` (every map, one commented block), `clock`,
+//!    `stats`;
+//! 2. `packet` (bounds-checked access and parsing), with `ctx_xdp` and
+//!    `ctx_tc` implementing it for each program type;
+//! 3. `nat` (rewrites), `route` (FIB lookup, redirect), `reject` (TCP reset
+//!    and ICMP unreachable answers);
+//! 4. `lb` (frontend lookup, backend pick), `ct` (conntrack, source NAT
+//!    ports), `cache` (the per-CPU flow cache), `icmp` (errors about
+//!    translated flows);
+//! 5. `flow`: one packet's way through cache, conntrack and frontends
+//!    (`reply`, `forward`, `new_flow`, each deciding a translation that
+//!    `finish` carries out);
+//! 6. entry points: `xdp`, `tc`, `sock` (socket hooks) and this file.
 #![no_std]
 #![no_main]
 
