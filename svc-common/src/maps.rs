@@ -6,6 +6,9 @@ pub mod proto {
     pub const UDP: u8 = 17;
     /// Errors only, about a TCP or UDP packet of a translated flow.
     pub const ICMP: u8 = 1;
+    /// A Service protocol the agent writes; the programs do not translate
+    /// SCTP yet.
+    pub const SCTP: u8 = 132;
 }
 
 /// Map names, as pinned under the agent's bpffs directory.

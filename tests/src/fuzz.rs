@@ -137,12 +137,13 @@ pub struct Model {
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
+const SCTP: u8 = 132;
 
 fn proto_number(protocol: Protocol) -> u8 {
     match protocol {
         Protocol::TCP => TCP,
         Protocol::UDP => UDP,
-        Protocol::SCTP => 132,
+        Protocol::SCTP => SCTP,
     }
 }
 

@@ -50,8 +50,7 @@ pub fn protocol_number(protocol: Protocol) -> u8 {
     match protocol {
         Protocol::TCP => proto::TCP,
         Protocol::UDP => proto::UDP,
-        // IANA number; the datapath does not translate SCTP yet.
-        Protocol::SCTP => 132,
+        Protocol::SCTP => proto::SCTP,
     }
 }
 
@@ -59,7 +58,7 @@ pub fn protocol_from_number(number: u8) -> Option<Protocol> {
     match number {
         proto::TCP => Some(Protocol::TCP),
         proto::UDP => Some(Protocol::UDP),
-        132 => Some(Protocol::SCTP),
+        proto::SCTP => Some(Protocol::SCTP),
         _ => None,
     }
 }
