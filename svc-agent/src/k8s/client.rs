@@ -46,8 +46,12 @@ pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, ClientErr
         .map_err(|e| kubeconfig_error(e.into()))
 }
 
-/// A client for `config`.
-pub fn client(config: kube::Config) -> Result<kube::Client, ClientError> {
+/// A client for `config`. Without kube's own retry layer: it honours an
+/// API server's Retry-After (10 s on a 503 while it starts), which held
+/// the agent's watches that long after an outage; the watches retry on
+/// their own, within a second (watch.rs).
+pub fn client(mut config: kube::Config) -> Result<kube::Client, ClientError> {
+    config.default_retry = false;
     let server = config.cluster_url.to_string();
     kube::Client::try_from(config).map_err(|source| ClientError::Client { server, source })
 }
