@@ -292,15 +292,15 @@ fn each_scenario_leaves_the_maps_its_golden_file_holds() {
 type Views = BTreeMap<FrontendKey, (ServiceSlot, BTreeSet<Backend>)>;
 
 fn views(contents: &Contents) -> Views {
-    let mut views = Views::new();
-    for (key, header) in contents.slots.iter().filter(|(key, _)| key.slot == 0) {
-        let backends = (1..=header.count + header.terminating_count)
-            .filter_map(|slot| contents.slots.get(&key.with_slot(slot)))
-            .filter_map(|slot| contents.backends.get(&slot.backend_id).copied())
-            .collect();
-        views.insert(*key, (*header, backends));
-    }
-    views
+    contents
+        .slots
+        .keys()
+        .filter(|key| key.slot == 0)
+        .filter_map(|key| {
+            let (header, backends, ..) = whole(contents, key)?;
+            Some((*key, (header, backends.into_iter().flatten().collect())))
+        })
+        .collect()
 }
 
 /// What a packet can see of `now` is whole, and each frontend is the old
