@@ -139,7 +139,10 @@ pub struct IcmpError {
 #[derive(Clone, Copy)]
 pub struct Ipv4Flow {
     pub l4_off: usize,
-    /// Bytes of the IP datagram (header included), from `tot_len`.
+    /// Bytes of the IP datagram (header included), from `tot_len`; an IPv4
+    /// BIG TCP packet (see [`datagram_len`]) counts as 65 535, which is all
+    /// its users need: its segments' length for the route, a sequence
+    /// number within a RST's window, a lower bound for the counters.
     pub ip_len: u16,
     pub saddr_be: u32,
     pub daddr_be: u32,
@@ -202,8 +205,8 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
     if ihl < IPV4_MIN_HLEN {
         return Err(DropReason::Malformed);
     }
-    let ip_len = u16::from_be(ip.tot_len_be);
-    if usize::from(ip_len) < ihl || IP_OFF + usize::from(ip_len) > pkt.len() {
+    let ip_len = datagram_len(pkt, u16::from_be(ip.tot_len_be));
+    if (ip_len as usize) < ihl || IP_OFF + ip_len as usize > pkt.len() {
         return Err(DropReason::Malformed);
     }
     let frag_off = u16::from_be(ip.frag_off_be);
@@ -214,7 +217,7 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
     }
     let (saddr_be, daddr_be) = (ip.saddr_be, ip.daddr_be);
     let l4_off = IP_OFF + ihl;
-    let l4_len = usize::from(ip_len) - ihl;
+    let l4_len = ip_len as usize - ihl;
     let (sport_be, dport_be, tcp_flags, tcp_seq_be, l4_hlen) = match ip.proto {
         proto::TCP => {
             let tcp: TcpHead = pkt.read(l4_off)?;
@@ -238,12 +241,16 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
             }
             (udp.sport_be, udp.dport_be, 0, 0, UDP_HLEN as u8)
         }
-        proto::ICMP => return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be),
+        proto::ICMP => {
+            // No ICMP message is a GSO packet: its length fits `tot_len`.
+            let ip_len = u16::try_from(ip_len).map_err(|_| DropReason::Malformed)?;
+            return parse_icmp_error(pkt, l4_off, ip_len, saddr_be, daddr_be);
+        }
         _ => return Ok(Parsed::Other),
     };
     Ok(Parsed::Ipv4(Ipv4Flow {
         l4_off,
-        ip_len,
+        ip_len: ip_len.min(u32::from(u16::MAX)) as u16,
         saddr_be,
         daddr_be,
         proto: ip.proto,
@@ -255,6 +262,21 @@ pub fn parse<P: Packet>(pkt: &P) -> Result<Parsed, DropReason> {
         dont_fragment: frag_off & IP_DF != 0,
         ttl: ip.ttl,
     }))
+}
+
+/// The length of the IP datagram whose header says `tot_len`. A GSO packet
+/// bigger than `tot_len` can say (IPv4 BIG TCP: built by the stack of a
+/// device with `gso_ipv4_max_size` over 64 KiB, or merged by GRO up to
+/// `gro_ipv4_max_size`) carries 0 there, and fills the rest of the buffer;
+/// the kernel reads it the same way (`skb_ip_totlen`). Only an skb can be
+/// one: in XDP, 0 stays a malformed length.
+#[inline(always)]
+fn datagram_len<P: Packet>(pkt: &P, tot_len: u16) -> u32 {
+    if tot_len == 0 && pkt.gso_size() != 0 {
+        pkt.len().saturating_sub(IP_OFF) as u32
+    } else {
+        u32::from(tot_len)
+    }
 }
 
 /// ICMP errors quoting a TCP or UDP packet; other ICMP is not ours. A quote

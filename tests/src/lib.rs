@@ -257,6 +257,19 @@ pub fn fix_checksums(frame: &mut [u8]) {
     frame[csum_off..csum_off + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
+/// `frame` as IPv4 BIG TCP carries a GSO packet over 64 KiB: `tot_len` 0
+/// (the IP header checksum updated); the TCP checksum stays, its pseudo
+/// header counting the real length.
+pub fn with_zero_total_length(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[offsets::IP + 2..offsets::IP + 4].copy_from_slice(&[0, 0]);
+    out[offsets::IP_CSUM..offsets::IP_CSUM + 2].copy_from_slice(&[0, 0]);
+    let header = &out[offsets::IP..offsets::IP + ihl(frame)];
+    let sum = !(ones_complement_sum(header, 0) as u16);
+    out[offsets::IP_CSUM..offsets::IP_CSUM + 2].copy_from_slice(&sum.to_be_bytes());
+    out
+}
+
 /// `frame` with the destination (or source) address and port replaced and
 /// checksums recomputed here: what a correct NAT must produce, byte for byte.
 pub fn rewritten(frame: &[u8], destination: bool, addr: Ipv4Addr, port: u16) -> Vec<u8> {
@@ -516,6 +529,64 @@ pub fn spoofed_syns(
             Ok(sent)
         })
         .unwrap()
+}
+
+/// Lets `interface` in `netns` send and merge IPv4 BIG TCP packets (GSO
+/// and GRO up to `bytes`, over 64 KiB) with checksum offload on, as a
+/// node's NIC has it (lab veths start with it off). iproute2 before 6.3
+/// cannot set these, so it is one RTM_NEWLINK here.
+pub fn allow_big_tcp(netns: &svc_lab::netns::Netns, interface: &str, bytes: u32) {
+    // include/uapi/linux/if_link.h (Linux 6.3).
+    const IFLA_GSO_IPV4_MAX_SIZE: u16 = 63;
+    const IFLA_GRO_IPV4_MAX_SIZE: u16 = 64;
+    svc_lab::netns::run(
+        netns
+            .command("ethtool")
+            .unwrap()
+            .args(["-K", interface, "tx", "on", "sg", "on", "tso", "on"]),
+    )
+    .unwrap();
+    let name = std::ffi::CString::new(interface).unwrap();
+    let errno = netns
+        .in_thread(move || {
+            // SAFETY: a NUL-terminated name.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            assert_ne!(index, 0, "no interface {name:?}");
+            let mut message = Vec::new();
+            // struct nlmsghdr: length (below), RTM_NEWLINK, request + ack, seq, pid.
+            message.extend_from_slice(&0u32.to_ne_bytes());
+            message.extend_from_slice(&libc::RTM_NEWLINK.to_ne_bytes());
+            let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+            message.extend_from_slice(&flags.to_ne_bytes());
+            message.extend_from_slice(&[0; 8]);
+            // struct ifinfomsg: family, pad, type, index, flags, change.
+            message.extend_from_slice(&[0; 4]);
+            message.extend_from_slice(&(index as i32).to_ne_bytes());
+            message.extend_from_slice(&[0; 8]);
+            for kind in [IFLA_GSO_IPV4_MAX_SIZE, IFLA_GRO_IPV4_MAX_SIZE] {
+                message.extend_from_slice(&8u16.to_ne_bytes());
+                message.extend_from_slice(&kind.to_ne_bytes());
+                message.extend_from_slice(&bytes.to_ne_bytes());
+            }
+            let length = message.len() as u32;
+            message[..4].copy_from_slice(&length.to_ne_bytes());
+            // SAFETY: plain socket(2); closed below.
+            let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE) };
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            let mut answer = [0u8; 1024];
+            // SAFETY: both buffers outlive the calls; the kernel is the peer.
+            let received = unsafe {
+                libc::send(fd, message.as_ptr().cast(), message.len(), 0);
+                libc::recv(fd, answer.as_mut_ptr().cast(), answer.len(), 0)
+            };
+            // SAFETY: our own descriptor, closed once.
+            unsafe { libc::close(fd) };
+            assert!(received >= 20, "no netlink answer");
+            // NLMSG_ERROR's error field follows the 16-byte header.
+            i32::from_ne_bytes(answer[16..20].try_into().unwrap())
+        })
+        .unwrap();
+    assert_eq!(errno, 0, "setting BIG TCP on {interface}");
 }
 
 /// Writes a benchmark's figures, pretty JSON, to target/svc-bench/NAME,

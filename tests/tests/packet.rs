@@ -334,6 +334,38 @@ fn malformed_packets_to_a_frontend_are_dropped_and_counted() {
     assert!(datapath.tables().flows().unwrap().is_empty());
 }
 
+/// IPv4 BIG TCP: a GSO packet over 64 KiB says 0 for its total length
+/// and fills its buffer (a pod whose veth has `gso_ipv4_max_size` above
+/// 64 KiB sends them). It is translated like any segment; without GSO, a
+/// total length of 0 is malformed.
+#[test]
+fn a_big_tcp_packet_with_zero_total_length_is_translated() {
+    let mut datapath = datapath();
+    let client = (CLIENT, 40005);
+    let syn = tcp_frame(client, (CLUSTER_IP, 80), 1000, SYN, b"");
+    assert_eq!(
+        run_tc(datapath.from_pod_program().unwrap(), &syn).0,
+        TC_ACT_OK
+    );
+    let flags = TcpFlags {
+        ack: Some(1),
+        ..TcpFlags::default()
+    };
+    let data = tcp_frame(client, (CLUSTER_IP, 80), 1001, flags, &[7; 2896]);
+    let big = with_zero_total_length(&data);
+
+    let (verdict, out) = run_tc_gso(datapath.from_pod_program().unwrap(), &big, 1448);
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(
+        out,
+        with_zero_total_length(&rewritten(&data, true, BACKEND, 8080))
+    );
+
+    let (verdict, _) = run_tc(datapath.from_pod_program().unwrap(), &big);
+    assert_eq!(verdict, TC_ACT_SHOT);
+    assert_eq!(drops(&mut datapath, "malformed"), 1);
+}
+
 #[test]
 fn fragments_pass_untranslated() {
     let mut datapath = datapath();
