@@ -498,10 +498,10 @@ fn a_spoofed_syn_flood_leaves_nat_ports_for_real_clients() {
     }
 }
 
-/// A flood of new flows many times the size of CT_NEW_V2 (spoofed SYNs
-/// and ACKs) while 100 established flows idle: all 100 keep their backend
-/// and NAT port; the flood's entries are gone once their timeout has run
-/// and the collector has passed.
+/// A flood of new flows many times the size of CT_NEW_V2 (1 000 000
+/// spoofed SYNs and ACKs, about 25 s) while 100 established flows idle:
+/// all 100 keep their backend and NAT port; the flood's entries are gone
+/// once their timeout has run and the collector has passed.
 #[test]
 fn a_flood_of_new_flows_cannot_evict_established_ones() {
     let backends = [BACKEND, OTHER_BACKEND];
@@ -509,7 +509,7 @@ fn a_flood_of_new_flows_cannot_evict_established_ones() {
     let established: Vec<Connection> = (0..100)
         .map(|n| establish(&mut pinned, (CLIENT, 20000 + n)))
         .collect();
-    for n in 0..300_000 {
+    for n in 0..1_000_000 {
         let flags = if n % 2 == 0 { SYN } else { ack(1) };
         let segment = tcp_frame(spoofed(n), (NODE, 30080), 1, flags, b"");
         let (verdict, _) = pinned.world_verdict(&segment);
