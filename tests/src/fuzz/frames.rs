@@ -58,7 +58,7 @@ pub(super) fn fold(mut sum: u32) -> u16 {
 pub(super) fn updated_checksum(old: u16, from: &[u8], to: &[u8]) -> u16 {
     let not_from: u32 = from
         .chunks(2)
-        .map(|w| u32::from(!u16::from_be_bytes([w[0], w[1]])))
+        .map(|w| u32::from(!u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
         .sum();
     !fold(u32::from(!old) + not_from + ones_sum(to))
 }
@@ -93,6 +93,53 @@ pub(super) fn rewrite(frame: &[u8], source: End, destination: End) -> Vec<u8> {
     }
     out[csum_at..csum_at + 2].copy_from_slice(&new.to_be_bytes());
     out
+}
+
+pub(super) fn set_addr(frame: &mut [u8], at: usize, address: Ipv4Addr) {
+    frame[at..at + 4].copy_from_slice(&address.octets());
+}
+
+pub(super) fn set_port(frame: &mut [u8], at: usize, port: u16) {
+    frame[at..at + 2].copy_from_slice(&port.to_be_bytes());
+}
+
+/// An ICMP error from `src` to `dst` of `kind` (type, code), `rest` the
+/// four header bytes after the checksum, quoting `quote`; checksums
+/// correct.
+pub(super) fn icmp_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    kind: (u8, u8),
+    rest: [u8; 4],
+    quote: &[u8],
+) -> Vec<u8> {
+    let mut frame = crate::icmp_error_frame(src, dst, kind, quote);
+    let icmp = 14 + 20;
+    let csum = updated_checksum(be16(&frame, icmp + 2), &frame[icmp + 4..icmp + 8], &rest);
+    frame[icmp + 4..icmp + 8].copy_from_slice(&rest);
+    frame[icmp + 2..icmp + 4].copy_from_slice(&csum.to_be_bytes());
+    frame
+}
+
+/// Checks an ICMP error frame's checksums from scratch: its IP header's,
+/// the ICMP message's and the quoted IP header's.
+pub(super) fn verify_icmp_checksums(frame: &[u8]) -> Result<(), String> {
+    let icmp = 14 + usize::from(frame[14] & 0x0f) * 4;
+    let end = 14 + usize::from(be16(frame, 16));
+    let inner = icmp + 8;
+    let inner_end = inner + usize::from(frame[inner] & 0x0f) * 4;
+    let parts = [
+        ("IPv4 header", 14, icmp),
+        ("ICMP", icmp, end),
+        ("quoted IPv4 header", inner, inner_end),
+    ];
+    match parts
+        .into_iter()
+        .find(|(_, from, to)| fold(ones_sum(&frame[*from..*to])) != 0xffff)
+    {
+        Some((what, ..)) => Err(format!("{what} checksum")),
+        None => Ok(()),
+    }
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -1,103 +1,277 @@
-//! The run's tables, and frames of every kind.
-use std::{collections::HashSet, net::Ipv4Addr};
+//! Frames of every kind, and the side of the node each comes from.
+use std::net::Ipv4Addr;
 
-use svc_agent::model::{Frontend, FrontendKind, Protocol};
+use svc_agent::model::{Frontend, FrontendKind};
 
 use super::{
-    MAX_FLOWS, MAX_FLOWS_PER_REMOTE_BACKEND, NODE,
-    frames::{ICMP, TCP, Tuple, UDP, ipv4_frame, packet, proto_number},
+    MAX_FLOWS, MAX_FLOWS_PER_SNAT_BACKEND,
+    frames::{End, ICMP, TCP, Tuple, UDP, icmp_frame, ipv4_frame, packet, proto_number},
     model::{Model, ModelFlow},
+    programs::Origin,
     rng::Rng,
 };
-use crate::{frontend, ready};
 
-/// The run's tables: 2 to 8 frontends of every kind, TCP and UDP, each
-/// with 1 to 6 ready backends, local or not.
-pub(super) fn random_frontends(rng: &mut Rng) -> Vec<Frontend> {
-    let kinds = [
-        FrontendKind::ClusterIP,
-        FrontendKind::NodePort,
-        FrontendKind::LoadBalancer,
-        FrontendKind::ExternalIP,
-    ];
-    let mut used = HashSet::new();
-    let mut frontends = Vec::new();
-    for i in 0..2 + rng.below(7) {
-        let kind = *rng.pick(&kinds);
-        // The first two are one of each, so every kind of frame can be
-        // made (UDP without checksum needs a UDP flow).
-        let protocol = match i {
-            0 => Protocol::TCP,
-            1 => Protocol::UDP,
-            _ if rng.chance(50) => Protocol::TCP,
-            _ => Protocol::UDP,
-        };
-        let address = match kind {
-            FrontendKind::NodePort => NODE,
-            FrontendKind::ClusterIP => Ipv4Addr::new(198, 19, 0, 1 + rng.below(8) as u8),
-            _ => Ipv4Addr::new(198, 19, 100, 1 + rng.below(8) as u8),
-        };
-        let port = if kind == FrontendKind::NodePort {
-            30000 + rng.below(16) as u16
-        } else {
-            [80, 443, 53, 8080][rng.below(4)]
-        };
-        if !used.insert((address, port, protocol)) {
-            continue;
-        }
-        let backends: Vec<_> = (0..1 + rng.below(6))
-            .map(|b| {
-                let local = rng.chance(50);
-                let third = if local { 1 } else { 2 };
-                ready(
-                    Ipv4Addr::new(198, 18, third, 10 + (i * 8 + b) as u8),
-                    8080,
-                    local,
-                )
-            })
-            .collect();
-        frontends.push(frontend(
-            kind,
-            &format!("f{i}"),
-            (address, port),
-            protocol,
-            &backends,
-        ));
-    }
-    frontends
+/// Where a frame comes from, which decides the programs it goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Side {
+    /// From the network: the NIC's programs.
+    World,
+    /// From a pod of this node: its veth's program.
+    Pod,
+    /// Either (frames that are malformed or no Service traffic).
+    Any,
 }
 
-/// Generates the frame of `kind`; None when that kind cannot be made now
-/// (no flow yet).
+impl From<Origin> for Side {
+    fn from(origin: Origin) -> Self {
+        match origin {
+            Origin::World => Side::World,
+            Origin::Pod => Side::Pod,
+        }
+    }
+}
+
+/// A client out on the network.
+fn world_client(rng: &mut Rng) -> End {
+    (
+        Ipv4Addr::new(198, 18, 50 + rng.below(4) as u8, 1 + rng.below(250) as u8),
+        1024 + rng.below(60000) as u16,
+    )
+}
+
+/// A pod of this node that backs no frontend.
+fn pod_client(rng: &mut Rng) -> End {
+    (
+        Ipv4Addr::new(198, 18, 1, 100 + rng.below(100) as u8),
+        1024 + rng.below(60000) as u16,
+    )
+}
+
+/// A random flow of the model's for which `wanted` holds, if a few tries
+/// find one. HashMap order is arbitrary but fixed for a run: the same
+/// seed picks the same flows.
+fn pick_flow(
+    rng: &mut Rng,
+    model: &Model,
+    wanted: impl Fn(&ModelFlow) -> bool,
+) -> Option<ModelFlow> {
+    if model.flows.is_empty() {
+        return None;
+    }
+    (0..8)
+        .filter_map(|_| model.flows.values().nth(rng.below(model.flows.len())))
+        .find(|flow| wanted(flow))
+        .copied()
+}
+
+/// Whether a new flow to `frontend` might find its backend without a
+/// free NAT port among the ports the program tries (see MAX_FLOWS).
+fn crowded(model: &Model, frontend: &Frontend) -> bool {
+    let proto = proto_number(frontend.protocol);
+    model.flows.len() >= MAX_FLOWS
+        || frontend.backends.iter().any(|b| {
+            model
+                .per_backend
+                .get(&((b.address, b.port), proto))
+                .is_some_and(|n| *n >= MAX_FLOWS_PER_SNAT_BACKEND)
+        })
+}
+
+/// The opening packet of a new flow from `client` to `frontend`; None
+/// when that flow exists or the tables are too full.
+fn opening(rng: &mut Rng, model: &Model, client: End, frontend: &Frontend) -> Option<Vec<u8>> {
+    let tuple = Tuple {
+        src: client,
+        dst: (frontend.address, frontend.port),
+        proto: proto_number(frontend.protocol),
+    };
+    if crowded(model, frontend) || model.flows.contains_key(&tuple) {
+        return None;
+    }
+    Some(packet(rng, &tuple, true, 5, 64))
+}
+
+/// An IP header and what follows it, as an ICMP error quotes them: the
+/// first 8 bytes of L4 (RFC 792), or all of it.
+fn quote_of(rng: &mut Rng, frame: &[u8]) -> Vec<u8> {
+    let ip = &frame[14..];
+    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let length = if rng.chance(50) { ihl + 8 } else { ip.len() };
+    ip[..length].to_vec()
+}
+
+/// A router on the way to a remote backend.
+fn router(rng: &mut Rng) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 80, 1 + rng.below(250) as u8)
+}
+
+/// The four ICMP header bytes after the checksum of a fragmentation
+/// needed: the next hop's MTU.
+fn mtu_bytes(rng: &mut Rng) -> [u8; 4] {
+    let mtu = (576 + rng.below(1000) as u16).to_be_bytes();
+    [0, 0, mtu[0], mtu[1]]
+}
+
+/// An ICMP error about a packet a flow sent to its backend (source or
+/// NAT address → backend): destination unreachable (port unreachable from
+/// the backend, fragmentation needed, net/host/protocol unreachable), or
+/// time exceeded and parameter problem. From the backend or a router on
+/// the way; a local backend's come from its veth, the rest from the NIC.
+fn icmp_quoting_flow(rng: &mut Rng, model: &Model, unreachable: bool) -> Option<(Vec<u8>, Side)> {
+    let flow = pick_flow(rng, model, |_| true)?;
+    let sent = Tuple {
+        src: flow.source,
+        dst: flow.backend,
+        proto: flow.proto,
+    };
+    let inner_ihl_words = if rng.chance(20) {
+        6 + rng.below(4) as u8
+    } else {
+        5
+    };
+    let packet = packet(rng, &sent, false, inner_ihl_words, 64);
+    let quote = quote_of(rng, &packet);
+    let backend = flow.backend.0;
+    let (reporter, kind, rest) = match (unreachable, rng.below(3)) {
+        (true, 0) => (backend, (3, 3), [0; 4]),
+        (true, 1) => (router(rng), (3, 4), mtu_bytes(rng)),
+        (true, _) => (router(rng), (3, rng.below(3) as u8), [0; 4]),
+        (false, 0) => (backend, (12, 0), [20, 0, 0, 0]),
+        (false, _) => (router(rng), (11, 0), [0; 4]),
+    };
+    // No router stands between the node and its pods.
+    let (reporter, side) = match flow.local {
+        true => (backend, Side::Pod),
+        false => (reporter, Side::World),
+    };
+    let frame = icmp_frame(reporter, flow.source.0, kind, rest, &quote);
+    Some((frame, side))
+}
+
+/// An ICMP error a client sends about a reply it got (frontend → client):
+/// port unreachable, or fragmentation needed on the client's side.
+fn icmp_quoting_reply(rng: &mut Rng, model: &Model) -> Option<(Vec<u8>, Side)> {
+    let flow = pick_flow(rng, model, |_| true)?;
+    let received = Tuple {
+        src: flow.frontend,
+        dst: flow.client,
+        proto: flow.proto,
+    };
+    let packet = packet(rng, &received, false, 5, 64);
+    let quote = quote_of(rng, &packet);
+    let (kind, rest) = match rng.chance(50) {
+        true => ((3, 3), [0; 4]),
+        false => ((3, 4), mtu_bytes(rng)),
+    };
+    let frame = icmp_frame(flow.client.0, flow.frontend.0, kind, rest, &quote);
+    Some((frame, flow.origin.into()))
+}
+
+/// Generates the frame of `kind` and the side it comes from; None when
+/// that kind cannot be made now (no fitting flow or frontend yet).
 pub(super) fn generate(
     rng: &mut Rng,
     model: &Model,
     frontends: &[Frontend],
     kind: &str,
-) -> Option<Vec<u8>> {
-    let client = |rng: &mut Rng| {
-        (
-            Ipv4Addr::new(198, 18, 50 + rng.below(4) as u8, 1 + rng.below(250) as u8),
-            1024 + rng.below(60000) as u16,
-        )
-    };
-    let random_flow = |rng: &mut Rng| -> Option<ModelFlow> {
-        if model.flows.is_empty() {
-            return None;
+) -> Option<(Vec<u8>, Side)> {
+    let any_flow = |rng: &mut Rng| pick_flow(rng, model, |_| true);
+    let a_packet_of =
+        |rng: &mut Rng, tuple: Tuple, side: Side| Some((packet(rng, &tuple, false, 5, 64), side));
+    let frame = match kind {
+        "new_flow" => {
+            let f = rng.pick(frontends);
+            let client = world_client(rng);
+            if crowded(model, f) {
+                // Full: a packet of a flow there is instead.
+                let flow = pick_flow(rng, model, |f| f.origin == Origin::World)?;
+                return a_packet_of(rng, flow.forward(), Side::World);
+            }
+            opening(rng, model, client, f)?
         }
-        // HashMap order is arbitrary but fixed for a run; index into it.
-        model
-            .flows
-            .values()
-            .nth(rng.below(model.flows.len()))
-            .copied()
+        "forward" => {
+            let flow = pick_flow(rng, model, |f| f.origin == Origin::World)?;
+            return a_packet_of(rng, flow.forward(), Side::World);
+        }
+        "reply" => {
+            let flow = pick_flow(rng, model, |f| !f.local)?;
+            return a_packet_of(rng, flow.reply(), Side::World);
+        }
+        "pod_to_cluster_ip" | "pod_to_node_port" => {
+            let cluster_ip = kind == "pod_to_cluster_ip";
+            let candidates: Vec<&Frontend> = frontends
+                .iter()
+                .filter(|f| (f.kind == FrontendKind::ClusterIP) == cluster_ip)
+                .collect();
+            let f = *rng.pick(&candidates);
+            let client = pod_client(rng);
+            return opening(rng, model, client, f).map(|frame| (frame, Side::Pod));
+        }
+        "pod_hairpin" => {
+            let f = rng.pick(frontends);
+            let locals: Vec<_> = f.backends.iter().filter(|b| b.local).collect();
+            if locals.is_empty() {
+                return None;
+            }
+            let client = (rng.pick(&locals).address, 1024 + rng.below(64000) as u16);
+            return opening(rng, model, client, f).map(|frame| (frame, Side::Pod));
+        }
+        "pod_forward" => {
+            let flow = pick_flow(rng, model, |f| f.origin == Origin::Pod)?;
+            return a_packet_of(rng, flow.forward(), Side::Pod);
+        }
+        "pod_reply" => {
+            let flow = pick_flow(rng, model, |f| f.local)?;
+            return a_packet_of(rng, flow.reply(), Side::Pod);
+        }
+        "client_port_reuse" => {
+            // A client's port of a live flow, to another frontend: one
+            // that shares the flow's backend, mostly, where the backend
+            // would see the two flows as one.
+            let flow = any_flow(rng)?;
+            let others: Vec<&Frontend> = frontends
+                .iter()
+                .filter(|f| {
+                    proto_number(f.protocol) == flow.proto && (f.address, f.port) != flow.frontend
+                })
+                .collect();
+            let sharing: Vec<&Frontend> = others
+                .iter()
+                .copied()
+                .filter(|f| {
+                    f.backends
+                        .iter()
+                        .any(|b| (b.address, b.port) == flow.backend)
+                })
+                .collect();
+            let pool = if !sharing.is_empty() && rng.chance(80) {
+                &sharing
+            } else {
+                &others
+            };
+            if pool.is_empty() {
+                return None;
+            }
+            let f = *rng.pick(pool);
+            return opening(rng, model, flow.client, f).map(|frame| (frame, flow.origin.into()));
+        }
+        "icmp_unreachable_quoting_flow" => return icmp_quoting_flow(rng, model, true),
+        "icmp_time_exceeded_quoting_flow" => return icmp_quoting_flow(rng, model, false),
+        "icmp_error_quoting_reply" => return icmp_quoting_reply(rng, model),
+        _ => return malformed_or_foreign(rng, model, kind).map(|frame| (frame, Side::Any)),
     };
+    Some((frame, Side::World))
+}
+
+/// The kinds of frame every program must treat alike: malformed, not
+/// Service traffic, or odd packets of known flows.
+fn malformed_or_foreign(rng: &mut Rng, model: &Model, kind: &str) -> Option<Vec<u8>> {
+    let any_flow = |rng: &mut Rng| pick_flow(rng, model, |_| true);
     let well_formed = |rng: &mut Rng| -> Vec<u8> {
-        let flow = random_flow(rng);
-        let tuple = match flow {
+        let tuple = match any_flow(rng) {
             Some(flow) if rng.chance(70) => flow.forward(),
             _ => Tuple {
-                src: client(rng),
+                src: world_client(rng),
                 dst: (Ipv4Addr::new(198, 18, 60, 1), 9),
                 proto: if rng.chance(50) { TCP } else { UDP },
             },
@@ -105,49 +279,9 @@ pub(super) fn generate(
         packet(rng, &tuple, false, 5, 64)
     };
     let frame = match kind {
-        "new_flow" => {
-            let f = rng.pick(frontends);
-            let proto = proto_number(f.protocol);
-            let mut tuple = Tuple {
-                src: client(rng),
-                dst: (f.address, f.port),
-                proto,
-            };
-            let remote = f.backends.iter().any(|b| !b.local);
-            let crowded = f.backends.iter().any(|b| {
-                model
-                    .per_backend
-                    .get(&((b.address, b.port), proto))
-                    .is_some_and(|n| *n >= MAX_FLOWS_PER_REMOTE_BACKEND)
-            });
-            if model.flows.len() >= MAX_FLOWS || (remote && crowded) {
-                // Full: a packet of a flow there is instead.
-                let flow = random_flow(rng)?;
-                tuple = flow.forward();
-                return Some(packet(rng, &tuple, false, 5, 64));
-            }
-            if model.flows.contains_key(&tuple) {
-                return None;
-            }
-            packet(rng, &tuple, true, 5, 64)
-        }
-        "forward" => {
-            let flow = random_flow(rng)?;
-            let tuple = flow.forward();
-            packet(rng, &tuple, false, 5, 64)
-        }
-        "reply" => {
-            let flow = random_flow(rng)?;
-            let tuple = Tuple {
-                src: flow.backend,
-                dst: flow.source,
-                proto: flow.proto,
-            };
-            packet(rng, &tuple, false, 5, 64)
-        }
         "not_a_frontend" => {
             let tuple = Tuple {
-                src: client(rng),
+                src: world_client(rng),
                 dst: (
                     Ipv4Addr::new(198, 18, 70, 1 + rng.below(250) as u8),
                     rng.next_u64() as u16,
@@ -177,7 +311,7 @@ pub(super) fn generate(
             frame
         }
         "ip_options" => {
-            let flow = random_flow(rng)?;
+            let flow = any_flow(rng)?;
             let tuple = flow.forward();
             let ihl_words = 6 + rng.below(10) as u8;
             packet(rng, &tuple, false, ihl_words, 64)
@@ -193,7 +327,7 @@ pub(super) fn generate(
             frame
         }
         "ttl_0_1" => {
-            let flow = random_flow(rng)?;
+            let flow = any_flow(rng)?;
             let tuple = flow.forward();
             let ttl = rng.below(2) as u8;
             packet(rng, &tuple, false, 5, ttl)
@@ -210,7 +344,7 @@ pub(super) fn generate(
             frame
         }
         "udp_no_checksum" => {
-            let flow = random_flow(rng).filter(|f| f.proto == UDP)?;
+            let flow = any_flow(rng).filter(|f| f.proto == UDP)?;
             let tuple = Tuple {
                 src: flow.client,
                 dst: flow.frontend,
@@ -223,7 +357,7 @@ pub(super) fn generate(
         "icmp_error_garbage" => {
             let tuple = Tuple {
                 src: (Ipv4Addr::new(198, 18, 80, 1), 0),
-                dst: client(rng),
+                dst: world_client(rng),
                 proto: ICMP,
             };
             let mut l4 = vec![*rng.pick(&[3u8, 11, 12, 0, 8, 5]), 0, 0, 0, 0, 0, 0, 0];

@@ -1,29 +1,42 @@
-//! What the programs must do to a frame, written from the design.
+//! What the programs must do to a frame, written from the design (the
+//! comments of svc-ebpf flow.rs, ct.rs, icmp.rs and docs/design.md), not
+//! from the programs. All three programs share the tables and conntrack:
+//! a packet of a flow already translated is translated the same way
+//! whichever program sees it; only a new flow depends on where it came
+//! in (its [`Origin`]).
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use svc_agent::model::Frontend;
 
 use super::{
-    NAT_PORTS, NODE,
-    frames::{End, ICMP, TCP, Tuple, UDP, addr, be16, hex, proto_number, rewrite},
+    HAIRPIN, NAT_PORTS, NODE,
+    frames::{End, Tuple, addr, be16, hex, proto_number, rewrite},
+    icmp::translated_back,
+    parse::{IP, Parsed, Quote, Unparsed, parse},
+    programs::{Origin, Program},
 };
-use crate::{XDP_DROP, XDP_PASS};
 
-/// A frontend as the model knows it.
+/// A frontend as the model knows it: its backends, and whether each is a
+/// pod of this node.
 #[derive(Clone, Debug)]
 pub(super) struct ModelFrontend {
     pub(super) backends: Vec<(End, bool)>,
 }
 
-/// A flow the program translated: what its packets become.
+/// A flow the programs translated: what its packets become.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ModelFlow {
     pub(super) client: End,
     pub(super) frontend: End,
     pub(super) backend: End,
-    /// The source the backend sees: the client, or (node, NAT port).
+    /// The source the backend sees: the client, or (node or hairpin
+    /// address, NAT port).
     pub(super) source: End,
     pub(super) proto: u8,
+    /// Where the client's packets come in.
+    pub(super) origin: Origin,
+    /// The backend is a pod of this node: its replies come from a veth.
+    pub(super) local: bool,
 }
 
 impl ModelFlow {
@@ -35,9 +48,18 @@ impl ModelFlow {
             proto: self.proto,
         }
     }
+
+    /// Backend → the source it saw.
+    pub(super) fn reply(&self) -> Tuple {
+        Tuple {
+            src: self.backend,
+            dst: self.source,
+            proto: self.proto,
+        }
+    }
 }
 
-/// What the program must do with a frame.
+/// What a program must do with a frame.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Expect {
     Drop,
@@ -47,23 +69,50 @@ pub(super) enum Expect {
     NewFlow(End),
     /// Rewritten to these (source, destination).
     Rewritten(End, End),
+    /// An ICMP error about a flow's packet, translated back: these bytes.
+    Translated(Vec<u8>),
 }
 
-/// What the program must do to frames, given the tables and the flows it
-/// translated so far.
+/// What a new flow's first packet taught the model.
+enum Learned {
+    /// A flow (its outcome, the source and backend it was given).
+    Flow(&'static str, End, End),
+    /// A pod's new flow, rightly dropped: its tuple towards the chosen
+    /// backend is a live flow's of another frontend.
+    Clash,
+}
+
+/// What the programs must do to frames, given the tables and the flows
+/// they translated so far.
 pub struct Model {
     frontends: HashMap<(Ipv4Addr, u16, u8), ModelFrontend>,
     /// Flows by their forward tuple (client → frontend).
     pub(super) flows: HashMap<Tuple, ModelFlow>,
     /// Forward tuples by reply tuple (backend → source).
     replies: HashMap<Tuple, Tuple>,
+    /// Source-NATed flows per (backend, protocol).
     pub(super) per_backend: HashMap<(End, u8), usize>,
 }
 
-/// The parts of a well-formed IPv4 TCP/UDP frame the model works with.
-pub(super) struct Parsed {
-    pub(super) l4: usize,
-    pub(super) tuple: Tuple,
+/// Err unless the program said `want`.
+fn verdict_is(program: Program, want: u32, got: u32, what: &str) -> Result<(), String> {
+    (want == got).then_some(()).ok_or_else(|| {
+        format!(
+            "{}: expected {what} ({want}), got verdict {got}",
+            program.name()
+        )
+    })
+}
+
+/// Err unless `out` is `want`.
+fn bytes_are(want: &[u8], out: &[u8], what: &str) -> Result<(), String> {
+    (want == out).then_some(()).ok_or_else(|| {
+        format!(
+            "expected {what}:\n  want {}\n  got  {}",
+            hex(want),
+            hex(out)
+        )
+    })
 }
 
 impl Model {
@@ -90,99 +139,13 @@ impl Model {
         }
     }
 
-    /// The datapath's parse (svc-ebpf packet.rs, as designed): Err(Drop or
-    /// Untouched) for frames that are not a well-formed IPv4 TCP/UDP
-    /// packet to consider.
-    fn parse(frame: &[u8]) -> Result<Parsed, Expect> {
-        const IP: usize = 14;
-        if frame.len() < IP || be16(frame, 12) != 0x0800 {
-            return Err(Expect::Untouched);
-        }
-        if frame.len() < IP + 20 {
-            return Err(Expect::Drop);
-        }
-        let ihl = usize::from(frame[IP] & 0x0f) * 4;
-        if frame[IP] >> 4 != 4 || ihl < 20 {
-            return Err(Expect::Drop);
-        }
-        let total = usize::from(be16(frame, IP + 2));
-        if total < ihl || IP + total > frame.len() {
-            return Err(Expect::Drop);
-        }
-        if be16(frame, IP + 6) & 0x3fff != 0 {
-            return Err(Expect::Untouched);
-        }
-        let l4 = IP + ihl;
-        let l4_len = total - ihl;
-        let proto = frame[IP + 9];
-        match proto {
-            TCP => {
-                if l4 + 14 > frame.len() {
-                    return Err(Expect::Drop);
-                }
-                let header = usize::from(frame[l4 + 12] >> 4) * 4;
-                if header < 20 || header > l4_len {
-                    return Err(Expect::Drop);
-                }
-            }
-            UDP => {
-                if l4 + 8 > frame.len() {
-                    return Err(Expect::Drop);
-                }
-                let length = usize::from(be16(frame, l4 + 4));
-                if length < 8 || length > l4_len {
-                    return Err(Expect::Drop);
-                }
-            }
-            ICMP => return Err(Self::icmp(frame, l4, IP + total)),
-            _ => return Err(Expect::Untouched),
-        }
-        Ok(Parsed {
-            l4,
-            tuple: Tuple {
-                src: (addr(frame, IP + 12), be16(frame, l4)),
-                dst: (addr(frame, IP + 16), be16(frame, l4 + 2)),
-                proto,
-            },
-        })
-    }
-
-    /// ICMP: errors quoting a TCP or UDP packet are parsed further (a
-    /// quote too short is malformed); the generator never quotes one of
-    /// the model's flows, so every well-formed one passes untouched.
-    fn icmp(frame: &[u8], icmp: usize, end: usize) -> Expect {
-        if icmp + 2 > frame.len() {
-            return Expect::Drop;
-        }
-        if ![3, 11, 12].contains(&frame[icmp]) {
-            return Expect::Untouched;
-        }
-        let inner = icmp + 8;
-        if inner + 2 > frame.len() {
-            return Expect::Drop;
-        }
-        let inner_ihl = usize::from(frame[inner] & 0x0f) * 4;
-        if frame[inner] >> 4 != 4 || inner_ihl < 20 {
-            return Expect::Drop;
-        }
-        if inner + 10 > frame.len() {
-            return Expect::Drop;
-        }
-        if ![TCP, UDP].contains(&frame[inner + 9]) {
-            return Expect::Untouched;
-        }
-        if inner + inner_ihl + 8 > end {
-            return Expect::Drop;
-        }
-        Expect::Untouched
-    }
-
     pub(super) fn expect(&self, frame: &[u8]) -> Expect {
-        let parsed = match Self::parse(frame) {
-            Ok(parsed) => parsed,
-            Err(expect) => return expect,
+        let tuple = match parse(frame) {
+            Err(Unparsed::Malformed) => return Expect::Drop,
+            Err(Unparsed::Other) => return Expect::Untouched,
+            Ok(Parsed::IcmpError(quote)) => return self.icmp_error(frame, &quote),
+            Ok(Parsed::Flow { tuple, .. }) => tuple,
         };
-        let tuple = parsed.tuple;
         if let Some(flow) = self.flows.get(&tuple) {
             return Expect::Rewritten(flow.source, flow.backend);
         }
@@ -199,108 +162,169 @@ impl Model {
         Expect::Untouched
     }
 
-    /// Checks the program's answer to `frame`; learns a new flow from it.
-    pub(super) fn check(&mut self, frame: &[u8], verdict: u32, out: &[u8]) -> Result<(), String> {
-        let expect = self.expect(frame);
-        let (source, destination) = match expect {
+    /// An ICMP error is translated back when it quotes a packet a flow
+    /// sent to its backend: that packet's reply is the flow's. Any other
+    /// (about a reply, which a client reports to the frontend; about no
+    /// flow) passes untouched.
+    fn icmp_error(&self, frame: &[u8], quote: &Quote) -> Expect {
+        let reply = Tuple {
+            src: quote.tuple.dst,
+            dst: quote.tuple.src,
+            proto: quote.tuple.proto,
+        };
+        let Some(forward) = self.replies.get(&reply) else {
+            return Expect::Untouched;
+        };
+        let flow = &self.flows[forward];
+        let snat_client = (flow.source != flow.client).then_some(flow.client);
+        Expect::Translated(translated_back(frame, quote, flow.frontend, snat_client))
+    }
+
+    /// Checks `program`'s answer to `frame`; learns a new flow from it.
+    /// Ok says what the answer was (the report counts each outcome).
+    pub(super) fn check(
+        &mut self,
+        program: Program,
+        frame: &[u8],
+        verdict: u32,
+        out: &[u8],
+    ) -> Result<&'static str, String> {
+        let pass = program.pass();
+        let (outcome, source, destination) = match self.expect(frame) {
             Expect::Drop => {
-                return (verdict == XDP_DROP)
-                    .then_some(())
-                    .ok_or_else(|| format!("expected XDP_DROP, got verdict {verdict}"));
+                verdict_is(program, program.drop(), verdict, "a drop")?;
+                return Ok("dropped");
             }
             Expect::Untouched => {
-                if verdict != XDP_PASS {
-                    return Err(format!(
-                        "expected XDP_PASS untouched, got verdict {verdict}"
-                    ));
-                }
-                return (out == frame)
-                    .then_some(())
-                    .ok_or_else(|| "expected the frame untouched".to_owned());
+                verdict_is(program, pass, verdict, "a pass")?;
+                bytes_are(frame, out, "the frame untouched")?;
+                return Ok("untouched");
             }
-            Expect::Rewritten(source, destination) => (source, destination),
-            Expect::NewFlow(frontend_end) => self.learn(frame, frontend_end, verdict, out)?,
+            Expect::Translated(expected) => {
+                verdict_is(program, pass, verdict, "a pass")?;
+                bytes_are(&expected, out, "the ICMP error translated back")?;
+                return Ok("icmp_error_translated_back");
+            }
+            Expect::Rewritten(source, destination) => ("translated", source, destination),
+            Expect::NewFlow(frontend) => {
+                match self.learn(program, frame, frontend, verdict, out)? {
+                    Learned::Flow(outcome, source, backend) => (outcome, source, backend),
+                    Learned::Clash => return Ok("new_flow_clash_dropped"),
+                }
+            }
         };
-        if verdict != XDP_PASS {
-            return Err(format!(
-                "expected XDP_PASS rewritten, got verdict {verdict}"
-            ));
-        }
+        verdict_is(program, pass, verdict, "a pass")?;
         let expected = rewrite(frame, source, destination);
-        if out != expected {
-            return Err(format!(
-                "expected {source:?} -> {destination:?}:\n  want {}\n  got  {}",
-                hex(&expected),
-                hex(out)
-            ));
-        }
-        Ok(())
+        bytes_are(&expected, out, &format!("{source:?} -> {destination:?}"))?;
+        Ok(outcome)
     }
 
     /// A new flow: the backend and NAT port the program chose, checked
     /// against what it may choose, and remembered.
     fn learn(
         &mut self,
+        program: Program,
         frame: &[u8],
         frontend_end: End,
         verdict: u32,
         out: &[u8],
-    ) -> Result<(End, End), String> {
-        if verdict != XDP_PASS {
-            return Err(format!(
-                "new flow: expected XDP_PASS, got verdict {verdict}"
-            ));
-        }
-        let Ok(parsed) = Self::parse(frame) else {
+    ) -> Result<Learned, String> {
+        let Ok(Parsed::Flow { l4, tuple }) = parse(frame) else {
             return Err("new flow that does not parse".into());
         };
-        let tuple = parsed.tuple;
+        let origin = program.origin();
+        let frontend = &self.frontends[&(frontend_end.0, frontend_end.1, tuple.proto)];
+        if origin == Origin::Pod && verdict == program.drop() {
+            // The model cannot know which backend was picked; one of them
+            // at least must clash (as netfilter drops a clash).
+            let may_clash = frontend
+                .backends
+                .iter()
+                .any(|(b, _)| b.0 != tuple.src.0 && self.clashes(*b, &tuple, frontend_end));
+            return match may_clash && out == frame {
+                true => Ok(Learned::Clash),
+                false => Err("a pod's new flow was dropped, but no backend clashes".into()),
+            };
+        }
+        verdict_is(program, program.pass(), verdict, "a pass of a new flow")?;
         if out.len() != frame.len() {
             return Err("new flow: length changed".into());
         }
-        let chosen_source = (addr(out, 26), be16(out, parsed.l4));
-        let backend = (addr(out, 30), be16(out, parsed.l4 + 2));
-        let frontend = &self.frontends[&(frontend_end.0, frontend_end.1, tuple.proto)];
+        let chosen_source = (addr(out, IP + 12), be16(out, l4));
+        let backend = (addr(out, IP + 16), be16(out, l4 + 2));
         let Some(&(_, local)) = frontend.backends.iter().find(|(b, _)| *b == backend) else {
             return Err(format!(
                 "new flow went to {backend:?}, not a backend of {frontend_end:?}"
             ));
         };
-        let source = if local {
-            tuple.src
-        } else {
-            let (node, port) = chosen_source;
-            if node != NODE || !(NAT_PORTS.0..=NAT_PORTS.1).contains(&port) {
+        // The source the backend must see (flow.rs `new_flow`): external
+        // traffic to a backend elsewhere comes from the node; a pod
+        // reaching itself, or a client whose tuple towards the backend is
+        // another frontend's live flow's, from the hairpin address (a
+        // pod's clashing flow is dropped instead).
+        let hairpin = origin == Origin::Pod && backend.0 == tuple.src.0;
+        let clash = !hairpin && self.clashes(backend, &tuple, frontend_end);
+        let snat = match origin {
+            Origin::World if !local => Some(NODE),
+            Origin::World if clash => Some(HAIRPIN),
+            Origin::Pod if hairpin => Some(HAIRPIN),
+            Origin::Pod if clash => {
                 return Err(format!(
-                    "remote backend: source {chosen_source:?} is not a NAT port"
+                    "a pod's new flow to {backend:?} took the tuple of a live flow"
                 ));
             }
-            chosen_source
+            _ => None,
         };
-        let reply = Tuple {
-            src: backend,
-            dst: source,
+        let source = match snat {
+            Some(address) => {
+                let (node, port) = chosen_source;
+                if node != address || !(NAT_PORTS.0..=NAT_PORTS.1).contains(&port) {
+                    return Err(format!(
+                        "expected a NAT port of {address}, got source {chosen_source:?}"
+                    ));
+                }
+                chosen_source
+            }
+            None => tuple.src,
+        };
+        let flow = ModelFlow {
+            client: tuple.src,
+            frontend: frontend_end,
+            backend,
+            source,
             proto: tuple.proto,
+            origin,
+            local,
         };
-        if self.replies.contains_key(&reply) {
+        if self.replies.contains_key(&flow.reply()) {
             return Err(format!(
-                "NAT port {source:?} to {backend:?} is another flow's"
+                "source {source:?} to {backend:?} is another flow's"
             ));
         }
-        self.flows.insert(
-            tuple,
-            ModelFlow {
-                client: tuple.src,
-                frontend: frontend_end,
-                backend,
-                source,
-                proto: tuple.proto,
-            },
-        );
-        self.replies.insert(reply, tuple);
-        if !local {
+        self.flows.insert(tuple, flow);
+        self.replies.insert(flow.reply(), tuple);
+        if snat.is_some() {
             *self.per_backend.entry((backend, tuple.proto)).or_default() += 1;
         }
-        Ok((source, backend))
+        let outcome = match snat {
+            Some(address) if address == NODE => "new_flow_snat_to_node",
+            Some(_) => "new_flow_snat_to_hairpin",
+            None => "new_flow",
+        };
+        Ok(Learned::Flow(outcome, source, backend))
+    }
+
+    /// Whether a new flow of `tuple` (client → `frontend`) sent to
+    /// `backend` as it is would take the reply tuple of a live flow of
+    /// another frontend.
+    fn clashes(&self, backend: End, tuple: &Tuple, frontend: End) -> bool {
+        let reply = Tuple {
+            src: backend,
+            dst: tuple.src,
+            proto: tuple.proto,
+        };
+        self.replies
+            .get(&reply)
+            .is_some_and(|forward| self.flows[forward].frontend != frontend)
     }
 }
