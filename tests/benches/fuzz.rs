@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz [--packets N] [--seed S]` (SVC_FUZZ_PACKETS,
 //! SVC_FUZZ_SEED): frames through the packet programs against the reference
-//! model of tests/src/fuzz.rs, in a network namespace of its own. Writes
+//! model of tests/src/fuzz/, in a network namespace of its own. Writes
 //! target/svc-bench/fuzz.json; exits 1 on any mismatch or kernel error,
 //! printing the frames to replay. Needs root.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark")]
