@@ -1,6 +1,6 @@
 //! `cargo xtask fuzz [--packets N] [--seed S]` (SVC_FUZZ_PACKETS,
-//! SVC_FUZZ_SEED): frames through the NIC program against the reference
-//! model of tests/src/fuzz.rs, in a network namespace of its own. Writes
+//! SVC_FUZZ_SEED): frames through the packet programs against the reference
+//! model of tests/src/fuzz/, in a network namespace of its own. Writes
 //! target/svc-bench/fuzz.json; exits 1 on any mismatch or kernel error,
 //! printing the frames to replay. Needs root.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark")]
@@ -36,8 +36,15 @@ fn main() {
         report.frontends,
         report.flows,
     );
-    for (kind, count) in &report.by_kind {
-        println!("  {kind:<20} {count}");
+    for (what, counts) in [
+        ("kind", &report.by_kind),
+        ("program", &report.by_program),
+        ("outcome", &report.by_outcome),
+    ] {
+        println!("by {what}:");
+        for (name, count) in counts {
+            println!("  {name:<32} {count}");
+        }
     }
     for mismatch in &report.first_mismatches {
         println!("MISMATCH {mismatch}");

@@ -113,7 +113,7 @@ const SKB_GSO_SIZE: usize = 176;
 /// An __sk_buff for a packet that came in on interface 1: the loopback of
 /// the calling thread's namespace, where the program's route lookups then
 /// happen.
-fn skb_from_loopback() -> [u8; SKB_GSO_SIZE + 4] {
+pub fn skb_from_loopback() -> [u8; SKB_GSO_SIZE + 4] {
     let mut ctx = [0u8; SKB_GSO_SIZE + 4];
     ctx[SKB_INGRESS_IFINDEX..SKB_INGRESS_IFINDEX + 4].copy_from_slice(&1u32.to_ne_bytes());
     ctx

@@ -1,5 +1,5 @@
-//! The fuzzer's reference model agrees with the NIC program on every frame
-//! kind (a short run; `cargo xtask fuzz` runs long ones), for a fixed seed
+//! The fuzzer's reference model agrees with the packet programs (NIC XDP,
+//! NIC TC, pod TC) on every frame kind (a short run; `cargo xtask fuzz` runs long ones), for a fixed seed
 //! and a fresh one.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -24,6 +24,20 @@ fn fuzz(seed: u64, packets: u64) {
         report.by_kind
     );
     assert!(report.flows > 0);
+    // Every program ran, and the paths the new kinds are for were taken.
+    assert_eq!(report.by_program.len(), 3, "{:?}", report.by_program);
+    for outcome in [
+        "new_flow_snat_to_node",
+        "new_flow_snat_to_hairpin",
+        "icmp_error_translated_back",
+        "translated",
+    ] {
+        assert!(
+            report.by_outcome.get(outcome).is_some_and(|n| *n > 0),
+            "{outcome}: {:?}",
+            report.by_outcome
+        );
+    }
 }
 
 #[test]

@@ -60,8 +60,8 @@ enum Task {
         #[arg(long = "scenario")]
         scenarios: Vec<String>,
     },
-    /// Random and mutated frames through the NIC program, each output
-    /// compared byte for byte with a reference model (tests/src/fuzz.rs):
+    /// Random and mutated frames through the NIC (XDP, TC) and pod programs, each output
+    /// compared byte for byte with a reference model (tests/src/fuzz/):
     /// target/svc-bench/fuzz.json. Fails on any mismatch or kernel error.
     Fuzz {
         /// Frames to send.

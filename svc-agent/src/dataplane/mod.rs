@@ -288,6 +288,26 @@ impl Datapath {
     pub fn xdp_pass_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
         program_mut(&mut self.ebpf, XDP_PASS_PROGRAM)
     }
+
+    /// The three packet programs side by side, to run each on crafted
+    /// packets in turn (the fuzzer).
+    pub fn packet_programs(&self) -> Result<PacketPrograms<'_>, DataplaneError> {
+        Ok(PacketPrograms {
+            from_world: program(&self.ebpf, FROM_WORLD_PROGRAM)?,
+            from_world_tc: program(&self.ebpf, FROM_WORLD_TC_PROGRAM)?,
+            from_pod: program(&self.ebpf, FROM_POD_PROGRAM)?,
+        })
+    }
+}
+
+/// The packet programs of a [`Datapath`], borrowed together.
+pub struct PacketPrograms<'a> {
+    /// XDP on node NICs.
+    pub from_world: &'a Xdp,
+    /// TC ingress on node NICs, behind the XDP program.
+    pub from_world_tc: &'a SchedClassifier,
+    /// TC ingress on the host side of pod veths.
+    pub from_pod: &'a SchedClassifier,
 }
 
 impl Tables {
@@ -331,6 +351,23 @@ where
     })?;
     program
         .try_into()
+        .map_err(|source| DataplaneError::Program {
+            name,
+            source: Box::new(source),
+        })
+}
+
+/// [`program_mut`], shared.
+fn program<'a, T>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a T, DataplaneError>
+where
+    &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let invalid = || aya::programs::ProgramError::InvalidName {
+        name: name.to_owned(),
+    };
+    let program = ebpf.program(name).ok_or_else(invalid);
+    program
+        .and_then(TryInto::try_into)
         .map_err(|source| DataplaneError::Program {
             name,
             source: Box::new(source),
