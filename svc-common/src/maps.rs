@@ -26,6 +26,12 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG_V1";
     pub const SOCK_REV_NAT: &str = "SOCK_RNAT_V1";
     pub const TABLES_GENERATION: &str = "TABLES_GEN_V1";
+    /// Interfaces the NIC's XDP program may send packets out of (ifindex →
+    /// the interface's XDP features, as the kernel reports them). Not
+    /// pinned, so not in [`ALL`]: each agent fills its own from the kernel
+    /// when it attaches and on every rescan; empty, it only sends more
+    /// packets the TC program's way.
+    pub const XDP_TARGETS: &str = "XDP_TARGETS_V1";
     /// Maps earlier versions pinned and this one no longer uses (a layout
     /// change gets a new name): unpinned when an agent loads.
     pub const RETIRED: [&str; 1] = ["DROPS_V1"];
@@ -64,6 +70,12 @@ pub const MAX_NEW_FLOWS: u32 = 65_536;
 pub const MAX_AFFINITY: u32 = 65_536;
 pub const MAX_SOURCE_RANGES: u32 = 16_384;
 pub const MAX_SOCKETS: u32 = 65_536;
+pub const MAX_XDP_TARGETS: u32 = 1_024;
+/// The XDP_TARGETS key no interface has (indexes start at 1): present once
+/// the agent has filled the list. Without it the list is unknown and every
+/// interface is taken to transmit XDP frames (a datapath loaded without
+/// an agent, as packet tests do).
+pub const XDP_TARGETS_KNOWN: u32 = 0;
 
 /// Which traffic a frontend entry serves. Scope 0 is the only one written so
 /// far; the field is reserved for per-traffic-policy tables.

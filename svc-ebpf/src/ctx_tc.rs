@@ -31,6 +31,7 @@ fn bounds(ctx: &TcContext) -> (usize, usize) {
 
 impl Packet for TcContext {
     const RESOLVES_NEIGHBOURS: bool = true;
+    const SENDS_ANYWHERE: bool = true;
 
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason> {
@@ -99,6 +100,11 @@ impl Packet for TcContext {
     fn ingress_ifindex(&self) -> u32 {
         // SAFETY: the context pointer the kernel handed us.
         unsafe { (*self.skb.skb).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn listed_target(&self, _ifindex: u32) -> bool {
+        true
     }
 
     #[inline(always)]

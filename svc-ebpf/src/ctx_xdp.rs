@@ -6,11 +6,12 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use svc_common::{DropReason, proto};
+use svc_common::{DropReason, XDP_TARGETS_KNOWN, proto};
 
 use crate::{
     csum,
     headers::{IP_CSUM_OFF, IP_SADDR_OFF, TCP_CSUM_AT, UDP_CSUM_AT, UDP_HLEN},
+    maps::XDP_TARGETS_V1,
     packet::{Ipv4Flow, Packet, SummedRewrite},
 };
 
@@ -103,6 +104,7 @@ fn rewrite_l4_cached<const SPAN: usize, const CSUM_AT: usize>(
 
 impl Packet for XdpContext {
     const RESOLVES_NEIGHBOURS: bool = false;
+    const SENDS_ANYWHERE: bool = false;
 
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason> {
@@ -196,6 +198,12 @@ impl Packet for XdpContext {
     fn ingress_ifindex(&self) -> u32 {
         // SAFETY: `ctx` points at the xdp_md the kernel handed us.
         unsafe { (*self.ctx).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn listed_target(&self, ifindex: u32) -> bool {
+        XDP_TARGETS_V1.get_ptr(XDP_TARGETS_KNOWN).is_none()
+            || XDP_TARGETS_V1.get_ptr(ifindex).is_some()
     }
 
     #[inline(always)]

@@ -215,6 +215,10 @@ fn refuse<P: Packet>(pkt: &P, flow: &Ipv4Flow, drop: bool) -> Result<Action, Dro
     if drop {
         return Err(DropReason::NoBackendDrop);
     }
+    if !P::SENDS_ANYWHERE && !pkt.listed_target(pkt.ingress_ifindex()) {
+        // XDP cannot send the answer back: the TC program will.
+        return Ok(Action::PASS);
+    }
     if flow.proto == proto::TCP {
         reject::tcp_reset(pkt, flow)?;
         Ok(Action::bounce(DropReason::NoBackendReset))
@@ -316,7 +320,12 @@ fn answer_if_undeliverable<P: Packet>(
     saddr_be: u32,
     daddr_be: u32,
 ) -> Result<Option<Action>, DropReason> {
+    // An answer XDP cannot send back is left to the TC program.
+    let untouched = Ok(Some(Action::PASS));
     if route::expires(pkt, flow, route, saddr_be, daddr_be) {
+        if !P::SENDS_ANYWHERE && !pkt.listed_target(pkt.ingress_ifindex()) {
+            return untouched;
+        }
         reject::time_exceeded(pkt, flow)?;
         return Ok(Some(Action::bounce(DropReason::TimeExceeded)));
     }
@@ -328,6 +337,9 @@ fn answer_if_undeliverable<P: Packet>(
             None => return Ok(None),
         },
     };
+    if !P::SENDS_ANYWHERE && !pkt.listed_target(pkt.ingress_ifindex()) {
+        return untouched;
+    }
     reject::fragmentation_needed(pkt, flow, mtu)?;
     Ok(Some(Action::bounce(DropReason::FragmentationNeeded)))
 }

@@ -10,8 +10,8 @@ use aya_ebpf::{
 use svc_common::{
     Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
     FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS,
-    MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, NodeConfig, RevNat, ServiceSlot, SockKey,
-    SourceRange, TablesGeneration, flow_cache,
+    MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, NodeConfig, RevNat,
+    ServiceSlot, SockKey, SourceRange, TablesGeneration, flow_cache,
 };
 
 /// Maps only the agent writes are not preallocated: they hold what the
@@ -170,3 +170,14 @@ pub static CONFIG_V1: Array<NodeConfig, 1> = Array::new();
 /// stands for (UDP replies, getpeername).
 #[btf_map]
 pub static SOCK_RNAT_V1: LruHashMap<SockKey, RevNat, { MAX_SOCKETS as usize }> = LruHashMap::new();
+
+/// Interfaces whose driver transmits XDP frames (ifindex → its XDP
+/// features, netdev's NETDEV_XDP_ACT_* bits), written by the agent. XDP
+/// sends a packet out of (or back out of) one of these only: redirected
+/// to any other (a VLAN, a VXLAN, a veth whose peer has no XDP program),
+/// the kernel drops it. The TC program, whose skbs go anywhere, takes
+/// such packets instead. Until the agent first fills it (key
+/// XDP_TARGETS_KNOWN), every interface counts as one. Not pinned.
+#[btf_map]
+pub static XDP_TARGETS_V1: HashMap<u32, u64, { MAX_XDP_TARGETS as usize }, AGENT_WRITTEN> =
+    HashMap::new();

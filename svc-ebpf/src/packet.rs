@@ -18,6 +18,12 @@ pub trait Packet {
     /// Whether this program type can send to a next hop whose MAC address
     /// is not known yet (TC: bpf_redirect_neigh; XDP cannot).
     const RESOLVES_NEIGHBOURS: bool;
+    /// Whether this program type can send a packet out of any interface
+    /// (TC); else only out of those [`Self::listed_target`] says. Test it
+    /// first, as a constant, where the check is made: the TC programs,
+    /// whose stack has no room to spare, then get none of the check's code
+    /// (a method doing both, even inlined, costs them stack).
+    const SENDS_ANYWHERE: bool;
     /// Reads a `T` at `offset`, or fails when the packet is shorter. `T` is
     /// at least two bytes: byte fields are read in pairs (see ctx_tc.rs).
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason>;
@@ -77,6 +83,11 @@ pub trait Packet {
     fn resize(&self, len: usize) -> Result<(), DropReason>;
     /// The interface the packet arrived on.
     fn ingress_ifindex(&self) -> u32;
+    /// Whether XDP_TARGETS_V1 lists `ifindex`: an XDP program's packet sent
+    /// out of it (or back out of the one it came in on) gets there, through
+    /// a driver that transmits XDP frames. Elsewhere the packet must go on
+    /// untouched to the TC program.
+    fn listed_target(&self, ifindex: u32) -> bool;
     /// For a GSO packet (TC only: locally made with TSO, or merged by GRO),
     /// the payload of each segment the kernel will cut it into; else 0.
     fn gso_size(&self) -> u32;

@@ -46,10 +46,11 @@ impl Route {
     /// Without any route the packet is translated and left to the stack,
     /// which knows best what to do with it.
     #[inline(always)]
-    pub fn usable_by<P: Packet>(&self) -> bool {
+    pub fn usable_by<P: Packet>(&self, pkt: &P) -> bool {
         match self {
             Route::Unresolved { .. } => P::RESOLVES_NEIGHBOURS,
-            Route::Resolved { .. } | Route::Stack | Route::TooBig { .. } => true,
+            Route::Resolved { ifindex, .. } => P::SENDS_ANYWHERE || pkt.listed_target(*ifindex),
+            Route::Stack | Route::TooBig { .. } => true,
         }
     }
 }
@@ -64,7 +65,7 @@ pub fn plan<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, flow: &Ipv4Flow) -
         Route::TooBig { .. } if !flow.dont_fragment => Route::Stack,
         route => route,
     };
-    route.usable_by::<P>().then_some(route)
+    route.usable_by(pkt).then_some(route)
 }
 
 /// Packets up to this size skip the path MTU check of [`too_big`]: no link
@@ -146,7 +147,7 @@ pub fn plan_raw<P: Packet>(
         Route::TooBig { .. } => Route::Stack,
         route => route,
     };
-    route.usable_by::<P>().then_some(route)
+    route.usable_by(pkt).then_some(route)
 }
 
 /// The route of a packet from `saddr` to `daddr` (its addresses after

@@ -379,6 +379,57 @@ fn narrow_route_namespace(name: &str) -> svc_lab::netns::Netns {
     ns
 }
 
+/// The NIC program sends a packet out of an interface itself only where
+/// the kernel says the driver transmits XDP frames (XDP_TARGETS_V1, which
+/// the agent fills): a veth does while its peer has an XDP program.
+/// Redirected elsewhere, the kernel would drop the packet after the
+/// program, uncounted; so it goes on untouched to the TC program behind,
+/// which sends it. Before the list is first filled, nothing is held back.
+#[test]
+fn xdp_sends_only_out_of_interfaces_that_take_xdp_frames() {
+    let ns = narrow_route_namespace("xdpt");
+    resolve_next_hop(&ns);
+    let dns = remote_dns();
+    let query = udp_frame((CLIENT, 40000), (NODE, 30053), b"query");
+    let input = query.clone();
+    let (unknown, held_back, by_tc, listed) = ns
+        .in_thread(move || {
+            let mut datapath = load_with(&[dns]);
+            let unknown = world(&mut datapath, &input).0;
+            datapath.refresh_xdp_targets().unwrap();
+            let held_back = world(&mut datapath, &input);
+            let tc = datapath.packet_programs().unwrap().from_world_tc;
+            let by_tc = run_tc_in_namespace(tc, &input);
+            datapath.attach_xdp_pass("v1").unwrap();
+            datapath.refresh_xdp_targets().unwrap();
+            let listed = world(&mut datapath, &input).0;
+            (unknown, held_back, by_tc, listed)
+        })
+        .unwrap();
+    assert_eq!(unknown, XDP_REDIRECT, "no list yet");
+    assert_eq!(held_back, (XDP_PASS, query), "v0 takes no XDP frames yet");
+    assert_eq!(by_tc.0, TC_ACT_REDIRECT);
+    assert_eq!(endpoints(&by_tc.1), ((NODE, 40000), (REMOTE_POD, 5353)));
+    assert_eq!(listed, XDP_REDIRECT, "v1 has an XDP program now");
+}
+
+/// Makes the next hop of [`narrow_route_namespace`]'s route known, so
+/// that XDP, which cannot resolve one, routes packets itself.
+fn resolve_next_hop(ns: &svc_lab::netns::Netns) {
+    ns.ip(&[
+        "neigh",
+        "add",
+        "198.18.3.2",
+        "lladdr",
+        "02:00:00:00:00:02",
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+}
+
 /// UDP NodePort 30053 in front of a pod on another node.
 fn remote_dns() -> Frontend {
     frontend(
@@ -481,18 +532,7 @@ fn gso_packets_are_checked_against_the_path_mtu_by_segment() {
 fn an_expiring_ttl_is_answered_with_time_exceeded() {
     let ns = narrow_route_namespace("ttl");
     // The next hop resolved, so XDP routes the NodePort's packets itself.
-    ns.ip(&[
-        "neigh",
-        "add",
-        "198.18.3.2",
-        "lladdr",
-        "02:00:00:00:00:02",
-        "dev",
-        "v0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
+    resolve_next_hop(&ns);
     let dns = remote_dns();
     let web = remote_web();
     let query = |ttl| with_ttl(udp_frame((CLIENT, 40000), (NODE, 30053), b"query"), ttl);

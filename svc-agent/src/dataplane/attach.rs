@@ -6,6 +6,7 @@ use std::{fs, os::fd::AsFd as _, path::Path, path::PathBuf};
 
 use aya::{
     Ebpf,
+    maps::HashMap,
     programs::{
         CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -14,8 +15,10 @@ use aya::{
 
 use super::{
     BoxError, Datapath, DataplaneError, FROM_POD_PROGRAM, FROM_WORLD_PROGRAM,
-    FROM_WORLD_TC_PROGRAM, SOCKET_PROGRAMS, XDP_PASS_PROGRAM, program_mut, sys,
+    FROM_WORLD_TC_PROGRAM, SOCKET_PROGRAMS, XDP_PASS_PROGRAM, maps::map_error, program_mut, sys,
+    xdp_targets,
 };
+use svc_common::{XDP_TARGETS_KNOWN, names};
 
 impl Datapath {
     /// Attaches the NIC programs to a node interface that Service traffic
@@ -25,7 +28,44 @@ impl Datapath {
     pub fn attach_node_interface(&mut self, interface: &str) -> Result<(), DataplaneError> {
         self.attach_tc(FROM_WORLD_TC_PROGRAM, "from_world_tc", interface)?;
         let link_pin = self.link_pin("from_world", interface);
-        self.attach_xdp(FROM_WORLD_PROGRAM, interface, link_pin)
+        self.attach_xdp(FROM_WORLD_PROGRAM, interface, link_pin)?;
+        // Many drivers transmit XDP frames only once an XDP program is
+        // attached to them: read the list after.
+        self.refresh_xdp_targets().map(|_| ())
+    }
+
+    /// Writes XDP_TARGETS_V1 afresh: the interfaces the kernel says
+    /// transmit XDP frames now (see xdp_targets.rs). Returns how many.
+    pub fn refresh_xdp_targets(&mut self) -> Result<usize, DataplaneError> {
+        let mut wanted =
+            xdp_targets::transmitters().map_err(|source| DataplaneError::XdpTargets { source })?;
+        let count = wanted.len();
+        wanted.insert(XDP_TARGETS_KNOWN, 0);
+        let map = self.ebpf.map_mut(names::XDP_TARGETS).ok_or_else(|| {
+            map_error(names::XDP_TARGETS)(aya::maps::MapError::InvalidName {
+                name: names::XDP_TARGETS.to_owned(),
+            })
+        })?;
+        let mut targets =
+            HashMap::<_, u32, u64>::try_from(map).map_err(map_error(names::XDP_TARGETS))?;
+        let stale: Vec<u32> = targets
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|ifindex| !wanted.contains_key(ifindex))
+            .collect();
+        for ifindex in stale {
+            targets
+                .remove(&ifindex)
+                .map_err(map_error(names::XDP_TARGETS))?;
+        }
+        for (ifindex, features) in &wanted {
+            if targets.get(ifindex, 0).ok() != Some(*features) {
+                targets
+                    .insert(ifindex, features, 0)
+                    .map_err(map_error(names::XDP_TARGETS))?;
+            }
+        }
+        Ok(count)
     }
 
     /// Whether an earlier agent's NIC program link on `interface` is

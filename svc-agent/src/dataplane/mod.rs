@@ -25,6 +25,7 @@ mod plan_tests;
 mod readback;
 mod sys;
 mod tables;
+mod xdp_targets;
 
 use std::{
     fs, io,
@@ -120,6 +121,10 @@ pub enum DataplaneError {
         name: &'static str,
         source: io::Error,
     },
+    #[error(
+        "reading which interfaces transmit XDP frames (netdev generic netlink) failed: {source}"
+    )]
+    XdpTargets { source: io::Error },
     #[error("{service}: loadBalancerSourceRanges entry {range:?} is not an IPv4 CIDR")]
     BadSourceRange { service: String, range: String },
     #[error("the {map} map is full: {service} did not fit ({entries} entries)")]

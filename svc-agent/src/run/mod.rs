@@ -156,6 +156,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
             _ = rescan.tick() => {
                 pods.attach_new(&mut datapath, &status, "rescan");
                 nodes.rescan(&mut datapath, &status);
+                nodes.refresh_xdp_targets(&mut datapath);
                 health_check_servers.bind_missing().await;
             }
             changed = link_changed(&mut link_events) => {
@@ -164,6 +165,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                     link_events = None;
                 }
                 pods.attach_new(&mut datapath, &status, "link event");
+                nodes.refresh_xdp_targets(&mut datapath);
             }
             changed = snapshots.changed() => {
                 if changed.is_err() {

@@ -51,6 +51,8 @@ pub struct NodeInterfaces {
     failing: BTreeSet<String>,
     /// Whether the Node's addresses were reported held by no interface.
     reported_unheld: bool,
+    /// Whether reading the interfaces that take XDP frames failed last time.
+    xdp_targets_failing: bool,
 }
 
 impl NodeInterfaces {
@@ -69,6 +71,7 @@ impl NodeInterfaces {
             attached: BTreeSet::new(),
             failing: BTreeSet::new(),
             reported_unheld: false,
+            xdp_targets_failing: false,
         };
         if this.given {
             for interface in &settings.node_interfaces {
@@ -154,6 +157,25 @@ impl NodeInterfaces {
             }
         }
         self.attach_found(datapath, status);
+    }
+
+    /// Reads again which interfaces transmit XDP frames (they change as
+    /// XDP programs come and go, here and on veth peers), so the NIC
+    /// program sends packets only where they arrive; the rest take the TC
+    /// program's way. A failure is logged once, until it works again.
+    pub fn refresh_xdp_targets(&mut self, datapath: &mut Datapath) {
+        match datapath.refresh_xdp_targets() {
+            Ok(count) => {
+                if std::mem::replace(&mut self.xdp_targets_failing, false) {
+                    tracing::info!(count, "interfaces taking XDP frames read again");
+                }
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut self.xdp_targets_failing, true) {
+                    tracing::warn!(%error, "cannot read which interfaces take XDP frames: the NIC program keeps its last list");
+                }
+            }
+        }
     }
 
     /// Takes `name` as a node interface unless it is loopback or a pod's.
