@@ -16,13 +16,16 @@ use k8s_openapi::{
             ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort,
             ServiceSpec, ServiceStatus, SessionAffinityConfig,
         },
-        discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
+        discovery::v1::{
+            Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForZone,
+        },
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use proptest::{prelude::*, sample::Index};
 
 use super::{frontend_order, service_frontends};
+use crate::model::endpoints::endpoints_of_port;
 use crate::model::{
     BackendState, Config, Frontend, FrontendKind, LABEL_SERVICE_NAME, LeftOut, LeftOutReason,
     NodeContext, OnEmpty, Protocol, Snapshot, Translator, namespace_of, object_key,
@@ -189,11 +192,17 @@ prop_compose! {
         addresses in endpoint_addresses(),
         node_name in prop::sample::select(&[None, Some(NODE), Some("node-2")][..]),
         conditions in conditions(),
+        zone_hint in prop::option::of(prop::sample::select(&["zone-a", "zone-b"][..])),
     ) -> Endpoint {
         Endpoint {
             addresses,
             node_name: node_name.map(str::to_owned),
             conditions: Some(conditions),
+            // Read, not followed: no generated Service asks for topology.
+            hints: zone_hint.map(|zone| EndpointHints {
+                for_zones: Some(vec![ForZone { name: zone.to_owned() }]),
+                ..EndpointHints::default()
+            }),
             ..Endpoint::default()
         }
     }
@@ -396,9 +405,9 @@ fn service_named<'a>(cluster: &'a Cluster, key: &str) -> &'a Service {
         .expect("a frontend names a generated Service")
 }
 
-/// The Service's own slices, by name (as the translator orders them).
-fn slices_of<'a>(cluster: &'a Cluster, service: &Service) -> Vec<&'a EndpointSlice> {
-    let mut slices: Vec<&EndpointSlice> = cluster
+/// The Service's own slices, as they come in the cluster.
+fn slices_in_order<'a>(cluster: &'a Cluster, service: &Service) -> Vec<&'a EndpointSlice> {
+    cluster
         .slices
         .iter()
         .filter(|slice| {
@@ -410,7 +419,12 @@ fn slices_of<'a>(cluster: &'a Cluster, service: &Service) -> Vec<&'a EndpointSli
                     .and_then(|labels| labels.get(LABEL_SERVICE_NAME))
                     == service.metadata.name.as_ref()
         })
-        .collect();
+        .collect()
+}
+
+/// The Service's own slices, by name (as the translator orders them).
+fn slices_of<'a>(cluster: &'a Cluster, service: &Service) -> Vec<&'a EndpointSlice> {
+    let mut slices = slices_in_order(cluster, service);
     slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     slices
 }
@@ -790,6 +804,26 @@ proptest! {
         for (snapshot, node, config) in [&first, &second, &first] {
             let fresh = outcome_of(&mut Translator::default(), snapshot, node, config);
             prop_assert_eq!(outcome_of(&mut translator, snapshot, node, config), fresh);
+        }
+    }
+
+    /// An endpoint in several slices (a Service's slices are named at
+    /// random) merges into the same one whichever slice comes first.
+    #[test]
+    fn an_endpoint_in_several_slices_merges_the_same_in_any_order(
+        (cluster, _, shuffled) in cluster_and_shuffled(),
+    ) {
+        let shuffled = Cluster { slices: shuffled, ..cluster.clone() };
+        for service in &cluster.services {
+            let ports = service.spec.iter().flat_map(|spec| spec.ports.iter().flatten());
+            for port in ports {
+                let name = port.name.as_deref().unwrap_or("");
+                let protocol = Protocol::from_api(port.protocol.as_deref()).expect("generated");
+                let merged = |cluster: &Cluster| {
+                    endpoints_of_port(slices_in_order(cluster, service), name, protocol, NODE)
+                };
+                prop_assert_eq!(merged(&cluster), merged(&shuffled));
+            }
         }
     }
 }
