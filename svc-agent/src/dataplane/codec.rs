@@ -160,3 +160,7 @@ pub fn meta_text(field: &[u8], len: u8) -> String {
     let len = usize::from(len).min(field.len());
     String::from_utf8_lossy(&field[..len]).into_owned()
 }
+
+#[cfg(test)]
+#[path = "codec_props.rs"]
+mod props;

@@ -28,9 +28,19 @@ pub(crate) struct Endpoint {
 impl Endpoint {
     /// How strongly a copy of an endpoint found in several slices claims
     /// its place: a local copy wins (as upstream), then a ready one, then a
-    /// serving one, so the merge does not depend on slice order.
-    fn claim(&self) -> (bool, bool, bool) {
-        (self.is_local, self.ready, self.serving)
+    /// serving one, then one that says it is terminating (usable when
+    /// nothing is ready; an older controller writes `ready` alone). Copies
+    /// alike in all that are told apart by their hints: every field
+    /// counts, so the merge does not depend on slice order.
+    fn claim(&self) -> (bool, bool, bool, bool, &BTreeSet<String>, &BTreeSet<String>) {
+        (
+            self.is_local,
+            self.ready,
+            self.serving,
+            self.terminating,
+            &self.zone_hints,
+            &self.node_hints,
+        )
     }
 }
 

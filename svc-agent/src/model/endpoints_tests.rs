@@ -47,6 +47,10 @@ fn summary(endpoints: &[Endpoint]) -> Vec<(String, bool, bool, bool, bool)> {
         .collect()
 }
 
+/// Copies alike in locality, readiness and serving may still differ: in
+/// terminating (an older controller writes `ready` alone: 198.18.1.14) or
+/// in hints (slices rewritten one after the other: 198.18.1.15). Slice
+/// names are random, so every field decides, never which slice came first.
 #[test]
 fn slices_merge_and_deduplicate_by_address_and_port() {
     let first = http_slice(
@@ -54,6 +58,8 @@ fn slices_merge_and_deduplicate_by_address_and_port() {
         json!([
             {"addresses": ["198.18.1.12"], "conditions": {"ready": true}},
             {"addresses": ["198.18.1.11"], "conditions": {"ready": false, "serving": false}},
+            {"addresses": ["198.18.1.14"], "conditions": {"ready": false}},
+            {"addresses": ["198.18.1.15"], "hints": {"forZones": [{"name": "zone-a"}]}},
         ]),
     );
     let second = http_slice(
@@ -62,20 +68,24 @@ fn slices_merge_and_deduplicate_by_address_and_port() {
             {"addresses": ["198.18.1.11"], "conditions": {"ready": true}},
             {"addresses": ["198.18.1.12"], "conditions": {"ready": false}},
             {"addresses": ["198.18.1.13"]},
+            {"addresses": ["198.18.1.14"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+            {"addresses": ["198.18.1.15"], "hints": {"forZones": [{"name": "zone-b"}]}},
         ]),
     );
-    // Whichever order the slices come in, the ready copy wins.
-    for slices in [[&first, &second], [&second, &first]] {
-        let endpoints = endpoints_of_port(slices, "http", Protocol::TCP, "node-1");
-        assert_eq!(
-            summary(&endpoints),
-            [
-                ("198.18.1.11:8080".into(), true, true, false, false),
-                ("198.18.1.12:8080".into(), true, true, false, false),
-                ("198.18.1.13:8080".into(), true, true, false, false),
-            ]
-        );
-    }
+    let forward = endpoints_of_port([&first, &second], "http", Protocol::TCP, "node-1");
+    let backward = endpoints_of_port([&second, &first], "http", Protocol::TCP, "node-1");
+    assert_eq!(forward, backward);
+    // The ready copy wins; then the one serving while terminating.
+    assert_eq!(
+        summary(&forward),
+        [
+            ("198.18.1.11:8080".into(), true, true, false, false),
+            ("198.18.1.12:8080".into(), true, true, false, false),
+            ("198.18.1.13:8080".into(), true, true, false, false),
+            ("198.18.1.14:8080".into(), false, true, true, false),
+            ("198.18.1.15:8080".into(), true, true, false, false),
+        ]
+    );
 }
 
 #[test]

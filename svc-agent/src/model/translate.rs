@@ -241,3 +241,7 @@ fn ownership_order(
 #[cfg(test)]
 #[path = "translate_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "translate_props.rs"]
+mod props;

@@ -1,0 +1,323 @@
+//! Properties of the conversions between the model and the map layouts:
+//! each field reads back as it was written, in network byte order where
+//! the field's name ends in `_be`, with its reserved bytes zero; and whole
+//! frontends written through the planner read back from the maps as they
+//! were.
+use std::net::Ipv4Addr;
+
+use proptest::prelude::*;
+use svc_common::{
+    PORT_NAME_LEN, SCOPE_ALL, SERVICE_NAME_LEN, backend_flags, frontend_kind, proto, rev_nat_flags,
+};
+
+use super::{
+    NodeSettings, addr_be, addr_from_be, backend, header_key, kind_from_number, kind_number, meta,
+    meta_text, node_config, node_settings, protocol_from_number, protocol_number, rev_nat,
+    source_range,
+};
+use crate::dataplane::{apply, fake::FakeMaps, readback};
+use crate::model::{BackendRef, BackendState, Cidr, Frontend, FrontendKind, OnEmpty, Protocol};
+
+fn protocol() -> impl Strategy<Value = Protocol> {
+    prop::sample::select(&[Protocol::TCP, Protocol::UDP, Protocol::SCTP][..])
+}
+
+fn kind() -> impl Strategy<Value = FrontendKind> {
+    prop::sample::select(
+        &[
+            FrontendKind::ClusterIP,
+            FrontendKind::NodePort,
+            FrontendKind::LoadBalancer,
+            FrontendKind::ExternalIP,
+        ][..],
+    )
+}
+
+fn address() -> impl Strategy<Value = Ipv4Addr> {
+    any::<u32>().prop_map(Ipv4Addr::from)
+}
+
+/// Text of any characters, up to `most` of them.
+fn text(most: usize) -> impl Strategy<Value = String> {
+    prop::collection::vec(any::<char>(), 0..=most).prop_map(String::from_iter)
+}
+
+fn backend_ref() -> impl Strategy<Value = BackendRef> {
+    (
+        (1u8..=6).prop_map(|last| Ipv4Addr::new(198, 18, 1, last)),
+        prop::sample::select(&[8080u16, 8081][..]),
+        prop::sample::select(&[BackendState::Ready, BackendState::Terminating][..]),
+        any::<bool>(),
+    )
+        .prop_map(|(address, port, state, local)| BackendRef {
+            address,
+            port,
+            state,
+            local,
+        })
+}
+
+/// A network (host bits clear), as translate hands them on.
+fn network() -> impl Strategy<Value = Cidr> {
+    (address(), 0u8..=32).prop_map(|(address, prefix)| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Cidr {
+            address: Ipv4Addr::from(u32::from(address) & mask),
+            prefix,
+        }
+    })
+}
+
+prop_compose! {
+    /// A frontend of any shape the model makes: names that fit the
+    /// metadata fields, backends ready first, affinity and health check
+    /// port absent or non-zero.
+    fn frontend(addresses: impl Strategy<Value = Ipv4Addr>)(
+        service in "[a-z0-9-]{1,20}/[a-zé0-9-]{1,60}",
+        port_name in "[a-z0-9-]{0,15}",
+        kind in kind(),
+        address in addresses,
+        port in any::<u16>(),
+        protocol in protocol(),
+        mut backends in prop::collection::vec(backend_ref(), 0..=5),
+        affinity_timeout_seconds in prop::option::of(1u32..),
+        on_empty in prop::sample::select(&[OnEmpty::Reject, OnEmpty::Drop][..]),
+        source_ranges in prop::collection::btree_set(network(), 0..=3),
+        health_check_node_port in prop::option::of(1u16..),
+    ) -> Frontend {
+        backends.sort_by_key(|backend| backend.state);
+        Frontend {
+            service,
+            port_name,
+            kind,
+            address,
+            port,
+            protocol,
+            backends,
+            affinity_timeout_seconds,
+            on_empty,
+            source_ranges: source_ranges.into_iter().collect(),
+            health_check_node_port,
+        }
+    }
+}
+
+/// Frontends with unique address, port and protocol (as translate gives
+/// them), from four addresses so that two generations share some.
+fn frontends() -> impl Strategy<Value = Vec<Frontend>> {
+    let address = (1u8..=4).prop_map(|last| Ipv4Addr::new(198, 19, 0, last));
+    prop::collection::vec(frontend(address), 0..=6).prop_map(|mut frontends| {
+        frontends.sort_by_key(|f| (f.address, f.port, f.protocol));
+        frontends.dedup_by_key(|f| (f.address, f.port, f.protocol));
+        frontends
+    })
+}
+
+/// Frontends in the order readback gives them, source ranges sorted.
+fn as_read(frontends: &[Frontend]) -> Vec<Frontend> {
+    let mut frontends = frontends.to_vec();
+    for frontend in &mut frontends {
+        frontend.source_ranges.sort();
+    }
+    frontends.sort_by(|a, b| {
+        (&a.service, a.kind, a.address, a.port, a.protocol)
+            .cmp(&(&b.service, b.kind, b.address, b.port, b.protocol))
+    });
+    frontends
+}
+
+fn read_back(maps: &FakeMaps) -> Vec<Frontend> {
+    let read: Vec<Frontend> = readback::frontends(&maps.contents)
+        .into_iter()
+        .map(|(frontend, _)| frontend)
+        .collect();
+    as_read(&read)
+}
+
+proptest! {
+    #[test]
+    fn addresses_and_ports_are_written_in_network_byte_order(
+        address in address(),
+        port in any::<u16>(),
+        protocol in protocol(),
+        local in any::<bool>(),
+    ) {
+        prop_assert_eq!(addr_be(address).to_ne_bytes(), address.octets());
+        prop_assert_eq!(addr_from_be(addr_be(address)), address);
+
+        let written = backend(address, port, protocol, local);
+        prop_assert_eq!(written.addr_be.to_ne_bytes(), address.octets());
+        prop_assert_eq!(written.port_be.to_ne_bytes(), port.to_be_bytes());
+        prop_assert_eq!(protocol_from_number(written.proto), Some(protocol));
+        prop_assert_eq!(written.flags & backend_flags::LOCAL != 0, local);
+        prop_assert_eq!(written.flags & !backend_flags::LOCAL, 0);
+    }
+
+    #[test]
+    fn protocol_and_kind_numbers_read_back_and_others_are_refused(
+        protocol in protocol(),
+        kind in kind(),
+        number in any::<u8>(),
+    ) {
+        prop_assert_eq!(protocol_from_number(protocol_number(protocol)), Some(protocol));
+        prop_assert_eq!(kind_from_number(kind_number(kind)), Some(kind));
+        match protocol_from_number(number) {
+            Some(read) => prop_assert_eq!(protocol_number(read), number),
+            None => prop_assert!(![proto::TCP, proto::UDP, proto::SCTP].contains(&number)),
+        }
+        match kind_from_number(number) {
+            Some(read) => prop_assert_eq!(kind_number(read), number),
+            None => prop_assert!(![
+                frontend_kind::CLUSTER_IP,
+                frontend_kind::NODE_PORT,
+                frontend_kind::LOAD_BALANCER,
+                frontend_kind::EXTERNAL_IP,
+            ]
+            .contains(&number)),
+        }
+    }
+
+    /// The SERVICES key names address, port and protocol, in wire order,
+    /// and nothing else: two frontends share a key exactly when they share
+    /// those three. The reverse translation says the same address and port.
+    #[test]
+    fn a_frontend_key_is_its_address_port_and_protocol_alone(
+        a in frontend(address()),
+        b in frontend(address()),
+        same in any::<bool>(),
+    ) {
+        let b = if same {
+            Frontend { address: a.address, port: a.port, protocol: a.protocol, ..b }
+        } else {
+            b
+        };
+        let key = header_key(&a);
+        prop_assert_eq!(key.addr_be.to_ne_bytes(), a.address.octets());
+        prop_assert_eq!(key.port_be.to_ne_bytes(), a.port.to_be_bytes());
+        prop_assert_eq!(protocol_from_number(key.proto), Some(a.protocol));
+        prop_assert_eq!((key.scope, key.slot, key._pad), (SCOPE_ALL, 0, 0));
+        prop_assert_eq!(
+            key == header_key(&b),
+            (a.address, a.port, a.protocol) == (b.address, b.port, b.protocol)
+        );
+
+        let reverse = rev_nat(&a);
+        prop_assert_eq!((reverse.addr_be, reverse.port_be), (key.addr_be, key.port_be));
+        let expected_flags = if a.kind == FrontendKind::NodePort {
+            rev_nat_flags::LOCAL_ADDRESS
+        } else {
+            0
+        };
+        prop_assert_eq!(reverse.flags, expected_flags);
+    }
+
+    #[test]
+    fn node_settings_read_back_with_padding_zero(
+        node_address in address(),
+        hairpin_address in address(),
+        nat_ports in (any::<u16>(), any::<u16>()),
+    ) {
+        let settings = NodeSettings { node_address, hairpin_address, nat_ports };
+        let config = node_config(&settings);
+        prop_assert_eq!(config.node_addr_be.to_ne_bytes(), node_address.octets());
+        prop_assert_eq!(config.hairpin_addr_be.to_ne_bytes(), hairpin_address.octets());
+        prop_assert_eq!(config._pad, 0);
+        prop_assert_eq!(node_settings(&config), settings);
+    }
+
+    /// A SRC_RANGES entry holds the CIDR's network (host bits cleared):
+    /// two addresses with one prefix give one entry exactly when the CIDR
+    /// holds both, and it matches what the CIDR matches. The prefix length
+    /// counts the 32 bits of rev_nat_id first.
+    #[test]
+    fn a_source_range_entry_is_the_network_of_its_cidr(
+        rev_nat_id in any::<u32>(),
+        address in address(),
+        prefix in 0u8..=32,
+        bits in any::<u32>(),
+        inside in any::<bool>(),
+    ) {
+        let entry = source_range(rev_nat_id, address, prefix);
+        prop_assert_eq!(entry.rev_nat_id, rev_nat_id);
+        prop_assert_eq!(entry.prefix_len, 32 + u32::from(prefix));
+        let cidr = Cidr { address, prefix };
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        // Another address, in the CIDR half the time.
+        let other = Ipv4Addr::from(if inside {
+            (u32::from(address) & mask) | (bits & !mask)
+        } else {
+            bits
+        });
+        prop_assert_eq!(source_range(rev_nat_id, other, prefix) == entry, cidr.contains(other));
+        let network = Cidr { address: addr_from_be(entry.addr_be), prefix };
+        prop_assert_eq!(network.contains(other), cidr.contains(other));
+    }
+
+    /// Names that fit their field read back whole; longer ones are cut at
+    /// the last character that fits. Bytes past the name, and the padding,
+    /// stay zero.
+    #[test]
+    fn metadata_reads_back_names_whole_or_cut_at_a_character(
+        frontend in frontend(address()),
+        service in text(140),
+        port_name in text(20),
+    ) {
+        let frontend = Frontend { service, port_name, ..frontend };
+        let written = meta(&frontend);
+        prop_assert_eq!(kind_from_number(written.kind), Some(frontend.kind));
+        prop_assert_eq!(
+            Some(written.health_check_node_port).filter(|port| *port != 0),
+            frontend.health_check_node_port
+        );
+        prop_assert_eq!((written._pad, written._pad2), (0, 0));
+        for (name, field, len, size) in [
+            (&frontend.service, &written.service[..], written.service_len, SERVICE_NAME_LEN),
+            (&frontend.port_name, &written.port_name[..], written.port_name_len, PORT_NAME_LEN),
+        ] {
+            let read = meta_text(field, len);
+            prop_assert!(name.starts_with(&read), "{:?} is not the start of {:?}", read, name);
+            prop_assert!(read.len() <= size);
+            let next = name[read.len()..].chars().next();
+            prop_assert!(
+                next.is_none_or(|next| read.len() + next.len_utf8() > size),
+                "{:?} cut short of what fits", read
+            );
+            prop_assert!(field[usize::from(len)..].iter().all(|byte| *byte == 0));
+        }
+    }
+
+    /// Whatever a metadata field holds (another writer, a torn or older
+    /// entry), reading it never fails: its valid text comes back as it is.
+    #[test]
+    fn metadata_of_any_bytes_reads_without_failing(
+        field in prop::collection::vec(any::<u8>(), 0..=SERVICE_NAME_LEN),
+        len in any::<u8>(),
+    ) {
+        let read = meta_text(&field, len);
+        let used = &field[..usize::from(len).min(field.len())];
+        match std::str::from_utf8(used) {
+            Ok(valid) => prop_assert_eq!(read, valid),
+            Err(_) => prop_assert!(read.contains(char::REPLACEMENT_CHARACTER)),
+        }
+    }
+
+    /// Frontends written to the maps read back as they were, after a
+    /// second update too (frontends kept, changed, gone and new, by the
+    /// same agent or by a new one that reads the maps first).
+    #[test]
+    fn frontends_written_to_the_maps_read_back_as_they_were(
+        first in frontends(),
+        second in frontends(),
+        new_agent in any::<bool>(),
+    ) {
+        let mut maps = FakeMaps::default();
+        let mut held = None;
+        apply::apply(&mut maps, &mut held, &first).expect("fake maps take any update");
+        prop_assert_eq!(read_back(&maps), as_read(&first));
+        if new_agent {
+            held = None;
+        }
+        apply::apply(&mut maps, &mut held, &second).expect("fake maps take any update");
+        prop_assert_eq!(read_back(&maps), as_read(&second));
+    }
+}
