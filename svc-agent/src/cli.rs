@@ -172,6 +172,14 @@ pub struct RunArgs {
     /// plugin (CVE-2020-8554).
     #[arg(long, value_delimiter = ',')]
     pub external_ip_cidrs: Vec<crate::model::Cidr>,
+    /// The cluster's service CIDRs (the API server's
+    /// --service-cluster-ip-range; repeatable or comma-separated, at most
+    /// 4). TCP and UDP to an address in them that no Service serves, or to
+    /// a port a ClusterIP does not serve, are refused at once (reset / ICMP
+    /// port unreachable, counted), not routed out, as kube-proxy's
+    /// nftables mode does. Default: none.
+    #[arg(long = "service-cidr", value_delimiter = ',')]
+    pub service_cidrs: Vec<crate::model::Cidr>,
     /// Every this many seconds the agent reads the maps back from the
     /// kernel and repairs whatever differs from what it wrote (another
     /// writer, a stray bpftool); 0: never. kube-proxy resyncs its rules
@@ -219,6 +227,7 @@ impl RunArgs {
             nat_ports: self.nat_ports,
             nodeport_addresses: self.nodeport_addresses,
             external_ip_cidrs: self.external_ip_cidrs,
+            service_cidrs: self.service_cidrs,
             listen: self.listen,
             resync_period: (self.resync_seconds > 0)
                 .then(|| std::time::Duration::from_secs(self.resync_seconds)),

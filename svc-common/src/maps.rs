@@ -26,6 +26,7 @@ pub mod names {
     pub const CONFIG: &str = "CONFIG_V1";
     pub const SOCK_REV_NAT: &str = "SOCK_RNAT_V1";
     pub const TABLES_GENERATION: &str = "TABLES_GEN_V1";
+    pub const SERVICE_CIDRS: &str = "SVC_CIDRS_V1";
     /// Interfaces the NIC's XDP program may send packets out of (ifindex →
     /// the interface's XDP features, as the kernel reports them). Not
     /// pinned, so not in [`ALL`]: each agent fills its own from the kernel
@@ -41,7 +42,7 @@ pub mod names {
     /// entry (see the agent's dataplane/pins.rs), then unpins the old map.
     pub const CONVERTED: [(&str, &str); 2] = [("CT_V1", CT), ("CT_NEW_V1", CT_NEW)];
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -55,6 +56,7 @@ pub mod names {
         CONFIG,
         SOCK_REV_NAT,
         TABLES_GENERATION,
+        SERVICE_CIDRS,
     ];
 }
 
@@ -71,6 +73,9 @@ pub const MAX_AFFINITY: u32 = 65_536;
 pub const MAX_SOURCE_RANGES: u32 = 16_384;
 pub const MAX_SOCKETS: u32 = 65_536;
 pub const MAX_XDP_TARGETS: u32 = 1_024;
+/// Service CIDRs SVC_CIDRS_V1 holds (`--service-cidr`; a dual-stack
+/// cluster has one or two per family).
+pub const MAX_SERVICE_CIDRS: usize = 4;
 /// The XDP_TARGETS key no interface has (indexes start at 1): present once
 /// the agent has filled the list. Without it the list is unknown and every
 /// interface is taken to transmit XDP frames (a datapath loaded without
@@ -397,6 +402,46 @@ pub struct NodeConfig {
 }
 const _: () = assert!(core::mem::size_of::<NodeConfig>() == 16);
 
+/// SVC_CIDRS_V1 (one entry): the cluster's service CIDRs, as the agent is
+/// told them. A TCP or UDP packet to an address in one of them that is no
+/// frontend (no Service holds the address, or not that port) is refused
+/// as a closed port refuses it, not routed out towards a default route:
+/// kube-proxy's nftables mode does the same.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCidrs {
+    /// How many of `cidrs` are set, from the first.
+    pub count: u32,
+    pub _pad: u32,
+    pub cidrs: [ServiceCidr; MAX_SERVICE_CIDRS],
+}
+const _: () = assert!(core::mem::size_of::<ServiceCidrs>() == 40);
+
+/// One service CIDR: an address is in it when `address & mask == network`
+/// (all in network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCidr {
+    pub network_be: u32,
+    pub mask_be: u32,
+}
+
+impl ServiceCidrs {
+    /// Whether `addr_be` (network order) is in one of the CIDRs.
+    #[inline(always)]
+    pub fn contain(&self, addr_be: u32) -> bool {
+        let mut i = 0;
+        while i < MAX_SERVICE_CIDRS {
+            let cidr = self.cidrs[i];
+            if (i as u32) < self.count && addr_be & cidr.mask_be == cidr.network_be {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
 /// TABLES_GEN_V1 (one entry): raised by the agent after every change to
 /// the tables, so the programs' flow caches (see [`crate::flow_cache`])
 /// stop using what they copied from the old ones.
@@ -486,4 +531,5 @@ mod pod {
     unsafe impl aya::Pod for super::SourceRange {}
     unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::TablesGeneration {}
+    unsafe impl aya::Pod for super::ServiceCidrs {}
 }

@@ -46,12 +46,19 @@ pub enum DropReason {
     /// dropped, as netfilter drops a clash, so the live one is kept.
     /// External clients get the hairpin source instead and never see this.
     TupleClash = 13,
+    /// TCP to an address of the service CIDRs that no frontend serves (no
+    /// Service holds the address, or not that port): answered with a
+    /// reset instead of being routed out, as kube-proxy's nftables mode
+    /// answers it.
+    ServiceCidrReset = 14,
+    /// The same for UDP: answered with ICMP port unreachable.
+    ServiceCidrUnreachable = 15,
 }
 
 const _: () = assert!(DropReason::COUNT <= DropReason::SLOTS);
 
 impl DropReason {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 16;
     /// DROPS_V2's size: room for reasons to come without a new map.
     pub const SLOTS: u32 = 32;
 
@@ -70,6 +77,8 @@ impl DropReason {
         DropReason::TimeExceeded,
         DropReason::RejectRateLimited,
         DropReason::TupleClash,
+        DropReason::ServiceCidrReset,
+        DropReason::ServiceCidrUnreachable,
     ];
 
     /// The name `dump` and the metrics use.
@@ -89,6 +98,8 @@ impl DropReason {
             DropReason::TimeExceeded => "time_exceeded",
             DropReason::RejectRateLimited => "reject_rate_limited",
             DropReason::TupleClash => "tuple_clash",
+            DropReason::ServiceCidrReset => "service_cidr_reset",
+            DropReason::ServiceCidrUnreachable => "service_cidr_unreachable",
         }
     }
 }

@@ -71,8 +71,16 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
     }
 
     let selected = match lb::select(flow.saddr_be, flow.daddr_be, flow.dport_be, flow.proto)? {
+        // Refused, not routed out. Not by the NIC's TC program, whose
+        // stack has no room for it: the XDP program in front of it does.
+        Selection::NotAFrontend
+            if (origin == Origin::Pod || !P::SENDS_ANYWHERE)
+                && lb::in_service_cidrs(flow.daddr_be) =>
+        {
+            return refuse(pkt, &flow, false, UNSERVED);
+        }
         Selection::NotAFrontend => return Ok(Action::PASS),
-        Selection::Empty { drop } => return refuse(pkt, &flow, drop),
+        Selection::Empty { drop } => return refuse(pkt, &flow, drop, NO_BACKEND),
         Selection::Backend(selected) => selected,
     };
     let (translation, snat) = new_flow(&flow, origin, &selected)?;
@@ -208,10 +216,25 @@ fn new_flow(
     Ok((translation, snat))
 }
 
-/// A frontend without backends: the packet is dropped (`drop`), or
-/// answered as a closed port would answer it.
+/// The reasons a refused packet is counted under: TCP (reset), UDP (port
+/// unreachable).
+type Refusal = (DropReason, DropReason);
+const NO_BACKEND: Refusal = (DropReason::NoBackendReset, DropReason::NoBackendUnreachable);
+const UNSERVED: Refusal = (
+    DropReason::ServiceCidrReset,
+    DropReason::ServiceCidrUnreachable,
+);
+
+/// A frontend without backends, or an unserved address of the service
+/// CIDRs: the packet is dropped (`drop`), or answered as a closed port
+/// would answer it.
 #[inline(always)]
-fn refuse<P: Packet>(pkt: &P, flow: &Ipv4Flow, drop: bool) -> Result<Action, DropReason> {
+fn refuse<P: Packet>(
+    pkt: &P,
+    flow: &Ipv4Flow,
+    drop: bool,
+    (reset, unreachable): Refusal,
+) -> Result<Action, DropReason> {
     if drop {
         return Err(DropReason::NoBackendDrop);
     }
@@ -221,10 +244,10 @@ fn refuse<P: Packet>(pkt: &P, flow: &Ipv4Flow, drop: bool) -> Result<Action, Dro
     }
     if flow.proto == proto::TCP {
         reject::tcp_reset(pkt, flow)?;
-        Ok(Action::bounce(DropReason::NoBackendReset))
+        Ok(Action::bounce(reset))
     } else {
         reject::udp_unreachable(pkt, flow)?;
-        Ok(Action::bounce(DropReason::NoBackendUnreachable))
+        Ok(Action::bounce(unreachable))
     }
 }
 

@@ -12,6 +12,7 @@ use svc_common::{
 
 use crate::maps::{
     AFFINITY_V1, BACKENDS_V1, REV_NAT_V1, SERVICES_V1, SRC_RANGES_HOST_PREFIX, SRC_RANGES_V1,
+    SVC_CIDRS_V1,
 };
 
 pub struct Selected {
@@ -28,6 +29,18 @@ pub enum Selection {
         drop: bool,
     },
     Backend(Selected),
+}
+
+/// Whether `addr_be` is in one of the service CIDRs (SVC_CIDRS_V1): when
+/// it is no frontend, no Service serves it (or not on that port), and
+/// nothing outside the node will either.
+#[inline(always)]
+pub fn in_service_cidrs(addr_be: u32) -> bool {
+    // SAFETY: a map value, read in place: it is too big to copy onto the
+    // stack of the TC programs, which have no room to spare.
+    SVC_CIDRS_V1
+        .get_ptr(0)
+        .is_some_and(|cidrs| unsafe { (*cidrs).contain(addr_be) })
 }
 
 #[inline(always)]

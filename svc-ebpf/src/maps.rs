@@ -11,7 +11,7 @@ use svc_common::{
     Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
     FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS,
     MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, NodeConfig, RevNat,
-    ServiceSlot, SockKey, SourceRange, TablesGeneration, flow_cache,
+    ServiceCidrs, ServiceSlot, SockKey, SourceRange, TablesGeneration, flow_cache,
 };
 
 /// Maps only the agent writes are not preallocated: they hold what the
@@ -161,6 +161,10 @@ pub static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup, 1> = PerCpuArray::new();
 /// copied from older tables is not used.
 #[btf_map]
 pub static TABLES_GEN_V1: Array<TablesGeneration, 1> = Array::new();
+
+/// The cluster's service CIDRs (one entry): see svc-common's ServiceCidrs.
+#[btf_map]
+pub static SVC_CIDRS_V1: Array<ServiceCidrs, 1> = Array::new();
 
 /// This node's addresses (one entry, index 0).
 #[btf_map]

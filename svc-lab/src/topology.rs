@@ -124,6 +124,10 @@ pub const HAIRPIN_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 254);
 /// Ports source NAT gives flows: above Linux's default ephemeral range
 /// (32768-60999), so they never meet the node's own sockets.
 pub const NAT_PORTS: (u16, u16) = (61000, 65535);
+/// The lab's service CIDR: its ClusterIPs and its load balancer pool
+/// (198.19.255.0/24). The agents `svc-lab` runs are told it, so packets
+/// to an address or port of it no Service serves are refused.
+pub const SERVICE_CIDR: &str = "198.19.0.0/16";
 
 impl Lab {
     pub fn up(topology: &Topology) -> Result<Self, LabError> {
@@ -326,6 +330,7 @@ impl Lab {
             node_address: node.address,
             hairpin_address: HAIRPIN_ADDRESS,
             nat_ports: NAT_PORTS,
+            service_cidrs: Vec::new(),
         }
     }
 

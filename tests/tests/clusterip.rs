@@ -142,21 +142,33 @@ fn udp_replies_come_from_the_cluster_ip() {
     assert_eq!(answer.client.ip(), curl.address);
 }
 
+/// A TCP connection from the curl pod: how it failed, and how soon.
+fn connect_error(lab: &svc_lab::Lab, to: SocketAddr) -> (Option<io::ErrorKind>, Duration) {
+    lab.pod("curl")
+        .unwrap()
+        .netns()
+        .in_thread(move || {
+            let start = Instant::now();
+            let result = TcpStream::connect_timeout(&to, Duration::from_secs(3));
+            (result.err().map(|e| e.kind()), start.elapsed())
+        })
+        .unwrap()
+}
+
+fn drops(lab: &svc_lab::Lab, reason: &str) -> u64 {
+    let counters = lab.tables("node-1").unwrap().drop_counters().unwrap();
+    counters
+        .iter()
+        .find(|c| c.reason == reason)
+        .unwrap()
+        .packets
+}
+
 #[test]
 fn frontend_without_backends_refuses_at_once() {
     let lab = lab();
     let curl = lab.pod("curl").unwrap();
-    let (kind, elapsed) = curl
-        .netns()
-        .in_thread(|| {
-            let start = Instant::now();
-            let result = TcpStream::connect_timeout(
-                &SocketAddr::from((EMPTY_IP, 80)),
-                Duration::from_secs(3),
-            );
-            (result.err().map(|e| e.kind()), start.elapsed())
-        })
-        .unwrap();
+    let (kind, elapsed) = connect_error(&lab, SocketAddr::from((EMPTY_IP, 80)));
     assert_eq!(kind, Some(io::ErrorKind::ConnectionRefused));
     assert!(
         elapsed < Duration::from_millis(100),
@@ -171,12 +183,41 @@ fn frontend_without_backends_refuses_at_once() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(7));
-    let dropped = lab.tables("node-1").unwrap().drop_counters().unwrap();
-    let resets = dropped
-        .iter()
-        .find(|c| c.reason == "no_backend_reset")
-        .unwrap();
-    assert_eq!(resets.packets, 2);
+    assert_eq!(drops(&lab, "no_backend_reset"), 2);
+}
+
+/// Once the node knows the service CIDR (`--service-cidr`), TCP to an
+/// address of it that no Service holds, or to a port its ClusterIP does
+/// not serve, is reset at once, and UDP refused, each counted; before,
+/// the node routes them out (here: no route, so unreachable).
+#[test]
+fn unserved_addresses_and_ports_of_the_service_cidr_are_refused() {
+    let lab = lab();
+    let unused = SocketAddr::from((Ipv4Addr::new(198, 19, 0, 99), 80));
+    let unserved_port = SocketAddr::from((CLUSTER_IP, 81));
+    let (before, _) = connect_error(&lab, unused);
+    assert_ne!(before, Some(io::ErrorKind::ConnectionRefused));
+
+    let mut tables = lab.tables("node-1").unwrap();
+    let mut node = tables.node().unwrap();
+    node.service_cidrs = vec![svc_lab::SERVICE_CIDR.parse().unwrap()];
+    tables.set_node(&node).unwrap();
+    assert_eq!(tables.node().unwrap(), node);
+    for to in [unused, unserved_port] {
+        let (kind, elapsed) = connect_error(&lab, to);
+        assert_eq!(kind, Some(io::ErrorKind::ConnectionRefused), "{to}");
+        assert!(elapsed < Duration::from_millis(100), "{to}: {elapsed:?}");
+    }
+    let udp_unused = SocketAddr::from((Ipv4Addr::new(198, 19, 0, 99), 53));
+    assert_eq!(
+        udp_error(&lab, udp_unused),
+        Some(io::ErrorKind::ConnectionRefused)
+    );
+    assert_eq!(drops(&lab, "service_cidr_reset"), 2);
+    assert_eq!(drops(&lab, "service_cidr_unreachable"), 1);
+    // Served frontends are not touched.
+    let web = connect_error(&lab, SocketAddr::from((CLUSTER_IP, 80)));
+    assert_eq!(web.0, None);
 }
 
 /// A connected UDP socket's error after one datagram: refused, or timed out.

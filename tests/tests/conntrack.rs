@@ -29,6 +29,7 @@ fn config(nat_ports: (u16, u16)) -> NodeSettings {
         node_address: NODE,
         hairpin_address: Ipv4Addr::new(198, 18, 1, 1),
         nat_ports,
+        service_cidrs: Vec::new(),
     }
 }
 

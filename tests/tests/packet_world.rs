@@ -31,6 +31,7 @@ fn load_with(frontends: &[Frontend]) -> Datapath {
             node_address: NODE,
             hairpin_address: HAIRPIN,
             nat_ports: (NAT_MIN, NAT_MAX),
+            service_cidrs: Vec::new(),
         })
         .unwrap();
     tables.apply(frontends).unwrap();

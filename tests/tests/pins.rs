@@ -163,6 +163,7 @@ fn a_second_agent_on_the_same_pins_is_refused() {
         node_address: Ipv4Addr::new(198, 18, 0, 1),
         hairpin_address: Ipv4Addr::new(198, 18, 255, 254),
         nat_ports: (61000, 61100),
+        service_cidrs: Vec::new(),
     };
     first.tables().set_node(&node).unwrap();
     drop(first);

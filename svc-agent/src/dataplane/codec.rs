@@ -2,15 +2,16 @@
 use std::net::Ipv4Addr;
 
 use svc_common::{
-    Backend, FrontendKey, FrontendMeta, NodeConfig, PORT_NAME_LEN, RevNat, SERVICE_NAME_LEN,
-    backend_flags, frontend_kind, proto, rev_nat_flags,
+    Backend, FrontendKey, FrontendMeta, MAX_SERVICE_CIDRS, NodeConfig, PORT_NAME_LEN, RevNat,
+    SERVICE_NAME_LEN, ServiceCidr, ServiceCidrs, backend_flags, frontend_kind, proto,
+    rev_nat_flags,
 };
 
 use super::maps::RangeEntry;
-use crate::model::{Frontend, FrontendKind, Protocol};
+use crate::model::{Cidr, Frontend, FrontendKind, Protocol};
 
 /// What the programs are told about the node they run on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSettings {
     /// Source of translated packets to remote backends (source NAT).
     pub node_address: Ipv4Addr,
@@ -18,6 +19,9 @@ pub struct NodeSettings {
     pub hairpin_address: Ipv4Addr,
     /// The source NAT port range, inclusive.
     pub nat_ports: (u16, u16),
+    /// The cluster's service CIDRs (at most [`MAX_SERVICE_CIDRS`]): TCP and
+    /// UDP to an address in them that no frontend serves is refused.
+    pub service_cidrs: Vec<Cidr>,
 }
 
 pub fn node_config(node: &NodeSettings) -> NodeConfig {
@@ -30,12 +34,39 @@ pub fn node_config(node: &NodeSettings) -> NodeConfig {
     }
 }
 
-pub fn node_settings(config: &NodeConfig) -> NodeSettings {
+pub fn node_settings(config: &NodeConfig, cidrs: &ServiceCidrs) -> NodeSettings {
+    let count = (cidrs.count as usize).min(MAX_SERVICE_CIDRS);
     NodeSettings {
         node_address: addr_from_be(config.node_addr_be),
         hairpin_address: addr_from_be(config.hairpin_addr_be),
         nat_ports: (config.nat_port_min, config.nat_port_max),
+        service_cidrs: cidrs.cidrs[..count]
+            .iter()
+            .map(|cidr| Cidr {
+                address: addr_from_be(cidr.network_be),
+                prefix: u32::from_be(cidr.mask_be).count_ones() as u8,
+            })
+            .collect(),
     }
+}
+
+/// SVC_CIDRS_V1's entry: each CIDR as its network and mask (host bits of
+/// the address cleared), or None when there are more than the map holds.
+pub fn service_cidrs(cidrs: &[Cidr]) -> Option<ServiceCidrs> {
+    let mut entry = ServiceCidrs {
+        count: u32::try_from(cidrs.len()).ok()?,
+        ..ServiceCidrs::default()
+    };
+    for (slot, cidr) in entry.cidrs.iter_mut().zip(cidrs) {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(cidr.prefix.min(32)))
+            .unwrap_or(0);
+        *slot = ServiceCidr {
+            network_be: (u32::from(cidr.address) & mask).to_be(),
+            mask_be: mask.to_be(),
+        };
+    }
+    (cidrs.len() <= MAX_SERVICE_CIDRS).then_some(entry)
 }
 
 pub fn addr_be(addr: Ipv4Addr) -> u32 {

@@ -13,7 +13,7 @@ use svc_common::{
 use super::{
     NodeSettings, addr_be, addr_from_be, backend, header_key, kind_from_number, kind_number, meta,
     meta_text, node_config, node_settings, protocol_from_number, protocol_number, rev_nat,
-    source_range,
+    service_cidrs, source_range,
 };
 use crate::dataplane::{apply, fake::FakeMaps, readback};
 use crate::model::{BackendRef, BackendState, Cidr, Frontend, FrontendKind, OnEmpty, Protocol};
@@ -211,18 +211,56 @@ proptest! {
         prop_assert_eq!(reverse.flags, expected_flags);
     }
 
+    /// Service CIDRs read back as their networks (host bits cleared), in
+    /// order; an address is in an entry exactly when it is in the CIDR.
     #[test]
     fn node_settings_read_back_with_padding_zero(
         node_address in address(),
         hairpin_address in address(),
         nat_ports in (any::<u16>(), any::<u16>()),
+        cidrs in prop::collection::vec((address(), 0u8..=32), 0..=svc_common::MAX_SERVICE_CIDRS),
+        probe in address(),
     ) {
-        let settings = NodeSettings { node_address, hairpin_address, nat_ports };
+        let given: Vec<Cidr> = cidrs
+            .iter()
+            .map(|&(address, prefix)| Cidr { address, prefix })
+            .collect();
+        let settings = NodeSettings {
+            node_address,
+            hairpin_address,
+            nat_ports,
+            service_cidrs: given,
+        };
         let config = node_config(&settings);
         prop_assert_eq!(config.node_addr_be.to_ne_bytes(), node_address.octets());
         prop_assert_eq!(config.hairpin_addr_be.to_ne_bytes(), hairpin_address.octets());
         prop_assert_eq!(config._pad, 0);
-        prop_assert_eq!(node_settings(&config), settings);
+        let entry = service_cidrs(&settings.service_cidrs).unwrap();
+        prop_assert_eq!(entry._pad, 0);
+        prop_assert_eq!(
+            entry.contain(addr_be(probe)),
+            settings.service_cidrs.iter().any(|cidr| cidr.contains(probe))
+        );
+        let read = node_settings(&config, &entry);
+        prop_assert_eq!(read.service_cidrs.len(), settings.service_cidrs.len());
+        for (read, given) in read.service_cidrs.iter().zip(&settings.service_cidrs) {
+            prop_assert_eq!(read.prefix, given.prefix);
+            prop_assert!(given.contains(read.address) && read.contains(given.address));
+            let host_bits = u32::from(read.address) & !u32::MAX.checked_shl(32 - u32::from(read.prefix)).unwrap_or(0);
+            prop_assert_eq!(host_bits, 0);
+        }
+        prop_assert_eq!(
+            (read.node_address, read.hairpin_address, read.nat_ports),
+            (node_address, hairpin_address, nat_ports)
+        );
+    }
+
+    #[test]
+    fn more_service_cidrs_than_the_map_holds_are_refused(extra in 1usize..4) {
+        let cidr = Cidr { address: Ipv4Addr::new(198, 19, 0, 0), prefix: 16 };
+        let cidrs = vec![cidr; svc_common::MAX_SERVICE_CIDRS + extra];
+        prop_assert!(service_cidrs(&cidrs).is_none());
+        prop_assert!(service_cidrs(&cidrs[..svc_common::MAX_SERVICE_CIDRS]).is_some());
     }
 
     /// A SRC_RANGES entry holds the CIDR's network (host bits cleared):

@@ -125,6 +125,12 @@ pub enum DataplaneError {
         "reading which interfaces transmit XDP frames (netdev generic netlink) failed: {source}"
     )]
     XdpTargets { source: io::Error },
+    #[error(
+        "{count} service CIDRs given; the datapath holds at most {max}: give the cluster's \
+         service CIDRs only",
+        max = svc_common::MAX_SERVICE_CIDRS
+    )]
+    TooManyServiceCidrs { count: usize },
     #[error("{service}: loadBalancerSourceRanges entry {range:?} is not an IPv4 CIDR")]
     BadSourceRange { service: String, range: String },
     #[error("the {map} map is full: {service} did not fit ({entries} entries)")]

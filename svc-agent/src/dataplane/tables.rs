@@ -7,7 +7,7 @@
 //! failure), then kept in memory (held.rs), so a change among many
 //! frontends costs only its own writes.
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use svc_common::{DropCounters, Flow, FlowKey, NodeConfig, names};
+use svc_common::{DropCounters, Flow, FlowKey, NodeConfig, ServiceCidrs, names};
 
 use super::{
     DataplaneError, apply,
@@ -24,6 +24,7 @@ pub struct Tables {
     pub(super) ct_new: HashMap<MapData, FlowKey, Flow>,
     pub(super) drops: PerCpuArray<MapData, DropCounters>,
     config: Array<MapData, NodeConfig>,
+    service_cidrs: Array<MapData, ServiceCidrs>,
     /// What the maps hold, once the first apply has read them.
     held: Option<Held>,
 }
@@ -38,16 +39,28 @@ impl Tables {
             ct_new: typed(names::CT_NEW, &mut open)?,
             drops: typed(names::DROP_STATS, &mut open)?,
             config: typed(names::CONFIG, &mut open)?,
+            service_cidrs: typed(names::SERVICE_CIDRS, &mut open)?,
             held: None,
         })
     }
 
-    /// Sets this node's addresses (source NAT, hairpin) for the programs.
+    /// Sets this node's addresses (source NAT, hairpin) and the service
+    /// CIDRs for the programs.
     pub fn set_node(&mut self, node: &NodeSettings) -> Result<(), DataplaneError> {
+        let cidrs = codec::service_cidrs(&node.service_cidrs).ok_or(
+            DataplaneError::TooManyServiceCidrs {
+                count: node.service_cidrs.len(),
+            },
+        )?;
         let written = self
             .config
             .set(0, codec::node_config(node), 0)
-            .map_err(map_error(names::CONFIG));
+            .map_err(map_error(names::CONFIG))
+            .and_then(|()| {
+                self.service_cidrs
+                    .set(0, cidrs, 0)
+                    .map_err(map_error(names::SERVICE_CIDRS))
+            });
         self.maps
             .next_generation()
             .map_err(map_error(names::TABLES_GENERATION))?;
@@ -57,7 +70,11 @@ impl Tables {
     /// What the programs were last told about this node.
     pub fn node(&self) -> Result<NodeSettings, DataplaneError> {
         let config = self.config.get(&0, 0).map_err(map_error(names::CONFIG))?;
-        Ok(codec::node_settings(&config))
+        let cidrs = self
+            .service_cidrs
+            .get(&0, 0)
+            .map_err(map_error(names::SERVICE_CIDRS))?;
+        Ok(codec::node_settings(&config, &cidrs))
     }
 
     /// Makes the maps hold exactly `desired`: only entries that differ are

@@ -57,6 +57,7 @@ pub struct Settings {
     pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
     /// externalIPs outside these are left out (empty: none is).
     pub external_ip_cidrs: Vec<crate::model::Cidr>,
+    pub service_cidrs: Vec<crate::model::Cidr>,
     pub listen: SocketAddr,
     /// How often the maps are read back and repaired (see
     /// `Tables::forget_held`).

@@ -63,8 +63,9 @@ pub fn sync(
         node_address,
         hairpin_address: settings.hairpin_address,
         nat_ports: settings.nat_ports,
+        service_cidrs: settings.service_cidrs.clone(),
     };
-    if tables.node().ok() != Some(node_settings) {
+    if tables.node().ok().as_ref() != Some(&node_settings) {
         tables.set_node(&node_settings)?;
         tracing::info!(%node_address, hairpin = %settings.hairpin_address, "node config set");
     }

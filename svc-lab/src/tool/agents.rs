@@ -14,7 +14,7 @@ use svc_agent::{
 };
 
 use super::{ToolError, process, state::StateDir};
-use crate::{HAIRPIN_ADDRESS, NAT_PORTS, netns::Netns};
+use crate::{HAIRPIN_ADDRESS, NAT_PORTS, SERVICE_CIDR, netns::Netns};
 
 pub const HEALTH_ADDRESS: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10266));
@@ -61,6 +61,7 @@ pub fn start(state: &StateDir, ns: &Netns, launch: &Launch<'_>) -> Result<u32, T
         .args(["--node-address", &launch.address.to_string()])
         .args(["--hairpin-address", &HAIRPIN_ADDRESS.to_string()])
         .args(["--nat-ports", &format!("{}-{}", NAT_PORTS.0, NAT_PORTS.1)])
+        .args(["--service-cidr", SERVICE_CIDR])
         .args(["--listen", &HEALTH_ADDRESS.to_string()])
         .arg("--cgroup")
         .arg(launch.cgroup)

@@ -154,6 +154,7 @@ pub fn run(packets: u64, seed: u64) -> Report {
             node_address: NODE,
             hairpin_address: HAIRPIN,
             nat_ports: NAT_PORTS,
+            service_cidrs: Vec::new(),
         })
         .expect("node config");
     datapath.tables().apply(&frontends).expect("tables");
