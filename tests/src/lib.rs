@@ -589,6 +589,77 @@ pub fn allow_big_tcp(netns: &svc_lab::netns::Netns, interface: &str, bytes: u32)
     assert_eq!(errno, 0, "setting BIG TCP on {interface}");
 }
 
+/// Runs `during` while counting the IPv4 BIG TCP packets (total length
+/// 0: GSO packets over 64 KiB) that `interface` of `netns` sends, as a
+/// packet socket sees them (before any program of ours).
+pub fn count_big_tcp_sent<T>(
+    netns: &svc_lab::netns::Netns,
+    interface: &str,
+    during: impl FnOnce() -> T,
+) -> (T, u64) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (path, name) = (netns.path(), std::ffi::CString::new(interface).unwrap());
+    let watcher = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            svc_lab::netns::enter(&path).unwrap();
+            let protocol = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2); closed below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol)) };
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+            let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            address.sll_family = libc::AF_PACKET as u16;
+            address.sll_protocol = protocol;
+            // SAFETY: a NUL-terminated name.
+            address.sll_ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
+            let timeout = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            // SAFETY: valid structures of the sizes given, for our socket.
+            unsafe {
+                let bound = libc::bind(
+                    fd,
+                    (&raw const address).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(bound, 0, "{}", std::io::Error::last_os_error());
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const timeout).cast(),
+                    size_of::<libc::timeval>() as u32,
+                );
+            }
+            ready_tx.send(()).unwrap();
+            let mut big = 0;
+            let mut head = [0u8; 64];
+            while !stop.load(Ordering::Acquire) {
+                // SAFETY: the buffer outlives the call (a longer frame is cut).
+                let got = unsafe { libc::recv(fd, head.as_mut_ptr().cast(), head.len(), 0) };
+                let ipv4 = got >= 34 && head[12..14] == [0x08, 0x00];
+                if ipv4 && head[offsets::IP + 2..offsets::IP + 4] == [0, 0] {
+                    big += 1;
+                }
+            }
+            // SAFETY: our own descriptor, closed once.
+            unsafe { libc::close(fd) };
+            big
+        }
+    });
+    ready_rx.recv().expect("the packet socket is ready");
+    let result = during();
+    stop.store(true, Ordering::Release);
+    (result, watcher.join().unwrap())
+}
+
 /// Writes a benchmark's figures, pretty JSON, to target/svc-bench/NAME,
 /// and says where.
 pub fn write_bench_report(name: &str, report: &serde_json::Value) -> PathBuf {
