@@ -47,6 +47,24 @@ pub enum Command {
         #[command(flatten)]
         agent: AgentAddress,
     },
+    /// Say which frontend and backend this node's kernel tables choose for
+    /// one flow, and why: its conntrack entry, sessionAffinity, or (for a
+    /// new flow) a pick at random among the listed candidates. Reads the
+    /// pinned maps; works while no agent runs.
+    Lookup {
+        #[arg(long = "proto", value_enum)]
+        protocol: LookupProtocol,
+        /// The client's address and port.
+        #[arg(long)]
+        from: std::net::SocketAddrV4,
+        /// The frontend's address and port.
+        #[arg(long)]
+        to: std::net::SocketAddrV4,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        #[command(flatten)]
+        pin: PinPath,
+    },
     /// Say why Service NAMESPACE/NAME does or does not get traffic: its
     /// selector, its pods' readiness and ports, the traffic policy on
     /// --node, and (with the pins readable) plan against kernel maps and
@@ -116,6 +134,22 @@ pub struct PinPath {
     /// bpffs directory holding this agent's maps and links.
     #[arg(long, env = "SVC_PIN_PATH", default_value = "/sys/fs/bpf/svc-lb")]
     pub pin_path: PathBuf,
+}
+
+/// The protocols the programs translate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LookupProtocol {
+    Tcp,
+    Udp,
+}
+
+impl From<LookupProtocol> for crate::model::Protocol {
+    fn from(protocol: LookupProtocol) -> Self {
+        match protocol {
+            LookupProtocol::Tcp => Self::TCP,
+            LookupProtocol::Udp => Self::UDP,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

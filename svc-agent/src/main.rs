@@ -109,6 +109,22 @@ fn execute(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Diagnose(args) => print!("{}", diagnose::report(&args.settings())?),
+        Command::Lookup {
+            protocol,
+            from,
+            to,
+            output,
+            pin,
+        } => {
+            let tables = Tables::open_pinned(&pin.pin_path)?;
+            let lookup = tables
+                .lookup(protocol.into(), from, to)?
+                .with_context(|| format!("{to} ({protocol:?}) is no frontend on this node"))?;
+            match output {
+                Output::Table => print!("{}", render::lookup_table(&lookup)),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&lookup)?),
+            }
+        }
         Command::Run(args) => svc_agent::run::run(args.settings())?,
         Command::Cleanup { pin } => {
             dataplane::remove_pins(&pin.pin_path)

@@ -2,7 +2,7 @@
 use std::fmt::Write as _;
 
 use crate::{
-    dataplane::{DropCounter, FrontendState},
+    dataplane::{DropCounter, FrontendState, Lookup, Mode, Via},
     model::{Frontend, LeftOut, Plan},
 };
 
@@ -15,6 +15,33 @@ pub fn plan_table(frontends: &[Frontend]) -> String {
 /// `plan -o json`: `{"node": ..., "frontends": [...]}`, pretty-printed.
 pub fn plan_json(plan: &Plan) -> Result<String, serde_json::Error> {
     serde_json::to_string_pretty(plan)
+}
+
+/// `lookup`'s answer, for people.
+pub fn lookup_table(lookup: &Lookup) -> String {
+    let mut out = format!("frontend  {}\n", lookup.frontend);
+    let backend = lookup
+        .backend
+        .map_or_else(|| "-".to_owned(), |backend| backend.to_string());
+    let _ = writeln!(out, "backend   {backend}");
+    let via = match lookup.via {
+        Via::Conntrack => "conntrack (the flow's entry)",
+        Via::Affinity => "affinity (sessionAffinity remembers this client)",
+        Via::Random => "random (a new flow gets one of the candidates)",
+        Via::NoBackend => "no backend (refused or dropped)",
+    };
+    let _ = writeln!(out, "via       {via}");
+    let mode = match lookup.mode {
+        Some(Mode::Snat) => "snat (the backend sees the node)",
+        Some(Mode::Direct) => "direct (the backend sees the client)",
+        None => "as the backend picked and the way in decide",
+    };
+    let _ = writeln!(out, "mode      {mode}");
+    if !lookup.candidates.is_empty() {
+        let candidates: Vec<String> = lookup.candidates.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(out, "candidates {}", candidates.join(" "));
+    }
+    out
 }
 
 /// One line per frontend with its counters: `dump`'s view of the kernel.

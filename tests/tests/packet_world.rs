@@ -414,6 +414,73 @@ fn xdp_sends_only_out_of_interfaces_that_take_xdp_frames() {
     assert_eq!(listed, XDP_REDIRECT, "v1 has an XDP program now");
 }
 
+/// `svc-agent lookup` reads what the programs do: a new flow's
+/// candidates (picked at random), then the tracked flow's backend and
+/// source NAT from its conntrack entry; with sessionAffinity, a client's
+/// next flow goes to its remembered backend.
+#[test]
+fn lookup_names_the_backend_the_tables_choose() {
+    use std::net::SocketAddrV4;
+    use svc_agent::dataplane::{Mode, Via};
+    let other = Ipv4Addr::new(198, 18, 2, 11);
+    let backends = [ready(REMOTE_POD, 8080, false), ready(other, 8080, false)];
+    let mut sticky = frontend(
+        FrontendKind::NodePort,
+        "sticky",
+        (NODE, 30081),
+        Protocol::TCP,
+        &backends,
+    );
+    sticky.affinity_timeout_seconds = Some(60);
+    let mut datapath = load_with(&[node_port(&backends), sticky]);
+    let client = |port| SocketAddrV4::new(CLIENT, port);
+    let web = SocketAddrV4::new(NODE, 30080);
+
+    let fresh = datapath.tables().lookup(Protocol::TCP, client(40000), web);
+    let fresh = fresh.unwrap().expect("a frontend");
+    assert_eq!(
+        (fresh.via, fresh.backend, fresh.mode),
+        (Via::Random, None, None)
+    );
+    let both = [
+        SocketAddrV4::new(REMOTE_POD, 8080),
+        SocketAddrV4::new(other, 8080),
+    ];
+    assert_eq!(fresh.candidates, both);
+
+    let (_, out) = world(
+        &mut datapath,
+        &tcp_frame((CLIENT, 40000), (NODE, 30080), 1, SYN, b""),
+    );
+    let chosen = SocketAddrV4::new(endpoints(&out).1.0, endpoints(&out).1.1);
+    let tracked = datapath.tables().lookup(Protocol::TCP, client(40000), web);
+    let tracked = tracked.unwrap().unwrap();
+    assert_eq!(tracked.via, Via::Conntrack);
+    assert_eq!(tracked.backend, Some(chosen));
+    assert_eq!(tracked.mode, Some(Mode::Snat));
+    assert_eq!(tracked.frontend, fresh.frontend);
+
+    let (_, out) = world(
+        &mut datapath,
+        &tcp_frame((CLIENT, 40001), (NODE, 30081), 1, SYN, b""),
+    );
+    let remembered = SocketAddrV4::new(endpoints(&out).1.0, endpoints(&out).1.1);
+    let sticky = SocketAddrV4::new(NODE, 30081);
+    let next = datapath
+        .tables()
+        .lookup(Protocol::TCP, client(40002), sticky);
+    let next = next.unwrap().unwrap();
+    assert_eq!((next.via, next.backend), (Via::Affinity, Some(remembered)));
+
+    let nothing = SocketAddrV4::new(NODE, 30099);
+    let answer = datapath
+        .tables()
+        .lookup(Protocol::TCP, client(40000), nothing);
+    assert_eq!(answer.unwrap(), None);
+    let udp = datapath.tables().lookup(Protocol::UDP, client(40000), web);
+    assert_eq!(udp.unwrap(), None, "the NodePort is TCP");
+}
+
 /// Makes the next hop of [`narrow_route_namespace`]'s route known, so
 /// that XDP, which cannot resolve one, routes packets itself.
 fn resolve_next_hop(ns: &svc_lab::netns::Netns) {

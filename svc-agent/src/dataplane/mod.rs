@@ -17,6 +17,7 @@ mod conntrack;
 #[cfg(test)]
 mod fake;
 mod held;
+mod lookup;
 mod maps;
 mod pins;
 mod plan;
@@ -39,6 +40,7 @@ use aya::{
 };
 pub use codec::NodeSettings;
 pub use conntrack::{Census, Conntrack, coarse_now_ns};
+pub use lookup::{Lookup, Mode, Via};
 pub use plan::{ApplyReport, Desired};
 pub use readback::{DropCounter, FrontendState};
 use svc_common::names;

@@ -1,0 +1,173 @@
+//! `svc-agent lookup`: which frontend and backend this node's kernel
+//! tables choose for one flow, and why, read from the maps as the
+//! programs read them. A tracked flow keeps the backend its conntrack
+//! entry names; a new one to a frontend with sessionAffinity goes to the
+//! client's remembered backend while that lasts; any other new one gets a
+//! backend at random among the frontend's candidates, which lookup lists
+//! instead of guessing one.
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::Serialize;
+use svc_common::{AffinityKey, FlowKey, flow_flags};
+
+use super::{
+    DataplaneError, Tables,
+    codec::{addr_be, addr_from_be, protocol_number},
+    maps::map_error,
+};
+use crate::model::{BackendState, Protocol};
+use svc_common::names;
+
+/// Why the flow goes where [`Lookup`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// A conntrack entry of the flow names its backend.
+    Conntrack,
+    /// sessionAffinity: the client's remembered backend.
+    Affinity,
+    /// A new flow: one of `candidates`, at random.
+    Random,
+    /// The frontend has no backend: the flow is refused (or dropped).
+    NoBackend,
+}
+
+/// How the chosen backend sees the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// With the node's address and a NAT port (a tracked flow says so).
+    Snat,
+    /// With the client's own address.
+    Direct,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Lookup {
+    /// `NAMESPACE/NAME` of the frontend's Service.
+    pub frontend: String,
+    pub backend: Option<SocketAddrV4>,
+    pub via: Via,
+    /// Known for a tracked flow only: for a new one it depends on the
+    /// backend picked and on where the packet enters the node.
+    pub mode: Option<Mode>,
+    /// For [`Via::Random`]: the backends a new flow is picked among.
+    pub candidates: Vec<SocketAddrV4>,
+}
+
+impl Tables {
+    /// What the tables choose for a `protocol` flow from `from` to `to`;
+    /// None when `to` is no frontend of this node.
+    pub fn lookup(
+        &self,
+        protocol: Protocol,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+    ) -> Result<Option<Lookup>, DataplaneError> {
+        let states = self.read()?;
+        let key = flow_key(protocol, from, to);
+        let tracked = match self.ct.get(&key, 0) {
+            Ok(flow) => Some(flow),
+            Err(_) => self.ct_new.get(&key, 0).ok(),
+        };
+        if let Some(flow) = tracked.filter(|flow| flow.flags & flow_flags::REPLY == 0) {
+            let frontend = states
+                .iter()
+                .find(|state| state.rev_nat_id == flow.rev_nat_id)
+                .map_or_else(
+                    || "(removed)".to_owned(),
+                    |state| state.frontend.service.clone(),
+                );
+            let snat = flow.flags & flow_flags::SNAT != 0;
+            return Ok(Some(Lookup {
+                frontend,
+                backend: Some(SocketAddrV4::new(
+                    addr_from_be(flow.backend_addr_be),
+                    u16::from_be(flow.backend_port_be),
+                )),
+                via: Via::Conntrack,
+                mode: Some(if snat { Mode::Snat } else { Mode::Direct }),
+                candidates: Vec::new(),
+            }));
+        }
+        let Some(state) = states.iter().find(|state| {
+            let frontend = &state.frontend;
+            frontend.address == *to.ip()
+                && frontend.port == to.port()
+                && frontend.protocol == protocol
+        }) else {
+            return Ok(None);
+        };
+        let ready: Vec<SocketAddrV4> = candidates(state, BackendState::Ready);
+        let candidates = if ready.is_empty() {
+            candidates(state, BackendState::Terminating)
+        } else {
+            ready
+        };
+        let mut lookup = Lookup {
+            frontend: state.frontend.service.clone(),
+            backend: None,
+            via: if candidates.is_empty() {
+                Via::NoBackend
+            } else {
+                Via::Random
+            },
+            mode: None,
+            candidates,
+        };
+        if state.frontend.affinity_timeout_seconds.is_some()
+            && let Some(backend) = self.remembered(state.rev_nat_id, *from.ip())?
+            && lookup.candidates.contains(&backend)
+        {
+            lookup.backend = Some(backend);
+            lookup.via = Via::Affinity;
+        }
+        Ok(Some(lookup))
+    }
+
+    /// The backend sessionAffinity remembers for `client` at frontend
+    /// `rev_nat_id` (the programs check its age; lookup does not).
+    fn remembered(
+        &self,
+        rev_nat_id: u32,
+        client: Ipv4Addr,
+    ) -> Result<Option<SocketAddrV4>, DataplaneError> {
+        let key = AffinityKey {
+            rev_nat_id,
+            client_addr_be: addr_be(client),
+        };
+        let Ok(affinity) = self.maps.affinity.get(&key, 0) else {
+            return Ok(None);
+        };
+        match self.maps.backends.get(&affinity.backend_id, 0) {
+            Ok(backend) => Ok(Some(SocketAddrV4::new(
+                addr_from_be(backend.addr_be),
+                u16::from_be(backend.port_be),
+            ))),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(error) => Err(map_error(names::BACKENDS)(error)),
+        }
+    }
+}
+
+fn candidates(state: &super::FrontendState, wanted: BackendState) -> Vec<SocketAddrV4> {
+    state
+        .frontend
+        .backends
+        .iter()
+        .filter(|backend| backend.state == wanted)
+        .map(|backend| SocketAddrV4::new(backend.address, backend.port))
+        .collect()
+}
+
+/// The conntrack key of the original direction, as ct.rs builds it.
+fn flow_key(protocol: Protocol, from: SocketAddrV4, to: SocketAddrV4) -> FlowKey {
+    FlowKey {
+        saddr_be: addr_be(*from.ip()),
+        daddr_be: addr_be(*to.ip()),
+        sport_be: from.port().to_be(),
+        dport_be: to.port().to_be(),
+        proto: protocol_number(protocol),
+        _pad: [0; 3],
+    }
+}
