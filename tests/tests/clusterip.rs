@@ -204,6 +204,7 @@ fn unserved_addresses_and_ports_of_the_service_cidr_are_refused() {
         let (kind, elapsed) = connect_error(&lab, to);
         assert_eq!(kind, Some(io::ErrorKind::ConnectionRefused), "{to}");
         assert!(elapsed < Duration::from_millis(100), "{to}: {elapsed:?}");
+        eprintln!("{to} refused after {elapsed:?}");
     }
     let udp_unused = SocketAddr::from((Ipv4Addr::new(198, 19, 0, 99), 53));
     assert_eq!(
