@@ -58,9 +58,7 @@ pub fn service_cidrs(cidrs: &[Cidr]) -> Option<ServiceCidrs> {
         ..ServiceCidrs::default()
     };
     for (slot, cidr) in entry.cidrs.iter_mut().zip(cidrs) {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(cidr.prefix.min(32)))
-            .unwrap_or(0);
+        let mask = cidr.mask();
         *slot = ServiceCidr {
             network_be: (u32::from(cidr.address) & mask).to_be(),
             mask_be: mask.to_be(),
@@ -127,11 +125,11 @@ pub fn backend(address: Ipv4Addr, port: u16, protocol: Protocol, local: bool) ->
 /// The SRC_RANGES entry of one of a frontend's source ranges. Host bits
 /// are cleared so equal prefixes give equal entries.
 pub fn source_range(rev_nat_id: u32, addr: Ipv4Addr, len: u8) -> RangeEntry {
-    let mask = if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(len))
-    };
+    let mask = Cidr {
+        address: addr,
+        prefix: len,
+    }
+    .mask();
     let network = Ipv4Addr::from(u32::from(addr) & mask);
     RangeEntry {
         rev_nat_id,

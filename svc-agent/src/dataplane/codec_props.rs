@@ -60,7 +60,7 @@ fn backend_ref() -> impl Strategy<Value = BackendRef> {
 /// A network (host bits clear), as translate hands them on.
 fn network() -> impl Strategy<Value = Cidr> {
     (address(), 0u8..=32).prop_map(|(address, prefix)| {
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let mask = Cidr { address, prefix }.mask();
         Cidr {
             address: Ipv4Addr::from(u32::from(address) & mask),
             prefix,
@@ -246,8 +246,7 @@ proptest! {
         for (read, given) in read.service_cidrs.iter().zip(&settings.service_cidrs) {
             prop_assert_eq!(read.prefix, given.prefix);
             prop_assert!(given.contains(read.address) && read.contains(given.address));
-            let host_bits = u32::from(read.address) & !u32::MAX.checked_shl(32 - u32::from(read.prefix)).unwrap_or(0);
-            prop_assert_eq!(host_bits, 0);
+            prop_assert_eq!(u32::from(read.address) & !read.mask(), 0);
         }
         prop_assert_eq!(
             (read.node_address, read.hairpin_address, read.nat_ports),
@@ -279,7 +278,7 @@ proptest! {
         prop_assert_eq!(entry.rev_nat_id, rev_nat_id);
         prop_assert_eq!(entry.prefix_len, 32 + u32::from(prefix));
         let cidr = Cidr { address, prefix };
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let mask = cidr.mask();
         // Another address, in the CIDR half the time.
         let other = Ipv4Addr::from(if inside {
             (u32::from(address) & mask) | (bits & !mask)

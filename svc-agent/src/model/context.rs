@@ -39,10 +39,15 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// The prefix as a mask (host order): its first `prefix` bits set.
+    pub fn mask(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix.min(32)))
+            .unwrap_or(0)
+    }
+
     pub fn contains(&self, address: Ipv4Addr) -> bool {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0);
+        let mask = self.mask();
         u32::from(address) & mask == u32::from(self.address) & mask
     }
 }
