@@ -13,9 +13,10 @@ use svc_common::{AffinityKey, FlowKey, flow_flags};
 use super::{
     DataplaneError, Tables,
     codec::{addr_be, addr_from_be, protocol_number},
-    maps::map_error,
+    maps::{ServiceMaps as _, map_error},
+    readback,
 };
-use crate::model::{BackendState, Protocol};
+use crate::model::{BackendState, Frontend, Protocol};
 use svc_common::names;
 
 /// Why the flow goes where [`Lookup`] says.
@@ -64,19 +65,20 @@ impl Tables {
         from: SocketAddrV4,
         to: SocketAddrV4,
     ) -> Result<Option<Lookup>, DataplaneError> {
-        let states = self.read()?;
+        // The frontends without their counters, which lookup does not need.
+        let frontends = readback::frontends(&self.maps.contents()?);
         let key = flow_key(protocol, from, to);
         let tracked = match self.ct.get(&key, 0) {
             Ok(flow) => Some(flow),
             Err(_) => self.ct_new.get(&key, 0).ok(),
         };
         if let Some(flow) = tracked.filter(|flow| flow.flags & flow_flags::REPLY == 0) {
-            let frontend = states
+            let frontend = frontends
                 .iter()
-                .find(|state| state.rev_nat_id == flow.rev_nat_id)
+                .find(|(_, rev_nat_id)| *rev_nat_id == flow.rev_nat_id)
                 .map_or_else(
                     || "(removed)".to_owned(),
-                    |state| state.frontend.service.clone(),
+                    |(frontend, _)| frontend.service.clone(),
                 );
             let snat = flow.flags & flow_flags::SNAT != 0;
             return Ok(Some(Lookup {
@@ -90,22 +92,21 @@ impl Tables {
                 candidates: Vec::new(),
             }));
         }
-        let Some(state) = states.iter().find(|state| {
-            let frontend = &state.frontend;
+        let Some((frontend, rev_nat_id)) = frontends.iter().find(|(frontend, _)| {
             frontend.address == *to.ip()
                 && frontend.port == to.port()
                 && frontend.protocol == protocol
         }) else {
             return Ok(None);
         };
-        let ready: Vec<SocketAddrV4> = candidates(state, BackendState::Ready);
+        let ready: Vec<SocketAddrV4> = candidates(frontend, BackendState::Ready);
         let candidates = if ready.is_empty() {
-            candidates(state, BackendState::Terminating)
+            candidates(frontend, BackendState::Terminating)
         } else {
             ready
         };
         let mut lookup = Lookup {
-            frontend: state.frontend.service.clone(),
+            frontend: frontend.service.clone(),
             backend: None,
             via: if candidates.is_empty() {
                 Via::NoBackend
@@ -115,8 +116,8 @@ impl Tables {
             mode: None,
             candidates,
         };
-        if state.frontend.affinity_timeout_seconds.is_some()
-            && let Some(backend) = self.remembered(state.rev_nat_id, *from.ip())?
+        if frontend.affinity_timeout_seconds.is_some()
+            && let Some(backend) = self.remembered(*rev_nat_id, *from.ip())?
             && lookup.candidates.contains(&backend)
         {
             lookup.backend = Some(backend);
@@ -150,9 +151,8 @@ impl Tables {
     }
 }
 
-fn candidates(state: &super::FrontendState, wanted: BackendState) -> Vec<SocketAddrV4> {
-    state
-        .frontend
+fn candidates(frontend: &Frontend, wanted: BackendState) -> Vec<SocketAddrV4> {
+    frontend
         .backends
         .iter()
         .filter(|backend| backend.state == wanted)
