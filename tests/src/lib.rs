@@ -660,6 +660,17 @@ pub fn count_big_tcp_sent<T>(
     (result, watcher.join().unwrap())
 }
 
+/// How many packets lab node `node`'s datapath counted under drop reason
+/// `reason` (a name of DropReason::name).
+pub fn lab_drops(lab: &svc_lab::Lab, node: &str, reason: &str) -> u64 {
+    let counters = lab.tables(node).unwrap().drop_counters().unwrap();
+    counters
+        .iter()
+        .find(|c| c.reason == reason)
+        .unwrap()
+        .packets
+}
+
 /// Writes a benchmark's figures, pretty JSON, to target/svc-bench/NAME,
 /// and says where.
 pub fn write_bench_report(name: &str, report: &serde_json::Value) -> PathBuf {

@@ -153,12 +153,7 @@ fn connect_error(lab: &svc_lab::Lab, to: SocketAddr) -> (Option<io::ErrorKind>, 
 }
 
 fn drops(lab: &svc_lab::Lab, reason: &str) -> u64 {
-    let counters = lab.tables("node-1").unwrap().drop_counters().unwrap();
-    counters
-        .iter()
-        .find(|c| c.reason == reason)
-        .unwrap()
-        .packets
+    tests::lab_drops(lab, "node-1", reason)
 }
 
 #[test]

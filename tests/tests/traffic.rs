@@ -121,15 +121,6 @@ fn answer(lab: &Lab, from: &svc_lab::netns::Netns, url: &str) -> Answer {
     Answer::parse(&stdout).unwrap_or_else(|| panic!("no lab answer from {url}: {stdout}"))
 }
 
-fn drops(lab: &Lab, node: &str, reason: &str) -> u64 {
-    let counters = lab.tables(node).unwrap().drop_counters().unwrap();
-    counters
-        .iter()
-        .find(|c| c.reason == reason)
-        .unwrap()
-        .packets
-}
-
 #[test]
 fn pod_to_cluster_ip_with_backend_on_another_node() {
     let lab = lab();
@@ -214,7 +205,7 @@ fn a_spoofed_syn_flood_leaves_the_node_port_serving() {
     // their retries get through (every request above was answered).
     eprintln!(
         "nat_ports_exhausted on node-2: {}",
-        drops(&lab, "node-2", "nat_ports_exhausted")
+        tests::lab_drops(&lab, "node-2", "nat_ports_exhausted")
     );
 }
 
@@ -275,7 +266,7 @@ fn connections_in_a_row_through_source_nat_outnumber_its_ports_and_all_succeed()
          nat_ports_exhausted on node-2: {}",
         started.elapsed().as_secs_f64(),
         retried(tests::chaos::trouble_counters(client)) - retried_before,
-        drops(&lab, "node-2", "nat_ports_exhausted")
+        tests::lab_drops(&lab, "node-2", "nat_ports_exhausted")
     );
     assert!(
         failures.is_empty(),
@@ -295,7 +286,7 @@ fn local_traffic_policy_serves_local_backends_and_drops_elsewhere() {
 
     let (code, _, _) = curl(client, "http://198.18.0.12:30081/", 1);
     assert_eq!(code, Some(28), "no answer at all: the SYN is dropped");
-    assert!(drops(&lab, "node-2", "no_backend_drop") >= 1);
+    assert!(tests::lab_drops(&lab, "node-2", "no_backend_drop") >= 1);
 }
 
 #[test]
@@ -335,7 +326,7 @@ fn client_to_node_port_without_endpoints_is_refused_at_once() {
     let (code, _, stderr) = curl(lab.client().unwrap(), "http://198.18.0.11:30082/", 5);
     assert_eq!(code, Some(7), "{stderr}");
     assert!(start.elapsed() < std::time::Duration::from_secs(1));
-    assert_eq!(drops(&lab, "node-1", "no_backend_reset"), 1);
+    assert_eq!(tests::lab_drops(&lab, "node-1", "no_backend_reset"), 1);
 }
 
 #[test]
@@ -555,11 +546,17 @@ fn too_big_for_the_route_to_the_backend_teaches_the_sender_the_path_mtu() {
             "{sender}: {error}"
         );
         assert_eq!(mtu, u32::from(SMALL_MTU), "{sender}'s path MTU to {to}");
-        assert_eq!(drops(&lab, "node-1", "fragmentation_needed"), answered);
+        assert_eq!(
+            tests::lab_drops(&lab, "node-1", "fragmentation_needed"),
+            answered
+        );
 
         let (answer, _) = udp_dont_fragment(netns, to, usize::from(SMALL_MTU));
         let answer = Answer::parse(&answer.unwrap()).unwrap();
         assert_eq!(answer.pod, "web-2", "{sender}");
-        assert_eq!(drops(&lab, "node-1", "fragmentation_needed"), answered);
+        assert_eq!(
+            tests::lab_drops(&lab, "node-1", "fragmentation_needed"),
+            answered
+        );
     }
 }
