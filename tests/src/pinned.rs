@@ -19,7 +19,11 @@ use crate::{TC_ACT_OK, XDP_PASS, run_tc, run_xdp};
 pub struct PinDir(pub PathBuf);
 
 impl PinDir {
+    /// Mounts bpffs on /sys/fs/bpf first if nothing is mounted there (a
+    /// machine without systemd): a test run alone must not depend on a lab
+    /// test having mounted it before.
     pub fn new(what: &str) -> Self {
+        svc_lab::ensure_bpffs().expect("mount bpffs on /sys/fs/bpf");
         static NEXT: AtomicU32 = AtomicU32::new(0);
         Self(PathBuf::from(format!(
             "/sys/fs/bpf/svc-test-{what}-{}-{}",
