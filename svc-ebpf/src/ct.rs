@@ -209,6 +209,17 @@ fn reply_of(forward: &Flow, flow: &Ipv4Flow) -> Flow {
     reply
 }
 
+/// Whether `peer` is the reply entry of forward entry `forward`, whose
+/// packet `flow` is: a reply entry of the same frontend that, with source
+/// NAT, sends back to this client.
+#[inline(always)]
+fn answers(peer: &Flow, forward: &Flow, flow: &Ipv4Flow) -> bool {
+    peer.flags & flow_flags::REPLY != 0
+        && peer.rev_nat_id == forward.rev_nat_id
+        && (forward.flags & flow_flags::SNAT == 0
+            || (peer.nat_addr_be == flow.saddr_be && peer.nat_port_be == flow.sport_be))
+}
+
 /// Looks the packet's direction up, in CT_V2 and then CT_NEW_V2, and
 /// moves the flow along its lifecycle (see the module docs). An expired
 /// entry, or a forward entry whose NAT port another flow holds now, is
@@ -241,9 +252,15 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
         && flags & flow_flags::CLOSING != 0
         && flow.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
     if reopens {
-        // Its reply entry (and NAT port) goes with it.
-        // SAFETY: read where it lies, before the removal.
-        if let Some(peer_key) = peer_key(unsafe { &*entry }, flow) {
+        // Its reply entry (and NAT port) goes with it, if that is still
+        // its own: the port of a closing flow may have gone to another
+        // flow (see `claim_port`), whose reply entry has the same key.
+        // SAFETY: read where they lie, before the removals.
+        if let Some(peer_key) = peer_key(unsafe { &*entry }, flow)
+            && table
+                .get_ptr_mut(&peer_key)
+                .is_some_and(|peer| unsafe { answers(&*peer, &*entry, flow) })
+        {
             table.remove(&peer_key);
         }
         table.remove(key);

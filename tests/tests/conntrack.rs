@@ -296,6 +296,28 @@ fn a_port_closed_by_fins_outlives_time_wait_one_closed_by_a_reset_does_not() {
     reply(&mut pinned, &taken, ack(30));
 }
 
+/// A client opening its port again towards the NodePort while its old,
+/// closing flow's NAT port serves another connection: the old flow goes,
+/// and the other connection's reply entry, which has the key the old
+/// flow's had, stays.
+#[test]
+fn a_reopened_tuple_leaves_the_reply_entry_of_the_flow_that_took_its_port() {
+    let mut pinned = load((61000, 61000), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let closed = establish(&mut pinned, (CLIENT, 40000));
+    close(&mut pinned, &closed);
+    // Quiet for 6 s: its port, the only one, goes to a new connection.
+    pinned.age(Table::Established, 6 * SECOND, |_, _| true);
+    let taker = establish(&mut pinned, (CLIENT, 40001));
+    assert_eq!(taker.nat_port, closed.nat_port);
+    refused_for_want_of_a_port(
+        &mut pinned,
+        (CLIENT, 40000),
+        "the reopened flow took the port of a live connection",
+    );
+    reply(&mut pinned, &taker, ack(30));
+    send(&mut pinned, &taker, ack(31));
+}
+
 /// A connection the backend has half closed may still be sending (the
 /// rest of a request, a retransmission after a loss under a flood): its
 /// NAT port is not taken while its packets pass, however old the
