@@ -3,17 +3,26 @@
 //! conntrack tables, so table space and NAT ports come back without waiting
 //! for a packet to find them or for the LRU to evict, and counts what is
 //! left for /metrics.
-use std::path::Path;
+//!
+//! An entry judged expired is taken out of its table in one step
+//! (BPF_MAP_LOOKUP_AND_DELETE_ELEM) and put back if it changed since it
+//! was read: between the read and the removal a packet may have ended the
+//! expired flow and started a new one on the same tuple, whose entry a
+//! plain removal would have deleted (its next packet would then have been
+//! balanced again, or its reply sent out untranslated).
+use std::{os::fd::AsFd as _, path::Path};
 
 use aya::maps::{HashMap, MapData};
 use svc_common::{Flow, FlowKey, flow_flags, flow_timeout_ns, names};
 
-use super::{DataplaneError, open_pinned_map};
+use super::{DataplaneError, open_pinned_map, sys};
 
 /// Both conntrack tables, opened from an agent's pins.
 pub struct Conntrack {
     established: HashMap<MapData, FlowKey, Flow>,
     new: HashMap<MapData, FlowKey, Flow>,
+    /// The same two maps again, for the bpf(2) commands aya lacks.
+    raw: [MapData; 2],
 }
 
 /// What one collection found.
@@ -41,9 +50,18 @@ impl Conntrack {
                 }
             })
         };
+        let raw = |name: &'static str| {
+            let path = pin_dir.join(name);
+            MapData::from_pin(&path).map_err(|source| DataplaneError::NotPinned {
+                name,
+                path,
+                source: Box::new(source),
+            })
+        };
         Ok(Self {
             established: open(names::CT)?,
             new: open(names::CT_NEW)?,
+            raw: [raw(names::CT)?, raw(names::CT_NEW)?],
         })
     }
 
@@ -52,10 +70,18 @@ impl Conntrack {
     /// rest.
     pub fn collect(&mut self, now_ns: u64) -> Result<Census, DataplaneError> {
         let mut census = Census::default();
-        for (table, name, established) in [
-            (&mut self.established, names::CT, true),
-            (&mut self.new, names::CT_NEW, false),
+        let [raw_established, raw_new] = &self.raw;
+        for (table, raw, name, established) in [
+            (&self.established, raw_established, names::CT, true),
+            (&self.new, raw_new, names::CT_NEW, false),
         ] {
+            let map_error = |source: std::io::Error| DataplaneError::Map {
+                name,
+                source: Box::new(aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_lookup_and_delete_elem",
+                    io_error: source,
+                })),
+            };
             // Keys first: removing while the kernel walks the hash table
             // would restart the walk.
             let keys: Vec<FlowKey> = table.keys().filter_map(Result::ok).collect();
@@ -66,15 +92,43 @@ impl Conntrack {
                 };
                 let idle = now_ns.saturating_sub(entry.last_seen_ns);
                 if idle > flow_timeout_ns(entry.flags, key.proto, established) {
-                    match table.remove(&key) {
-                        Ok(()) => census.collected += 1,
-                        Err(aya::maps::MapError::KeyNotFound) => {}
-                        Err(source) => {
-                            return Err(DataplaneError::Map {
-                                name,
-                                source: Box::new(source),
-                            });
+                    let fd = raw.fd().as_fd();
+                    let mut taken = Flow::default();
+                    // SAFETY: FlowKey and Flow are repr(C) without padding
+                    // (svc-common asserts their sizes), valid for any bytes.
+                    let (key_bytes, taken_bytes) = unsafe {
+                        (
+                            std::slice::from_raw_parts(
+                                std::ptr::from_ref(&key).cast::<u8>(),
+                                size_of::<FlowKey>(),
+                            ),
+                            std::slice::from_raw_parts_mut(
+                                std::ptr::from_mut(&mut taken).cast::<u8>(),
+                                size_of::<Flow>(),
+                            ),
+                        )
+                    };
+                    if !sys::take(fd, key_bytes, taken_bytes).map_err(map_error)? {
+                        continue;
+                    }
+                    if taken == entry {
+                        census.collected += 1;
+                        continue;
+                    }
+                    // A packet changed it since the read: not ours to end.
+                    // Put back unless a packet made another there since.
+                    // SAFETY: as above.
+                    let taken_bytes = unsafe {
+                        std::slice::from_raw_parts(
+                            std::ptr::from_ref(&taken).cast::<u8>(),
+                            size_of::<Flow>(),
+                        )
+                    };
+                    match sys::update(fd, key_bytes, taken_bytes, sys::NOEXIST) {
+                        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                            return Err(map_error(e));
                         }
+                        _ => {}
                     }
                     continue;
                 }

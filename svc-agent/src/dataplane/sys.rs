@@ -15,6 +15,7 @@ const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_LINK_UPDATE: libc::c_long = 29;
 
 /// Insert only where the key is absent (BPF_NOEXIST).
@@ -79,6 +80,20 @@ pub fn next_key(map: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> io:
 pub fn lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
     match bpf(
         BPF_MAP_LOOKUP_ELEM,
+        &elem(map, Some(key), value.as_mut_ptr(), 0),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes `key`, its value into `value`, in one step: nobody can change
+/// the entry between the read and the removal. False when the key is
+/// absent.
+pub fn take(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+    match bpf(
+        BPF_MAP_LOOKUP_AND_DELETE_ELEM,
         &elem(map, Some(key), value.as_mut_ptr(), 0),
     ) {
         Ok(_) => Ok(true),
