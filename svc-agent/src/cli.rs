@@ -36,6 +36,9 @@ pub enum Command {
         /// Plan externalIPs only inside these CIDRs (as `run` does).
         #[arg(long, value_delimiter = ',')]
         external_ip_cidrs: Vec<crate::model::Cidr>,
+        /// How frontends pick backends (as `run` does).
+        #[arg(long, value_enum, default_value_t)]
+        lb_algorithm: crate::model::LbAlgorithm,
     },
     /// Print the frontend → backend tables the kernel holds (reads the
     /// pinned maps; works while no agent runs).
@@ -214,6 +217,20 @@ pub struct RunArgs {
     /// nftables mode does. Default: none.
     #[arg(long = "service-cidr", value_delimiter = ',')]
     pub service_cidrs: Vec<crate::model::Cidr>,
+    /// How new flows pick a backend: at random on each node (kube-proxy's
+    /// way), or by Maglev consistent hashing of the flow's 5-tuple, so a
+    /// flow gets the same backend whichever node it reaches (behind an
+    /// ECMP router). A Service's `svc-lb.io/lb-algorithm` annotation
+    /// (random|maglev) overrides it.
+    #[arg(long, value_enum, default_value_t)]
+    pub lb_algorithm: crate::model::LbAlgorithm,
+    /// Entries of each Maglev frontend's lookup table: a prime from 251 to
+    /// 65521, well above the backends a Service has (each holds about
+    /// SIZE/N entries; Maglev's paper asks for 100 times N). Every node
+    /// must use the same size. 4 bytes an entry, in a map of 16 MiB that
+    /// holds 4194304 / SIZE tables.
+    #[arg(long, default_value_t = svc_common::maglev::DEFAULT_TABLE_SIZE, value_parser = parse_maglev_table_size)]
+    pub maglev_table_size: u16,
     /// Every this many seconds the agent reads the maps back from the
     /// kernel and repairs whatever differs from what it wrote (another
     /// writer, a stray bpftool); 0: never. kube-proxy resyncs its rules
@@ -233,6 +250,18 @@ pub struct RunArgs {
     /// node the cgroup2 root; "none" to attach no socket hooks.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup: PathBuf,
+}
+
+fn parse_maglev_table_size(text: &str) -> Result<u16, String> {
+    let size: u16 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
+    if !crate::dataplane::valid_maglev_table_size(size) {
+        return Err(format!(
+            "{size} is not a prime from {} to {} (try 16381, 32749 or 65521)",
+            svc_common::maglev::MIN_TABLE_SIZE,
+            svc_common::maglev::MAX_TABLE_SIZE
+        ));
+    }
+    Ok(size)
 }
 
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
@@ -262,6 +291,8 @@ impl RunArgs {
             nodeport_addresses: self.nodeport_addresses,
             external_ip_cidrs: self.external_ip_cidrs,
             service_cidrs: self.service_cidrs,
+            lb_algorithm: self.lb_algorithm,
+            maglev_table_size: self.maglev_table_size,
             listen: self.listen,
             resync_period: (self.resync_seconds > 0)
                 .then(|| std::time::Duration::from_secs(self.resync_seconds)),

@@ -64,11 +64,13 @@ fn execute(command: Command) -> anyhow::Result<()> {
             output,
             nodeport_addresses,
             external_ip_cidrs,
+            lb_algorithm,
         } => {
             let snapshot = manifests::load(&dir)?;
             let config = Config {
                 nodeport_addresses,
                 external_ip_cidrs,
+                lb_algorithm,
             };
             let plan = model::plan(&snapshot, &node, &config)?;
             let text = match output {

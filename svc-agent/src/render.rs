@@ -28,6 +28,7 @@ pub fn lookup_table(lookup: &Lookup) -> String {
         Via::Conntrack => "conntrack (the flow's entry)",
         Via::Affinity => "affinity (sessionAffinity remembers this client)",
         Via::Random => "random (a new flow gets one of the candidates)",
+        Via::Maglev => "maglev (the flow's entry in the frontend's table, as on every node)",
         Via::NoBackend => "no backend (refused or dropped)",
     };
     let _ = writeln!(out, "via       {via}");
@@ -165,6 +166,7 @@ mod tests {
             on_empty: OnEmpty::Reject,
             source_ranges: Vec::new(),
             health_check_node_port: None,
+            lb_algorithm: Default::default(),
         }
     }
 

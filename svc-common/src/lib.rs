@@ -9,6 +9,7 @@
 #![no_std]
 
 pub mod flow_cache;
+pub mod maglev;
 pub mod maps;
 pub mod stats;
 

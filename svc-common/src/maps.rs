@@ -27,6 +27,8 @@ pub mod names {
     pub const SOCK_REV_NAT: &str = "SOCK_RNAT_V1";
     pub const TABLES_GENERATION: &str = "TABLES_GEN_V1";
     pub const SERVICE_CIDRS: &str = "SVC_CIDRS_V1";
+    /// The Maglev frontends' lookup tables (see [`crate::maglev`]).
+    pub const MAGLEV: &str = "MAGLEV_V1";
     /// Interfaces the NIC's XDP program may send packets out of (ifindex →
     /// the interface's XDP features, as the kernel reports them). Not
     /// pinned, so not in [`ALL`]: each agent fills its own from the kernel
@@ -42,7 +44,7 @@ pub mod names {
     /// entry (see the agent's dataplane/pins.rs), then unpins the old map.
     pub const CONVERTED: [(&str, &str); 2] = [("CT_V1", CT), ("CT_NEW_V1", CT_NEW)];
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -57,6 +59,7 @@ pub mod names {
         SOCK_REV_NAT,
         TABLES_GENERATION,
         SERVICE_CIDRS,
+        MAGLEV,
     ];
 }
 
@@ -118,12 +121,19 @@ impl FrontendKey {
 }
 
 /// SERVICES value. In slot 0 (the frontend header) `count`,
-/// `terminating_count`, `rev_nat_id`, `flags` and `affinity_timeout_s` are
-/// meaningful; in slot n only `backend_id` is.
+/// `terminating_count`, `rev_nat_id`, `flags`, `maglev_size` and
+/// `affinity_timeout_s` are meaningful, and `backend_id` when
+/// `maglev_size` is not 0; in slot n only `backend_id` is.
 ///
 /// New flows pick among slots `1..=count`. Terminating backends sit in slots
 /// `count+1..=count+terminating_count` and are used only when `count` is 0,
 /// as kube-proxy falls back to serving-and-terminating endpoints.
+///
+/// A Maglev frontend (`maglev_size` not 0) has a lookup table of that many
+/// entries in MAGLEV_V1, from the header's `backend_id` on (see
+/// [`ServiceSlot::maglev_start`]): it holds the backends new flows pick
+/// among (the ready ones, or the terminating ones when none is ready). An
+/// entry of 0 (a table not written yet) picks at random, as without.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ServiceSlot {
@@ -132,10 +142,19 @@ pub struct ServiceSlot {
     pub terminating_count: u16,
     pub rev_nat_id: u32,
     pub flags: u16,
-    pub _pad: u16,
+    /// Was padding (0): the layout, and so the map's name, is unchanged.
+    pub maglev_size: u16,
     pub affinity_timeout_s: u32,
 }
 const _: () = assert!(core::mem::size_of::<ServiceSlot>() == 20);
+
+impl ServiceSlot {
+    /// A Maglev header's first MAGLEV_V1 entry.
+    #[inline(always)]
+    pub const fn maglev_start(&self) -> u32 {
+        self.backend_id
+    }
+}
 
 /// Frontend flags (slot 0 `flags`).
 pub mod frontend_flags {
@@ -145,6 +164,9 @@ pub mod frontend_flags {
     /// Only clients inside the frontend's SRC_RANGES entries are served
     /// (loadBalancerSourceRanges).
     pub const SOURCE_RANGES: u16 = 1 << 1;
+    /// The frontend's Service asks for Maglev selection (its table, if it
+    /// has one, is named by `maglev_size` and `backend_id`).
+    pub const MAGLEV: u16 = 1 << 2;
 }
 
 /// BACKENDS value, keyed by a `u32` backend id.
@@ -493,6 +515,16 @@ pub struct SockKey {
 }
 const _: () = assert!(core::mem::size_of::<SockKey>() == 16);
 
+/// MAGLEV_V1 value: one entry of a Maglev frontend's table (see
+/// [`crate::maglev`]). A struct, so `bpftool map dump` names the field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaglevEntry {
+    /// The backend new flows hashed to this entry go to; 0: none yet.
+    pub backend_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<MaglevEntry>() == 4);
+
 /// FE_STATS value (per CPU), indexed by rev_nat_id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -532,4 +564,5 @@ mod pod {
     unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::TablesGeneration {}
     unsafe impl aya::Pod for super::ServiceCidrs {}
+    unsafe impl aya::Pod for super::MaglevEntry {}
 }

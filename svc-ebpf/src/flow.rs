@@ -70,7 +70,13 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
         // The flow's backend is gone (UDP): choose again below, as a new flow.
     }
 
-    let selected = match lb::select(flow.saddr_be, flow.daddr_be, flow.dport_be, flow.proto)? {
+    let selected = match lb::select(
+        flow.saddr_be,
+        Some(flow.sport_be),
+        flow.daddr_be,
+        flow.dport_be,
+        flow.proto,
+    )? {
         // Refused, not routed out. Not by the NIC's TC program, whose
         // stack has no room for it: the XDP program in front of it does.
         Selection::NotAFrontend

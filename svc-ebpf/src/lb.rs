@@ -7,12 +7,12 @@ use aya_ebpf::{
 };
 use svc_common::{
     Affinity, AffinityKey, Backend, DropReason, FrontendKey, RevNat, ServiceSlot, SourceRange,
-    frontend_flags,
+    frontend_flags, maglev,
 };
 
 use crate::maps::{
-    AFFINITY_V1, BACKENDS_V1, REV_NAT_V1, SERVICES_V1, SRC_RANGES_HOST_PREFIX, SRC_RANGES_V1,
-    SVC_CIDRS_V1,
+    AFFINITY_V1, BACKENDS_V1, MAGLEV_V1, REV_NAT_V1, SERVICES_V1, SRC_RANGES_HOST_PREFIX,
+    SRC_RANGES_V1, SVC_CIDRS_V1,
 };
 
 pub struct Selected {
@@ -55,20 +55,25 @@ pub fn frontend_header(
     Some((key, header))
 }
 
-/// Picks a backend for a new flow from `client_addr_be` to `addr_be`,
-/// `port_be` and `protocol`, if they are a frontend's. The client's address
-/// is checked against the frontend's source ranges and keys its affinity.
+/// Picks a backend for a new flow from `client_addr_be` (port
+/// `client_port_be`, when known) to `addr_be`, `port_be` and `protocol`, if
+/// they are a frontend's. The client's address is checked against the
+/// frontend's source ranges and keys its affinity.
 ///
 /// Ready backends (slots `1..=count`) are chosen uniformly at random: every
 /// new flow is independent, so random choice spreads load like kube-proxy's
-/// `statistic --mode random` without shared state between CPUs. Terminating
-/// backends (the next `terminating_count` slots) serve only when no ready one
-/// exists. With sessionAffinity a client keeps its backend while it comes
-/// back within the timeout and the backend still exists (the agent forgets
-/// affinities to backends it removes from a frontend).
+/// `statistic --mode random` without shared state between CPUs. A Maglev
+/// frontend instead takes the entry of its table the flow's 5-tuple hashes
+/// to, the same on every node; without a client port (a socket not bound
+/// yet) it picks at random. Terminating backends (the next
+/// `terminating_count` slots) serve only when no ready one exists. With
+/// sessionAffinity a client keeps its backend while it comes back within
+/// the timeout and the backend still exists (the agent forgets affinities
+/// to backends it removes from a frontend).
 #[inline(always)]
 pub fn select(
     client_addr_be: u32,
+    client_port_be: Option<u16>,
     addr_be: u32,
     port_be: u16,
     protocol: u8,
@@ -106,13 +111,26 @@ pub fn select(
     {
         return Ok(Selection::Backend(selected));
     }
-    // `candidates` <= u16::MAX, so the slot always fits the key's u16.
-    // SAFETY: helper without arguments.
-    let slot = (1 + unsafe { bpf_get_prandom_u32() } % candidates) as u16;
-    // SAFETY: copied out at once.
-    let backend_id = unsafe { SERVICES_V1.get(key.with_slot(slot)) }
-        .map(|entry| entry.backend_id)
-        .ok_or(DropReason::SlotMissing)?;
+    let hashed = match client_port_be {
+        Some(client_port_be) if header.maglev_size != 0 => {
+            let hash =
+                maglev::flow_hash(client_addr_be, addr_be, client_port_be, port_be, protocol);
+            maglev_entry(&header, hash)
+        }
+        _ => None,
+    };
+    let backend_id = match hashed {
+        Some(backend_id) => backend_id,
+        None => {
+            // `candidates` <= u16::MAX, so the slot always fits the key's u16.
+            // SAFETY: helper without arguments.
+            let slot = (1 + unsafe { bpf_get_prandom_u32() } % candidates) as u16;
+            // SAFETY: copied out at once.
+            unsafe { SERVICES_V1.get(key.with_slot(slot)) }
+                .map(|entry| entry.backend_id)
+                .ok_or(DropReason::SlotMissing)?
+        }
+    };
     let backend = backend(backend_id).ok_or(DropReason::SlotMissing)?;
     if header.affinity_timeout_s > 0 {
         let affinity = Affinity {
@@ -128,6 +146,15 @@ pub fn select(
         backend,
         rev_nat_id: header.rev_nat_id,
     }))
+}
+
+/// The backend id of a Maglev frontend's table entry `hash` names; None
+/// for an entry not written (0).
+#[inline(always)]
+fn maglev_entry(header: &ServiceSlot, hash: u32) -> Option<u32> {
+    let index = maglev::entry_index(header.maglev_start(), header.maglev_size, hash);
+    let backend_id = MAGLEV_V1.get(index)?.backend_id;
+    (backend_id != 0).then_some(backend_id)
 }
 
 /// The client's remembered backend, if recent enough and still present.

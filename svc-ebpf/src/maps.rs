@@ -10,8 +10,8 @@ use aya_ebpf::{
 use svc_common::{
     Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
     FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS,
-    MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, NodeConfig, RevNat,
-    ServiceCidrs, ServiceSlot, SockKey, SourceRange, TablesGeneration, flow_cache,
+    MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, MaglevEntry, NodeConfig,
+    RevNat, ServiceCidrs, ServiceSlot, SockKey, SourceRange, TablesGeneration, flow_cache, maglev,
 };
 
 /// Maps only the agent writes are not preallocated: they hold what the
@@ -165,6 +165,14 @@ pub static TABLES_GEN_V1: Array<TablesGeneration, 1> = Array::new();
 /// The cluster's service CIDRs (one entry): see svc-common's ServiceCidrs.
 #[btf_map]
 pub static SVC_CIDRS_V1: Array<ServiceCidrs, 1> = Array::new();
+
+/// The Maglev frontends' lookup tables, one after another (svc-common's
+/// maglev module): each entry a backend id, 0 for none. A frontend's
+/// header says where its table starts and how long it is. An array, as
+/// Katran keeps its rings: one lookup, no hashing, 16 MiB whatever the
+/// cluster holds.
+#[btf_map]
+pub static MAGLEV_V1: Array<MaglevEntry, { maglev::MAX_ENTRIES as usize }> = Array::new();
 
 /// This node's addresses (one entry, index 0).
 #[btf_map]

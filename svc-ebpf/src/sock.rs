@@ -64,7 +64,7 @@ pub fn try_translate(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
     }
     // The socket's source address is not chosen before connect() or
     // sendmsg(): source ranges and affinity see the node as 0.0.0.0.
-    match lb::select(0, daddr_be, dport_be, protocol)? {
+    match lb::select(0, None, daddr_be, dport_be, protocol)? {
         Selection::NotAFrontend if lb::in_service_cidrs(daddr_be) => Ok(Syscall::Refuse),
         Selection::NotAFrontend => Ok(Syscall::Allow),
         Selection::Empty { .. } => Ok(Syscall::Refuse),

@@ -346,6 +346,7 @@ pub fn frontend(
         on_empty: svc_agent::model::OnEmpty::Reject,
         source_ranges: Vec::new(),
         health_check_node_port: None,
+        lb_algorithm: Default::default(),
     }
 }
 

@@ -17,18 +17,21 @@ use super::{
     plan::{self, ApplyReport, Chunk, Desired, Op},
 };
 
-/// Makes `maps` hold exactly `desired`. `held` is what they hold, as the
-/// last apply left them (read from the maps when `None`); it is kept only
-/// when every write went through.
+/// Makes `maps` hold exactly `desired`, Maglev tables of `maglev_size`
+/// entries. `held` is what they hold, as the last apply left them (read
+/// from the maps when `None`); it is kept only when every write went
+/// through.
 pub fn apply<M: ServiceMaps, F: Desired>(
     maps: &mut M,
     held: &mut Option<Held>,
     desired: &[F],
+    maglev_size: u16,
 ) -> Result<ApplyReport, DataplaneError> {
     let mut state = match held.take() {
         Some(state) => state,
-        None => Held::new(maps.contents()?),
+        None => Held::new(maps.contents()?, maglev_size),
     };
+    state.maglev_size = maglev_size;
     let mut wrote = false;
     let applied = plan::plan_each(&mut state, desired, |chunk| {
         wrote = true;
@@ -84,6 +87,7 @@ pub fn execute(maps: &mut impl ServiceMaps, op: &Op) -> Result<(), MapError> {
         } => maps.put_meta(*rev_nat_id, *meta),
         Op::PutBackend { id, backend } => maps.put_backend(*id, *backend),
         Op::PutSlot { key, slot, .. } => maps.put_slot(*key, *slot),
+        Op::PutMaglev { start, entries } => maps.put_maglev(*start, entries),
         Op::PutRange(range) => maps.put_range(*range),
         Op::RemoveRange(range) => maps.remove_range(*range),
         Op::ForgetAffinities { rev_nat_id, keep } => {
@@ -119,6 +123,7 @@ fn capacity(map: &'static str) -> u32 {
         names::SERVICES => MAX_SERVICE_SLOTS,
         names::BACKENDS => MAX_BACKENDS,
         names::SOURCE_RANGES => MAX_SOURCE_RANGES,
+        names::MAGLEV => svc_common::maglev::MAX_ENTRIES,
         _ => MAX_FRONTENDS,
     }
 }

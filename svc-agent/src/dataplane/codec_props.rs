@@ -98,6 +98,12 @@ prop_compose! {
             on_empty,
             source_ranges: source_ranges.into_iter().collect(),
             health_check_node_port,
+            // Half of them (by port: proptest's tuples hold 12 strategies).
+            lb_algorithm: if port % 2 == 0 {
+                crate::model::LbAlgorithm::Maglev
+            } else {
+                crate::model::LbAlgorithm::Random
+            },
         }
     }
 }
@@ -349,12 +355,12 @@ proptest! {
     ) {
         let mut maps = FakeMaps::default();
         let mut held = None;
-        apply::apply(&mut maps, &mut held, &first).expect("fake maps take any update");
+        apply::apply(&mut maps, &mut held, &first, svc_common::maglev::MIN_TABLE_SIZE).expect("fake maps take any update");
         prop_assert_eq!(read_back(&maps), as_read(&first));
         if new_agent {
             held = None;
         }
-        apply::apply(&mut maps, &mut held, &second).expect("fake maps take any update");
+        apply::apply(&mut maps, &mut held, &second, svc_common::maglev::MIN_TABLE_SIZE).expect("fake maps take any update");
         prop_assert_eq!(read_back(&maps), as_read(&second));
     }
 }

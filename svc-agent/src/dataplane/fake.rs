@@ -19,6 +19,8 @@ pub struct FakeMaps {
     /// FRONTEND_STATS packets, by rev_nat_id.
     pub counters: FastMap<u32, u64>,
     pub generation: u64,
+    /// MAGLEV_V1's entries that are not 0.
+    pub maglev: std::collections::BTreeMap<u32, u32>,
     /// Write operations so far.
     pub ops: usize,
     /// The operation (counted in `ops`) that fails, and its errno.
@@ -55,9 +57,14 @@ impl FakeMaps {
         };
         for (key, slot) in &c.slots {
             lines.push(if key.slot == 0 {
+                let maglev = if slot.maglev_size != 0 {
+                    format!(" maglev {} at {}", slot.maglev_size, slot.maglev_start())
+                } else {
+                    String::new()
+                };
                 format!(
                     "services {} #0 header rev_nat {} count {} terminating {} flags {:#x} \
-                     affinity {}s",
+                     affinity {}s{maglev}",
                     frontend(key),
                     slot.rev_nat_id,
                     slot.count,
@@ -73,6 +80,28 @@ impl FakeMaps {
                     slot.backend_id
                 )
             });
+        }
+        for (key, header) in c
+            .slots
+            .iter()
+            .filter(|(key, h)| key.slot == 0 && h.maglev_size != 0)
+        {
+            let start = header.maglev_start();
+            let mut shares = std::collections::BTreeMap::<u32, usize>::new();
+            for index in start..start + u32::from(header.maglev_size) {
+                *shares
+                    .entry(self.maglev.get(&index).copied().unwrap_or(0))
+                    .or_default() += 1;
+            }
+            let shares: Vec<String> = shares
+                .iter()
+                .map(|(id, entries)| format!("backend {id} x{entries}"))
+                .collect();
+            lines.push(format!(
+                "maglev {} at {start}: {}",
+                frontend(key),
+                shares.join(", ")
+            ));
         }
         for (id, backend) in &c.backends {
             lines.push(format!(
@@ -183,6 +212,14 @@ impl ServiceMaps for FakeMaps {
     fn put_range(&mut self, range: RangeEntry) -> Result<(), MapError> {
         self.write()?;
         self.contents.ranges.insert(range);
+        Ok(())
+    }
+
+    fn put_maglev(&mut self, start: u32, entries: &[u32]) -> Result<(), MapError> {
+        self.write()?;
+        for (index, backend_id) in (start..).zip(entries) {
+            self.maglev.insert(index, *backend_id);
+        }
         Ok(())
     }
 

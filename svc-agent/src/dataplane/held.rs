@@ -7,7 +7,7 @@
 //! writer of these maps while it runs; any failed write throws this copy
 //! away and the next apply reads the kernel again.
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::Arc,
 };
 
@@ -41,11 +41,18 @@ pub(super) struct Held {
     /// The frontend last written under each header key: an equal frontend
     /// needs no write, and no look at its slots either.
     pub written: HashMap<FrontendKey, Arc<Frontend>>,
+    /// Where MAGLEV_V1 holds the headers' tables, and where it has room.
+    pub maglev: TableSpace,
+    /// How many entries a Maglev table written now gets
+    /// (`--maglev-table-size`); tables written before with another size
+    /// are replaced as their frontends are planned.
+    pub maglev_size: u16,
 }
 
 impl Held {
-    /// The mirror of maps holding `contents`.
-    pub fn new(contents: Contents) -> Self {
+    /// The mirror of maps holding `contents`; Maglev tables written from
+    /// now on get `maglev_size` entries.
+    pub fn new(contents: Contents, maglev_size: u16) -> Self {
         let Contents {
             slots,
             backends,
@@ -72,6 +79,14 @@ impl Held {
             .filter(|(_, refs)| **refs == 0)
             .map(|(id, _)| *id)
             .collect();
+        let maglev = TableSpace::new(
+            headers
+                .iter()
+                .map(|key| slots[key])
+                .filter(|header| header.maglev_size != 0)
+                .map(|header| (header.maglev_start(), u32::from(header.maglev_size))),
+            svc_common::maglev::MAX_ENTRIES,
+        );
         let rev_nat_ids = IdAllocator::new(
             headers.iter().map(|key| slots[key].rev_nat_id),
             svc_common::MAX_FRONTENDS,
@@ -89,6 +104,8 @@ impl Held {
             metas,
             ranges,
             written: HashMap::default(),
+            maglev,
+            maglev_size,
         }
     }
 
@@ -168,6 +185,57 @@ impl Held {
     }
 }
 
+/// The room in MAGLEV_V1: runs of entries, each one table's. A run given
+/// back is not handed out again before [`TableSpace::settle`] (the next
+/// update): a packet that read the old header a moment before it changed
+/// may still read that table, and must find it as it was.
+#[derive(Default)]
+pub(super) struct TableSpace {
+    /// start → length of every run in use.
+    used: BTreeMap<u32, u32>,
+    /// Runs given back during this update.
+    settling: Vec<u32>,
+    limit: u32,
+}
+
+impl TableSpace {
+    fn new(used: impl IntoIterator<Item = (u32, u32)>, limit: u32) -> Self {
+        Self {
+            used: used.into_iter().collect(),
+            settling: Vec::new(),
+            limit,
+        }
+    }
+
+    /// The start of a free run of `len` entries (the first that fits).
+    pub fn allocate(&mut self, len: u32) -> Option<u32> {
+        let mut start = 0u32;
+        for (used_start, used_len) in &self.used {
+            if used_start.saturating_sub(start) >= len {
+                break;
+            }
+            start = start.max(used_start + used_len);
+        }
+        if self.limit.saturating_sub(start) < len {
+            return None;
+        }
+        self.used.insert(start, len);
+        Some(start)
+    }
+
+    /// Gives back the run that starts at `start`, once the update ends.
+    pub fn release(&mut self, start: u32) {
+        self.settling.push(start);
+    }
+
+    /// Frees the runs given back during the last update.
+    pub fn settle(&mut self) {
+        for start in self.settling.drain(..) {
+            self.used.remove(&start);
+        }
+    }
+}
+
 /// Hands out ids from 1 (0 means "none"): every id never handed out
 /// first, in order, and only then ids given back, the longest-released
 /// first. An id comes back as late as it can: flows of a removed frontend
@@ -240,6 +308,19 @@ mod tests {
         assert_eq!(ids.next(), None);
         ids.release(5);
         assert_eq!(ids.next(), Some(5));
+    }
+
+    #[test]
+    fn table_space_fits_runs_into_gaps_and_reuses_a_run_only_once_settled() {
+        let mut space = TableSpace::new([(10, 5)], 30);
+        assert_eq!(space.allocate(10), Some(0), "the gap before the run in use");
+        assert_eq!(space.allocate(10), Some(15));
+        assert_eq!(space.allocate(6), None, "25..30 is too short");
+        space.release(0);
+        assert_eq!(space.allocate(10), None, "0..10 is not free before settle");
+        space.settle();
+        assert_eq!(space.allocate(10), Some(0));
+        assert_eq!(space.allocate(5), Some(25), "the last run fits exactly");
     }
 
     #[test]

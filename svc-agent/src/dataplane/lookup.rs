@@ -2,13 +2,14 @@
 //! tables choose for one flow, and why, read from the maps as the
 //! programs read them. A tracked flow keeps the backend its conntrack
 //! entry names; a new one to a frontend with sessionAffinity goes to the
-//! client's remembered backend while that lasts; any other new one gets a
-//! backend at random among the frontend's candidates, which lookup lists
-//! instead of guessing one.
+//! client's remembered backend while that lasts; a new one to a Maglev
+//! frontend gets the backend its table entry names, the same on every
+//! node; any other new one gets a backend at random among the frontend's
+//! candidates, which lookup lists instead of guessing one.
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
-use svc_common::{AffinityKey, FlowKey, flow_flags};
+use svc_common::{AffinityKey, FlowKey, FrontendKey, flow_flags, maglev};
 
 use super::{
     DataplaneError, Tables,
@@ -27,6 +28,8 @@ pub enum Via {
     Conntrack,
     /// sessionAffinity: the client's remembered backend.
     Affinity,
+    /// A new flow to a Maglev frontend: its table's entry for the flow.
+    Maglev,
     /// A new flow: one of `candidates`, at random.
     Random,
     /// The frontend has no backend: the flow is refused (or dropped).
@@ -52,7 +55,8 @@ pub struct Lookup {
     /// Known for a tracked flow only: for a new one it depends on the
     /// backend picked and on where the packet enters the node.
     pub mode: Option<Mode>,
-    /// For [`Via::Random`]: the backends a new flow is picked among.
+    /// For [`Via::Random`] and [`Via::Maglev`]: the backends a new flow is
+    /// picked among.
     pub candidates: Vec<SocketAddrV4>,
 }
 
@@ -66,7 +70,8 @@ impl Tables {
         to: SocketAddrV4,
     ) -> Result<Option<Lookup>, DataplaneError> {
         // The frontends without their counters, which lookup does not need.
-        let frontends = readback::frontends(&self.maps.contents()?);
+        let contents = self.maps.contents()?;
+        let frontends = readback::frontends(&contents);
         let key = flow_key(protocol, from, to);
         let tracked = match self.ct.get(&key, 0) {
             Ok(flow) => Some(flow),
@@ -116,6 +121,34 @@ impl Tables {
             mode: None,
             candidates,
         };
+        let header = contents.slots.get(&FrontendKey::new(
+            addr_be(*to.ip()),
+            to.port().to_be(),
+            protocol_number(protocol),
+            0,
+        ));
+        if let Some(header) = header.filter(|header| header.maglev_size != 0)
+            && !lookup.candidates.is_empty()
+        {
+            let hash = maglev::flow_hash(
+                key.saddr_be,
+                key.daddr_be,
+                key.sport_be,
+                key.dport_be,
+                key.proto,
+            );
+            let index = maglev::entry_index(header.maglev_start(), header.maglev_size, hash);
+            let backend_id = self
+                .maps
+                .maglev
+                .get(&index, 0)
+                .map_err(map_error(names::MAGLEV))?
+                .backend_id;
+            if let Some(backend) = self.backend(backend_id)? {
+                lookup.backend = Some(backend);
+                lookup.via = Via::Maglev;
+            }
+        }
         if frontend.affinity_timeout_seconds.is_some()
             && let Some(backend) = self.remembered(*rev_nat_id, *from.ip())?
             && lookup.candidates.contains(&backend)
@@ -140,7 +173,13 @@ impl Tables {
         let Ok(affinity) = self.maps.affinity.get(&key, 0) else {
             return Ok(None);
         };
-        match self.maps.backends.get(&affinity.backend_id, 0) {
+        self.backend(affinity.backend_id)
+    }
+
+    /// The address of backend `backend_id`; None for an id BACKENDS does
+    /// not hold (0 among them).
+    fn backend(&self, backend_id: u32) -> Result<Option<SocketAddrV4>, DataplaneError> {
+        match self.maps.backends.get(&backend_id, 0) {
             Ok(backend) => Ok(Some(SocketAddrV4::new(
                 addr_from_be(backend.addr_be),
                 u16::from_be(backend.port_be),

@@ -10,8 +10,8 @@ use aya::maps::{
     Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie,
 };
 use svc_common::{
-    Affinity, AffinityKey, Backend, FrontendCounters, FrontendKey, FrontendMeta, RevNat,
-    ServiceSlot, SourceRange, TablesGeneration, names,
+    Affinity, AffinityKey, Backend, FrontendCounters, FrontendKey, FrontendMeta, MaglevEntry,
+    RevNat, ServiceSlot, SourceRange, TablesGeneration, names,
 };
 
 use super::DataplaneError;
@@ -74,6 +74,8 @@ pub trait ServiceMaps {
     fn remove_meta(&mut self, id: u32) -> Result<(), MapError>;
     fn put_range(&mut self, range: RangeEntry) -> Result<(), MapError>;
     fn remove_range(&mut self, range: RangeEntry) -> Result<(), MapError>;
+    /// Writes a Maglev table into MAGLEV_V1 from entry `start` on.
+    fn put_maglev(&mut self, start: u32, entries: &[u32]) -> Result<(), MapError>;
     /// Zeroes a frontend's packet and byte counters.
     fn reset_counters(&mut self, rev_nat_id: u32) -> Result<(), MapError>;
     /// Removes the frontend's sessionAffinity entries whose backend is not
@@ -98,6 +100,7 @@ pub struct KernelMaps {
     pub(super) affinity: HashMap<MapData, AffinityKey, Affinity>,
     pub(super) source_ranges: LpmTrie<MapData, SourceRange, u8>,
     pub(super) generation: Array<MapData, TablesGeneration>,
+    pub(super) maglev: Array<MapData, MaglevEntry>,
 }
 
 pub(super) fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
@@ -128,6 +131,7 @@ impl KernelMaps {
             affinity: typed(names::AFFINITY, open)?,
             source_ranges: typed(names::SOURCE_RANGES, open)?,
             generation: typed(names::TABLES_GENERATION, open)?,
+            maglev: typed(names::MAGLEV, open)?,
         })
     }
 
@@ -216,6 +220,16 @@ impl ServiceMaps for KernelMaps {
 
     fn remove_range(&mut self, range: RangeEntry) -> Result<(), MapError> {
         self.source_ranges.remove(&range.lpm_key())
+    }
+
+    fn put_maglev(&mut self, start: u32, entries: &[u32]) -> Result<(), MapError> {
+        for (index, backend_id) in (start..).zip(entries) {
+            let entry = MaglevEntry {
+                backend_id: *backend_id,
+            };
+            self.maglev.set(index, entry, 0)?;
+        }
+        Ok(())
     }
 
     fn reset_counters(&mut self, rev_nat_id: u32) -> Result<(), MapError> {

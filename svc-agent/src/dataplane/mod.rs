@@ -18,6 +18,7 @@ mod conntrack;
 mod fake;
 mod held;
 mod lookup;
+mod maglev;
 mod maps;
 mod pins;
 mod plan;
@@ -41,6 +42,7 @@ use aya::{
 pub use codec::NodeSettings;
 pub use conntrack::{Census, Conntrack, coarse_now_ns};
 pub use lookup::{Lookup, Mode, Via};
+pub use maglev::{Table as MaglevTable, valid_size as valid_maglev_table_size};
 pub use plan::{ApplyReport, Desired};
 pub use readback::{DropCounter, FrontendState};
 use svc_common::names;

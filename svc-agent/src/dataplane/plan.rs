@@ -15,17 +15,17 @@
 //! no slot names any more, last). Each write carries the value it
 //! replaces, so a chunk stopped half-way can be undone (apply.rs): whatever
 //! fails, every frontend is either as it was or as it is wanted.
-use std::{collections::BTreeSet, fmt, sync::Arc};
+use std::{collections::BTreeSet, fmt, net::SocketAddrV4, sync::Arc};
 
 use svc_common::{
     Backend, FrontendKey, FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, RevNat, ServiceSlot,
     frontend_flags, names,
 };
 
-use super::{DataplaneError, codec, held::Held, maps::RangeEntry};
+use super::{DataplaneError, codec, held::Held, maglev, maps::RangeEntry};
 use crate::{
-    FastSet,
-    model::{BackendRef, Frontend, OnEmpty},
+    FastMap, FastSet,
+    model::{BackendRef, Frontend, LbAlgorithm, OnEmpty},
 };
 
 /// A frontend handed to planning: owned, borrowed, or shared. A shared one
@@ -89,6 +89,12 @@ pub enum Op {
         id: u32,
         backend: Backend,
     },
+    /// A Maglev table, into a run of MAGLEV_V1 no header names yet (so
+    /// nothing to undo: the header that will name it is written after).
+    PutMaglev {
+        start: u32,
+        entries: Arc<[u32]>,
+    },
     /// A header (slot 0) or a backend slot.
     PutSlot {
         key: FrontendKey,
@@ -131,6 +137,7 @@ impl Op {
             Op::PutBackend { .. } | Op::RemoveBackend { .. } => names::BACKENDS,
             Op::PutSlot { .. } | Op::RemoveSlot { .. } => names::SERVICES,
             Op::PutRange(_) | Op::RemoveRange(_) => names::SOURCE_RANGES,
+            Op::PutMaglev { .. } => names::MAGLEV,
             Op::ForgetAffinities { .. } => names::AFFINITY,
         }
     }
@@ -139,7 +146,9 @@ impl Op {
     /// counters and affinities, which are soft state.
     pub fn inverse(&self) -> Option<Op> {
         Some(match self {
-            Op::ResetCounters { .. } | Op::ForgetAffinities { .. } => return None,
+            Op::ResetCounters { .. } | Op::ForgetAffinities { .. } | Op::PutMaglev { .. } => {
+                return None;
+            }
             Op::PutRevNat {
                 rev_nat_id,
                 rev_nat,
@@ -226,6 +235,9 @@ impl fmt::Display for Op {
             Op::PutRevNat { rev_nat_id, .. } => write!(f, "put rev_nat {rev_nat_id}"),
             Op::PutMeta { rev_nat_id, .. } => write!(f, "put meta {rev_nat_id}"),
             Op::PutBackend { id, .. } => write!(f, "put backend {id}"),
+            Op::PutMaglev { start, entries } => {
+                write!(f, "put maglev table at {start} ({} entries)", entries.len())
+            }
             Op::PutSlot {
                 key, slot: header, ..
             } if key.slot == 0 => write!(
@@ -300,9 +312,11 @@ pub fn plan_each<F: Desired>(
     mut run: impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
 ) -> Result<ApplyReport, DataplaneError> {
     let mut report = ApplyReport::default();
+    held.maglev.settle();
     let mut planner = Planner {
         held,
         ops: Vec::new(),
+        tables: FastMap::default(),
     };
     let mut wanted_headers = FastSet::with_capacity_and_hasher(desired.len(), Default::default());
     for item in desired {
@@ -360,6 +374,10 @@ struct Planner<'a> {
     held: &'a mut Held,
     /// The chunk being planned.
     ops: Vec<Op>,
+    /// Maglev tables built during this update, by size and backends: the
+    /// frontends of one Service port (ClusterIP, NodePorts, LoadBalancer
+    /// IPs) share their backends, and the table is built once.
+    tables: FastMap<(u16, Vec<SocketAddrV4>), Arc<maglev::Table>>,
 }
 
 impl Planner<'_> {
@@ -406,6 +424,7 @@ impl Planner<'_> {
         };
 
         let old_header = self.held.slots.get(&key).copied();
+        let old_serving = old_header.map(|header| self.serving_ids(key, &header));
         let rev_nat_id = match old_header {
             Some(header) => header.rev_nat_id,
             None => self
@@ -439,6 +458,7 @@ impl Planner<'_> {
         }
 
         let mut backend_ids = BTreeSet::new();
+        let mut slot_ids = Vec::with_capacity(ordered.len());
         for (slot, backend_ref) in (1..=total).zip(&ordered) {
             let backend = codec::backend(
                 backend_ref.address,
@@ -460,6 +480,7 @@ impl Planner<'_> {
                 }
             };
             backend_ids.insert(id);
+            slot_ids.push((id, SocketAddrV4::new(backend_ref.address, backend_ref.port)));
             let slot_key = key.with_slot(slot);
             let was = self.held.slots.get(&slot_key).copied();
             if was.map(|slot| slot.backend_id) != Some(id) {
@@ -498,13 +519,26 @@ impl Planner<'_> {
         if !ranges.is_empty() {
             flags |= frontend_flags::SOURCE_RANGES;
         }
+        let (maglev_start, maglev_size) = if frontend.lb_algorithm == LbAlgorithm::Maglev {
+            flags |= frontend_flags::MAGLEV;
+            // New flows pick among the ready backends, or the terminating
+            // ones when none is ready: the table holds those.
+            let serving = if ready > 0 {
+                &slot_ids[..usize::from(ready)]
+            } else {
+                &slot_ids[..]
+            };
+            self.maglev_table(frontend, old_header, old_serving, serving)
+        } else {
+            (0, 0)
+        };
         let header = ServiceSlot {
-            backend_id: 0,
+            backend_id: maglev_start,
             count: ready,
             terminating_count: total - ready,
             rev_nat_id,
             flags,
-            _pad: 0,
+            maglev_size,
             affinity_timeout_s: frontend.affinity_timeout_seconds.unwrap_or(0),
         };
         if old_header != Some(header) {
@@ -514,6 +548,12 @@ impl Planner<'_> {
                 was: old_header,
             });
             self.held.set_slot(key, header);
+        }
+        if let Some(old) = old_header
+            && old.maglev_size != 0
+            && (old.maglev_start(), old.maglev_size) != (maglev_start, maglev_size)
+        {
+            self.held.maglev.release(old.maglev_start());
         }
 
         if let Some(old) = old_header {
@@ -537,6 +577,75 @@ impl Planner<'_> {
         Ok(())
     }
 
+    /// The backend ids new flows to the frontend under `key` pick among,
+    /// as the maps hold it with `header`: the ready slots, or the
+    /// terminating ones when none is ready.
+    fn serving_ids(&self, key: FrontendKey, header: &ServiceSlot) -> Vec<u32> {
+        let slots = if header.count > 0 {
+            1..=header.count
+        } else {
+            1..=header.terminating_count
+        };
+        slots
+            .filter_map(|slot| self.held.slots.get(&key.with_slot(slot)))
+            .map(|slot| slot.backend_id)
+            .collect()
+    }
+
+    /// Where the Maglev table of `frontend`, whose new flows pick among
+    /// `serving` (backend id and address, in slot order), starts and how
+    /// long it is: the table the old header names if it was built for the
+    /// same backends at this size, else a new one written into free room.
+    /// (0, 0), a table of none, when there is nothing to pick among or no
+    /// room: new flows then pick at random.
+    fn maglev_table(
+        &mut self,
+        frontend: &Frontend,
+        old_header: Option<ServiceSlot>,
+        old_serving: Option<Vec<u32>>,
+        serving: &[(u32, SocketAddrV4)],
+    ) -> (u32, u16) {
+        let size = self.held.maglev_size;
+        if serving.is_empty() || size == 0 {
+            return (0, 0);
+        }
+        let ids: Vec<u32> = serving.iter().map(|(id, _)| *id).collect();
+        if let Some(old) = old_header
+            && old.maglev_size == size
+            && old_serving.as_deref() == Some(&ids[..])
+        {
+            return (old.maglev_start(), size);
+        }
+        let Some(start) = self.held.maglev.allocate(u32::from(size)) else {
+            tracing::warn!(
+                service = %frontend.service,
+                frontend = %frontend.label(),
+                "no room left in {} for another Maglev table: new flows pick at random",
+                names::MAGLEV
+            );
+            return (0, 0);
+        };
+        let addresses: Vec<SocketAddrV4> = serving.iter().map(|(_, address)| *address).collect();
+        let table = self
+            .tables
+            .entry((size, addresses))
+            .or_insert_with_key(|(size, addresses)| {
+                Arc::new(maglev::Table::build(addresses, *size))
+            })
+            .clone();
+        let id_of: FastMap<SocketAddrV4, u32> = serving
+            .iter()
+            .map(|(id, address)| (*address, *id))
+            .collect();
+        let entries: Arc<[u32]> = table
+            .entries
+            .iter()
+            .map(|index| id_of[&table.backends[usize::from(*index)]])
+            .collect();
+        self.push(Op::PutMaglev { start, entries });
+        (start, size)
+    }
+
     fn remove_slot(&mut self, key: FrontendKey) {
         if let Some(was) = self.held.slots.get(&key).copied() {
             self.push(Op::RemoveSlot { key, was });
@@ -551,6 +660,9 @@ impl Planner<'_> {
         };
         let rev_nat_id = header.rev_nat_id;
         self.remove_slot(key);
+        if header.maglev_size != 0 {
+            self.held.maglev.release(header.maglev_start());
+        }
         for slot in 1..=(header.count + header.terminating_count) {
             self.remove_slot(key.with_slot(slot));
         }

@@ -18,7 +18,13 @@ use super::{
     maps::{Contents, RangeEntry, ServiceMaps as _},
     plan,
 };
-use crate::model::{BackendRef, BackendState, Cidr, Frontend, FrontendKind, OnEmpty, Protocol};
+use crate::model::{
+    BackendRef, BackendState, Cidr, Frontend, FrontendKind, LbAlgorithm, OnEmpty, Protocol,
+};
+
+/// Maglev tables here are of the smallest size taken, to keep the golden
+/// files short.
+const MAGLEV_SIZE: u16 = svc_common::maglev::MIN_TABLE_SIZE;
 
 fn backend(last: u8, state: BackendState) -> BackendRef {
     BackendRef {
@@ -49,6 +55,7 @@ fn frontend(service: &str, kind: FrontendKind, address: [u8; 4], port: u16) -> F
         on_empty: OnEmpty::Reject,
         source_ranges: Vec::new(),
         health_check_node_port: None,
+        lb_algorithm: Default::default(),
     }
 }
 
@@ -86,6 +93,13 @@ fn lb(ranges: &[&str]) -> Frontend {
             [198, 18, 100, 1],
             80,
         )
+    }
+}
+
+fn maglev(frontend: Frontend) -> Frontend {
+    Frontend {
+        lb_algorithm: LbAlgorithm::Maglev,
+        ..frontend
     }
 }
 
@@ -203,6 +217,50 @@ fn scenarios() -> Vec<Scenario> {
             affinities: vec![(1, 1, 31, 1), (1, 1, 32, 2), (2, 1, 33, 3)],
         },
         Scenario {
+            name: "maglev",
+            stages: vec![
+                stage(
+                    "a ClusterIP and its NodePort with Maglev: a table each",
+                    vec![maglev(web()), maglev(web_node_port())],
+                ),
+                stage(
+                    "a third backend: new tables elsewhere, then the headers",
+                    vec![
+                        maglev(Frontend {
+                            backends: ready(&[1, 2, 3]),
+                            ..web()
+                        }),
+                        maglev(Frontend {
+                            backends: ready(&[1, 2, 3]),
+                            ..web_node_port()
+                        }),
+                    ],
+                ),
+                stage(
+                    "only the NodePort's affinity changes: its table stays",
+                    vec![
+                        maglev(Frontend {
+                            backends: ready(&[1, 2, 3]),
+                            ..web()
+                        }),
+                        maglev(with_affinity(Frontend {
+                            backends: ready(&[1, 2, 3]),
+                            ..web_node_port()
+                        })),
+                    ],
+                ),
+                stage(
+                    "none ready: the terminating one fills the table",
+                    vec![maglev(Frontend {
+                        backends: vec![backend(5, BackendState::Terminating)],
+                        ..web()
+                    })],
+                ),
+                stage("back to random: no table", vec![web()]),
+            ],
+            affinities: vec![],
+        },
+        Scenario {
             name: "source-ranges",
             stages: vec![
                 stage(
@@ -242,9 +300,10 @@ fn run_scenario(scenario: &Scenario) -> (Vec<(FakeMaps, FakeMaps)>, String) {
         }
         add_affinities(&mut maps, scenario, index);
         let before = maps.clone();
-        let report = apply::apply(&mut maps, &mut held, &stage.desired).unwrap_or_else(|e| {
-            panic!("{} stage {index}: {e}", scenario.name);
-        });
+        let report = apply::apply(&mut maps, &mut held, &stage.desired, MAGLEV_SIZE)
+            .unwrap_or_else(|e| {
+                panic!("{} stage {index}: {e}", scenario.name);
+            });
         text.push_str(&format!(
             "# {}: {} ({} written, {} removed, {} backends removed)\n",
             index + 1,
@@ -353,17 +412,60 @@ fn every_state_between_two_operations_is_whole() {
             let stage = &scenario.stages[index];
             let (old, new) = (views(&before.contents), views(&after.contents));
             let mut maps = before.clone();
-            let mut held = Held::new(maps.contents().unwrap());
+            let mut held = Held::new(maps.contents().unwrap(), MAGLEV_SIZE);
             let plan = plan::plan(&mut held, &stage.desired).unwrap();
             assert!(!plan.ops.is_empty(), "{} stage {index}", scenario.name);
             for (n, op) in plan.ops.iter().enumerate() {
                 apply::execute(&mut maps, op).unwrap();
                 let context = format!("{} stage {index} after {n}: {op}", scenario.name);
                 assert_whole(&maps.contents, &old, &new, &context);
+                assert_tables_whole(&maps, &[&before.contents, &after.contents], &context);
             }
             assert_eq!(maps.contents, after.contents, "{}", scenario.name);
         }
     }
+}
+
+/// Every Maglev table a header names is whole: each of its entries names
+/// a backend BACKENDS holds that the frontend has in one of `states` (the
+/// maps before and after an update: slots are rewritten in place, so a
+/// table may name a backend the frontend is leaving while its header
+/// stands).
+fn assert_tables_whole(maps: &FakeMaps, states: &[&Contents], context: &str) {
+    let now = &maps.contents;
+    for (key, header) in now.slots.iter().filter(|(key, _)| key.slot == 0) {
+        if header.maglev_size == 0 {
+            continue;
+        }
+        let allowed: BTreeSet<Backend> = states
+            .iter()
+            .filter_map(|contents| whole(contents, key))
+            .flat_map(|(_, backends, ..)| backends.into_iter().flatten())
+            .collect();
+        let start = header.maglev_start();
+        for index in start..start + u32::from(header.maglev_size) {
+            let entry = maps.maglev.get(&index);
+            let backend = entry.and_then(|id| now.backends.get(id));
+            assert!(
+                backend.is_some_and(|backend| allowed.contains(backend)),
+                "{context}: entry {index} of {key:?}'s table is {entry:?} ({backend:?}), \
+                 not one of {allowed:?}"
+            );
+        }
+    }
+}
+
+/// `contents` with every Maglev header's table start cleared: where a
+/// table lands depends on which room was free, which a failed update
+/// changes; that it is whole is checked apart.
+fn without_table_starts(contents: &Contents) -> Contents {
+    let mut contents = contents.clone();
+    for (key, slot) in contents.slots.iter_mut() {
+        if key.slot == 0 && slot.maglev_size != 0 {
+            slot.backend_id = 0;
+        }
+    }
+    contents
 }
 
 /// Everything the maps hold of the frontend with header `key`: header,
@@ -449,10 +551,13 @@ fn a_failure_at_any_operation_leaves_each_frontend_old_or_new_and_a_retry_conver
         let (transitions, _) = run_scenario(&scenario);
         for (index, (before, after)) in transitions.iter().enumerate() {
             let desired = &scenario.stages[index].desired;
-            let steps = plan::plan(&mut Held::new(before.contents.clone()), desired)
-                .unwrap()
-                .ops
-                .len();
+            let steps = plan::plan(
+                &mut Held::new(before.contents.clone(), MAGLEV_SIZE),
+                desired,
+            )
+            .unwrap()
+            .ops
+            .len();
             for failing in 0..steps {
                 let context = format!("{} stage {index}, operation {failing} fails", scenario.name);
                 let mut maps = FakeMaps {
@@ -460,7 +565,8 @@ fn a_failure_at_any_operation_leaves_each_frontend_old_or_new_and_a_retry_conver
                     ..before.clone()
                 };
                 let mut held = None;
-                let error = apply::apply(&mut maps, &mut held, desired).expect_err(&context);
+                let error =
+                    apply::apply(&mut maps, &mut held, desired, MAGLEV_SIZE).expect_err(&context);
                 assert!(
                     matches!(error, DataplaneError::Map { .. }),
                     "{context}: {error}"
@@ -475,9 +581,11 @@ fn a_failure_at_any_operation_leaves_each_frontend_old_or_new_and_a_retry_conver
                     "{context}: caches not told"
                 );
 
-                apply::apply(&mut maps, &mut held, desired).expect(&context);
+                apply::apply(&mut maps, &mut held, desired, MAGLEV_SIZE).expect(&context);
+                assert_tables_whole(&maps, &[&after.contents], &context);
                 assert_eq!(
-                    maps.contents, after.contents,
+                    without_table_starts(&maps.contents),
+                    without_table_starts(&after.contents),
                     "{context}: retry did not converge"
                 );
                 cases += 1;
@@ -491,11 +599,11 @@ fn a_failure_at_any_operation_leaves_each_frontend_old_or_new_and_a_retry_conver
 fn a_full_map_names_the_service_that_did_not_fit_and_changes_nothing() {
     let mut maps = FakeMaps::default();
     let mut held = None;
-    apply::apply(&mut maps, &mut held, &[api()]).unwrap();
+    apply::apply(&mut maps, &mut held, &[api()], MAGLEV_SIZE).unwrap();
     let before = maps.contents.clone();
     // web's first write after its counters and metadata: a new backend.
     maps.fail_at = Some((maps.ops + 3, libc::E2BIG));
-    let error = apply::apply(&mut maps, &mut held, &[api(), web()]).unwrap_err();
+    let error = apply::apply(&mut maps, &mut held, &[api(), web()], MAGLEV_SIZE).unwrap_err();
     assert_eq!(error.service(), Some("default/web"), "{error}");
     assert!(
         matches!(error, DataplaneError::Full { map, .. } if map == names::BACKENDS),
@@ -508,14 +616,14 @@ fn a_full_map_names_the_service_that_did_not_fit_and_changes_nothing() {
 fn a_bad_source_range_fails_the_plan_before_any_write() {
     let mut maps = FakeMaps::default();
     let mut held = None;
-    apply::apply(&mut maps, &mut held, &[web()]).unwrap();
+    apply::apply(&mut maps, &mut held, &[web()], MAGLEV_SIZE).unwrap();
     let ops = maps.ops;
     let mut bad = lb(&[]);
     bad.source_ranges = vec![Cidr {
         address: Ipv4Addr::new(198, 18, 0, 0),
         prefix: 33,
     }];
-    let error = apply::apply(&mut maps, &mut held, &[web(), bad]).unwrap_err();
+    let error = apply::apply(&mut maps, &mut held, &[web(), bad], MAGLEV_SIZE).unwrap_err();
     assert_eq!(error.service(), Some("default/web-lb"), "{error}");
     assert_eq!(maps.ops, ops, "something was written");
 }
@@ -524,15 +632,51 @@ fn a_bad_source_range_fails_the_plan_before_any_write() {
 fn an_unchanged_update_writes_nothing() {
     let mut maps = FakeMaps::default();
     let mut held = None;
-    let desired = [web(), api(), lb(&["198.18.50.0/24"])];
-    apply::apply(&mut maps, &mut held, &desired).unwrap();
+    let desired = [web(), maglev(api()), lb(&["198.18.50.0/24"])];
+    apply::apply(&mut maps, &mut held, &desired, MAGLEV_SIZE).unwrap();
     let (ops, generation) = (maps.ops, maps.generation);
     assert_eq!(
-        apply::apply(&mut maps, &mut held, &desired).unwrap(),
+        apply::apply(&mut maps, &mut held, &desired, MAGLEV_SIZE).unwrap(),
         plan::ApplyReport::default()
     );
     // A new agent reads the maps and finds nothing to do either.
     let mut held = None;
-    apply::apply(&mut maps, &mut held, &desired).unwrap();
+    apply::apply(&mut maps, &mut held, &desired, MAGLEV_SIZE).unwrap();
     assert_eq!((maps.ops, maps.generation), (ops, generation));
+}
+
+#[test]
+fn a_new_table_size_rebuilds_every_table_and_frees_the_old_ones_after() {
+    let mut maps = FakeMaps::default();
+    let mut held = None;
+    let desired = [maglev(web()), maglev(api())];
+    apply::apply(&mut maps, &mut held, &desired, MAGLEV_SIZE).unwrap();
+    let starts = |maps: &FakeMaps| -> BTreeSet<(u32, u16)> {
+        maps.contents
+            .slots
+            .iter()
+            .filter(|(key, _)| key.slot == 0)
+            .map(|(_, header)| (header.maglev_start(), header.maglev_size))
+            .collect()
+    };
+    let before = starts(&maps);
+    assert_eq!(before, BTreeSet::from([(0, 251), (251, 251)]));
+
+    // A restarted agent told another size: new tables beside the old ones
+    // (still named until each header moves), no entry overwritten.
+    let mut held = None;
+    apply::apply(&mut maps, &mut held, &desired, 257).unwrap();
+    assert_eq!(starts(&maps), BTreeSet::from([(502, 257), (759, 257)]));
+    assert_tables_whole(&maps, &[&maps.contents], "after the new size");
+
+    // The next update may reuse the old room.
+    let third = maglev(lb(&[]));
+    let desired = [maglev(web()), maglev(api()), third];
+    apply::apply(&mut maps, &mut held, &desired, 257).unwrap();
+    assert!(
+        starts(&maps).contains(&(0, 257)),
+        "the first old table's room is free again: {:?}",
+        starts(&maps)
+    );
+    assert_tables_whole(&maps, &[&maps.contents], "after a third frontend");
 }

@@ -9,7 +9,7 @@ use super::{
     DataplaneError, Tables, codec,
     maps::{Contents, ServiceMaps as _, map_error},
 };
-use crate::model::{BackendRef, BackendState, Cidr, Frontend, OnEmpty};
+use crate::model::{BackendRef, BackendState, Cidr, Frontend, LbAlgorithm, OnEmpty};
 
 /// A frontend as the kernel holds it, with its counters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -84,6 +84,11 @@ pub fn frontends(contents: &Contents) -> Vec<(Frontend, u32)> {
             source_ranges,
             health_check_node_port: (meta.health_check_node_port != 0)
                 .then_some(meta.health_check_node_port),
+            lb_algorithm: if header.flags & frontend_flags::MAGLEV != 0 {
+                LbAlgorithm::Maglev
+            } else {
+                LbAlgorithm::Random
+            },
         };
         frontends.push((frontend, header.rev_nat_id));
     }

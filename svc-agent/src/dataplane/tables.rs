@@ -27,6 +27,8 @@ pub struct Tables {
     service_cidrs: Array<MapData, ServiceCidrs>,
     /// What the maps hold, once the first apply has read them.
     held: Option<Held>,
+    /// Entries of the Maglev tables written from now on.
+    maglev_size: u16,
 }
 
 impl Tables {
@@ -41,6 +43,7 @@ impl Tables {
             config: typed(names::CONFIG, &mut open)?,
             service_cidrs: typed(names::SERVICE_CIDRS, &mut open)?,
             held: None,
+            maglev_size: svc_common::maglev::DEFAULT_TABLE_SIZE,
         })
     }
 
@@ -80,7 +83,18 @@ impl Tables {
     /// Makes the maps hold exactly `desired`: only entries that differ are
     /// written, in the order plan.rs gives, all or none (apply.rs).
     pub fn apply<F: Desired>(&mut self, desired: &[F]) -> Result<ApplyReport, DataplaneError> {
-        apply::apply(&mut self.maps, &mut self.held, desired)
+        apply::apply(&mut self.maps, &mut self.held, desired, self.maglev_size)
+    }
+
+    /// Sets how many entries the Maglev tables written from now on get (a
+    /// prime, see [`valid_maglev_table_size`]); tables of another size are
+    /// rebuilt as their frontends are next planned, which the next apply
+    /// does for all of them.
+    pub fn set_maglev_table_size(&mut self, size: u16) {
+        if size != self.maglev_size {
+            self.maglev_size = size;
+            self.held = None;
+        }
     }
 
     /// Forgets what the maps were last made to hold: the next apply reads

@@ -29,6 +29,9 @@ pub struct Config {
     /// as the DenyServiceExternalIPs admission plugin would for the API);
     /// empty allows every one, as kube-proxy does.
     pub external_ip_cidrs: Vec<Cidr>,
+    /// How frontends pick backends unless their Service's
+    /// `svc-lb.io/lb-algorithm` annotation says otherwise.
+    pub lb_algorithm: super::LbAlgorithm,
 }
 
 /// An IPv4 CIDR, written `a.b.c.d/len` (also in JSON).

@@ -159,6 +159,48 @@ pub struct Frontend {
     /// node answers the load balancer's health probe on.
     #[serde(default)]
     pub health_check_node_port: Option<u16>,
+    /// How new flows pick among the backends.
+    #[serde(default, skip_serializing_if = "LbAlgorithm::is_random")]
+    pub lb_algorithm: LbAlgorithm,
+}
+
+/// How a frontend's new flows pick a backend: `--lb-algorithm` for the
+/// node, the `svc-lb.io/lb-algorithm` annotation for one Service.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LbAlgorithm {
+    /// At random, independently on each node (kube-proxy's way).
+    #[default]
+    Random,
+    /// From the flow's 5-tuple through a Maglev table: the same backend
+    /// whichever node the flow reaches.
+    Maglev,
+}
+
+impl LbAlgorithm {
+    pub fn is_random(&self) -> bool {
+        *self == LbAlgorithm::Random
+    }
+
+    /// The algorithm an annotation value names; `None` for any other value.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "random" => Some(LbAlgorithm::Random),
+            "maglev" => Some(LbAlgorithm::Maglev),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LbAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LbAlgorithm::Random => "random",
+            LbAlgorithm::Maglev => "maglev",
+        })
+    }
 }
 
 impl Frontend {

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::Service;
 
 use super::snapshot::{LABEL_SERVICE_PROXY_NAME, object_key};
-use super::{Cidr, Protocol, topology::TrafficPolicy};
+use super::{Cidr, LbAlgorithm, Protocol, topology::TrafficPolicy};
 
 /// sessionAffinityConfig.clientIP.timeoutSeconds when the Service leaves it
 /// out (the API server's default: three hours).
@@ -15,6 +15,10 @@ pub(crate) const DEFAULT_AFFINITY_TIMEOUT_SECONDS: u32 = 10_800;
 /// when both are set, as upstream.
 const ANNOTATION_TOPOLOGY_AWARE_HINTS: &str = "service.kubernetes.io/topology-aware-hints";
 const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
+
+/// The Service's own backend selection, over the node's `--lb-algorithm`:
+/// `random` or `maglev` (any other value is ignored).
+pub const ANNOTATION_LB_ALGORITHM: &str = "svc-lb.io/lb-algorithm";
 
 /// A Service kube-proxy programs, reduced to what the rules need.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +37,8 @@ pub(crate) struct ServiceInfo {
     /// The Service asks for topology-aware routing (annotation or
     /// spec.trafficDistribution): hints on its endpoints may be honoured.
     pub topology_requested: bool,
+    /// The [`ANNOTATION_LB_ALGORITHM`] annotation, when it names one.
+    pub lb_algorithm: Option<LbAlgorithm>,
     pub ports: Vec<ServicePortInfo>,
 }
 
@@ -97,6 +103,12 @@ impl ServiceInfo {
             external_local,
             health_check_node_port,
             topology_requested: topology_requested(service),
+            lb_algorithm: service
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| annotations.get(ANNOTATION_LB_ALGORITHM))
+                .and_then(|name| LbAlgorithm::from_name(name.trim())),
             ports: spec
                 .ports
                 .as_deref()

@@ -7,8 +7,8 @@ use std::{collections::hash_map::Entry, net::Ipv4Addr, sync::Arc};
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
-    BackendRef, BackendState, Config, Frontend, FrontendKind, LeftOut, LeftOutReason, NodeContext,
-    OnEmpty,
+    BackendRef, BackendState, Config, Frontend, FrontendKind, LbAlgorithm, LeftOut, LeftOutReason,
+    NodeContext, OnEmpty,
     endpoints::{Endpoint, endpoints_of_port},
     service_port::{ServiceInfo, ServicePortInfo},
     topology::{Categorized, NodeTopology, categorize},
@@ -44,6 +44,7 @@ pub(super) fn service_frontends(
             port,
             &categorized,
             config.nodeport_addresses_for(node),
+            info.lb_algorithm.unwrap_or(config.lb_algorithm),
         );
     }
     frontends
@@ -56,6 +57,7 @@ fn push_port_frontends(
     port: &ServicePortInfo,
     categorized: &Categorized,
     nodeport_addresses: &[Ipv4Addr],
+    lb_algorithm: LbAlgorithm,
 ) {
     let cluster = categorized.cluster.as_deref().unwrap_or_default();
     let local = categorized.local.as_deref().unwrap_or_default();
@@ -79,6 +81,7 @@ fn push_port_frontends(
             },
             source_ranges: Vec::new(),
             health_check_node_port: None,
+            lb_algorithm,
         }
     };
     frontends.push(frontend(

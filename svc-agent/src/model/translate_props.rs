@@ -299,6 +299,7 @@ prop_compose! {
                 node_addresses,
             },
             config: Config {
+                lb_algorithm: Default::default(),
                 nodeport_addresses,
                 external_ip_cidrs: external_ip_cidrs
                     .iter()

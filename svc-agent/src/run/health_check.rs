@@ -214,6 +214,7 @@ mod tests {
             on_empty: OnEmpty::Drop,
             source_ranges: Vec::new(),
             health_check_node_port: Some(32000),
+            lb_algorithm: Default::default(),
         }
     }
 

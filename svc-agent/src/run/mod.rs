@@ -58,6 +58,10 @@ pub struct Settings {
     /// externalIPs outside these are left out (empty: none is).
     pub external_ip_cidrs: Vec<crate::model::Cidr>,
     pub service_cidrs: Vec<crate::model::Cidr>,
+    /// The node's backend selection (a Service's annotation overrides it).
+    pub lb_algorithm: crate::model::LbAlgorithm,
+    /// Entries of each Maglev table.
+    pub maglev_table_size: u16,
     pub listen: SocketAddr,
     /// How often the maps are read back and repaired (see
     /// `Tables::forget_held`).

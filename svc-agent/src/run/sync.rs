@@ -51,6 +51,7 @@ pub fn sync(
     let config = Config {
         nodeport_addresses: settings.nodeport_addresses.clone(),
         external_ip_cidrs: settings.external_ip_cidrs.clone(),
+        lb_algorithm: settings.lb_algorithm,
     };
     let node = NodeContext::from_snapshot(snapshot, &settings.node, &config)?;
     let node_address = settings
@@ -69,6 +70,7 @@ pub fn sync(
         tables.set_node(&node_settings)?;
         tracing::info!(%node_address, hairpin = %settings.hairpin_address, "node config set");
     }
+    tables.set_maglev_table_size(settings.maglev_table_size);
 
     // Shared with the translator's memory, so apply knows the unchanged
     // ones by identity.

@@ -316,6 +316,7 @@ pub fn frontends(
             on_empty: OnEmpty::Reject,
             source_ranges: Vec::new(),
             health_check_node_port: None,
+            lb_algorithm: Default::default(),
         };
         out.push(frontend(
             FrontendKind::ClusterIP,
