@@ -126,6 +126,16 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         agent: Option<PathBuf>,
     },
+    /// `route lb --via node/NAME|all`: the client reaches LoadBalancer IPs
+    /// through that node only, or through every node by a multipath route
+    /// (ECMP by addresses and ports, as from an upstream router; the
+    /// default), so a node's failover can be tried.
+    Route {
+        /// lb (the LoadBalancer ingress IPs).
+        what: String,
+        #[arg(long, value_name = "node/NAME|all")]
+        via: String,
+    },
     /// Remove everything of the lab: processes, namespaces, pins, state
     /// (also after a crash or a killed `up`).
     Down,
@@ -260,6 +270,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if kill { "killed" } else { "stopped" },
                 took.as_millis()
             );
+        }
+        Command::Route { what, via } => {
+            if what != "lb" {
+                anyhow::bail!("svc-lab route knows lb, not {what:?}");
+            }
+            print!("{}", tool::route_lb(state, &via)?);
         }
         Command::Down => tool::down(state)?,
         Command::Hold => tool::hold()?,

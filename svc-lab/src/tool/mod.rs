@@ -17,7 +17,7 @@ pub use self::agents::agent_binary;
 pub use self::{
     run::{
         Target, apply, delete, delete_objects, describe, down, exec, get, hold, logs, restart,
-        rollout_restart, rollout_status, scale, serve, up,
+        rollout_restart, rollout_status, route_lb, scale, serve, up,
     },
     state::DEFAULT_STATE,
 };
@@ -59,6 +59,8 @@ pub enum ToolError {
     },
     #[error("unknown target {given:?}: use node/NAME, pod/NAME or client")]
     Target { given: String },
+    #[error("route lb --via takes node/NAME or all, not {given:?}")]
+    RouteVia { given: String },
     #[error("give deployment/NAME, not {given:?}")]
     NotADeployment { given: String },
     #[error("unknown resource type {given:?}: use pods, svc, endpoints or endpointslices")]

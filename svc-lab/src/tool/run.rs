@@ -914,3 +914,29 @@ pub fn serve(pod: &str, node: &str, tcp: &[u16], udp: &[u16]) -> Result<(), Tool
         Ok(())
     })
 }
+
+/// Routes the client's LoadBalancer IPs through `via`: node/NAME pins
+/// them to that node, `all` spreads them over every node (ECMP, by
+/// addresses and ports). Returns the route as `ip route` shows it.
+pub fn route_lb(state_root: &Path, via: &str) -> Result<String, ToolError> {
+    let state = StateDir::lock(state_root)?;
+    let cluster = state.require()?;
+    let numbers: Vec<u8> = if via == "all" {
+        cluster.nodes.iter().map(|node| node.number).collect()
+    } else {
+        let name = via
+            .strip_prefix("node/")
+            .ok_or_else(|| ToolError::RouteVia {
+                given: via.to_owned(),
+            })?;
+        let node = cluster.node(name).ok_or_else(|| ToolError::Unknown {
+            kind: "node",
+            name: name.to_owned(),
+        })?;
+        vec![node.number]
+    };
+    let client = Netns::existing(&client_ns_name(&cluster.id))?;
+    wiring::route_lb_pool(&client, &numbers)?;
+    let shown = client.ip(&["route", "show", wiring::LB_POOL])?;
+    Ok(String::from_utf8_lossy(&shown.stdout).into_owned())
+}
