@@ -126,7 +126,20 @@ async fn accept_loop(listener: TcpListener, identity: Identity, stop: watch::Rec
         while connections.try_join_next().is_some() {}
     }
     // No new connection from here on; those open finish what they have
-    // (bounded: a client that keeps a stream open is cut).
+    // (bounded: a client that keeps a stream open is cut). Connections the
+    // kernel completed before the stop but nobody accepted yet are taken
+    // and answered (with `Connection: close`): closing the listener with
+    // them in its queue would reset them.
+    while let Ok(Ok((stream, peer))) =
+        tokio::time::timeout(std::time::Duration::ZERO, listener.accept()).await
+    {
+        connections.spawn(http_connection(
+            stream,
+            peer,
+            identity.clone(),
+            stop.clone(),
+        ));
+    }
     drop(listener);
     let finish = async { while connections.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(DRAIN_LIMIT, finish).await;
@@ -155,7 +168,10 @@ async fn http_connection(
                 // else the connection closes.
                 match tokio::time::timeout(DRAIN_IDLE, stream.read(&mut chunk)).await {
                     Ok(read) => read,
-                    Err(_) => return,
+                    Err(_) => {
+                        linger_close(stream).await;
+                        return;
+                    }
                 }
             } else {
                 let mut stop = stop.clone();
@@ -194,6 +210,21 @@ async fn http_connection(
             return;
         }
     }
+}
+
+/// Closes an idle connection as web servers do (nginx's lingering close):
+/// FIN first, then whatever the client still sends is read and dropped
+/// until it closes too (at most a second). Closing a socket with unread
+/// data would reset the connection: a request that crossed the close on
+/// the wire would be answered with a reset instead of the end of the
+/// connection, which a client may retry.
+async fn linger_close(mut stream: TcpStream) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 1024];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
 /// The request line that asks for a bulk stream (lowercased).
