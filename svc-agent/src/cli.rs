@@ -57,9 +57,11 @@ pub enum Command {
     Lookup {
         #[arg(long = "proto", value_enum)]
         protocol: LookupProtocol,
-        /// The client's address and port.
-        #[arg(long)]
-        from: std::net::SocketAddrV4,
+        /// The client's address and port; several (repeated or
+        /// comma-separated) answer for each flow, as a JSON array with -o
+        /// json.
+        #[arg(long, value_delimiter = ',', required = true)]
+        from: Vec<std::net::SocketAddrV4>,
         /// The frontend's address and port.
         #[arg(long)]
         to: std::net::SocketAddrV4,
@@ -217,18 +219,19 @@ pub struct RunArgs {
     /// nftables mode does. Default: none.
     #[arg(long = "service-cidr", value_delimiter = ',')]
     pub service_cidrs: Vec<crate::model::Cidr>,
-    /// How new flows pick a backend: at random on each node (kube-proxy's
-    /// way), or by Maglev consistent hashing of the flow's 5-tuple, so a
-    /// flow gets the same backend whichever node it reaches (behind an
-    /// ECMP router). A Service's `svc-lb.io/lb-algorithm` annotation
-    /// (random|maglev) overrides it.
+    /// How new flows to NodePorts, LoadBalancer IPs and externalIPs pick a
+    /// backend: at random on each node (kube-proxy's way), or by Maglev
+    /// consistent hashing of the flow's 5-tuple, so a flow gets the same
+    /// backend whichever node it reaches (behind an ECMP router). A
+    /// Service's `svc-lb.io/lb-algorithm` annotation (random|maglev)
+    /// overrides it. ClusterIPs pick at random.
     #[arg(long, value_enum, default_value_t)]
     pub lb_algorithm: crate::model::LbAlgorithm,
     /// Entries of each Maglev frontend's lookup table: a prime from 251 to
     /// 65521, well above the backends a Service has (each holds about
     /// SIZE/N entries; Maglev's paper asks for 100 times N). Every node
-    /// must use the same size. 4 bytes an entry, in a map of 16 MiB that
-    /// holds 4194304 / SIZE tables.
+    /// must use the same size. The map holds 4194304 entries (32 MiB of
+    /// kernel memory): 4194304 / SIZE tables.
     #[arg(long, default_value_t = svc_common::maglev::DEFAULT_TABLE_SIZE, value_parser = parse_maglev_table_size)]
     pub maglev_table_size: u16,
     /// Every this many seconds the agent reads the maps back from the

@@ -119,12 +119,16 @@ fn execute(command: Command) -> anyhow::Result<()> {
             pin,
         } => {
             let tables = Tables::open_pinned(&pin.pin_path)?;
-            let lookup = tables
-                .lookup(protocol.into(), from, to)?
+            let lookups = tables
+                .lookup_each(protocol.into(), &from, to)?
                 .with_context(|| format!("{to} ({protocol:?}) is no frontend on this node"))?;
-            match output {
-                Output::Table => print!("{}", render::lookup_table(&lookup)),
-                Output::Json => println!("{}", serde_json::to_string_pretty(&lookup)?),
+            match (output, &lookups[..]) {
+                (Output::Json, [one]) => println!("{}", serde_json::to_string_pretty(one)?),
+                (Output::Json, many) => println!("{}", serde_json::to_string_pretty(many)?),
+                (Output::Table, many) => {
+                    let tables: Vec<String> = many.iter().map(render::lookup_table).collect();
+                    print!("{}", tables.join("\n"));
+                }
             }
         }
         Command::Run(args) => svc_agent::run::run(args.settings())?,

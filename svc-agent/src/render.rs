@@ -92,9 +92,14 @@ impl Row {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // The kind, and Maglev selection where a frontend has it.
+        let kind = match frontend.lb_algorithm {
+            crate::model::LbAlgorithm::Maglev => format!("{} (maglev)", frontend.kind),
+            crate::model::LbAlgorithm::Random => frontend.kind.to_string(),
+        };
         let mut cells = vec![
             service,
-            frontend.kind.to_string(),
+            kind,
             format!(
                 "{}:{}/{}",
                 frontend.address, frontend.port, frontend.protocol
@@ -194,6 +199,18 @@ mod tests {
             lines[1].ends_with("198.18.1.11:8080 (ready), 198.18.1.12:8080 (terminating)"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn a_maglev_frontend_says_so_beside_its_kind() {
+        let maglev = Frontend {
+            lb_algorithm: crate::model::LbAlgorithm::Maglev,
+            ..frontend(Vec::new())
+        };
+        let table = plan_table(&[maglev, frontend(Vec::new())]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].contains("  ClusterIP (maglev)  "), "{table}");
+        assert!(lines[2].contains("  ClusterIP  "), "{table}");
     }
 
     #[test]

@@ -20,8 +20,9 @@ pub const MAX_TABLE_SIZE: u16 = 65_521;
 /// to be worth a lookup.
 pub const MIN_TABLE_SIZE: u16 = 251;
 
-/// MAGLEV_V1's entries (4 bytes each, 16 MiB): 256 tables of the default
-/// size, 64 of the largest.
+/// MAGLEV_V1's entries: 256 tables of the default size, 64 of the
+/// largest. 32 MiB of kernel memory: an array stores each 4-byte entry in
+/// 8 bytes.
 pub const MAX_ENTRIES: u32 = 4_194_304;
 
 /// Arbitrary, fixed: every node must hash a flow alike.

@@ -169,7 +169,7 @@ pub static SVC_CIDRS_V1: Array<ServiceCidrs, 1> = Array::new();
 /// The Maglev frontends' lookup tables, one after another (svc-common's
 /// maglev module): each entry a backend id, 0 for none. A frontend's
 /// header says where its table starts and how long it is. An array, as
-/// Katran keeps its rings: one lookup, no hashing, 16 MiB whatever the
+/// Katran keeps its rings: one lookup, no hashing, 32 MiB whatever the
 /// cluster holds.
 #[btf_map]
 pub static MAGLEV_V1: Array<MaglevEntry, { maglev::MAX_ENTRIES as usize }> = Array::new();

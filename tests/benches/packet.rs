@@ -42,6 +42,9 @@
 //!   and the figure is the median of (new flow − pass) plus `baseline`: in
 //!   the same units as the others. Checked: the conntrack table gained
 //!   exactly two entries (both directions) per flow.
+//! - `new_flow_maglev`: `new_flow` with frontend A picking by its Maglev
+//!   table (`--lb-algorithm maglev`): the 5-tuple's hash and one MAGLEV_V1
+//!   read in place of a random slot.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -53,7 +56,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use svc_agent::{
     dataplane::Datapath,
-    model::{Frontend, Protocol},
+    model::{Frontend, LbAlgorithm, Protocol},
 };
 use svc_common::{flow_cache, proto};
 use tests::{SYN, TcpFlags, XDP_PASS, cluster_ip, endpoints, tcp_frame};
@@ -109,8 +112,10 @@ fn pair(count: u32) -> (Ipv4Addr, Ipv4Addr) {
 }
 
 /// `count` frontends (at least 2): A:80 and B:8080, each the other's
-/// backend unless `pair_to_backend`, and the others port 80 → BACKEND.
-fn table(count: u32, pair_to_backend: bool) -> Vec<Frontend> {
+/// backend unless `pair_to_backend`, and the others port 80 → BACKEND;
+/// all pick backends at random, but A by Maglev with `maglev` (the map
+/// holds 256 tables of the default size, not one per frontend here).
+fn table(count: u32, pair_to_backend: bool, maglev: bool) -> Vec<Frontend> {
     let count = count.max(2);
     let (a, b) = pair(count);
     let away = (BACKEND, BACKEND_PORT);
@@ -125,13 +130,21 @@ fn table(count: u32, pair_to_backend: bool) -> Vec<Frontend> {
                 (PORT_A, away)
             };
             let backend = if pair_to_backend { away } else { partner };
-            cluster_ip(
-                &format!("svc-{i}"),
-                address,
-                port,
-                Protocol::TCP,
-                &[backend],
-            )
+            let lb_algorithm = if maglev && address == a {
+                LbAlgorithm::Maglev
+            } else {
+                LbAlgorithm::Random
+            };
+            Frontend {
+                lb_algorithm,
+                ..cluster_ip(
+                    &format!("svc-{i}"),
+                    address,
+                    port,
+                    Protocol::TCP,
+                    &[backend],
+                )
+            }
         })
         .collect()
 }
@@ -150,6 +163,7 @@ fn packets(datapath: &mut Datapath, addresses: &[Ipv4Addr]) -> u64 {
 
 struct Figures {
     new_flow: f64,
+    new_flow_maglev: f64,
     ct_hit: f64,
     ct_hit_uncached: f64,
     miss: f64,
@@ -157,24 +171,22 @@ struct Figures {
 
 fn measure(frontends: u32, baseline: f64) -> Figures {
     let mut datapath = Datapath::load(None).expect("load the datapath (root)");
-    datapath.tables().apply(&table(frontends, false)).unwrap();
+    datapath
+        .tables()
+        .apply(&table(frontends, false, false))
+        .unwrap();
     let (a, b) = pair(frontends.max(2));
 
-    let flows_before = datapath.tables().flows().unwrap().len();
-    let over_pass: Vec<f64> = (0..NEW_FLOWS)
-        .map(|i| {
-            let syn = tcp_frame((CLIENT, 10_000 + i), (a, PORT_A), 1, SYN, b"");
-            let pass = mean_ns(datapath.xdp_pass_program().unwrap(), &syn, 1);
-            mean_ns(datapath.from_world_program().unwrap(), &syn, 1) - pass
-        })
-        .collect();
-    let flows_made = datapath.tables().flows().unwrap().len() - flows_before;
-    assert_eq!(
-        flows_made,
-        2 * usize::from(NEW_FLOWS),
-        "every new-flow run must create both directions of its flow"
-    );
-    let new_flow = median(over_pass) + baseline;
+    let new_flow = new_flows(&mut datapath, a, 10_000) + baseline;
+    // On a datapath of its own: CT_NEW holds 65 536 entries, two per flow.
+    let new_flow_maglev = {
+        let mut maglev = Datapath::load(None).expect("load the datapath (root)");
+        maglev
+            .tables()
+            .apply(&table(frontends, false, true))
+            .unwrap();
+        new_flows(&mut maglev, a, 10_000) + baseline
+    };
 
     let cached = client_port(a, b, false);
     let colliding = client_port(a, b, true);
@@ -200,7 +212,10 @@ fn measure(frontends: u32, baseline: f64) -> Figures {
         let (_, _, warmed) = run(program, &ack, 2);
         assert_eq!(endpoints(&warmed).1, (a, PORT_A), "warm-up: A → B → A");
     }
-    datapath.tables().apply(&table(frontends, true)).unwrap();
+    datapath
+        .tables()
+        .apply(&table(frontends, true, false))
+        .unwrap();
     let ct_hit = timed_hits(&mut datapath, (CLIENT, cached), (a, b));
     let ct_hit_uncached = timed_hits(&mut datapath, (CLIENT, colliding), (a, b));
 
@@ -223,10 +238,32 @@ fn measure(frontends: u32, baseline: f64) -> Figures {
     });
     Figures {
         new_flow,
+        new_flow_maglev,
         ct_hit,
         ct_hit_uncached,
         miss,
     }
+}
+
+/// NEW_FLOWS new flows to A:80 from client ports `first_port` on: the
+/// median of one run of each less one XDP_PASS run on the same packet.
+/// Checked: each made both directions of its flow.
+fn new_flows(datapath: &mut Datapath, a: Ipv4Addr, first_port: u16) -> f64 {
+    let flows_before = datapath.tables().flows().unwrap().len();
+    let over_pass: Vec<f64> = (0..NEW_FLOWS)
+        .map(|i| {
+            let syn = tcp_frame((CLIENT, first_port + i), (a, PORT_A), 1, SYN, b"");
+            let pass = mean_ns(datapath.xdp_pass_program().unwrap(), &syn, 1);
+            mean_ns(datapath.from_world_program().unwrap(), &syn, 1) - pass
+        })
+        .collect();
+    let flows_made = datapath.tables().flows().unwrap().len() - flows_before;
+    assert_eq!(
+        flows_made,
+        2 * usize::from(NEW_FLOWS),
+        "every new-flow run must create both directions of its flow"
+    );
+    median(over_pass)
 }
 
 /// A client port whose flows to A and to B share a flow cache slot
@@ -310,13 +347,13 @@ fn main() {
 
     println!("XDP per packet, ns (BPF_PROG_TEST_RUN; baseline = XDP_PASS program: {baseline:.1})");
     println!(
-        "{:>10}  {:>9}  {:>7}  {:>16}  {:>7}",
-        "frontends", "new flow", "ct hit", "ct hit, no cache", "miss"
+        "{:>10}  {:>9}  {:>16}  {:>7}  {:>16}  {:>7}",
+        "frontends", "new flow", "new flow, maglev", "ct hit", "ct hit, no cache", "miss"
     );
     for (frontends, f) in &by_size {
         println!(
-            "{frontends:>10}  {:>9.1}  {:>7.1}  {:>16.1}  {:>7.1}",
-            f.new_flow, f.ct_hit, f.ct_hit_uncached, f.miss
+            "{frontends:>10}  {:>9.1}  {:>16.1}  {:>7.1}  {:>16.1}  {:>7.1}",
+            f.new_flow, f.new_flow_maglev, f.ct_hit, f.ct_hit_uncached, f.miss
         );
     }
     let series = |pick: fn(&Figures) -> f64| {
@@ -330,10 +367,11 @@ fn main() {
     let report = serde_json::json!({
         "baseline_ns": baseline,
         "new_flow_ns": series(|f| f.new_flow),
+        "new_flow_maglev_ns": series(|f| f.new_flow_maglev),
         "ct_hit_ns": series(|f| f.ct_hit),
         "ct_hit_uncached_ns": series(|f| f.ct_hit_uncached),
         "miss_ns": series(|f| f.miss),
-        "method": "BPF_PROG_TEST_RUN on svc_from_world (XDP); baseline, miss, ct_hit and ct_hit_uncached are each the median of 5 test runs of 1e6 repeats. baseline: mean of 1e6 runs of an XDP_PASS program. miss: mean of 1e6 runs of a packet to no frontend (checked unchanged). ct_hit: mean of 1e6 runs on a pair of frontends that are each other's backend, so every run after a warm-up is a conntrack hit with a full destination rewrite (checked by the frontends' packet counters and the final packet; the 1-frontend table holds this pair, 2 frontends), from a client port whose two flows have their own flow cache slots: the cached fast path an established flow takes. ct_hit_uncached: the same from a client port whose two flows share one slot, so each run evicts the other's and takes the conntrack table's path. new_flow: median over 20000 distinct flows of one run minus one XDP_PASS run on the same packet, plus baseline (checked: 2 conntrack entries per flow).",
+        "method": "BPF_PROG_TEST_RUN on svc_from_world (XDP); baseline, miss, ct_hit and ct_hit_uncached are each the median of 5 test runs of 1e6 repeats. baseline: mean of 1e6 runs of an XDP_PASS program. miss: mean of 1e6 runs of a packet to no frontend (checked unchanged). ct_hit: mean of 1e6 runs on a pair of frontends that are each other's backend, so every run after a warm-up is a conntrack hit with a full destination rewrite (checked by the frontends' packet counters and the final packet; the 1-frontend table holds this pair, 2 frontends), from a client port whose two flows have their own flow cache slots: the cached fast path an established flow takes. ct_hit_uncached: the same from a client port whose two flows share one slot, so each run evicts the other's and takes the conntrack table's path. new_flow: median over 20000 distinct flows of one run minus one XDP_PASS run on the same packet, plus baseline (checked: 2 conntrack entries per flow). new_flow_maglev: the same with A picking by its Maglev table.",
     });
     tests::write_bench_report("packet.json", &report);
 }

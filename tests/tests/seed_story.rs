@@ -88,6 +88,30 @@ impl ToolLab {
         }
     }
 
+    /// `svc-agent dump -o json` on node `node`.
+    fn dump(&self, node: &str) -> serde_json::Value {
+        let dump = self.run(&[
+            "exec",
+            &format!("node/{node}"),
+            "--",
+            "svc-agent",
+            "dump",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_slice(&dump.stdout).unwrap()
+    }
+
+    /// The LoadBalancer IP the lab gave web-lb.
+    fn lb_ip(&self) -> String {
+        let output = self.run(&["get", "svc", "web-lb", "-o", "json"]);
+        let service: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        service["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     fn first_pod(&self) -> String {
         let output = self.run(&["get", "pods", "-o", "json"]);
         let list: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -279,16 +303,7 @@ fn dump_equals_plan_after_sync() {
             .output()
             .unwrap();
         let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
-        let dump = lab.run(&[
-            "exec",
-            &format!("node/{node}"),
-            "--",
-            "svc-agent",
-            "dump",
-            "-o",
-            "json",
-        ]);
-        let dump: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+        let dump = lab.dump(node);
         let strip = |frontends: &serde_json::Value| {
             let mut out: Vec<serde_json::Value> = frontends
                 .as_array()
@@ -380,4 +395,154 @@ fn restarting_a_node_agent_replaces_it_and_the_node_keeps_serving() {
     let unknown = lab.run(&["restart", "node/node-9"]);
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("node-9"));
+}
+
+/// `svc-agent lookup` on `node` for flows from each of `clients` to `lb`:
+/// the backend each gets, and how many candidates it is picked among.
+fn maglev_picks(lab: &ToolLab, node: &str, lb: &str, clients: &[String]) -> (Vec<String>, usize) {
+    let from = clients.join(",");
+    let output = lab.run(&[
+        "exec",
+        &format!("node/{node}"),
+        "--",
+        "svc-agent",
+        "lookup",
+        "--proto",
+        "tcp",
+        "--to",
+        lb,
+        "--from",
+        &from,
+        "-o",
+        "json",
+    ]);
+    let answers: Vec<serde_json::Value> = serde_json::from_str(&text(&output)).unwrap();
+    assert_eq!(answers.len(), clients.len());
+    let candidates = answers[0]["candidates"].as_array().unwrap().len();
+    let backends = answers
+        .iter()
+        .map(|answer| {
+            assert_eq!(answer["via"], "maglev", "{node}: {answer}");
+            answer["backend"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    (backends, candidates)
+}
+
+/// With `--lb-algorithm maglev`, both nodes pick the same backend for
+/// each of 1 000 client tuples to the LB IP, as `svc-agent lookup` on
+/// each says; once one backend of six is gone, both agree again and at
+/// most 1/6 + 2% of the tuples got another backend.
+#[test]
+fn maglev_gives_every_flow_the_same_backend_on_both_nodes() {
+    let lab = ToolLab::up_with(&SEED, &["--agent-arg=--lb-algorithm=maglev"]);
+    let lb = format!("{}:80", lab.lb_ip());
+    let scale = |replicas: &str| {
+        text(&lab.run(&["scale", "deployment/web", "--replicas", replicas]));
+    };
+    scale("6");
+    let mut state: u32 = 0x9e37_79b9;
+    let clients: Vec<String> = (0..1000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            format!(
+                "198.18.{}.{}:{}",
+                64 + (state >> 24) % 64,
+                (state >> 16) as u8,
+                1024 + (state & 0xffff) % 60000
+            )
+        })
+        .collect();
+    // Both nodes' tables follow a change within moments: wait for them.
+    let agreed = |backends: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (on_1, n_1) = maglev_picks(&lab, "node-1", &lb, &clients);
+            let (on_2, n_2) = maglev_picks(&lab, "node-2", &lb, &clients);
+            if n_1 == backends && n_2 == backends {
+                let differ = on_1.iter().zip(&on_2).filter(|(a, b)| a != b).count();
+                assert_eq!(differ, 0, "node-1 and node-2 disagree on {differ} flows");
+                return on_1;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "candidates {n_1} and {n_2}, not {backends}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let six = agreed(6);
+    let spread: std::collections::BTreeSet<&String> = six.iter().collect();
+    assert_eq!(spread.len(), 6, "1000 flows over 6 backends use them all");
+    scale("5");
+    let five = agreed(5);
+    let moved = six.iter().zip(&five).filter(|(a, b)| a != b).count();
+    println!("{moved} of 1000 flows moved with 1 of 6 backends removed");
+    assert!(moved <= 1000 / 6 + 20, "{moved} flows moved, over 1/N + 2%");
+    assert!(
+        moved >= 100,
+        "only {moved} moved: the removed backend had about 167"
+    );
+}
+
+/// Packets node `node`'s LoadBalancer frontend counted.
+fn lb_packets(lab: &ToolLab, node: &str) -> u64 {
+    lab.dump(node)["frontends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|frontend| frontend["kind"] == "LoadBalancer")
+        .map(|frontend| frontend["packets"].as_u64().unwrap())
+        .sum()
+}
+
+/// `svc-lab route lb --via node/NAME` sends the client's LoadBalancer
+/// traffic through that node only; `--via all` spreads it over both again
+/// (ECMP by addresses and ports).
+#[test]
+fn the_lb_route_pins_to_one_node_or_spreads_over_all() {
+    let lab = ToolLab::up(&SEED);
+    let url = format!("http://{}/", lab.lb_ip());
+    let counts = || (lb_packets(&lab, "node-1"), lb_packets(&lab, "node-2"));
+    let requests = |n: usize| {
+        for _ in 0..n {
+            lab.answers("client", &url);
+        }
+    };
+    let shown = text(&lab.run(&["route", "lb", "--via", "node/node-1"]));
+    assert!(shown.contains("via 198.18.0.11"), "{shown}");
+    let before = counts();
+    requests(10);
+    let after = counts();
+    assert!(after.0 >= before.0 + 10, "node-1: {before:?} -> {after:?}");
+    assert_eq!(after.1, before.1, "node-2 got LB traffic while pinned away");
+
+    text(&lab.run(&["route", "lb", "--via", "node/node-2"]));
+    let before = counts();
+    requests(10);
+    let after = counts();
+    assert_eq!(after.0, before.0, "node-1 got LB traffic while pinned away");
+    assert!(after.1 >= before.1 + 10, "node-2: {before:?} -> {after:?}");
+
+    let shown = text(&lab.run(&["route", "lb", "--via", "all"]));
+    assert!(shown.contains("nexthop"), "{shown}");
+    let before = counts();
+    requests(40);
+    let after = counts();
+    // 40 connections from new ports, hashed over two next hops: both
+    // take some (all on one: 2 * 2^-40).
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "{before:?} -> {after:?}"
+    );
+
+    let refused = lab.run(&["route", "lb", "--via", "node-9"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("node/NAME or all"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }

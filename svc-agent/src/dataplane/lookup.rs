@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
-use svc_common::{AffinityKey, FlowKey, FrontendKey, flow_flags, maglev};
+use svc_common::{AffinityKey, FlowKey, FrontendKey, ServiceSlot, flow_flags, maglev};
 
 use super::{
     DataplaneError, Tables,
@@ -69,9 +69,62 @@ impl Tables {
         from: SocketAddrV4,
         to: SocketAddrV4,
     ) -> Result<Option<Lookup>, DataplaneError> {
+        Ok(self
+            .lookup_each(protocol, &[from], to)?
+            .and_then(|mut lookups| lookups.pop()))
+    }
+
+    /// [`Tables::lookup`] for flows from each of `froms` to `to`, the
+    /// tables read once.
+    pub fn lookup_each(
+        &self,
+        protocol: Protocol,
+        froms: &[SocketAddrV4],
+        to: SocketAddrV4,
+    ) -> Result<Option<Vec<Lookup>>, DataplaneError> {
         // The frontends without their counters, which lookup does not need.
         let contents = self.maps.contents()?;
         let frontends = readback::frontends(&contents);
+        let Some((frontend, rev_nat_id)) = frontends.iter().find(|(frontend, _)| {
+            frontend.address == *to.ip()
+                && frontend.port == to.port()
+                && frontend.protocol == protocol
+        }) else {
+            return Ok(None);
+        };
+        let header = contents.slots.get(&FrontendKey::new(
+            addr_be(*to.ip()),
+            to.port().to_be(),
+            protocol_number(protocol),
+            0,
+        ));
+        froms
+            .iter()
+            .map(|from| {
+                self.lookup_one(
+                    protocol,
+                    *from,
+                    to,
+                    &frontends,
+                    (frontend, *rev_nat_id),
+                    header,
+                )
+            })
+            .collect::<Result<Vec<Lookup>, DataplaneError>>()
+            .map(Some)
+    }
+
+    /// One flow's answer: `frontend` (with its rev_nat_id) is the one `to`
+    /// names, `header` its SERVICES header, `frontends` every frontend.
+    fn lookup_one(
+        &self,
+        protocol: Protocol,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        frontends: &[(Frontend, u32)],
+        (frontend, rev_nat_id): (&Frontend, u32),
+        header: Option<&ServiceSlot>,
+    ) -> Result<Lookup, DataplaneError> {
         let key = flow_key(protocol, from, to);
         let tracked = match self.ct.get(&key, 0) {
             Ok(flow) => Some(flow),
@@ -86,7 +139,7 @@ impl Tables {
                     |(frontend, _)| frontend.service.clone(),
                 );
             let snat = flow.flags & flow_flags::SNAT != 0;
-            return Ok(Some(Lookup {
+            return Ok(Lookup {
                 frontend,
                 backend: Some(SocketAddrV4::new(
                     addr_from_be(flow.backend_addr_be),
@@ -95,15 +148,8 @@ impl Tables {
                 via: Via::Conntrack,
                 mode: Some(if snat { Mode::Snat } else { Mode::Direct }),
                 candidates: Vec::new(),
-            }));
+            });
         }
-        let Some((frontend, rev_nat_id)) = frontends.iter().find(|(frontend, _)| {
-            frontend.address == *to.ip()
-                && frontend.port == to.port()
-                && frontend.protocol == protocol
-        }) else {
-            return Ok(None);
-        };
         let ready: Vec<SocketAddrV4> = candidates(frontend, BackendState::Ready);
         let candidates = if ready.is_empty() {
             candidates(frontend, BackendState::Terminating)
@@ -121,12 +167,6 @@ impl Tables {
             mode: None,
             candidates,
         };
-        let header = contents.slots.get(&FrontendKey::new(
-            addr_be(*to.ip()),
-            to.port().to_be(),
-            protocol_number(protocol),
-            0,
-        ));
         if let Some(header) = header.filter(|header| header.maglev_size != 0)
             && !lookup.candidates.is_empty()
         {
@@ -150,13 +190,13 @@ impl Tables {
             }
         }
         if frontend.affinity_timeout_seconds.is_some()
-            && let Some(backend) = self.remembered(*rev_nat_id, *from.ip())?
+            && let Some(backend) = self.remembered(rev_nat_id, *from.ip())?
             && lookup.candidates.contains(&backend)
         {
             lookup.backend = Some(backend);
             lookup.via = Via::Affinity;
         }
-        Ok(Some(lookup))
+        Ok(lookup)
     }
 
     /// The backend sessionAffinity remembers for `client` at frontend

@@ -81,7 +81,7 @@ fn push_port_frontends(
             },
             source_ranges: Vec::new(),
             health_check_node_port: None,
-            lb_algorithm,
+            lb_algorithm: LbAlgorithm::Random,
         }
     };
     frontends.push(frontend(
@@ -90,8 +90,12 @@ fn push_port_frontends(
         port.port,
         info.internal_local,
     ));
+    // Maglev only where a flow may reach the Service through any node: its
+    // external frontends. A ClusterIP's flows start on the node that
+    // balances them (as Cilium keeps Maglev for north-south traffic).
     let external = |kind, address, port_number| Frontend {
         health_check_node_port: info.health_check_node_port,
+        lb_algorithm,
         ..frontend(kind, address, port_number, info.external_local)
     };
     if let Some(node_port) = port.node_port {

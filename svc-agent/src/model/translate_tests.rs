@@ -457,6 +457,66 @@ fn health_check_node_port_marks_external_frontends_of_local_load_balancers() {
     }
 }
 
+/// `--lb-algorithm` for the node, the `svc-lb.io/lb-algorithm` annotation
+/// over it (an unknown value is ignored); Maglev on external frontends
+/// only: a ClusterIP's flows start on the node that balances them.
+#[test]
+fn the_lb_algorithm_comes_from_the_annotation_or_the_node_for_external_frontends() {
+    use crate::model::LbAlgorithm::{Maglev, Random};
+    let status = json!({"loadBalancer": {"ingress": [{"ip": "198.19.100.1"}]}});
+    // (node's algorithm, annotation, external frontends' algorithm)
+    let table = [
+        (Random, None, Random),
+        (Maglev, None, Maglev),
+        (Random, Some("maglev"), Maglev),
+        (Maglev, Some("random"), Random),
+        (Maglev, Some(" maglev "), Maglev),
+        (Random, Some("ring-hash"), Random),
+    ];
+    for (node, annotation, want) in table {
+        let mut service = web("LoadBalancer", json!({}));
+        service.status = serde_json::from_value(status.clone()).expect("valid status");
+        if let Some(value) = annotation {
+            service.metadata.annotations =
+                Some([("svc-lb.io/lb-algorithm".to_owned(), value.to_owned())].into());
+        }
+        let snapshot = Snapshot {
+            services: vec![service.into()],
+            endpoint_slices: vec![slice("web-abc", &[LOCAL_READY]).into()],
+            ..Snapshot::default()
+        };
+        let config = Config {
+            lb_algorithm: node,
+            ..Config::default()
+        };
+        let frontends = translate(&snapshot, &node_1(), &config);
+        let kinds: std::collections::BTreeSet<FrontendKind> =
+            frontends.iter().map(|frontend| frontend.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                FrontendKind::ClusterIP,
+                FrontendKind::NodePort,
+                FrontendKind::LoadBalancer
+            ]
+            .into()
+        );
+        for frontend in &frontends {
+            let expected = if frontend.kind == FrontendKind::ClusterIP {
+                Random
+            } else {
+                want
+            };
+            assert_eq!(
+                frontend.lb_algorithm,
+                expected,
+                "{node} {annotation:?}: {}",
+                line(frontend)
+            );
+        }
+    }
+}
+
 #[test]
 fn configured_nodeport_addresses_replace_the_nodes_own() {
     let snapshot = Snapshot {
