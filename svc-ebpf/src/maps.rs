@@ -3,7 +3,7 @@
 //! of the others come from svc-common; the agent creates and pins them (by
 //! these names) before it loads programs.
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, bpf_fib_lookup},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, bpf_fib_lookup},
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -170,9 +170,13 @@ pub static SVC_CIDRS_V1: Array<ServiceCidrs, 1> = Array::new();
 /// maglev module): each entry a backend id, 0 for none. A frontend's
 /// header says where its table starts and how long it is. An array, as
 /// Katran keeps its rings: one lookup, no hashing, 32 MiB whatever the
-/// cluster holds.
+/// cluster holds. Mmapable: the agent writes a table into its memory.
 #[btf_map]
-pub static MAGLEV_V1: Array<MaglevEntry, { maglev::MAX_ENTRIES as usize }> = Array::new();
+pub static MAGLEV_V1: Array<
+    MaglevEntry,
+    { maglev::MAX_ENTRIES as usize },
+    { BPF_F_MMAPABLE as usize },
+> = Array::new();
 
 /// This node's addresses (one entry, index 0).
 #[btf_map]

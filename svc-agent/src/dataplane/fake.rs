@@ -162,7 +162,9 @@ fn remove<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: &K) -> Resul
 
 impl ServiceMaps for FakeMaps {
     fn contents(&self) -> Result<Contents, DataplaneError> {
-        Ok(self.contents.clone())
+        self.contents
+            .clone()
+            .with_written_tables(|start| Ok(self.maglev.get(&start).copied().unwrap_or(0)))
     }
 
     fn put_slot(&mut self, key: FrontendKey, slot: ServiceSlot) -> Result<(), MapError> {

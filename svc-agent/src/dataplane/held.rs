@@ -43,6 +43,9 @@ pub(super) struct Held {
     pub written: HashMap<FrontendKey, Arc<Frontend>>,
     /// Where MAGLEV_V1 holds the headers' tables, and where it has room.
     pub maglev: TableSpace,
+    /// Starts of tables headers name that hold nothing (see
+    /// `Contents::maglev_written`): never kept as they are.
+    pub lost_tables: HashSet<u32>,
     /// How many entries a Maglev table written now gets
     /// (`--maglev-table-size`); tables written before with another size
     /// are replaced as their frontends are planned.
@@ -59,6 +62,7 @@ impl Held {
             rev_nats,
             metas,
             ranges: range_entries,
+            maglev_written,
         } = contents;
         let mut ranges: HashMap<u32, BTreeSet<RangeEntry>> = HashMap::default();
         for range in range_entries {
@@ -78,6 +82,14 @@ impl Held {
             .iter()
             .filter(|(_, refs)| **refs == 0)
             .map(|(id, _)| *id)
+            .collect();
+        let lost_tables = headers
+            .iter()
+            .map(|key| slots[key])
+            .filter(|header| {
+                header.maglev_size != 0 && !maglev_written.contains(&header.maglev_start())
+            })
+            .map(|header| header.maglev_start())
             .collect();
         let maglev = TableSpace::new(
             headers
@@ -105,6 +117,7 @@ impl Held {
             ranges,
             written: HashMap::default(),
             maglev,
+            lost_tables,
             maglev_size,
         }
     }

@@ -4,17 +4,18 @@
 //! put or remove one entry of one map. [`KernelMaps`] does it with aya on
 //! the real maps; the tests' fake (fake.rs) does it in memory and can fail
 //! at any chosen operation.
-use std::{collections::BTreeSet, fmt, net::Ipv4Addr};
+use std::{collections::BTreeSet, fmt, net::Ipv4Addr, os::fd::AsFd as _};
 
 use aya::maps::{
-    Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues, lpm_trie::LpmTrie,
+    Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+    lpm_trie::LpmTrie,
 };
 use svc_common::{
     Affinity, AffinityKey, Backend, FrontendCounters, FrontendKey, FrontendMeta, MaglevEntry,
     RevNat, ServiceSlot, SourceRange, TablesGeneration, names,
 };
 
-use super::DataplaneError;
+use super::{DataplaneError, sys};
 use crate::FastMap;
 
 /// One SRC_RANGES entry: a frontend's (rev_nat_id) client prefix. The
@@ -57,6 +58,27 @@ pub struct Contents {
     pub rev_nats: FastMap<u32, RevNat>,
     pub metas: FastMap<u32, FrontendMeta>,
     pub ranges: BTreeSet<RangeEntry>,
+    /// The starts of the headers' Maglev tables that hold entries (the
+    /// first names a backend). One that does not was lost with its map
+    /// (MAGLEV_V1 made anew under old headers) and must be written again.
+    pub maglev_written: BTreeSet<u32>,
+}
+
+impl Contents {
+    /// Fills `maglev_written` from `first_entry`, which reads the first
+    /// entry of the table that starts at its argument.
+    pub fn with_written_tables(
+        mut self,
+        mut first_entry: impl FnMut(u32) -> Result<u32, DataplaneError>,
+    ) -> Result<Self, DataplaneError> {
+        for (key, header) in &self.slots {
+            if key.slot == 0 && header.maglev_size != 0 && first_entry(header.maglev_start())? != 0
+            {
+                self.maglev_written.insert(header.maglev_start());
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// The writes and reads a plan needs, one map entry at a time. A remove of
@@ -101,7 +123,14 @@ pub struct KernelMaps {
     pub(super) source_ranges: LpmTrie<MapData, SourceRange, u8>,
     pub(super) generation: Array<MapData, TablesGeneration>,
     pub(super) maglev: Array<MapData, MaglevEntry>,
+    /// MAGLEV_V1's values mapped into this process, once a table is
+    /// written.
+    maglev_values: Option<sys::MappedArray>,
 }
+
+/// Bytes between two entries of MAGLEV_V1 in memory: array maps keep each
+/// value in a multiple of 8 bytes.
+const MAGLEV_STRIDE: usize = size_of::<MaglevEntry>().next_multiple_of(8);
 
 pub(super) fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneError {
     move |source| DataplaneError::Map {
@@ -132,6 +161,7 @@ impl KernelMaps {
             source_ranges: typed(names::SOURCE_RANGES, open)?,
             generation: typed(names::TABLES_GENERATION, open)?,
             maglev: typed(names::MAGLEV, open)?,
+            maglev_values: None,
         })
     }
 
@@ -157,7 +187,7 @@ fn syscall_error(call: &'static str, io_error: std::io::Error) -> MapError {
 
 impl ServiceMaps for KernelMaps {
     fn contents(&self) -> Result<Contents, DataplaneError> {
-        Ok(Contents {
+        Contents {
             slots: self
                 .services
                 .iter()
@@ -179,6 +209,13 @@ impl ServiceMaps for KernelMaps {
                 .collect::<Result<_, _>>()
                 .map_err(map_error(names::FRONTEND_META))?,
             ranges: self.ranges()?,
+            maglev_written: BTreeSet::new(),
+        }
+        .with_written_tables(|start| {
+            self.maglev
+                .get(&start, 0)
+                .map(|entry| entry.backend_id)
+                .map_err(map_error(names::MAGLEV))
         })
     }
 
@@ -222,12 +259,24 @@ impl ServiceMaps for KernelMaps {
         self.source_ranges.remove(&range.lpm_key())
     }
 
+    /// Through the map's memory (MAGLEV_V1 is BPF_F_MMAPABLE): a table of
+    /// 16 381 entries is one copy, not 16 381 syscalls. The header that
+    /// names the table is written after, by syscall, which orders it after
+    /// these stores for every reader.
     fn put_maglev(&mut self, start: u32, entries: &[u32]) -> Result<(), MapError> {
+        let values = match &mut self.maglev_values {
+            Some(values) => values,
+            None => {
+                let len = svc_common::maglev::MAX_ENTRIES as usize * MAGLEV_STRIDE;
+                let mapped = sys::MappedArray::map(self.maglev.map().fd().as_fd(), len)
+                    .map_err(|e| syscall_error("mmap", e))?;
+                self.maglev_values.insert(mapped)
+            }
+        };
         for (index, backend_id) in (start..).zip(entries) {
-            let entry = MaglevEntry {
-                backend_id: *backend_id,
-            };
-            self.maglev.set(index, entry, 0)?;
+            values
+                .write(index as usize * MAGLEV_STRIDE, &backend_id.to_ne_bytes())
+                .map_err(|e| syscall_error("maglev table write", e))?;
         }
         Ok(())
     }

@@ -613,6 +613,7 @@ impl Planner<'_> {
         if let Some(old) = old_header
             && old.maglev_size == size
             && old_serving.as_deref() == Some(&ids[..])
+            && !self.held.lost_tables.contains(&old.maglev_start())
         {
             return (old.maglev_start(), size);
         }

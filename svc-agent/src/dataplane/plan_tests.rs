@@ -552,7 +552,7 @@ fn a_failure_at_any_operation_leaves_each_frontend_old_or_new_and_a_retry_conver
         for (index, (before, after)) in transitions.iter().enumerate() {
             let desired = &scenario.stages[index].desired;
             let steps = plan::plan(
-                &mut Held::new(before.contents.clone(), MAGLEV_SIZE),
+                &mut Held::new(before.contents().unwrap(), MAGLEV_SIZE),
                 desired,
             )
             .unwrap()
@@ -679,4 +679,23 @@ fn a_new_table_size_rebuilds_every_table_and_frees_the_old_ones_after() {
         starts(&maps)
     );
     assert_tables_whole(&maps, &[&maps.contents], "after a third frontend");
+}
+
+#[test]
+fn tables_lost_under_their_headers_are_written_again_by_a_new_agent() {
+    let mut maps = FakeMaps::default();
+    let mut held = None;
+    let desired = [maglev(web()), maglev(api())];
+    apply::apply(&mut maps, &mut held, &desired, MAGLEV_SIZE).unwrap();
+    // MAGLEV_V1 made anew (an upgrade that replaced the map): the headers
+    // still name tables, which hold nothing now.
+    maps.maglev.clear();
+    let mut held = None;
+    let report = apply::apply(&mut maps, &mut held, &desired, MAGLEV_SIZE).unwrap();
+    assert_eq!(report.frontends_written, 2, "both tables written again");
+    assert_tables_whole(&maps, &[&maps.contents], "after the new agent");
+    // And kept from then on.
+    let mut held = None;
+    let report = apply::apply(&mut maps, &mut held, &desired, MAGLEV_SIZE).unwrap();
+    assert_eq!(report, plan::ApplyReport::default());
 }

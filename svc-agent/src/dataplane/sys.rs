@@ -1,6 +1,7 @@
 //! The few bpf(2) commands aya does not offer for what this crate needs:
-//! byte-level map access (a map whose layout is not this build's) and
-//! BPF_LINK_UPDATE on a pinned link.
+//! byte-level map access (a map whose layout is not this build's),
+//! BPF_LINK_UPDATE on a pinned link, and an mmapable array's memory mapped
+//! into this process.
 use std::{
     ffi::CString,
     io,
@@ -150,4 +151,67 @@ pub fn swap_program(link_pin: &Path, program: BorrowedFd<'_>) -> io::Result<()> 
         },
     )?;
     Ok(())
+}
+
+/// The values of a BPF_F_MMAPABLE array, mapped into this process: stores
+/// here are what the programs read, without a syscall each. The kernel
+/// lays the values out from offset 0, each in a multiple of 8 bytes.
+pub struct MappedArray {
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping belongs to this value alone; writes go through
+// `&mut self`.
+unsafe impl Send for MappedArray {}
+
+impl MappedArray {
+    /// Maps the first `len` bytes of the array `map`'s values.
+    pub fn map(map: BorrowedFd<'_>, len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel
+        // checks the length against the array and the map's flags.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = std::ptr::NonNull::new(base.cast::<u8>())
+            .ok_or_else(|| io::Error::other("mmap returned a null address"))?;
+        Ok(Self { base, len })
+    }
+
+    /// Writes `bytes` at byte `offset` of the values.
+    pub fn write(&mut self, offset: usize, bytes: &[u8]) -> io::Result<()> {
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(io::Error::from_raw_os_error(libc::E2BIG));
+        }
+        // SAFETY: in bounds of the mapping (checked above), which lives as
+        // long as `self`; u8 has no alignment.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.base.as_ptr().add(offset),
+                bytes.len(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MappedArray {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
 }
