@@ -74,7 +74,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// Maglev at the default table size: the median time to build the table of
 /// 100 backends (µs), and of an update that changes one backend of a
 /// Maglev frontend with 10 (ms: the new table's 16 381 entries written
-/// one syscall each, then the header).
+/// into the map's memory, then the header).
 fn maglev_figures() -> (f64, f64) {
     use std::net::SocketAddrV4;
     use svc_agent::{dataplane::MaglevTable, model::LbAlgorithm};
