@@ -128,8 +128,8 @@ enum Command {
     },
     /// `route lb --via node/NAME|all`: the client reaches LoadBalancer IPs
     /// through that node only, or through every node by a multipath route
-    /// (ECMP by addresses and ports, as from an upstream router; the
-    /// default), so a node's failover can be tried.
+    /// (ECMP by addresses, the kernel's default hash; the lab's default),
+    /// so a node's failover can be tried.
     Route {
         /// lb (the LoadBalancer ingress IPs).
         what: String,

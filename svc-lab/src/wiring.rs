@@ -119,8 +119,6 @@ pub fn route_pod_cidrs(nodes: &[(&Netns, u8)]) -> Result<(), LabError> {
 pub fn create_client(fabric: &Netns, name: &str, node_numbers: &[u8]) -> Result<Netns, LabError> {
     let client = Netns::create(name)?;
     plug_into_fabric(fabric, &client, "client", CLIENT_ADDRESS)?;
-    // Multipath by addresses and ports, as routers' ECMP hashes flows.
-    client.sysctl("net.ipv4.fib_multipath_hash_policy", "1")?;
     route_lb_pool(&client, node_numbers)?;
     if let Some(first) = node_numbers.first() {
         let first = node_address(*first).to_string();
@@ -130,9 +128,8 @@ pub fn create_client(fabric: &Netns, name: &str, node_numbers: &[u8]) -> Result<
 }
 
 /// Routes the client's LoadBalancer ingress IPs through the nodes
-/// `node_numbers`: one next hop, or a multipath route over several that
-/// spreads flows by their addresses and ports (fib_multipath_hash_policy
-/// 1), as an upstream router's ECMP does. Replaces the route there was.
+/// `node_numbers`: one next hop, or a multipath route over several (the
+/// kernel's default hash: by addresses). Replaces the route there was.
 pub fn route_lb_pool(client: &Netns, node_numbers: &[u8]) -> Result<(), LabError> {
     let hops: Vec<String> = node_numbers
         .iter()

@@ -211,12 +211,11 @@ fn one_request(target: SocketAddr) -> Result<String, String> {
 /// close`, as a draining server answers).
 fn request(stream: &mut TcpStream, close: bool) -> Result<(String, bool), String> {
     let connection = if close { "close" } else { "keep-alive" };
-    // One write, one segment: written in parts, Nagle holds the later ones
-    // back until the first is acknowledged (a delayed ACK away).
-    let head = format!("GET / HTTP/1.1\r\nHost: svc\r\nConnection: {connection}\r\n\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: svc\r\nConnection: {connection}\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
