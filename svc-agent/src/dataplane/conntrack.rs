@@ -12,7 +12,7 @@
 //! balanced again, or its reply sent out untranslated).
 use std::{os::fd::AsFd as _, path::Path};
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, IterableMap as _, MapData};
 use svc_common::{Flow, FlowKey, flow_flags, flow_timeout_ns, names};
 
 use super::{DataplaneError, open_pinned_map, sys};
@@ -21,8 +21,6 @@ use super::{DataplaneError, open_pinned_map, sys};
 pub struct Conntrack {
     established: HashMap<MapData, FlowKey, Flow>,
     new: HashMap<MapData, FlowKey, Flow>,
-    /// The same two maps again, for the bpf(2) commands aya lacks.
-    raw: [MapData; 2],
 }
 
 /// What one collection found.
@@ -50,18 +48,9 @@ impl Conntrack {
                 }
             })
         };
-        let raw = |name: &'static str| {
-            let path = pin_dir.join(name);
-            MapData::from_pin(&path).map_err(|source| DataplaneError::NotPinned {
-                name,
-                path,
-                source: Box::new(source),
-            })
-        };
         Ok(Self {
             established: open(names::CT)?,
             new: open(names::CT_NEW)?,
-            raw: [raw(names::CT)?, raw(names::CT_NEW)?],
         })
     }
 
@@ -70,10 +59,9 @@ impl Conntrack {
     /// rest.
     pub fn collect(&mut self, now_ns: u64) -> Result<Census, DataplaneError> {
         let mut census = Census::default();
-        let [raw_established, raw_new] = &self.raw;
-        for (table, raw, name, established) in [
-            (&self.established, raw_established, names::CT, true),
-            (&self.new, raw_new, names::CT_NEW, false),
+        for (table, name, established) in [
+            (&self.established, names::CT, true),
+            (&self.new, names::CT_NEW, false),
         ] {
             let map_error = |source: std::io::Error| DataplaneError::Map {
                 name,
@@ -92,23 +80,12 @@ impl Conntrack {
                 };
                 let idle = now_ns.saturating_sub(entry.last_seen_ns);
                 if idle > flow_timeout_ns(entry.flags, key.proto, established) {
-                    let fd = raw.fd().as_fd();
+                    let fd = table.map().fd().as_fd();
                     let mut taken = Flow::default();
-                    // SAFETY: FlowKey and Flow are repr(C) without padding
-                    // (svc-common asserts their sizes), valid for any bytes.
-                    let (key_bytes, taken_bytes) = unsafe {
-                        (
-                            std::slice::from_raw_parts(
-                                std::ptr::from_ref(&key).cast::<u8>(),
-                                size_of::<FlowKey>(),
-                            ),
-                            std::slice::from_raw_parts_mut(
-                                std::ptr::from_mut(&mut taken).cast::<u8>(),
-                                size_of::<Flow>(),
-                            ),
-                        )
-                    };
-                    if !sys::take(fd, key_bytes, taken_bytes).map_err(map_error)? {
+                    let key_bytes = sys::bytes_of(&key);
+                    if !sys::take(fd, key_bytes, sys::bytes_of_mut(&mut taken))
+                        .map_err(map_error)?
+                    {
                         continue;
                     }
                     if taken == entry {
@@ -117,14 +94,7 @@ impl Conntrack {
                     }
                     // A packet changed it since the read: not ours to end.
                     // Put back unless a packet made another there since.
-                    // SAFETY: as above.
-                    let taken_bytes = unsafe {
-                        std::slice::from_raw_parts(
-                            std::ptr::from_ref(&taken).cast::<u8>(),
-                            size_of::<Flow>(),
-                        )
-                    };
-                    match sys::update(fd, key_bytes, taken_bytes, sys::NOEXIST) {
+                    match sys::update(fd, key_bytes, sys::bytes_of(&taken), sys::NOEXIST) {
                         Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
                             return Err(map_error(e));
                         }

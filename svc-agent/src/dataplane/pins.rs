@@ -261,10 +261,7 @@ fn flow_from_v1(old: &[u8]) -> Vec<u8> {
         );
     }
     let flow = Flow::from(v1);
-    // SAFETY: Flow is plain old data without padding (every gap is a
-    // named field), read as its bytes.
-    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(&flow).cast::<u8>(), size_of::<Flow>()) }
-        .to_vec()
+    sys::bytes_of(&flow).to_vec()
 }
 
 fn pinned_info(name: &'static str, path: &Path) -> Result<MapInfo, DataplaneError> {

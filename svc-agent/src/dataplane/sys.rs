@@ -66,41 +66,56 @@ fn elem(map: BorrowedFd<'_>, key: Option<&[u8]>, value: *const u8, flags: u64) -
     }
 }
 
-/// The key after `key` (the first one for None) into `next`; false at
-/// the end of the map.
-pub fn next_key(map: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
-    match bpf(BPF_MAP_GET_NEXT_KEY, &elem(map, key, next.as_mut_ptr(), 0)) {
+/// A command's result as found (true) or, for ENOENT, not found (false).
+fn found(result: io::Result<libc::c_long>) -> io::Result<bool> {
+    match result {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
 }
 
+/// A map key's or value's bytes, as the byte-level commands take them.
+pub fn bytes_of<T: aya::Pod>(value: &T) -> &[u8] {
+    // SAFETY: Pod types are repr(C) without padding (svc-common asserts
+    // each size), so every byte is initialized.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }
+}
+
+/// [`bytes_of`], to be written: any bytes make a valid Pod value.
+pub fn bytes_of_mut<T: aya::Pod>(value: &mut T) -> &mut [u8] {
+    // SAFETY: as above, and a Pod type is valid for any bit pattern.
+    unsafe {
+        std::slice::from_raw_parts_mut(std::ptr::from_mut(value).cast::<u8>(), size_of::<T>())
+    }
+}
+
+/// The key after `key` (the first one for None) into `next`; false at
+/// the end of the map.
+pub fn next_key(map: BorrowedFd<'_>, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
+    found(bpf(
+        BPF_MAP_GET_NEXT_KEY,
+        &elem(map, key, next.as_mut_ptr(), 0),
+    ))
+}
+
 /// The value of `key` into `value` (sized for every CPU of a per-CPU map);
 /// false when the key is absent.
 pub fn lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
-    match bpf(
+    found(bpf(
         BPF_MAP_LOOKUP_ELEM,
         &elem(map, Some(key), value.as_mut_ptr(), 0),
-    ) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    ))
 }
 
 /// Removes `key`, its value into `value`, in one step: nobody can change
 /// the entry between the read and the removal. False when the key is
 /// absent.
 pub fn take(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
-    match bpf(
+    found(bpf(
         BPF_MAP_LOOKUP_AND_DELETE_ELEM,
         &elem(map, Some(key), value.as_mut_ptr(), 0),
-    ) {
-        Ok(_) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-        Err(e) => Err(e),
-    }
+    ))
 }
 
 /// Writes `value` at `key`, with [`ANY`] or [`NOEXIST`].
