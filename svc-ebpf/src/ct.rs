@@ -335,25 +335,34 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
         }
         // SAFETY: read where it lies.
         if let Some(peer_key) = peer_key(unsafe { &*entry }, flow) {
-            let peer = table.get_ptr_mut(&peer_key);
-            match peer {
-                Some(peer) => unsafe {
+            let mut peer = table.get_ptr_mut(&peer_key);
+            // How the reply entry is made again, if it is: over another
+            // flow's (BPF_ANY) or where there is none (BPF_NOEXIST).
+            let restore = match peer {
+                // SAFETY: read where it lies.
+                Some(holder) => unsafe {
                     if !reply
                         && snat
-                        && ((*peer).flags & flow_flags::REPLY == 0
-                            || (*peer).nat_addr_be != flow.saddr_be
-                            || (*peer).nat_port_be != flow.sport_be)
+                        && ((*holder).flags & flow_flags::REPLY == 0
+                            || (*holder).nat_addr_be != flow.saddr_be
+                            || (*holder).nat_port_be != flow.sport_be)
                     {
                         // The port went to another flow (this one was not
-                        // established and the ports ran short): this
-                        // entry is dead.
-                        table.remove(key);
-                        return None;
+                        // established and the ports ran short). The
+                        // handshake's last ACK, from a client the backend
+                        // answered on this port, takes it back from a
+                        // flow that has not shown a live client yet (a
+                        // SYN, most likely spoofed): the backend knows
+                        // this connection on that port. Anything else
+                        // finds this entry dead.
+                        if !(establishes && !rst) || CT_V2.get_ptr(peer_key).is_some() {
+                            table.remove(key);
+                            return None;
+                        }
+                        Some(BPF_ANY)
+                    } else {
+                        None
                     }
-                    if touch || closes {
-                        (*peer).last_seen_ns = now;
-                    }
-                    (*peer).flags |= shared;
                 },
                 None if !reply && snat && flags & flow_flags::CLOSING != 0 => {
                     // A closing flow's NAT port taken when the ports ran
@@ -364,18 +373,38 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
                 None if !reply => {
                     // The reply entry is gone (evicted, or expired first):
                     // made again. With SNAT that claims the same port, if
-                    // it is free. The flow moves on at its next packet.
-                    // SAFETY: read where it lies.
-                    let restored = reply_of(unsafe { &*entry }, flow);
-                    if table.insert(&peer_key, &restored, BPF_NOEXIST).is_err() && snat {
+                    // it is free, also of established flows.
+                    if snat && table == Table::New && CT_V2.get_ptr(peer_key).is_some() {
                         table.remove(key);
                         return None;
                     }
+                    Some(BPF_NOEXIST)
                 }
-                None => {}
+                None => None,
+            };
+            if let Some(mode) = restore {
+                // SAFETY: read where it lies.
+                let restored = reply_of(unsafe { &*entry }, flow);
+                match table.insert(&peer_key, &restored, mode) {
+                    Ok(()) => peer = table.get_ptr_mut(&peer_key),
+                    Err(_) if snat => {
+                        table.remove(key);
+                        return None;
+                    }
+                    // Made meanwhile by another packet of the flow.
+                    Err(_) => {}
+                }
             }
-            if establishes && let Some(peer) = peer {
-                return Some(promote(key, entry, &peer_key, peer));
+            if let Some(peer) = peer {
+                unsafe {
+                    if touch || closes {
+                        (*peer).last_seen_ns = now;
+                    }
+                    (*peer).flags |= shared;
+                }
+                if establishes {
+                    return Some(promote(key, entry, &peer_key, peer));
+                }
             }
         }
     }
@@ -569,7 +598,8 @@ fn expired(entry: &Flow, protocol: u8, established: bool, now: u64) -> bool {
 /// or of short connections, real clients still get ports, while a real
 /// handshake under way and a closing connection still talking keep their
 /// own (the flow that lost its port finds out at its next packet, see
-/// [`lookup`]). A closing flow's port taken before its timeout may still
+/// [`lookup`]; a handshake slower than that age, under a flood that keeps
+/// the CPUs busy, gets its port back with its last ACK). A closing flow's port taken before its timeout may still
 /// be in the backend's TIME_WAIT: the client may lose a second to a SYN
 /// retry, which is better than no port.
 #[inline(always)]

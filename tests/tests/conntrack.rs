@@ -521,6 +521,46 @@ fn a_spoofed_syn_flood_leaves_nat_ports_for_real_clients() {
     }
 }
 
+/// A handshake slower than a port's hold (a flood keeping the CPUs busy
+/// delays the client's last ACK) may see its port go to a spoofed SYN: the
+/// ACK, proof of a live client the backend answered on that port, takes
+/// it back and establishes the flow there. The backend's answer to the
+/// SYN that had taken it (lost on a real network) now reaches the client,
+/// as would anything the backend says on that port, while a flow that
+/// shows no client (another SYN, a RST) gets no port back.
+#[test]
+fn a_handshake_slower_than_the_ports_hold_gets_its_port_back_with_its_ack() {
+    let mut pinned = load((61000, 61000), &[node_port(Protocol::TCP, &[BACKEND])]);
+    let slow = connect(&mut pinned, (CLIENT, 40001)).unwrap();
+    let syn_ack = TcpFlags {
+        syn: true,
+        ..ack(2)
+    };
+    reply(&mut pinned, &slow, syn_ack);
+    pinned.age(Table::New, SECOND, |_, _| true);
+    let taker = connect(&mut pinned, spoofed(1)).unwrap();
+    assert_eq!(taker.nat_port, slow.nat_port, "the one port, taken");
+    // A second slow handshake's SYN retried on the taken port: no port back.
+    pinned.age(Table::New, SECOND, |_, _| true);
+    let second = connect(&mut pinned, spoofed(2)).unwrap();
+    assert_eq!(second.nat_port, slow.nat_port);
+    let retried = tcp_frame(spoofed(1), (NODE, 30080), 1, SYN, b"");
+    let (verdict, _) = pinned.world_verdict(&retried);
+    assert_eq!(verdict, XDP_DROP, "the SYN's port is held by a younger one");
+
+    send(&mut pinned, &slow, ack(10));
+    reply(&mut pinned, &slow, ack(20));
+    let established = pinned.entries(Table::Established);
+    assert_eq!(established.len(), 2, "{established:?}");
+    // The flows that had the port find it gone at their next packet: a
+    // new flow, with no port left to give.
+    let late_ack = tcp_frame(spoofed(2), (NODE, 30080), 2, ack(3), b"");
+    let (verdict, _) = pinned.world_verdict(&late_ack);
+    assert_eq!(verdict, XDP_DROP, "an established flow's port is not taken");
+    send(&mut pinned, &slow, ack(30));
+    reply(&mut pinned, &slow, ack(40));
+}
+
 /// A flood of new flows many times the size of CT_NEW_V2 (1 000 000
 /// spoofed SYNs and ACKs, about 25 s) while 100 established flows idle:
 /// all 100 keep their backend and NAT port; the flood's entries are gone
