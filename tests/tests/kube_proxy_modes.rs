@@ -17,7 +17,7 @@ use tests::kube_proxy::{
 fn forwards_before_and_after_one_change(mode: Mode) {
     let lab = modes::lab().expect("lab up (root)");
     let services = kube_proxy::services(3, &modes::endpoints(&lab), NodePorts::Last);
-    modes::program(&lab, mode, &services).unwrap();
+    let mut programmed = modes::program(&lab, mode, &services).unwrap();
     let targets = modes::targets(&lab, mode, &services).unwrap();
     let pod_targets = modes::pod_targets(&lab, mode, &services);
     assert!(!pod_targets.is_empty());
@@ -29,7 +29,25 @@ fn forwards_before_and_after_one_change(mode: Mode) {
         let answer = modes::check_pod_forwards(&lab, mode, *target).unwrap();
         assert!(answer.pod.starts_with("backend-"), "{answer:?}");
     }
-    modes::change_one_endpoint(&lab, mode, &services).unwrap();
+    modes::change_one_endpoint(&lab, mode, &services, &mut programmed).unwrap();
+    if mode == Mode::SvcLb {
+        // The agent's path wrote the change: node-1's maps hold one backend
+        // fewer for the last Service's ClusterIP, the same for the others.
+        let held = lab.tables(modes::NODES[0]).unwrap().read().unwrap();
+        for service in &services {
+            let frontend = held
+                .iter()
+                .map(|state| &state.frontend)
+                .find(|f| f.address == service.cluster_ip)
+                .unwrap_or_else(|| panic!("{} not programmed", service.name));
+            let expected = if service.name == services[services.len() - 1].name {
+                service.endpoints.len() - 1
+            } else {
+                service.endpoints.len()
+            };
+            assert_eq!(frontend.backends.len(), expected, "{}", service.name);
+        }
+    }
     for target in &targets {
         modes::check_forwards(&lab, mode, *target).unwrap();
     }

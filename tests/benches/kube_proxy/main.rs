@@ -159,7 +159,7 @@ fn default_plan(quick: bool) -> Plan {
 fn measure(mode: Mode, count: u16, plan: &Plan) -> Sample {
     let lab = modes::lab().expect("lab up (root)");
     let services = kube_proxy::services(count, &modes::endpoints(&lab), plan.node_ports);
-    let programmed = modes::program(&lab, mode, &services)
+    let mut programmed = modes::program(&lab, mode, &services)
         .unwrap_or_else(|e| panic!("{mode:?} at {count} Services: programming failed: {e}"));
     let targets = modes::targets(&lab, mode, &services).unwrap();
     let pod_targets = modes::pod_targets(&lab, mode, &services);
@@ -215,7 +215,7 @@ fn measure(mode: Mode, count: u16, plan: &Plan) -> Sample {
                 .and_then(|v| v.trim().parse::<u64>().ok())
         })
         .unwrap();
-    let one_change = modes::change_one_endpoint(&lab, mode, &services)
+    let one_change = modes::change_one_endpoint(&lab, mode, &services, &mut programmed)
         .unwrap_or_else(|e| panic!("{mode:?} at {count} Services: endpoint change failed: {e}"));
     check(", after one endpoint change");
     let sample = Sample {

@@ -5,10 +5,16 @@ use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::Path,
     process::{Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use svc_agent::model::{BackendRef, BackendState, Frontend, FrontendKind, OnEmpty, Protocol};
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use svc_agent::{
+    dataplane::Tables,
+    k8s::Snapshot,
+    model::{Config, NodeContext, Translator},
+};
 use svc_lab::{Lab, LabError, NodeSpec, PodSpec, Topology, netns::Netns, server::Answer};
 
 use super::{ServicePort, TARGET_PORT, iptables, memcg, nftables};
@@ -174,7 +180,6 @@ pub fn pod_targets(lab: &Lab, mode: Mode, services: &[ServicePort]) -> Vec<Socke
 }
 
 /// What programming all Services cost on node-1.
-#[derive(Clone, Copy, Debug)]
 pub struct Programmed {
     pub elapsed: Duration,
     /// Peak RSS of the program that wrote the rules (iptables-restore, nft)
@@ -183,6 +188,131 @@ pub struct Programmed {
     /// Kernel memory the rule loader left charged to its scratch memory
     /// cgroup ([`super::memcg`]); `None` for svc-lb and the direct path.
     pub rules_kernel_bytes: Option<u64>,
+    /// svc-lb's writer of node-1, kept for the change that follows.
+    writer: Option<AgentWriter>,
+}
+
+impl Programmed {
+    const NOTHING: Programmed = Programmed {
+        elapsed: Duration::ZERO,
+        peak_rss_kib: None,
+        rules_kernel_bytes: None,
+        writer: None,
+    };
+}
+
+/// What svc-agent holds to program a node, as it holds it: its watch
+/// stores' objects (each an `Arc`, a changed one a new `Arc`), its
+/// `Translator` (which translates again only the Services whose objects
+/// changed) and its `Tables` (which, after the first apply, diff against
+/// what they remember the maps hold).
+struct AgentWriter {
+    services: Vec<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    translator: Translator,
+    tables: Tables,
+    node: NodeContext,
+}
+
+impl AgentWriter {
+    fn new(lab: &Lab, node: &str, services: &[ServicePort]) -> Result<AgentWriter, ModeError> {
+        let pod_nodes: Vec<(Ipv4Addr, String)> = lab
+            .pods()
+            .iter()
+            .map(|p| (p.address, p.node.clone()))
+            .collect();
+        Ok(AgentWriter {
+            services: services
+                .iter()
+                .map(|s| Arc::new(service_object(s)))
+                .collect(),
+            slices: services
+                .iter()
+                .map(|s| Arc::new(slice_object(s, &pod_nodes, 1)))
+                .collect(),
+            translator: Translator::default(),
+            tables: lab.tables(node)?,
+            node: NodeContext {
+                name: node.to_owned(),
+                zone: None,
+                node_addresses: vec![lab.node(node)?.address],
+            },
+        })
+    }
+
+    /// The stores' objects translated and written to the maps.
+    fn sync(&mut self, node: &str) -> Result<(), ModeError> {
+        let snapshot = Snapshot {
+            services: self.services.clone(),
+            endpoint_slices: self.slices.clone(),
+            ..Snapshot::default()
+        };
+        let desired = self
+            .translator
+            .translate(&snapshot, &self.node, &Config::default());
+        self.tables
+            .apply(&desired)
+            .map_err(|source| ModeError::Datapath {
+                mode: Mode::SvcLb,
+                node: node.to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(())
+    }
+}
+
+/// The Service object of a benchmark Service: type NodePort when it has
+/// one.
+fn service_object(service: &ServicePort) -> Service {
+    let mut port = serde_json::json!({
+        "name": service.port_name(), "port": service.port,
+        "protocol": "TCP", "targetPort": TARGET_PORT,
+    });
+    if let Some(node_port) = service.node_port {
+        port["nodePort"] = node_port.into();
+    }
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": service.name, "namespace": service.namespace, "resourceVersion": "1"},
+        "spec": {
+            "type": if service.node_port.is_some() { "NodePort" } else { "ClusterIP" },
+            "clusterIP": service.cluster_ip.to_string(),
+            "ports": [port],
+            "selector": {"app": service.name},
+        }
+    }))
+    .expect("a Service object")
+}
+
+/// The EndpointSlice of a benchmark Service: every endpoint ready, on the
+/// node its pod runs on.
+fn slice_object(
+    service: &ServicePort,
+    pod_nodes: &[(Ipv4Addr, String)],
+    version: u32,
+) -> EndpointSlice {
+    let endpoints: Vec<_> = service
+        .endpoints
+        .iter()
+        .map(|address| {
+            let node = pod_nodes.iter().find(|(a, _)| a == address).map(|(_, n)| n);
+            serde_json::json!({
+                "addresses": [address.to_string()],
+                "conditions": {"ready": true, "serving": true, "terminating": false},
+                "nodeName": node,
+            })
+        })
+        .collect();
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{}-bench", service.name), "namespace": service.namespace,
+                     "resourceVersion": version.to_string(),
+                     "labels": {"kubernetes.io/service-name": service.name}},
+        "addressType": "IPv4",
+        "endpoints": endpoints,
+        "ports": [{"name": service.port_name(), "port": TARGET_PORT, "protocol": "TCP"}],
+    }))
+    .expect("an EndpointSlice object")
 }
 
 /// Programs `services` into every node (node-1 timed).
@@ -198,30 +328,24 @@ pub fn program(lab: &Lab, mode: Mode, services: &[ServicePort]) -> Result<Progra
                 let text = rule_text(lab, mode, node, services)?;
                 load_rules(lab, mode, node, &text)?
             }
-            Mode::Direct => Programmed {
-                elapsed: Duration::ZERO,
-                peak_rss_kib: None,
-                rules_kernel_bytes: None,
-            },
+            Mode::Direct => Programmed::NOTHING,
         };
         first.get_or_insert(programmed);
     }
-    Ok(first.unwrap_or(Programmed {
-        elapsed: Duration::ZERO,
-        peak_rss_kib: None,
-        rules_kernel_bytes: None,
-    }))
+    Ok(first.unwrap_or(Programmed::NOTHING))
 }
 
 /// Removes the last endpoint of the last Service on node-1 the way each
 /// mode does it, and returns how long until the change is in the kernel:
-/// svc-lb diffs and writes its maps; the iptables modes resync everything
-/// with iptables-restore; nftables sends kube-proxy's incremental
-/// transaction.
+/// svc-lb goes the agent's way, from the new EndpointSlice in its store
+/// through its Translator to the maps, against what its Tables remember;
+/// the iptables modes resync everything with iptables-restore; nftables
+/// sends kube-proxy's incremental transaction.
 pub fn change_one_endpoint(
     lab: &Lab,
     mode: Mode,
     services: &[ServicePort],
+    programmed: &mut Programmed,
 ) -> Result<Duration, ModeError> {
     let mut changed = services.to_vec();
     let Some(last) = changed.last_mut() else {
@@ -232,7 +356,24 @@ pub fn change_one_endpoint(
     };
     let node = NODES[0];
     Ok(match mode {
-        Mode::SvcLb => apply_svclb(lab, node, &changed)?.elapsed,
+        Mode::SvcLb => {
+            let writer = programmed
+                .writer
+                .as_mut()
+                .expect("svc-lb was programmed through its writer");
+            let pod_nodes: Vec<(Ipv4Addr, String)> = lab
+                .pods()
+                .iter()
+                .map(|p| (p.address, p.node.clone()))
+                .collect();
+            let changed_slice = slice_object(&changed[changed.len() - 1], &pod_nodes, 2);
+            let start = Instant::now();
+            if let Some(slice) = writer.slices.last_mut() {
+                *slice = Arc::new(changed_slice);
+            }
+            writer.sync(node)?;
+            start.elapsed()
+        }
         Mode::Iptables | Mode::IptablesNft => {
             let text = rule_text(lab, mode, node, &changed)?;
             load_rules(lab, mode, node, &text)?.elapsed
@@ -279,78 +420,20 @@ fn curl_backend(from: &Netns, mode: Mode, target: SocketAddr) -> Result<Answer, 
         })
 }
 
-/// svc-lb's frontends for `node`: each Service's ClusterIP and its NodePort
-/// on the node's address, every pod a backend (local when on this node).
-pub fn frontends(
-    lab: &Lab,
-    node: &str,
-    services: &[ServicePort],
-) -> Result<Vec<Frontend>, ModeError> {
-    let lab_node = lab.node(node)?;
-    let pods: Vec<(Ipv4Addr, bool)> = lab
-        .pods()
-        .iter()
-        .map(|p| (p.address, p.node == node))
-        .collect();
-    let mut out = Vec::with_capacity(services.len() * 2);
-    for service in services {
-        let backends: Vec<BackendRef> = service
-            .endpoints
-            .iter()
-            .map(|address| BackendRef {
-                address: *address,
-                port: TARGET_PORT,
-                state: BackendState::Ready,
-                local: pods.iter().any(|(a, local)| a == address && *local),
-            })
-            .collect();
-        let frontend = |kind, address, port| Frontend {
-            service: format!("{}/{}", service.namespace, service.name),
-            port_name: service.port_name(),
-            kind,
-            address,
-            port,
-            protocol: Protocol::TCP,
-            backends: backends.clone(),
-            affinity_timeout_seconds: None,
-            on_empty: OnEmpty::Reject,
-            source_ranges: Vec::new(),
-            health_check_node_port: None,
-            lb_algorithm: Default::default(),
-        };
-        out.push(frontend(
-            FrontendKind::ClusterIP,
-            service.cluster_ip,
-            service.port,
-        ));
-        if let Some(node_port) = service.node_port {
-            out.push(frontend(
-                FrontendKind::NodePort,
-                lab_node.address,
-                node_port,
-            ));
-        }
-    }
-    Ok(out)
-}
-
+/// All of `services` programmed into `node` by svc-agent's writer, from
+/// empty maps: objects to frontends (its Translator), then its Tables'
+/// first apply (which reads the maps), timed together.
 fn apply_svclb(lab: &Lab, node: &str, services: &[ServicePort]) -> Result<Programmed, ModeError> {
-    let desired = frontends(lab, node, services)?;
-    let mut tables = lab.tables(node)?;
+    let mut writer = AgentWriter::new(lab, node, services)?;
     reset_peak_rss();
     let start = Instant::now();
-    tables
-        .apply(&desired)
-        .map_err(|source| ModeError::Datapath {
-            mode: Mode::SvcLb,
-            node: node.to_owned(),
-            source: Box::new(source),
-        })?;
+    writer.sync(node)?;
     let elapsed = start.elapsed();
     Ok(Programmed {
         elapsed,
         peak_rss_kib: own_peak_rss_kib(),
         rules_kernel_bytes: None,
+        writer: Some(writer),
     })
 }
 
@@ -409,6 +492,7 @@ fn load_rules(lab: &Lab, mode: Mode, node: &str, text: &str) -> Result<Programme
         elapsed,
         peak_rss_kib: Some(peak_rss_kib),
         rules_kernel_bytes,
+        writer: None,
     })
 }
 
