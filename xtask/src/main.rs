@@ -416,9 +416,12 @@ fn chaos(
 }
 
 /// The previous commit's svc-agent (release), for agent_upgrade: its tree
-/// exported with `git archive` and built once into
-/// target/svc-previous/COMMIT/ (kept for later runs). None, saying why,
-/// when there is no previous commit here (a shallow clone).
+/// exported with `git archive` into target/svc-previous/COMMIT/, built
+/// once in this checkout's own target directory, whose compiled
+/// dependencies it shares (only the workspace's crates and the kernel
+/// programs are built again), and the binary kept there for later runs.
+/// None, saying why, when there is no previous commit here (a shallow
+/// clone).
 fn previous_agent(root: &Path, tools: &setup::Tools) -> anyhow::Result<Option<PathBuf>> {
     let rev = Command::new("git")
         .current_dir(root)
@@ -431,7 +434,7 @@ fn previous_agent(root: &Path, tools: &setup::Tools) -> anyhow::Result<Option<Pa
     }
     let commit = String::from_utf8_lossy(&rev.stdout).trim().to_owned();
     let dir = root.join("target/svc-previous").join(&commit);
-    let binary = dir.join("target/release/svc-agent");
+    let binary = dir.join("svc-agent");
     if binary.exists() {
         println!("xtask chaos: previous agent {commit} cached");
         return Ok(Some(binary));
@@ -451,10 +454,19 @@ fn previous_agent(root: &Path, tools: &setup::Tools) -> anyhow::Result<Option<Pa
     if !archive.wait()?.success() {
         bail!("git archive {commit} failed");
     }
+    // The binary lands where this checkout's own agent does, which the
+    // caller builds again next: copied out at once.
+    let target = root.join("target");
     run(cargo(&tree)
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
-        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env("CARGO_TARGET_DIR", &target)
         .args(["build", "--release", "-p", "svc-agent"]))?;
+    // Whole or not at all: a binary that is there counts as built.
+    let part = dir.join("svc-agent.part");
+    std::fs::copy(target.join("release/svc-agent"), &part)
+        .and_then(|_| std::fs::rename(&part, &binary))
+        .with_context(|| format!("keeping the previous agent as {}", binary.display()))?;
+    let _ = std::fs::remove_dir_all(&tree);
     Ok(Some(binary))
 }
 
