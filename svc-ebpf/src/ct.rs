@@ -599,9 +599,10 @@ fn expired(entry: &Flow, protocol: u8, established: bool, now: u64) -> bool {
 /// handshake under way and a closing connection still talking keep their
 /// own (the flow that lost its port finds out at its next packet, see
 /// [`lookup`]; a handshake slower than that age, under a flood that keeps
-/// the CPUs busy, gets its port back with its last ACK). A closing flow's port taken before its timeout may still
-/// be in the backend's TIME_WAIT: the client may lose a second to a SYN
-/// retry, which is better than no port.
+/// the CPUs busy, gets its port back with its last ACK). A closing flow's
+/// port taken before its timeout may still be in the backend's TIME_WAIT:
+/// the client may lose a second to a SYN retry, which is better than no
+/// port.
 #[inline(always)]
 fn claim_port(
     reply_key: &mut FlowKey,

@@ -212,6 +212,8 @@ struct AgentWriter {
     translator: Translator,
     tables: Tables,
     node: NodeContext,
+    /// Each pod's address and node: where its endpoint says it runs.
+    pod_nodes: Vec<(Ipv4Addr, String)>,
 }
 
 impl AgentWriter {
@@ -237,6 +239,7 @@ impl AgentWriter {
                 zone: None,
                 node_addresses: vec![lab.node(node)?.address],
             },
+            pod_nodes,
         })
     }
 
@@ -361,12 +364,7 @@ pub fn change_one_endpoint(
                 .writer
                 .as_mut()
                 .expect("svc-lb was programmed through its writer");
-            let pod_nodes: Vec<(Ipv4Addr, String)> = lab
-                .pods()
-                .iter()
-                .map(|p| (p.address, p.node.clone()))
-                .collect();
-            let changed_slice = slice_object(&changed[changed.len() - 1], &pod_nodes, 2);
+            let changed_slice = slice_object(&changed[changed.len() - 1], &writer.pod_nodes, 2);
             let start = Instant::now();
             if let Some(slice) = writer.slices.last_mut() {
                 *slice = Arc::new(changed_slice);
