@@ -29,6 +29,9 @@ pub mod names {
     pub const SERVICE_CIDRS: &str = "SVC_CIDRS_V1";
     /// The Maglev frontends' lookup tables (see [`crate::maglev`]).
     pub const MAGLEV: &str = "MAGLEV_V1";
+    /// Conntrack keys the agent's collector has just taken out of their
+    /// table (see [`crate::CollectMark`]).
+    pub const CT_COLLECTING: &str = "CT_COLLECT_V1";
     /// Interfaces the NIC's XDP program may send packets out of (ifindex →
     /// the interface's XDP features, as the kernel reports them). Not
     /// pinned, so not in [`ALL`]: each agent fills its own from the kernel
@@ -44,7 +47,7 @@ pub mod names {
     /// entry (see the agent's dataplane/pins.rs), then unpins the old map.
     pub const CONVERTED: [(&str, &str); 2] = [("CT_V1", CT), ("CT_NEW_V1", CT_NEW)];
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -60,6 +63,7 @@ pub mod names {
         TABLES_GENERATION,
         SERVICE_CIDRS,
         MAGLEV,
+        CT_COLLECTING,
     ];
 }
 
@@ -474,6 +478,31 @@ pub struct TablesGeneration {
 }
 const _: () = assert!(core::mem::size_of::<TablesGeneration>() == 8);
 
+/// CT_COLLECT value: when the conntrack collector marked the key, just
+/// before taking its entry out of its table (coarse monotonic ns, the
+/// clock entries are stamped with). The collector puts an entry back when
+/// a packet changed it since it was read as expired (a new flow on the
+/// tuple); meanwhile the key has no entry. A TCP segment of a connection
+/// under way that finds no entry for a key marked within
+/// [`COLLECT_MARK_HOLD_NS`] is dropped (its sender sends it again) instead
+/// of being balanced anew, possibly to another backend, which would reset
+/// the connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CollectMark {
+    pub marked_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<CollectMark>() == 8);
+
+/// How long a collector's mark holds back packets that find no entry: far
+/// longer than the two syscalls between the take and the put-back, even
+/// with the collector's thread preempted in between.
+pub const COLLECT_MARK_HOLD_NS: u64 = 1_000_000_000;
+
+/// CT_COLLECT's size (LRU): the marks of the last keys collected; an old
+/// mark is evicted, or ignored once past [`COLLECT_MARK_HOLD_NS`].
+pub const MAX_COLLECT_MARKS: u32 = 4096;
+
 /// AFFINITY key: sessionAffinity ClientIP per frontend.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -563,6 +592,7 @@ mod pod {
     unsafe impl aya::Pod for super::SourceRange {}
     unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::TablesGeneration {}
+    unsafe impl aya::Pod for super::CollectMark {}
     unsafe impl aya::Pod for super::ServiceCidrs {}
     unsafe impl aya::Pod for super::MaglevEntry {}
 }

@@ -53,12 +53,17 @@ pub enum DropReason {
     ServiceCidrReset = 14,
     /// The same for UDP: answered with ICMP port unreachable.
     ServiceCidrUnreachable = 15,
+    /// A TCP segment of a connection under way found no conntrack entry
+    /// while the agent's collector held its tuple's entry out (see
+    /// CollectMark): dropped, so the sender sends it again once the entry
+    /// is back, instead of being balanced to another backend.
+    CtBeingCollected = 16,
 }
 
 const _: () = assert!(DropReason::COUNT <= DropReason::SLOTS);
 
 impl DropReason {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     /// DROPS_V2's size: room for reasons to come without a new map.
     pub const SLOTS: u32 = 32;
 
@@ -79,6 +84,7 @@ impl DropReason {
         DropReason::TupleClash,
         DropReason::ServiceCidrReset,
         DropReason::ServiceCidrUnreachable,
+        DropReason::CtBeingCollected,
     ];
 
     /// The name `dump` and the metrics use.
@@ -100,6 +106,7 @@ impl DropReason {
             DropReason::TupleClash => "tuple_clash",
             DropReason::ServiceCidrReset => "service_cidr_reset",
             DropReason::ServiceCidrUnreachable => "service_cidr_unreachable",
+            DropReason::CtBeingCollected => "ct_being_collected",
         }
     }
 }

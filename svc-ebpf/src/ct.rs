@@ -28,15 +28,15 @@ use aya_ebpf::{
     helpers::bpf_get_prandom_u32,
 };
 use svc_common::{
-    Backend, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns, flow_timeouts, proto,
-    time_units,
+    Backend, COLLECT_MARK_HOLD_NS, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns,
+    flow_timeouts, proto, time_units,
 };
 
 use crate::{
     clock::now,
     headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     lb,
-    maps::{CT_NEW_V2, CT_V2},
+    maps::{CT_COLLECT_V1, CT_NEW_V2, CT_V2},
     packet::Ipv4Flow,
 };
 
@@ -440,6 +440,18 @@ fn promote(key: &FlowKey, entry: *mut Flow, peer_key: &FlowKey, peer: *mut Flow)
         entry: moved,
         established: true,
     }
+}
+
+/// Whether the agent's collector marked `key` a moment ago: it took the
+/// key's entry out of its table and may be putting it back (see
+/// svc-common's CollectMark). Asked only when a TCP segment of a
+/// connection under way finds no entry, which is rare.
+#[inline(always)]
+pub fn being_collected(key: &FlowKey) -> bool {
+    // SAFETY: one field read in place.
+    CT_COLLECT_V1.get_ptr(key).is_some_and(|mark| {
+        now().saturating_sub(unsafe { (*mark).marked_ns }) < COLLECT_MARK_HOLD_NS
+    })
 }
 
 /// The entry for `key` in either table, as it is; no state changes (for

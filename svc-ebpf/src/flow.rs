@@ -10,6 +10,7 @@ use crate::{
     action::Action,
     cache::{self, Decision, Probe},
     ct::{self, Snat},
+    headers::{TCP_ACK, TCP_SYN},
     icmp,
     lb::{self, Selected, Selection},
     maps::{CONFIG_V1, COUNTED},
@@ -57,7 +58,8 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
         return Ok(Action::PASS);
     }
 
-    if let Some(tracked) = ct::lookup(&ct::key_of(&flow), &flow) {
+    let key = ct::key_of(&flow);
+    if let Some(tracked) = ct::lookup(&key, &flow) {
         // SAFETY: a map value, valid while the program runs (see Tracked).
         let entry = unsafe { &*tracked.entry };
         if entry.flags & flow_flags::REPLY != 0 {
@@ -68,6 +70,14 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
             return finish(pkt, &flow, &probe, translation, None);
         }
         // The flow's backend is gone (UDP): choose again below, as a new flow.
+    } else if flow.proto == proto::TCP
+        && flow.tcp_flags & (TCP_SYN | TCP_ACK) != TCP_SYN
+        && ct::being_collected(&key)
+    {
+        // A segment of a connection under way whose entry the collector
+        // holds out for a moment: sent again by its sender, it finds the
+        // entry back. Balanced anew, it could go to another backend.
+        return Err(DropReason::CtBeingCollected);
     }
 
     let selected = match lb::select(

@@ -8,10 +8,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use svc_common::{
-    Affinity, AffinityKey, Backend, DropCounters, DropReason, Flow, FlowKey, FrontendCounters,
-    FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS,
-    MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, MaglevEntry, NodeConfig,
-    RevNat, ServiceCidrs, ServiceSlot, SockKey, SourceRange, TablesGeneration, flow_cache, maglev,
+    Affinity, AffinityKey, Backend, CollectMark, DropCounters, DropReason, Flow, FlowKey,
+    FrontendCounters, FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_COLLECT_MARKS,
+    MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS, MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES,
+    MAX_XDP_TARGETS, MaglevEntry, NodeConfig, RevNat, ServiceCidrs, ServiceSlot, SockKey,
+    SourceRange, TablesGeneration, flow_cache, maglev,
 };
 
 /// Maps only the agent writes are not preallocated: they hold what the
@@ -56,6 +57,12 @@ pub static CT_V2: LruHashMap<FlowKey, Flow, { MAX_FLOWS as usize }> = LruHashMap
 /// BPF_NOEXIST.
 #[btf_map]
 pub static CT_NEW_V2: LruHashMap<FlowKey, Flow, { MAX_NEW_FLOWS as usize }> = LruHashMap::new();
+
+/// The conntrack keys the agent's collector took out last (see
+/// svc-common's CollectMark).
+#[btf_map]
+pub static CT_COLLECT_V1: LruHashMap<FlowKey, CollectMark, { MAX_COLLECT_MARKS as usize }> =
+    LruHashMap::new();
 
 /// A token bucket of answers (reject.rs).
 #[repr(C)]

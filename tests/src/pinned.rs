@@ -11,7 +11,7 @@ use svc_agent::{
     dataplane::{self, Datapath, NodeSettings},
     model::Frontend,
 };
-use svc_common::{Flow, FlowKey, names, time_units};
+use svc_common::{CollectMark, Flow, FlowKey, names, time_units};
 
 use crate::{TC_ACT_OK, XDP_PASS, run_tc, run_xdp};
 
@@ -79,6 +79,12 @@ impl Pinned {
 
     pub fn table(&self, table: Table) -> HashMap<MapData, FlowKey, Flow> {
         let map = MapData::from_pin(self.dir.0.join(table.name())).unwrap();
+        HashMap::try_from(Map::from_map_data(map).unwrap()).unwrap()
+    }
+
+    /// CT_COLLECT_V1: the conntrack keys the collector marked.
+    pub fn marks(&self) -> HashMap<MapData, FlowKey, CollectMark> {
+        let map = MapData::from_pin(self.dir.0.join(names::CT_COLLECTING)).unwrap();
         HashMap::try_from(Map::from_map_data(map).unwrap()).unwrap()
     }
 

@@ -12,7 +12,7 @@ use svc_agent::{
     dataplane::{Conntrack, NodeSettings, coarse_now_ns},
     model::{Frontend, FrontendKind, Protocol},
 };
-use svc_common::{flow_flags, flow_timeouts};
+use svc_common::{CollectMark, FlowKey, flow_flags, flow_timeouts};
 use tests::{
     pinned::{Pinned, Table},
     *,
@@ -559,6 +559,107 @@ fn a_handshake_slower_than_the_ports_hold_gets_its_port_back_with_its_ack() {
     assert_eq!(verdict, XDP_DROP, "an established flow's port is not taken");
     send(&mut pinned, &slow, ack(30));
     reply(&mut pinned, &slow, ack(40));
+}
+
+/// Whether `table` has an entry whose key `which` picks.
+fn holds(pinned: &Pinned, table: Table, which: impl Fn(&FlowKey) -> bool) -> bool {
+    pinned.entries(table).iter().any(|(key, _)| which(key))
+}
+
+/// The collector takes an expired entry out in one step and puts it back
+/// if a packet changed it meanwhile (a new flow on the tuple). Between the
+/// two, a segment of that flow finds no entry: it is held back (dropped,
+/// counted) while the collector's mark on the key is fresh, and carries on
+/// to its own backend once the entry is back; balanced anew, it could
+/// have gone to the other backend, which would reset the connection. A
+/// mark older than its hold time is ignored. The collector marks the TCP
+/// keys it takes.
+#[test]
+fn a_segment_meeting_the_collector_mid_put_back_waits_for_its_entry() {
+    let backends = [BACKEND, OTHER_BACKEND];
+    let mut pinned = load((32768, 60999), &[node_port(Protocol::TCP, &backends)]);
+    let client = (CLIENT, 40001);
+    let connection = connect(&mut pinned, client).unwrap();
+    let syn_ack = TcpFlags {
+        syn: true,
+        ..ack(2)
+    };
+    reply(&mut pinned, &connection, syn_ack);
+    let is_forward = |key: &FlowKey| {
+        (
+            Ipv4Addr::from(u32::from_be(key.saddr_be)),
+            u16::from_be(key.sport_be),
+        ) == client
+    };
+    // The collector's take, as it would happen between its read and its
+    // put-back: marked first, then out.
+    let mut new_flows = pinned.table(Table::New);
+    let (key, entry) = pinned
+        .entries(Table::New)
+        .into_iter()
+        .find(|(key, _)| is_forward(key))
+        .expect("the forward entry");
+    let now = coarse_now_ns();
+    pinned
+        .marks()
+        .insert(key, CollectMark { marked_ns: now }, 0)
+        .unwrap();
+    new_flows.remove(&key).unwrap();
+
+    let held = drops(&mut pinned, "ct_being_collected");
+    let handshake_ack = tcp_frame(client, (NODE, 30080), 2, ack(10), b"");
+    let (verdict, _) = pinned.world_verdict(&handshake_ack);
+    assert_eq!(verdict, XDP_DROP, "held back while the entry is out");
+    assert_eq!(drops(&mut pinned, "ct_being_collected"), held + 1);
+    assert!(
+        !holds(&pinned, Table::New, is_forward),
+        "no new flow made in its place"
+    );
+    // The put-back: the segment sent again reaches its own backend, from
+    // its own NAT port.
+    new_flows.insert(key, entry, 0).unwrap();
+    send(&mut pinned, &connection, ack(10));
+
+    // Out again with a mark past its hold time: nothing holds the segment
+    // back, it is balanced as a new flow.
+    let mut established = pinned.table(Table::Established);
+    pinned
+        .marks()
+        .insert(
+            key,
+            CollectMark {
+                marked_ns: now - 2 * SECOND,
+            },
+            0,
+        )
+        .unwrap();
+    established.remove(&key).expect("established by its ACK");
+    let (verdict, _) = pinned.world_verdict(&tcp_frame(client, (NODE, 30080), 3, ack(10), b""));
+    assert_eq!(verdict, XDP_PASS, "an old mark holds nothing back");
+    assert_eq!(drops(&mut pinned, "ct_being_collected"), held + 1);
+
+    // The collector marks what it takes.
+    let closed = establish(&mut pinned, (CLIENT, 40002));
+    close(&mut pinned, &closed);
+    let closed_forward = |key: &FlowKey| u16::from_be(key.sport_be) == 40002;
+    pinned.age(Table::Established, 100 * SECOND, |key, _| {
+        closed_forward(key)
+    });
+    let before = coarse_now_ns();
+    let mut conntrack = Conntrack::open_pinned(&pinned.dir.0).unwrap();
+    conntrack.collect(coarse_now_ns()).unwrap();
+    assert!(
+        !holds(&pinned, Table::Established, closed_forward),
+        "the expired flow was collected"
+    );
+    let marks = pinned.marks();
+    let closed_key = marks
+        .keys()
+        .map(Result::unwrap)
+        .find(closed_forward)
+        .expect("the collected flow's key marked");
+    let mark = marks.get(&closed_key, 0).unwrap();
+    assert!(mark.marked_ns >= before, "{mark:?}");
 }
 
 /// A flood of new flows many times the size of CT_NEW_V2 (1 000 000

@@ -9,11 +9,16 @@
 //! was read: between the read and the removal a packet may have ended the
 //! expired flow and started a new one on the same tuple, whose entry a
 //! plain removal would have deleted (its next packet would then have been
-//! balanced again, or its reply sent out untranslated).
+//! balanced again, or its reply sent out untranslated). Between the take
+//! and the put-back that flow has no entry: a TCP key is marked in
+//! CT_COLLECT first (svc_common::CollectMark), and the programs hold back
+//! (drop, to be sent again) a segment of a connection under way that
+//! finds no entry for a key marked a moment ago, instead of balancing it
+//! to another backend.
 use std::{os::fd::AsFd as _, path::Path};
 
 use aya::maps::{HashMap, IterableMap as _, MapData};
-use svc_common::{Flow, FlowKey, flow_flags, flow_timeout_ns, names};
+use svc_common::{CollectMark, Flow, FlowKey, flow_flags, flow_timeout_ns, names, proto};
 
 use super::{DataplaneError, open_pinned_map, sys};
 
@@ -21,6 +26,7 @@ use super::{DataplaneError, open_pinned_map, sys};
 pub struct Conntrack {
     established: HashMap<MapData, FlowKey, Flow>,
     new: HashMap<MapData, FlowKey, Flow>,
+    marks: HashMap<MapData, FlowKey, CollectMark>,
 }
 
 /// What one collection found.
@@ -40,17 +46,21 @@ pub struct Census {
 
 impl Conntrack {
     pub fn open_pinned(pin_dir: &Path) -> Result<Self, DataplaneError> {
-        let open = |name: &'static str| {
+        fn open<V: aya::Pod>(
+            pin_dir: &Path,
+            name: &'static str,
+        ) -> Result<HashMap<MapData, FlowKey, V>, DataplaneError> {
             HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(|source| {
                 DataplaneError::Map {
                     name,
                     source: Box::new(source),
                 }
             })
-        };
+        }
         Ok(Self {
-            established: open(names::CT)?,
-            new: open(names::CT_NEW)?,
+            established: open(pin_dir, names::CT)?,
+            new: open(pin_dir, names::CT_NEW)?,
+            marks: open(pin_dir, names::CT_COLLECTING)?,
         })
     }
 
@@ -80,6 +90,19 @@ impl Conntrack {
                 };
                 let idle = now_ns.saturating_sub(entry.last_seen_ns);
                 if idle > flow_timeout_ns(entry.flags, key.proto, established) {
+                    if key.proto == proto::TCP {
+                        // Before the take: a segment that finds the key
+                        // empty from then on is held back (see above).
+                        let mark = CollectMark {
+                            marked_ns: coarse_now_ns(),
+                        };
+                        self.marks.insert(key, mark, sys::ANY).map_err(|source| {
+                            DataplaneError::Map {
+                                name: names::CT_COLLECTING,
+                                source: Box::new(source),
+                            }
+                        })?;
+                    }
                     let fd = table.map().fd().as_fd();
                     let mut taken = Flow::default();
                     let key_bytes = sys::bytes_of(&key);
