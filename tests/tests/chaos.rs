@@ -1,6 +1,10 @@
 //! Bounded end-to-end runs of `cargo xtask chaos`'s scenarios (its quick
 //! form): a rollout restart and a scale 3 -> 10 -> 1 -> 3 under continuous
-//! load, with the Deployment's 5 s preStop sleep; the real kube-apiserver
+//! load, with the Deployment's 5 s preStop sleep; the previous commit's
+//! agents replaced by this build's on their live pins, node by node
+//! (`cargo xtask test` builds that agent and names it in
+//! $SVC_CHAOS_PREVIOUS_AGENT; without it, as in a clone without history,
+//! that scenario says SKIPPED); the real kube-apiserver
 //! killed for 10 s under load while the endpoints change; and 10 s of
 //! endpoint churn (100 changes/s) across 200 Services beside the loaded
 //! one. Every request must be answered, every datagram, every long-lived
@@ -16,11 +20,15 @@
 use std::time::Duration;
 
 #[test]
-fn rollout_scale_an_api_server_outage_and_endpoint_churn_fail_no_request() {
+fn rollout_scale_an_upgrade_an_api_server_outage_and_endpoint_churn_fail_no_request() {
     let results = tests::chaos::run_selected(true, Duration::from_millis(20), |name| {
-        matches!(name, "rollout" | "scale" | "apiserver_kill" | "churn")
+        matches!(
+            name,
+            "rollout" | "scale" | "agent_upgrade" | "apiserver_kill" | "churn"
+        )
     });
-    assert_eq!(results.len(), 4, "{results:?}");
+    let upgrade = std::env::var_os("SVC_CHAOS_PREVIOUS_AGENT").is_some_and(|path| !path.is_empty());
+    assert_eq!(results.len(), 4 + usize::from(upgrade), "{results:?}");
     for (name, figures) in &results {
         eprintln!("{name}: {figures:?}");
         assert!(

@@ -143,6 +143,8 @@ fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> anyhow::Result<()
     setup::require_root("the tests load BPF programs and create network namespaces")?;
     // The real API server tier must run here, not skip.
     let kube_apiserver = apiserver::ensure()?;
+    // chaos.rs replaces the previous commit's agent by this one under load.
+    let previous_agent = previous_agent(root, tools)?;
     // The end-to-end tests run the svc-lab and svc-agent binaries; cargo
     // test builds binaries only for packages that have integration tests.
     run(cargo(root).env("SVC_TOOLCHAIN_DIR", &tools.dir).args([
@@ -157,6 +159,10 @@ fn test(root: &Path, tools: &setup::Tools, args: &[String]) -> anyhow::Result<()
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
         .env("SVC_KUBE_APISERVER", &kube_apiserver)
         .env("SVC_REQUIRE_APISERVER", "1")
+        .env(
+            "SVC_CHAOS_PREVIOUS_AGENT",
+            previous_agent.unwrap_or_default(),
+        )
         .args(["test", "--workspace", "--exclude", "svc-ebpf"])
         .args(args);
     let result = run_counting_tests(&mut command);
@@ -429,17 +435,17 @@ fn previous_agent(root: &Path, tools: &setup::Tools) -> anyhow::Result<Option<Pa
         .output()
         .context("running git")?;
     if !rev.status.success() {
-        println!("xtask chaos: no previous commit here; agent_upgrade does not run");
+        println!("xtask: no previous commit here; agent_upgrade does not run");
         return Ok(None);
     }
     let commit = String::from_utf8_lossy(&rev.stdout).trim().to_owned();
     let dir = root.join("target/svc-previous").join(&commit);
     let binary = dir.join("svc-agent");
     if binary.exists() {
-        println!("xtask chaos: previous agent {commit} cached");
+        println!("xtask: previous agent {commit} cached");
         return Ok(Some(binary));
     }
-    println!("xtask chaos: building the previous commit's agent ({commit}), once");
+    println!("xtask: building the previous commit's agent ({commit}), once");
     let tree = dir.join("tree");
     let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(&tree)?;
