@@ -595,16 +595,21 @@ pub fn run_selected(
     results
 }
 
+/// The previous commit's agent that $SVC_CHAOS_PREVIOUS_AGENT names
+/// (`cargo xtask chaos` and `cargo xtask test` build it), if any.
+pub fn previous_agent() -> Option<PathBuf> {
+    std::env::var_os("SVC_CHAOS_PREVIOUS_AGENT")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+}
+
 /// A lab whose agents are the previous commit's build
-/// ($SVC_CHAOS_PREVIOUS_AGENT, which `cargo xtask chaos` builds), each
+/// ([`previous_agent`]), each
 /// replaced under load by this build's on its live pins, node by node:
 /// established connections must keep their backends, SNATed flows their
 /// NAT ports, conntrack its entries. None without that binary, saying so.
 fn agent_upgrade(settle: Duration, pause: Duration) -> Option<Figures> {
-    let previous = std::env::var_os("SVC_CHAOS_PREVIOUS_AGENT")
-        .filter(|path| !path.is_empty())
-        .map(PathBuf::from);
-    let Some(previous) = previous else {
+    let Some(previous) = previous_agent() else {
         eprintln!("agent_upgrade: SKIPPED, no previous build ($SVC_CHAOS_PREVIOUS_AGENT)");
         return None;
     };

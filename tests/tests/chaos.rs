@@ -27,7 +27,7 @@ fn rollout_scale_an_upgrade_an_api_server_outage_and_endpoint_churn_fail_no_requ
             "rollout" | "scale" | "agent_upgrade" | "apiserver_kill" | "churn"
         )
     });
-    let upgrade = std::env::var_os("SVC_CHAOS_PREVIOUS_AGENT").is_some_and(|path| !path.is_empty());
+    let upgrade = tests::chaos::previous_agent().is_some();
     assert_eq!(results.len(), 4 + usize::from(upgrade), "{results:?}");
     for (name, figures) in &results {
         eprintln!("{name}: {figures:?}");

@@ -20,7 +20,7 @@ use std::{os::fd::AsFd as _, path::Path};
 use aya::maps::{HashMap, IterableMap as _, MapData};
 use svc_common::{CollectMark, Flow, FlowKey, flow_flags, flow_timeout_ns, names, proto};
 
-use super::{DataplaneError, open_pinned_map, sys};
+use super::{DataplaneError, maps, open_pinned_map, sys};
 
 /// Both conntrack tables, opened from an agent's pins.
 pub struct Conntrack {
@@ -50,12 +50,7 @@ impl Conntrack {
             pin_dir: &Path,
             name: &'static str,
         ) -> Result<HashMap<MapData, FlowKey, V>, DataplaneError> {
-            HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(|source| {
-                DataplaneError::Map {
-                    name,
-                    source: Box::new(source),
-                }
-            })
+            HashMap::try_from(open_pinned_map(pin_dir, name)?).map_err(maps::map_error(name))
         }
         Ok(Self {
             established: open(pin_dir, names::CT)?,
@@ -93,15 +88,14 @@ impl Conntrack {
                     if key.proto == proto::TCP {
                         // Before the take: a segment that finds the key
                         // empty from then on is held back (see above).
+                        // Stamped now, not with the pass's `now_ns`: a
+                        // long pass would hand out marks already old.
                         let mark = CollectMark {
                             marked_ns: coarse_now_ns(),
                         };
-                        self.marks.insert(key, mark, sys::ANY).map_err(|source| {
-                            DataplaneError::Map {
-                                name: names::CT_COLLECTING,
-                                source: Box::new(source),
-                            }
-                        })?;
+                        self.marks
+                            .insert(key, mark, sys::ANY)
+                            .map_err(maps::map_error(names::CT_COLLECTING))?;
                     }
                     let fd = table.map().fd().as_fd();
                     let mut taken = Flow::default();
