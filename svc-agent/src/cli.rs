@@ -227,6 +227,17 @@ pub struct RunArgs {
     /// overrides it. ClusterIPs pick at random.
     #[arg(long, value_enum, default_value_t)]
     pub lb_algorithm: crate::model::LbAlgorithm,
+    /// How external traffic (NodePorts, LoadBalancer IPs, externalIPs)
+    /// reaches a backend on another node: snat (its source becomes this
+    /// node's address, replies come back through it: kube-proxy's way);
+    /// dsr (direct server return: the client's packet goes to the
+    /// backend's node inside IPIP, the backend sees the client's address
+    /// and answers it directly); hybrid (dsr for TCP, snat for UDP). Every
+    /// node takes delivery of DSR traffic whatever its own mode. Pod
+    /// addresses must be routable between nodes, and the network must let
+    /// replies leave a node with a frontend's address as their source.
+    #[arg(long, value_enum, default_value_t)]
+    pub lb_mode: crate::model::LbMode,
     /// Entries of each Maglev frontend's lookup table: a prime from 251 to
     /// 65521, well above the backends a Service has (each holds about
     /// SIZE/N entries; Maglev's paper asks for 100 times N). Every node
@@ -295,6 +306,7 @@ impl RunArgs {
             external_ip_cidrs: self.external_ip_cidrs,
             service_cidrs: self.service_cidrs,
             lb_algorithm: self.lb_algorithm,
+            lb_mode: self.lb_mode,
             maglev_table_size: self.maglev_table_size,
             listen: self.listen,
             resync_period: (self.resync_seconds > 0)

@@ -35,6 +35,7 @@ pub fn lookup_table(lookup: &Lookup) -> String {
     let mode = match lookup.mode {
         Some(Mode::Snat) => "snat (the backend sees the node)",
         Some(Mode::Direct) => "direct (the backend sees the client)",
+        Some(Mode::Dsr) => "dsr (the backend sees the client and answers it directly)",
         None => "as the backend picked and the way in decide",
     };
     let _ = writeln!(out, "mode      {mode}");

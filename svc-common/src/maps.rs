@@ -9,6 +9,8 @@ pub mod proto {
     /// A Service protocol the agent writes; the programs do not translate
     /// SCTP yet.
     pub const SCTP: u8 = 132;
+    /// IPv4 in IPv4 (RFC 2003): the encapsulation of direct server return.
+    pub const IPIP: u8 = 4;
 }
 
 /// Map names, as pinned under the agent's bpffs directory.
@@ -354,6 +356,16 @@ pub mod flow_flags {
     /// after it began: a stream, not one exchange (netfilter's assured
     /// UDP), kept for the longer timeout.
     pub const STREAM: u16 = 1 << 5;
+    /// Forward entry of a flow this node sends to a backend on another
+    /// node by direct server return: its packets go there encapsulated,
+    /// untranslated. Replies never pass here, so a TCP flow is established
+    /// by its client's first segment without SYN (it answers the backend).
+    pub const TUNNELLED: u16 = 1 << 7;
+    /// Both entries of a flow another node sent here by direct server
+    /// return: the frontend replies leave from is kept in the entries'
+    /// `nat_addr_be` and `nat_port_be` (it may be another node's address,
+    /// which this node has no frontend for); no source NAT.
+    pub const DELIVERED: u16 = 1 << 8;
 }
 
 /// How long an idle flow is remembered, by protocol and state.
@@ -424,9 +436,27 @@ pub struct NodeConfig {
     /// Ports (host order) SNATed flows are given, inclusive.
     pub nat_port_min: u16,
     pub nat_port_max: u16,
-    pub _pad: u32,
+    /// [`lb_mode`]: how external traffic reaches a backend on another
+    /// node. (It took a byte of what was padding: a CONFIG_V1 written by
+    /// an agent before it reads as [`lb_mode::SNAT`].)
+    pub lb_mode: u8,
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<NodeConfig>() == 16);
+
+/// How external traffic (NodePort, LoadBalancer, externalIPs) reaches a
+/// backend on another node (`--lb-mode`).
+pub mod lb_mode {
+    /// Its source becomes the node's address; replies come back through
+    /// this node, which translates them.
+    pub const SNAT: u8 = 0;
+    /// Direct server return: the client's packet, untouched, goes to the
+    /// backend's node inside an IPIP header (see the datapath's tunnel.rs);
+    /// the backend sees the client's address and answers it directly.
+    pub const DSR: u8 = 1;
+    /// DSR for TCP, SNAT for UDP (as Cilium names it).
+    pub const HYBRID: u8 = 2;
+}
 
 /// SVC_CIDRS_V1 (one entry): the cluster's service CIDRs, as the agent is
 /// told them. A TCP or UDP packet to an address in one of them that is no

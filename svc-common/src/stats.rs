@@ -58,12 +58,16 @@ pub enum DropReason {
     /// CollectMark): dropped, so the sender sends it again once the entry
     /// is back, instead of being balanced to another backend.
     CtBeingCollected = 16,
+    /// A packet to send by direct server return had no route to its
+    /// backend's node that the program can take, or does not fit it once
+    /// encapsulated and may be fragmented (only the stack fragments).
+    TunnelUnroutable = 17,
 }
 
 const _: () = assert!(DropReason::COUNT <= DropReason::SLOTS);
 
 impl DropReason {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     /// DROPS_V2's size: room for reasons to come without a new map.
     pub const SLOTS: u32 = 32;
 
@@ -85,6 +89,7 @@ impl DropReason {
         DropReason::ServiceCidrReset,
         DropReason::ServiceCidrUnreachable,
         DropReason::CtBeingCollected,
+        DropReason::TunnelUnroutable,
     ];
 
     /// The name `dump` and the metrics use.
@@ -107,6 +112,7 @@ impl DropReason {
             DropReason::ServiceCidrReset => "service_cidr_reset",
             DropReason::ServiceCidrUnreachable => "service_cidr_unreachable",
             DropReason::CtBeingCollected => "ct_being_collected",
+            DropReason::TunnelUnroutable => "tunnel_unroutable",
         }
     }
 }

@@ -25,6 +25,13 @@ pub fn finish(acc: u32) -> [u8; 2] {
     (!fold(acc)).to_be_bytes()
 }
 
+/// An IPv4 address's share of a header checksum's sum; the address as read
+/// from the packet.
+#[inline(always)]
+pub fn address_sum(addr_be: u32) -> u32 {
+    add_words(&addr_be.to_ne_bytes(), 0)
+}
+
 /// The IPv4 pseudo header's share of a TCP/UDP checksum.
 #[inline(always)]
 pub fn pseudo_header(saddr: [u8; 4], daddr: [u8; 4], proto: u8, l4_len: u16) -> u32 {

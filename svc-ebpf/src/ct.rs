@@ -28,7 +28,7 @@ use aya_ebpf::{
     helpers::bpf_get_prandom_u32,
 };
 use svc_common::{
-    Backend, COLLECT_MARK_HOLD_NS, DropReason, Flow, FlowKey, flow_flags, flow_timeout_ns,
+    Backend, COLLECT_MARK_HOLD_NS, DropReason, Flow, FlowKey, RevNat, flow_flags, flow_timeout_ns,
     flow_timeouts, proto, time_units,
 };
 
@@ -37,7 +37,7 @@ use crate::{
     headers::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     lb,
     maps::{CT_COLLECT_V1, CT_NEW_V2, CT_V2},
-    packet::Ipv4Flow,
+    packet::{Ipv4Flow, Origin},
 };
 
 /// How many ports are tried (after the client's own) before SNAT takes one
@@ -163,7 +163,7 @@ pub struct Tracked {
 /// The entry of a flow's other direction, from `entry` (this packet's).
 /// None for a reply entry whose frontend is gone.
 #[inline(always)]
-fn peer_key(entry: &Flow, flow: &Ipv4Flow) -> Option<FlowKey> {
+fn peer_key(entry: &Flow, flow: &Ipv4Flow, origin: Origin) -> Option<FlowKey> {
     let snat = entry.flags & flow_flags::SNAT != 0;
     if entry.flags & flow_flags::REPLY == 0 {
         // Client → frontend; its replies come backend → client, or
@@ -181,7 +181,7 @@ fn peer_key(entry: &Flow, flow: &Ipv4Flow) -> Option<FlowKey> {
             flow.proto,
         ));
     }
-    let frontend = lb::rev_nat(entry.rev_nat_id)?;
+    let frontend = frontend_of(entry, origin)?;
     let (addr_be, port_be) = if snat {
         (entry.nat_addr_be, entry.nat_port_be)
     } else {
@@ -194,6 +194,27 @@ fn peer_key(entry: &Flow, flow: &Ipv4Flow) -> Option<FlowKey> {
         frontend.port_be,
         flow.proto,
     ))
+}
+
+/// The frontend a flow's replies come from: its rev_nat_id's, or for a
+/// flow another node delivered here the address and port its entries
+/// keep (another node's address for a NodePort; not one of this node's
+/// own, so no flags). None when the frontend is gone from this node.
+///
+/// A delivered flow's backend is a pod of this node, so its replies come
+/// only from pods: the NIC programs, whose stack has no room for it, skip
+/// the override (`origin` is a constant where this is inlined).
+#[inline(always)]
+pub fn frontend_of(entry: &Flow, origin: Origin) -> Option<RevNat> {
+    // The override after the lookup, not a branch around it: LLVM merges
+    // two sources of the value into code the verifier refuses.
+    let mut frontend = lb::rev_nat(entry.rev_nat_id)?;
+    if origin == Origin::Pod && entry.flags & flow_flags::DELIVERED != 0 {
+        frontend.addr_be = entry.nat_addr_be;
+        frontend.port_be = entry.nat_port_be;
+        frontend.flags = 0;
+    }
+    Some(frontend)
 }
 
 /// The reply entry that belongs with a forward entry, for a packet `flow`
@@ -230,7 +251,7 @@ fn answers(peer: &Flow, forward: &Flow, flow: &Ipv4Flow) -> bool {
 /// the BPF stack, next to everything else the programs keep there, would
 /// not fit its 512 bytes.
 #[inline(always)]
-pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
+pub fn lookup(key: &FlowKey, flow: &Ipv4Flow, origin: Origin) -> Option<Tracked> {
     let (table, entry) = match CT_V2.get_ptr_mut(key) {
         Some(entry) => (Table::Established, entry),
         None => (Table::New, CT_NEW_V2.get_ptr_mut(key)?),
@@ -256,7 +277,7 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
         // its own: the port of a closing flow may have gone to another
         // flow (see `claim_port`), whose reply entry has the same key.
         // SAFETY: read where they lie, before the removals.
-        if let Some(peer_key) = peer_key(unsafe { &*entry }, flow)
+        if let Some(peer_key) = peer_key(unsafe { &*entry }, flow, origin)
             && table
                 .get_ptr_mut(&peer_key)
                 .is_some_and(|peer| unsafe { answers(&*peer, &*entry, flow) })
@@ -294,7 +315,9 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
     let answered = reply && !established && flags & flow_flags::SEEN_REPLY == 0;
     let establishes = !established
         && if flow.proto == proto::TCP {
-            !reply && !syn && flags & flow_flags::SEEN_REPLY != 0
+            // A tunnelled flow's replies never pass here: its client's
+            // handshake ACK is the sign the backend answered.
+            !reply && !syn && flags & (flow_flags::SEEN_REPLY | flow_flags::TUNNELLED) != 0
         } else {
             reply
         };
@@ -334,7 +357,7 @@ pub fn lookup(key: &FlowKey, flow: &Ipv4Flow) -> Option<Tracked> {
             (*entry).flags = flags | shared;
         }
         // SAFETY: read where it lies.
-        if let Some(peer_key) = peer_key(unsafe { &*entry }, flow) {
+        if let Some(peer_key) = peer_key(unsafe { &*entry }, flow, origin) {
             let mut peer = table.get_ptr_mut(&peer_key);
             // How the reply entry is made again, if it is: over another
             // flow's (BPF_ANY) or where there is none (BPF_NOEXIST).
@@ -487,9 +510,12 @@ pub struct Created {
     pub nat_port_be: u16,
 }
 
-/// Records both directions of a new translated flow in CT_NEW_V2. With
-/// `snat` (an address), the flow's source becomes that address and a port no other flow
-/// to the same backend uses (the client's own port when free). Entries of
+/// Records both directions of a new translated flow in CT_NEW_V2, with
+/// `flags` (none, [`flow_flags::TUNNELLED`] or [`flow_flags::DELIVERED`];
+/// a delivered flow's entries keep its frontend, the packet's
+/// destination). With `snat` (an address), the flow's source becomes that
+/// address and a port no other flow to the same backend uses (the
+/// client's own port when free). Entries of
 /// an earlier flow with the same keys in CT_V2 (a UDP flow whose backend
 /// left) are removed, or lookups would keep finding them first.
 #[inline(always)]
@@ -499,6 +525,7 @@ pub fn create(
     backend: &Backend,
     rev_nat_id: u32,
     snat: Snat,
+    flags: u16,
 ) -> Result<Created, DropReason> {
     let now = now();
     // One value and one key on the stack, made the reply entry first and
@@ -514,9 +541,13 @@ pub fn create(
         nat_addr_be: 0,
         backend_port_be: backend.port_be,
         nat_port_be: 0,
-        flags: flow_flags::REPLY,
+        flags: flow_flags::REPLY | flags,
         _pad: 0,
     };
+    if flags & flow_flags::DELIVERED != 0 {
+        entry.nat_addr_be = flow.daddr_be;
+        entry.nat_port_be = flow.dport_be;
+    }
     let mut key = flow_key(
         backend.addr_be,
         flow.saddr_be,
@@ -527,7 +558,7 @@ pub fn create(
     let nat_port_be = if snat.addr_be == 0 {
         remove_established(&key);
         Table::New.insert(&key, &entry, BPF_ANY)?;
-        entry.flags = 0;
+        entry.flags = flags;
         flow.sport_be
     } else {
         entry.flags |= flow_flags::SNAT;

@@ -3,8 +3,11 @@
 //! updates, which also keeps checksum-offloaded (CHECKSUM_PARTIAL) packets
 //! right.
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, bpf_fib_lookup},
-    helpers::{bpf_fib_lookup, bpf_skb_change_tail},
+    bindings::{
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_fib_lookup,
+    },
+    helpers::{bpf_fib_lookup, bpf_skb_adjust_room, bpf_skb_change_tail},
     programs::TcContext,
 };
 use svc_common::DropReason;
@@ -32,6 +35,7 @@ fn bounds(ctx: &TcContext) -> (usize, usize) {
 impl Packet for TcContext {
     const RESOLVES_NEIGHBOURS: bool = true;
     const SENDS_ANYWHERE: bool = true;
+    const SPARE_STACK: bool = false;
 
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason> {
@@ -138,6 +142,18 @@ impl Packet for TcContext {
     fn resize(&self, len: usize) -> Result<(), DropReason> {
         // SAFETY: the context pointer the kernel handed us.
         match unsafe { bpf_skb_change_tail(self.skb.skb, len as u32, 0) } {
+            0 => Ok(()),
+            _ => Err(DropReason::RewriteFailed),
+        }
+    }
+
+    #[inline(always)]
+    fn push_outer_ipv4(&self, bytes: u32) -> Result<(), DropReason> {
+        // The room goes after the MAC header; the flag marks a GSO packet's
+        // segments as IPIP-encapsulated, so they are cut right.
+        let flags = u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4);
+        // SAFETY: the context pointer the kernel handed us.
+        match unsafe { bpf_skb_adjust_room(self.skb.skb, bytes as i32, BPF_ADJ_ROOM_MAC, flags) } {
             0 => Ok(()),
             _ => Err(DropReason::RewriteFailed),
         }

@@ -3,14 +3,14 @@
 //! XDP carry complete checksums).
 use aya_ebpf::{
     bindings::bpf_fib_lookup,
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_tail},
+    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use svc_common::{DropReason, XDP_TARGETS_KNOWN, proto};
 
 use crate::{
     csum,
-    headers::{IP_CSUM_OFF, IP_SADDR_OFF, TCP_CSUM_AT, UDP_CSUM_AT, UDP_HLEN},
+    headers::{ETH_HLEN, IP_CSUM_OFF, IP_SADDR_OFF, TCP_CSUM_AT, UDP_CSUM_AT, UDP_HLEN},
     maps::XDP_TARGETS_V1,
     packet::{Ipv4Flow, Packet, SummedRewrite},
 };
@@ -105,6 +105,7 @@ fn rewrite_l4_cached<const SPAN: usize, const CSUM_AT: usize>(
 impl Packet for XdpContext {
     const RESOLVES_NEIGHBOURS: bool = false;
     const SENDS_ANYWHERE: bool = false;
+    const SPARE_STACK: bool = true;
 
     #[inline(always)]
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason> {
@@ -232,5 +233,15 @@ impl Packet for XdpContext {
             0 => Ok(()),
             _ => Err(DropReason::RewriteFailed),
         }
+    }
+
+    #[inline(always)]
+    fn push_outer_ipv4(&self, bytes: u32) -> Result<(), DropReason> {
+        let ethernet: [u8; ETH_HLEN] = self.read(0)?;
+        // SAFETY: the context pointer the kernel handed us.
+        if unsafe { bpf_xdp_adjust_head(self.ctx, -(bytes as i32)) } != 0 {
+            return Err(DropReason::RewriteFailed);
+        }
+        self.write(0, &ethernet)
     }
 }

@@ -1,13 +1,16 @@
 //! What happens to one packet, whichever way it came in: the flow cache,
 //! then conntrack, then the frontend tables for new flows. Each of the
 //! three paths past the cache ([`reply`], [`forward`], [`new_flow`])
-//! decides a [`Translation`], and [`finish`] carries it out.
+//! decides a [`Translation`], and [`finish`] carries it out. A flow to a
+//! backend on another node may be sent there by direct server return
+//! instead (tunnel.rs); a flow another node sent here that way comes in
+//! [`Delivered`] to its backend.
 use svc_common::{
     Backend, DropReason, Flow, NodeConfig, backend_flags, flow_flags, proto, rev_nat_flags,
 };
 
 use crate::{
-    action::Action,
+    action::{Action, Verdict},
     cache::{self, Decision, Probe},
     ct::{self, Snat},
     headers::{TCP_ACK, TCP_SYN},
@@ -19,6 +22,7 @@ use crate::{
     reject,
     route::{self, Route},
     stats,
+    tunnel::{self, Delivered},
 };
 
 /// What one of the paths decided for a packet it translates.
@@ -31,6 +35,13 @@ struct Translation {
     /// The flow is established (see ct.rs): handed to the stack, it is
     /// cached.
     established: bool,
+    /// Sent untranslated, encapsulated, to the backend on another node
+    /// that `to`'s destination names (direct server return; `to`'s
+    /// source is this node's address, the outer header's source).
+    tunnelled: bool,
+    /// A flow another node sent here by direct server return, to a
+    /// backend of this node (its entries keep its frontend).
+    delivered: bool,
 }
 
 /// What a new flow's conntrack entries are made of.
@@ -39,8 +50,15 @@ struct NewFlow {
     snat: Snat,
 }
 
+/// `delivered`: the packet came from another node by direct server
+/// return, for that backend (tunnel.rs `receive` took its outer header
+/// off); else NONE.
 #[inline(always)]
-pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason> {
+pub fn process<P: Packet>(
+    pkt: &P,
+    origin: Origin,
+    delivered: Delivered,
+) -> Result<Action, DropReason> {
     let flow = match packet::parse(pkt)? {
         Parsed::Ipv4(flow) => flow,
         Parsed::IcmpError(err) => return icmp::translate(pkt, &err),
@@ -59,11 +77,11 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
     }
 
     let key = ct::key_of(&flow);
-    if let Some(tracked) = ct::lookup(&key, &flow) {
+    if let Some(tracked) = ct::lookup(&key, &flow, origin) {
         // SAFETY: a map value, valid while the program runs (see Tracked).
         let entry = unsafe { &*tracked.entry };
         if entry.flags & flow_flags::REPLY != 0 {
-            let translation = reply(&flow, entry, tracked.established)?;
+            let translation = reply(&flow, entry, origin, tracked.established)?;
             return finish(pkt, &flow, &probe, translation, None);
         }
         if let Some(translation) = forward(&flow, entry, origin, tracked.established) {
@@ -80,6 +98,20 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
         return Err(DropReason::CtBeingCollected);
     }
 
+    if delivered.backend_addr_be != 0 {
+        let selected = Selected {
+            backend_id: 0,
+            backend: Backend {
+                addr_be: delivered.backend_addr_be,
+                port_be: delivered.backend_port_be,
+                proto: flow.proto,
+                flags: backend_flags::LOCAL,
+            },
+            rev_nat_id: delivered.rev_nat_id,
+        };
+        let (translation, new) = new_flow(&flow, origin, selected, true)?;
+        return finish(pkt, &flow, &probe, translation, Some(new));
+    }
     let selected = match lb::select(
         flow.saddr_be,
         Some(flow.sport_be),
@@ -99,14 +131,8 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
         Selection::Empty { drop } => return refuse(pkt, &flow, drop, NO_BACKEND),
         Selection::Backend(selected) => selected,
     };
-    let (translation, snat) = new_flow(&flow, origin, &selected)?;
-    finish(
-        pkt,
-        &flow,
-        &probe,
-        translation,
-        Some(NewFlow { selected, snat }),
-    )
+    let (translation, new) = new_flow(&flow, origin, selected, false)?;
+    finish(pkt, &flow, &probe, translation, Some(new))
 }
 
 /// A reply of a tracked flow (backend → client, or → the NAT address):
@@ -114,8 +140,13 @@ pub fn process<P: Packet>(pkt: &P, origin: Origin) -> Result<Action, DropReason>
 /// removed under a live flow leaves nothing to translate back to; the
 /// client would reset the reply anyway.
 #[inline(always)]
-fn reply(flow: &Ipv4Flow, entry: &Flow, established: bool) -> Result<Translation, DropReason> {
-    let frontend = lb::rev_nat(entry.rev_nat_id).ok_or(DropReason::SlotMissing)?;
+fn reply(
+    flow: &Ipv4Flow,
+    entry: &Flow,
+    origin: Origin,
+    established: bool,
+) -> Result<Translation, DropReason> {
+    let frontend = ct::frontend_of(entry, origin).ok_or(DropReason::SlotMissing)?;
     let (daddr_be, dport_be) = if entry.flags & flow_flags::SNAT != 0 {
         (entry.nat_addr_be, entry.nat_port_be)
     } else {
@@ -132,6 +163,8 @@ fn reply(flow: &Ipv4Flow, entry: &Flow, established: bool) -> Result<Translation
         // Replies from one of the node's own addresses (a NodePort).
         routed: frontend.flags & rev_nat_flags::LOCAL_ADDRESS != 0,
         established,
+        tunnelled: false,
+        delivered: false,
     })
 }
 
@@ -146,6 +179,17 @@ fn forward(
     established: bool,
 ) -> Option<Translation> {
     let backend = flow_backend(entry, flow.proto)?;
+    if origin == Origin::World && entry.flags & flow_flags::TUNNELLED != 0 {
+        // Without this node's address, there is no route to find (below).
+        let node_addr_be = tunnel::node_address().unwrap_or(0);
+        return Some(tunnelled(
+            flow,
+            entry.rev_nat_id,
+            &backend,
+            node_addr_be,
+            established,
+        ));
+    }
     let snat = entry.flags & flow_flags::SNAT != 0;
     let (saddr_be, sport_be) = if snat {
         (entry.nat_addr_be, entry.nat_port_be)
@@ -165,18 +209,50 @@ fn forward(
         // pod through the stack, as flows without SNAT do.
         routed: snat && origin == Origin::World && snat_to_node(entry),
         established,
+        tunnelled: false,
+        delivered: false,
     })
 }
 
+/// A packet of a flow sent to `backend`, on another node, by direct
+/// server return: untranslated, counted for its frontend; `to` is the
+/// outer header's source (this node, `node_addr`) and destination (the
+/// backend), and the backend's port.
+#[inline(always)]
+fn tunnelled(
+    flow: &Ipv4Flow,
+    rev_nat_id: u32,
+    backend: &Backend,
+    node_addr_be: u32,
+    established: bool,
+) -> Translation {
+    Translation {
+        to: Decision {
+            saddr_be: node_addr_be,
+            daddr_be: backend.addr_be,
+            sport_be: flow.sport_be,
+            dport_be: backend.port_be,
+            counted: Some(rev_nat_id),
+        },
+        routed: true,
+        established,
+        tunnelled: true,
+        delivered: false,
+    }
+}
+
 /// The first packet of a flow to a frontend, sent to the `selected`
-/// backend, with the source NAT it needs. Its source port is the client's
-/// until [`finish`] makes the flow's entries (and claims a NAT port).
+/// backend, with the source NAT it needs, or by direct server return.
+/// Its source port is the client's until [`finish`] makes the flow's
+/// entries (`delivered`: a flow another node sent here),
+/// and claims a NAT port.
 #[inline(always)]
 fn new_flow(
     flow: &Ipv4Flow,
     origin: Origin,
-    selected: &Selected,
-) -> Result<(Translation, Snat), DropReason> {
+    selected: Selected,
+    delivered: bool,
+) -> Result<(Translation, NewFlow), DropReason> {
     let backend = &selected.backend;
     // External traffic to a backend elsewhere must come back through
     // this node: its source becomes the node's address, and it leaves by
@@ -186,8 +262,12 @@ fn new_flow(
     // address, which is no local address, so it goes through the stack.
     let remote = backend.flags & backend_flags::LOCAL == 0;
     let routed = origin == Origin::World && remote;
+    // Or it goes there by direct server return: then the node's address
+    // is the outer header's source, and the flow has no source NAT.
+    let mut tunnels = false;
     let snat = if routed {
         let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
+        tunnels = tunnel::used_for(config.lb_mode, flow.proto);
         Snat {
             addr_be: config.node_addr_be,
             port_min: config.nat_port_min,
@@ -200,8 +280,10 @@ fn new_flow(
         // another of its frontends, on a live flow. An external
         // client's new flow gets the hairpin source (the backend
         // is local), as masquerading would give it a port of its
-        // own; a pod's is dropped, as netfilter drops a clash.
-        if origin == Origin::Pod && backend.addr_be != flow.saddr_be {
+        // own; a pod's is dropped, as netfilter drops a clash, and so
+        // is a delivered one (its entries keep their frontend where
+        // source NAT keeps the client).
+        if (origin == Origin::Pod && backend.addr_be != flow.saddr_be) || delivered {
             return Err(DropReason::TupleClash);
         }
         let config = node_config().ok_or(DropReason::NodeConfigMissing)?;
@@ -228,8 +310,11 @@ fn new_flow(
         },
         routed,
         established: false,
+        tunnelled: tunnels,
+        delivered,
     };
-    Ok((translation, snat))
+    let snat = if tunnels { Snat::NONE } else { snat };
+    Ok((translation, NewFlow { selected, snat }))
 }
 
 /// The reasons a refused packet is counted under: TCP (reset), UDP (port
@@ -284,7 +369,12 @@ fn finish<P: Packet>(
 ) -> Result<Action, DropReason> {
     let to = &mut translation.to;
     let route = if translation.routed {
-        let Some(route) = route::plan(pkt, to.saddr_be, to.daddr_be, flow) else {
+        let outer = if translation.tunnelled {
+            tunnel::OUTER_LEN
+        } else {
+            0
+        };
+        let Some(route) = route::plan(pkt, to.saddr_be, to.daddr_be, flow, outer) else {
             return Ok(Action::PASS);
         };
         Some(route)
@@ -296,6 +386,14 @@ fn finish<P: Packet>(
     {
         return Ok(answer);
     }
+    // The route's share of sending, done now (the next hop's MAC
+    // addresses written, the TTL down): what is kept past conntrack is the
+    // verdict alone, not the route (the TC programs' stack has no room for
+    // both).
+    let sent = match route {
+        Some(route) => Some(route::send(pkt, route, flow.proto)?),
+        None => None,
+    };
     if let Some(new) = new {
         let selected = &new.selected;
         let created = ct::create(
@@ -304,10 +402,56 @@ fn finish<P: Packet>(
             &selected.backend,
             selected.rev_nat_id,
             new.snat,
+            if translation.tunnelled {
+                flow_flags::TUNNELLED
+            } else if translation.delivered {
+                flow_flags::DELIVERED
+            } else {
+                0
+            },
         )?;
         to.sport_be = created.nat_port_be;
     }
-    rewrite_and_send(pkt, flow, probe, to, route, translation.established)
+    match sent {
+        Some(action) if translation.tunnelled => send_tunnelled(pkt, flow, to, action),
+        sent => rewrite_and_send(pkt, flow, probe, to, sent, translation.established),
+    }
+}
+
+/// The end of [`finish`] for a flow sent by direct server return to the
+/// backend `decision` names: counted, a SYN's MSS clamped to what fits
+/// the route once encapsulated, and sent as `sent` says (route.rs `send`
+/// made it ready to leave) inside an IPIP header. The TC program (which sends only what XDP could not, for want
+/// of the next hop's MAC address) leaves the MSS as it is: that
+/// connection's client learns the size from the ICMP fragmentation needed
+/// its first full segment gets (see [`finish`]).
+#[inline(always)]
+fn send_tunnelled<P: Packet>(
+    pkt: &P,
+    flow: &Ipv4Flow,
+    decision: &Decision,
+    sent: Action,
+) -> Result<Action, DropReason> {
+    if let Some(rev_nat_id) = decision.counted {
+        stats::count_frontend(rev_nat_id, u32::from(flow.ip_len));
+    }
+    // Not in TC: its stack has no room for it (see Packet::SPARE_STACK).
+    if P::SPARE_STACK
+        && flow.tcp_flags & TCP_SYN != 0
+        && let Some(mtu) = route::mtu(pkt, decision.saddr_be, decision.daddr_be, proto::IPIP)
+    {
+        // The outer header, and the inner IP and TCP headers.
+        let headers = tunnel::OUTER_LEN + 40;
+        tunnel::clamp_mss(pkt, flow, mtu.saturating_sub(headers))?;
+    }
+    if matches!(sent.verdict(), Verdict::Pass) {
+        // Only the stack could send it (no route, or fragments needed),
+        // and it cannot be handed a packet from one of the node's own
+        // addresses.
+        return Err(DropReason::TunnelUnroutable);
+    }
+    tunnel::encapsulate(pkt, decision.saddr_be, decision.daddr_be, decision.dport_be)?;
+    Ok(sent)
 }
 
 #[inline(always)]
@@ -329,7 +473,9 @@ fn flow_backend(entry: &Flow, protocol: u8) -> Option<Backend> {
         proto: protocol,
         flags: 0,
     };
-    if protocol == proto::TCP {
+    // A delivered flow's backend is the one its sender chose: this node
+    // has no say (and no id for it).
+    if protocol == proto::TCP || entry.flags & flow_flags::DELIVERED != 0 {
         return Some(stored);
     }
     let current = lb::backend(entry.backend_id)?;
@@ -384,8 +530,9 @@ fn answer_if_undeliverable<P: Packet>(
 }
 
 /// The end of [`finish`]: the packet counted for its frontend (when
-/// `decision` says so), rewritten as `decision` says, and sent along the
-/// program's `route`; one of an established flow handed to the stack
+/// `decision` says so), rewritten as `decision` says, and sent as `sent`
+/// says (the program's own route, made ready by route.rs `send`); one of
+/// an established flow handed to the stack
 /// instead leaves `decision` in the flow cache for the flow's next packets
 /// (a flow not established yet must keep taking the conntrack path, which
 /// moves it along: see ct.rs).
@@ -395,19 +542,16 @@ fn rewrite_and_send<P: Packet>(
     flow: &Ipv4Flow,
     probe: &Probe,
     decision: &Decision,
-    route: Option<Route>,
+    sent: Option<Action>,
     established: bool,
 ) -> Result<Action, DropReason> {
     if let Some(rev_nat_id) = decision.counted {
         stats::count_frontend(rev_nat_id, u32::from(flow.ip_len));
     }
-    if route.is_none() && established {
+    if sent.is_none() && established {
         probe.fill(flow, decision);
     }
     nat::rewrite_destination(pkt, flow, decision.daddr_be, decision.dport_be)?;
     nat::rewrite_source(pkt, flow, decision.saddr_be, decision.sport_be)?;
-    match route {
-        Some(route) => route::send(pkt, route, flow.proto),
-        None => Ok(Action::PASS),
-    }
+    Ok(sent.unwrap_or(Action::PASS))
 }

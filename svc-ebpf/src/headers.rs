@@ -41,6 +41,12 @@ pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+/// TCP options (RFC 9293): end of list, no-operation, maximum segment size
+/// (kind, length 4, the size).
+pub const TCPOPT_EOL: u8 = 0;
+pub const TCPOPT_NOP: u8 = 1;
+pub const TCPOPT_MSS: u8 = 2;
+pub const TCPOLEN_MSS: u8 = 4;
 
 pub const UDP_HLEN: usize = 8;
 pub const UDP_CSUM_AT: usize = 6;
@@ -64,13 +70,13 @@ pub const ICMP_PARAMETER_PROBLEM: u8 = 12;
 #[derive(Clone, Copy)]
 pub struct Ipv4Header {
     pub version_ihl: u8,
-    pub _tos: u8,
+    pub tos: u8,
     pub tot_len_be: u16,
-    pub _id: u16,
+    pub id_be: u16,
     pub frag_off_be: u16,
     pub ttl: u8,
     pub proto: u8,
-    pub _check: u16,
+    pub check: [u8; 2],
     pub saddr_be: u32,
     pub daddr_be: u32,
 }

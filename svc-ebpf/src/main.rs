@@ -13,7 +13,7 @@
 //!    and ICMP unreachable answers);
 //! 4. `lb` (frontend lookup, backend pick), `ct` (conntrack, source NAT
 //!    ports), `cache` (the per-CPU flow cache), `icmp` (errors about
-//!    translated flows);
+//!    translated flows), `tunnel` (direct server return's IPIP);
 //! 5. `flow`: one packet's way through cache, conntrack and frontends
 //!    (`reply`, `forward`, `new_flow`, each deciding a translation that
 //!    `finish` carries out);
@@ -40,6 +40,7 @@ mod route;
 mod sock;
 mod stats;
 mod tc;
+mod tunnel;
 mod xdp;
 
 use aya_ebpf::{

@@ -15,6 +15,8 @@ use svc_common::{
     SourceRange, TablesGeneration, flow_cache, maglev,
 };
 
+use crate::headers::Ipv4Header;
+
 /// Maps only the agent writes are not preallocated: they hold what the
 /// cluster has, not their capacity, in kernel memory. Lookups cost the same.
 const AGENT_WRITTEN: usize = BPF_F_NO_PREALLOC as usize;
@@ -163,6 +165,12 @@ pub static FLOW_CACHE_EPOCHS: Array<u32, { flow_cache::SLOTS as usize }> = Array
 /// big for the BPF stack beside the rest. Not pinned.
 #[btf_map]
 pub static FIB_SCRATCH: PerCpuArray<bpf_fib_lookup, 1> = PerCpuArray::new();
+
+/// Where the outer header of a packet sent by direct server return is
+/// put together (tunnel.rs), per CPU: the TC programs' stack has no room
+/// for it. Not pinned.
+#[btf_map]
+pub static OUTER_SCRATCH: PerCpuArray<Ipv4Header, 1> = PerCpuArray::new();
 
 /// The agent's count of changes to the tables (one entry): a cached flow
 /// copied from older tables is not used.

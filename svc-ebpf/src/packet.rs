@@ -24,6 +24,11 @@ pub trait Packet {
     /// whose stack has no room to spare, then get none of the check's code
     /// (a method doing both, even inlined, costs them stack).
     const SENDS_ANYWHERE: bool;
+    /// Whether the program has stack to spare beyond the translation's
+    /// (XDP); the TC programs have none, and skip what only improves a
+    /// path (the MSS clamp of tunnelled SYNs, which path MTU discovery
+    /// stands in for). A constant, for the same reason as the one above.
+    const SPARE_STACK: bool;
     /// Reads a `T` at `offset`, or fails when the packet is shorter. `T` is
     /// at least two bytes: byte fields are read in pairs (see ctx_tc.rs).
     fn read<T: Copy>(&self, offset: usize) -> Result<T, DropReason>;
@@ -81,6 +86,9 @@ pub trait Packet {
     fn rewrite_summed(&self, flow: &Ipv4Flow, to: &SummedRewrite) -> Result<(), DropReason>;
     /// Cuts or grows the packet to `len` bytes.
     fn resize(&self, len: usize) -> Result<(), DropReason>;
+    /// Makes room for an IPv4 header of `bytes` between the Ethernet header
+    /// (which stays first, as it was) and the IP packet: an encapsulation.
+    fn push_outer_ipv4(&self, bytes: u32) -> Result<(), DropReason>;
     /// The interface the packet arrived on.
     fn ingress_ifindex(&self) -> u32;
     /// Whether XDP_TARGETS_V1 lists `ifindex`: an XDP program's packet sent

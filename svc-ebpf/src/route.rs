@@ -11,7 +11,7 @@ use aya_ebpf::bindings::{
     BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
     bpf_fib_lookup,
 };
-use svc_common::DropReason;
+use svc_common::{DropReason, proto};
 
 use crate::{
     action::Action,
@@ -57,12 +57,25 @@ impl Route {
 
 /// The route a translated packet from `saddr` to `daddr` will take, or
 /// None when this program cannot send it that way and must pass it on
-/// untouched.
+/// untouched. `outer`: the length of the IPIP header it is sent inside
+/// (see tunnel.rs), or 0; too big for the route, it gets the MTU it must
+/// fit without that header.
 #[inline(always)]
-pub fn plan<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, flow: &Ipv4Flow) -> Option<Route> {
-    let route = match lookup(pkt, saddr_be, daddr_be, flow.proto, wire_len(pkt, flow)) {
+pub fn plan<P: Packet>(
+    pkt: &P,
+    saddr_be: u32,
+    daddr_be: u32,
+    flow: &Ipv4Flow,
+    outer: u16,
+) -> Option<Route> {
+    let protocol = if outer != 0 { proto::IPIP } else { flow.proto };
+    let len = wire_len(pkt, flow).saturating_add(outer);
+    let route = match lookup(pkt, saddr_be, daddr_be, protocol, len) {
         // Fragmenting is the stack's job.
         Route::TooBig { .. } if !flow.dont_fragment => Route::Stack,
+        Route::TooBig { mtu } => Route::TooBig {
+            mtu: mtu.saturating_sub(outer),
+        },
         route => route,
     };
     route.usable_by(pkt).then_some(route)
@@ -131,6 +144,16 @@ fn wire_len<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> u16 {
             let headers = (flow.l4_off - IP_OFF) as u32 + u32::from(flow.l4_hlen);
             (headers + size).min(u32::from(flow.ip_len)) as u16
         }
+    }
+}
+
+/// The MTU of the route from `saddr` to `daddr`: asked with the largest
+/// length, which no MTU fits. None without a route.
+#[inline(always)]
+pub fn mtu<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8) -> Option<u16> {
+    match lookup(pkt, saddr_be, daddr_be, protocol, u16::MAX) {
+        Route::TooBig { mtu } => Some(mtu),
+        _ => None,
     }
 }
 

@@ -3,14 +3,14 @@
 use aya_ebpf::programs::TcContext;
 use svc_common::DropReason;
 
-use crate::{action::Action, flow, packet::Origin};
+use crate::{action::Action, flow, packet::Origin, tunnel::Delivered};
 
 #[inline(always)]
 pub fn try_from_pod(ctx: &TcContext) -> Result<Action, DropReason> {
-    flow::process(ctx, Origin::Pod)
+    flow::process(ctx, Origin::Pod, Delivered::NONE)
 }
 
 #[inline(always)]
 pub fn try_from_world(ctx: &TcContext) -> Result<Action, DropReason> {
-    flow::process(ctx, Origin::World)
+    flow::process(ctx, Origin::World, Delivered::NONE)
 }

@@ -331,6 +331,7 @@ impl Lab {
             hairpin_address: HAIRPIN_ADDRESS,
             nat_ports: NAT_PORTS,
             service_cidrs: Vec::new(),
+            lb_mode: svc_agent::model::LbMode::Snat,
         }
     }
 

@@ -288,6 +288,80 @@ pub fn rewritten(frame: &[u8], destination: bool, addr: Ipv4Addr, port: u16) -> 
 
 /// One lab node `node-1` with pods `web` (TCP 8080, UDP 5353) and `curl`,
 /// svc-lb loaded, and the given frontends applied.
+/// The datapath of a node at `address` (its programs loaded, not
+/// attached), in `lb_mode`, holding `frontends`.
+pub fn node_datapath(
+    address: Ipv4Addr,
+    lb_mode: svc_agent::model::LbMode,
+    frontends: &[svc_agent::model::Frontend],
+) -> svc_agent::dataplane::Datapath {
+    let mut datapath = svc_agent::dataplane::Datapath::load(None)
+        .expect("load the datapath (root, kernel >= 6.6)");
+    let tables = datapath.tables();
+    tables
+        .set_node(&svc_agent::dataplane::NodeSettings {
+            node_address: address,
+            hairpin_address: Ipv4Addr::new(198, 18, 3, 1),
+            nat_ports: (32768, 60999),
+            service_cidrs: Vec::new(),
+            lb_mode,
+        })
+        .unwrap();
+    tables.apply(frontends).unwrap();
+    datapath
+}
+
+/// A namespace (named after `name`) whose route to 198.18.2.0/24 leaves
+/// out of a veth towards 198.18.3.2 with MTU `mtu`, forwarding on: route
+/// lookups in BPF_PROG_TEST_RUN happen in the caller's namespace, so a
+/// test runs the programs in it (`in_thread`) to give them that route.
+pub fn routed_namespace(name: &str, mtu: u16) -> svc_lab::netns::Netns {
+    let ns =
+        svc_lab::netns::Netns::create(&format!("svl{}x900-{name}", std::process::id())).unwrap();
+    ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    let mtu = mtu.to_string();
+    for args in [
+        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
+        &["link", "set", "v0", "up"],
+        &["link", "set", "v1", "up"],
+        &["addr", "add", "198.18.3.1/24", "dev", "v0"],
+        &[
+            "route",
+            "add",
+            "198.18.2.0/24",
+            "via",
+            "198.18.3.2",
+            "mtu",
+            "lock",
+            &mtu,
+        ],
+    ] {
+        ns.ip(args).unwrap();
+    }
+    ns
+}
+
+/// The MAC address [`resolve_next_hop`] gives the next hop.
+pub const NEXT_HOP_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+/// Makes the next hop of [`routed_namespace`]'s route known, so that XDP,
+/// which cannot resolve one, routes packets itself.
+pub fn resolve_next_hop(ns: &svc_lab::netns::Netns) {
+    let mac = NEXT_HOP_MAC.map(|b| format!("{b:02x}")).join(":");
+    ns.ip(&[
+        "neigh",
+        "add",
+        "198.18.3.2",
+        "lladdr",
+        &mac,
+        "dev",
+        "v0",
+        "nud",
+        "permanent",
+    ])
+    .unwrap();
+}
+
 pub fn one_node_lab(frontends: &[svc_agent::model::Frontend]) -> svc_lab::Lab {
     use svc_lab::{Lab, NodeSpec, PodSpec, Topology};
     let lab = Lab::up(&Topology {

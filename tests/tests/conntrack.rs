@@ -30,6 +30,7 @@ fn config(nat_ports: (u16, u16)) -> NodeSettings {
         hairpin_address: Ipv4Addr::new(198, 18, 1, 1),
         nat_ports,
         service_cidrs: Vec::new(),
+        lb_mode: svc_agent::model::LbMode::Snat,
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 };
 
 use svc_agent::{
-    dataplane::{Datapath, NodeSettings, Via},
+    dataplane::{Datapath, Via},
     model::{BackendRef, Frontend, FrontendKind, LbAlgorithm, Protocol},
 };
 use tests::*;
@@ -39,18 +39,7 @@ fn maglev_lb(backends: &[BackendRef]) -> Frontend {
 
 /// A node's datapath holding `frontends`.
 fn node(address: Ipv4Addr, frontends: &[Frontend]) -> Datapath {
-    let mut datapath = Datapath::load(None).expect("load the datapath (root, kernel >= 6.6)");
-    let tables = datapath.tables();
-    tables
-        .set_node(&NodeSettings {
-            node_address: address,
-            hairpin_address: Ipv4Addr::new(198, 18, 3, 1),
-            nat_ports: (32768, 60999),
-            service_cidrs: Vec::new(),
-        })
-        .unwrap();
-    tables.apply(frontends).unwrap();
-    datapath
+    node_datapath(address, svc_agent::model::LbMode::Snat, frontends)
 }
 
 /// Client tuples spread over addresses and ports (a fixed LCG: the same

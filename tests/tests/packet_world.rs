@@ -32,6 +32,7 @@ fn load_with(frontends: &[Frontend]) -> Datapath {
             hairpin_address: HAIRPIN,
             nat_ports: (NAT_MIN, NAT_MAX),
             service_cidrs: Vec::new(),
+            lb_mode: svc_agent::model::LbMode::Snat,
         })
         .unwrap();
     tables.apply(frontends).unwrap();
@@ -352,34 +353,6 @@ fn snat_without_node_config_is_refused_and_counted() {
     assert_eq!(drops(&mut datapath, "node_config_missing"), 1);
 }
 
-/// A namespace whose route to REMOTE_POD (out of a veth) has MTU 1400,
-/// forwarding on: route lookups in BPF_PROG_TEST_RUN happen in the
-/// caller's namespace.
-fn narrow_route_namespace(name: &str) -> svc_lab::netns::Netns {
-    let ns =
-        svc_lab::netns::Netns::create(&format!("svl{}x900-{name}", std::process::id())).unwrap();
-    ns.sysctl("net.ipv4.ip_forward", "1").unwrap();
-    for args in [
-        &["link", "add", "v0", "type", "veth", "peer", "name", "v1"][..],
-        &["link", "set", "v0", "up"],
-        &["link", "set", "v1", "up"],
-        &["addr", "add", "198.18.3.1/24", "dev", "v0"],
-        &[
-            "route",
-            "add",
-            "198.18.2.0/24",
-            "via",
-            "198.18.3.2",
-            "mtu",
-            "lock",
-            "1400",
-        ],
-    ] {
-        ns.ip(args).unwrap();
-    }
-    ns
-}
-
 /// The NIC program sends a packet out of an interface itself only where
 /// the kernel says the driver transmits XDP frames (XDP_TARGETS_V1, which
 /// the agent fills): a veth does while its peer has an XDP program.
@@ -388,7 +361,7 @@ fn narrow_route_namespace(name: &str) -> svc_lab::netns::Netns {
 /// which sends it. Before the list is first filled, nothing is held back.
 #[test]
 fn xdp_sends_only_out_of_interfaces_that_take_xdp_frames() {
-    let ns = narrow_route_namespace("xdpt");
+    let ns = routed_namespace("xdpt", 1400);
     resolve_next_hop(&ns);
     let dns = remote_dns();
     let query = udp_frame((CLIENT, 40000), (NODE, 30053), b"query");
@@ -481,23 +454,6 @@ fn lookup_names_the_backend_the_tables_choose() {
     assert_eq!(udp.unwrap(), None, "the NodePort is TCP");
 }
 
-/// Makes the next hop of [`narrow_route_namespace`]'s route known, so
-/// that XDP, which cannot resolve one, routes packets itself.
-fn resolve_next_hop(ns: &svc_lab::netns::Netns) {
-    ns.ip(&[
-        "neigh",
-        "add",
-        "198.18.3.2",
-        "lladdr",
-        "02:00:00:00:00:02",
-        "dev",
-        "v0",
-        "nud",
-        "permanent",
-    ])
-    .unwrap();
-}
-
 /// UDP NodePort 30053 in front of a pod on another node.
 fn remote_dns() -> Frontend {
     frontend(
@@ -526,7 +482,7 @@ fn remote_web() -> Frontend {
 /// datagram as the client sent it; one that fits is not answered.
 #[test]
 fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
-    let ns = narrow_route_namespace("pmtu");
+    let ns = routed_namespace("pmtu", 1400);
     let dns = remote_dns();
     let datagram = |payload: usize| {
         dont_fragment(udp_frame(
@@ -563,7 +519,7 @@ fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
 /// segments do not is answered with the MTU.
 #[test]
 fn gso_packets_are_checked_against_the_path_mtu_by_segment() {
-    let ns = narrow_route_namespace("gso");
+    let ns = routed_namespace("gso", 1400);
     let web = remote_web();
     // 2 000 bytes of IP packet, Don't Fragment: bigger than the MTU whole.
     let frame = dont_fragment(tcp_frame(
@@ -598,7 +554,7 @@ fn gso_packets_are_checked_against_the_path_mtu_by_segment() {
 /// XDP) or the stack would (a pod to a ClusterIP, TC). With TTL 2 it goes.
 #[test]
 fn an_expiring_ttl_is_answered_with_time_exceeded() {
-    let ns = narrow_route_namespace("ttl");
+    let ns = routed_namespace("ttl", 1400);
     // The next hop resolved, so XDP routes the NodePort's packets itself.
     resolve_next_hop(&ns);
     let dns = remote_dns();

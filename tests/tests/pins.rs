@@ -164,6 +164,7 @@ fn a_second_agent_on_the_same_pins_is_refused() {
         hairpin_address: Ipv4Addr::new(198, 18, 255, 254),
         nat_ports: (61000, 61100),
         service_cidrs: Vec::new(),
+        lb_mode: svc_agent::model::LbMode::Snat,
     };
     first.tables().set_node(&node).unwrap();
     drop(first);

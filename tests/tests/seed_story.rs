@@ -551,3 +551,178 @@ fn the_lb_route_pins_to_one_node_or_spreads_over_all() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// Bytes node `node`'s eth0 received so far.
+fn rx_bytes(lab: &ToolLab, node: &str) -> u64 {
+    let shown = text(&lab.run(&[
+        "exec",
+        &format!("node/{node}"),
+        "--",
+        "ip",
+        "-s",
+        "-j",
+        "link",
+        "show",
+        "eth0",
+    ]));
+    let links: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    links[0]["stats64"]["rx"]["bytes"].as_u64().unwrap()
+}
+
+/// The answers of a lab server in curl's output, in order.
+fn lab_answers(output: &str) -> Vec<svc_lab::server::Answer> {
+    output
+        .lines()
+        .filter_map(svc_lab::server::Answer::parse)
+        .collect()
+}
+
+const DSR: [&str; 2] = [
+    "--agent-arg=--lb-mode=dsr",
+    "--agent-arg=--lb-algorithm=maglev",
+];
+
+/// With `--lb-mode dsr`, every pod behind the LB IP sees the client's own
+/// address, also node-2's pod, which node-1 (where the client's route
+/// leads) reaches by direct server return; requests of three full
+/// segments cross the tunnel (the MSS clamped to what fits); and a
+/// download from node-2's pod through node-1 does not pass node-1: it
+/// receives the client's ACKs, not the data.
+#[test]
+fn dsr_backends_see_the_client_and_answer_it_directly() {
+    let lab = ToolLab::up_with(&SEED, &DSR);
+    let lb = lab.lb_ip();
+    text(&lab.run(&["route", "lb", "--via", "node/node-1"]));
+    let client = svc_lab::wiring::CLIENT_ADDRESS.to_string();
+    let pad = format!("X-Pad: {}", "x".repeat(4000));
+    let mut nodes = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let output = text(&lab.run(&[
+            "exec",
+            "client",
+            "--",
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            "-H",
+            &pad,
+            &format!("http://{lb}/"),
+        ]));
+        let answer = &lab_answers(&output)[0];
+        assert_eq!(answer.client.ip().to_string(), client, "{answer:?}");
+        nodes.insert(answer.node.clone());
+    }
+    assert!(
+        nodes.contains("node-2"),
+        "no request reached node-2: {nodes:?}"
+    );
+
+    // A request, then a download on the same connection (the same pod),
+    // until one is node-2's.
+    let url = format!("http://{lb}/");
+    let stream = format!("http://{lb}/stream");
+    let served = (0..30).find_map(|_| {
+        let before = rx_bytes(&lab, "node-1");
+        let output = lab.run(&[
+            "exec",
+            "client",
+            "--",
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            &url,
+            &stream,
+            "-o",
+            "/dev/stdout",
+            "-o",
+            "/dev/null",
+            "-w",
+            "size=%{size_download}\n",
+        ]);
+        let received = rx_bytes(&lab, "node-1") - before;
+        let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+        let answer = lab_answers(&shown).into_iter().next()?;
+        let size: u64 = shown.lines().last()?.strip_prefix("size=")?.parse().ok()?;
+        (answer.node == "node-2").then_some((size, received))
+    });
+    let (size, received) = served.expect("no download was served by node-2's pod");
+    println!("downloaded {size} bytes through node-1, which received {received}");
+    assert!(size > 1_000_000, "downloaded only {size} bytes");
+    assert!(
+        received < size / 10,
+        "node-1 received {received} bytes of a {size}-byte download"
+    );
+}
+
+/// With DSR and Maglev, a keep-alive connection opened through node-1
+/// keeps working when the client's route moves to node-2 in its middle
+/// (an ECMP next hop failed): every request on it is answered, on the
+/// one connection, by the one pod.
+#[test]
+fn dsr_with_maglev_keeps_a_connection_when_the_route_moves() {
+    let lab = ToolLab::up_with(&SEED, &DSR);
+    let lb = lab.lb_ip();
+    text(&lab.run(&["route", "lb", "--via", "node/node-1"]));
+    let urls: Vec<String> = (0..12).map(|_| format!("http://{lb}/")).collect();
+    let mut command = Command::new(binary("svc-lab"));
+    command
+        .arg("--state")
+        .arg(&lab.state)
+        .args([
+            "exec",
+            "client",
+            "--",
+            "curl",
+            "-sS",
+            "-N",
+            "--max-time",
+            "30",
+        ])
+        .args([
+            "--rate",
+            "3/s",
+            "-w",
+            "port=%{local_port} connects=%{num_connects}\n",
+        ])
+        .args(&urls)
+        .stdout(std::process::Stdio::piped());
+    let mut curl = command.spawn().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(curl.stdout.take().unwrap()));
+    let mut output = Vec::new();
+    // Three answers through node-1, then the route moves.
+    while output
+        .iter()
+        .filter(|l: &&String| l.starts_with("port="))
+        .count()
+        < 3
+    {
+        output.push(lines.next().expect("curl ended early").unwrap());
+    }
+    let moved = text(&lab.run(&["route", "lb", "--via", "node/node-2"]));
+    assert!(moved.contains("via 198.18.0.12"), "{moved}");
+    output.extend(lines.map(Result::unwrap));
+    assert!(curl.wait().unwrap().success(), "{output:#?}");
+    let answers = lab_answers(&output.join("\n"));
+    assert_eq!(answers.len(), 12, "{output:#?}");
+    assert!(
+        answers.iter().all(|a| a.pod == answers[0].pod),
+        "{answers:#?}"
+    );
+    let transfers: Vec<&String> = output.iter().filter(|l| l.starts_with("port=")).collect();
+    assert!(
+        transfers
+            .iter()
+            .all(|t| t.split(' ').next() == transfers[0].split(' ').next()),
+        "not one connection: {transfers:#?}"
+    );
+    assert_eq!(
+        transfers
+            .iter()
+            .filter(|t| t.ends_with("connects=1"))
+            .count(),
+        1,
+        "{transfers:#?}"
+    );
+}

@@ -3,12 +3,12 @@ use std::net::Ipv4Addr;
 
 use svc_common::{
     Backend, FrontendKey, FrontendMeta, MAX_SERVICE_CIDRS, NodeConfig, PORT_NAME_LEN, RevNat,
-    SERVICE_NAME_LEN, ServiceCidr, ServiceCidrs, backend_flags, frontend_kind, proto,
+    SERVICE_NAME_LEN, ServiceCidr, ServiceCidrs, backend_flags, frontend_kind, lb_mode, proto,
     rev_nat_flags,
 };
 
 use super::maps::RangeEntry;
-use crate::model::{Cidr, Frontend, FrontendKind, Protocol};
+use crate::model::{Cidr, Frontend, FrontendKind, LbMode, Protocol};
 
 /// What the programs are told about the node they run on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct NodeSettings {
     /// The cluster's service CIDRs (at most [`MAX_SERVICE_CIDRS`]): TCP and
     /// UDP to an address in them that no frontend serves is refused.
     pub service_cidrs: Vec<Cidr>,
+    /// How external traffic reaches a backend on another node.
+    pub lb_mode: LbMode,
 }
 
 pub fn node_config(node: &NodeSettings) -> NodeConfig {
@@ -30,7 +32,12 @@ pub fn node_config(node: &NodeSettings) -> NodeConfig {
         hairpin_addr_be: addr_be(node.hairpin_address),
         nat_port_min: node.nat_ports.0,
         nat_port_max: node.nat_ports.1,
-        _pad: 0,
+        lb_mode: match node.lb_mode {
+            LbMode::Snat => lb_mode::SNAT,
+            LbMode::Dsr => lb_mode::DSR,
+            LbMode::Hybrid => lb_mode::HYBRID,
+        },
+        _pad: [0; 3],
     }
 }
 
@@ -40,6 +47,12 @@ pub fn node_settings(config: &NodeConfig, cidrs: &ServiceCidrs) -> NodeSettings 
         node_address: addr_from_be(config.node_addr_be),
         hairpin_address: addr_from_be(config.hairpin_addr_be),
         nat_ports: (config.nat_port_min, config.nat_port_max),
+        // An unknown value (a newer agent's) reads as the default.
+        lb_mode: match config.lb_mode {
+            lb_mode::DSR => LbMode::Dsr,
+            lb_mode::HYBRID => LbMode::Hybrid,
+            _ => LbMode::Snat,
+        },
         service_cidrs: cidrs.cidrs[..count]
             .iter()
             .map(|cidr| Cidr {

@@ -16,7 +16,9 @@ use super::{
     service_cidrs, source_range,
 };
 use crate::dataplane::{apply, fake::FakeMaps, readback};
-use crate::model::{BackendRef, BackendState, Cidr, Frontend, FrontendKind, OnEmpty, Protocol};
+use crate::model::{
+    BackendRef, BackendState, Cidr, Frontend, FrontendKind, LbMode, OnEmpty, Protocol,
+};
 
 fn protocol() -> impl Strategy<Value = Protocol> {
     prop::sample::select(&[Protocol::TCP, Protocol::UDP, Protocol::SCTP][..])
@@ -226,6 +228,7 @@ proptest! {
         nat_ports in (any::<u16>(), any::<u16>()),
         cidrs in prop::collection::vec((address(), 0u8..=32), 0..=svc_common::MAX_SERVICE_CIDRS),
         probe in address(),
+        lb_mode in prop::sample::select(vec![LbMode::Snat, LbMode::Dsr, LbMode::Hybrid]),
     ) {
         let given: Vec<Cidr> = cidrs
             .iter()
@@ -236,11 +239,12 @@ proptest! {
             hairpin_address,
             nat_ports,
             service_cidrs: given,
+            lb_mode,
         };
         let config = node_config(&settings);
         prop_assert_eq!(config.node_addr_be.to_ne_bytes(), node_address.octets());
         prop_assert_eq!(config.hairpin_addr_be.to_ne_bytes(), hairpin_address.octets());
-        prop_assert_eq!(config._pad, 0);
+        prop_assert_eq!(config._pad, [0; 3]);
         let entry = service_cidrs(&settings.service_cidrs).unwrap();
         prop_assert_eq!(entry._pad, 0);
         prop_assert_eq!(
@@ -255,8 +259,8 @@ proptest! {
             prop_assert_eq!(u32::from(read.address) & !read.mask(), 0);
         }
         prop_assert_eq!(
-            (read.node_address, read.hairpin_address, read.nat_ports),
-            (node_address, hairpin_address, nat_ports)
+            (read.node_address, read.hairpin_address, read.nat_ports, read.lb_mode),
+            (node_address, hairpin_address, nat_ports, lb_mode)
         );
     }
 

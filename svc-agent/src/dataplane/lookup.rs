@@ -44,6 +44,10 @@ pub enum Mode {
     Snat,
     /// With the client's own address.
     Direct,
+    /// By direct server return: with the client's own address, and it
+    /// answers the client directly (the flow's entry on the node that sent
+    /// it inside IPIP, or on the backend's node that took delivery).
+    Dsr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -138,7 +142,13 @@ impl Tables {
                     || "(removed)".to_owned(),
                     |(frontend, _)| frontend.service.clone(),
                 );
-            let snat = flow.flags & flow_flags::SNAT != 0;
+            let mode = if flow.flags & (flow_flags::TUNNELLED | flow_flags::DELIVERED) != 0 {
+                Mode::Dsr
+            } else if flow.flags & flow_flags::SNAT != 0 {
+                Mode::Snat
+            } else {
+                Mode::Direct
+            };
             return Ok(Lookup {
                 frontend,
                 backend: Some(SocketAddrV4::new(
@@ -146,7 +156,7 @@ impl Tables {
                     u16::from_be(flow.backend_port_be),
                 )),
                 via: Via::Conntrack,
-                mode: Some(if snat { Mode::Snat } else { Mode::Direct }),
+                mode: Some(mode),
                 candidates: Vec::new(),
             });
         }

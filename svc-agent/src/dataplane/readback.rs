@@ -147,14 +147,18 @@ impl Tables {
             .collect()
     }
 
+    /// The entries of established flows (CT_V2), both directions of each.
+    pub fn established_flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
+        self.ct
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_error(names::CT))
+    }
+
     /// Every conntrack entry (both directions of each flow), established
     /// ones (CT_V2) first, then the ones not established yet (CT_NEW_V2).
     pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
-        let mut flows: Vec<(FlowKey, Flow)> = self
-            .ct
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_error(names::CT))?;
+        let mut flows = self.established_flows()?;
         for entry in self.ct_new.iter() {
             flows.push(entry.map_err(map_error(names::CT_NEW))?);
         }

@@ -179,6 +179,46 @@ pub enum LbAlgorithm {
     Maglev,
 }
 
+/// How external traffic (NodePort, LoadBalancer, externalIPs) reaches a
+/// backend on another node: `--lb-mode`.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LbMode {
+    /// Source NAT to the node's address; replies come back through the
+    /// node the client reached (kube-proxy's way).
+    #[default]
+    Snat,
+    /// Direct server return: the client's packet goes to the backend's
+    /// node inside IPIP; the backend sees the client's address and answers
+    /// it directly, from the frontend.
+    Dsr,
+    /// DSR for TCP, SNAT for UDP.
+    Hybrid,
+}
+
+impl LbMode {
+    /// Whether a flow of `protocol` to a remote backend goes by DSR.
+    pub fn tunnels(&self, protocol: Protocol) -> bool {
+        match self {
+            LbMode::Snat => false,
+            LbMode::Dsr => true,
+            LbMode::Hybrid => protocol == Protocol::TCP,
+        }
+    }
+}
+
+impl fmt::Display for LbMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LbMode::Snat => "snat",
+            LbMode::Dsr => "dsr",
+            LbMode::Hybrid => "hybrid",
+        })
+    }
+}
+
 impl LbAlgorithm {
     pub fn is_random(&self) -> bool {
         *self == LbAlgorithm::Random

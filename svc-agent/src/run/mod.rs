@@ -60,6 +60,8 @@ pub struct Settings {
     pub service_cidrs: Vec<crate::model::Cidr>,
     /// The node's backend selection (a Service's annotation overrides it).
     pub lb_algorithm: crate::model::LbAlgorithm,
+    /// How external traffic reaches a backend on another node.
+    pub lb_mode: crate::model::LbMode,
     /// Entries of each Maglev table.
     pub maglev_table_size: u16,
     pub listen: SocketAddr,

@@ -65,6 +65,7 @@ pub fn sync(
         hairpin_address: settings.hairpin_address,
         nat_ports: settings.nat_ports,
         service_cidrs: settings.service_cidrs.clone(),
+        lb_mode: settings.lb_mode,
     };
     if tables.node().ok().as_ref() != Some(&node_settings) {
         tables.set_node(&node_settings)?;

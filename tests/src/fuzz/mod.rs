@@ -155,6 +155,7 @@ pub fn run(packets: u64, seed: u64) -> Report {
             hairpin_address: HAIRPIN,
             nat_ports: NAT_PORTS,
             service_cidrs: Vec::new(),
+            lb_mode: svc_agent::model::LbMode::Snat,
         })
         .expect("node config");
     datapath.tables().apply(&frontends).expect("tables");
