@@ -45,6 +45,20 @@
 //! - `new_flow_maglev`: `new_flow` with frontend A picking by its Maglev
 //!   table (`--lb-algorithm maglev`): the 5-tuple's hash and one MAGLEV_V1
 //!   read in place of a random slot.
+//!
+//! Direct server return (`--lb-mode dsr`), with A's backend a pod on
+//! another node, behind a route of the bench's own namespace (route
+//! lookups happen in the caller's namespace), each figure made like
+//! `new_flow` (single runs less an XDP_PASS run, plus `baseline`):
+//! - `tunnel_new_flow`: a SYN to A, sent encapsulated (route lookup, the
+//!   route's MTU for the MSS clamp, the outer header). Checked: redirected
+//!   with an IPIP header, two conntrack entries per flow.
+//! - `tunnel_hit`: a segment of such a flow once established: conntrack,
+//!   route lookup, outer header (the flow cache does not serve flows the
+//!   program routes). Checked: redirected with an IPIP header.
+//! - `delivery`: on the backend's node, one of those SYNs as it arrives:
+//!   the outer header taken off, a new flow to the pod it names. Checked:
+//!   passed on to the pod.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -56,10 +70,13 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use svc_agent::{
     dataplane::Datapath,
-    model::{Frontend, LbAlgorithm, Protocol},
+    model::{Frontend, LbAlgorithm, LbMode, Protocol},
 };
 use svc_common::{flow_cache, proto};
-use tests::{SYN, TcpFlags, XDP_PASS, cluster_ip, endpoints, tcp_frame};
+use tests::{
+    SYN, TcpFlags, XDP_PASS, XDP_REDIRECT, cluster_ip, endpoints, node_datapath, ready,
+    resolve_next_hop, routed_namespace, tcp_frame,
+};
 
 const REPEAT: u32 = 1_000_000;
 /// Timed runs per figure (of REPEAT repeats each); the median is kept.
@@ -249,21 +266,111 @@ fn measure(frontends: u32, baseline: f64) -> Figures {
 /// median of one run of each less one XDP_PASS run on the same packet.
 /// Checked: each made both directions of its flow.
 fn new_flows(datapath: &mut Datapath, a: Ipv4Addr, first_port: u16) -> f64 {
+    let syn = |port| tcp_frame((CLIENT, port), (a, PORT_A), 1, SYN, b"");
+    let (over_pass, _) = single_runs(datapath, first_port, syn, |_, _| {});
+    median(over_pass)
+}
+
+/// One run of the frame `frame(port)` for each of NEW_FLOWS client ports
+/// from `first_port`, each `check`ed (verdict, packet out): the runs'
+/// times less one XDP_PASS run each, and the packets out. Checked: each
+/// run of a SYN made both directions of its flow.
+fn single_runs(
+    datapath: &mut Datapath,
+    first_port: u16,
+    frame: impl Fn(u16) -> Vec<u8>,
+    check: impl Fn(u32, &[u8]),
+) -> (Vec<f64>, Vec<Vec<u8>>) {
     let flows_before = datapath.tables().flows().unwrap().len();
-    let over_pass: Vec<f64> = (0..NEW_FLOWS)
+    let mut syns = 0;
+    let (over_pass, out) = (0..NEW_FLOWS)
         .map(|i| {
-            let syn = tcp_frame((CLIENT, first_port + i), (a, PORT_A), 1, SYN, b"");
-            let pass = mean_ns(datapath.xdp_pass_program().unwrap(), &syn, 1);
-            mean_ns(datapath.from_world_program().unwrap(), &syn, 1) - pass
+            let frame = frame(first_port + i);
+            syns += usize::from(is_syn(&frame));
+            let pass = mean_ns(datapath.xdp_pass_program().unwrap(), &frame, 1);
+            let (ns, verdict, out) = run(datapath.from_world_program().unwrap(), &frame, 1);
+            check(verdict, &out);
+            (ns - pass, out)
         })
-        .collect();
+        .unzip();
     let flows_made = datapath.tables().flows().unwrap().len() - flows_before;
     assert_eq!(
         flows_made,
-        2 * usize::from(NEW_FLOWS),
+        2 * syns,
         "every new-flow run must create both directions of its flow"
     );
-    median(over_pass)
+    (over_pass, out)
+}
+
+/// Whether a frame's TCP segment (inside IPIP or not) is a SYN.
+fn is_syn(frame: &[u8]) -> bool {
+    let mut ip = tests::offsets::IP;
+    if frame[ip + 9] == proto::IPIP {
+        ip += 20;
+    }
+    let tcp = ip + usize::from(frame[ip] & 0x0f) * 4;
+    frame[tcp + 13] & 0x02 != 0
+}
+
+/// A pod on another node, behind [`routed_namespace`]'s route.
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+
+/// The table of `count` frontends, A's backend the pod on another node
+/// (`local` false: as the node the client reaches sees it) or on this one
+/// (`local`: as the backend's node sees it).
+fn dsr_table(count: u32, local: bool) -> Vec<Frontend> {
+    let (a, _) = pair(count.max(2));
+    table(count, true, false)
+        .into_iter()
+        .map(|frontend| {
+            if frontend.address == a {
+                Frontend {
+                    backends: vec![ready(REMOTE_POD, BACKEND_PORT, local)],
+                    ..frontend
+                }
+            } else {
+                frontend
+            }
+        })
+        .collect()
+}
+
+struct Tunnel {
+    new_flow: f64,
+    hit: f64,
+    delivery: f64,
+}
+
+/// The direct server return figures (see the module docs) with `frontends`
+/// in the maps; run in a namespace with the route to REMOTE_POD.
+fn measure_tunnel(frontends: u32, baseline: f64) -> Tunnel {
+    let (a, _) = pair(frontends.max(2));
+    let node_1 = Ipv4Addr::new(198, 18, 3, 1);
+    let mut sender = node_datapath(node_1, LbMode::Dsr, &dsr_table(frontends, false));
+    let encapsulated = |verdict: u32, out: &[u8]| {
+        assert_eq!(verdict, XDP_REDIRECT, "sent by the program");
+        assert_eq!(out[tests::offsets::IP + 9], proto::IPIP, "inside IPIP");
+    };
+    let syn = |port| tcp_frame((CLIENT, port), (a, PORT_A), 1, SYN, b"");
+    let (new_flow, sent) = single_runs(&mut sender, 20_000, syn, encapsulated);
+    let ack = |port| tcp_frame((CLIENT, port), (a, PORT_A), 2, ACK, b"");
+    // The handshake's last ACK establishes each flow; the next is timed.
+    single_runs(&mut sender, 20_000, ack, encapsulated);
+    let (hit, _) = single_runs(&mut sender, 20_000, ack, encapsulated);
+
+    let node_2 = Ipv4Addr::new(198, 18, 3, 2);
+    let mut receiver = node_datapath(node_2, LbMode::Dsr, &dsr_table(frontends, true));
+    let delivered = |verdict: u32, out: &[u8]| {
+        assert_eq!(verdict, XDP_PASS, "passed on to the pod");
+        assert_eq!(endpoints(out).1, (REMOTE_POD, BACKEND_PORT));
+    };
+    let arriving = |port: u16| sent[usize::from(port - 20_000)].clone();
+    let (delivery, _) = single_runs(&mut receiver, 20_000, arriving, delivered);
+    Tunnel {
+        new_flow: median(new_flow) + baseline,
+        hit: median(hit) + baseline,
+        delivery: median(delivery) + baseline,
+    }
 }
 
 /// A client port whose flows to A and to B share a flow cache slot
@@ -344,6 +451,16 @@ fn main() {
     for frontends in [1u32, 1_000, 100_000] {
         by_size.insert(frontends, measure(frontends, baseline));
     }
+    let ns = routed_namespace("bench", 1500);
+    resolve_next_hop(&ns);
+    let tunnel: BTreeMap<u32, Tunnel> = ns
+        .in_thread(move || {
+            [1u32, 1_000, 100_000]
+                .into_iter()
+                .map(|frontends| (frontends, measure_tunnel(frontends, baseline)))
+                .collect()
+        })
+        .unwrap();
 
     println!("XDP per packet, ns (BPF_PROG_TEST_RUN; baseline = XDP_PASS program: {baseline:.1})");
     println!(
@@ -356,11 +473,30 @@ fn main() {
             f.new_flow, f.new_flow_maglev, f.ct_hit, f.ct_hit_uncached, f.miss
         );
     }
+    println!("direct server return, ns");
+    println!(
+        "{:>10}  {:>15}  {:>10}  {:>8}",
+        "frontends", "new flow, dsr", "dsr hit", "delivery"
+    );
+    for (frontends, t) in &tunnel {
+        println!(
+            "{frontends:>10}  {:>15.1}  {:>10.1}  {:>8.1}",
+            t.new_flow, t.hit, t.delivery
+        );
+    }
     let series = |pick: fn(&Figures) -> f64| {
         serde_json::Value::Object(
             by_size
                 .iter()
                 .map(|(size, f)| (size.to_string(), serde_json::json!(pick(f))))
+                .collect(),
+        )
+    };
+    let tunnel_series = |pick: fn(&Tunnel) -> f64| {
+        serde_json::Value::Object(
+            tunnel
+                .iter()
+                .map(|(size, t)| (size.to_string(), serde_json::json!(pick(t))))
                 .collect(),
         )
     };
@@ -371,7 +507,10 @@ fn main() {
         "ct_hit_ns": series(|f| f.ct_hit),
         "ct_hit_uncached_ns": series(|f| f.ct_hit_uncached),
         "miss_ns": series(|f| f.miss),
-        "method": "BPF_PROG_TEST_RUN on svc_from_world (XDP); baseline, miss, ct_hit and ct_hit_uncached are each the median of 5 test runs of 1e6 repeats. baseline: mean of 1e6 runs of an XDP_PASS program. miss: mean of 1e6 runs of a packet to no frontend (checked unchanged). ct_hit: mean of 1e6 runs on a pair of frontends that are each other's backend, so every run after a warm-up is a conntrack hit with a full destination rewrite (checked by the frontends' packet counters and the final packet; the 1-frontend table holds this pair, 2 frontends), from a client port whose two flows have their own flow cache slots: the cached fast path an established flow takes. ct_hit_uncached: the same from a client port whose two flows share one slot, so each run evicts the other's and takes the conntrack table's path. new_flow: median over 20000 distinct flows of one run minus one XDP_PASS run on the same packet, plus baseline (checked: 2 conntrack entries per flow). new_flow_maglev: the same with A picking by its Maglev table.",
+        "tunnel_new_flow_ns": tunnel_series(|t| t.new_flow),
+        "tunnel_hit_ns": tunnel_series(|t| t.hit),
+        "delivery_ns": tunnel_series(|t| t.delivery),
+        "method": "BPF_PROG_TEST_RUN on svc_from_world (XDP); baseline, miss, ct_hit and ct_hit_uncached are each the median of 5 test runs of 1e6 repeats. baseline: mean of 1e6 runs of an XDP_PASS program. miss: mean of 1e6 runs of a packet to no frontend (checked unchanged). ct_hit: mean of 1e6 runs on a pair of frontends that are each other's backend, so every run after a warm-up is a conntrack hit with a full destination rewrite (checked by the frontends' packet counters and the final packet; the 1-frontend table holds this pair, 2 frontends), from a client port whose two flows have their own flow cache slots: the cached fast path an established flow takes. ct_hit_uncached: the same from a client port whose two flows share one slot, so each run evicts the other's and takes the conntrack table's path. new_flow: median over 20000 distinct flows of one run minus one XDP_PASS run on the same packet, plus baseline (checked: 2 conntrack entries per flow). new_flow_maglev: the same with A picking by its Maglev table. tunnel_new_flow, tunnel_hit, delivery: direct server return (--lb-mode dsr), each like new_flow over 20000 single runs: a SYN sent encapsulated to A's backend on another node (checked: redirected, IPIP), a segment of such a flow once established (the same), and on the backend's node one of those SYNs as it arrives (checked: decapsulated, passed on to the pod).",
     });
     tests::write_bench_report("packet.json", &report);
 }
