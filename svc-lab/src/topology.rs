@@ -294,6 +294,16 @@ impl Lab {
     /// Loads svc-lb's datapath for `node` (maps pinned in the node's pin
     /// directory) and attaches it to every pod veth of that node.
     pub fn load_datapath(&self, node: &str) -> Result<(), LabError> {
+        self.load_datapath_in(node, svc_agent::model::LbMode::Snat)
+    }
+
+    /// [`Self::load_datapath`], external traffic to remote backends sent
+    /// as `lb_mode` says.
+    pub fn load_datapath_in(
+        &self,
+        node: &str,
+        lb_mode: svc_agent::model::LbMode,
+    ) -> Result<(), LabError> {
         let lab_node = self.node(node)?;
         let pin_dir = lab_node.pin_dir.clone();
         let interfaces: Vec<String> = self
@@ -303,7 +313,10 @@ impl Lab {
             .map(|p| p.host_interface.clone())
             .collect();
         let node_name = node.to_owned();
-        let node_settings = self.node_settings(lab_node);
+        let node_settings = NodeSettings {
+            lb_mode,
+            ..self.node_settings(lab_node)
+        };
         let node_cgroup = lab_node.cgroup.clone();
         lab_node
             .ns

@@ -22,15 +22,22 @@ fn forwards_before_and_after_one_change(mode: Mode) {
     let pod_targets = modes::pod_targets(&lab, mode, &services);
     assert!(!pod_targets.is_empty());
     for target in &targets {
-        let answer = modes::check_forwards(&lab, mode, *target).unwrap();
-        assert!(answer.pod.starts_with("backend-"), "{answer:?}");
+        // Ten requests: the pods of both nodes answer some.
+        for _ in 0..10 {
+            let answer = modes::check_forwards(&lab, mode, *target).unwrap();
+            assert!(answer.pod.starts_with("backend-"), "{answer:?}");
+            if mode == Mode::SvcLbDsr {
+                // Also node-2's pods, reached by direct server return.
+                assert_eq!(answer.client.ip(), svc_lab::CLIENT_ADDRESS, "{answer:?}");
+            }
+        }
     }
     for target in &pod_targets {
         let answer = modes::check_pod_forwards(&lab, mode, *target).unwrap();
         assert!(answer.pod.starts_with("backend-"), "{answer:?}");
     }
     modes::change_one_endpoint(&lab, mode, &services, &mut programmed).unwrap();
-    if mode == Mode::SvcLb {
+    if mode.is_svclb() {
         // The agent's path wrote the change: node-1's maps hold one backend
         // fewer for the last Service's ClusterIP, the same for the others.
         let held = lab.tables(modes::NODES[0]).unwrap().read().unwrap();
@@ -59,6 +66,11 @@ fn forwards_before_and_after_one_change(mode: Mode) {
 #[test]
 fn svclb_forwards_to_a_nodeport() {
     forwards_before_and_after_one_change(Mode::SvcLb);
+}
+
+#[test]
+fn svclb_dsr_forwards_to_a_nodeport_keeping_the_clients_address() {
+    forwards_before_and_after_one_change(Mode::SvcLbDsr);
 }
 
 #[test]

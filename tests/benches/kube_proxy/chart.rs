@@ -49,16 +49,12 @@ const FONT: &str = "sans-serif";
 fn color(mode: Mode) -> RGBColor {
     match mode {
         Mode::SvcLb => RGBColor(31, 119, 180),
+        Mode::SvcLbDsr => RGBColor(148, 103, 189),
         Mode::Iptables => RGBColor(255, 127, 14),
         Mode::IptablesNft => RGBColor(214, 39, 40),
         Mode::Nftables => RGBColor(44, 160, 44),
         Mode::Direct => BLACK,
     }
-}
-
-/// The modes drawn as bars, in legend order.
-fn bar_modes() -> impl Iterator<Item = Mode> {
-    Mode::ALL.into_iter().filter(|mode| *mode != Mode::Direct)
 }
 
 /// 10000 → "10 000", as the README writes counts.
@@ -265,8 +261,9 @@ impl Chart {
             .axis_desc_style((FONT, 15))
             .draw()?;
         // The bars take the middle 80% of a group.
-        let width = GROUP * 8 / 10 / bar_modes().count() as i32;
-        for (b, mode) in bar_modes().enumerate() {
+        let modes = self.bar_modes();
+        let width = GROUP * 8 / 10 / modes.len().max(1) as i32;
+        for (b, mode) in modes.into_iter().enumerate() {
             let left = GROUP / 10 + b as i32 * width;
             chart.draw_series(self.bars.values().zip(0..).filter_map(|(modes, g)| {
                 let x = g * GROUP + left;
@@ -294,6 +291,17 @@ impl Chart {
         Ok(())
     }
 
+    /// The modes drawn as bars (those the table has figures of), in
+    /// legend order.
+    fn bar_modes(&self) -> Vec<Mode> {
+        Mode::ALL
+            .into_iter()
+            .filter(|mode| {
+                *mode != Mode::Direct && self.bars.values().any(|bars| bars.contains_key(mode))
+            })
+            .collect()
+    }
+
     /// One row under both panels: a swatch and the name of every mode,
     /// and the direct path's line.
     fn legend<DB: DrawingBackend>(
@@ -302,7 +310,9 @@ impl Chart {
     ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
         let text_style =
             TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
-        let entries: Vec<(Mode, &str)> = bar_modes()
+        let entries: Vec<(Mode, &str)> = self
+            .bar_modes()
+            .into_iter()
             .map(|mode| (mode, mode.label()))
             .chain([(Mode::Direct, "direct path (line, left panel)")])
             .collect();

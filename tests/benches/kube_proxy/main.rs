@@ -175,7 +175,9 @@ fn measure(mode: Mode, count: u16, plan: &Plan) -> Sample {
     };
     check("");
     let kernel_bytes = match mode {
-        Mode::SvcLb => Some(modes::svclb_map_bytes(&lab, modes::NODES[0]).unwrap()),
+        Mode::SvcLb | Mode::SvcLbDsr => {
+            Some(modes::svclb_map_bytes(&lab, modes::NODES[0]).unwrap())
+        }
         _ => programmed.rules_kernel_bytes,
     };
     let run = load::run(

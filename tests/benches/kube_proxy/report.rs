@@ -147,8 +147,9 @@ pub struct Summary {
     pub date: String,
 }
 
-pub const COMPARED: [Mode; 4] = [
+pub const COMPARED: [Mode; 5] = [
     Mode::SvcLb,
+    Mode::SvcLbDsr,
     Mode::Iptables,
     Mode::IptablesNft,
     Mode::Nftables,

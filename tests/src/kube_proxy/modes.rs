@@ -1,6 +1,7 @@
-//! The four ways a lab serves the benchmark's Services, one at a time on a
-//! fresh lab: svc-lb, kube-proxy's iptables rules (legacy and nf_tables
-//! backends), kube-proxy's nftables rules, and no translation at all.
+//! The ways a lab serves the benchmark's Services, one at a time on a
+//! fresh lab: svc-lb (source NAT, and direct server return), kube-proxy's
+//! iptables rules (legacy and nf_tables backends), kube-proxy's nftables
+//! rules, and no translation at all.
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::Path,
@@ -29,6 +30,9 @@ pub const CLIENT_POD: &str = "client-pod";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {
     SvcLb,
+    /// svc-lb with `--lb-mode dsr`: the NodePort's remote backends are
+    /// reached by direct server return.
+    SvcLbDsr,
     /// kube-proxy iptables mode, iptables' legacy backend.
     Iptables,
     /// kube-proxy iptables mode, iptables' nf_tables backend.
@@ -40,8 +44,9 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub const ALL: [Mode; 5] = [
+    pub const ALL: [Mode; 6] = [
         Mode::SvcLb,
+        Mode::SvcLbDsr,
         Mode::Iptables,
         Mode::IptablesNft,
         Mode::Nftables,
@@ -52,6 +57,7 @@ impl Mode {
     pub fn key(self) -> &'static str {
         match self {
             Mode::SvcLb => "svclb",
+            Mode::SvcLbDsr => "svclb_dsr",
             Mode::Iptables => "iptables",
             Mode::IptablesNft => "iptables_nft",
             Mode::Nftables => "nftables",
@@ -59,10 +65,25 @@ impl Mode {
         }
     }
 
+    /// How svc-lb sends external traffic to remote backends in this mode.
+    pub fn lb_mode(self) -> svc_agent::model::LbMode {
+        if self == Mode::SvcLbDsr {
+            svc_agent::model::LbMode::Dsr
+        } else {
+            svc_agent::model::LbMode::Snat
+        }
+    }
+
+    /// Whether svc-lb serves the Services in this mode.
+    pub fn is_svclb(self) -> bool {
+        matches!(self, Mode::SvcLb | Mode::SvcLbDsr)
+    }
+
     /// Its name for people (the chart's legend).
     pub fn label(self) -> &'static str {
         match self {
             Mode::SvcLb => "svc-lb",
+            Mode::SvcLbDsr => "svc-lb (DSR)",
             Mode::Iptables => "iptables (legacy)",
             Mode::IptablesNft => "iptables (nf_tables)",
             Mode::Nftables => "nftables",
@@ -323,8 +344,8 @@ pub fn program(lab: &Lab, mode: Mode, services: &[ServicePort]) -> Result<Progra
     let mut first = None;
     for node in NODES {
         let programmed = match mode {
-            Mode::SvcLb => {
-                lab.load_datapath(node)?;
+            Mode::SvcLb | Mode::SvcLbDsr => {
+                lab.load_datapath_in(node, mode.lb_mode())?;
                 apply_svclb(lab, node, services)?
             }
             Mode::Iptables | Mode::IptablesNft | Mode::Nftables => {
@@ -359,7 +380,7 @@ pub fn change_one_endpoint(
     };
     let node = NODES[0];
     Ok(match mode {
-        Mode::SvcLb => {
+        Mode::SvcLb | Mode::SvcLbDsr => {
             let writer = programmed
                 .writer
                 .as_mut()
