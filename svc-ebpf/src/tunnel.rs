@@ -109,7 +109,14 @@ pub fn receive(ctx: &XdpContext) -> Result<Delivered, DropReason> {
     {
         return Ok(Delivered::NONE);
     }
+    // A packet cut short inside is not ours either: the parser after
+    // this judges it. (Lengths checked first, then read with `?`: a
+    // failed read turned into NONE makes LLVM merge paths the verifier
+    // refuses.)
     let inner_off = IP_OFF + IPV4_MIN_HLEN;
+    if ctx.len() < inner_off + IPV4_MIN_HLEN {
+        return Ok(Delivered::NONE);
+    }
     let inner: Ipv4Header = ctx.read(inner_off)?;
     let inner_hlen = usize::from(inner.version_ihl & 0x0f) * 4;
     if inner.version_ihl >> 4 != 4
@@ -118,7 +125,11 @@ pub fn receive(ctx: &XdpContext) -> Result<Delivered, DropReason> {
     {
         return Ok(Delivered::NONE);
     }
-    let dport_be: u16 = ctx.read(inner_off + inner_hlen + L4_DPORT_AT)?;
+    let dport_off = inner_off + inner_hlen + L4_DPORT_AT;
+    if ctx.len() < dport_off + 2 {
+        return Ok(Delivered::NONE);
+    }
+    let dport_be: u16 = ctx.read(dport_off)?;
     let header = match lb::frontend_header(inner.daddr_be, dport_be, inner.proto) {
         Some((_, header)) => header,
         // A NodePort of another node's address: this node serves the same

@@ -20,6 +20,7 @@ pub(super) struct Tuple {
 pub(super) const TCP: u8 = 6;
 pub(super) const UDP: u8 = 17;
 pub(super) const ICMP: u8 = 1;
+pub(super) const IPIP: u8 = 4;
 pub(super) const SCTP: u8 = 132;
 
 pub(super) fn proto_number(protocol: Protocol) -> u8 {

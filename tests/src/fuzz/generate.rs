@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 use svc_agent::model::{Frontend, FrontendKind};
 
 use super::{
-    MAX_FLOWS, MAX_FLOWS_PER_SNAT_BACKEND,
-    frames::{End, ICMP, TCP, Tuple, UDP, icmp_frame, ipv4_frame, packet, proto_number},
+    MAX_FLOWS, MAX_FLOWS_PER_SNAT_BACKEND, NODE,
+    frames::{End, ICMP, IPIP, TCP, Tuple, UDP, icmp_frame, ipv4_frame, packet, proto_number},
     model::{Model, ModelFlow},
     programs::Origin,
     rng::Rng,
@@ -384,6 +384,39 @@ fn malformed_or_foreign(rng: &mut Rng, model: &Model, kind: &str) -> Option<Vec<
             let mut frame = well_formed(rng);
             frame[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
             frame
+        }
+        // IPIP that is not direct server return (see svc-ebpf's tunnel.rs),
+        // whole or cut short: a tunnel to the node's own address (the
+        // inner packet may be a flow's), or an inner packet for no
+        // frontend.
+        "ipip_not_ours" | "ipip_truncated" => {
+            let to_node = rng.chance(50);
+            let inner = if to_node {
+                well_formed(rng)
+            } else {
+                let tuple = Tuple {
+                    src: world_client(rng),
+                    dst: (Ipv4Addr::new(198, 18, 60, 1), 9),
+                    proto: if rng.chance(50) { TCP } else { UDP },
+                };
+                packet(rng, &tuple, false, 5, 64)
+            };
+            let outer = Tuple {
+                src: (Ipv4Addr::new(198, 18, 0, 12), 0),
+                dst: if to_node {
+                    (NODE, 0)
+                } else {
+                    (Ipv4Addr::new(198, 18, 2, 1 + rng.below(250) as u8), 0)
+                },
+                proto: IPIP,
+            };
+            let frame = ipv4_frame(&outer, inner[14..].to_vec(), 5, 64, 0x4000);
+            if kind == "ipip_truncated" {
+                let cut = 14 + rng.below(frame.len() - 14);
+                frame[..cut].to_vec()
+            } else {
+                frame
+            }
         }
         _ => {
             let length = 14 + rng.below(120);

@@ -69,7 +69,7 @@ const MAX_FLOWS: usize = 3000;
 const MAX_FLOWS_PER_SNAT_BACKEND: usize = 300;
 
 /// The kinds of frame the fuzzer sends.
-pub const KINDS: [&str; 25] = [
+pub const KINDS: [&str; 27] = [
     "new_flow",
     "forward",
     "reply",
@@ -94,6 +94,8 @@ pub const KINDS: [&str; 25] = [
     "icmp_error_garbage",
     "vlan",
     "ipv6",
+    "ipip_not_ours",
+    "ipip_truncated",
     "random_bytes",
 ];
 
