@@ -362,9 +362,10 @@ pub mod flow_flags {
     /// by its client's first segment without SYN (it answers the backend).
     pub const TUNNELLED: u16 = 1 << 7;
     /// Both entries of a flow another node sent here by direct server
-    /// return: the frontend replies leave from is kept in the entries'
-    /// `nat_addr_be` and `nat_port_be` (it may be another node's address,
-    /// which this node has no frontend for); no source NAT.
+    /// return. Its backend has no id on this node: `backend_id` holds
+    /// instead the address replies leave from when it is not the address
+    /// of the entry's rev_nat_id (a NodePort of another node's address:
+    /// this node serves the port on its own), else 0.
     pub const DELIVERED: u16 = 1 << 8;
 }
 

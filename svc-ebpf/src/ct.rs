@@ -196,10 +196,10 @@ fn peer_key(entry: &Flow, flow: &Ipv4Flow, origin: Origin) -> Option<FlowKey> {
     ))
 }
 
-/// The frontend a flow's replies come from: its rev_nat_id's, or for a
-/// flow another node delivered here the address and port its entries
-/// keep (another node's address for a NodePort; not one of this node's
-/// own, so no flags). None when the frontend is gone from this node.
+/// The frontend a flow's replies come from: its rev_nat_id's, with the
+/// address a flow another node delivered here keeps in its place, if any
+/// (another node's address for a NodePort; not one of this node's own, so
+/// no flags). None when the frontend is gone from this node.
 ///
 /// A delivered flow's backend is a pod of this node, so its replies come
 /// only from pods: the NIC programs, whose stack has no room for it, skip
@@ -209,9 +209,8 @@ pub fn frontend_of(entry: &Flow, origin: Origin) -> Option<RevNat> {
     // The override after the lookup, not a branch around it: LLVM merges
     // two sources of the value into code the verifier refuses.
     let mut frontend = lb::rev_nat(entry.rev_nat_id)?;
-    if origin == Origin::Pod && entry.flags & flow_flags::DELIVERED != 0 {
-        frontend.addr_be = entry.nat_addr_be;
-        frontend.port_be = entry.nat_port_be;
+    if origin == Origin::Pod && entry.flags & flow_flags::DELIVERED != 0 && entry.backend_id != 0 {
+        frontend.addr_be = entry.backend_id;
         frontend.flags = 0;
     }
     Some(frontend)
@@ -511,9 +510,8 @@ pub struct Created {
 }
 
 /// Records both directions of a new translated flow in CT_NEW_V2, with
-/// `flags` (none, [`flow_flags::TUNNELLED`] or [`flow_flags::DELIVERED`];
-/// a delivered flow's entries keep its frontend, the packet's
-/// destination). With `snat` (an address), the flow's source becomes that
+/// `flags` (none, [`flow_flags::TUNNELLED`] or [`flow_flags::DELIVERED`]).
+/// With `snat` (an address), the flow's source becomes that
 /// address and a port no other flow to the same backend uses (the
 /// client's own port when free). Entries of
 /// an earlier flow with the same keys in CT_V2 (a UDP flow whose backend
@@ -544,10 +542,6 @@ pub fn create(
         flags: flow_flags::REPLY | flags,
         _pad: 0,
     };
-    if flags & flow_flags::DELIVERED != 0 {
-        entry.nat_addr_be = flow.daddr_be;
-        entry.nat_port_be = flow.dport_be;
-    }
     let mut key = flow_key(
         backend.addr_be,
         flow.saddr_be,
@@ -566,7 +560,7 @@ pub fn create(
         entry.nat_port_be = flow.sport_be;
         key.daddr_be = snat.addr_be;
         let port_be = claim_port(&mut key, &entry, flow.sport_be, &snat, now)?;
-        entry.flags = flow_flags::SNAT;
+        entry.flags = flow_flags::SNAT | flags;
         entry.nat_addr_be = snat.addr_be;
         entry.nat_port_be = port_be;
         port_be
@@ -589,9 +583,17 @@ pub fn create(
 /// already in use towards that backend, through another of its Service
 /// addresses (a client may use one port towards two destinations; the
 /// backend sees one tuple). Translated as it is, the new flow would take
-/// the live one's replies.
+/// the live one's replies. A flow another node `delivered` here keeps
+/// the address replies leave from as `kept_addr` (see
+/// flow_flags::DELIVERED).
 #[inline(always)]
-pub fn reply_tuple_taken(flow: &Ipv4Flow, backend: &Backend, rev_nat_id: u32) -> bool {
+pub fn reply_tuple_taken(
+    flow: &Ipv4Flow,
+    backend: &Backend,
+    rev_nat_id: u32,
+    delivered: bool,
+    kept_addr_be: u32,
+) -> bool {
     let key = flow_key(
         backend.addr_be,
         flow.saddr_be,
@@ -610,7 +612,16 @@ pub fn reply_tuple_taken(flow: &Ipv4Flow, backend: &Backend, rev_nat_id: u32) ->
     // this flow's own earlier entry (a SYN retried after its forward
     // entry went).
     let holder = unsafe { &*holder };
-    holder.rev_nat_id != rev_nat_id && !expired(holder, flow.proto, established, now())
+    // The same rev_nat_id with another kept address (a NodePort's port,
+    // served on every node's address) is another frontend.
+    let held_kept_be = if holder.flags & flow_flags::DELIVERED != 0 {
+        holder.backend_id
+    } else {
+        0
+    };
+    let kept_be = if delivered { kept_addr_be } else { 0 };
+    (holder.rev_nat_id != rev_nat_id || held_kept_be != kept_be)
+        && !expired(holder, flow.proto, established, now())
 }
 
 /// Removes an entry of `key` from CT_V2, if there is one. Almost never is

@@ -98,9 +98,12 @@ pub fn process<P: Packet>(
         return Err(DropReason::CtBeingCollected);
     }
 
-    if delivered.backend_addr_be != 0 {
-        let selected = Selected {
-            backend_id: 0,
+    let is_delivered = delivered.backend_addr_be != 0;
+    let selected = if is_delivered {
+        // No id on this node: the entries keep the address replies leave
+        // from in its place (see flow_flags::DELIVERED).
+        Selected {
+            backend_id: delivered.kept_addr_be,
             backend: Backend {
                 addr_be: delivered.backend_addr_be,
                 port_be: delivered.backend_port_be,
@@ -108,30 +111,39 @@ pub fn process<P: Packet>(
                 flags: backend_flags::LOCAL,
             },
             rev_nat_id: delivered.rev_nat_id,
-        };
-        let (translation, new) = new_flow(&flow, origin, selected, true)?;
-        return finish(pkt, &flow, &probe, translation, Some(new));
-    }
-    let selected = match lb::select(
-        flow.saddr_be,
-        Some(flow.sport_be),
-        flow.daddr_be,
-        flow.dport_be,
-        flow.proto,
-    )? {
-        // Refused, not routed out. Not by the NIC's TC program, whose
-        // stack has no room for it: the XDP program in front of it does.
-        Selection::NotAFrontend
-            if (origin == Origin::Pod || !P::SENDS_ANYWHERE)
-                && lb::in_service_cidrs(flow.daddr_be) =>
-        {
-            return refuse(pkt, &flow, false, UNSERVED);
         }
-        Selection::NotAFrontend => return Ok(Action::PASS),
-        Selection::Empty { drop } => return refuse(pkt, &flow, drop, NO_BACKEND),
-        Selection::Backend(selected) => selected,
+    } else {
+        match lb::select(
+            flow.saddr_be,
+            Some(flow.sport_be),
+            flow.daddr_be,
+            flow.dport_be,
+            flow.proto,
+        )? {
+            // Refused, not routed out. Not by the NIC's TC program, whose
+            // stack has no room for it: the XDP program in front of it does.
+            Selection::NotAFrontend
+                if (origin == Origin::Pod || !P::SENDS_ANYWHERE)
+                    && lb::in_service_cidrs(flow.daddr_be) =>
+            {
+                return refuse(pkt, &flow, false, UNSERVED);
+            }
+            Selection::NotAFrontend => return Ok(Action::PASS),
+            Selection::Empty { drop } => return refuse(pkt, &flow, drop, NO_BACKEND),
+            Selection::Backend(selected) => selected,
+        }
     };
-    let (translation, new) = new_flow(&flow, origin, selected, false)?;
+    // Read back from its stack slot: LLVM would otherwise merge the two
+    // ways the value is made (a map copy, a built one) into code the
+    // verifier refuses. Only XDP takes delivery; the TC programs have no
+    // stack for the slot.
+    let selected = if P::SPARE_STACK {
+        // SAFETY: a plain copy of a local.
+        unsafe { core::ptr::read_volatile(&selected) }
+    } else {
+        selected
+    };
+    let (translation, new) = new_flow(&flow, origin, selected, is_delivered)?;
     finish(pkt, &flow, &probe, translation, Some(new))
 }
 
@@ -274,16 +286,21 @@ fn new_flow(
             port_max: config.nat_port_max,
         }
     } else if (origin == Origin::Pod && backend.addr_be == flow.saddr_be)
-        || ct::reply_tuple_taken(flow, backend, selected.rev_nat_id)
+        || ct::reply_tuple_taken(
+            flow,
+            backend,
+            selected.rev_nat_id,
+            delivered,
+            selected.backend_id,
+        )
     {
         // The client's port already reaches this backend through
         // another of its frontends, on a live flow. An external
         // client's new flow gets the hairpin source (the backend
         // is local), as masquerading would give it a port of its
-        // own; a pod's is dropped, as netfilter drops a clash, and so
-        // is a delivered one (its entries keep their frontend where
-        // source NAT keeps the client).
-        if (origin == Origin::Pod && backend.addr_be != flow.saddr_be) || delivered {
+        // own (a delivered one too); a pod's is dropped, as netfilter
+        // drops a clash.
+        if origin == Origin::Pod && backend.addr_be != flow.saddr_be {
             return Err(DropReason::TupleClash);
         }
         let config = node_config().ok_or(DropReason::NodeConfigMissing)?;

@@ -220,6 +220,20 @@ fn lookup<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8, ip_len
     }
 }
 
+/// `ifindex` as a value of its own, for XDP: where several ways into the
+/// NIC program's `finish` meet, LLVM widens the register that holds a
+/// route's ifindex before it knows the route has one, and on another way
+/// that register holds a pointer, which the verifier refuses to shift.
+/// (The TC programs have no stack for the slot, and no such merge.)
+#[inline(always)]
+fn settled<P: Packet>(_pkt: &P, ifindex: u32) -> u32 {
+    if P::SPARE_STACK {
+        core::hint::black_box(ifindex)
+    } else {
+        ifindex
+    }
+}
+
 /// Sends the (already translated) packet along `route`: Ethernet header
 /// rewritten and the TTL decremented, as a router must. A TTL about to
 /// expire goes to the stack (a flow's packet is answered before it gets
@@ -241,9 +255,9 @@ pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, Dr
         } => {
             pkt.write(ETH_DEST_OFF, &dmac)?;
             pkt.write(ETH_SOURCE_OFF, &smac)?;
-            Action::redirect(ifindex)
+            Action::redirect(settled(pkt, ifindex))
         }
-        Route::Unresolved { ifindex } => Action::redirect_neigh(ifindex),
+        Route::Unresolved { ifindex } => Action::redirect_neigh(settled(pkt, ifindex)),
     };
     let old = u16::from_ne_bytes([ttl, protocol]);
     let new = u16::from_ne_bytes([ttl - 1, protocol]);

@@ -47,13 +47,16 @@ pub const OUTER_LEN: u16 = IPV4_MIN_HLEN as u16;
 const OUTER_TTL: u8 = 64;
 
 /// What the outer header of a packet received by [`receive`] said: the
-/// backend the inner packet is for, and this node's frontend it came to
-/// (for its counters); `backend_addr_be` 0 when the packet was not one.
+/// backend the inner packet is for, and this node's frontend it came to;
+/// `backend_addr_be` 0 when the packet was not one.
 #[derive(Clone, Copy)]
 pub struct Delivered {
     pub backend_addr_be: u32,
     pub backend_port_be: u16,
     pub rev_nat_id: u32,
+    /// The address replies must leave from when it is not that frontend's
+    /// (a NodePort of another node's address), else 0.
+    pub kept_addr_be: u32,
 }
 
 impl Delivered {
@@ -61,6 +64,7 @@ impl Delivered {
         backend_addr_be: 0,
         backend_port_be: 0,
         rev_nat_id: 0,
+        kept_addr_be: 0,
     };
 }
 
@@ -130,8 +134,8 @@ pub fn receive(ctx: &XdpContext) -> Result<Delivered, DropReason> {
         return Ok(Delivered::NONE);
     }
     let dport_be: u16 = ctx.read(dport_off)?;
-    let header = match lb::frontend_header(inner.daddr_be, dport_be, inner.proto) {
-        Some((_, header)) => header,
+    let (header, kept_addr_be) = match lb::frontend_header(inner.daddr_be, dport_be, inner.proto) {
+        Some((_, header)) => (header, 0),
         // A NodePort of another node's address: this node serves the same
         // port on its own.
         None => match lb::frontend_header(config.node_addr_be, dport_be, inner.proto) {
@@ -139,7 +143,7 @@ pub fn receive(ctx: &XdpContext) -> Result<Delivered, DropReason> {
                 if lb::rev_nat(header.rev_nat_id)
                     .is_some_and(|f| f.flags & rev_nat_flags::LOCAL_ADDRESS != 0) =>
             {
-                header
+                (header, inner.daddr_be)
             }
             _ => return Ok(Delivered::NONE),
         },
@@ -155,6 +159,7 @@ pub fn receive(ctx: &XdpContext) -> Result<Delivered, DropReason> {
         backend_addr_be: outer.daddr_be,
         backend_port_be: outer.id_be,
         rev_nat_id: header.rev_nat_id,
+        kept_addr_be,
     })
 }
 

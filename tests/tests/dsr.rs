@@ -391,3 +391,46 @@ fn other_ipip_passes_untouched() {
     })
     .unwrap();
 }
+
+/// A client port in use towards a pod through one frontend, used again
+/// for another frontend delivered to the same pod (the client may: its
+/// destinations differ; the pod would see one tuple): the delivered flow
+/// gets the hairpin source, as a local one does, and the live flow keeps
+/// its tuple. Here the live flow came to node-2's own NodePort address and
+/// the new one to node-1's, which node-2 serves as the same port: not the
+/// same frontend for all that.
+#[test]
+fn a_delivered_flow_on_a_tuple_in_use_gets_the_hairpin_source() {
+    let ns = routed_namespace("dsrclash", 1500);
+    resolve_next_hop(&ns);
+    ns.in_thread(|| {
+        let mut node_1 = node_datapath(NODE_1, LbMode::Dsr, &[node_port(NODE_1, &[pod(false)])]);
+        let mut node_2 = node_datapath(NODE_2, LbMode::Dsr, &[node_port(NODE_2, &[pod(true)])]);
+        let client = (CLIENT, 42000);
+        // Live: client -> node-2:30080, straight to the local pod.
+        let direct = syn_with_mss(client, (NODE_2, 30080), 1460);
+        let (verdict, out) = run_xdp(node_2.from_world_program().unwrap(), &direct);
+        assert_eq!(verdict, XDP_PASS);
+        assert_eq!(endpoints(&out), (client, (POD, 8080)));
+
+        // The same client port to node-1:30080, delivered to node-2.
+        let syn = syn_with_mss(client, (NODE_1, 30080), 1460);
+        let (_, sent) = run_xdp(node_1.from_world_program().unwrap(), &syn);
+        let (verdict, delivered) = run_xdp(node_2.from_world_program().unwrap(), &sent);
+        assert_eq!(verdict, XDP_PASS);
+        let ((source, port), destination) = endpoints(&delivered);
+        assert_eq!(destination, (POD, 8080));
+        assert_eq!(source, Ipv4Addr::new(198, 18, 3, 1), "the hairpin address");
+        assert_ne!(port, 0);
+
+        // Each flow's replies go back to its own frontend.
+        let to_live = ack(9, 2, b"", (POD, 8080), client);
+        let (_, out) = run_tc(node_2.from_pod_program().unwrap(), &to_live);
+        assert_eq!(endpoints(&out), ((NODE_2, 30080), client));
+        let to_delivered = ack(9, 2, b"", (POD, 8080), (Ipv4Addr::new(198, 18, 3, 1), port));
+        let (_, out) = run_tc(node_2.from_pod_program().unwrap(), &to_delivered);
+        assert_eq!(endpoints(&out), ((NODE_1, 30080), client));
+        assert_eq!(verify_checksums(&out), Ok(()));
+    })
+    .unwrap();
+}
