@@ -99,8 +99,8 @@ fn svc_lab() -> PathBuf {
 
 impl ChaosLab {
     /// `svc-lab up` of examples/chaos, its agents `agent` (default: the
-    /// svc-agent beside svc-lab).
-    fn up(agent: Option<&Path>) -> Self {
+    /// svc-agent beside svc-lab), with `agent_args` added to theirs.
+    fn up(agent: Option<&Path>, agent_args: &[&str]) -> Self {
         static LABS: AtomicU64 = AtomicU64::new(0);
         let state = std::env::temp_dir().join(format!(
             "svc-chaos-{}-{}",
@@ -116,6 +116,7 @@ impl ChaosLab {
         if let Some(agent) = agent {
             args.extend(["--agent".into(), agent.display().to_string()]);
         }
+        args.extend(agent_args.iter().map(|arg| format!("--agent-arg={arg}")));
         lab.svc_lab(&args.iter().map(String::as_str).collect::<Vec<_>>());
         lab.reload();
         lab
@@ -509,7 +510,7 @@ pub fn run_selected(
     } else {
         Duration::from_secs(10)
     };
-    let lab = ChaosLab::up(None);
+    let lab = ChaosLab::up(None, &[]);
     let mut results = BTreeMap::new();
     // The control: the same load while nothing changes.
     if wanted("steady") {
@@ -557,21 +558,25 @@ pub fn run_selected(
         ),
     ];
     for (name, commands) in scenarios {
-        if !wanted(name) {
-            continue;
+        if wanted(name) {
+            results.insert(name, under_load(&lab, name, &commands, settle, pause));
         }
-        let before = Before::read(&lab);
-        let started = Instant::now();
-        let load = AllLoad::start(&lab, pause);
-        std::thread::sleep(settle);
-        for command in commands {
-            let args: Vec<&str> = command.iter().map(String::as_str).collect();
-            eprint!("{name}: {}", lab.svc_lab(&args));
-            std::thread::sleep(settle);
-        }
-        results.insert(name, load.stop(started, &lab, &before));
     }
     drop(lab);
+    // Direct server return with Maglev, the LB IP's route moved from node
+    // to node under the load (an ECMP next hop failing and coming back):
+    // its long-lived connections must survive every move.
+    if wanted("dsr_failover") {
+        let lab = ChaosLab::up(None, &["--lb-mode=dsr", "--lb-algorithm=maglev"]);
+        let commands: Vec<Vec<String>> = ["node/node-1", "node/node-2", "all", "node/node-1"]
+            .into_iter()
+            .map(|via| words(&format!("route lb --via {via}")))
+            .collect();
+        results.insert(
+            "dsr_failover",
+            under_load(&lab, "dsr_failover", &commands, settle, pause),
+        );
+    }
     if wanted("agent_upgrade")
         && let Some(figures) = agent_upgrade(settle, pause)
     {
@@ -595,6 +600,27 @@ pub fn run_selected(
     results
 }
 
+/// Scenario `name`: the svc-lab `commands` run on `lab` under the load
+/// (`pause` between a TCP worker's requests), `settle` apart.
+fn under_load(
+    lab: &ChaosLab,
+    name: &str,
+    commands: &[Vec<String>],
+    settle: Duration,
+    pause: Duration,
+) -> Figures {
+    let before = Before::read(lab);
+    let started = Instant::now();
+    let load = AllLoad::start(lab, pause);
+    std::thread::sleep(settle);
+    for command in commands {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        eprint!("{name}: {}", lab.svc_lab(&args));
+        std::thread::sleep(settle);
+    }
+    load.stop(started, lab, &before)
+}
+
 /// The previous commit's agent that $SVC_CHAOS_PREVIOUS_AGENT names
 /// (`cargo xtask chaos` and `cargo xtask test` build it), if any.
 pub fn previous_agent() -> Option<PathBuf> {
@@ -613,7 +639,7 @@ fn agent_upgrade(settle: Duration, pause: Duration) -> Option<Figures> {
         eprintln!("agent_upgrade: SKIPPED, no previous build ($SVC_CHAOS_PREVIOUS_AGENT)");
         return None;
     };
-    let mut lab = ChaosLab::up(Some(&previous));
+    let mut lab = ChaosLab::up(Some(&previous), &[]);
     let previous = std::fs::canonicalize(&previous).expect("the previous agent");
     assert!(
         lab.agent_binaries()

@@ -7,7 +7,8 @@
 //! that scenario says SKIPPED); the real kube-apiserver
 //! killed for 10 s under load while the endpoints change; and 10 s of
 //! endpoint churn (100 changes/s) across 200 Services beside the loaded
-//! one. Every request must be answered, every datagram, every long-lived
+//! one; and, on a lab of `--lb-mode dsr --lb-algorithm maglev` agents,
+//! the LB IP's route moved node-1 -> node-2 -> both -> node-1. Every request must be answered, every datagram, every long-lived
 //! connection kept (reopened only when the server says it closes), and the
 //! maps must take the change within 2 s of the API server's return, and
 //! hold every Service's last endpoints after the churn. The
@@ -24,11 +25,11 @@ fn rollout_scale_an_upgrade_an_api_server_outage_and_endpoint_churn_fail_no_requ
     let results = tests::chaos::run_selected(true, Duration::from_millis(20), |name| {
         matches!(
             name,
-            "rollout" | "scale" | "agent_upgrade" | "apiserver_kill" | "churn"
+            "rollout" | "scale" | "agent_upgrade" | "apiserver_kill" | "churn" | "dsr_failover"
         )
     });
     let upgrade = tests::chaos::previous_agent().is_some();
-    assert_eq!(results.len(), 4 + usize::from(upgrade), "{results:?}");
+    assert_eq!(results.len(), 5 + usize::from(upgrade), "{results:?}");
     for (name, figures) in &results {
         eprintln!("{name}: {figures:?}");
         assert!(
