@@ -434,3 +434,28 @@ fn a_delivered_flow_on_a_tuple_in_use_gets_the_hairpin_source() {
     })
     .unwrap();
 }
+
+/// `svc-agent lookup` says how a new flow will go once its backend is
+/// known (Maglev): by DSR from the node the client reaches, directly on
+/// the backend's node.
+#[test]
+fn lookup_names_the_mode_of_a_new_flow() {
+    let maglev = |local| Frontend {
+        lb_algorithm: svc_agent::model::LbAlgorithm::Maglev,
+        ..lb(Protocol::TCP, &[pod(local)])
+    };
+    let mut node_1 = node_datapath(NODE_1, LbMode::Dsr, &[maglev(false)]);
+    let mut node_2 = node_datapath(NODE_2, LbMode::Dsr, &[maglev(true)]);
+    let on_1 = looked_up(&mut node_1, 43000);
+    assert_eq!(
+        (on_1.via, on_1.backend, on_1.mode),
+        (
+            Via::Maglev,
+            Some(SocketAddrV4::new(POD, 8080)),
+            Some(Mode::Dsr)
+        )
+    );
+    assert_eq!(looked_up(&mut node_2, 43000).mode, Some(Mode::Direct));
+    let mut snat = node_datapath(NODE_1, LbMode::Snat, &[maglev(false)]);
+    assert_eq!(looked_up(&mut snat, 43000).mode, Some(Mode::Snat));
+}

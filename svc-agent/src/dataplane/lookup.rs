@@ -17,7 +17,7 @@ use super::{
     maps::{ServiceMaps as _, map_error},
     readback,
 };
-use crate::model::{BackendState, Frontend, Protocol};
+use crate::model::{BackendState, Frontend, FrontendKind, LbMode, Protocol};
 use svc_common::names;
 
 /// Why the flow goes where [`Lookup`] says.
@@ -56,8 +56,10 @@ pub struct Lookup {
     pub frontend: String,
     pub backend: Option<SocketAddrV4>,
     pub via: Via,
-    /// Known for a tracked flow only: for a new one it depends on the
-    /// backend picked and on where the packet enters the node.
+    /// For a tracked flow, from its entry; for a new one from outside the
+    /// node (not to a ClusterIP) once its backend is known (Maglev,
+    /// affinity), from where that backend runs and the node's
+    /// `--lb-mode`; else unknown.
     pub mode: Option<Mode>,
     /// For [`Via::Random`] and [`Via::Maglev`]: the backends a new flow is
     /// picked among.
@@ -96,6 +98,9 @@ impl Tables {
         }) else {
             return Ok(None);
         };
+        // The node's mode says how a new flow reaches a remote backend; a
+        // node not configured yet has none (source NAT's default).
+        let lb_mode = self.node().map(|node| node.lb_mode).unwrap_or_default();
         let header = contents.slots.get(&FrontendKey::new(
             addr_be(*to.ip()),
             to.port().to_be(),
@@ -110,24 +115,25 @@ impl Tables {
                     *from,
                     to,
                     &frontends,
-                    (frontend, *rev_nat_id),
-                    header,
+                    (frontend, *rev_nat_id, header),
+                    lb_mode,
                 )
             })
             .collect::<Result<Vec<Lookup>, DataplaneError>>()
             .map(Some)
     }
 
-    /// One flow's answer: `frontend` (with its rev_nat_id) is the one `to`
-    /// names, `header` its SERVICES header, `frontends` every frontend.
+    /// One flow's answer: `frontend` (with its rev_nat_id and SERVICES
+    /// header) is the one `to` names, `frontends` every frontend,
+    /// `lb_mode` the node's.
     fn lookup_one(
         &self,
         protocol: Protocol,
         from: SocketAddrV4,
         to: SocketAddrV4,
         frontends: &[(Frontend, u32)],
-        (frontend, rev_nat_id): (&Frontend, u32),
-        header: Option<&ServiceSlot>,
+        (frontend, rev_nat_id, header): (&Frontend, u32, Option<&ServiceSlot>),
+        lb_mode: LbMode,
     ) -> Result<Lookup, DataplaneError> {
         let key = flow_key(protocol, from, to);
         let tracked = match self.ct.get(&key, 0) {
@@ -206,6 +212,9 @@ impl Tables {
             lookup.backend = Some(backend);
             lookup.via = Via::Affinity;
         }
+        if let Some(backend) = lookup.backend {
+            lookup.mode = new_flow_mode(frontend, backend, lb_mode);
+        }
         Ok(lookup)
     }
 
@@ -238,6 +247,28 @@ impl Tables {
             Err(error) => Err(map_error(names::BACKENDS)(error)),
         }
     }
+}
+
+/// How a new flow from outside the node to `frontend` reaches `backend`,
+/// once known: directly on this node, else as the node's `lb_mode` says.
+/// None for a ClusterIP, which pods reach (with the client's address, on
+/// any node).
+fn new_flow_mode(frontend: &Frontend, backend: SocketAddrV4, lb_mode: LbMode) -> Option<Mode> {
+    if frontend.kind == FrontendKind::ClusterIP {
+        return None;
+    }
+    let local = frontend
+        .backends
+        .iter()
+        .find(|b| SocketAddrV4::new(b.address, b.port) == backend)?
+        .local;
+    Some(if local {
+        Mode::Direct
+    } else if lb_mode.tunnels(frontend.protocol) {
+        Mode::Dsr
+    } else {
+        Mode::Snat
+    })
 }
 
 fn candidates(frontend: &Frontend, wanted: BackendState) -> Vec<SocketAddrV4> {
