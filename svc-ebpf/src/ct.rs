@@ -583,15 +583,14 @@ pub fn create(
 /// already in use towards that backend, through another of its Service
 /// addresses (a client may use one port towards two destinations; the
 /// backend sees one tuple). Translated as it is, the new flow would take
-/// the live one's replies. A flow another node `delivered` here keeps
-/// the address replies leave from as `kept_addr` (see
+/// the live one's replies. `kept_addr`: the address a flow another node
+/// delivered here keeps for its replies, else 0 (see
 /// flow_flags::DELIVERED).
 #[inline(always)]
 pub fn reply_tuple_taken(
     flow: &Ipv4Flow,
     backend: &Backend,
     rev_nat_id: u32,
-    delivered: bool,
     kept_addr_be: u32,
 ) -> bool {
     let key = flow_key(
@@ -619,8 +618,7 @@ pub fn reply_tuple_taken(
     } else {
         0
     };
-    let kept_be = if delivered { kept_addr_be } else { 0 };
-    (holder.rev_nat_id != rev_nat_id || held_kept_be != kept_be)
+    (holder.rev_nat_id != rev_nat_id || held_kept_be != kept_addr_be)
         && !expired(holder, flow.proto, established, now())
 }
 

@@ -254,10 +254,10 @@ fn tunnelled(
 }
 
 /// The first packet of a flow to a frontend, sent to the `selected`
-/// backend, with the source NAT it needs, or by direct server return.
-/// Its source port is the client's until [`finish`] makes the flow's
-/// entries (`delivered`: a flow another node sent here),
-/// and claims a NAT port.
+/// backend, with the source NAT it needs, or by direct server return
+/// (`delivered`: a flow another node sent here). Its source port is the
+/// client's until [`finish`] makes the flow's entries (and claims a NAT
+/// port).
 #[inline(always)]
 fn new_flow(
     flow: &Ipv4Flow,
@@ -290,8 +290,7 @@ fn new_flow(
             flow,
             backend,
             selected.rev_nat_id,
-            delivered,
-            selected.backend_id,
+            if delivered { selected.backend_id } else { 0 },
         )
     {
         // The client's port already reaches this backend through
@@ -374,8 +373,8 @@ fn refuse<P: Packet>(
 /// passes it on untouched (XDP, to the TC program behind it), the whole
 /// flow with it. A packet that cannot be delivered is answered instead
 /// (see [`answer_if_undeliverable`]). Then a new flow's conntrack entries
-/// are made, which gives its NAT port, and the packet is rewritten and
-/// sent.
+/// are made, which gives its NAT port, and the packet is rewritten (or
+/// encapsulated) and sent.
 #[inline(always)]
 fn finish<P: Packet>(
     pkt: &P,
@@ -438,10 +437,10 @@ fn finish<P: Packet>(
 /// The end of [`finish`] for a flow sent by direct server return to the
 /// backend `decision` names: counted, a SYN's MSS clamped to what fits
 /// the route once encapsulated, and sent as `sent` says (route.rs `send`
-/// made it ready to leave) inside an IPIP header. The TC program (which sends only what XDP could not, for want
-/// of the next hop's MAC address) leaves the MSS as it is: that
-/// connection's client learns the size from the ICMP fragmentation needed
-/// its first full segment gets (see [`finish`]).
+/// made it ready to leave) inside an IPIP header. The TC program (which sends
+/// only what XDP could not, for want of the next hop's MAC address)
+/// leaves the MSS as it is: that connection's client learns the size from
+/// the ICMP fragmentation needed its first full segment gets.
 #[inline(always)]
 fn send_tunnelled<P: Packet>(
     pkt: &P,
@@ -548,8 +547,8 @@ fn answer_if_undeliverable<P: Packet>(
 
 /// The end of [`finish`]: the packet counted for its frontend (when
 /// `decision` says so), rewritten as `decision` says, and sent as `sent`
-/// says (the program's own route, made ready by route.rs `send`); one of
-/// an established flow handed to the stack
+/// says (the program's own route, made ready by route.rs
+/// `send`); one of an established flow handed to the stack
 /// instead leaves `decision` in the flow cache for the flow's next packets
 /// (a flow not established yet must keep taking the conntrack path, which
 /// moves it along: see ct.rs).

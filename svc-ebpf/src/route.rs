@@ -226,7 +226,7 @@ fn lookup<P: Packet>(pkt: &P, saddr_be: u32, daddr_be: u32, protocol: u8, ip_len
 /// that register holds a pointer, which the verifier refuses to shift.
 /// (The TC programs have no stack for the slot, and no such merge.)
 #[inline(always)]
-fn settled<P: Packet>(_pkt: &P, ifindex: u32) -> u32 {
+fn settled<P: Packet>(ifindex: u32) -> u32 {
     if P::SPARE_STACK {
         core::hint::black_box(ifindex)
     } else {
@@ -255,9 +255,9 @@ pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, Dr
         } => {
             pkt.write(ETH_DEST_OFF, &dmac)?;
             pkt.write(ETH_SOURCE_OFF, &smac)?;
-            Action::redirect(settled(pkt, ifindex))
+            Action::redirect(settled::<P>(ifindex))
         }
-        Route::Unresolved { ifindex } => Action::redirect_neigh(settled(pkt, ifindex)),
+        Route::Unresolved { ifindex } => Action::redirect_neigh(settled::<P>(ifindex)),
     };
     let old = u16::from_ne_bytes([ttl, protocol]);
     let new = u16::from_ne_bytes([ttl - 1, protocol]);
