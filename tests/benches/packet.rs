@@ -441,6 +441,16 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// One figure by table size, as JSON: {"1": ns, "1000": ns, ...}.
+fn series<T>(by_size: &BTreeMap<u32, T>, pick: fn(&T) -> f64) -> serde_json::Value {
+    serde_json::Value::Object(
+        by_size
+            .iter()
+            .map(|(size, figures)| (size.to_string(), serde_json::json!(pick(figures))))
+            .collect(),
+    )
+}
+
 fn main() {
     let mut datapath = Datapath::load(None).expect("load the datapath (root)");
     let syn = tcp_frame((CLIENT, 10_000), (frontend_address(0), 80), 1, SYN, b"");
@@ -484,32 +494,16 @@ fn main() {
             t.new_flow, t.hit, t.delivery
         );
     }
-    let series = |pick: fn(&Figures) -> f64| {
-        serde_json::Value::Object(
-            by_size
-                .iter()
-                .map(|(size, f)| (size.to_string(), serde_json::json!(pick(f))))
-                .collect(),
-        )
-    };
-    let tunnel_series = |pick: fn(&Tunnel) -> f64| {
-        serde_json::Value::Object(
-            tunnel
-                .iter()
-                .map(|(size, t)| (size.to_string(), serde_json::json!(pick(t))))
-                .collect(),
-        )
-    };
     let report = serde_json::json!({
         "baseline_ns": baseline,
-        "new_flow_ns": series(|f| f.new_flow),
-        "new_flow_maglev_ns": series(|f| f.new_flow_maglev),
-        "ct_hit_ns": series(|f| f.ct_hit),
-        "ct_hit_uncached_ns": series(|f| f.ct_hit_uncached),
-        "miss_ns": series(|f| f.miss),
-        "tunnel_new_flow_ns": tunnel_series(|t| t.new_flow),
-        "tunnel_hit_ns": tunnel_series(|t| t.hit),
-        "delivery_ns": tunnel_series(|t| t.delivery),
+        "new_flow_ns": series(&by_size, |f| f.new_flow),
+        "new_flow_maglev_ns": series(&by_size, |f| f.new_flow_maglev),
+        "ct_hit_ns": series(&by_size, |f| f.ct_hit),
+        "ct_hit_uncached_ns": series(&by_size, |f| f.ct_hit_uncached),
+        "miss_ns": series(&by_size, |f| f.miss),
+        "tunnel_new_flow_ns": series(&tunnel, |t| t.new_flow),
+        "tunnel_hit_ns": series(&tunnel, |t| t.hit),
+        "delivery_ns": series(&tunnel, |t| t.delivery),
         "method": "BPF_PROG_TEST_RUN on svc_from_world (XDP); baseline, miss, ct_hit and ct_hit_uncached are each the median of 5 test runs of 1e6 repeats. baseline: mean of 1e6 runs of an XDP_PASS program. miss: mean of 1e6 runs of a packet to no frontend (checked unchanged). ct_hit: mean of 1e6 runs on a pair of frontends that are each other's backend, so every run after a warm-up is a conntrack hit with a full destination rewrite (checked by the frontends' packet counters and the final packet; the 1-frontend table holds this pair, 2 frontends), from a client port whose two flows have their own flow cache slots: the cached fast path an established flow takes. ct_hit_uncached: the same from a client port whose two flows share one slot, so each run evicts the other's and takes the conntrack table's path. new_flow: median over 20000 distinct flows of one run minus one XDP_PASS run on the same packet, plus baseline (checked: 2 conntrack entries per flow). new_flow_maglev: the same with A picking by its Maglev table. tunnel_new_flow, tunnel_hit, delivery: direct server return (--lb-mode dsr), each like new_flow over 20000 single runs: a SYN sent encapsulated to A's backend on another node (checked: redirected, IPIP), a segment of such a flow once established (the same), and on the backend's node one of those SYNs as it arrives (checked: decapsulated, passed on to the pod).",
     });
     tests::write_bench_report("packet.json", &report);

@@ -288,6 +288,18 @@ pub fn rewritten(frame: &[u8], destination: bool, addr: Ipv4Addr, port: u16) -> 
 
 /// One lab node `node-1` with pods `web` (TCP 8080, UDP 5353) and `curl`,
 /// svc-lb loaded, and the given frontends applied.
+/// Packets a datapath counted under drop reason `reason` (its name).
+pub fn datapath_drops(datapath: &mut svc_agent::dataplane::Datapath, reason: &str) -> u64 {
+    datapath
+        .tables()
+        .drop_counters()
+        .unwrap()
+        .iter()
+        .find(|c| c.reason == reason)
+        .unwrap_or_else(|| panic!("no drop reason {reason:?}"))
+        .packets
+}
+
 /// The datapath of a node at `address` (its programs loaded, not
 /// attached), in `lb_mode`, holding `frontends`.
 pub fn node_datapath(

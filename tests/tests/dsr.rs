@@ -144,15 +144,6 @@ fn looked_up(datapath: &mut Datapath, port: u16) -> Lookup {
         .expect("the LB IP is a frontend")
 }
 
-fn drops(datapath: &mut Datapath, reason: &str) -> u64 {
-    let counters = datapath.tables().drop_counters().unwrap();
-    counters
-        .iter()
-        .find(|c| c.reason == reason)
-        .unwrap()
-        .packets
-}
-
 /// A whole connection: node-1 tunnels the client's packets to node-2,
 /// node-2 delivers them to the pod with the client's address, and the
 /// pod's replies leave node-2 from the frontend, straight to the client.
@@ -351,7 +342,7 @@ fn too_big_for_the_tunnel_is_answered_with_the_mtu_less_the_outer_header() {
         fix_checksums(&mut fragmentable);
         let (verdict, _) = run_xdp(node_1.from_world_program().unwrap(), &fragmentable);
         assert_eq!(verdict, XDP_DROP);
-        assert_eq!(drops(&mut node_1, "tunnel_unroutable"), 1);
+        assert_eq!(datapath_drops(&mut node_1, "tunnel_unroutable"), 1);
     })
     .unwrap();
 }

@@ -29,17 +29,6 @@ fn datapath() -> Datapath {
     datapath
 }
 
-fn drops(datapath: &mut Datapath, reason: &str) -> u64 {
-    datapath
-        .tables()
-        .drop_counters()
-        .unwrap()
-        .iter()
-        .find(|c| c.reason == reason)
-        .map(|c| c.packets)
-        .unwrap()
-}
-
 #[test]
 fn checksum_helper_rejects_a_stale_checksum() {
     let good = tcp_frame((CLIENT, 40000), (CLUSTER_IP, 80), 1000, SYN, b"");
@@ -254,7 +243,7 @@ fn syn_to_frontend_without_backends_gets_a_reset() {
     );
     assert_eq!(tcp[12] >> 4, 5, "data offset");
     assert_eq!(tcp[13], 0x14, "RST|ACK");
-    assert_eq!(drops(&mut datapath, "no_backend_reset"), 1);
+    assert_eq!(datapath_drops(&mut datapath, "no_backend_reset"), 1);
     assert!(datapath.tables().flows().unwrap().is_empty());
 }
 
@@ -289,8 +278,8 @@ fn reset_to_empty_frontend_is_dropped_not_answered() {
     let rst = tcp_frame((CLIENT, 40000), (EMPTY_IP, 80), 1000, flags, b"");
     let (verdict, _) = run_tc(datapath.from_pod_program().unwrap(), &rst);
     assert_eq!(verdict, TC_ACT_SHOT);
-    assert_eq!(drops(&mut datapath, "no_backend_drop"), 1);
-    assert_eq!(drops(&mut datapath, "no_backend_reset"), 0);
+    assert_eq!(datapath_drops(&mut datapath, "no_backend_drop"), 1);
+    assert_eq!(datapath_drops(&mut datapath, "no_backend_reset"), 0);
 }
 
 #[test]
@@ -330,7 +319,7 @@ fn malformed_packets_to_a_frontend_are_dropped_and_counted() {
         let (verdict, _) = run_tc(datapath.from_pod_program().unwrap(), &frame);
         assert_eq!(verdict, TC_ACT_SHOT, "{name}");
     }
-    assert_eq!(drops(&mut datapath, "malformed"), 3);
+    assert_eq!(datapath_drops(&mut datapath, "malformed"), 3);
     assert!(datapath.tables().flows().unwrap().is_empty());
 }
 
@@ -363,7 +352,7 @@ fn a_big_tcp_packet_with_zero_total_length_is_translated() {
 
     let (verdict, _) = run_tc(datapath.from_pod_program().unwrap(), &big);
     assert_eq!(verdict, TC_ACT_SHOT);
-    assert_eq!(drops(&mut datapath, "malformed"), 1);
+    assert_eq!(datapath_drops(&mut datapath, "malformed"), 1);
 }
 
 #[test]

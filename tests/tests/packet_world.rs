@@ -49,15 +49,6 @@ fn node_port(backends: &[svc_agent::model::BackendRef]) -> Frontend {
     )
 }
 
-fn drops(datapath: &mut Datapath, reason: &str) -> u64 {
-    let counters = datapath.tables().drop_counters().unwrap();
-    counters
-        .iter()
-        .find(|c| c.reason == reason)
-        .unwrap()
-        .packets
-}
-
 fn world(datapath: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
     run_xdp(datapath.from_world_program().unwrap(), frame)
 }
@@ -158,8 +149,8 @@ fn local_policy_without_local_backend_drops_external_traffic() {
     let syn = tcp_frame((CLIENT, 40000), (NODE, 30080), 1, SYN, b"");
     let (verdict, _) = world(&mut datapath, &syn);
     assert_eq!(verdict, XDP_DROP);
-    assert_eq!(drops(&mut datapath, "no_backend_drop"), 1);
-    assert_eq!(drops(&mut datapath, "no_backend_reset"), 0);
+    assert_eq!(datapath_drops(&mut datapath, "no_backend_drop"), 1);
+    assert_eq!(datapath_drops(&mut datapath, "no_backend_reset"), 0);
 }
 
 #[test]
@@ -171,7 +162,7 @@ fn tcp_to_an_empty_node_port_is_reset_from_the_nic() {
     assert_eq!(verify_checksums(&out), Ok(()));
     assert_eq!(endpoints(&out), ((NODE, 30080), (CLIENT, 40000)));
     assert_eq!(out[14 + 20 + 13], 0x14, "RST|ACK");
-    assert_eq!(drops(&mut datapath, "no_backend_reset"), 1);
+    assert_eq!(datapath_drops(&mut datapath, "no_backend_reset"), 1);
 }
 
 #[test]
@@ -209,7 +200,7 @@ fn udp_to_an_empty_frontend_gets_icmp_port_unreachable() {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     assert_eq!(sum, 0xffff, "ICMP checksum");
-    assert_eq!(drops(&mut datapath, "no_backend_unreachable"), 1);
+    assert_eq!(datapath_drops(&mut datapath, "no_backend_unreachable"), 1);
 }
 
 #[test]
@@ -233,7 +224,7 @@ fn source_ranges_admit_only_listed_clients() {
     let outside = tcp_frame((outsider, 40000), (LB_IP, 80), 1, SYN, b"");
     let (verdict, _) = world(&mut datapath, &outside);
     assert_eq!(verdict, XDP_DROP);
-    assert_eq!(drops(&mut datapath, "source_range_denied"), 1);
+    assert_eq!(datapath_drops(&mut datapath, "source_range_denied"), 1);
 
     let states = datapath.tables().read().unwrap();
     assert_eq!(
@@ -350,7 +341,7 @@ fn snat_without_node_config_is_refused_and_counted() {
     let syn = tcp_frame((CLIENT, 40000), (NODE, 30080), 1, SYN, b"");
     let (verdict, _) = world(&mut datapath, &syn);
     assert_eq!(verdict, XDP_DROP);
-    assert_eq!(drops(&mut datapath, "node_config_missing"), 1);
+    assert_eq!(datapath_drops(&mut datapath, "node_config_missing"), 1);
 }
 
 /// The NIC program sends a packet out of an interface itself only where
@@ -499,7 +490,11 @@ fn too_big_for_the_route_is_answered_with_fragmentation_needed() {
             let mut datapath = load_with(&[dns]);
             let answer = world(&mut datapath, &input_too_big);
             let passed = world(&mut datapath, &input_fits);
-            (answer, passed, drops(&mut datapath, "fragmentation_needed"))
+            (
+                answer,
+                passed,
+                datapath_drops(&mut datapath, "fragmentation_needed"),
+            )
         })
         .unwrap();
 
@@ -572,7 +567,7 @@ fn an_expiring_ttl_is_answered_with_time_exceeded() {
             let flows = datapath.tables().flows().unwrap().len();
             let world_lasting = world(&mut datapath, &lasting);
             let pod_expiring = run_tc_in_namespace(datapath.from_pod_program().unwrap(), &from_pod);
-            let time_exceeded = drops(&mut datapath, "time_exceeded");
+            let time_exceeded = datapath_drops(&mut datapath, "time_exceeded");
             (
                 world_expiring,
                 world_lasting,
