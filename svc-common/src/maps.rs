@@ -34,6 +34,9 @@ pub mod names {
     /// Conntrack keys the agent's collector has just taken out of their
     /// table (see [`crate::CollectMark`]).
     pub const CT_COLLECTING: &str = "CT_COLLECT_V1";
+    /// The node's own network namespace: sockets of any other are pods'
+    /// (see [`crate::HostNetns`]).
+    pub const HOST_NETNS: &str = "HOST_NETNS_V1";
     /// Interfaces the NIC's XDP program may send packets out of (ifindex →
     /// the interface's XDP features, as the kernel reports them). Not
     /// pinned, so not in [`ALL`]: each agent fills its own from the kernel
@@ -49,7 +52,7 @@ pub mod names {
     /// entry (see the agent's dataplane/pins.rs), then unpins the old map.
     pub const CONVERTED: [(&str, &str); 2] = [("CT_V1", CT), ("CT_NEW_V1", CT_NEW)];
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -66,6 +69,7 @@ pub mod names {
         SERVICE_CIDRS,
         MAGLEV,
         CT_COLLECTING,
+        HOST_NETNS,
     ];
 }
 
@@ -445,6 +449,21 @@ pub struct NodeConfig {
 }
 const _: () = assert!(core::mem::size_of::<NodeConfig>() == 16);
 
+/// HOST_NETNS_V1 (one entry): the network namespace the node's own
+/// processes live in. The socket hooks run for every socket of the cgroup
+/// they are attached to; on a real node that is the root cgroup, which
+/// holds the pods too. A socket in another namespace is a pod's: its
+/// connect() is balanced as the node's are, but its UDP and its flows to
+/// frontends with sessionAffinity or source ranges stay on the per-packet
+/// path, which sees the pod's address and follows backend changes.
+/// A cookie of 0 (not written yet) makes every socket the node's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostNetns {
+    /// The namespace's cookie (SO_NETNS_COOKIE, bpf_get_netns_cookie).
+    pub cookie: u64,
+}
+
 /// How external traffic (NodePort, LoadBalancer, externalIPs) reaches a
 /// backend on another node (`--lb-mode`).
 pub mod lb_mode {
@@ -608,6 +627,7 @@ mod pod {
     // SAFETY: every type is repr(C), has no implicit padding (the size
     // assertions above pin each layout) and is valid for any bit pattern.
     unsafe impl aya::Pod for super::FrontendKey {}
+    unsafe impl aya::Pod for super::HostNetns {}
     unsafe impl aya::Pod for super::ServiceSlot {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::RevNat {}

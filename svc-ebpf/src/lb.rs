@@ -81,7 +81,19 @@ pub fn select(
     let Some((key, header)) = frontend_header(addr_be, port_be, protocol) else {
         return Ok(Selection::NotAFrontend);
     };
-    if header.flags & frontend_flags::SOURCE_RANGES != 0 && !source_allowed(&header, client_addr_be)
+    select_from(key, &header, client_addr_be, client_port_be)
+}
+
+/// [`select`] for a frontend already looked up: `key` and `header` as
+/// [`frontend_header`] gave them.
+#[inline(always)]
+pub fn select_from(
+    key: FrontendKey,
+    header: &ServiceSlot,
+    client_addr_be: u32,
+    client_port_be: Option<u16>,
+) -> Result<Selection, DropReason> {
+    if header.flags & frontend_flags::SOURCE_RANGES != 0 && !source_allowed(header, client_addr_be)
     {
         return Err(DropReason::SourceRangeDenied);
     }
@@ -107,15 +119,20 @@ pub fn select(
         0
     };
     if header.affinity_timeout_s > 0
-        && let Some(selected) = remembered(&affinity_key, &header, now)
+        && let Some(selected) = remembered(&affinity_key, header, now)
     {
         return Ok(Selection::Backend(selected));
     }
     let hashed = match client_port_be {
         Some(client_port_be) if header.maglev_size != 0 => {
-            let hash =
-                maglev::flow_hash(client_addr_be, addr_be, client_port_be, port_be, protocol);
-            maglev_entry(&header, hash)
+            let hash = maglev::flow_hash(
+                client_addr_be,
+                key.addr_be,
+                client_port_be,
+                key.port_be,
+                key.proto,
+            );
+            maglev_entry(header, hash)
         }
         _ => None,
     };

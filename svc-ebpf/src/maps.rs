@@ -9,10 +9,10 @@ use aya_ebpf::{
 };
 use svc_common::{
     Affinity, AffinityKey, Backend, CollectMark, DropCounters, DropReason, Flow, FlowKey,
-    FrontendCounters, FrontendKey, FrontendMeta, MAX_AFFINITY, MAX_BACKENDS, MAX_COLLECT_MARKS,
-    MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS, MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES,
-    MAX_XDP_TARGETS, MaglevEntry, NodeConfig, RevNat, ServiceCidrs, ServiceSlot, SockKey,
-    SourceRange, TablesGeneration, flow_cache, maglev,
+    FrontendCounters, FrontendKey, FrontendMeta, HostNetns, MAX_AFFINITY, MAX_BACKENDS,
+    MAX_COLLECT_MARKS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS, MAX_SERVICE_SLOTS, MAX_SOCKETS,
+    MAX_SOURCE_RANGES, MAX_XDP_TARGETS, MaglevEntry, NodeConfig, RevNat, ServiceCidrs, ServiceSlot,
+    SockKey, SourceRange, TablesGeneration, flow_cache, maglev,
 };
 
 use crate::headers::Ipv4Header;
@@ -196,6 +196,10 @@ pub static MAGLEV_V1: Array<
 /// This node's addresses (one entry, index 0).
 #[btf_map]
 pub static CONFIG_V1: Array<NodeConfig, 1> = Array::new();
+
+/// The node's own network namespace (svc_common::HostNetns, index 0).
+#[btf_map]
+pub static HOST_NETNS_V1: Array<HostNetns, 1> = Array::new();
 
 /// Socket-level load balancing: which frontend a connected socket's backend
 /// stands for (UDP replies, getpeername).

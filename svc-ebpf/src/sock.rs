@@ -1,21 +1,31 @@
-//! Socket-level load balancing for processes on the node itself (cgroup
-//! sock_addr hooks). A process that connects to (or sends to) a frontend
-//! is pointed at a backend once, in the syscall: no per-packet NAT, and no
-//! route to Service addresses is needed in the node's namespace. Replies
-//! and getpeername() show the frontend, as the process dialled it.
+//! Socket-level load balancing (cgroup sock_addr hooks). A process that
+//! connects to (or sends to) a frontend is pointed at a backend once, in
+//! the syscall: no per-packet NAT, and no route to Service addresses is
+//! needed in the node's namespace. Replies and getpeername() show the
+//! frontend, as the process dialled it.
 //!
-//! Attached to a cgroup that holds only the node's processes (in a real
-//! node: the root cgroup; in the lab: one cgroup per node).
+//! Attached to a cgroup that holds the node's processes and its pods (in a
+//! real node: the root cgroup; in the lab: one cgroup per node). The
+//! node's own sockets (in HOST_NETNS_V1's namespace) are all balanced
+//! here. A pod's TCP connect() is too, so its connection goes to the
+//! backend as if dialled directly; the rest of a pod's traffic keeps the
+//! per-packet path of its veth, which sees what a socket hook cannot:
+//! - UDP: a connected UDP socket balanced here would keep a backend that
+//!   went away (nothing here can reach into the socket to move it), where
+//!   per-packet conntrack picks another;
+//! - frontends with sessionAffinity or loadBalancerSourceRanges: both key
+//!   on the client's address, which a socket does not have before
+//!   connect(). The node's own sockets count as 0.0.0.0 there.
 use aya_ebpf::{
     bindings::{BPF_ANY, bpf_sock_addr},
-    helpers::{bpf_get_socket_cookie, bpf_set_retval},
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     programs::SockAddrContext,
 };
-use svc_common::{DropReason, RevNat, SockKey, proto};
+use svc_common::{DropReason, RevNat, SockKey, frontend_flags, proto};
 
 use crate::{
     lb::{self, Selection},
-    maps::SOCK_RNAT_V1,
+    maps::{HOST_NETNS_V1, SOCK_RNAT_V1},
     stats,
 };
 
@@ -51,6 +61,14 @@ fn sock_addr(ctx: &SockAddrContext) -> *mut bpf_sock_addr {
     ctx.sock_addr
 }
 
+/// Whether the socket lives in a pod's network namespace, not the node's.
+#[inline(always)]
+fn in_pod(ctx: &SockAddrContext) -> bool {
+    let host = HOST_NETNS_V1.get(0).map_or(0, |host| host.cookie);
+    // SAFETY: the context the kernel handed us is the helper's argument.
+    host != 0 && unsafe { bpf_get_netns_cookie(sock_addr(ctx).cast()) } != host
+}
+
 /// connect() and sendmsg(): a frontend destination becomes a backend.
 #[inline(always)]
 pub fn try_translate(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
@@ -62,11 +80,27 @@ pub fn try_translate(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
     if protocol != proto::TCP && protocol != proto::UDP {
         return Ok(Syscall::Allow);
     }
-    // The socket's source address is not chosen before connect() or
-    // sendmsg(): source ranges and affinity see the node as 0.0.0.0.
-    match lb::select(0, None, daddr_be, dport_be, protocol)? {
-        Selection::NotAFrontend if lb::in_service_cidrs(daddr_be) => Ok(Syscall::Refuse),
+    let pod = in_pod(ctx);
+    if pod && protocol != proto::TCP {
+        return Ok(Syscall::Allow);
+    }
+    let Some((key, header)) = lb::frontend_header(daddr_be, dport_be, protocol) else {
+        return Ok(if lb::in_service_cidrs(daddr_be) {
+            Syscall::Refuse
+        } else {
+            Syscall::Allow
+        });
+    };
+    if pod && (header.affinity_timeout_s > 0 || header.flags & frontend_flags::SOURCE_RANGES != 0) {
+        return Ok(Syscall::Allow);
+    }
+    // The node's socket has no source address before connect() or
+    // sendmsg(): source ranges and affinity see it as 0.0.0.0.
+    match lb::select_from(key, &header, 0, None)? {
         Selection::NotAFrontend => Ok(Syscall::Allow),
+        // The per-packet path drops these (kube-proxy's way for external
+        // traffic with eTP Local); a pod's packets go there as before.
+        Selection::Empty { drop: true } if pod => Ok(Syscall::Allow),
         Selection::Empty { .. } => Ok(Syscall::Refuse),
         Selection::Backend(selected) => {
             let backend = selected.backend;

@@ -59,16 +59,27 @@ pub struct LabPod {
     pub address: Ipv4Addr,
     /// The host-side veth in the node's namespace.
     pub host_interface: String,
+    /// Its node's cgroup, which holds the pod's processes as a real node's
+    /// root cgroup holds kubepods: the node's socket hooks see them.
+    cgroup: PathBuf,
     ns: Netns,
 }
 
 impl LabPod {
+    /// The pod's network namespace. Threads of this process that enter it
+    /// stay in this process's cgroup: their sockets take the per-packet
+    /// path only, which is how tests reach it.
     pub fn netns(&self) -> &Netns {
         &self.ns
     }
 
+    /// A command that runs in the pod: in its network namespace and its
+    /// node's cgroup, so the node's socket hooks balance its connect()
+    /// calls as on a real node.
     pub fn command(&self, program: &str) -> Result<Command, LabError> {
-        self.ns.command(program)
+        let mut command = self.ns.command(program)?;
+        cgroup::join_on_spawn(&mut command, &self.cgroup)?;
+        Ok(command)
     }
 }
 
@@ -247,6 +258,7 @@ impl Lab {
             node: node.name.clone(),
             address,
             host_interface,
+            cgroup: node.cgroup.clone(),
             ns,
         });
         Ok(())
@@ -323,6 +335,7 @@ impl Lab {
             .in_thread(move || {
                 let mut datapath = Datapath::load(Some(&pin_dir))?;
                 datapath.tables().set_node(&node_settings)?;
+                datapath.tables().set_host_netns()?;
                 for interface in &interfaces {
                     datapath.attach_pod_interface(interface)?;
                 }

@@ -47,6 +47,8 @@ fn quantile(sorted: &[u32], q: f64) -> f64 {
 
 /// Runs `concurrency` workers inside `netns` for `duration` (after
 /// `warmup`, not counted), spreading connections over `targets` in turn.
+/// The workers are threads of this process: they keep its cgroup, so a
+/// node's socket hooks do not see them (see [`run_as`] for a pod's load).
 pub fn run(
     netns: &Netns,
     targets: Vec<SocketAddr>,
@@ -54,34 +56,126 @@ pub fn run(
     warmup: Duration,
     duration: Duration,
 ) -> Result<LoadReport, LabError> {
-    netns.in_thread(move || {
-        // Threads spawned here inherit this thread's network namespace.
-        let start = Instant::now() + warmup;
-        let end = start + duration;
-        let workers: Vec<_> = (0..concurrency)
-            .map(|w| {
-                let targets = targets.clone();
-                std::thread::spawn(move || worker(&targets, w, start, end))
-            })
-            .collect();
-        let mut report = LoadReport {
-            elapsed: duration,
-            ..LoadReport::default()
-        };
-        for worker in workers {
-            if let Ok(part) = worker.join() {
-                report.completed += part.completed;
-                report.failed += part.failed;
-                report.latency_us.extend(part.latency_us);
-                report.connect_us.extend(part.connect_us);
-            } else {
-                report.failed += 1;
-            }
+    netns.in_thread(move || run_here(&targets, concurrency, warmup, duration))
+}
+
+/// [`run`] in the calling thread's network namespace.
+fn run_here(
+    targets: &[SocketAddr],
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> LoadReport {
+    // Threads spawned here inherit this thread's network namespace.
+    let start = Instant::now() + warmup;
+    let end = start + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let targets = targets.to_vec();
+            std::thread::spawn(move || worker(&targets, w, start, end))
+        })
+        .collect();
+    let mut report = LoadReport {
+        elapsed: duration,
+        ..LoadReport::default()
+    };
+    for worker in workers {
+        if let Ok(part) = worker.join() {
+            report.completed += part.completed;
+            report.failed += part.failed;
+            report.latency_us.extend(part.latency_us);
+            report.connect_us.extend(part.connect_us);
+        } else {
+            report.failed += 1;
         }
-        report.latency_us.sort_unstable();
-        report.connect_us.sort_unstable();
-        report
+    }
+    report.latency_us.sort_unstable();
+    report.connect_us.sort_unstable();
+    report
+}
+
+/// Set, in a child [`run_as`] started, to the load it is to run.
+const CHILD_ENV: &str = "SVC_LOAD_CHILD";
+
+/// A load, as [`run_as`] hands it to its child and gets it back.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChildLoad {
+    targets: Vec<SocketAddr>,
+    concurrency: usize,
+    warmup_ms: u64,
+    duration_ms: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ChildReport {
+    completed: u64,
+    failed: u64,
+    latency_us: Vec<u32>,
+    connect_us: Vec<u32>,
+}
+
+/// [`run`] by a process of its own: `command` runs this same executable
+/// where the load belongs (a pod's network namespace and its node's
+/// cgroup, from `LabPod::command`), which must call [`serve_as_child`]
+/// first thing in main. So the load's sockets are a pod's, which its
+/// node's socket hooks see.
+pub fn run_as(
+    mut command: std::process::Command,
+    targets: Vec<SocketAddr>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> std::io::Result<LoadReport> {
+    let load = ChildLoad {
+        targets,
+        concurrency,
+        warmup_ms: u64::try_from(warmup.as_millis()).unwrap_or(u64::MAX),
+        duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+    };
+    let output = command
+        .env(CHILD_ENV, serde_json::to_string(&load)?)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        return Err(std::io::Error::other(format!(
+            "the load process failed: {}",
+            output.status
+        )));
+    }
+    let report: ChildReport = serde_json::from_slice(&output.stdout)?;
+    Ok(LoadReport {
+        completed: report.completed,
+        failed: report.failed,
+        elapsed: duration,
+        latency_us: report.latency_us,
+        connect_us: report.connect_us,
     })
+}
+
+/// In a process [`run_as`] started: runs its load, prints the report and
+/// exits. Returns at once in any other process.
+pub fn serve_as_child() {
+    let Ok(load) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let load: ChildLoad = serde_json::from_str(&load).expect("a load from run_as");
+    let report = run_here(
+        &load.targets,
+        load.concurrency,
+        Duration::from_millis(load.warmup_ms),
+        Duration::from_millis(load.duration_ms),
+    );
+    let report = ChildReport {
+        completed: report.completed,
+        failed: report.failed,
+        latency_us: report.latency_us,
+        connect_us: report.connect_us,
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("a report serializes")
+    );
+    std::process::exit(0);
 }
 
 const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";

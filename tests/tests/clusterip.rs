@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::{
-    io,
+    io::{self, Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     time::{Duration, Instant},
 };
@@ -18,7 +18,10 @@ const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
 fn lab() -> svc_lab::Lab {
     // Pod addresses are fixed by position: web is 198.18.1.10.
     let web = Ipv4Addr::new(198, 18, 1, 10);
+    let mut sticky = cluster_ip("sticky", CLUSTER_IP, 81, Protocol::TCP, &[(web, 8080)]);
+    sticky.affinity_timeout_seconds = Some(60);
     one_node_lab(&[
+        sticky,
         cluster_ip("web", CLUSTER_IP, 80, Protocol::TCP, &[(web, 8080)]),
         cluster_ip("dns", CLUSTER_IP, 53, Protocol::UDP, &[(web, 5353)]),
         // The test's own listener in the web pod.
@@ -56,15 +59,130 @@ fn curl_from_pod_to_cluster_ip_reaches_the_backend_pod() {
     // No SNAT on this path: the backend sees the client pod itself.
     assert_eq!(answer.client.ip(), curl.address);
 
-    let states = lab.tables("node-1").unwrap().read().unwrap();
-    let web = states
-        .iter()
-        .find(|s| s.frontend.service == "test/web")
+    // curl is a process of the pod, in its node's cgroup: the socket hook
+    // pointed its connect() at the backend, counted once, and no packet
+    // of the connection met the per-packet path.
+    assert_eq!(web_packets(&lab), 1, "one connect(), no packet translated");
+
+    // A thread of this test in the pod's namespace stays in the test's
+    // cgroup, out of the hooks' reach: its connection is translated
+    // packet by packet, and the backend still sees the pod.
+    let answer = lab
+        .pod("curl")
+        .unwrap()
+        .netns()
+        .in_thread(|| {
+            let mut stream = TcpStream::connect((CLUSTER_IP, 80)).unwrap();
+            let peer = stream.peer_addr().unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).unwrap();
+            (peer, answer)
+        })
+        .unwrap();
+    assert_eq!(answer.0, SocketAddr::from((CLUSTER_IP, 80)));
+    let body = answer.1.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(Answer::parse(body).unwrap().client.ip(), curl.address);
+    // The connect() counted before, then SYN, ACK, request at least.
+    let counted = web_packets(&lab);
+    assert!(counted >= 4, "{counted}");
+}
+
+/// What `script` prints, run by python3 as a process of pod curl (in its
+/// node's cgroup).
+fn python_in_pod(lab: &svc_lab::Lab, script: &str) -> String {
+    let output = lab
+        .pod("curl")
+        .unwrap()
+        .command("python3")
+        .unwrap()
+        .args(["-c", script])
+        .output()
         .unwrap();
     assert!(
-        web.packets >= 3,
-        "SYN, ACK, request at least: {}",
-        web.packets
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Packets (and socket-hook connects) counted for test/web on node-1.
+fn web_packets(lab: &svc_lab::Lab) -> u64 {
+    packets(lab, "test/web")
+}
+
+fn packets(lab: &svc_lab::Lab, service: &str) -> u64 {
+    let states = lab.tables("node-1").unwrap().read().unwrap();
+    states
+        .iter()
+        .find(|s| s.frontend.service == service)
+        .unwrap()
+        .packets
+}
+
+/// What a pod's socket hooks leave to the per-packet path: UDP (a
+/// connected UDP socket would keep a backend that went away) and
+/// frontends with sessionAffinity (keyed by the pod's address, which a
+/// socket has no before connect()). Each socket's own kernel table still
+/// names the ClusterIP: no hook rewrote it.
+#[test]
+fn a_pods_udp_and_sticky_connections_stay_on_the_per_packet_path() {
+    let lab = lab();
+    let script = "import socket\n\
+                  t = socket.create_connection(('198.19.0.10', 81), timeout=5)\n\
+                  t.sendall(b'GET / HTTP/1.1\\r\\nHost: t\\r\\n\\r\\n')\n\
+                  assert b'200' in t.recv(100)\n\
+                  u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  u.settimeout(5)\n\
+                  u.connect(('198.19.0.10', 53))\n\
+                  u.send(b'hello')\n\
+                  assert u.recv(2000)\n\
+                  def remote(table, s):\n\
+                  \x20   port = ':%04X' % s.getsockname()[1]\n\
+                  \x20   return [l.split()[2] for l in open('/proc/self/net/' + table)\n\
+                  \x20           if l.split()[1].endswith(port)][0]\n\
+                  print(remote('tcp', t), remote('udp', u))\n";
+    // 198.19.0.10 (0A0013C6) port 81 (0051) and 53 (0035).
+    assert_eq!(python_in_pod(&lab, script), "0A0013C6:0051 0A0013C6:0035");
+    assert!(packets(&lab, "test/sticky") >= 3, "SYN, ACK, request");
+    // The pod's address keys its affinity, as kube-proxy's does.
+    let pin_dir = lab.node("node-1").unwrap().pin_dir.clone();
+    let affinity: aya::maps::HashMap<_, svc_common::AffinityKey, svc_common::Affinity> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(
+            aya::maps::MapData::from_pin(pin_dir.join(svc_common::names::AFFINITY)).unwrap(),
+        ))
+        .unwrap();
+    let clients: Vec<Ipv4Addr> = affinity
+        .keys()
+        .map(|key| Ipv4Addr::from(u32::from_be(key.unwrap().client_addr_be)))
+        .collect();
+    assert_eq!(clients, [lab.pod("curl").unwrap().address]);
+}
+
+/// A pod's process dials the ClusterIP through the socket hook: the
+/// connection goes to the backend pod itself, yet getpeername() shows the
+/// ClusterIP it dialled.
+#[test]
+fn a_pods_connect_goes_to_the_backend_and_getpeername_shows_the_cluster_ip() {
+    let lab = lab();
+    // What the process's socket shows, and where its own kernel's table
+    // says the connection goes (/proc/net/tcp: address and port in hex,
+    // the address as the u32 the kernel holds).
+    let script = "import socket\n\
+                  s = socket.create_connection(('198.19.0.10', 80), timeout=5)\n\
+                  port = ':%04X' % s.getsockname()[1]\n\
+                  remote = [l.split()[2] for l in open('/proc/self/net/tcp')\n\
+                            if l.split()[1].endswith(port)]\n\
+                  print(s.getpeername()[0], s.getpeername()[1], *remote)\n";
+    // web is 198.18.1.10 (0A0112C6), its port 8080 (1F90).
+    assert_eq!(python_in_pod(&lab, script), "198.19.0.10 80 0A0112C6:1F90");
+    assert_eq!(
+        web_packets(&lab),
+        1,
+        "balanced in connect(), not per packet"
     );
 }
 
@@ -175,7 +293,9 @@ fn frontend_without_backends_refuses_at_once() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(7));
-    assert_eq!(drops(&lab, "no_backend_reset"), 2);
+    // Only the test thread's SYN met the per-packet path (and its reset);
+    // curl's connect() was refused by the socket hook: nothing was sent.
+    assert_eq!(drops(&lab, "no_backend_reset"), 1);
 }
 
 /// Once the node knows the service CIDR (`--service-cidr`), TCP to an
@@ -186,7 +306,7 @@ fn frontend_without_backends_refuses_at_once() {
 fn unserved_addresses_and_ports_of_the_service_cidr_are_refused() {
     let lab = lab();
     let unused = SocketAddr::from((Ipv4Addr::new(198, 19, 0, 99), 80));
-    let unserved_port = SocketAddr::from((CLUSTER_IP, 81));
+    let unserved_port = SocketAddr::from((CLUSTER_IP, 82));
     let (before, _) = connect_error(&lab, unused);
     assert_ne!(before, Some(io::ErrorKind::ConnectionRefused));
 

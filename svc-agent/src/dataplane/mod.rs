@@ -129,6 +129,8 @@ pub enum DataplaneError {
         "reading which interfaces transmit XDP frames (netdev generic netlink) failed: {source}"
     )]
     XdpTargets { source: io::Error },
+    #[error("reading this network namespace's cookie (SO_NETNS_COOKIE, Linux >= 5.14) failed")]
+    NetnsCookie { source: io::Error },
     #[error(
         "{count} service CIDRs given; the datapath holds at most {max}: give the cluster's \
          service CIDRs only",

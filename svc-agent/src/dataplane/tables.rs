@@ -7,7 +7,7 @@
 //! failure), then kept in memory (held.rs), so a change among many
 //! frontends costs only its own writes.
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use svc_common::{DropCounters, Flow, FlowKey, NodeConfig, ServiceCidrs, names};
+use svc_common::{DropCounters, Flow, FlowKey, HostNetns, NodeConfig, ServiceCidrs, names};
 
 use super::{
     DataplaneError, apply,
@@ -15,6 +15,7 @@ use super::{
     held::Held,
     maps::{KernelMaps, ServiceMaps as _, map_error, typed},
     plan::{ApplyReport, Desired},
+    sys,
 };
 
 /// Handles on every map of one datapath instance.
@@ -25,6 +26,7 @@ pub struct Tables {
     pub(super) drops: PerCpuArray<MapData, DropCounters>,
     config: Array<MapData, NodeConfig>,
     service_cidrs: Array<MapData, ServiceCidrs>,
+    host_netns: Array<MapData, HostNetns>,
     /// What the maps hold, once the first apply has read them.
     held: Option<Held>,
     /// Entries of the Maglev tables written from now on.
@@ -42,9 +44,22 @@ impl Tables {
             drops: typed(names::DROP_STATS, &mut open)?,
             config: typed(names::CONFIG, &mut open)?,
             service_cidrs: typed(names::SERVICE_CIDRS, &mut open)?,
+            host_netns: typed(names::HOST_NETNS, &mut open)?,
             held: None,
             maglev_size: svc_common::maglev::DEFAULT_TABLE_SIZE,
         })
+    }
+
+    /// Makes the calling thread's network namespace the node's: the socket
+    /// hooks tell the node's own sockets from pods' by it
+    /// (svc_common::HostNetns). Until then every socket counts as the
+    /// node's.
+    pub fn set_host_netns(&mut self) -> Result<(), DataplaneError> {
+        let cookie =
+            sys::netns_cookie().map_err(|source| DataplaneError::NetnsCookie { source })?;
+        self.host_netns
+            .set(0, HostNetns { cookie }, 0)
+            .map_err(map_error(names::HOST_NETNS))
     }
 
     /// Sets this node's addresses (source NAT, hairpin) and the service

@@ -252,6 +252,9 @@ fn attach(
 ) -> Result<(Datapath, NodeInterfaces, PodInterfaces), RunError> {
     let mut datapath = Datapath::load(Some(&settings.pin_path))?;
     let nodes = NodeInterfaces::attach_at_start(settings, &mut datapath, status)?;
+    // The agent runs in the node's network namespace: sockets of any other
+    // are pods', which the socket hooks treat as such from the start.
+    datapath.tables().set_host_netns()?;
     if let Some(cgroup) = &settings.cgroup {
         datapath.attach_cgroup(cgroup)?;
         tracing::info!(cgroup = %cgroup.display(), "socket hooks attached");

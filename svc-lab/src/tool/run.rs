@@ -198,6 +198,13 @@ fn build(
         ns.keep();
     }
 
+    // Each node's cgroup, where its agent attaches the socket hooks, is
+    // there before the pods start in it.
+    if agents.is_some() {
+        for node in &cluster.nodes {
+            cgroup::create(&id, node.name())?;
+        }
+    }
     let changes = cluster.apply(snapshot, true)?;
     carry_out(state, cluster, &changes)?;
     if let Some(agent) = agents {
@@ -415,6 +422,11 @@ fn start_pod(state: &StateDir, cluster: &mut Cluster, key: &str) -> Result<(), T
         source,
     })?;
     let mut command = ns.command(&exe.to_string_lossy())?;
+    // In its node's cgroup, as kubepods sit under a real node's root
+    // cgroup: the node's socket hooks see the pod's sockets.
+    if let Some(node_cgroup) = existing_node_cgroup(&id, &pod.node)? {
+        cgroup::join_on_spawn(&mut command, &node_cgroup)?;
+    }
     command.args(["serve", "--pod", &name, "--node", &pod.node]);
     if !tcp.is_empty() {
         command.args(["--tcp", &list(&tcp)]);
@@ -701,6 +713,13 @@ impl Target {
     }
 }
 
+/// The cgroup of lab `id`'s node `node`, if its agent made it (a lab up
+/// with --no-agent has none).
+fn existing_node_cgroup(id: &str, node: &str) -> Result<Option<PathBuf>, ToolError> {
+    let path = cgroup::lab_root()?.join(id).join(node);
+    Ok(path.exists().then_some(path))
+}
+
 fn find_pod<'a>(cluster: &'a Cluster, name: &str) -> Result<&'a PodRecord, ToolError> {
     cluster
         .pods
@@ -718,7 +737,7 @@ pub fn exec(
     target: &Target,
     command: &[String],
 ) -> Result<ExitStatus, ToolError> {
-    let (ns_name, node) = {
+    let (ns_name, pin, node_cgroup) = {
         let state = StateDir::lock(state_root)?;
         let cluster = state.require()?;
         match target {
@@ -729,18 +748,20 @@ pub fn exec(
                 })?;
                 (
                     node_ns_name(&cluster.id, name),
-                    Some((
-                        pin_dir(&cluster.id, name),
-                        cgroup::lab_root()?.join(&cluster.id).join(name),
-                    )),
+                    Some(pin_dir(&cluster.id, name)),
+                    existing_node_cgroup(&cluster.id, name)?,
                 )
             }
             Target::Pod(name) => {
                 let pod = find_pod(&cluster, name)?;
                 let number = cluster.node(&pod.node).map_or(0, |n| n.number);
-                (pod_ns_name(&cluster.id, number, pod.index), None)
+                (
+                    pod_ns_name(&cluster.id, number, pod.index),
+                    None,
+                    existing_node_cgroup(&cluster.id, &pod.node)?,
+                )
             }
-            Target::Client => (client_ns_name(&cluster.id), None),
+            Target::Client => (client_ns_name(&cluster.id), None, None),
         }
         // The lock is released here: the command may run svc-lab itself.
     };
@@ -759,13 +780,13 @@ pub fn exec(
         let path = std::env::var("PATH").unwrap_or_default();
         command.env("PATH", format!("{}:{path}", dir.display()));
     }
-    if let Some((pin, node_cgroup)) = node {
+    if let Some(pin) = pin {
         command.env("SVC_PIN_PATH", pin);
-        // A process of the node: its socket hooks apply (when its agent
-        // made the cgroup; a lab up with --no-agent has none).
-        if node_cgroup.exists() {
-            cgroup::join_on_spawn(&mut command, &node_cgroup)?;
-        }
+    }
+    // A process of the node, or of one of its pods: the node's socket
+    // hooks apply.
+    if let Some(node_cgroup) = node_cgroup {
+        cgroup::join_on_spawn(&mut command, &node_cgroup)?;
     }
     command.status().map_err(|source| ToolError::Io {
         what: format!("running {program}"),

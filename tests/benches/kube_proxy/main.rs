@@ -188,8 +188,14 @@ fn measure(mode: Mode, count: u16, plan: &Plan) -> Sample {
         plan.duration,
     )
     .unwrap();
-    let pod_run = load::run(
-        lab.pod(modes::CLIENT_POD).unwrap().netns(),
+    // A process of the pod (its node's cgroup), as a real pod's client:
+    // svc-lb's socket hooks balance its connect() calls.
+    let exe = std::env::current_exe().unwrap();
+    let pod_run = load::run_as(
+        lab.pod(modes::CLIENT_POD)
+            .unwrap()
+            .command(exe.to_str().unwrap())
+            .unwrap(),
         pod_targets.clone(),
         plan.concurrency,
         plan.warmup,
@@ -266,6 +272,7 @@ fn measure(mode: Mode, count: u16, plan: &Plan) -> Sample {
 }
 
 fn main() {
+    load::serve_as_child();
     if std::env::var("SVC_BENCH_REDRAW").is_ok_and(|v| v == "1") {
         report::redraw();
         return;
