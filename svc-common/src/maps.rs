@@ -43,6 +43,11 @@ pub mod names {
     /// when it attaches and on every rescan; empty, it only sends more
     /// packets the TC program's way.
     pub const XDP_TARGETS: &str = "XDP_TARGETS_V1";
+    /// The host sides of pod veths (ifindex → 0), written as the agent
+    /// attaches to them: a packet the NIC's programs route into one of
+    /// these goes into the pod straight (bpf_redirect_peer, which only a
+    /// veth or netkit device takes). Not pinned: each agent fills its own.
+    pub const POD_IFACES: &str = "POD_IFACES_V1";
     /// Maps earlier versions pinned and this one no longer uses (a layout
     /// change gets a new name): unpinned when an agent loads.
     pub const RETIRED: [&str; 1] = ["DROPS_V1"];
@@ -85,6 +90,8 @@ pub const MAX_NEW_FLOWS: u32 = 65_536;
 pub const MAX_AFFINITY: u32 = 65_536;
 pub const MAX_SOURCE_RANGES: u32 = 16_384;
 pub const MAX_SOCKETS: u32 = 65_536;
+/// POD_IFACES' size (LRU: an entry of a veth long gone is evicted first).
+pub const MAX_POD_IFACES: u32 = 4096;
 pub const MAX_XDP_TARGETS: u32 = 1_024;
 /// Service CIDRs SVC_CIDRS_V1 holds (`--service-cidr`; a dual-stack
 /// cluster has one or two per family).

@@ -23,12 +23,16 @@ pub enum Verdict {
     Redirect(u32),
     /// The same, with the next hop's MAC address still to be resolved.
     RedirectNeigh(u32),
+    /// TC at a NIC's ingress: into the pod behind this veth (its peer),
+    /// past the node's IP stack (bpf_redirect_peer).
+    RedirectPeer(u32),
 }
 
 impl Action {
     const BOUNCE: u64 = 1 << 32;
     const REDIRECT: u64 = 2 << 32;
     const REDIRECT_NEIGH: u64 = 3 << 32;
+    const REDIRECT_PEER: u64 = 4 << 32;
 
     pub const PASS: Action = Action(0);
 
@@ -48,12 +52,18 @@ impl Action {
     }
 
     #[inline(always)]
+    pub const fn redirect_peer(ifindex: u32) -> Self {
+        Action(Self::REDIRECT_PEER | ifindex as u64)
+    }
+
+    #[inline(always)]
     pub fn verdict(self) -> Verdict {
         let data = self.0 as u32;
         match self.0 & !u64::from(u32::MAX) {
             Self::BOUNCE => Verdict::Bounce(data),
             Self::REDIRECT => Verdict::Redirect(data),
             Self::REDIRECT_NEIGH => Verdict::RedirectNeigh(data),
+            Self::REDIRECT_PEER => Verdict::RedirectPeer(data),
             _ => Verdict::Pass,
         }
     }

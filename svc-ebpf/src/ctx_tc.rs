@@ -13,6 +13,7 @@ use aya_ebpf::{
 use svc_common::DropReason;
 
 use crate::{
+    headers::XDP_META_TRANSLATED,
     nat,
     packet::{Ipv4Flow, Packet, SummedRewrite},
 };
@@ -33,6 +34,24 @@ fn bounds(ctx: &TcContext) -> (usize, usize) {
 }
 
 impl Packet for TcContext {
+    #[inline(always)]
+    fn mark_translated(&self) {}
+
+    #[inline(always)]
+    fn translated_by_xdp(&self) -> bool {
+        // SAFETY: `ctx` points at the __sk_buff the kernel handed us.
+        let (meta, data) = unsafe {
+            let skb = self.skb.skb;
+            (
+                core::ptr::read_volatile(&(*skb).data_meta) as usize,
+                core::ptr::read_volatile(&(*skb).data) as usize,
+            )
+        };
+        // SAFETY: checked against data (where the metadata ends) first.
+        meta + size_of::<u32>() <= data
+            && unsafe { (meta as *const u32).read_unaligned() } == XDP_META_TRANSLATED
+    }
+
     const RESOLVES_NEIGHBOURS: bool = true;
     const SENDS_ANYWHERE: bool = true;
     const SPARE_STACK: bool = false;

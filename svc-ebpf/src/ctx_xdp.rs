@@ -3,14 +3,17 @@
 //! XDP carry complete checksums).
 use aya_ebpf::{
     bindings::bpf_fib_lookup,
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{bpf_fib_lookup, bpf_xdp_adjust_head, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
 use svc_common::{DropReason, XDP_TARGETS_KNOWN, proto};
 
 use crate::{
     csum,
-    headers::{ETH_HLEN, IP_CSUM_OFF, IP_SADDR_OFF, TCP_CSUM_AT, UDP_CSUM_AT, UDP_HLEN},
+    headers::{
+        ETH_HLEN, IP_CSUM_OFF, IP_SADDR_OFF, TCP_CSUM_AT, UDP_CSUM_AT, UDP_HLEN,
+        XDP_META_TRANSLATED,
+    },
     maps::XDP_TARGETS_V1,
     packet::{Ipv4Flow, Packet, SummedRewrite},
 };
@@ -199,6 +202,33 @@ impl Packet for XdpContext {
     fn ingress_ifindex(&self) -> u32 {
         // SAFETY: `ctx` points at the xdp_md the kernel handed us.
         unsafe { (*self.ctx).ingress_ifindex }
+    }
+
+    #[inline(always)]
+    fn mark_translated(&self) {
+        let len = size_of::<u32>() as i32;
+        // SAFETY: plain helper call on our context; it moves data_meta
+        // only, and every pointer is read afresh after it.
+        if unsafe { bpf_xdp_adjust_meta(self.ctx, -len) } != 0 {
+            return;
+        }
+        // SAFETY: as in `bounds`.
+        let (meta, data) = unsafe {
+            (
+                core::ptr::read_volatile(&(*self.ctx).data_meta) as usize,
+                core::ptr::read_volatile(&(*self.ctx).data) as usize,
+            )
+        };
+        if meta + size_of::<u32>() > data {
+            return;
+        }
+        // SAFETY: checked against data just above.
+        unsafe { (meta as *mut u32).write_unaligned(XDP_META_TRANSLATED) };
+    }
+
+    #[inline(always)]
+    fn translated_by_xdp(&self) -> bool {
+        false
     }
 
     #[inline(always)]

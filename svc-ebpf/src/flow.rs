@@ -73,6 +73,7 @@ pub fn process<P: Packet>(
             stats::count_frontend(hit.rev_nat_id, u32::from(flow.ip_len));
         }
         cache::rewrite(pkt, &flow, &hit)?;
+        pkt.mark_translated();
         return Ok(Action::PASS);
     }
 
@@ -569,5 +570,11 @@ fn rewrite_and_send<P: Packet>(
     }
     nat::rewrite_destination(pkt, flow, decision.daddr_be, decision.dport_be)?;
     nat::rewrite_source(pkt, flow, decision.saddr_be, decision.sport_be)?;
-    Ok(sent.unwrap_or(Action::PASS))
+    match sent {
+        Some(action) => Ok(action),
+        None => {
+            pkt.mark_translated();
+            Ok(Action::PASS)
+        }
+    }
 }

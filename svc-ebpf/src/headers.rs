@@ -101,3 +101,7 @@ pub struct UdpHeader {
     pub len_be: u16,
     pub _check: u16,
 }
+
+/// What the NIC's XDP program writes into a packet's metadata when it
+/// translated the packet and passes it to the stack ("SLB1").
+pub const XDP_META_TRANSLATED: u32 = 0x534c_4231;

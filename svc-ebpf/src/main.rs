@@ -45,7 +45,7 @@ mod xdp;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-    helpers::{bpf_redirect, bpf_redirect_neigh},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     macros::{cgroup_sock_addr, classifier, xdp},
     programs::{SockAddrContext, TcContext, XdpContext},
 };
@@ -103,7 +103,7 @@ pub fn svc_from_world(ctx: XdpContext) -> u32 {
             }
         }
         // Never produced for XDP (route.rs leaves those packets to TC).
-        Verdict::RedirectNeigh(_) => xdp_action::XDP_PASS,
+        Verdict::RedirectNeigh(_) | Verdict::RedirectPeer(_) => xdp_action::XDP_PASS,
     }
 }
 
@@ -133,6 +133,8 @@ fn tc_verdict(ctx: &TcContext, result: Result<Action, DropReason>) -> i32 {
         Verdict::RedirectNeigh(ifindex) => unsafe {
             bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32
         },
+        // SAFETY: plain helper call.
+        Verdict::RedirectPeer(ifindex) => unsafe { bpf_redirect_peer(ifindex, 0) as i32 },
     }
 }
 

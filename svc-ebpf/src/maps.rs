@@ -10,9 +10,9 @@ use aya_ebpf::{
 use svc_common::{
     Affinity, AffinityKey, Backend, CollectMark, DropCounters, DropReason, Flow, FlowKey,
     FrontendCounters, FrontendKey, FrontendMeta, HostNetns, MAX_AFFINITY, MAX_BACKENDS,
-    MAX_COLLECT_MARKS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS, MAX_SERVICE_SLOTS, MAX_SOCKETS,
-    MAX_SOURCE_RANGES, MAX_XDP_TARGETS, MaglevEntry, NodeConfig, RevNat, ServiceCidrs, ServiceSlot,
-    SockKey, SourceRange, TablesGeneration, flow_cache, maglev,
+    MAX_COLLECT_MARKS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS, MAX_POD_IFACES, MAX_SERVICE_SLOTS,
+    MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, MaglevEntry, NodeConfig, RevNat, ServiceCidrs,
+    ServiceSlot, SockKey, SourceRange, TablesGeneration, flow_cache, maglev,
 };
 
 use crate::headers::Ipv4Header;
@@ -196,6 +196,10 @@ pub static MAGLEV_V1: Array<
 /// This node's addresses (one entry, index 0).
 #[btf_map]
 pub static CONFIG_V1: Array<NodeConfig, 1> = Array::new();
+
+/// The host sides of pod veths (ifindex → 0; svc_common's names::POD_IFACES).
+#[btf_map]
+pub static POD_IFACES_V1: LruHashMap<u32, u32, { MAX_POD_IFACES as usize }> = LruHashMap::new();
 
 /// The node's own network namespace (svc_common::HostNetns, index 0).
 #[btf_map]

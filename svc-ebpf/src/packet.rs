@@ -101,6 +101,14 @@ pub trait Packet {
     fn gso_size(&self) -> u32;
     /// `bpf_fib_lookup` for this packet's context.
     fn fib_lookup(&self, params: &mut bpf_fib_lookup) -> i64;
+    /// XDP: marks a packet this program translated and passes to the stack
+    /// (in its metadata, which the skb keeps), so the NIC's TC program
+    /// behind it need not look it up again and may send it straight into
+    /// its pod (see route.rs `into_pod`). Best effort; TC: nothing.
+    fn mark_translated(&self);
+    /// TC: whether the XDP program in front marked this packet (see
+    /// [`Self::mark_translated`]). XDP: false.
+    fn translated_by_xdp(&self) -> bool;
 }
 
 /// Where a packet entered the node.

@@ -14,9 +14,9 @@ use aya_ebpf::bindings::{
 use svc_common::{DropReason, proto};
 
 use crate::{
-    action::Action,
+    action::{Action, Verdict},
     headers::{ETH_DEST_OFF, ETH_SOURCE_OFF, IP_CSUM_OFF, IP_OFF, IP_TTL_OFF},
-    maps::FIB_SCRATCH,
+    maps::{FIB_SCRATCH, POD_IFACES_V1},
     packet::{Ipv4Flow, Packet},
 };
 
@@ -264,4 +264,38 @@ pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, Dr
     pkt.update_l3_csum(IP_CSUM_OFF, u32::from(old), u32::from(new), 2)?;
     pkt.write(IP_TTL_OFF, &(ttl - 1))?;
     Ok(action)
+}
+
+/// A packet the NIC's XDP program translated and passed to the stack (see
+/// Packet::mark_translated), now at the TC program behind it: when its
+/// route leads into a pod's veth (POD_IFACES_V1), it goes into the pod
+/// straight, past the node's IP stack (forwarding, netfilter, the veth's
+/// transmit queue), its MAC addresses and TTL set as the stack would have.
+/// Anything else goes to the stack, without a second look-up: XDP has
+/// done that work.
+#[inline(always)]
+pub fn into_pod<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<Action, DropReason> {
+    let route = plan(pkt, flow.saddr_be, flow.daddr_be, flow, 0);
+    let ifindex = match route {
+        Some(Route::Resolved { ifindex, .. } | Route::Unresolved { ifindex }) => ifindex,
+        _ => return Ok(Action::PASS),
+    };
+    if POD_IFACES_V1.get_ptr(ifindex).is_none() {
+        return Ok(Action::PASS);
+    }
+    // The pod's device takes it as addressed to itself whatever its MAC
+    // addresses (bpf_redirect_peer scrubs it so): an unresolved neighbour
+    // does not hold it back.
+    Ok(
+        match route
+            .map(|route| send(pkt, route, flow.proto))
+            .transpose()?
+        {
+            Some(sent) if !matches!(sent.verdict(), Verdict::Pass) => {
+                Action::redirect_peer(ifindex)
+            }
+            // A TTL about to run out: the stack answers it.
+            _ => Action::PASS,
+        },
+    )
 }

@@ -67,7 +67,7 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use aya::programs::Xdp;
 use svc_agent::{
     dataplane::Datapath,
     model::{Frontend, LbAlgorithm, LbMode, Protocol},
@@ -100,17 +100,8 @@ const ACK: TcpFlags = TcpFlags {
 /// A test run of `frame`, `repeat` times on one buffer: (mean ns per run,
 /// verdict, packet as the last run left it).
 fn run(program: &Xdp, frame: &[u8], repeat: u32) -> (f64, u32, Vec<u8>) {
-    let mut out = vec![0u8; frame.len() + 256];
-    let result = program
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            repeat,
-            ..TestRunOptions::default()
-        })
-        .expect("BPF_PROG_TEST_RUN (root?)");
-    out.truncate(result.data_size_out as usize);
-    (result.duration.as_nanos() as f64, result.return_value, out)
+    let (duration, verdict, out) = tests::run_xdp_repeated(program, frame, repeat);
+    (duration.as_nanos() as f64, verdict, out)
 }
 
 fn mean_ns(program: &Xdp, frame: &[u8], repeat: u32) -> f64 {

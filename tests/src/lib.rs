@@ -139,7 +139,45 @@ pub fn run_tc_gso(program: &SchedClassifier, frame: &[u8], gso_size: u32) -> (u3
 
 /// Runs the XDP program once on `frame`: (verdict, bytes out).
 pub fn run_xdp(program: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
-    run_once(frame, None, |opts| program.test_run(opts))
+    let (_, verdict, out) = run_xdp_repeated(program, frame, 1);
+    (verdict, out)
+}
+
+/// struct xdp_md (include/uapi/linux/bpf.h): data, data_end, data_meta,
+/// ingress_ifindex, rx_queue_index, egress_ifindex.
+const XDP_MD_LEN: usize = 24;
+
+/// Runs the XDP program `repeat` times on one buffer (the kernel does not
+/// reset it between runs): (the run's total duration, the last verdict,
+/// the frame as the last run left it). A test run copies out the metadata
+/// the program put in front of the frame too (Packet::mark_translated in
+/// the datapath); the context written back says how long it is, and it is
+/// cut off here.
+pub fn run_xdp_repeated(
+    program: &Xdp,
+    frame: &[u8],
+    repeat: u32,
+) -> (std::time::Duration, u32, Vec<u8>) {
+    let mut ctx_in = [0u8; XDP_MD_LEN];
+    // No metadata in: data at 0, data_end at the frame's end.
+    ctx_in[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    let mut ctx_out = [0u8; XDP_MD_LEN];
+    let mut out = vec![0u8; frame.len().max(128) + 64];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(result.data_size_out as usize);
+    // ctx_out's data: where the frame starts, after the metadata.
+    let meta = u32::from_ne_bytes(ctx_out[0..4].try_into().unwrap()) as usize;
+    out.drain(..meta.min(out.len()));
+    (result.duration, result.return_value, out)
 }
 
 /// One BPF_PROG_TEST_RUN of `frame` through `test_run`: (return value,

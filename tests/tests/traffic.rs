@@ -150,6 +150,51 @@ fn client_to_node_port_with_local_backend_keeps_its_source() {
     assert_eq!(answer.client.ip(), CLIENT_ADDRESS);
 }
 
+/// The NIC's programs deliver a NodePort flow to its local backend
+/// straight into the pod (bpf_redirect_peer) and send the pod's replies
+/// out of the NIC themselves: nothing of it passes the node's forwarding
+/// path. With a netfilter rule there that drops everything to the pod,
+/// the connection still works; through the stack it could not.
+#[test]
+fn a_node_port_with_a_local_backend_goes_past_the_nodes_forwarding() {
+    let lab = lab();
+    let node = lab.node("node-1").unwrap();
+    let nft = |script: &str| {
+        let output = node
+            .command("nft")
+            .unwrap()
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write as _;
+                child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    nft("table ip bypass {
+           chain forward { type filter hook forward priority 0; policy accept;
+                           ip daddr 198.18.1.10 counter drop; }
+         }");
+    // The pod dialled directly is forwarded by the stack: dropped.
+    let (code, _, _) = tests::curl(lab.client().unwrap(), "http://198.18.1.10:8080/", 2);
+    assert_eq!(code, Some(28), "the rule drops what the stack forwards");
+    for _ in 0..3 {
+        let answer = answer(&lab, lab.client().unwrap(), "http://198.18.0.11:30080/");
+        assert_eq!(answer.pod, "web-1");
+        assert_eq!(answer.client.ip(), CLIENT_ADDRESS);
+    }
+    nft("delete table ip bypass");
+}
+
 #[test]
 fn client_to_node_port_with_remote_backend_is_snated_to_the_node() {
     let lab = lab();

@@ -121,7 +121,29 @@ impl Datapath {
     /// outlives this process; an interface whose link is already pinned is
     /// left as it is.
     pub fn attach_pod_interface(&mut self, interface: &str) -> Result<(), DataplaneError> {
-        self.attach_tc(FROM_POD_PROGRAM, "from_pod", interface)
+        self.attach_tc(FROM_POD_PROGRAM, "from_pod", interface)?;
+        self.note_pod_interface(interface)
+    }
+
+    /// Lists `interface` in POD_IFACES_V1: the NIC's TC program sends
+    /// packets routed into it straight into its pod (bpf_redirect_peer).
+    /// Only a veth (or netkit) takes that; any other kind is left out.
+    fn note_pod_interface(&mut self, interface: &str) -> Result<(), DataplaneError> {
+        let driver = sys::driver(interface);
+        if !matches!(driver.as_deref(), Some("veth" | "netkit")) {
+            return Ok(());
+        }
+        let Some(ifindex) = sys::ifindex(interface) else {
+            return Ok(());
+        };
+        let map = self.ebpf.map_mut(names::POD_IFACES).ok_or_else(|| {
+            map_error(names::POD_IFACES)(aya::maps::MapError::InvalidName {
+                name: names::POD_IFACES.to_owned(),
+            })
+        })?;
+        HashMap::<_, u32, u32>::try_from(map)
+            .and_then(|mut pods| pods.insert(ifindex, 0, 0))
+            .map_err(map_error(names::POD_IFACES))
     }
 
     /// Forgets the pinned link of a pod interface that is gone, so a veth

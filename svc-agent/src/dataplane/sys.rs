@@ -261,3 +261,72 @@ pub fn netns_cookie() -> io::Result<u64> {
     }
     Ok(cookie)
 }
+
+/// The index of interface `name` in the calling thread's network
+/// namespace.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated string, only read.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// SIOCETHTOOL's ETHTOOL_GDRVINFO command and answer
+/// (include/uapi/linux/ethtool.h).
+const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+/// struct ifreq with the ethtool request's pointer in its union.
+#[repr(C)]
+struct IfreqData {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut EthtoolDrvinfo,
+    _pad: [u8; 16],
+}
+
+/// The driver of interface `name` as ethtool names it ("veth", "netkit",
+/// a NIC's driver), in the calling thread's network namespace.
+pub fn driver(name: &str) -> Option<String> {
+    if name.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: plain syscall; the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor just opened and owned by nobody else.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid value of this plain C struct.
+    let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    let mut request = IfreqData {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut info,
+        _pad: [0; 16],
+    };
+    request.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `request` and the `info` it points at live across the call,
+    // which writes `info` only.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) };
+    if rc < 0 {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}

@@ -77,18 +77,21 @@ impl Program {
         programs: &PacketPrograms<'_>,
         frame: &[u8],
     ) -> Result<(u32, Vec<u8>), aya::programs::ProgramError> {
+        if self == Program::NicXdp {
+            let (_, verdict, out) = crate::run_xdp_repeated(programs.from_world, frame, 1);
+            return Ok((verdict, out));
+        }
         let mut out = vec![0u8; frame.len() + 256];
         let skb = crate::skb_from_loopback();
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
-            ctx_in: (self != Program::NicXdp).then_some(&skb[..]),
+            ctx_in: Some(&skb[..]),
             ..TestRunOptions::default()
         };
         let answer = match self {
-            Program::NicXdp => programs.from_world.test_run(opts),
             Program::NicTc => programs.from_world_tc.test_run(opts),
-            Program::PodTc => programs.from_pod.test_run(opts),
+            _ => programs.from_pod.test_run(opts),
         }?;
         out.truncate(answer.data_size_out as usize);
         Ok((answer.return_value, out))
