@@ -23,6 +23,9 @@ use svc_agent::{
 const SERVICES: u32 = 10_000;
 const ENDPOINTS: u32 = 10;
 const CHANGES: u32 = 200;
+/// Network programming latency: Services at the API server, and changes.
+const NP_SERVICES: u32 = 10_000;
+const NP_CHANGES: u32 = 200;
 
 fn service(i: u32) -> Service {
     serde_json::from_value(serde_json::json!({
@@ -128,6 +131,25 @@ fn peak_rss_mib() -> f64 {
     kib / 1024.0
 }
 
+/// Network programming latency against the real API server (see
+/// tests/src/network_programming.rs): `NP_SERVICES` Services,
+/// `NP_CHANGES` changes. Null, saying why, without a kube-apiserver.
+fn network_programming() -> serde_json::Value {
+    let Some(figures) = tests::network_programming::measure(NP_SERVICES, NP_CHANGES) else {
+        return serde_json::json!({"skipped": "no kube-apiserver: run `cargo xtask apiserver`"});
+    };
+    let max = figures.latencies_ms.last().copied().unwrap_or(f64::NAN);
+    serde_json::json!({
+        "services": figures.services,
+        "changes": figures.latencies_ms.len(),
+        "p50_ms": figures.quantile_ms(0.5),
+        "p99_ms": figures.quantile_ms(0.99),
+        "max_ms": max,
+        "agent_initial_sync_ms": figures.initial_sync_ms,
+        "method": "kube-apiserver 1.20 and etcd on a one-node lab's loopback (watch cache off, as the tests run it), svc-agent run watching them as deploy/'s ServiceAccount; each change merge-patches one Service's EndpointSlice (one endpoint replaced) over a kept-alive connection, timed from just before the patch is sent until this process reads the new endpoint back from the pinned maps (polled); agent_initial_sync_ms: from the agent's start to every Service in the maps",
+    })
+}
+
 fn main() {
     // What the agent's watch stores hold.
     let services: Vec<Arc<Service>> = (0..SERVICES).map(|i| Arc::new(service(i))).collect();
@@ -192,6 +214,7 @@ fn main() {
     let (maglev_build_us, maglev_update_ms) = maglev_figures();
     changes_ms.sort_by(f64::total_cmp);
     let quantile = |q: f64| changes_ms[((changes_ms.len() - 1) as f64 * q).round() as usize];
+    let network_programming = network_programming();
     let report = serde_json::json!({
         "services": SERVICES,
         "initial_sync_ms": initial_sync_ms,
@@ -201,6 +224,8 @@ fn main() {
         "rss_mib": rss_mib,
         "maglev_build_100_backends_us": maglev_build_us,
         "maglev_update_p50_ms": maglev_update_ms,
+        "network_programming_p99_ms": network_programming.get("p99_ms"),
+        "network_programming": network_programming,
         "method": "in one process, as the agent: a snapshot of shared (Arc) objects, Translator (re-translates only Services whose objects changed), Tables::apply (the first reads the kernel maps, later ones diff against memory); unpinned maps; 200 single-endpoint changes, each timed from the new slice in the store to the map write; maglev_build_100_backends_us: median of 200 builds of a 16381-entry table for 100 backends; maglev_update_p50_ms: median of 50 applies that change one backend of a Maglev frontend with 10 (a new table written, then the header)",
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());

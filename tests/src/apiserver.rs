@@ -376,6 +376,16 @@ fn log_file(dir: &Path, name: &str) -> fs::File {
     fs::File::create(dir.join(name)).unwrap()
 }
 
+/// Node `name` with `address` as its InternalIP (no kubelet runs).
+pub fn create_node(api: &ApiServer, name: &str, address: std::net::Ipv4Addr) {
+    api.create(
+        "/api/v1/nodes",
+        &serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                            "status": {"addresses": [{"type": "InternalIP",
+                                                      "address": address.to_string()}]}}),
+    );
+}
+
 /// The collection an object is created in, from its apiVersion and kind
 /// (the kinds deploy/ holds).
 pub fn collection_path(object: &serde_json::Value) -> String {

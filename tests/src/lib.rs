@@ -17,6 +17,7 @@ pub mod churn_load;
 pub mod fuzz;
 pub mod kube_proxy;
 pub mod load;
+pub mod network_programming;
 pub mod pinned;
 
 use std::{net::Ipv4Addr, path::PathBuf};

@@ -217,11 +217,7 @@ fn one_node() -> Lab {
 /// The Node, and the default ServiceAccount (pods need it; no controller
 /// manager makes it).
 fn create_node_and_service_account(api: &ApiServer, node_address: Ipv4Addr) {
-    api.create(
-        "/api/v1/nodes",
-        &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE},
-                "status": {"addresses": [{"type": "InternalIP", "address": node_address.to_string()}]}}),
-    );
+    apiserver::create_node(api, NODE, node_address);
     api.create(
         "/api/v1/namespaces/default/serviceaccounts",
         &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}}),
