@@ -203,7 +203,17 @@ fn worker(targets: &[SocketAddr], index: usize, start: Instant, end: Instant) ->
                     report.connect_us.push(micros(connected));
                 }
             }
-            Err(_) if counted => report.failed += 1,
+            Err(error) if counted => {
+                // What failed, for whoever reads the run's output (the
+                // first few of each worker).
+                if report.failed < 3 {
+                    eprintln!(
+                        "load: {target}: {error} after {} ms",
+                        began.elapsed().as_millis()
+                    );
+                }
+                report.failed += 1;
+            }
             Err(_) => {}
         }
     }
