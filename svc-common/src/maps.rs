@@ -81,7 +81,9 @@ pub mod names {
 /// Capacities. `MAX_FRONTENDS` also bounds `rev_nat_id`, which indexes the
 /// per-frontend counters array.
 pub const MAX_FRONTENDS: u32 = 262_144;
-pub const MAX_SERVICE_SLOTS: u32 = 1_048_576;
+/// 100 000 Services of 10 endpoints take 1.1 million (a header and a slot
+/// per backend each); the map is allocated as it fills (no prealloc).
+pub const MAX_SERVICE_SLOTS: u32 = 2_097_152;
 pub const MAX_BACKENDS: u32 = 262_144;
 pub const MAX_FLOWS: u32 = 262_144;
 /// Flows not established yet (see [`names::CT_NEW`]): a flood of them

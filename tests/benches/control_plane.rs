@@ -2,8 +2,10 @@
 //! from empty, then one endpoint change at a time from event to map write
 //! (the agent's path: the watch stores' objects into a snapshot →
 //! `Translator` → `Tables::apply`), and the peak RSS of this process, which
-//! does what the agent does. As in the agent's watch stores, every object
-//! is an `Arc` and a changed slice is a new `Arc`. Writes
+//! does what the agent does; the same at 100 000 Services in a child
+//! process of its own (`services_100k`). As in the agent's watch stores,
+//! every object is an `Arc` and a changed slice is a new `Arc`. Then
+//! network programming latency against a real API server. Writes
 //! target/svc-bench/control-plane.json. Needs root (BPF maps).
 #![allow(
     clippy::unwrap_used,
@@ -23,17 +25,22 @@ use svc_agent::{
 const SERVICES: u32 = 10_000;
 const ENDPOINTS: u32 = 10;
 const CHANGES: u32 = 200;
+/// The large size, measured in a process of its own.
+const LARGE: u32 = 100_000;
 /// Network programming latency: Services at the API server, and changes.
 const NP_SERVICES: u32 = 10_000;
 const NP_CHANGES: u32 = 200;
 
+/// Service i: ClusterIP 198.19.(i / 250).(i % 250 + 1) port 80, for the
+/// first 62 500; beyond, the same addresses again on port 81.
 fn service(i: u32) -> Service {
+    let (port, n) = (80 + i / 62_500, i % 62_500);
     serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": format!("svc-{i}"), "namespace": "bench", "resourceVersion": "1"},
         "spec": {
-            "clusterIP": Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250 + 1) as u8).to_string(),
-            "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
+            "clusterIP": Ipv4Addr::new(198, 19, (n / 250) as u8, (n % 250 + 1) as u8).to_string(),
+            "ports": [{"name": "http", "port": port, "protocol": "TCP", "targetPort": 8080}],
             "selector": {"app": format!("svc-{i}")}
         }
     }))
@@ -150,11 +157,26 @@ fn network_programming() -> serde_json::Value {
     })
 }
 
-fn main() {
+/// One size's in-process figures.
+struct Figures {
+    initial_sync_ms: f64,
+    changes_ms: Vec<f64>,
+    translate_ms: Vec<f64>,
+}
+
+impl Figures {
+    fn quantile(&self, q: f64) -> f64 {
+        let last = self.changes_ms.len() - 1;
+        self.changes_ms[(last as f64 * q).round() as usize]
+    }
+}
+
+/// `count` Services programmed from empty, then `CHANGES` single-endpoint
+/// changes, the agent's way.
+fn measure(count: u32) -> Figures {
     // What the agent's watch stores hold.
-    let services: Vec<Arc<Service>> = (0..SERVICES).map(|i| Arc::new(service(i))).collect();
-    let mut slices: Vec<Arc<EndpointSlice>> =
-        (0..SERVICES).map(|i| Arc::new(slice(i, 0))).collect();
+    let services: Vec<Arc<Service>> = (0..count).map(|i| Arc::new(service(i))).collect();
+    let mut slices: Vec<Arc<EndpointSlice>> = (0..count).map(|i| Arc::new(slice(i, 0))).collect();
     let snapshot_of = |slices: &Vec<Arc<EndpointSlice>>| Snapshot {
         services: services.clone(),
         endpoint_slices: slices.clone(),
@@ -175,14 +197,14 @@ fn main() {
     datapath.tables().apply(&frontends).unwrap();
     let initial_sync_ms = started.elapsed().as_secs_f64() * 1e3;
     let programmed = datapath.tables().read().unwrap().len();
-    assert_eq!(programmed, SERVICES as usize, "every Service programmed");
+    assert_eq!(programmed, count as usize, "every Service programmed");
 
-    // One endpoint of one Service changes (the last one, as a watcher would
-    // see any); from the event to the map write.
+    // One endpoint of one Service changes (one of the last 1 000, as a
+    // watcher would see any); from the event to the map write.
     let mut translate_ms = Vec::new();
     let mut changes_ms: Vec<f64> = (1..=CHANGES)
         .map(|generation| {
-            let changed = SERVICES - 1 - (generation % 1_000);
+            let changed = count - 1 - (generation % 1_000);
             slices[changed as usize] = Arc::new(slice(changed, generation));
             let started = Instant::now();
             let snapshot = snapshot_of(&slices);
@@ -209,24 +231,62 @@ fn main() {
         held == translate(&snapshot_of(&slices), &node, &config),
         "the maps hold exactly the fresh translation after the changes"
     );
+    changes_ms.sort_by(f64::total_cmp);
+    Figures {
+        initial_sync_ms,
+        changes_ms,
+        translate_ms,
+    }
+}
+
+/// Set in the child process that measures [`LARGE`] Services: its peak
+/// RSS is then its own, not this process's after the smaller size.
+const CHILD_ENV: &str = "SVC_BENCH_CONTROL_PLANE_SERVICES";
+
+/// The figures at [`LARGE`] Services, from a child process of this same
+/// executable.
+fn large() -> serde_json::Value {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_ENV, LARGE.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "the {LARGE}-Service run failed");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn main() {
+    if let Ok(count) = std::env::var(CHILD_ENV) {
+        let mut figures = measure(count.parse().unwrap());
+        let report = serde_json::json!({
+            "initial_sync_ms": figures.initial_sync_ms,
+            "update_p50_ms": figures.quantile(0.5),
+            "update_p99_ms": figures.quantile(0.99),
+            "update_translate_p50_ms": median(&mut figures.translate_ms),
+            "rss_mib": peak_rss_mib(),
+        });
+        println!("{report}");
+        return;
+    }
+    let mut figures = measure(SERVICES);
     // Before the Maglev figures, whose second datapath is not the agent's.
     let rss_mib = peak_rss_mib();
     let (maglev_build_us, maglev_update_ms) = maglev_figures();
-    changes_ms.sort_by(f64::total_cmp);
-    let quantile = |q: f64| changes_ms[((changes_ms.len() - 1) as f64 * q).round() as usize];
+    let services_100k = large();
     let network_programming = network_programming();
     let report = serde_json::json!({
         "services": SERVICES,
-        "initial_sync_ms": initial_sync_ms,
-        "update_p50_ms": quantile(0.5),
-        "update_p99_ms": quantile(0.99),
-        "update_translate_p50_ms": median(&mut translate_ms),
+        "initial_sync_ms": figures.initial_sync_ms,
+        "update_p50_ms": figures.quantile(0.5),
+        "update_p99_ms": figures.quantile(0.99),
+        "update_translate_p50_ms": median(&mut figures.translate_ms),
         "rss_mib": rss_mib,
+        "services_100k": services_100k,
         "maglev_build_100_backends_us": maglev_build_us,
         "maglev_update_p50_ms": maglev_update_ms,
         "network_programming_p99_ms": network_programming.get("p99_ms"),
         "network_programming": network_programming,
-        "method": "in one process, as the agent: a snapshot of shared (Arc) objects, Translator (re-translates only Services whose objects changed), Tables::apply (the first reads the kernel maps, later ones diff against memory); unpinned maps; 200 single-endpoint changes, each timed from the new slice in the store to the map write; maglev_build_100_backends_us: median of 200 builds of a 16381-entry table for 100 backends; maglev_update_p50_ms: median of 50 applies that change one backend of a Maglev frontend with 10 (a new table written, then the header)",
+        "method": "in one process, as the agent: a snapshot of shared (Arc) objects, Translator (re-translates only Services whose objects changed), Tables::apply (the first reads the kernel maps, later ones diff against memory); unpinned maps; 200 single-endpoint changes, each timed from the new slice in the store to the map write; services_100k: the same for 100 000 Services (from 62 500 on, port 81 of the same ClusterIPs) in a child process, whose peak RSS is its own; maglev_build_100_backends_us: median of 200 builds of a 16381-entry table for 100 backends; maglev_update_p50_ms: median of 50 applies that change one backend of a Maglev frontend with 10 (a new table written, then the header)",
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
     tests::write_bench_report("control-plane.json", &report);
