@@ -275,10 +275,10 @@ pub fn send<P: Packet>(pkt: &P, route: Route, protocol: u8) -> Result<Action, Dr
 /// done that work.
 #[inline(always)]
 pub fn into_pod<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<Action, DropReason> {
-    let route = plan(pkt, flow.saddr_be, flow.daddr_be, flow, 0);
-    let ifindex = match route {
-        Some(Route::Resolved { ifindex, .. } | Route::Unresolved { ifindex }) => ifindex,
-        _ => return Ok(Action::PASS),
+    let Some(route @ (Route::Resolved { ifindex, .. } | Route::Unresolved { ifindex })) =
+        plan(pkt, flow.saddr_be, flow.daddr_be, flow, 0)
+    else {
+        return Ok(Action::PASS);
     };
     if POD_IFACES_V1.get_ptr(ifindex).is_none() {
         return Ok(Action::PASS);
@@ -286,16 +286,9 @@ pub fn into_pod<P: Packet>(pkt: &P, flow: &Ipv4Flow) -> Result<Action, DropReaso
     // The pod's device takes it as addressed to itself whatever its MAC
     // addresses (bpf_redirect_peer scrubs it so): an unresolved neighbour
     // does not hold it back.
-    Ok(
-        match route
-            .map(|route| send(pkt, route, flow.proto))
-            .transpose()?
-        {
-            Some(sent) if !matches!(sent.verdict(), Verdict::Pass) => {
-                Action::redirect_peer(ifindex)
-            }
-            // A TTL about to run out: the stack answers it.
-            _ => Action::PASS,
-        },
-    )
+    Ok(match send(pkt, route, flow.proto)?.verdict() {
+        // A TTL about to run out: the stack answers it.
+        Verdict::Pass => Action::PASS,
+        _ => Action::redirect_peer(ifindex),
+    })
 }
