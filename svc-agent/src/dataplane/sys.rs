@@ -231,19 +231,25 @@ impl Drop for MappedArray {
     }
 }
 
-/// SO_NETNS_COOKIE (include/uapi/asm-generic/socket.h; Linux 5.14).
-const SO_NETNS_COOKIE: libc::c_int = 71;
-
-/// The cookie of the calling thread's network namespace: what
-/// bpf_get_netns_cookie returns for a socket in it.
-pub fn netns_cookie() -> io::Result<u64> {
+/// A UDP socket in the calling thread's network namespace, for the
+/// socket options and ioctls that ask about the namespace or its devices.
+fn udp_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall; the descriptor is owned at once.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a descriptor just opened and owned by nobody else.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// SO_NETNS_COOKIE (include/uapi/asm-generic/socket.h; Linux 5.14).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the calling thread's network namespace: what
+/// bpf_get_netns_cookie returns for a socket in it.
+pub fn netns_cookie() -> io::Result<u64> {
+    let socket = udp_socket()?;
     let mut cookie = 0u64;
     let mut len = size_of::<u64>() as libc::socklen_t;
     // SAFETY: `cookie` and `len` are valid for the kernel to write.
@@ -305,13 +311,7 @@ pub fn driver(name: &str) -> Option<String> {
     if name.len() >= libc::IFNAMSIZ {
         return None;
     }
-    // SAFETY: plain syscall; the descriptor is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: a descriptor just opened and owned by nobody else.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = udp_socket().ok()?;
     // SAFETY: all-zero is a valid value of this plain C struct.
     let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
     info.cmd = ETHTOOL_GDRVINFO;
