@@ -31,9 +31,14 @@ pub fn lab_root() -> Result<PathBuf, LabError> {
     Ok(cgroup2_root()?.join("svc-lab"))
 }
 
-/// Creates `<lab root>/<lab id>/<node>`.
+/// The cgroup of lab `lab_id`'s node `node`: `<lab root>/<lab id>/<node>`.
+pub fn node_path(lab_id: &str, node: &str) -> Result<PathBuf, LabError> {
+    Ok(lab_root()?.join(lab_id).join(node))
+}
+
+/// Creates [`node_path`].
 pub fn create(lab_id: &str, node: &str) -> Result<PathBuf, LabError> {
-    let path = lab_root()?.join(lab_id).join(node);
+    let path = node_path(lab_id, node)?;
     fs::create_dir_all(&path).map_err(|source| LabError::Io {
         what: format!("creating cgroup {}", path.display()),
         source,

@@ -716,7 +716,7 @@ impl Target {
 /// The cgroup of lab `id`'s node `node`, if its agent made it (a lab up
 /// with --no-agent has none).
 fn existing_node_cgroup(id: &str, node: &str) -> Result<Option<PathBuf>, ToolError> {
-    let path = cgroup::lab_root()?.join(id).join(node);
+    let path = cgroup::node_path(id, node)?;
     Ok(path.exists().then_some(path))
 }
 
