@@ -511,6 +511,19 @@ pub fn curl(
     )
 }
 
+/// What `script` prints on stdout, run as `python3 -c script` by
+/// `python3` (a command for python3 where it is to run: a node, a pod);
+/// it must succeed.
+pub fn python_output(mut python3: std::process::Command, script: &str) -> String {
+    let output = python3.args(["-c", script]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// A UDP request from inside a namespace: (reply, source of the reply).
 pub fn udp_request(
     netns: &svc_lab::netns::Netns,

@@ -93,20 +93,8 @@ fn curl_from_pod_to_cluster_ip_reaches_the_backend_pod() {
 /// What `script` prints, run by python3 as a process of pod curl (in its
 /// node's cgroup).
 fn python_in_pod(lab: &svc_lab::Lab, script: &str) -> String {
-    let output = lab
-        .pod("curl")
-        .unwrap()
-        .command("python3")
-        .unwrap()
-        .args(["-c", script])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    let python3 = lab.pod("curl").unwrap().command("python3").unwrap();
+    tests::python_output(python3, script).trim().to_owned()
 }
 
 /// Packets (and socket-hook connects) counted for test/web on node-1.

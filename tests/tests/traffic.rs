@@ -159,21 +159,9 @@ fn client_to_node_port_with_local_backend_keeps_its_source() {
 fn a_node_port_with_a_local_backend_goes_past_the_nodes_forwarding() {
     let lab = lab();
     let node = lab.node("node-1").unwrap();
+    // nft reads its command line as it reads a file.
     let nft = |script: &str| {
-        let output = node
-            .command("nft")
-            .unwrap()
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write as _;
-                child.stdin.take().unwrap().write_all(script.as_bytes())?;
-                child.wait_with_output()
-            })
-            .unwrap();
+        let output = node.command("nft").unwrap().arg(script).output().unwrap();
         assert!(
             output.status.success(),
             "{}",
@@ -434,20 +422,8 @@ data, src = u.recvfrom(512)\n\
 print('udp', src[0], src[1], data.decode().strip())\n\
 t = socket.create_connection(('198.19.0.20', 80), timeout=3)\n\
 print('tcp', *t.getpeername())\n";
-    let output = lab
-        .node("node-1")
-        .unwrap()
-        .command("python3")
-        .unwrap()
-        .args(["-c", script])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let python3 = lab.node("node-1").unwrap().command("python3").unwrap();
+    let stdout = tests::python_output(python3, script);
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(
         lines[0].starts_with("udp 198.19.0.22 53 pod=web-2"),
