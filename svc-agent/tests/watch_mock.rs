@@ -1,7 +1,7 @@
 //! The API server source against a scripted API server (tower-test mock
-//! service under kube's Client): initial lists gate the first snapshot
+//! service under kube's Client): initial lists gate the first update
 //! (also when one list is slow), bookmarks move the resourceVersion without
-//! a snapshot, 410 Gone relists while keeping the last state, errors are
+//! an update, an event's update names its object, 410 Gone relists while keeping the last state, errors are
 //! retried and counted. No root, no network.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -16,10 +16,11 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use svc_agent::{
     k8s::{
-        source::{self, UpdateReceiver},
+        source::{self, Update, UpdateReceiver},
         watch::watch_api,
     },
     metrics::Metrics,
+    model::Changed,
 };
 use tokio::time::{Instant, sleep, timeout};
 
@@ -152,6 +153,7 @@ fn serve(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, sc
 struct Harness {
     script: Shared,
     updates: UpdateReceiver,
+    last: Option<Update>,
     metrics: Arc<Metrics>,
 }
 
@@ -166,26 +168,34 @@ fn start(script: Script) -> Harness {
     Harness {
         script,
         updates,
+        last: None,
         metrics,
     }
 }
 
 impl Harness {
-    /// The Service names of the next snapshot published.
+    /// The Service names of the next update published (and every one
+    /// queued with it).
     async fn next_services(&mut self) -> Vec<String> {
-        timeout(Duration::from_secs(10), self.updates.changed())
+        let update = timeout(Duration::from_secs(10), self.updates.next())
             .await
-            .expect("a snapshot within 10 s")
-            .unwrap();
-        let update = self.updates.borrow_and_update().clone().unwrap();
+            .expect("an update within 10 s")
+            .expect("the source runs");
         let mut names: Vec<String> = update
-            .snapshot
+            .cluster
+            .snapshot()
             .services
             .iter()
             .map(|s| s.metadata.name.clone().unwrap())
             .collect();
         names.sort();
+        self.last = Some(update);
         names
+    }
+
+    /// What the last update said changed.
+    fn last_changed(&self) -> Changed {
+        self.last.as_ref().expect("an update").changed.clone()
     }
 
     /// The queries of the list (or watch) requests for `resource`.
@@ -235,9 +245,10 @@ async fn no_snapshot_before_every_initial_list_even_a_slow_one() {
         "published after {:?}, before the Node list came",
         started.elapsed()
     );
-    let update = harness.updates.borrow().clone().unwrap();
-    assert_eq!(update.snapshot.endpoint_slices.len(), 1);
-    assert_eq!(update.snapshot.nodes.len(), 1);
+    let snapshot = harness.last.as_ref().unwrap().cluster.snapshot();
+    assert_eq!(snapshot.endpoint_slices.len(), 1);
+    assert_eq!(snapshot.nodes.len(), 1);
+    assert_eq!(harness.last_changed(), Changed::Everything);
     let node_lists = harness.queries(Resource::Nodes, false);
     assert!(
         node_lists[0].contains("fieldSelector=metadata.name%3Dnode-1"),
@@ -258,6 +269,13 @@ async fn bookmarks_move_the_resource_version_and_events_publish() {
         .service_watches
         .extend([watch_events(&[bookmark]), watch_events(&[added])]);
     assert_eq!(harness.next_services().await, vec!["db", "web"]);
+    let mut only_db = Changed::nothing();
+    only_db.service(("default".into(), "db".into()));
+    assert_eq!(
+        harness.last_changed(),
+        only_db,
+        "an event names its object, and only it"
+    );
     let watches = harness.queries(Resource::Services, true);
     assert!(watches[0].contains("resourceVersion=10"), "{watches:?}");
     assert!(
@@ -286,6 +304,11 @@ async fn gone_410_relists_and_keeps_the_last_state_meanwhile() {
         })]));
     }
     assert_eq!(harness.next_services().await, vec!["db"]);
+    assert_eq!(
+        harness.last_changed(),
+        Changed::Everything,
+        "web's deletion came as no event: a relist changes everything"
+    );
     assert_eq!(harness.metrics.errors("watch_gone"), 1);
     let service_lists = harness.queries(Resource::Services, false);
     assert_eq!(service_lists.len(), 2, "initial list and the relist");

@@ -1,10 +1,9 @@
 //! The control plane at scale: 10 000 Services × 10 endpoints programmed
-//! from empty, then one endpoint change at a time from event to map write
-//! (the agent's path: the watch stores' objects into a snapshot →
-//! `Translator` → `Tables::apply`), and the peak RSS of this process, which
-//! does what the agent does; the same at 100 000 Services in a child
-//! process of its own (`services_100k`). As in the agent's watch stores,
-//! every object is an `Arc` and a changed slice is a new `Arc`. Then
+//! from empty, then one endpoint change at a time from watch event to map
+//! write (the agent's path, tests/src/stores.rs: the object into its
+//! reflector store → `Translator::update` → `Tables::apply_delta`), and the
+//! peak RSS of this process, which does what the agent does; the same at
+//! 100 000 Services in a child process of its own (`services_100k`). Then
 //! network programming latency against a real API server. Writes
 //! target/svc-bench/control-plane.json. Needs root (BPF maps).
 #![allow(
@@ -13,14 +12,14 @@
     reason = "a benchmark binary"
 )]
 
-use std::{net::Ipv4Addr, sync::Arc, time::Instant};
+use std::{net::Ipv4Addr, time::Instant};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use svc_agent::{
     dataplane::Datapath,
-    k8s::Snapshot,
-    model::{Config, NodeContext, Translator, translate},
+    model::{Config, NodeContext, translate},
 };
+use tests::stores::AgentPath;
 
 const SERVICES: u32 = 10_000;
 const ENDPOINTS: u32 = 10;
@@ -161,7 +160,6 @@ fn network_programming() -> serde_json::Value {
 struct Figures {
     initial_sync_ms: f64,
     changes_ms: Vec<f64>,
-    translate_ms: Vec<f64>,
 }
 
 impl Figures {
@@ -174,43 +172,36 @@ impl Figures {
 /// `count` Services programmed from empty, then `CHANGES` single-endpoint
 /// changes, the agent's way.
 fn measure(count: u32) -> Figures {
-    // What the agent's watch stores hold.
-    let services: Vec<Arc<Service>> = (0..count).map(|i| Arc::new(service(i))).collect();
-    let mut slices: Vec<Arc<EndpointSlice>> = (0..count).map(|i| Arc::new(slice(i, 0))).collect();
-    let snapshot_of = |slices: &Vec<Arc<EndpointSlice>>| Snapshot {
-        services: services.clone(),
-        endpoint_slices: slices.clone(),
-        ..Snapshot::default()
-    };
     let node = NodeContext {
         name: "node-1".into(),
         zone: None,
         node_addresses: vec![Ipv4Addr::new(198, 18, 0, 11)],
     };
-    let config = Config::default();
-    let mut datapath = Datapath::load(None).expect("load the datapath (root)");
-
-    let mut translator = Translator::default();
+    let tables = Datapath::load(None)
+        .expect("load the datapath (root)")
+        .into_tables();
+    let mut agent = AgentPath::new(tables, node.clone());
+    // The initial lists, as the reflectors fill the stores; then the
+    // agent's first sync.
+    agent.list(
+        (0..count).map(service).collect(),
+        (0..count).map(|i| slice(i, 0)).collect(),
+    );
     let started = Instant::now();
-    let snapshot = snapshot_of(&slices);
-    let frontends = translator.translate(&snapshot, &node, &config);
-    datapath.tables().apply(&frontends).unwrap();
+    agent.sync_all().unwrap();
     let initial_sync_ms = started.elapsed().as_secs_f64() * 1e3;
-    let programmed = datapath.tables().read().unwrap().len();
+    let programmed = agent.tables.read().unwrap().len();
     assert_eq!(programmed, count as usize, "every Service programmed");
 
     // One endpoint of one Service changes (one of the last 1 000, as a
-    // watcher would see any); from the event to the map write.
-    let mut translate_ms = Vec::new();
+    // watcher would see any); from the watch event into the store to the
+    // map write.
     let mut changes_ms: Vec<f64> = (1..=CHANGES)
         .map(|generation| {
             let changed = count - 1 - (generation % 1_000);
-            slices[changed as usize] = Arc::new(slice(changed, generation));
+            let new_slice = slice(changed, generation);
             let started = Instant::now();
-            let snapshot = snapshot_of(&slices);
-            let frontends = translator.translate(&snapshot, &node, &config);
-            translate_ms.push(started.elapsed().as_secs_f64() * 1e3);
-            let report = datapath.tables().apply(&frontends).unwrap();
+            let report = agent.slice_changed(new_slice).unwrap();
             let elapsed = started.elapsed().as_secs_f64() * 1e3;
             assert_eq!(
                 report.frontends_written, 1,
@@ -219,23 +210,24 @@ fn measure(count: u32) -> Figures {
             elapsed
         })
         .collect();
-    // The remembering path must program what a fresh translation says.
-    let held: Vec<_> = datapath
-        .tables()
+    // The change-by-change path must program what a fresh translation of
+    // the same objects says.
+    let held: Vec<_> = agent
+        .tables
         .read()
         .unwrap()
         .into_iter()
         .map(|state| state.frontend)
         .collect();
+    let snapshot = agent.snapshot();
     assert!(
-        held == translate(&snapshot_of(&slices), &node, &config),
+        held == translate(&snapshot, &node, &Config::default()),
         "the maps hold exactly the fresh translation after the changes"
     );
     changes_ms.sort_by(f64::total_cmp);
     Figures {
         initial_sync_ms,
         changes_ms,
-        translate_ms,
     }
 }
 
@@ -257,18 +249,17 @@ fn large() -> serde_json::Value {
 
 fn main() {
     if let Ok(count) = std::env::var(CHILD_ENV) {
-        let mut figures = measure(count.parse().unwrap());
+        let figures = measure(count.parse().unwrap());
         let report = serde_json::json!({
             "initial_sync_ms": figures.initial_sync_ms,
             "update_p50_ms": figures.quantile(0.5),
             "update_p99_ms": figures.quantile(0.99),
-            "update_translate_p50_ms": median(&mut figures.translate_ms),
             "rss_mib": peak_rss_mib(),
         });
         println!("{report}");
         return;
     }
-    let mut figures = measure(SERVICES);
+    let figures = measure(SERVICES);
     // Before the Maglev figures, whose second datapath is not the agent's.
     let rss_mib = peak_rss_mib();
     let (maglev_build_us, maglev_update_ms) = maglev_figures();
@@ -279,14 +270,13 @@ fn main() {
         "initial_sync_ms": figures.initial_sync_ms,
         "update_p50_ms": figures.quantile(0.5),
         "update_p99_ms": figures.quantile(0.99),
-        "update_translate_p50_ms": median(&mut figures.translate_ms),
         "rss_mib": rss_mib,
         "services_100k": services_100k,
         "maglev_build_100_backends_us": maglev_build_us,
         "maglev_update_p50_ms": maglev_update_ms,
         "network_programming_p99_ms": network_programming.get("p99_ms"),
         "network_programming": network_programming,
-        "method": "in one process, as the agent: a snapshot of shared (Arc) objects, Translator (re-translates only Services whose objects changed), Tables::apply (the first reads the kernel maps, later ones diff against memory); unpinned maps; 200 single-endpoint changes, each timed from the new slice in the store to the map write; services_100k: the same for 100 000 Services (from 62 500 on, port 81 of the same ClusterIPs) in a child process, whose peak RSS is its own; maglev_build_100_backends_us: median of 200 builds of a 16381-entry table for 100 backends; maglev_update_p50_ms: median of 50 applies that change one backend of a Maglev frontend with 10 (a new table written, then the header)",
+        "method": "in one process, the agent's path: kube-runtime reflector stores filled with the objects, a first sync (everything translated, Tables::apply reading the kernel maps), then per watch event the object into its store, its name to Translator::update (translates only its Service, settles only the addresses that claims) and the Delta to Tables::apply_delta; unpinned maps; 200 single-endpoint changes, each timed from the watch event into the store to the map write; services_100k: the same for 100 000 Services (from 62 500 on, port 81 of the same ClusterIPs) in a child process, whose peak RSS is its own; maglev_build_100_backends_us: median of 200 builds of a 16381-entry table for 100 backends; maglev_update_p50_ms: median of 50 applies that change one backend of a Maglev frontend with 10 (a new table written, then the header)",
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
     tests::write_bench_report("control-plane.json", &report);

@@ -19,6 +19,7 @@ pub mod kube_proxy;
 pub mod load;
 pub mod network_programming;
 pub mod pinned;
+pub mod stores;
 
 use std::{net::Ipv4Addr, path::PathBuf};
 

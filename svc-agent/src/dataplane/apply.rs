@@ -7,6 +7,8 @@
 //! or as it is wanted (chunks before the failed one ran whole, later ones
 //! did not run), the agent's memory of the maps is dropped, and the next
 //! apply reads them back and converges.
+use std::sync::Arc;
+
 use aya::maps::MapError;
 use svc_common::{MAX_BACKENDS, MAX_FRONTENDS, MAX_SERVICE_SLOTS, MAX_SOURCE_RANGES, names};
 
@@ -16,6 +18,7 @@ use super::{
     maps::{ServiceMaps, map_error},
     plan::{self, ApplyReport, Chunk, Desired, Op},
 };
+use crate::model::Frontend;
 
 /// Makes `maps` hold exactly `desired`, Maglev tables of `maglev_size`
 /// entries. `held` is what they hold, as the last apply left them (read
@@ -32,8 +35,40 @@ pub fn apply<M: ServiceMaps, F: Desired>(
         None => Held::new(maps.contents()?, maglev_size),
     };
     state.maglev_size = maglev_size;
+    run_plan(maps, held, state, |state, run| {
+        plan::plan_each(state, desired, run)
+    })
+}
+
+/// Writes `written` and removes `removed` in `maps`, which hold `held`
+/// (see [`plan::plan_delta`]), all else staying as it is.
+pub fn apply_delta<M: ServiceMaps>(
+    maps: &mut M,
+    held: &mut Option<Held>,
+    written: &[Arc<Frontend>],
+    removed: &[Arc<Frontend>],
+) -> Result<ApplyReport, DataplaneError> {
+    let Some(state) = held.take() else {
+        return Err(DataplaneError::NothingHeld);
+    };
+    run_plan(maps, held, state, |state, run| {
+        plan::plan_delta(state, written, removed, run)
+    })
+}
+
+/// Runs what `plan` plans from `state`, chunk by chunk; `held` is
+/// `state` afterwards if every write went through.
+fn run_plan<M: ServiceMaps>(
+    maps: &mut M,
+    held: &mut Option<Held>,
+    mut state: Held,
+    plan: impl FnOnce(
+        &mut Held,
+        &mut dyn FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
+    ) -> Result<ApplyReport, DataplaneError>,
+) -> Result<ApplyReport, DataplaneError> {
     let mut wrote = false;
-    let applied = plan::plan_each(&mut state, desired, |chunk| {
+    let applied = plan(&mut state, &mut |chunk| {
         wrote = true;
         run(chunk, maps)
     });

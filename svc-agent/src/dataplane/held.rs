@@ -178,14 +178,16 @@ impl Held {
     pub fn take_unreferenced(&mut self) -> Vec<(u32, Backend)> {
         let ids = std::mem::take(&mut self.unreferenced);
         let mut gone = Vec::with_capacity(ids.len());
-        for id in &ids {
-            self.backend_refs.remove(id);
-            self.backend_alloc.release(*id);
-            if let Some(backend) = self.backends.remove(id) {
-                gone.push((*id, backend));
+        for id in ids {
+            self.backend_refs.remove(&id);
+            self.backend_alloc.release(id);
+            if let Some(backend) = self.backends.remove(&id) {
+                if self.backend_ids.get(&backend) == Some(&id) {
+                    self.backend_ids.remove(&backend);
+                }
+                gone.push((id, backend));
             }
         }
-        self.backend_ids.retain(|_, id| !ids.contains(id));
         gone
     }
 

@@ -92,6 +92,10 @@ pub enum DataplaneError {
         interface: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "a change cannot be applied before the maps' contents are known: apply them whole first"
+    )]
+    NothingHeld,
     #[error("map {name}")]
     Map {
         name: &'static str,
@@ -289,6 +293,12 @@ impl Datapath {
 
     pub fn tables(&mut self) -> &mut Tables {
         &mut self.tables
+    }
+
+    /// The tables alone, the programs unloaded (benchmarks of the control
+    /// plane): the maps live as long as the tables.
+    pub fn into_tables(self) -> Tables {
+        self.tables
     }
 
     /// The TC program, e.g. to run it on crafted packets.

@@ -312,41 +312,10 @@ pub fn plan_each<F: Desired>(
     mut run: impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
 ) -> Result<ApplyReport, DataplaneError> {
     let mut report = ApplyReport::default();
-    held.maglev.settle();
-    let mut planner = Planner {
-        held,
-        ops: Vec::new(),
-        tables: FastMap::default(),
-    };
+    let mut planner = Planner::new(held);
     let mut wanted_headers = FastSet::with_capacity_and_hasher(desired.len(), Default::default());
     for item in desired {
-        let frontend = item.frontend();
-        let key = codec::header_key(frontend);
-        wanted_headers.insert(key);
-        if let Some(last) = planner.held.written.get_mut(&key) {
-            if item
-                .shared()
-                .is_some_and(|shared| Arc::ptr_eq(shared, last))
-            {
-                continue;
-            }
-            if **last == *frontend {
-                if let Some(shared) = item.shared() {
-                    *last = shared.clone();
-                }
-                continue;
-            }
-        }
-        planner.write_frontend(frontend, key)?;
-        if !planner.ops.is_empty() {
-            report.frontends_written += 1;
-            planner.hand_over(Some(&frontend.service), &mut run)?;
-        }
-        let written = item
-            .shared()
-            .cloned()
-            .unwrap_or_else(|| Arc::new(frontend.clone()));
-        planner.held.written.insert(key, written);
+        wanted_headers.insert(planner.want(item, &mut report, &mut run)?);
     }
 
     let mut unwanted: Vec<FrontendKey> = planner
@@ -358,15 +327,38 @@ pub fn plan_each<F: Desired>(
         .collect();
     unwanted.sort_unstable();
     for key in unwanted {
-        planner.remove_frontend(key);
-        report.frontends_removed += 1;
-        planner.hand_over(None, &mut run)?;
+        planner.unwant(key, &mut report, &mut run)?;
     }
-    for (id, backend) in planner.held.take_unreferenced() {
-        planner.push(Op::RemoveBackend { id, was: backend });
-        report.backends_removed += 1;
+    planner.finish(&mut report, &mut run)?;
+    Ok(report)
+}
+
+/// Plans a change: `written` wanted as they are, the headers of `removed`
+/// not wanted any more (unless one of `written` has the same). Costs in
+/// proportion to the change; what the maps hold otherwise stays.
+pub fn plan_delta(
+    held: &mut Held,
+    written: &[Arc<Frontend>],
+    removed: &[Arc<Frontend>],
+    mut run: impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
+) -> Result<ApplyReport, DataplaneError> {
+    let mut report = ApplyReport::default();
+    let mut planner = Planner::new(held);
+    let mut wanted_headers = FastSet::default();
+    for item in written {
+        wanted_headers.insert(planner.want(item, &mut report, &mut run)?);
     }
-    planner.hand_over(None, &mut run)?;
+    let mut unwanted: Vec<FrontendKey> = removed
+        .iter()
+        .map(|frontend| codec::header_key(frontend))
+        .filter(|key| !wanted_headers.contains(key) && planner.held.headers.contains(key))
+        .collect();
+    unwanted.sort_unstable();
+    unwanted.dedup();
+    for key in unwanted {
+        planner.unwant(key, &mut report, &mut run)?;
+    }
+    planner.finish(&mut report, &mut run)?;
     Ok(report)
 }
 
@@ -380,9 +372,80 @@ struct Planner<'a> {
     tables: FastMap<(u16, Vec<SocketAddrV4>), Arc<maglev::Table>>,
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
+    /// A planner of one update of the maps holding `held`.
+    fn new(held: &'a mut Held) -> Self {
+        held.maglev.settle();
+        Self {
+            held,
+            ops: Vec::new(),
+            tables: FastMap::default(),
+        }
+    }
+
     fn push(&mut self, op: Op) {
         self.ops.push(op);
+    }
+
+    /// Plans and runs the writes `item` needs, if any; returns its header.
+    fn want<F: Desired>(
+        &mut self,
+        item: &F,
+        report: &mut ApplyReport,
+        run: &mut impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
+    ) -> Result<FrontendKey, DataplaneError> {
+        let frontend = item.frontend();
+        let key = codec::header_key(frontend);
+        if let Some(last) = self.held.written.get_mut(&key) {
+            if item
+                .shared()
+                .is_some_and(|shared| Arc::ptr_eq(shared, last))
+            {
+                return Ok(key);
+            }
+            if **last == *frontend {
+                if let Some(shared) = item.shared() {
+                    *last = shared.clone();
+                }
+                return Ok(key);
+            }
+        }
+        self.write_frontend(frontend, key)?;
+        if !self.ops.is_empty() {
+            report.frontends_written += 1;
+            self.hand_over(Some(&frontend.service), run)?;
+        }
+        let written = item
+            .shared()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(frontend.clone()));
+        self.held.written.insert(key, written);
+        Ok(key)
+    }
+
+    /// Plans and runs the removal of the frontend under header `key`.
+    fn unwant(
+        &mut self,
+        key: FrontendKey,
+        report: &mut ApplyReport,
+        run: &mut impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        self.remove_frontend(key);
+        report.frontends_removed += 1;
+        self.hand_over(None, run)
+    }
+
+    /// Plans and runs the removal of the backends no slot names any more.
+    fn finish(
+        &mut self,
+        report: &mut ApplyReport,
+        run: &mut impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
+    ) -> Result<(), DataplaneError> {
+        for (id, backend) in self.held.take_unreferenced() {
+            self.push(Op::RemoveBackend { id, was: backend });
+            report.backends_removed += 1;
+        }
+        self.hand_over(None, run)
     }
 
     /// Hands the chunk planned so far to `run`, if it has anything.

@@ -7,6 +7,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     path::PathBuf,
+    sync::Arc,
 };
 
 use svc_common::{Backend, FrontendKey, FrontendMeta, RevNat, ServiceSlot, frontend_flags, names};
@@ -626,6 +627,58 @@ fn a_bad_source_range_fails_the_plan_before_any_write() {
     let error = apply::apply(&mut maps, &mut held, &[web(), bad], MAGLEV_SIZE).unwrap_err();
     assert_eq!(error.service(), Some("default/web-lb"), "{error}");
     assert_eq!(maps.ops, ops, "something was written");
+}
+
+/// Each scenario once more with every stage after the first applied as a
+/// change (`apply_delta`: the frontends that differ written, those gone
+/// removed): the maps hold the same after every stage as when each stage
+/// is applied whole.
+#[test]
+fn a_change_applied_alone_leaves_the_maps_as_applying_everything_does() {
+    for scenario in scenarios() {
+        let (transitions, _) = run_scenario(&scenario);
+        let mut maps = FakeMaps::default();
+        let mut held: Option<Held> = None;
+        let mut last: Vec<Arc<Frontend>> = Vec::new();
+        for (index, stage) in scenario.stages.iter().enumerate() {
+            add_affinities(&mut maps, &scenario, index);
+            let desired: Vec<Arc<Frontend>> = stage.desired.iter().cloned().map(Arc::new).collect();
+            let key = |f: &Frontend| (f.address, f.port, f.protocol);
+            if held.is_none() || stage.new_agent {
+                held = None;
+                apply::apply(&mut maps, &mut held, &desired, MAGLEV_SIZE).unwrap();
+            } else {
+                let written: Vec<Arc<Frontend>> = desired
+                    .iter()
+                    .filter(|f| !last.iter().any(|old| old == *f))
+                    .cloned()
+                    .collect();
+                let removed: Vec<Arc<Frontend>> = last
+                    .iter()
+                    .filter(|old| !desired.iter().any(|f| key(f) == key(old)))
+                    .cloned()
+                    .collect();
+                apply::apply_delta(&mut maps, &mut held, &written, &removed).unwrap();
+            }
+            assert_eq!(
+                maps.render(),
+                transitions[index].1.render(),
+                "{} stage {index}: {}",
+                scenario.name,
+                stage.what
+            );
+            last = desired;
+        }
+    }
+}
+
+#[test]
+fn a_change_needs_the_maps_contents_known_first() {
+    let mut maps = FakeMaps::default();
+    let mut held = None;
+    let error = apply::apply_delta(&mut maps, &mut held, &[Arc::new(web())], &[]).unwrap_err();
+    assert!(matches!(error, DataplaneError::NothingHeld), "{error}");
+    assert_eq!(maps.ops, 0, "nothing written");
 }
 
 #[test]

@@ -17,6 +17,7 @@ use super::{
     plan::{ApplyReport, Desired},
     sys,
 };
+use crate::model::Delta;
 
 /// Handles on every map of one datapath instance.
 pub struct Tables {
@@ -99,6 +100,26 @@ impl Tables {
     /// written, in the order plan.rs gives, all or none (apply.rs).
     pub fn apply<F: Desired>(&mut self, desired: &[F]) -> Result<ApplyReport, DataplaneError> {
         apply::apply(&mut self.maps, &mut self.held, desired, self.maglev_size)
+    }
+
+    /// Applies a change: `delta`'s frontends written, its removed ones
+    /// removed, the rest as the last apply left it. Costs in proportion
+    /// to the change. Needs [`holds`](Self::holds): after a failure or
+    /// [`forget_held`](Self::forget_held), [`apply`](Self::apply) must
+    /// read the maps whole first.
+    pub fn apply_delta(&mut self, delta: &Delta) -> Result<ApplyReport, DataplaneError> {
+        apply::apply_delta(
+            &mut self.maps,
+            &mut self.held,
+            &delta.written,
+            &delta.removed,
+        )
+    }
+
+    /// Whether this agent knows what the maps hold (an apply went through
+    /// since the last failure or [`forget_held`](Self::forget_held)).
+    pub fn holds(&self) -> bool {
+        self.held.is_some()
     }
 
     /// Sets how many entries the Maglev tables written from now on get (a

@@ -17,9 +17,12 @@ use std::{
 
 use super::{
     manifests,
-    source::{Update, UpdateSender},
+    source::{Cluster, Update, UpdateSender},
 };
-use crate::metrics::{ChangesSeen, Metrics};
+use crate::{
+    metrics::{ChangesSeen, Metrics},
+    model::Changed,
+};
 
 /// How often the directory is looked at.
 pub const POLL: Duration = Duration::from_millis(100);
@@ -81,11 +84,12 @@ fn publish(dir: &Path, seen_at: Instant, updates: &UpdateSender, metrics: &Metri
                 slices = snapshot.endpoint_slices.len(),
                 "manifests loaded"
             );
-            let _ = updates.send(Some(Update {
-                snapshot,
+            let _ = updates.send(Update {
+                cluster: Cluster::Snapshot(Arc::new(snapshot)),
+                changed: Changed::Everything,
                 seen_at,
                 changes: ChangesSeen::default(),
-            }));
+            });
         }
         Err(error) => {
             metrics.error("manifests");

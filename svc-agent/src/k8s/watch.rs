@@ -10,8 +10,9 @@
 //! Errors are retried after [`WatchBackoff`]'s delays (a 410 relists at
 //! once) and counted by kind.
 //!
-//! A snapshot is published only once every store has had its initial list,
-//! and after that on every change.
+//! An update is published only once every store has had its initial list,
+//! and after that on every change, naming the objects that changed (a
+//! relist or a Node change: everything).
 use std::{
     fmt::Debug,
     sync::Arc,
@@ -34,11 +35,11 @@ use kube::{
 };
 use tokio::sync::mpsc;
 
-use super::{
-    Snapshot,
-    source::{Update, UpdateSender},
+use super::source::{Cluster, Stores, Update, UpdateSender};
+use crate::{
+    metrics::{self, Metrics},
+    model::{Changed, ObjectName, namespace_of},
 };
-use crate::metrics::{self, Metrics};
 
 /// The kind of object a reflector watches (names it in logs and metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,12 +50,12 @@ enum Kind {
 }
 
 /// What a reflector tells the publisher.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Change {
     /// The store holds a complete list (after the first list or a relist).
     Listed(Kind),
-    /// One object changed.
-    Object(Kind),
+    /// One object changed (added, replaced or deleted).
+    Object(Kind, ObjectName),
 }
 
 /// Watches the API server and publishes snapshots until `updates` has no
@@ -83,42 +84,52 @@ pub async fn watch_api(client: Client, node: String, updates: UpdateSender, metr
         reflect(Kind::Node, nodes, this_node, changes, metrics.clone());
     let reflectors = future::join3(service_reflector, slice_reflector, node_reflector);
 
+    let cluster = Cluster::Stores(Stores {
+        services: service_store,
+        slices: slice_store,
+        nodes: node_store,
+    });
     let publisher = async {
         let mut listed = [false; 3];
         let mut first_unpublished: Option<Instant> = None;
+        // Since the last update: everything before the first.
+        let mut unpublished = Changed::Everything;
         while let Some(change) = changed.recv().await {
             first_unpublished.get_or_insert_with(Instant::now);
             let mut note = |change: Change| match change {
                 Change::Listed(kind) => {
                     tracing::info!(?kind, "list complete");
                     listed[kind as usize] = true;
+                    // A relist's deletions come as no event.
+                    unpublished = Changed::Everything;
                 }
-                Change::Object(kind) => tracing::debug!(?kind, "changed"),
+                Change::Object(kind, name) => {
+                    tracing::debug!(?kind, ?name, "changed");
+                    match kind {
+                        Kind::Service => unpublished.service(name),
+                        Kind::EndpointSlice => unpublished.slice(name),
+                        // Its addresses and zone change every frontend.
+                        Kind::Node => unpublished = Changed::Everything,
+                    }
+                }
             };
             note(change);
-            // Take every change already queued: one snapshot for a burst.
+            // Take every change already queued: one update for a burst.
             while let Ok(more) = changed.try_recv() {
                 note(more);
             }
             if !listed.iter().all(|done| *done) {
                 continue;
             }
-            let snapshot = Snapshot {
-                services: service_store.state(),
-                endpoint_slices: slice_store.state(),
-                nodes: cloned(&node_store),
-                ..Snapshot::default()
-            };
             let seen_at = first_unpublished.take().unwrap_or_else(Instant::now);
             let changes = metrics.changes_seen();
-            if updates
-                .send(Some(Update {
-                    snapshot,
-                    seen_at,
-                    changes,
-                }))
-                .is_err()
-            {
+            let update = Update {
+                cluster: cluster.clone(),
+                changed: std::mem::replace(&mut unpublished, Changed::nothing()),
+                seen_at,
+                changes,
+            };
+            if updates.send(update).is_err() {
                 return;
             }
         }
@@ -127,14 +138,6 @@ pub async fn watch_api(client: Client, node: String, updates: UpdateSender, metr
         _ = reflectors => {}
         () = publisher => {}
     }
-}
-
-fn cloned<K: Clone + Resource<DynamicType = ()>>(store: &Store<K>) -> Vec<K> {
-    store
-        .state()
-        .iter()
-        .map(|object| (**object).clone())
-        .collect()
 }
 
 /// A store for `api`'s objects and the future that keeps it filled.
@@ -155,13 +158,17 @@ where
             Ok(Event::InitDone) => {
                 let _ = changes.send(Change::Listed(kind));
             }
-            Ok(Event::Apply(_) | Event::Delete(_)) => {
+            Ok(Event::Apply(object) | Event::Delete(object)) => {
                 match kind {
                     Kind::Service => metrics.change_seen(metrics::Change::Service),
                     Kind::EndpointSlice => metrics.change_seen(metrics::Change::Endpoints),
                     Kind::Node => {}
                 }
-                let _ = changes.send(Change::Object(kind));
+                let name = (
+                    namespace_of(object.meta()).to_owned(),
+                    object.meta().name.clone().unwrap_or_default(),
+                );
+                let _ = changes.send(Change::Object(kind, name));
             }
             Ok(Event::Init | Event::InitApply(_)) => {}
             Err(error) => {

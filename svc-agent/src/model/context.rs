@@ -159,7 +159,19 @@ impl NodeContext {
         name: &str,
         config: &Config,
     ) -> Result<Self, NodeContextError> {
-        if let Some(node) = snapshot.node(name) {
+        Self::from_nodes(&snapshot.nodes, name, config)
+    }
+
+    /// [`from_snapshot`](Self::from_snapshot) with the Node objects only.
+    pub fn from_nodes(
+        nodes: &[Node],
+        name: &str,
+        config: &Config,
+    ) -> Result<Self, NodeContextError> {
+        if let Some(node) = nodes
+            .iter()
+            .find(|node| node.metadata.name.as_deref() == Some(name))
+        {
             return Ok(Self::from_node(node));
         }
         if config.nodeport_addresses.is_some() {
@@ -168,8 +180,7 @@ impl NodeContext {
                 ..Self::default()
             });
         }
-        let known: Vec<&str> = snapshot
-            .nodes
+        let known: Vec<&str> = nodes
             .iter()
             .filter_map(|node| node.metadata.name.as_deref())
             .collect();

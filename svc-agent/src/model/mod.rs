@@ -18,10 +18,11 @@ pub(crate) use self::service_port::ServiceInfo;
 pub use self::{
     context::{Cidr, Config, NodeContext, NodeContextError},
     snapshot::{
-        LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, LABEL_TOPOLOGY_ZONE, Snapshot, Workload,
-        namespace_of, object_key, service_of,
+        Changed, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, LABEL_TOPOLOGY_ZONE, ObjectName,
+        Objects, Snapshot, Workload, namespace_of, object_key, service_name, service_of,
+        slice_name,
     },
-    translator::{Translator, plan, translate},
+    translator::{Delta, Translator, plan, translate},
 };
 
 /// What `plan` prints: the frontends one node must hold.

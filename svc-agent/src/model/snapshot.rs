@@ -103,3 +103,93 @@ pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
         meta.name.as_deref().unwrap_or("")
     )
 }
+
+/// `(NAMESPACE, NAME)` of an object.
+pub type ObjectName = (String, String);
+
+fn object_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectName {
+    (
+        namespace_of(meta).to_owned(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// A Service's name as an [`ObjectName`].
+pub fn service_name(service: &Service) -> ObjectName {
+    object_name(&service.metadata)
+}
+
+/// An EndpointSlice's own name as an [`ObjectName`].
+pub fn slice_name(slice: &EndpointSlice) -> ObjectName {
+    object_name(&slice.metadata)
+}
+
+/// Services and EndpointSlices looked up by name, as they are now: what a
+/// translation of a few changed objects reads (the API source's watch
+/// stores answer without a copy of the cluster).
+pub trait Objects {
+    fn service(&self, name: &ObjectName) -> Option<Arc<Service>>;
+    fn slice(&self, name: &ObjectName) -> Option<Arc<EndpointSlice>>;
+}
+
+/// What changed since the objects were last translated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Changed {
+    /// Anything may have: read every object (a first list, a relist whose
+    /// deletions came as no event, a new Node, a reloaded directory).
+    #[default]
+    Everything,
+    /// Only these, each added, replaced or deleted.
+    Objects {
+        services: crate::FastSet<ObjectName>,
+        slices: crate::FastSet<ObjectName>,
+    },
+}
+
+impl Changed {
+    /// Nothing yet.
+    pub fn nothing() -> Self {
+        Self::Objects {
+            services: Default::default(),
+            slices: Default::default(),
+        }
+    }
+
+    pub fn service(&mut self, name: ObjectName) {
+        if let Self::Objects { services, .. } = self {
+            services.insert(name);
+        }
+    }
+
+    pub fn slice(&mut self, name: ObjectName) {
+        if let Self::Objects { slices, .. } = self {
+            slices.insert(name);
+        }
+    }
+
+    /// What changed in `self`'s time and then in `later`'s.
+    pub fn merge(&mut self, later: Changed) {
+        match (&mut *self, later) {
+            (Self::Everything, _) => {}
+            (_, Self::Everything) => *self = Self::Everything,
+            (
+                Self::Objects { services, slices },
+                Self::Objects {
+                    services: more_services,
+                    slices: more_slices,
+                },
+            ) => {
+                services.extend(more_services);
+                slices.extend(more_slices);
+            }
+        }
+    }
+
+    /// How many objects changed; None for everything.
+    pub fn count(&self) -> Option<usize> {
+        match self {
+            Self::Everything => None,
+            Self::Objects { services, slices } => Some(services.len() + slices.len()),
+        }
+    }
+}

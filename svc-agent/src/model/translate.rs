@@ -2,7 +2,7 @@
 //! out, and the rules between Services (who owns a shared address): every
 //! kube-proxy rule lives here (and in the modules it calls), nowhere else.
 //! The whole cluster is translated by translator.rs.
-use std::{collections::hash_map::Entry, net::Ipv4Addr, sync::Arc};
+use std::{net::Ipv4Addr, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
@@ -13,7 +13,6 @@ use super::{
     service_port::{ServiceInfo, ServicePortInfo},
     topology::{Categorized, NodeTopology, categorize},
 };
-use crate::FastMap;
 
 /// The frontends of one Service.
 pub(super) fn service_frontends(
@@ -155,83 +154,48 @@ pub(super) fn frontend_order(
 /// So `aaa/x` with an externalIP equal to the kubernetes Service's
 /// ClusterIP, or to a node address, takes nothing from them
 /// (CVE-2020-8554's class). Between frontends of one kind, the first in
-/// [`translate`]'s order keeps it, whatever order `frontends` come in.
-/// The losers are added to `left_out`.
-pub(super) fn drop_address_clashes(
-    frontends: &mut Vec<&Arc<Frontend>>,
-    left_out: &mut Vec<LeftOut>,
-) {
-    let mut owner: FastMap<(Ipv4Addr, u16, super::Protocol), &Arc<Frontend>> = FastMap::default();
-    let mut clashed = false;
-    for frontend in frontends.iter() {
-        let key = (frontend.address, frontend.port, frontend.protocol);
-        match owner.entry(key) {
-            Entry::Vacant(vacant) => {
-                vacant.insert(frontend);
-            }
-            Entry::Occupied(mut occupied) => {
-                clashed = true;
-                if ownership_order(frontend) < ownership_order(occupied.get()) {
-                    occupied.insert(frontend);
-                }
-            }
-        }
-    }
-    if !clashed {
-        return;
-    }
-    frontends.retain(|frontend| {
-        let key = (frontend.address, frontend.port, frontend.protocol);
-        let owner = owner[&key];
-        let first = Arc::ptr_eq(owner, frontend);
-        if !first {
-            tracing::warn!(
-                service = %frontend.service,
-                frontend = %frontend.label(),
-                owner = %owner.service,
-                owner_kind = ?owner.kind,
-                "frontend address belongs to another Service's frontend; not programmed"
-            );
-            left_out.push(LeftOut {
-                service: frontend.service.clone(),
-                frontend: frontend.label(),
-                reason: LeftOutReason::AddressTaken {
-                    owner: owner.service.clone(),
-                    owner_kind: owner.kind,
-                },
-            });
-        }
-        first
-    });
+/// [`translate`]'s order keeps it, whatever order `claims` come in.
+pub(super) fn owner(claims: &[Arc<Frontend>]) -> Option<&Arc<Frontend>> {
+    claims
+        .iter()
+        .min_by(|a, b| ownership_order(a).cmp(&ownership_order(b)))
 }
 
-/// Leaves out externalIPs outside the configured CIDRs (see
-/// [`Config::external_ip_cidrs`]), into `left_out`.
-pub(super) fn drop_disallowed_external_ips(
-    frontends: &mut Vec<&Arc<Frontend>>,
-    config: &Config,
-    left_out: &mut Vec<LeftOut>,
-) {
-    if config.external_ip_cidrs.is_empty() {
-        return;
+/// Why `frontend` is not programmed: `owner` holds its address.
+pub(super) fn address_taken(frontend: &Frontend, owner: &Frontend) -> LeftOut {
+    tracing::warn!(
+        service = %frontend.service,
+        frontend = %frontend.label(),
+        owner = %owner.service,
+        owner_kind = ?owner.kind,
+        "frontend address belongs to another Service's frontend; not programmed"
+    );
+    LeftOut {
+        service: frontend.service.clone(),
+        frontend: frontend.label(),
+        reason: LeftOutReason::AddressTaken {
+            owner: owner.service.clone(),
+            owner_kind: owner.kind,
+        },
     }
-    frontends.retain(|frontend| {
-        let allowed = frontend.kind != FrontendKind::ExternalIP
-            || config.allows_external_ip(frontend.address);
-        if !allowed {
-            tracing::warn!(
-                service = %frontend.service,
-                frontend = %frontend.label(),
-                "externalIP outside --external-ip-cidrs; not programmed"
-            );
-            left_out.push(LeftOut {
-                service: frontend.service.clone(),
-                frontend: frontend.label(),
-                reason: LeftOutReason::ExternalIpNotAllowed,
-            });
-        }
-        allowed
-    });
+}
+
+/// Why `frontend` is not programmed, if an externalIP outside the
+/// configured CIDRs (see [`Config::external_ip_cidrs`]).
+pub(super) fn disallowed_external_ip(frontend: &Frontend, config: &Config) -> Option<LeftOut> {
+    if frontend.kind != FrontendKind::ExternalIP || config.allows_external_ip(frontend.address) {
+        return None;
+    }
+    tracing::warn!(
+        service = %frontend.service,
+        frontend = %frontend.label(),
+        "externalIP outside --external-ip-cidrs; not programmed"
+    );
+    Some(LeftOut {
+        service: frontend.service.clone(),
+        frontend: frontend.label(),
+        reason: LeftOutReason::ExternalIpNotAllowed,
+    })
 }
 
 /// Who owns a contested address: kind, then [`frontend_order`].

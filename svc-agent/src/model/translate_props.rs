@@ -26,9 +26,13 @@ use proptest::{prelude::*, sample::Index};
 
 use super::{frontend_order, service_frontends};
 use crate::model::endpoints::endpoints_of_port;
-use crate::model::{
-    BackendState, Config, Frontend, FrontendKind, LABEL_SERVICE_NAME, LeftOut, LeftOutReason,
-    NodeContext, OnEmpty, Protocol, Snapshot, Translator, namespace_of, object_key,
+use crate::{
+    FastSet,
+    model::{
+        BackendState, Config, Frontend, FrontendKind, LABEL_SERVICE_NAME, LeftOut, LeftOutReason,
+        NodeContext, ObjectName, Objects, OnEmpty, Protocol, Snapshot, Translator, namespace_of,
+        object_key, service_name, slice_name,
+    },
 };
 
 const NODE: &str = "node-1";
@@ -377,15 +381,72 @@ fn outcome_of(
     node: &NodeContext,
     config: &Config,
 ) -> Outcome {
-    let mut frontends: Vec<Frontend> = translator
-        .translate(snapshot, node, config)
+    translator.translate(snapshot, node, config);
+    outcome_now(translator)
+}
+
+/// What `translator` holds now.
+fn outcome_now(translator: &Translator) -> Outcome {
+    let mut left_out = translator.left_out();
+    left_out.sort();
+    (in_order(translator.frontends()), left_out)
+}
+
+/// The frontends sorted as `translate` sorts them.
+fn in_order<'a>(frontends: impl IntoIterator<Item = &'a Arc<Frontend>>) -> Vec<Frontend> {
+    let mut frontends: Vec<Frontend> = frontends
         .into_iter()
         .map(|frontend| (**frontend).clone())
         .collect();
     frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
-    let mut left_out = translator.left_out().to_vec();
-    left_out.sort();
-    (frontends, left_out)
+    frontends
+}
+
+/// A snapshot's objects looked up by name, as the watch stores answer.
+struct ByName<'a>(&'a Snapshot);
+
+impl Objects for ByName<'_> {
+    fn service(&self, name: &ObjectName) -> Option<Arc<Service>> {
+        let found = self.0.services.iter().rfind(|s| service_name(s) == *name);
+        found.cloned()
+    }
+
+    fn slice(&self, name: &ObjectName) -> Option<Arc<EndpointSlice>> {
+        let found = self
+            .0
+            .endpoint_slices
+            .iter()
+            .rfind(|s| slice_name(s) == *name);
+        found.cloned()
+    }
+}
+
+/// The names of the Services and slices that differ from `before` to
+/// `after` (added, changed or deleted), as a watch reports them.
+fn changed_between(
+    before: &Snapshot,
+    after: &Snapshot,
+) -> (FastSet<ObjectName>, FastSet<ObjectName>) {
+    fn differing<T: PartialEq>(
+        before: &[Arc<T>],
+        after: &[Arc<T>],
+        name: impl Fn(&T) -> ObjectName,
+    ) -> FastSet<ObjectName> {
+        let by_name = |objects: &[Arc<T>]| -> BTreeMap<ObjectName, Arc<T>> {
+            objects.iter().map(|o| (name(o), o.clone())).collect()
+        };
+        let (before, after) = (by_name(before), by_name(after));
+        before
+            .keys()
+            .chain(after.keys())
+            .filter(|key| before.get(*key) != after.get(*key))
+            .cloned()
+            .collect()
+    }
+    (
+        differing(&before.services, &after.services, service_name),
+        differing(&before.endpoint_slices, &after.endpoint_slices, slice_name),
+    )
 }
 
 fn outcome(cluster: &Cluster) -> Outcome {
@@ -805,6 +866,36 @@ proptest! {
         for (snapshot, node, config) in [&first, &second, &first] {
             let fresh = outcome_of(&mut Translator::default(), snapshot, node, config);
             prop_assert_eq!(outcome_of(&mut translator, snapshot, node, config), fresh);
+        }
+    }
+
+    /// Told only the names of the objects that changed, the translator
+    /// holds what a fresh translation of the new objects gives, and its
+    /// delta takes the frontends it held before to those (what the maps
+    /// are changed by), whatever changed, was added or deleted, and on
+    /// another node or with other settings, and back.
+    #[test]
+    fn an_update_of_the_changed_objects_agrees_with_a_fresh_translation(history in history()) {
+        let History { first, second } = history;
+        let mut translator = Translator::default();
+        translator.translate_snapshot(&first.0, &first.1, &first.2);
+        for (before, (after, node, config)) in [(&first.0, &second), (&second.0, &first)] {
+            let mut held: BTreeMap<(Ipv4Addr, u16, Protocol), Arc<Frontend>> = translator
+                .frontends()
+                .map(|f| ((f.address, f.port, f.protocol), f.clone()))
+                .collect();
+            let (services, slices) = changed_between(before, after);
+            let delta = translator.update(&ByName(after), &services, &slices, node, config);
+            for gone in &delta.removed {
+                let was = held.remove(&(gone.address, gone.port, gone.protocol));
+                prop_assert!(was.is_some(), "{} removed but not held", gone.label());
+            }
+            for written in &delta.written {
+                held.insert((written.address, written.port, written.protocol), written.clone());
+            }
+            let fresh = outcome_of(&mut Translator::default(), after, node, config);
+            prop_assert_eq!(&outcome_now(&translator), &fresh);
+            prop_assert_eq!(in_order(held.values()), fresh.0);
         }
     }
 

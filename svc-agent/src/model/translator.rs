@@ -1,27 +1,25 @@
 //! The whole cluster translated: [`plan`] and [`translate`] once, and
 //! [`Translator`], the same with a memory, for an agent that translates
-//! the whole cluster on every change.
+//! on every change.
 //!
-//! The snapshot's Services and EndpointSlices are `Arc`s shared with the
-//! watch stores, and a store replaces an object's `Arc` when the object
-//! changes. So an object whose `Arc` is the one seen last time is the same
-//! object, and a Service whose own `Arc` and slices are all unchanged keeps
-//! its frontends; one change among 10 000 Services costs one Service's
-//! translation plus a pass over pointers. The memory holds a clone of every
-//! `Arc` it compares against, so no address can be reused by another object
-//! while it is remembered.
-use std::{collections::HashSet, sync::Arc};
+//! The memory is by name: each Service's frontends, each slice and whose
+//! it is, and per address, port and protocol the frontends that claim it
+//! and the one that owns it. A change of a few objects, named, costs their
+//! Services' translation and the settling of the addresses those claim
+//! ([`Translator::update`]); the result is a [`Delta`], what the maps must
+//! write and remove. A whole [`Snapshot`] is compared by pointer: its
+//! Services and EndpointSlices are `Arc`s shared with the watch stores,
+//! which replace an object's `Arc` when the object changes.
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
-    Config, Frontend, LeftOut, NodeContext, NodeContextError, Plan,
-    snapshot::{Snapshot, namespace_of, service_of},
-    translate::{
-        drop_address_clashes, drop_disallowed_external_ips, frontend_order, service_frontends,
-    },
+    Config, Frontend, LeftOut, NodeContext, NodeContextError, OnEmpty, Plan, Protocol,
+    snapshot::{ObjectName, Objects, Snapshot, service_name, service_of, slice_name},
+    translate::{address_taken, disallowed_external_ip, frontend_order, owner, service_frontends},
 };
-use crate::FastMap;
+use crate::{FastMap, FastSet};
 
 /// The plan of node `node_name`: [`translate`] for its [`NodeContext`].
 pub fn plan(
@@ -32,7 +30,7 @@ pub fn plan(
     let node = NodeContext::from_snapshot(snapshot, node_name, config)?;
     let mut translator = Translator::default();
     let frontends = sorted(translator.translate(snapshot, &node, config));
-    let mut left_out = translator.left_out().to_vec();
+    let mut left_out = translator.left_out();
     left_out.sort();
     Ok(Plan {
         node: node_name.to_owned(),
@@ -60,174 +58,345 @@ fn sorted(frontends: Vec<&Arc<Frontend>>) -> Vec<Frontend> {
     frontends
 }
 
-/// `NAMESPACE` and `NAME` of a Service.
-type ServiceName = (String, String);
+/// A frontend's address, port and protocol: one frontend each.
+type Address = (Ipv4Addr, u16, Protocol);
 
+fn address(frontend: &Frontend) -> Address {
+    (frontend.address, frontend.port, frontend.protocol)
+}
+
+/// What one translation changed in the frontends the node holds.
+#[derive(Debug, Default)]
+pub struct Delta {
+    /// Frontends new or changed: the ones now wanted.
+    pub written: Vec<Arc<Frontend>>,
+    /// Frontends whose address, port and protocol the node no longer holds.
+    pub removed: Vec<Arc<Frontend>>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// The cluster translated, remembered between translations so that the
+/// next one costs in proportion to what changed: given the names of the
+/// changed objects ([`update`](Self::update)), it reads and translates
+/// only their Services and settles only the addresses they claim.
 #[derive(Default)]
 pub struct Translator {
     context: Option<(NodeContext, Config)>,
-    /// Bumped on every translation; entries not seen in it are forgotten.
-    pass: u64,
-    /// Every EndpointSlice of the last snapshot, by address.
-    slices: FastMap<usize, SeenSlice>,
-    /// The slices of each Service, by name.
-    slices_of: FastMap<ServiceName, Vec<Arc<EndpointSlice>>>,
-    /// Every Service of the last snapshot, by address, with its frontends.
-    services: FastMap<usize, Translated>,
-    /// The frontends the last translation left out, and why.
-    left_out: Vec<LeftOut>,
+    /// Every Service translated, by name.
+    services: FastMap<ObjectName, Translated>,
+    /// Every EndpointSlice seen, by its own name.
+    slices: FastMap<ObjectName, SeenSlice>,
+    /// The slices of each Service, by slice name (the order they are read
+    /// in).
+    slices_of: FastMap<ObjectName, BTreeMap<String, Arc<EndpointSlice>>>,
+    /// The frontends that claim each address.
+    claims: FastMap<Address, Vec<Arc<Frontend>>>,
+    /// The claim that owns each address: the frontends the node holds.
+    owners: FastMap<Address, Arc<Frontend>>,
+    /// Claims that lost their address, by address.
+    taken: FastMap<Address, Vec<LeftOut>>,
+    /// externalIPs not allowed, by Service.
+    disallowed: FastMap<ObjectName, Vec<LeftOut>>,
+    /// Owners with a healthCheckNodePort.
+    health_checked: FastSet<Address>,
+    /// Owners with no backend that drop (a Local policy with no endpoint
+    /// here).
+    dropping: FastSet<Address>,
+    /// Backends over all owners.
+    backends: usize,
 }
 
 struct SeenSlice {
     slice: Arc<EndpointSlice>,
-    owner: Option<ServiceName>,
-    pass: u64,
+    owner: Option<ObjectName>,
 }
 
 struct Translated {
-    /// Held so that its address names it as long as it is remembered.
-    _service: Arc<Service>,
-    frontends: Vec<Arc<Frontend>>,
-    pass: u64,
-}
-
-fn address<T>(object: &Arc<T>) -> usize {
-    Arc::as_ptr(object) as usize
+    service: Arc<Service>,
+    /// The frontends it claims (externalIPs not allowed are not claims).
+    claims: Vec<Arc<Frontend>>,
 }
 
 /// The Service a slice belongs to.
-fn owner_of(slice: &EndpointSlice) -> Option<ServiceName> {
+fn owner_of(slice: &EndpointSlice) -> Option<ObjectName> {
     service_of(slice).map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
 }
 
 impl Translator {
-    /// The frontends of [`translate`] for `snapshot`, in
-    /// no particular order, shared with the memory: a frontend that did not
-    /// change is the same `Arc` as last time.
+    /// The frontends of [`translate`] for `snapshot`, in no particular
+    /// order, shared with the memory: a frontend that did not change is
+    /// the same `Arc` as last time.
     pub fn translate(
         &mut self,
         snapshot: &Snapshot,
         node: &NodeContext,
         config: &Config,
     ) -> Vec<&Arc<Frontend>> {
-        if self.context.as_ref().map(|(n, c)| (n, c)) != Some((node, config)) {
-            self.services.clear();
-            self.context = Some((node.clone(), config.clone()));
-        }
-        self.pass += 1;
-        let pass = self.pass;
-        let changed = self.note_slices(&snapshot.endpoint_slices);
-
-        for service in &snapshot.services {
-            let entry = self.services.get_mut(&address(service));
-            let unchanged = entry.is_some()
-                && (changed.is_empty()
-                    || !changed.iter().any(|(namespace, name)| {
-                        namespace == namespace_of(&service.metadata)
-                            && service.metadata.name.as_deref() == Some(name.as_str())
-                    }));
-            match entry {
-                Some(translated) if unchanged => translated.pass = pass,
-                _ => {
-                    let frontends = self.translate_one(service, node, config);
-                    self.services.insert(
-                        address(service),
-                        Translated {
-                            _service: service.clone(),
-                            frontends,
-                            pass,
-                        },
-                    );
-                }
-            }
-        }
-        self.services
-            .retain(|_, translated| translated.pass == pass);
-
-        let mut frontends: Vec<&Arc<Frontend>> = self
-            .services
-            .values()
-            .flat_map(|translated| &translated.frontends)
-            .collect();
-        self.left_out.clear();
-        drop_disallowed_external_ips(&mut frontends, config, &mut self.left_out);
-        drop_address_clashes(&mut frontends, &mut self.left_out);
-        frontends
+        self.translate_snapshot(snapshot, node, config);
+        self.frontends().collect()
     }
 
-    /// The frontends the last [`translate`](Self::translate) left out, and
-    /// why (in no particular order).
-    pub fn left_out(&self) -> &[LeftOut] {
-        &self.left_out
-    }
-
-    /// Takes in the snapshot's slices; returns the Services whose slices
-    /// changed (a slice added, replaced or gone).
-    fn note_slices(&mut self, slices: &[Arc<EndpointSlice>]) -> HashSet<ServiceName> {
-        let pass = self.pass;
-        let mut changed = HashSet::new();
-        for slice in slices {
-            if let Some(seen) = self.slices.get_mut(&address(slice)) {
-                seen.pass = pass;
-                continue;
-            }
-            let owner = owner_of(slice);
-            if let Some(owner) = &owner {
-                self.slices_of
-                    .entry(owner.clone())
-                    .or_default()
-                    .push(slice.clone());
-                changed.insert(owner.clone());
-            }
-            self.slices.insert(
-                address(slice),
-                SeenSlice {
-                    slice: slice.clone(),
-                    owner,
-                    pass,
-                },
-            );
-        }
-        let slices_of = &mut self.slices_of;
-        self.slices.retain(|_, seen| {
-            if seen.pass == pass {
-                return true;
-            }
-            if let Some(owner) = &seen.owner {
-                if let Some(list) = slices_of.get_mut(owner) {
-                    list.retain(|kept| !Arc::ptr_eq(kept, &seen.slice));
-                    if list.is_empty() {
-                        slices_of.remove(owner);
-                    }
-                }
-                changed.insert(owner.clone());
-            }
-            false
-        });
-        changed
-    }
-
-    fn translate_one(
-        &self,
-        service: &Service,
+    /// Translates what differs between `snapshot` and the last
+    /// translation: objects whose `Arc` is the one seen last time are
+    /// unchanged (the watch stores replace an object's `Arc` when it
+    /// changes), so this costs a pass over pointers plus the changed
+    /// Services. Of two Services (or slices) of one name, the later wins,
+    /// as a second `kubectl apply` of the name would.
+    pub fn translate_snapshot(
+        &mut self,
+        snapshot: &Snapshot,
         node: &NodeContext,
         config: &Config,
-    ) -> Vec<Arc<Frontend>> {
-        let name = (
-            namespace_of(&service.metadata).to_owned(),
-            service.metadata.name.clone().unwrap_or_default(),
-        );
-        let mut slices: Vec<&EndpointSlice> = self
-            .slices_of
-            .get(&name)
-            .into_iter()
-            .flatten()
-            .map(|slice| &**slice)
+    ) -> Delta {
+        let mut dirty = self.set_context(node, config);
+        let mut present: FastSet<ObjectName> = FastSet::default();
+        for slice in &snapshot.endpoint_slices {
+            let name = slice_name(slice);
+            let same = self
+                .slices
+                .get(&name)
+                .is_some_and(|seen| Arc::ptr_eq(&seen.slice, slice));
+            if !same {
+                self.set_slice(&name, Some(slice.clone()), &mut dirty);
+            }
+            present.insert(name);
+        }
+        let gone: Vec<ObjectName> = self
+            .slices
+            .keys()
+            .filter(|name| !present.contains(*name))
+            .cloned()
             .collect();
-        slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        service_frontends(service, &slices, node, config)
-            .into_iter()
-            .map(Arc::new)
+        for name in gone {
+            self.set_slice(&name, None, &mut dirty);
+        }
+
+        let services: FastMap<ObjectName, &Arc<Service>> = snapshot
+            .services
+            .iter()
+            .map(|service| (service_name(service), service))
+            .collect();
+        for (name, service) in &services {
+            let same = self
+                .services
+                .get(name)
+                .is_some_and(|translated| Arc::ptr_eq(&translated.service, service));
+            if !same {
+                dirty.insert(name.clone());
+            }
+        }
+        dirty.extend(
+            self.services
+                .keys()
+                .filter(|name| !services.contains_key(*name))
+                .cloned(),
+        );
+        let mut touched = FastSet::default();
+        for name in dirty {
+            let service = services.get(&name).map(|service| (*service).clone());
+            self.retranslate(&name, service, node, config, &mut touched);
+        }
+        self.settle(touched)
+    }
+
+    /// Translates again what the changed `services` and `slices` (by name;
+    /// each added, replaced or deleted) touch, reading them from
+    /// `objects`: the work is in proportion to the change, whatever the
+    /// cluster's size.
+    pub fn update(
+        &mut self,
+        objects: &impl Objects,
+        services: &FastSet<ObjectName>,
+        slices: &FastSet<ObjectName>,
+        node: &NodeContext,
+        config: &Config,
+    ) -> Delta {
+        let mut dirty = self.set_context(node, config);
+        for name in slices {
+            self.set_slice(name, objects.slice(name), &mut dirty);
+        }
+        dirty.extend(services.iter().cloned());
+        let mut touched = FastSet::default();
+        for name in dirty {
+            let service = objects.service(&name);
+            self.retranslate(&name, service, node, config, &mut touched);
+        }
+        self.settle(touched)
+    }
+
+    /// The frontends the node holds, in no particular order.
+    pub fn frontends(&self) -> impl Iterator<Item = &Arc<Frontend>> {
+        self.owners.values()
+    }
+
+    /// How many frontends, and backends over all of them, the node holds.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.owners.len(), self.backends)
+    }
+
+    /// The frontends held with a healthCheckNodePort.
+    pub fn health_checked(&self) -> impl Iterator<Item = &Frontend> {
+        self.health_checked
+            .iter()
+            .map(|address| &*self.owners[address])
+    }
+
+    /// The frontends held that drop for want of a backend.
+    pub fn dropping(&self) -> impl Iterator<Item = &Frontend> {
+        self.dropping.iter().map(|address| &*self.owners[address])
+    }
+
+    /// The frontends the Services ask for that the node does not hold, and
+    /// why (in no particular order).
+    pub fn left_out(&self) -> Vec<LeftOut> {
+        self.taken
+            .values()
+            .chain(self.disallowed.values())
+            .flatten()
+            .cloned()
             .collect()
+    }
+
+    /// Takes in this translation's node and flags; when they differ from
+    /// the last one's, every Service is to be translated again.
+    fn set_context(&mut self, node: &NodeContext, config: &Config) -> FastSet<ObjectName> {
+        if self.context.as_ref().map(|(n, c)| (n, c)) == Some((node, config)) {
+            return FastSet::default();
+        }
+        self.context = Some((node.clone(), config.clone()));
+        self.services.keys().cloned().collect()
+    }
+
+    /// Slice `name` is now `slice` (None: gone); the Services it belonged
+    /// to and belongs to are `dirty`.
+    fn set_slice(
+        &mut self,
+        name: &ObjectName,
+        slice: Option<Arc<EndpointSlice>>,
+        dirty: &mut FastSet<ObjectName>,
+    ) {
+        if let Some(SeenSlice {
+            owner: Some(owner), ..
+        }) = self.slices.remove(name)
+        {
+            if let Some(of_owner) = self.slices_of.get_mut(&owner) {
+                of_owner.remove(&name.1);
+                if of_owner.is_empty() {
+                    self.slices_of.remove(&owner);
+                }
+            }
+            dirty.insert(owner);
+        }
+        let Some(slice) = slice else {
+            return;
+        };
+        let owner = owner_of(&slice);
+        if let Some(owner) = &owner {
+            self.slices_of
+                .entry(owner.clone())
+                .or_default()
+                .insert(name.1.clone(), slice.clone());
+            dirty.insert(owner.clone());
+        }
+        self.slices.insert(name.clone(), SeenSlice { slice, owner });
+    }
+
+    /// Service `name`, now `service` (None: gone), withdraws its claims
+    /// and makes its new ones; the addresses of both are `touched`.
+    fn retranslate(
+        &mut self,
+        name: &ObjectName,
+        service: Option<Arc<Service>>,
+        node: &NodeContext,
+        config: &Config,
+        touched: &mut FastSet<Address>,
+    ) {
+        if let Some(old) = self.services.remove(name) {
+            for frontend in old.claims {
+                let at = address(&frontend);
+                if let Some(claims) = self.claims.get_mut(&at) {
+                    claims.retain(|claim| !Arc::ptr_eq(claim, &frontend));
+                    if claims.is_empty() {
+                        self.claims.remove(&at);
+                    }
+                }
+                touched.insert(at);
+            }
+        }
+        self.disallowed.remove(name);
+        let Some(service) = service else {
+            return;
+        };
+        let slices: Vec<&EndpointSlice> = self
+            .slices_of
+            .get(name)
+            .into_iter()
+            .flat_map(|slices| slices.values().map(|slice| &**slice))
+            .collect();
+        let mut claims = Vec::new();
+        for frontend in service_frontends(&service, &slices, node, config) {
+            if let Some(left_out) = disallowed_external_ip(&frontend, config) {
+                self.disallowed
+                    .entry(name.clone())
+                    .or_default()
+                    .push(left_out);
+                continue;
+            }
+            let frontend = Arc::new(frontend);
+            let at = address(&frontend);
+            self.claims.entry(at).or_default().push(frontend.clone());
+            touched.insert(at);
+            claims.push(frontend);
+        }
+        self.services
+            .insert(name.clone(), Translated { service, claims });
+    }
+
+    /// Decides who owns each `touched` address now; what the node must
+    /// write and remove for that.
+    fn settle(&mut self, touched: FastSet<Address>) -> Delta {
+        let mut delta = Delta::default();
+        for at in touched {
+            self.taken.remove(&at);
+            let owner = self.claims.get(&at).and_then(|claims| {
+                let owner = owner(claims)?;
+                let losers: Vec<LeftOut> = claims
+                    .iter()
+                    .filter(|claim| !Arc::ptr_eq(claim, owner))
+                    .map(|claim| address_taken(claim, owner))
+                    .collect();
+                if !losers.is_empty() {
+                    self.taken.insert(at, losers);
+                }
+                Some(owner.clone())
+            });
+            let old = self.owners.remove(&at);
+            if let Some(old) = &old {
+                self.backends -= old.backends.len();
+                self.health_checked.remove(&at);
+                self.dropping.remove(&at);
+            }
+            let Some(owner) = owner else {
+                delta.removed.extend(old);
+                continue;
+            };
+            self.backends += owner.backends.len();
+            if owner.health_check_node_port.is_some() {
+                self.health_checked.insert(at);
+            }
+            if owner.on_empty == OnEmpty::Drop && owner.backends.is_empty() {
+                self.dropping.insert(at);
+            }
+            if old.is_none_or(|old| !Arc::ptr_eq(&old, &owner) && *old != *owner) {
+                delta.written.push(owner.clone());
+            }
+            self.owners.insert(at, owner);
+        }
+        delta
     }
 }

@@ -21,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use k8s_openapi::api::core::v1::Node;
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
@@ -132,7 +133,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
 
     let (mut datapath, mut nodes, mut pods) = attach(&settings, &status)?;
     collect_conntrack(&settings.pin_path, status.metrics.clone())?;
-    let (mut snapshots, source_name) = watch_source(&settings, &status).await?;
+    let (mut updates, source_name) = watch_source(&settings, &status).await?;
 
     let mut terminate = signal(SignalKind::terminate()).map_err(|source| RunError::Io {
         what: "installing the SIGTERM handler",
@@ -174,17 +175,18 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                 pods.attach_new(&mut datapath, &status, "link event");
                 nodes.refresh_xdp_targets(&mut datapath);
             }
-            changed = snapshots.changed() => {
-                if changed.is_err() {
+            update = updates.next() => {
+                let Some(update) = update else {
                     return Err(RunError::SourceStopped { source_name });
-                }
-                let update = snapshots.borrow_and_update().clone();
-                if let Some(update) = &update {
-                    // Before the sync: once ready, the node's interfaces
-                    // are attached.
-                    nodes.node_seen(&update.snapshot, &settings.node, &mut datapath, &status);
-                    status.node_deleting(node_deleting(&update.snapshot, &settings.node));
-                }
+                };
+                // Before the sync: once ready, the node's interfaces are
+                // attached.
+                let node_objects = update.cluster.nodes();
+                let node = node_objects
+                    .iter()
+                    .find(|node| node.metadata.name.as_deref() == Some(settings.node.as_str()));
+                nodes.node_seen(node, &mut datapath, &status);
+                status.node_deleting(node.and_then(node_deleting));
                 status.behind();
                 reconciler.changed(update);
             }
@@ -213,8 +215,8 @@ const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
 
 /// Why this node is going away, if it is (kube-proxy's healthz fails then,
 /// so load balancers stop sending it new connections first).
-fn node_deleting(snapshot: &crate::k8s::Snapshot, node: &str) -> Option<String> {
-    let node_object = snapshot.node(node)?;
+fn node_deleting(node_object: &Node) -> Option<String> {
+    let node = node_object.metadata.name.as_deref().unwrap_or_default();
     if node_object.metadata.deletion_timestamp.is_some() {
         return Some(format!("node {node} is being deleted"));
     }
@@ -305,13 +307,13 @@ fn collect_conntrack(pin_path: &std::path::Path, metrics: Arc<Metrics>) -> Resul
     Ok(())
 }
 
-/// Starts watching the source of truth: the snapshots it publishes, and
-/// its name for errors.
+/// Starts watching the source of truth: the updates it publishes, and its
+/// name for errors.
 async fn watch_source(
     settings: &Settings,
     status: &AgentStatus,
 ) -> Result<(source::UpdateReceiver, &'static str), RunError> {
-    let (updates, snapshots) = source::channel();
+    let (updates, receiver) = source::channel();
     let source_name = match &settings.source {
         Source::Manifests(dir) => {
             tokio::spawn(watch_manifests(
@@ -332,7 +334,7 @@ async fn watch_source(
             "API server"
         }
     };
-    Ok((snapshots, source_name))
+    Ok((receiver, source_name))
 }
 
 /// The next tick of the periodic resync; never without one.

@@ -16,7 +16,9 @@ use std::{
 };
 
 use super::{AgentStatus, RunError, Settings, interfaces};
-use crate::{dataplane::Datapath, k8s::Snapshot, model::NodeContext};
+use k8s_openapi::api::core::v1::Node;
+
+use crate::{dataplane::Datapath, model::NodeContext};
 
 /// How a node interface was found (said in the log).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,15 +110,14 @@ impl NodeInterfaces {
     /// than before, the interfaces holding them are attached.
     pub fn node_seen(
         &mut self,
-        snapshot: &Snapshot,
-        node: &str,
+        node: Option<&Node>,
         datapath: &mut Datapath,
         status: &AgentStatus,
     ) {
         if self.given {
             return;
         }
-        let Some(node) = snapshot.node(node) else {
+        let Some(node) = node else {
             return;
         };
         // Most snapshots change Services, not the Node: the rescan every

@@ -1,5 +1,5 @@
 //! The agent's control loop body: keeps the maps equal to the newest
-//! snapshot. Events (a new snapshot, the resync timer) only record what is
+//! objects. Events (an update, the resync timer) only record what is
 //! wanted; [`Reconciler::reconcile`] does the work once it is due, and its
 //! error policy turns each failure into a metric label and a retry.
 use std::{
@@ -10,7 +10,12 @@ use std::{
 use tokio::time::Instant as TokioInstant;
 
 use super::{AgentStatus, RunError, Settings, health_check::HealthCheckServers, sync::sync};
-use crate::{dataplane::Tables, k8s::source::Update, metrics::AppliedSync, model::Translator};
+use crate::{
+    dataplane::Tables,
+    k8s::source::Update,
+    metrics::AppliedSync,
+    model::{Changed, Translator},
+};
 
 /// Longest wait between two attempts of a failing sync.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -50,6 +55,9 @@ pub(super) struct Reconciler {
     programmed: Option<Update>,
     /// Whether `pending` is a resync (a read-back and repair).
     resyncing: bool,
+    /// Whether the last sync wrote every Service (if not, the next one
+    /// applies everything again, not only the change).
+    converged: bool,
     retry: Retry,
     started: Instant,
 }
@@ -61,19 +69,24 @@ impl Reconciler {
             pending: None,
             programmed: None,
             resyncing: false,
+            converged: true,
             retry: Retry::new(),
             started,
         }
     }
 
-    /// The source has a new snapshot: it is programmed next, at once.
-    pub fn changed(&mut self, update: Option<Update>) {
-        self.pending = update;
+    /// The source has an update: it is programmed next, at once, with
+    /// any not yet programmed before it.
+    pub fn changed(&mut self, update: Update) {
+        match &mut self.pending {
+            Some(pending) => pending.merge(update),
+            None => self.pending = Some(update),
+        }
         self.resyncing = false;
         self.retry = Retry::new();
     }
 
-    /// The resync timer: when nothing else waits, the last snapshot is
+    /// The resync timer: when nothing else waits, the last objects are
     /// programmed again against the maps read back from the kernel (not
     /// against what this agent remembers writing). Returns whether a
     /// resync was queued.
@@ -85,7 +98,10 @@ impl Reconciler {
             return false;
         };
         tables.forget_held();
-        self.pending = Some(last.clone());
+        self.pending = Some(Update {
+            changed: Changed::Everything,
+            ..last.clone()
+        });
         self.resyncing = true;
         true
     }
@@ -113,7 +129,8 @@ impl Reconciler {
         let synced = match sync(
             tables,
             &mut self.translator,
-            &update.snapshot,
+            &update,
+            !self.converged,
             settings,
             &status.metrics,
         ) {
@@ -124,7 +141,8 @@ impl Reconciler {
         // behind: the node is not healthy until it fits or goes. One left
         // out by rule (an address clash) is not.
         status.metrics.left_out(&synced.left_out);
-        if synced.converged() {
+        self.converged = synced.converged();
+        if self.converged {
             status.converged();
         } else {
             status.behind();

@@ -1,4 +1,4 @@
-//! One sync: a snapshot in, the maps equal to what it asks for this node.
+//! One sync: an update in, the maps equal to what it asks for this node.
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
@@ -7,10 +7,11 @@ use std::{
 use super::{HealthCheck, RunError, Settings, health_checks};
 use crate::{
     dataplane::{ApplyReport, DataplaneError, NodeSettings, Tables},
-    k8s::Snapshot,
+    k8s::source::Update,
     metrics::{Metrics, NoLocalEndpoints},
     model::{
-        Config, Frontend, FrontendKind, LeftOut, LeftOutReason, NodeContext, OnEmpty, Translator,
+        Changed, Config, Frontend, FrontendKind, LeftOut, LeftOutReason, NodeContext, OnEmpty,
+        Translator,
     },
 };
 
@@ -38,13 +39,18 @@ impl Synced {
     }
 }
 
-/// Programs `snapshot` for this node into `tables`: node addresses first,
-/// then the frontends. A Service that does not fit a full map is named in
-/// an error and left out; every other Service is programmed.
+/// Programs `update` for this node into `tables`: node addresses first,
+/// then the frontends. What changed is translated and written alone
+/// ([`Tables::apply_delta`]); everything is, against the maps read back,
+/// when the agent does not know what they hold, after any failure, and
+/// when `whole` (the last sync left a Service out). A Service that does
+/// not fit a full map is named in an error and left out; every other
+/// Service is programmed.
 pub fn sync(
     tables: &mut Tables,
     translator: &mut Translator,
-    snapshot: &Snapshot,
+    update: &Update,
+    whole: bool,
     settings: &Settings,
     metrics: &Metrics,
 ) -> Result<Synced, RunError> {
@@ -53,7 +59,7 @@ pub fn sync(
         external_ip_cidrs: settings.external_ip_cidrs.clone(),
         lb_algorithm: settings.lb_algorithm,
     };
-    let node = NodeContext::from_snapshot(snapshot, &settings.node, &config)?;
+    let node = NodeContext::from_nodes(&update.cluster.nodes(), &settings.node, &config)?;
     let node_address = settings
         .node_address
         .or_else(|| node.node_addresses.first().copied())
@@ -73,15 +79,39 @@ pub fn sync(
     }
     tables.set_maglev_table_size(settings.maglev_table_size);
 
+    let delta = match &update.changed {
+        Changed::Everything => {
+            translator.translate_snapshot(&update.cluster.snapshot(), &node, &config)
+        }
+        Changed::Objects { services, slices } => {
+            translator.update(&update.cluster, services, slices, &node, &config)
+        }
+    };
+    let mut left_out = translator.left_out();
+    if tables.holds() && !whole {
+        match tables.apply_delta(&delta) {
+            Ok(report) => {
+                left_out.sort();
+                let (frontends, backends) = translator.counts();
+                return Ok(Synced {
+                    frontends,
+                    backends,
+                    no_local_endpoints: no_local_endpoints(translator.dropping()),
+                    health_checks: health_checks(translator.health_checked()),
+                    report,
+                    left_out,
+                });
+            }
+            // The maps are read back and everything applied: the error,
+            // if it comes again, is handled there.
+            Err(error) => tracing::warn!(%error, "applying the change failed; applying everything"),
+        }
+    }
+
     // Shared with the translator's memory, so apply knows the unchanged
     // ones by identity.
-    let mut desired: Vec<Arc<Frontend>> = translator
-        .translate(snapshot, &node, &config)
-        .into_iter()
-        .cloned()
-        .collect();
+    let mut desired: Vec<Arc<Frontend>> = translator.frontends().cloned().collect();
     let mut unwritable = BTreeSet::new();
-    let mut left_out = translator.left_out().to_vec();
     loop {
         match tables.apply(&desired) {
             Ok(report) => {
@@ -89,7 +119,7 @@ pub fn sync(
                 return Ok(Synced {
                     frontends: desired.len(),
                     backends: desired.iter().map(|f| f.backends.len()).sum(),
-                    no_local_endpoints: no_local_endpoints(&desired),
+                    no_local_endpoints: no_local_endpoints(desired.iter().map(|f| &**f)),
                     health_checks: health_checks(desired.iter().map(|f| &**f)),
                     report,
                     left_out,
@@ -143,7 +173,7 @@ pub fn sync(
 /// kube-proxy's `no_local_endpoints_total`: Services whose Local policy
 /// leaves this node without an endpoint while other nodes have some (their
 /// frontends drop instead of reject), counted once per policy.
-fn no_local_endpoints(frontends: &[Arc<Frontend>]) -> NoLocalEndpoints {
+fn no_local_endpoints<'a>(frontends: impl IntoIterator<Item = &'a Frontend>) -> NoLocalEndpoints {
     let mut internal = BTreeSet::new();
     let mut external = BTreeSet::new();
     for frontend in frontends {

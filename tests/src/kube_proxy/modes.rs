@@ -6,19 +6,15 @@ use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::Path,
     process::{Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use svc_agent::{
-    dataplane::Tables,
-    k8s::Snapshot,
-    model::{Config, NodeContext, Translator},
-};
+use svc_agent::{dataplane::DataplaneError, model::NodeContext};
 use svc_lab::{Lab, LabError, NodeSpec, PodSpec, Topology, netns::Netns, server::Answer};
 
 use super::{ServicePort, TARGET_PORT, iptables, memcg, nftables};
+use crate::stores::AgentPath;
 
 pub const NODES: [&str; 2] = ["node-1", "node-2"];
 /// Backend pods per node: 10 in all, the endpoints of every Service.
@@ -223,16 +219,9 @@ impl Programmed {
 }
 
 /// What svc-agent holds to program a node, as it holds it: its watch
-/// stores' objects (each an `Arc`, a changed one a new `Arc`), its
-/// `Translator` (which translates again only the Services whose objects
-/// changed) and its `Tables` (which, after the first apply, diff against
-/// what they remember the maps hold).
+/// stores, its `Translator` and its `Tables` (tests/src/stores.rs).
 struct AgentWriter {
-    services: Vec<Arc<Service>>,
-    slices: Vec<Arc<EndpointSlice>>,
-    translator: Translator,
-    tables: Tables,
-    node: NodeContext,
+    agent: AgentPath,
     /// Each pod's address and node: where its endpoint says it runs.
     pod_nodes: Vec<(Ipv4Addr, String)>,
 }
@@ -244,44 +233,30 @@ impl AgentWriter {
             .iter()
             .map(|p| (p.address, p.node.clone()))
             .collect();
-        Ok(AgentWriter {
-            services: services
-                .iter()
-                .map(|s| Arc::new(service_object(s)))
-                .collect(),
-            slices: services
-                .iter()
-                .map(|s| Arc::new(slice_object(s, &pod_nodes, 1)))
-                .collect(),
-            translator: Translator::default(),
-            tables: lab.tables(node)?,
-            node: NodeContext {
+        let mut agent = AgentPath::new(
+            lab.tables(node)?,
+            NodeContext {
                 name: node.to_owned(),
                 zone: None,
                 node_addresses: vec![lab.node(node)?.address],
             },
-            pod_nodes,
-        })
+        );
+        agent.list(
+            services.iter().map(service_object).collect(),
+            services
+                .iter()
+                .map(|s| slice_object(s, &pod_nodes, 1))
+                .collect(),
+        );
+        Ok(AgentWriter { agent, pod_nodes })
     }
 
-    /// The stores' objects translated and written to the maps.
-    fn sync(&mut self, node: &str) -> Result<(), ModeError> {
-        let snapshot = Snapshot {
-            services: self.services.clone(),
-            endpoint_slices: self.slices.clone(),
-            ..Snapshot::default()
-        };
-        let desired = self
-            .translator
-            .translate(&snapshot, &self.node, &Config::default());
-        self.tables
-            .apply(&desired)
-            .map_err(|source| ModeError::Datapath {
-                mode: Mode::SvcLb,
-                node: node.to_owned(),
-                source: Box::new(source),
-            })?;
-        Ok(())
+    fn datapath_error(node: &str) -> impl FnOnce(DataplaneError) -> ModeError {
+        move |source| ModeError::Datapath {
+            mode: Mode::SvcLb,
+            node: node.to_owned(),
+            source: Box::new(source),
+        }
     }
 }
 
@@ -387,10 +362,10 @@ pub fn change_one_endpoint(
                 .expect("svc-lb was programmed through its writer");
             let changed_slice = slice_object(&changed[changed.len() - 1], &writer.pod_nodes, 2);
             let start = Instant::now();
-            if let Some(slice) = writer.slices.last_mut() {
-                *slice = Arc::new(changed_slice);
-            }
-            writer.sync(node)?;
+            writer
+                .agent
+                .slice_changed(changed_slice)
+                .map_err(AgentWriter::datapath_error(node))?;
             start.elapsed()
         }
         Mode::Iptables | Mode::IptablesNft => {
@@ -446,7 +421,10 @@ fn apply_svclb(lab: &Lab, node: &str, services: &[ServicePort]) -> Result<Progra
     let mut writer = AgentWriter::new(lab, node, services)?;
     reset_peak_rss();
     let start = Instant::now();
-    writer.sync(node)?;
+    writer
+        .agent
+        .sync_all()
+        .map_err(AgentWriter::datapath_error(node))?;
     let elapsed = start.elapsed();
     Ok(Programmed {
         elapsed,
