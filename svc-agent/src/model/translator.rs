@@ -10,7 +10,7 @@
 //! write and remove. A whole [`Snapshot`] is compared by pointer: its
 //! Services and EndpointSlices are `Arc`s shared with the watch stores,
 //! which replace an object's `Arc` when the object changes.
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
+use std::{collections::hash_map::Entry, net::Ipv4Addr, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
@@ -91,9 +91,9 @@ pub struct Translator {
     services: FastMap<ObjectName, Translated>,
     /// Every EndpointSlice seen, by its own name.
     slices: FastMap<ObjectName, SeenSlice>,
-    /// The slices of each Service, by slice name (the order they are read
-    /// in).
-    slices_of: FastMap<ObjectName, BTreeMap<String, Arc<EndpointSlice>>>,
+    /// The slices of each Service, sorted by name (the order they are
+    /// read in).
+    slices_of: FastMap<ObjectName, Vec<Arc<EndpointSlice>>>,
     /// The frontends that claim each address.
     claims: FastMap<Address, Vec<Arc<Frontend>>>,
     /// The claim that owns each address: the frontends the node holds.
@@ -109,15 +109,21 @@ pub struct Translator {
     dropping: FastSet<Address>,
     /// Backends over all owners.
     backends: usize,
+    /// Bumped by every snapshot translation.
+    pass: u64,
 }
 
 struct SeenSlice {
     slice: Arc<EndpointSlice>,
     owner: Option<ObjectName>,
+    /// The last snapshot pass that saw it.
+    pass: u64,
 }
 
 struct Translated {
     service: Arc<Service>,
+    /// The last snapshot pass that saw it.
+    pass: u64,
     /// The frontends it claims (externalIPs not allowed are not claims).
     claims: Vec<Arc<Frontend>>,
 }
@@ -154,51 +160,52 @@ impl Translator {
         config: &Config,
     ) -> Delta {
         let mut dirty = self.set_context(node, config);
-        let mut present: FastSet<ObjectName> = FastSet::default();
+        self.pass += 1;
+        let pass = self.pass;
         for slice in &snapshot.endpoint_slices {
             let name = slice_name(slice);
-            let same = self
-                .slices
-                .get(&name)
-                .is_some_and(|seen| Arc::ptr_eq(&seen.slice, slice));
-            if !same {
-                self.set_slice(&name, Some(slice.clone()), &mut dirty);
+            match self.slices.get_mut(&name) {
+                Some(seen) if Arc::ptr_eq(&seen.slice, slice) => seen.pass = pass,
+                _ => self.set_slice(name, Some(slice.clone()), &mut dirty),
             }
-            present.insert(name);
         }
         let gone: Vec<ObjectName> = self
             .slices
-            .keys()
-            .filter(|name| !present.contains(*name))
-            .cloned()
+            .iter()
+            .filter(|(_, seen)| seen.pass != pass)
+            .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
-            self.set_slice(&name, None, &mut dirty);
+            self.set_slice(name, None, &mut dirty);
         }
 
-        let services: FastMap<ObjectName, &Arc<Service>> = snapshot
-            .services
-            .iter()
-            .map(|service| (service_name(service), service))
-            .collect();
-        for (name, service) in &services {
-            let same = self
-                .services
-                .get(name)
-                .is_some_and(|translated| Arc::ptr_eq(&translated.service, service));
-            if !same {
-                dirty.insert(name.clone());
+        // Each Service to translate again, and what it now is (None: gone).
+        let mut work: FastMap<ObjectName, Option<Arc<Service>>> = FastMap::default();
+        for service in &snapshot.services {
+            let name = service_name(service);
+            match self.services.get_mut(&name) {
+                Some(translated) if Arc::ptr_eq(&translated.service, service) => {
+                    translated.pass = pass;
+                }
+                _ => {
+                    work.insert(name, Some(service.clone()));
+                }
             }
         }
-        dirty.extend(
-            self.services
-                .keys()
-                .filter(|name| !services.contains_key(*name))
-                .cloned(),
-        );
-        let mut touched = FastSet::default();
+        for (name, translated) in &self.services {
+            if translated.pass != pass && !work.contains_key(name) {
+                work.insert(name.clone(), None);
+            }
+        }
+        // Services whose slices changed and that did not: as they were.
         for name in dirty {
-            let service = services.get(&name).map(|service| (*service).clone());
+            if let Entry::Vacant(vacant) = work.entry(name) {
+                let service = self.services.get(vacant.key()).map(|t| t.service.clone());
+                vacant.insert(service);
+            }
+        }
+        let mut touched = FastSet::default();
+        for (name, service) in work {
             self.retranslate(&name, service, node, config, &mut touched);
         }
         self.settle(touched)
@@ -218,7 +225,7 @@ impl Translator {
     ) -> Delta {
         let mut dirty = self.set_context(node, config);
         for name in slices {
-            self.set_slice(name, objects.slice(name), &mut dirty);
+            self.set_slice(name.clone(), objects.slice(name), &mut dirty);
         }
         dirty.extend(services.iter().cloned());
         let mut touched = FastSet::default();
@@ -276,16 +283,18 @@ impl Translator {
     /// to and belongs to are `dirty`.
     fn set_slice(
         &mut self,
-        name: &ObjectName,
+        name: ObjectName,
         slice: Option<Arc<EndpointSlice>>,
         dirty: &mut FastSet<ObjectName>,
     ) {
         if let Some(SeenSlice {
-            owner: Some(owner), ..
-        }) = self.slices.remove(name)
+            slice: old,
+            owner: Some(owner),
+            ..
+        }) = self.slices.remove(&name)
         {
             if let Some(of_owner) = self.slices_of.get_mut(&owner) {
-                of_owner.remove(&name.1);
+                of_owner.retain(|kept| !Arc::ptr_eq(kept, &old));
                 if of_owner.is_empty() {
                     self.slices_of.remove(&owner);
                 }
@@ -297,13 +306,14 @@ impl Translator {
         };
         let owner = owner_of(&slice);
         if let Some(owner) = &owner {
-            self.slices_of
-                .entry(owner.clone())
-                .or_default()
-                .insert(name.1.clone(), slice.clone());
+            // Kept sorted by name: the order translation reads them in.
+            let of_owner = self.slices_of.entry(owner.clone()).or_default();
+            let at = of_owner.partition_point(|kept| kept.metadata.name <= slice.metadata.name);
+            of_owner.insert(at, slice.clone());
             dirty.insert(owner.clone());
         }
-        self.slices.insert(name.clone(), SeenSlice { slice, owner });
+        let pass = self.pass;
+        self.slices.insert(name, SeenSlice { slice, owner, pass });
     }
 
     /// Service `name`, now `service` (None: gone), withdraws its claims
@@ -336,7 +346,7 @@ impl Translator {
             .slices_of
             .get(name)
             .into_iter()
-            .flat_map(|slices| slices.values().map(|slice| &**slice))
+            .flat_map(|slices| slices.iter().map(|slice| &**slice))
             .collect();
         let mut claims = Vec::new();
         for frontend in service_frontends(&service, &slices, node, config) {
@@ -353,8 +363,15 @@ impl Translator {
             touched.insert(at);
             claims.push(frontend);
         }
-        self.services
-            .insert(name.clone(), Translated { service, claims });
+        let pass = self.pass;
+        self.services.insert(
+            name.clone(),
+            Translated {
+                service,
+                pass,
+                claims,
+            },
+        );
     }
 
     /// Decides who owns each `touched` address now; what the node must
