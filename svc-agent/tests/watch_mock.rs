@@ -288,6 +288,44 @@ async fn bookmarks_move_the_resource_version_and_events_publish() {
     );
 }
 
+/// What the agent never reads does not take room in its store:
+/// managedFields and kubectl's last-applied copy are dropped, other
+/// annotations kept.
+#[tokio::test]
+async fn stored_objects_lose_managed_fields_and_the_last_applied_copy() {
+    let mut harness = synced_with_web().await;
+    let mut db = service("db", "198.19.0.31");
+    db["metadata"]["managedFields"] = json!([{"manager": "kubectl", "operation": "Update",
+        "apiVersion": "v1", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]);
+    db["metadata"]["annotations"] = json!({
+        "kubectl.kubernetes.io/last-applied-configuration": "{\"kind\":\"Service\"}",
+        "svc-lb.io/lb-algorithm": "maglev"
+    });
+    let added = json!({"type": "ADDED", "object": db});
+    harness
+        .script
+        .lock()
+        .unwrap()
+        .service_watches
+        .push_back(watch_events(&[added]));
+    assert_eq!(harness.next_services().await, vec!["db", "web"]);
+    let snapshot = harness.last.as_ref().unwrap().cluster.snapshot();
+    let stored = snapshot
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("db"))
+        .unwrap();
+    assert_eq!(stored.metadata.managed_fields, None);
+    let annotations: Vec<&String> = stored
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(annotations, ["svc-lb.io/lb-algorithm"]);
+}
+
 #[tokio::test]
 async fn gone_410_relists_and_keeps_the_last_state_meanwhile() {
     let mut harness = synced_with_web().await;

@@ -152,7 +152,9 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = backing_off(watcher::watcher(api, config)).reflect(writer);
+    let stream = backing_off(watcher::watcher(api, config))
+        .modify(trim)
+        .reflect(writer);
     let run = stream.for_each(move |event| {
         match event {
             Ok(Event::InitDone) => {
@@ -184,6 +186,20 @@ where
     });
     (store, run)
 }
+
+/// What the agent never reads, dropped before an object enters its store:
+/// managedFields and kubectl's last-applied copy of the object are often
+/// larger than the rest of it, and a store holds every Service and slice.
+fn trim<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The annotation `kubectl apply` keeps a copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// `stream` (a watcher's), waiting [`WatchBackoff`]'s delay after each
 /// error before it is polled again, except after a 410 Gone: the API
