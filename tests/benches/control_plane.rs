@@ -152,7 +152,7 @@ fn network_programming() -> serde_json::Value {
         "p99_ms": figures.quantile_ms(0.99),
         "max_ms": max,
         "agent_initial_sync_ms": figures.initial_sync_ms,
-        "method": "kube-apiserver 1.20 and etcd on a one-node lab's loopback (watch cache off, as the tests run it), svc-agent run watching them as deploy/'s ServiceAccount; each change merge-patches one Service's EndpointSlice (one endpoint replaced) over a kept-alive connection, timed from just before the patch is sent until this process reads the new endpoint back from the pinned maps (polled); agent_initial_sync_ms: from the agent's start to every Service in the maps",
+        "method": "kube-apiserver 1.20 and etcd on a one-node lab's loopback (watch cache off, as the tests run it), svc-agent run watching them as deploy/'s ServiceAccount; each change merge-patches one Service's EndpointSlice (one endpoint replaced) over a kept-alive connection, timed from just before the patch is sent until this process reads the new endpoint back from the pinned maps (read every 100 us); agent_initial_sync_ms: from the agent's start to every Service in the maps",
     })
 }
 
