@@ -112,6 +112,15 @@ pub fn measure(services: u32, changes: u32) -> Option<Figures> {
             .then_some(())
     });
     let initial_sync_ms = started.elapsed().as_secs_f64() * 1e3;
+    // Where the agent's start went, for the record.
+    for line in agent.log().lines() {
+        if ["list complete", "initial sync", "synced", "loaded"]
+            .iter()
+            .any(|what| line.contains(what))
+        {
+            eprintln!("agent: {line}");
+        }
+    }
 
     // The patches go from a thread in the node's namespace (the API
     // server listens on its loopback), each reporting when it was sent.
