@@ -11,7 +11,7 @@ use kube::runtime::{reflector::store::Writer, watcher::Event};
 use svc_agent::{
     dataplane::{ApplyReport, DataplaneError, Tables},
     k8s::source::{Cluster, Stores},
-    model::{Config, NodeContext, Translator, service_name, slice_name},
+    model::{Config, NodeContext, Translator, slice_name},
 };
 
 pub struct AgentPath {
@@ -71,20 +71,6 @@ impl AgentPath {
             .translate_snapshot(&self.cluster.snapshot(), &self.node, &self.config);
         let desired: Vec<_> = self.translator.frontends().cloned().collect();
         self.tables.apply(&desired)
-    }
-
-    /// A watch event for a Service: into the store, then programmed.
-    pub fn service_changed(&mut self, service: Service) -> Result<ApplyReport, DataplaneError> {
-        let name = service_name(&service);
-        self.services.apply_watcher_event(&Event::Apply(service));
-        let delta = self.translator.update(
-            &self.cluster,
-            &[name].into_iter().collect(),
-            &Default::default(),
-            &self.node,
-            &self.config,
-        );
-        self.tables.apply_delta(&delta)
     }
 
     /// A watch event for an EndpointSlice: into the store, then

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::Snapshot;
 use crate::{
     metrics::ChangesSeen,
-    model::{Changed, ObjectName, Objects, service_name, slice_name},
+    model::{Changed, ObjectName, Objects},
 };
 
 /// The objects, published only once every store of the source has its
@@ -91,11 +91,7 @@ impl Cluster {
 impl Objects for Cluster {
     fn service(&self, name: &ObjectName) -> Option<Arc<Service>> {
         match self {
-            Cluster::Snapshot(snapshot) => snapshot
-                .services
-                .iter()
-                .rfind(|service| service_name(service) == *name)
-                .cloned(),
+            Cluster::Snapshot(snapshot) => snapshot.service(name),
             Cluster::Stores(stores) => stores
                 .services
                 .get(&ObjectRef::new(&name.1).within(&name.0)),
@@ -104,11 +100,7 @@ impl Objects for Cluster {
 
     fn slice(&self, name: &ObjectName) -> Option<Arc<EndpointSlice>> {
         match self {
-            Cluster::Snapshot(snapshot) => snapshot
-                .endpoint_slices
-                .iter()
-                .rfind(|slice| slice_name(slice) == *name)
-                .cloned(),
+            Cluster::Snapshot(snapshot) => snapshot.slice(name),
             Cluster::Stores(stores) => stores.slices.get(&ObjectRef::new(&name.1).within(&name.0)),
         }
     }

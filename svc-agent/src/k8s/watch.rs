@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use super::source::{Cluster, Stores, Update, UpdateSender};
 use crate::{
     metrics::{self, Metrics},
-    model::{Changed, ObjectName, namespace_of},
+    model::{Changed, ObjectName, object_name},
 };
 
 /// The kind of object a reflector watches (names it in logs and metrics).
@@ -166,11 +166,7 @@ where
                     Kind::EndpointSlice => metrics.change_seen(metrics::Change::Endpoints),
                     Kind::Node => {}
                 }
-                let name = (
-                    namespace_of(object.meta()).to_owned(),
-                    object.meta().name.clone().unwrap_or_default(),
-                );
-                let _ = changes.send(Change::Object(kind, name));
+                let _ = changes.send(Change::Object(kind, object_name(object.meta())));
             }
             Ok(Event::Init | Event::InitApply(_)) => {}
             Err(error) => {

@@ -168,10 +168,7 @@ impl NodeContext {
         name: &str,
         config: &Config,
     ) -> Result<Self, NodeContextError> {
-        if let Some(node) = nodes
-            .iter()
-            .find(|node| node.metadata.name.as_deref() == Some(name))
-        {
+        if let Some(node) = super::node_named(nodes, name) {
             return Ok(Self::from_node(node));
         }
         if config.nodeport_addresses.is_some() {

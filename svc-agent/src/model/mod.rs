@@ -19,8 +19,8 @@ pub use self::{
     context::{Cidr, Config, NodeContext, NodeContextError},
     snapshot::{
         Changed, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, LABEL_TOPOLOGY_ZONE, ObjectName,
-        Objects, Snapshot, Workload, namespace_of, object_key, service_name, service_of,
-        slice_name,
+        Objects, Snapshot, Workload, namespace_of, node_named, object_key, object_name,
+        service_name, service_of, slice_name,
     },
     translator::{Delta, Translator, plan, translate},
 };

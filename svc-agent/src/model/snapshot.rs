@@ -52,9 +52,7 @@ pub struct Workload {
 impl Snapshot {
     /// The Node object named `name`, if the snapshot has it.
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes
-            .iter()
-            .find(|node| node.metadata.name.as_deref() == Some(name))
+        node_named(&self.nodes, name)
     }
 
     /// The EndpointSlices of Service `namespace/name`.
@@ -104,10 +102,20 @@ pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectM
     )
 }
 
+/// The Node object named `name` among `nodes`.
+pub fn node_named<'a>(nodes: &'a [Node], name: &str) -> Option<&'a Node> {
+    nodes
+        .iter()
+        .find(|node| node.metadata.name.as_deref() == Some(name))
+}
+
 /// `(NAMESPACE, NAME)` of an object.
 pub type ObjectName = (String, String);
 
-fn object_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectName {
+/// An object's name as an [`ObjectName`].
+pub fn object_name(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> ObjectName {
     (
         namespace_of(meta).to_owned(),
         meta.name.clone().unwrap_or_default(),
@@ -130,6 +138,24 @@ pub fn slice_name(slice: &EndpointSlice) -> ObjectName {
 pub trait Objects {
     fn service(&self, name: &ObjectName) -> Option<Arc<Service>>;
     fn slice(&self, name: &ObjectName) -> Option<Arc<EndpointSlice>>;
+}
+
+/// A snapshot answers by a walk over its objects; of two of one name, the
+/// later, as [`Translator::translate_snapshot`](super::Translator::translate_snapshot)
+/// takes them.
+impl Objects for Snapshot {
+    fn service(&self, name: &ObjectName) -> Option<Arc<Service>> {
+        let found = self.services.iter().rfind(|s| service_name(s) == *name);
+        found.cloned()
+    }
+
+    fn slice(&self, name: &ObjectName) -> Option<Arc<EndpointSlice>> {
+        let found = self
+            .endpoint_slices
+            .iter()
+            .rfind(|s| slice_name(s) == *name);
+        found.cloned()
+    }
 }
 
 /// What changed since the objects were last translated.
@@ -182,14 +208,6 @@ impl Changed {
                 services.extend(more_services);
                 slices.extend(more_slices);
             }
-        }
-    }
-
-    /// How many objects changed; None for everything.
-    pub fn count(&self) -> Option<usize> {
-        match self {
-            Self::Everything => None,
-            Self::Objects { services, slices } => Some(services.len() + slices.len()),
         }
     }
 }

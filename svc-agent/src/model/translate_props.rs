@@ -30,8 +30,8 @@ use crate::{
     FastSet,
     model::{
         BackendState, Config, Frontend, FrontendKind, LABEL_SERVICE_NAME, LeftOut, LeftOutReason,
-        NodeContext, ObjectName, Objects, OnEmpty, Protocol, Snapshot, Translator, namespace_of,
-        object_key, service_name, slice_name,
+        NodeContext, ObjectName, OnEmpty, Protocol, Snapshot, Translator, namespace_of, object_key,
+        service_name, slice_name,
     },
 };
 
@@ -400,25 +400,6 @@ fn in_order<'a>(frontends: impl IntoIterator<Item = &'a Arc<Frontend>>) -> Vec<F
         .collect();
     frontends.sort_by(|a, b| frontend_order(a).cmp(&frontend_order(b)));
     frontends
-}
-
-/// A snapshot's objects looked up by name, as the watch stores answer.
-struct ByName<'a>(&'a Snapshot);
-
-impl Objects for ByName<'_> {
-    fn service(&self, name: &ObjectName) -> Option<Arc<Service>> {
-        let found = self.0.services.iter().rfind(|s| service_name(s) == *name);
-        found.cloned()
-    }
-
-    fn slice(&self, name: &ObjectName) -> Option<Arc<EndpointSlice>> {
-        let found = self
-            .0
-            .endpoint_slices
-            .iter()
-            .rfind(|s| slice_name(s) == *name);
-        found.cloned()
-    }
 }
 
 /// The names of the Services and slices that differ from `before` to
@@ -885,7 +866,7 @@ proptest! {
                 .map(|f| ((f.address, f.port, f.protocol), f.clone()))
                 .collect();
             let (services, slices) = changed_between(before, after);
-            let delta = translator.update(&ByName(after), &services, &slices, node, config);
+            let delta = translator.update(after, &services, &slices, node, config);
             for gone in &delta.removed {
                 let was = held.remove(&(gone.address, gone.port, gone.protocol));
                 prop_assert!(was.is_some(), "{} removed but not held", gone.label());

@@ -74,12 +74,6 @@ pub struct Delta {
     pub removed: Vec<Arc<Frontend>>,
 }
 
-impl Delta {
-    pub fn is_empty(&self) -> bool {
-        self.written.is_empty() && self.removed.is_empty()
-    }
-}
-
 /// The cluster translated, remembered between translations so that the
 /// next one costs in proportion to what changed: given the names of the
 /// changed objects ([`update`](Self::update)), it reads and translates

@@ -41,7 +41,7 @@ use crate::{
         watch::watch_api,
     },
     metrics::Metrics,
-    model::NodeContextError,
+    model::{NodeContextError, node_named},
 };
 
 /// Everything `run` is told.
@@ -182,9 +182,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
                 // Before the sync: once ready, the node's interfaces are
                 // attached.
                 let node_objects = update.cluster.nodes();
-                let node = node_objects
-                    .iter()
-                    .find(|node| node.metadata.name.as_deref() == Some(settings.node.as_str()));
+                let node = node_named(&node_objects, &settings.node);
                 nodes.node_seen(node, &mut datapath, &status);
                 status.node_deleting(node.and_then(node_deleting));
                 status.behind();
