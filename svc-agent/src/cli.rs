@@ -32,7 +32,7 @@ pub enum Command {
         /// Serve NodePorts on these addresses instead of the Node's
         /// InternalIP/ExternalIP addresses (comma-separated).
         #[arg(long, value_delimiter = ',')]
-        nodeport_addresses: Option<Vec<Ipv4Addr>>,
+        nodeport_addresses: Option<Vec<std::net::IpAddr>>,
         /// Plan externalIPs only inside these CIDRs (as `run` does).
         #[arg(long, value_delimiter = ',')]
         external_ip_cidrs: Vec<crate::model::Cidr>,
@@ -203,7 +203,7 @@ pub struct RunArgs {
     /// Serve NodePorts on these addresses instead of the Node's own
     /// (comma-separated).
     #[arg(long, value_delimiter = ',')]
-    pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    pub nodeport_addresses: Option<Vec<std::net::IpAddr>>,
     /// Program externalIPs only inside these CIDRs (comma-separated); the
     /// others are left out, with the reason in /left-out, /metrics, dump
     /// and diagnose. Default: every externalIP, as kube-proxy does. The

@@ -164,7 +164,7 @@ mod tests {
             service: "demo/web".into(),
             port_name: "http".into(),
             kind: FrontendKind::ClusterIP,
-            address: Ipv4Addr::new(198, 19, 0, 10),
+            address: Ipv4Addr::new(198, 19, 0, 10).into(),
             port: 80,
             protocol: Protocol::TCP,
             backends,
@@ -180,13 +180,13 @@ mod tests {
     fn plan_table_lists_backends_with_state() {
         let table = plan_table(&[frontend(vec![
             BackendRef {
-                address: Ipv4Addr::new(198, 18, 1, 11),
+                address: Ipv4Addr::new(198, 18, 1, 11).into(),
                 port: 8080,
                 state: BackendState::Ready,
                 local: true,
             },
             BackendRef {
-                address: Ipv4Addr::new(198, 18, 1, 12),
+                address: Ipv4Addr::new(198, 18, 1, 12).into(),
                 port: 8080,
                 state: BackendState::Terminating,
                 local: true,

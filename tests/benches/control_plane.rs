@@ -85,11 +85,11 @@ fn median(values: &mut [f64]) -> f64 {
 /// Maglev frontend with 10 (ms: the new table's 16 381 entries written
 /// into the map's memory, then the header).
 fn maglev_figures() -> (f64, f64) {
-    use std::net::SocketAddrV4;
+    use std::net::SocketAddr;
     use svc_agent::{dataplane::MaglevTable, model::LbAlgorithm};
     use svc_common::maglev::DEFAULT_TABLE_SIZE;
-    let backends: Vec<SocketAddrV4> = (0..100u8)
-        .map(|i| SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, i + 1), 8080))
+    let backends: Vec<SocketAddr> = (0..100u8)
+        .map(|i| SocketAddr::new(Ipv4Addr::new(198, 18, 1, i + 1).into(), 8080))
         .collect();
     let mut build_us: Vec<f64> = (0..200)
         .map(|_| {
@@ -175,7 +175,7 @@ fn measure(count: u32) -> Figures {
     let node = NodeContext {
         name: "node-1".into(),
         zone: None,
-        node_addresses: vec![Ipv4Addr::new(198, 18, 0, 11)],
+        node_addresses: vec![Ipv4Addr::new(198, 18, 0, 11).into()],
     };
     let tables = Datapath::load(None)
         .expect("load the datapath (root)")

@@ -164,7 +164,7 @@ fn packets(datapath: &mut Datapath, addresses: &[Ipv4Addr]) -> u64 {
         .read()
         .unwrap()
         .iter()
-        .filter(|state| addresses.contains(&state.frontend.address))
+        .filter(|state| addresses.contains(&tests::ipv4(state.frontend.address)))
         .map(|state| state.packets)
         .sum()
 }

@@ -709,7 +709,7 @@ fn held_backends(agent: &Agent) -> BTreeMap<String, std::collections::BTreeSet<I
                     .frontend
                     .backends
                     .iter()
-                    .map(|backend| backend.address),
+                    .map(|backend| crate::ipv4(backend.address)),
             );
     }
     by_service

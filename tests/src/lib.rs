@@ -452,6 +452,14 @@ pub fn cluster_ip(
     )
 }
 
+/// The IPv4 address of a frontend or backend these tests made IPv4.
+pub fn ipv4(address: std::net::IpAddr) -> Ipv4Addr {
+    match address {
+        std::net::IpAddr::V4(address) => address,
+        std::net::IpAddr::V6(address) => panic!("{address}: these tests make IPv4 frontends"),
+    }
+}
+
 /// A frontend `test/NAME` of any kind, rejecting when empty.
 pub fn frontend(
     kind: svc_agent::model::FrontendKind,
@@ -464,7 +472,7 @@ pub fn frontend(
         service: format!("test/{name}"),
         port_name: String::new(),
         kind,
-        address,
+        address: address.into(),
         port,
         protocol,
         backends: backends.to_vec(),
@@ -478,7 +486,7 @@ pub fn frontend(
 
 pub fn ready(address: Ipv4Addr, port: u16, local: bool) -> svc_agent::model::BackendRef {
     svc_agent::model::BackendRef {
-        address,
+        address: address.into(),
         port,
         state: svc_agent::model::BackendState::Ready,
         local,

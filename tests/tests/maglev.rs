@@ -125,7 +125,7 @@ fn removing_a_backend_moves_its_flows_and_few_others() {
     let rest: Vec<BackendRef> = backends
         .iter()
         .copied()
-        .filter(|b| SocketAddrV4::new(b.address, b.port) != removed)
+        .filter(|b| std::net::SocketAddr::new(b.address, b.port) != removed.into())
         .collect();
     datapath.tables().apply(&[maglev_lb(&rest)]).unwrap();
     let mut moved = 0;

@@ -1,5 +1,5 @@
 //! Conversions between the domain model and the map layouts of svc-common.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use svc_common::{
     Backend, FrontendKey, FrontendMeta, MAX_SERVICE_CIDRS, NodeConfig, PORT_NAME_LEN, RevNat,
@@ -7,8 +7,8 @@ use svc_common::{
     rev_nat_flags,
 };
 
-use super::maps::RangeEntry;
-use crate::model::{Cidr, Frontend, FrontendKind, LbMode, Protocol};
+use super::{DataplaneError, maps::RangeEntry};
+use crate::model::{Cidr, Frontend, FrontendKind, IpFamily, LbMode, Protocol};
 
 /// What the programs are told about the node they run on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,8 +19,9 @@ pub struct NodeSettings {
     pub hairpin_address: Ipv4Addr,
     /// The source NAT port range, inclusive.
     pub nat_ports: (u16, u16),
-    /// The cluster's service CIDRs (at most [`MAX_SERVICE_CIDRS`]): TCP and
-    /// UDP to an address in them that no frontend serves is refused.
+    /// The cluster's IPv4 service CIDRs (at most [`MAX_SERVICE_CIDRS`]):
+    /// TCP and UDP to an address in them that no frontend serves is
+    /// refused.
     pub service_cidrs: Vec<Cidr>,
     /// How external traffic reaches a backend on another node.
     pub lb_mode: LbMode,
@@ -56,28 +57,47 @@ pub fn node_settings(config: &NodeConfig, cidrs: &ServiceCidrs) -> NodeSettings 
         service_cidrs: cidrs.cidrs[..count]
             .iter()
             .map(|cidr| Cidr {
-                address: addr_from_be(cidr.network_be),
+                address: addr_from_be(cidr.network_be).into(),
                 prefix: u32::from_be(cidr.mask_be).count_ones() as u8,
             })
             .collect(),
     }
 }
 
-/// SVC_CIDRS_V1's entry: each CIDR as its network and mask (host bits of
-/// the address cleared), or None when there are more than the map holds.
+/// SVC_CIDRS_V1's entry: each IPv4 CIDR as its network and mask (host
+/// bits of the address cleared), or None when there are more than the map
+/// holds. IPv6 CIDRs are not in it (the kernel maps are IPv4 only).
 pub fn service_cidrs(cidrs: &[Cidr]) -> Option<ServiceCidrs> {
+    let cidrs: Vec<(Ipv4Addr, u32)> = cidrs
+        .iter()
+        .filter_map(|cidr| match cidr.network() {
+            IpAddr::V4(network) => Some((network, cidr.mask())),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
     let mut entry = ServiceCidrs {
         count: u32::try_from(cidrs.len()).ok()?,
         ..ServiceCidrs::default()
     };
-    for (slot, cidr) in entry.cidrs.iter_mut().zip(cidrs) {
-        let mask = cidr.mask();
+    for (slot, (network, mask)) in entry.cidrs.iter_mut().zip(&cidrs) {
         *slot = ServiceCidr {
-            network_be: (u32::from(cidr.address) & mask).to_be(),
+            network_be: addr_be(*network),
             mask_be: mask.to_be(),
         };
     }
     (cidrs.len() <= MAX_SERVICE_CIDRS).then_some(entry)
+}
+
+/// `address` as the kernel maps hold it: they are IPv4 only so far, and
+/// the translator leaves other frontends out (`FamilyNotServed`).
+pub fn ipv4(service: &str, address: IpAddr) -> Result<Ipv4Addr, DataplaneError> {
+    match address {
+        IpAddr::V4(address) => Ok(address),
+        IpAddr::V6(_) => Err(DataplaneError::FamilyNotServed {
+            service: service.to_owned(),
+            family: IpFamily::of(address),
+        }),
+    }
 }
 
 pub fn addr_be(addr: Ipv4Addr) -> u32 {
@@ -105,25 +125,25 @@ pub fn protocol_from_number(number: u8) -> Option<Protocol> {
     }
 }
 
-pub fn header_key(frontend: &Frontend) -> FrontendKey {
-    FrontendKey::new(
-        addr_be(frontend.address),
+pub fn header_key(frontend: &Frontend) -> Result<FrontendKey, DataplaneError> {
+    Ok(FrontendKey::new(
+        addr_be(ipv4(&frontend.service, frontend.address)?),
         frontend.port.to_be(),
         protocol_number(frontend.protocol),
         0,
-    )
+    ))
 }
 
-pub fn rev_nat(frontend: &Frontend) -> RevNat {
-    RevNat {
-        addr_be: addr_be(frontend.address),
+pub fn rev_nat(frontend: &Frontend) -> Result<RevNat, DataplaneError> {
+    Ok(RevNat {
+        addr_be: addr_be(ipv4(&frontend.service, frontend.address)?),
         port_be: frontend.port.to_be(),
         flags: if frontend.kind == FrontendKind::NodePort {
             rev_nat_flags::LOCAL_ADDRESS
         } else {
             0
         },
-    }
+    })
 }
 
 pub fn backend(address: Ipv4Addr, port: u16, protocol: Protocol, local: bool) -> Backend {
@@ -139,7 +159,7 @@ pub fn backend(address: Ipv4Addr, port: u16, protocol: Protocol, local: bool) ->
 /// are cleared so equal prefixes give equal entries.
 pub fn source_range(rev_nat_id: u32, addr: Ipv4Addr, len: u8) -> RangeEntry {
     let mask = Cidr {
-        address: addr,
+        address: addr.into(),
         prefix: len,
     }
     .mask();

@@ -52,7 +52,7 @@ fn backend_ref() -> impl Strategy<Value = BackendRef> {
         any::<bool>(),
     )
         .prop_map(|(address, port, state, local)| BackendRef {
-            address,
+            address: address.into(),
             port,
             state,
             local,
@@ -62,9 +62,13 @@ fn backend_ref() -> impl Strategy<Value = BackendRef> {
 /// A network (host bits clear), as translate hands them on.
 fn network() -> impl Strategy<Value = Cidr> {
     (address(), 0u8..=32).prop_map(|(address, prefix)| {
-        let mask = Cidr { address, prefix }.mask();
+        let mask = Cidr {
+            address: address.into(),
+            prefix,
+        }
+        .mask();
         Cidr {
-            address: Ipv4Addr::from(u32::from(address) & mask),
+            address: Ipv4Addr::from(u32::from(address) & mask).into(),
             prefix,
         }
     })
@@ -92,7 +96,7 @@ prop_compose! {
             service,
             port_name,
             kind,
-            address,
+            address: address.into(),
             port,
             protocol,
             backends,
@@ -199,17 +203,20 @@ proptest! {
         } else {
             b
         };
-        let key = header_key(&a);
-        prop_assert_eq!(key.addr_be.to_ne_bytes(), a.address.octets());
+        let key = header_key(&a).unwrap();
+        let std::net::IpAddr::V4(address) = a.address else {
+            unreachable!("IPv4 frontends only");
+        };
+        prop_assert_eq!(key.addr_be.to_ne_bytes(), address.octets());
         prop_assert_eq!(key.port_be.to_ne_bytes(), a.port.to_be_bytes());
         prop_assert_eq!(protocol_from_number(key.proto), Some(a.protocol));
         prop_assert_eq!((key.scope, key.slot, key._pad), (SCOPE_ALL, 0, 0));
         prop_assert_eq!(
-            key == header_key(&b),
+            key == header_key(&b).unwrap(),
             (a.address, a.port, a.protocol) == (b.address, b.port, b.protocol)
         );
 
-        let reverse = rev_nat(&a);
+        let reverse = rev_nat(&a).unwrap();
         prop_assert_eq!((reverse.addr_be, reverse.port_be), (key.addr_be, key.port_be));
         let expected_flags = if a.kind == FrontendKind::NodePort {
             rev_nat_flags::LOCAL_ADDRESS
@@ -232,7 +239,7 @@ proptest! {
     ) {
         let given: Vec<Cidr> = cidrs
             .iter()
-            .map(|&(address, prefix)| Cidr { address, prefix })
+            .map(|&(address, prefix)| Cidr { address: address.into(), prefix })
             .collect();
         let settings = NodeSettings {
             node_address,
@@ -249,14 +256,14 @@ proptest! {
         prop_assert_eq!(entry._pad, 0);
         prop_assert_eq!(
             entry.contain(addr_be(probe)),
-            settings.service_cidrs.iter().any(|cidr| cidr.contains(probe))
+            settings.service_cidrs.iter().any(|cidr| cidr.contains(probe.into()))
         );
         let read = node_settings(&config, &entry);
         prop_assert_eq!(read.service_cidrs.len(), settings.service_cidrs.len());
         for (read, given) in read.service_cidrs.iter().zip(&settings.service_cidrs) {
             prop_assert_eq!(read.prefix, given.prefix);
             prop_assert!(given.contains(read.address) && read.contains(given.address));
-            prop_assert_eq!(u32::from(read.address) & !read.mask(), 0);
+            prop_assert_eq!(read.network(), read.address);
         }
         prop_assert_eq!(
             (read.node_address, read.hairpin_address, read.nat_ports, read.lb_mode),
@@ -266,7 +273,7 @@ proptest! {
 
     #[test]
     fn more_service_cidrs_than_the_map_holds_are_refused(extra in 1usize..4) {
-        let cidr = Cidr { address: Ipv4Addr::new(198, 19, 0, 0), prefix: 16 };
+        let cidr = Cidr { address: Ipv4Addr::new(198, 19, 0, 0).into(), prefix: 16 };
         let cidrs = vec![cidr; svc_common::MAX_SERVICE_CIDRS + extra];
         prop_assert!(service_cidrs(&cidrs).is_none());
         prop_assert!(service_cidrs(&cidrs[..svc_common::MAX_SERVICE_CIDRS]).is_some());
@@ -287,7 +294,7 @@ proptest! {
         let entry = source_range(rev_nat_id, address, prefix);
         prop_assert_eq!(entry.rev_nat_id, rev_nat_id);
         prop_assert_eq!(entry.prefix_len, 32 + u32::from(prefix));
-        let cidr = Cidr { address, prefix };
+        let cidr = Cidr { address: address.into(), prefix };
         let mask = cidr.mask();
         // Another address, in the CIDR half the time.
         let other = Ipv4Addr::from(if inside {
@@ -295,9 +302,12 @@ proptest! {
         } else {
             bits
         });
-        prop_assert_eq!(source_range(rev_nat_id, other, prefix) == entry, cidr.contains(other));
-        let network = Cidr { address: addr_from_be(entry.addr_be), prefix };
-        prop_assert_eq!(network.contains(other), cidr.contains(other));
+        prop_assert_eq!(
+            source_range(rev_nat_id, other, prefix) == entry,
+            cidr.contains(other.into())
+        );
+        let network = Cidr { address: addr_from_be(entry.addr_be).into(), prefix };
+        prop_assert_eq!(network.contains(other.into()), cidr.contains(other.into()));
     }
 
     /// Names that fit their field read back whole; longer ones are cut at

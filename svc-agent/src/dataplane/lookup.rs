@@ -6,7 +6,7 @@
 //! frontend gets the backend its table entry names, the same on every
 //! node; any other new one gets a backend at random among the frontend's
 //! candidates, which lookup lists instead of guessing one.
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
 use svc_common::{AffinityKey, FlowKey, FrontendKey, ServiceSlot, flow_flags, maglev};
@@ -260,7 +260,7 @@ fn new_flow_mode(frontend: &Frontend, backend: SocketAddrV4, lb_mode: LbMode) ->
     let local = frontend
         .backends
         .iter()
-        .find(|b| SocketAddrV4::new(b.address, b.port) == backend)?
+        .find(|b| std::net::SocketAddr::new(b.address, b.port) == backend.into())?
         .local;
     Some(if local {
         Mode::Direct
@@ -276,7 +276,10 @@ fn candidates(frontend: &Frontend, wanted: BackendState) -> Vec<SocketAddrV4> {
         .backends
         .iter()
         .filter(|backend| backend.state == wanted)
-        .map(|backend| SocketAddrV4::new(backend.address, backend.port))
+        .filter_map(|backend| match backend.address {
+            IpAddr::V4(address) => Some(SocketAddrV4::new(address, backend.port)),
+            IpAddr::V6(_) => None,
+        })
         .collect()
 }
 

@@ -9,13 +9,13 @@
 //! claimed, until every entry is someone's. So each backend holds
 //! `size / n` entries or one more, and removing one backend moves its
 //! entries and only a few others (the paper's figure 10 measures how few).
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 
 /// A table: which of `backends` each entry names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Table {
     /// The backends, sorted by address and port.
-    pub backends: Vec<SocketAddrV4>,
+    pub backends: Vec<SocketAddr>,
     /// One index into `backends` per entry.
     pub entries: Vec<u16>,
 }
@@ -23,7 +23,7 @@ pub struct Table {
 impl Table {
     /// The table of `size` entries (a prime) for `backends` (duplicates
     /// count once). Empty without backends. At most `u16::MAX` backends.
-    pub fn build(backends: &[SocketAddrV4], size: u16) -> Table {
+    pub fn build(backends: &[SocketAddr], size: u16) -> Table {
         let mut backends = backends.to_vec();
         backends.sort_unstable();
         backends.dedup();
@@ -67,7 +67,7 @@ impl Table {
     }
 
     /// The backend entry `index` names.
-    pub fn backend(&self, index: usize) -> Option<SocketAddrV4> {
+    pub fn backend(&self, index: usize) -> Option<SocketAddr> {
         let entry = *self.entries.get(index)?;
         self.backends.get(usize::from(entry)).copied()
     }
@@ -83,17 +83,16 @@ pub fn valid_size(size: u16) -> bool {
             .all(|d| u32::from(size) % d != 0)
 }
 
-/// A stable 64-bit hash of a backend's identity (FNV-1a over its address
-/// and port, then MurmurHash3's 64-bit finalizer): the same on every node
-/// and in every build.
-fn identity_hash(backend: &SocketAddrV4) -> u64 {
+/// A stable 64-bit hash of a backend's identity (FNV-1a over its address,
+/// 4 or 16 bytes, and port, then MurmurHash3's 64-bit finalizer): the same
+/// on every node and in every build.
+fn identity_hash(backend: &SocketAddr) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in backend
-        .ip()
-        .octets()
-        .into_iter()
-        .chain(backend.port().to_be_bytes())
-    {
+    let octets: &[u8] = match backend.ip() {
+        IpAddr::V4(address) => &address.octets(),
+        IpAddr::V6(address) => &address.octets(),
+    };
+    for byte in octets.iter().copied().chain(backend.port().to_be_bytes()) {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -114,11 +113,11 @@ mod tests {
 
     const SIZE: u16 = svc_common::maglev::DEFAULT_TABLE_SIZE;
 
-    fn backends(n: usize) -> Vec<SocketAddrV4> {
+    fn backends(n: usize) -> Vec<SocketAddr> {
         (0..n)
             .map(|i| {
-                SocketAddrV4::new(
-                    Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250) as u8 + 1),
+                SocketAddr::new(
+                    Ipv4Addr::new(198, 18, (i / 250) as u8, (i % 250) as u8 + 1).into(),
                     8080,
                 )
             })
@@ -200,7 +199,7 @@ mod tests {
         ) {
             let all = backends(n);
             let removed = all[pick.index(n)];
-            let rest: Vec<SocketAddrV4> = all.iter().copied().filter(|b| *b != removed).collect();
+            let rest: Vec<SocketAddr> = all.iter().copied().filter(|b| *b != removed).collect();
             let before = Table::build(&all, size);
             let after = Table::build(&rest, size);
             let (mut moved, mut others_moved) = (0usize, 0usize);

@@ -96,6 +96,11 @@ pub enum DataplaneError {
         "a change cannot be applied before the maps' contents are known: apply them whole first"
     )]
     NothingHeld,
+    #[error("{service}: {family} frontends are not served yet (the kernel maps are IPv4 only)")]
+    FamilyNotServed {
+        service: String,
+        family: crate::model::IpFamily,
+    },
     #[error("map {name}")]
     Map {
         name: &'static str,

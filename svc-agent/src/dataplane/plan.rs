@@ -15,7 +15,7 @@
 //! no slot names any more, last). Each write carries the value it
 //! replaces, so a chunk stopped half-way can be undone (apply.rs): whatever
 //! fails, every frontend is either as it was or as it is wanted.
-use std::{collections::BTreeSet, fmt, net::SocketAddrV4, sync::Arc};
+use std::{collections::BTreeSet, fmt, net::SocketAddr, sync::Arc};
 
 use svc_common::{
     Backend, FrontendKey, FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, RevNat, ServiceSlot,
@@ -348,9 +348,10 @@ pub fn plan_delta(
     for item in written {
         wanted_headers.insert(planner.want(item, &mut report, &mut run)?);
     }
+    // A frontend the maps cannot hold (another family) was never held.
     let mut unwanted: Vec<FrontendKey> = removed
         .iter()
-        .map(|frontend| codec::header_key(frontend))
+        .filter_map(|frontend| codec::header_key(frontend).ok())
         .filter(|key| !wanted_headers.contains(key) && planner.held.headers.contains(key))
         .collect();
     unwanted.sort_unstable();
@@ -369,7 +370,7 @@ struct Planner<'a> {
     /// Maglev tables built during this update, by size and backends: the
     /// frontends of one Service port (ClusterIP, NodePorts, LoadBalancer
     /// IPs) share their backends, and the table is built once.
-    tables: FastMap<(u16, Vec<SocketAddrV4>), Arc<maglev::Table>>,
+    tables: FastMap<(u16, Vec<SocketAddr>), Arc<maglev::Table>>,
 }
 
 impl<'a> Planner<'a> {
@@ -395,7 +396,7 @@ impl<'a> Planner<'a> {
         run: &mut impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
     ) -> Result<FrontendKey, DataplaneError> {
         let frontend = item.frontend();
-        let key = codec::header_key(frontend);
+        let key = codec::header_key(frontend)?;
         if let Some(last) = self.held.written.get_mut(&key) {
             if item
                 .shared()
@@ -499,7 +500,7 @@ impl<'a> Planner<'a> {
         if old_header.is_none() {
             self.push(Op::ResetCounters { rev_nat_id });
         }
-        let rev_nat = codec::rev_nat(frontend);
+        let rev_nat = codec::rev_nat(frontend)?;
         let held_rev_nat = self.held.rev_nats.get(&rev_nat_id).copied();
         if held_rev_nat != Some(rev_nat) {
             self.push(Op::PutRevNat {
@@ -524,7 +525,7 @@ impl<'a> Planner<'a> {
         let mut slot_ids = Vec::with_capacity(ordered.len());
         for (slot, backend_ref) in (1..=total).zip(&ordered) {
             let backend = codec::backend(
-                backend_ref.address,
+                codec::ipv4(&frontend.service, backend_ref.address)?,
                 backend_ref.port,
                 frontend.protocol,
                 backend_ref.local,
@@ -543,7 +544,7 @@ impl<'a> Planner<'a> {
                 }
             };
             backend_ids.insert(id);
-            slot_ids.push((id, SocketAddrV4::new(backend_ref.address, backend_ref.port)));
+            slot_ids.push((id, SocketAddr::new(backend_ref.address, backend_ref.port)));
             let slot_key = key.with_slot(slot);
             let was = self.held.slots.get(&slot_key).copied();
             if was.map(|slot| slot.backend_id) != Some(id) {
@@ -666,7 +667,7 @@ impl<'a> Planner<'a> {
         frontend: &Frontend,
         old_header: Option<ServiceSlot>,
         old_serving: Option<Vec<u32>>,
-        serving: &[(u32, SocketAddrV4)],
+        serving: &[(u32, SocketAddr)],
     ) -> (u32, u16) {
         let size = self.held.maglev_size;
         if serving.is_empty() || size == 0 {
@@ -689,7 +690,7 @@ impl<'a> Planner<'a> {
             );
             return (0, 0);
         };
-        let addresses: Vec<SocketAddrV4> = serving.iter().map(|(_, address)| *address).collect();
+        let addresses: Vec<SocketAddr> = serving.iter().map(|(_, address)| *address).collect();
         let table = self
             .tables
             .entry((size, addresses))
@@ -697,7 +698,7 @@ impl<'a> Planner<'a> {
                 Arc::new(maglev::Table::build(addresses, *size))
             })
             .clone();
-        let id_of: FastMap<SocketAddrV4, u32> = serving
+        let id_of: FastMap<SocketAddr, u32> = serving
             .iter()
             .map(|(id, address)| (*address, *id))
             .collect();
@@ -760,13 +761,16 @@ fn source_ranges(frontend: &Frontend) -> Result<BTreeSet<RangeEntry>, DataplaneE
         .source_ranges
         .iter()
         .map(|cidr| {
-            if cidr.prefix > 32 {
-                return Err(DataplaneError::BadSourceRange {
-                    service: frontend.service.clone(),
-                    range: cidr.to_string(),
-                });
+            let bad = || DataplaneError::BadSourceRange {
+                service: frontend.service.clone(),
+                range: cidr.to_string(),
+            };
+            match cidr.address {
+                std::net::IpAddr::V4(address) if cidr.prefix <= 32 => {
+                    Ok(codec::source_range(0, address, cidr.prefix))
+                }
+                _ => Err(bad()),
             }
-            Ok(codec::source_range(0, cidr.address, cidr.prefix))
         })
         .collect()
 }

@@ -29,7 +29,7 @@ const MAGLEV_SIZE: u16 = svc_common::maglev::MIN_TABLE_SIZE;
 
 fn backend(last: u8, state: BackendState) -> BackendRef {
     BackendRef {
-        address: Ipv4Addr::new(198, 18, 1, last),
+        address: Ipv4Addr::new(198, 18, 1, last).into(),
         port: 8080,
         state,
         local: last.is_multiple_of(2),
@@ -48,7 +48,7 @@ fn frontend(service: &str, kind: FrontendKind, address: [u8; 4], port: u16) -> F
         service: service.into(),
         port_name: "http".into(),
         kind,
-        address: Ipv4Addr::from(address),
+        address: Ipv4Addr::from(address).into(),
         port,
         protocol: Protocol::TCP,
         backends: ready(&[1, 2]),
@@ -621,7 +621,7 @@ fn a_bad_source_range_fails_the_plan_before_any_write() {
     let ops = maps.ops;
     let mut bad = lb(&[]);
     bad.source_ranges = vec![Cidr {
-        address: Ipv4Addr::new(198, 18, 0, 0),
+        address: Ipv4Addr::new(198, 18, 0, 0).into(),
         prefix: 33,
     }];
     let error = apply::apply(&mut maps, &mut held, &[web(), bad], MAGLEV_SIZE).unwrap_err();

@@ -46,7 +46,7 @@ pub fn frontends(contents: &Contents) -> Vec<(Frontend, u32)> {
                 let entry = contents.slots.get(&key.with_slot(slot))?;
                 let backend = contents.backends.get(&entry.backend_id)?;
                 Some(BackendRef {
-                    address: codec::addr_from_be(backend.addr_be),
+                    address: codec::addr_from_be(backend.addr_be).into(),
                     port: u16::from_be(backend.port_be),
                     state: if slot <= header.count {
                         BackendState::Ready
@@ -62,7 +62,7 @@ pub fn frontends(contents: &Contents) -> Vec<(Frontend, u32)> {
             .iter()
             .filter(|range| range.rev_nat_id == header.rev_nat_id)
             .map(|range| Cidr {
-                address: codec::addr_from_be(range.addr_be),
+                address: codec::addr_from_be(range.addr_be).into(),
                 prefix: range.prefix_len.saturating_sub(32) as u8,
             })
             .collect();
@@ -70,7 +70,7 @@ pub fn frontends(contents: &Contents) -> Vec<(Frontend, u32)> {
             service: codec::meta_text(&meta.service, meta.service_len),
             port_name: codec::meta_text(&meta.port_name, meta.port_name_len),
             kind,
-            address: codec::addr_from_be(key.addr_be),
+            address: codec::addr_from_be(key.addr_be).into(),
             port: u16::from_be(key.port_be),
             protocol,
             backends,

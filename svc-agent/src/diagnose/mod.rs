@@ -10,7 +10,7 @@ mod selector;
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt,
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use k8s_openapi::{
@@ -28,7 +28,7 @@ use crate::{
         Snapshot, client::ClientError, lookup::LookupError, manifests::ManifestError, namespace_of,
         object_key,
     },
-    model::{self, Config, FrontendKind, LeftOut, Protocol, ServiceInfo},
+    model::{self, Config, FrontendKind, IpFamily, LeftOut, Protocol, ServiceInfo},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -248,10 +248,15 @@ fn ready_endpoints(snapshot: &Snapshot, namespace: &str, service: &Service) -> u
     addresses.len()
 }
 
-type FrontendId = (Ipv4Addr, u16, Protocol, FrontendKind);
+type FrontendId = (IpAddr, u16, Protocol, FrontendKind);
 
 fn frontend_text(id: &FrontendId) -> String {
-    format!("{} {}:{}/{}", id.3, id.0, id.1, id.2)
+    format!(
+        "{} {}/{}",
+        id.3,
+        std::net::SocketAddr::new(id.0, id.1),
+        id.2
+    )
 }
 
 fn plan_findings(
@@ -283,7 +288,9 @@ fn plan_findings(
         });
     }
     // translate's reading of the Service, not a second one.
-    let local_policy = ServiceInfo::from_service(service).is_some_and(|info| info.external_local);
+    let local_policy = IpFamily::ALL.into_iter().any(|family| {
+        ServiceInfo::for_family(service, family).is_some_and(|info| info.external_local)
+    });
     let external: Vec<&&model::Frontend> = planned
         .iter()
         .filter(|f| f.kind != FrontendKind::ClusterIP)

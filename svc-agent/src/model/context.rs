@@ -1,10 +1,13 @@
 //! What `translate` needs to know about the node it plans for, and the
 //! agent's own settings.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::core::v1::Node;
 
-use super::snapshot::{LABEL_TOPOLOGY_ZONE, Snapshot};
+use super::{
+    IpFamily,
+    snapshot::{LABEL_TOPOLOGY_ZONE, Snapshot},
+};
 
 /// The node the tables are for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -13,10 +16,10 @@ pub struct NodeContext {
     pub name: String,
     /// Its `topology.kubernetes.io/zone` label (topology hints match on it).
     pub zone: Option<String>,
-    /// Its IPv4 InternalIP and ExternalIP addresses (status.addresses):
-    /// NodePorts are served on them unless [`Config::nodeport_addresses`]
-    /// names others.
-    pub node_addresses: Vec<Ipv4Addr>,
+    /// Its InternalIP and ExternalIP addresses of both families
+    /// (status.addresses): NodePorts are served on them unless
+    /// [`Config::nodeport_addresses`] names others.
+    pub node_addresses: Vec<IpAddr>,
 }
 
 /// The agent's settings that change what it programs.
@@ -24,7 +27,7 @@ pub struct NodeContext {
 pub struct Config {
     /// Serve NodePorts on these addresses instead of the Node's own
     /// (kube-proxy's --nodeport-addresses, as addresses rather than CIDRs).
-    pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    pub nodeport_addresses: Option<Vec<IpAddr>>,
     /// externalIPs are programmed only inside these (--external-ip-cidrs,
     /// as the DenyServiceExternalIPs admission plugin would for the API);
     /// empty allows every one, as kube-proxy does.
@@ -34,24 +37,55 @@ pub struct Config {
     pub lb_algorithm: super::LbAlgorithm,
 }
 
-/// An IPv4 CIDR, written `a.b.c.d/len` (also in JSON).
+/// A CIDR of either family, written `a.b.c.d/len` or `fd00::/len` (also
+/// in JSON).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub prefix: u8,
 }
 
 impl Cidr {
-    /// The prefix as a mask (host order): its first `prefix` bits set.
+    pub fn family(&self) -> IpFamily {
+        IpFamily::of(self.address)
+    }
+
+    /// An IPv4 prefix as a mask (host order): its first `prefix` bits set.
+    /// For an IPv6 CIDR, the mask of its prefix cut to 32 bits: use
+    /// [`Cidr::contains`] or [`Cidr::network`] unless the family is known.
     pub fn mask(&self) -> u32 {
         u32::MAX
             .checked_shl(32 - u32::from(self.prefix.min(32)))
             .unwrap_or(0)
     }
 
-    pub fn contains(&self, address: Ipv4Addr) -> bool {
-        let mask = self.mask();
-        u32::from(address) & mask == u32::from(self.address) & mask
+    fn mask128(&self) -> u128 {
+        u128::MAX
+            .checked_shl(128 - u32::from(self.prefix.min(128)))
+            .unwrap_or(0)
+    }
+
+    /// The address with its host bits cleared.
+    pub fn network(&self) -> IpAddr {
+        match self.address {
+            IpAddr::V4(address) => Ipv4Addr::from(u32::from(address) & self.mask()).into(),
+            IpAddr::V6(address) => Ipv6Addr::from(u128::from(address) & self.mask128()).into(),
+        }
+    }
+
+    /// Whether `address` is inside; never across families.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        match (self.address, address) {
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                let mask = self.mask();
+                u32::from(address) & mask == u32::from(network) & mask
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => {
+                let mask = self.mask128();
+                u128::from(address) & mask == u128::from(network) & mask
+            }
+            _ => false,
+        }
     }
 }
 
@@ -78,11 +112,15 @@ impl std::str::FromStr for Cidr {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{text:?} is not an IPv4 CIDR (like 198.19.0.0/16)");
+        let bad = || format!("{text:?} is not a CIDR (like 198.19.0.0/16 or fd00:198:19::/112)");
         let (address, prefix) = text.split_once('/').ok_or_else(bad)?;
-        let address: Ipv4Addr = address.parse().map_err(|_| bad())?;
+        let address: IpAddr = address.parse().map_err(|_| bad())?;
         let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if prefix > 32 {
+        let bits = match address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        if prefix > bits {
             return Err(bad());
         }
         Ok(Cidr { address, prefix })
@@ -91,7 +129,7 @@ impl std::str::FromStr for Cidr {
 
 impl Config {
     /// Whether an externalIP may be programmed.
-    pub fn allows_external_ip(&self, address: Ipv4Addr) -> bool {
+    pub fn allows_external_ip(&self, address: IpAddr) -> bool {
         self.external_ip_cidrs.is_empty()
             || self
                 .external_ip_cidrs
@@ -99,11 +137,19 @@ impl Config {
                 .any(|cidr| cidr.contains(address))
     }
 
-    /// The addresses NodePort frontends are made for on `node`.
-    pub fn nodeport_addresses_for<'a>(&'a self, node: &'a NodeContext) -> &'a [Ipv4Addr] {
+    /// The addresses of `family` NodePort frontends are made for on
+    /// `node`.
+    pub fn nodeport_addresses_for<'a>(
+        &'a self,
+        node: &'a NodeContext,
+        family: IpFamily,
+    ) -> impl Iterator<Item = IpAddr> + 'a {
         self.nodeport_addresses
             .as_deref()
             .unwrap_or(&node.node_addresses)
+            .iter()
+            .copied()
+            .filter(move |address| family.holds(*address))
     }
 }
 
@@ -137,8 +183,7 @@ impl NodeContext {
             if address.type_ != "InternalIP" && address.type_ != "ExternalIP" {
                 continue;
             }
-            // IPv6 addresses are not programmed (IPv4 only for now).
-            if let Ok(ip) = address.address.trim().parse::<Ipv4Addr>()
+            if let Ok(ip) = address.address.trim().parse::<IpAddr>()
                 && !node_addresses.contains(&ip)
             {
                 node_addresses.push(ip);
@@ -223,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn node_addresses_are_internal_and_external_ipv4_without_duplicates() {
+    fn node_addresses_are_internal_and_external_of_both_families_without_duplicates() {
         let context = NodeContext::from_node(&node(
             "node-1",
             Some("zone-a"),
@@ -239,11 +284,27 @@ mod tests {
         assert_eq!(context.zone.as_deref(), Some("zone-a"));
         assert_eq!(
             context.node_addresses,
-            [
-                Ipv4Addr::new(198, 18, 0, 11),
-                Ipv4Addr::new(198, 18, 100, 11)
-            ]
+            ["198.18.0.11", "fd00::11", "198.18.100.11"]
+                .map(|text| text.parse::<IpAddr>().unwrap())
         );
+    }
+
+    #[test]
+    fn cidrs_of_both_families_hold_their_own_addresses_only() {
+        let v4: Cidr = "198.19.0.0/16".parse().unwrap();
+        let v6: Cidr = "fd00:198:19::/112".parse().unwrap();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(v4.contains(ip("198.19.255.1")));
+        assert!(!v4.contains(ip("198.20.0.1")));
+        assert!(v6.contains(ip("fd00:198:19::ffff")));
+        assert!(!v6.contains(ip("fd00:198:19::1:0")));
+        assert!(!v6.contains(ip("198.19.0.1")));
+        assert!(!v4.contains(ip("::ffff:198.19.0.1")));
+        let host_bits: Cidr = "fd00:198:19::7/112".parse().unwrap();
+        assert_eq!(host_bits.network(), ip("fd00:198:19::"));
+        assert_eq!(v6.to_string(), "fd00:198:19::/112");
+        assert!("fd00::/129".parse::<Cidr>().is_err());
+        assert!("198.19.0.0/33".parse::<Cidr>().is_err());
     }
 
     #[test]
@@ -257,17 +318,25 @@ mod tests {
         let context =
             NodeContext::from_node(&node("node-1", None, &[("InternalIP", "198.18.0.11")]));
         let own = Config::default();
-        assert_eq!(
-            own.nodeport_addresses_for(&context),
-            [Ipv4Addr::new(198, 18, 0, 11)]
-        );
+        let of = |config: &Config, family| -> Vec<IpAddr> {
+            config.nodeport_addresses_for(&context, family).collect()
+        };
+        assert_eq!(of(&own, IpFamily::IPv4), [Ipv4Addr::new(198, 18, 0, 11)]);
+        assert_eq!(of(&own, IpFamily::IPv6), [] as [IpAddr; 0]);
         let configured = Config {
-            nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 5, 5)]),
+            nodeport_addresses: Some(vec![
+                Ipv4Addr::new(198, 18, 5, 5).into(),
+                "fd00:198:18::5".parse().unwrap(),
+            ]),
             ..Config::default()
         };
         assert_eq!(
-            configured.nodeport_addresses_for(&context),
+            of(&configured, IpFamily::IPv4),
             [Ipv4Addr::new(198, 18, 5, 5)]
+        );
+        assert_eq!(
+            of(&configured, IpFamily::IPv6),
+            ["fd00:198:18::5".parse::<IpAddr>().unwrap()]
         );
     }
 
@@ -288,7 +357,7 @@ mod tests {
     #[test]
     fn unknown_node_with_configured_addresses_plans_without_zone() {
         let config = Config {
-            nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 5, 5)]),
+            nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 5, 5).into()]),
             ..Config::default()
         };
         let context = NodeContext::from_snapshot(&Snapshot::default(), "node-9", &config)

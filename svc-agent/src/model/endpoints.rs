@@ -2,17 +2,17 @@
 //! kube-proxy's EndpointSliceCache merges them (pkg/proxy/endpointslicecache.go).
 use std::{
     collections::{BTreeMap, BTreeSet, btree_map::Entry},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::Protocol;
+use super::{IpFamily, Protocol};
 
 /// One endpoint of one Service port, with the facts kube-proxy's rules read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Endpoint {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub ready: bool,
     pub serving: bool,
@@ -44,16 +44,17 @@ impl Endpoint {
     }
 }
 
-/// The endpoints of the Service port named `port_name` with `protocol`,
-/// from `slices` (the Service's own), for node `node_name`; deduplicated
-/// by address and port, sorted by them.
+/// The endpoints of `family` of the Service port named `port_name` with
+/// `protocol`, from `slices` (the Service's own), for node `node_name`;
+/// deduplicated by address and port, sorted by them.
 ///
-/// Slices of another address type than IPv4, slice ports without a name or
-/// number, endpoints without an address or with a non-IPv4 one are skipped,
-/// as kube-proxy does for an IPv4 proxier. Only an endpoint's first address
-/// counts.
+/// Slices of another address type (the other family's, or FQDN), slice
+/// ports without a name or number, endpoints without an address or with
+/// one of another family are skipped, as kube-proxy's proxier of the
+/// family does. Only an endpoint's first address counts.
 pub(crate) fn endpoints_of_port<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    family: IpFamily,
     port_name: &str,
     protocol: Protocol,
     node_name: &str,
@@ -61,9 +62,9 @@ pub(crate) fn endpoints_of_port<'a>(
     // Keyed by address and port: deduplicating stays linear in the
     // endpoints (a Service can have tens of thousands), and the values come
     // out sorted.
-    let mut merged: BTreeMap<(Ipv4Addr, u16), Endpoint> = BTreeMap::new();
+    let mut merged: BTreeMap<(IpAddr, u16), Endpoint> = BTreeMap::new();
     for slice in slices {
-        if slice.address_type != "IPv4" {
+        if slice.address_type != family.api_name() {
             continue;
         }
         let Some(port) = slice_port(slice, port_name, protocol) else {
@@ -73,7 +74,7 @@ pub(crate) fn endpoints_of_port<'a>(
             let Some(address) = endpoint.addresses.first() else {
                 continue;
             };
-            let Ok(address) = address.trim().parse::<Ipv4Addr>() else {
+            let Some(address) = family.parse(address) else {
                 continue;
             };
             let conditions = endpoint.conditions.clone().unwrap_or_default();

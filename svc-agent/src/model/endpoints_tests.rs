@@ -37,7 +37,7 @@ fn summary(endpoints: &[Endpoint]) -> Vec<(String, bool, bool, bool, bool)> {
         .iter()
         .map(|ep| {
             (
-                format!("{}:{}", ep.address, ep.port),
+                std::net::SocketAddr::new(ep.address, ep.port).to_string(),
                 ep.ready,
                 ep.serving,
                 ep.terminating,
@@ -72,8 +72,20 @@ fn slices_merge_and_deduplicate_by_address_and_port() {
             {"addresses": ["198.18.1.15"], "hints": {"forZones": [{"name": "zone-b"}]}},
         ]),
     );
-    let forward = endpoints_of_port([&first, &second], "http", Protocol::TCP, "node-1");
-    let backward = endpoints_of_port([&second, &first], "http", Protocol::TCP, "node-1");
+    let forward = endpoints_of_port(
+        [&first, &second],
+        IpFamily::IPv4,
+        "http",
+        Protocol::TCP,
+        "node-1",
+    );
+    let backward = endpoints_of_port(
+        [&second, &first],
+        IpFamily::IPv4,
+        "http",
+        Protocol::TCP,
+        "node-1",
+    );
     assert_eq!(forward, backward);
     // The ready copy wins; then the one serving while terminating.
     assert_eq!(
@@ -98,7 +110,13 @@ fn a_local_copy_of_an_endpoint_wins() {
         "web-b",
         json!([{"addresses": ["198.18.1.11"], "nodeName": "node-1"}]),
     );
-    let endpoints = endpoints_of_port([&remote, &local], "http", Protocol::TCP, "node-1");
+    let endpoints = endpoints_of_port(
+        [&remote, &local],
+        IpFamily::IPv4,
+        "http",
+        Protocol::TCP,
+        "node-1",
+    );
     assert_eq!(endpoints.len(), 1);
     assert!(endpoints[0].is_local);
 }
@@ -112,7 +130,7 @@ fn conditions_default_as_the_api_documents() {
             {"addresses": ["198.18.1.12"], "conditions": {"ready": false, "serving": true, "terminating": true}},
         ]),
     );
-    let endpoints = endpoints_of_port([&slice], "http", Protocol::TCP, "node-1");
+    let endpoints = endpoints_of_port([&slice], IpFamily::IPv4, "http", Protocol::TCP, "node-1");
     assert_eq!(
         summary(&endpoints),
         [
@@ -143,7 +161,7 @@ fn named_port_is_found_by_name_and_protocol() {
         ("missing", Protocol::TCP, None),
     ];
     for (name, protocol, want) in table {
-        let endpoints = endpoints_of_port([&slice], name, protocol, "node-1");
+        let endpoints = endpoints_of_port([&slice], IpFamily::IPv4, name, protocol, "node-1");
         let got = endpoints.first().map(|endpoint| endpoint.port);
         assert_eq!(got, want, "{name}/{protocol}");
     }
@@ -157,8 +175,11 @@ fn unnamed_slice_port_is_the_unnamed_service_port() {
         json!([{"port": 8080}]),
         json!([{"addresses": ["198.18.1.11"]}]),
     );
-    assert_eq!(endpoints_of_port([&slice], "", Protocol::TCP, "n").len(), 1);
-    assert!(endpoints_of_port([&slice], "http", Protocol::TCP, "n").is_empty());
+    assert_eq!(
+        endpoints_of_port([&slice], IpFamily::IPv4, "", Protocol::TCP, "n").len(),
+        1
+    );
+    assert!(endpoints_of_port([&slice], IpFamily::IPv4, "http", Protocol::TCP, "n").is_empty());
 }
 
 #[test]
@@ -213,10 +234,43 @@ fn what_an_ipv4_proxier_cannot_use_is_skipped() {
     ];
     for (what, slice) in table {
         assert!(
-            endpoints_of_port([&slice], "http", Protocol::TCP, "n").is_empty(),
+            endpoints_of_port([&slice], IpFamily::IPv4, "http", Protocol::TCP, "n").is_empty(),
             "{what} was used"
         );
     }
+}
+
+#[test]
+fn each_family_reads_the_slices_of_its_address_type_only() {
+    let ports = json!([{"name": "http", "port": 8080}]);
+    let v4 = slice(
+        "web-v4",
+        "IPv4",
+        ports.clone(),
+        json!([{"addresses": ["198.18.1.11"], "nodeName": "node-1"}]),
+    );
+    let v6 = slice(
+        "web-v6",
+        "IPv6",
+        ports.clone(),
+        json!([
+            {"addresses": ["fd00:198:18:1::11"], "nodeName": "node-1"},
+            {"addresses": ["198.18.1.12"]},
+            {"addresses": ["fd00:198:18:2::12"], "conditions": {"ready": false, "serving": true, "terminating": true}}
+        ]),
+    );
+    let of = |family| endpoints_of_port([&v4, &v6], family, "http", Protocol::TCP, "node-1");
+    assert_eq!(
+        summary(&of(IpFamily::IPv4)),
+        [("198.18.1.11:8080".into(), true, true, false, true)]
+    );
+    assert_eq!(
+        summary(&of(IpFamily::IPv6)),
+        [
+            ("[fd00:198:18:1::11]:8080".into(), true, true, false, true),
+            ("[fd00:198:18:2::12]:8080".into(), false, true, true, false),
+        ]
+    );
 }
 
 #[test]
@@ -229,7 +283,7 @@ fn only_the_first_address_counts_and_hints_are_read() {
             "hints": {"forZones": [{"name": "zone-a"}], "forNodes": [{"name": "node-1"}]}
         }]),
     );
-    let endpoints = endpoints_of_port([&slice], "http", Protocol::TCP, "node-1");
+    let endpoints = endpoints_of_port([&slice], IpFamily::IPv4, "http", Protocol::TCP, "node-1");
     assert_eq!(
         summary(&endpoints),
         [("198.18.1.11:8080".into(), true, true, false, true)]

@@ -4,19 +4,21 @@
 //! of Kubernetes objects with kube-proxy's rules.
 mod context;
 mod endpoints;
+mod family;
 mod service_port;
 mod snapshot;
 mod topology;
 mod translate;
 mod translator;
 
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::service_port::ServiceInfo;
 pub use self::{
     context::{Cidr, Config, NodeContext, NodeContextError},
+    family::IpFamily,
     snapshot::{
         Changed, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, LABEL_TOPOLOGY_ZONE, ObjectName,
         Objects, Snapshot, Workload, namespace_of, node_named, object_key, object_name,
@@ -58,6 +60,8 @@ pub enum LeftOutReason {
     },
     /// An externalIP outside the agent's --external-ip-cidrs.
     ExternalIpNotAllowed,
+    /// The datapath does not serve this address family yet.
+    FamilyNotServed { family: IpFamily },
     /// A map had no room for the Service's entries.
     MapFull { map: String },
     /// The maps cannot take what the Service holds (the error says what).
@@ -70,6 +74,7 @@ impl LeftOutReason {
         match self {
             LeftOutReason::AddressTaken { .. } => "address_taken",
             LeftOutReason::ExternalIpNotAllowed => "external_ip_not_allowed",
+            LeftOutReason::FamilyNotServed { .. } => "family_not_served",
             LeftOutReason::MapFull { .. } => "map_full",
             LeftOutReason::Unwritable { .. } => "unwritable",
         }
@@ -118,6 +123,10 @@ impl fmt::Display for LeftOutReason {
             LeftOutReason::ExternalIpNotAllowed => {
                 write!(f, "externalIP outside --external-ip-cidrs")
             }
+            LeftOutReason::FamilyNotServed { family } => write!(
+                f,
+                "{family} frontends are not served yet: the kernel programs and maps are IPv4 only"
+            ),
             LeftOutReason::MapFull { map } => write!(f, "the {map} map is full"),
             LeftOutReason::Unwritable { error } => write!(f, "{error}"),
         }
@@ -125,11 +134,13 @@ impl fmt::Display for LeftOutReason {
 }
 
 impl Frontend {
-    /// `KIND ADDRESS:PORT/PROTOCOL`.
+    /// `KIND ADDRESS:PORT/PROTOCOL` (an IPv6 address in brackets).
     pub fn label(&self) -> String {
         format!(
-            "{} {}:{}/{}",
-            self.kind, self.address, self.port, self.protocol
+            "{} {}/{}",
+            self.kind,
+            std::net::SocketAddr::new(self.address, self.port),
+            self.protocol
         )
     }
 }
@@ -143,7 +154,8 @@ pub struct Frontend {
     /// The Service port's name ("" when unnamed).
     pub port_name: String,
     pub kind: FrontendKind,
-    pub address: Ipv4Addr,
+    /// IPv4 or IPv6; the backends are of the same family.
+    pub address: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
     /// Ready backends first, then terminating ones (used only when no ready
@@ -152,7 +164,8 @@ pub struct Frontend {
     pub affinity_timeout_seconds: Option<u32>,
     pub on_empty: OnEmpty,
     /// Client CIDRs allowed to reach a LoadBalancer frontend
-    /// (spec.loadBalancerSourceRanges, IPv4 only); empty lets everyone in.
+    /// (spec.loadBalancerSourceRanges of the frontend's family); empty
+    /// lets everyone in.
     #[serde(default)]
     pub source_ranges: Vec<Cidr>,
     /// spec.healthCheckNodePort of a LoadBalancer Service with
@@ -260,7 +273,7 @@ impl Frontend {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BackendRef {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     pub state: BackendState,
     /// The endpoint runs on this node (external traffic to it needs no

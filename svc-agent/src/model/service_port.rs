@@ -1,11 +1,11 @@
-//! What kube-proxy reads from a Service, for the IPv4 family
+//! What kube-proxy reads from a Service, for one address family
 //! (pkg/proxy/serviceport.go, servicechangetracker.go, pkg/api/v1/service).
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
 
 use super::snapshot::{LABEL_SERVICE_PROXY_NAME, object_key};
-use super::{Cidr, LbAlgorithm, Protocol, topology::TrafficPolicy};
+use super::{Cidr, IpFamily, LbAlgorithm, Protocol, topology::TrafficPolicy};
 
 /// sessionAffinityConfig.clientIP.timeoutSeconds when the Service leaves it
 /// out (the API server's default: three hours).
@@ -20,15 +20,19 @@ const ANNOTATION_TOPOLOGY_MODE: &str = "service.kubernetes.io/topology-mode";
 /// `random` or `maglev` (any other value is ignored).
 pub const ANNOTATION_LB_ALGORITHM: &str = "svc-lb.io/lb-algorithm";
 
-/// A Service kube-proxy programs, reduced to what the rules need.
+/// A Service kube-proxy programs, reduced to what the rules need, as the
+/// proxier of one family sees it: every address below is of that family.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ServiceInfo {
     /// `NAMESPACE/NAME`.
     pub key: String,
-    pub cluster_ip: Ipv4Addr,
-    pub external_ips: Vec<Ipv4Addr>,
+    pub family: IpFamily,
+    pub cluster_ip: IpAddr,
+    pub external_ips: Vec<IpAddr>,
     /// status.loadBalancer.ingress IPs in VIP mode (not `ipMode: Proxy`).
-    pub load_balancer_vips: Vec<Ipv4Addr>,
+    pub load_balancer_vips: Vec<IpAddr>,
+    /// loadBalancerSourceRanges of the family. As kube-proxy, a Service
+    /// whose ranges are all of the other family is open on this one.
     pub source_ranges: Vec<Cidr>,
     pub affinity_timeout_seconds: Option<u32>,
     pub internal_local: bool,
@@ -51,11 +55,11 @@ pub(crate) struct ServicePortInfo {
 }
 
 impl ServiceInfo {
-    /// The Service as kube-proxy's IPv4 proxier sees it, or `None` when it
-    /// programs nothing for it: headless (clusterIP None or unset),
-    /// ExternalName, labelled for another proxy, or without an IPv4
-    /// cluster IP.
-    pub(crate) fn from_service(service: &Service) -> Option<Self> {
+    /// The Service as kube-proxy's proxier of `family` sees it, or `None`
+    /// when it programs nothing for it: headless (clusterIP None or
+    /// unset), ExternalName, labelled for another proxy, or without a
+    /// cluster IP of the family.
+    pub(crate) fn for_family(service: &Service, family: IpFamily) -> Option<Self> {
         let spec = service.spec.as_ref()?;
         let labels = service.metadata.labels.as_ref();
         if labels.is_some_and(|labels| labels.contains_key(LABEL_SERVICE_PROXY_NAME)) {
@@ -69,9 +73,9 @@ impl ServiceInfo {
         if !cluster_ip_set || service_type == "ExternalName" {
             return None;
         }
-        let cluster_ip = ipv4_cluster_ip(service)?;
+        let cluster_ip = cluster_ip(service, family)?;
 
-        let external_ips = parse_ipv4s(spec.external_ips.as_deref().unwrap_or_default());
+        let external_ips = family.parse_all(spec.external_ips.as_deref().unwrap_or_default());
         let externally_accessible = matches!(service_type, "LoadBalancer" | "NodePort")
             || (service_type == "ClusterIP"
                 && !spec.external_ips.as_deref().unwrap_or_default().is_empty());
@@ -94,10 +98,11 @@ impl ServiceInfo {
 
         Some(Self {
             key: object_key(&service.metadata),
+            family,
             cluster_ip,
             external_ips,
-            load_balancer_vips: load_balancer_vips(service),
-            source_ranges: source_ranges(spec.load_balancer_source_ranges.as_deref()),
+            load_balancer_vips: load_balancer_vips(service, family),
+            source_ranges: source_ranges(spec.load_balancer_source_ranges.as_deref(), family),
             affinity_timeout_seconds,
             internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
             external_local,
@@ -139,17 +144,25 @@ impl ServiceInfo {
     }
 }
 
-/// The Service's IPv4 cluster IP: from spec.clusterIPs (one per family)
-/// or, on objects written before dual-stack, spec.clusterIP.
-fn ipv4_cluster_ip(service: &Service) -> Option<Ipv4Addr> {
+/// The Service's cluster IP of `family` (kube-proxy's
+/// GetClusterIPByFamily): spec.clusterIPs pairs with spec.ipFamilies, one
+/// per family. An object written before dual-stack has neither field
+/// filled, and its spec.clusterIP counts if it is of the family.
+fn cluster_ip(service: &Service, family: IpFamily) -> Option<IpAddr> {
     let spec = service.spec.as_ref()?;
-    match spec.cluster_ips.as_deref() {
-        Some(ips) if !ips.is_empty() => parse_ipv4s(ips).into_iter().next(),
-        _ => spec.cluster_ip.as_deref()?.trim().parse().ok(),
+    let families = spec.ip_families.as_deref().unwrap_or_default();
+    let cluster_ips = spec.cluster_ips.as_deref().unwrap_or_default();
+    if !families.is_empty() {
+        let index = families.iter().position(|name| name == family.api_name())?;
+        return family.parse(cluster_ips.get(index)?);
     }
+    if !cluster_ips.is_empty() {
+        return family.parse_all(cluster_ips).into_iter().next();
+    }
+    family.parse(spec.cluster_ip.as_deref()?)
 }
 
-fn load_balancer_vips(service: &Service) -> Vec<Ipv4Addr> {
+fn load_balancer_vips(service: &Service, family: IpFamily) -> Vec<IpAddr> {
     let ingress = service
         .status
         .as_ref()
@@ -163,16 +176,17 @@ fn load_balancer_vips(service: &Service) -> Vec<Ipv4Addr> {
         .filter(|ingress| ingress.ip_mode.as_deref().is_none_or(|mode| mode == "VIP"))
         .filter_map(|ingress| ingress.ip.clone())
         .collect();
-    parse_ipv4s(&vips)
+    family.parse_all(&vips)
 }
 
-/// loadBalancerSourceRanges that are IPv4 CIDRs, trimmed (validation lets
-/// padding through).
-fn source_ranges(ranges: Option<&[String]>) -> Vec<Cidr> {
+/// loadBalancerSourceRanges of `family`, trimmed (validation lets padding
+/// through).
+fn source_ranges(ranges: Option<&[String]>, family: IpFamily) -> Vec<Cidr> {
     ranges
         .unwrap_or_default()
         .iter()
-        .filter_map(|range| range.trim().parse().ok())
+        .filter_map(|range| range.trim().parse::<Cidr>().ok())
+        .filter(|cidr| cidr.family() == family)
         .collect()
 }
 
@@ -194,18 +208,6 @@ fn topology_requested(service: &Service) -> bool {
     let annotated =
         annotation.is_some_and(|value| !matches!(value.as_str(), "" | "disabled" | "Disabled"));
     distribution || annotated
-}
-
-fn parse_ipv4s(addresses: &[String]) -> Vec<Ipv4Addr> {
-    let mut ips = Vec::new();
-    for address in addresses {
-        if let Ok(ip) = address.trim().parse::<Ipv4Addr>()
-            && !ips.contains(&ip)
-        {
-            ips.push(ip);
-        }
-    }
-    ips
 }
 
 /// A port number from the API (1..=65535); `None` for 0 or out of range.

@@ -11,7 +11,7 @@ use super::*;
 /// L on this node.
 fn ep(host: u8, flags: &str, zones: &[&str]) -> Endpoint {
     Endpoint {
-        address: Ipv4Addr::new(198, 18, 1, host),
+        address: Ipv4Addr::new(198, 18, 1, host).into(),
         port: 80,
         ready: flags.contains('R'),
         serving: flags.contains('S'),
@@ -394,7 +394,10 @@ fn hosts(endpoints: Option<&Vec<Endpoint>>) -> Option<Vec<u8>> {
     endpoints.map(|endpoints| {
         endpoints
             .iter()
-            .map(|endpoint| endpoint.address.octets()[3])
+            .map(|endpoint| match endpoint.address {
+                std::net::IpAddr::V4(address) => address.octets()[3],
+                std::net::IpAddr::V6(_) => unreachable!("IPv4 endpoints only"),
+            })
             .collect()
     })
 }

@@ -2,49 +2,55 @@
 //! out, and the rules between Services (who owns a shared address): every
 //! kube-proxy rule lives here (and in the modules it calls), nowhere else.
 //! The whole cluster is translated by translator.rs.
-use std::{net::Ipv4Addr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
-    BackendRef, BackendState, Config, Frontend, FrontendKind, LbAlgorithm, LeftOut, LeftOutReason,
-    NodeContext, OnEmpty,
+    BackendRef, BackendState, Config, Frontend, FrontendKind, IpFamily, LbAlgorithm, LeftOut,
+    LeftOutReason, NodeContext, OnEmpty,
     endpoints::{Endpoint, endpoints_of_port},
     service_port::{ServiceInfo, ServicePortInfo},
     topology::{Categorized, NodeTopology, categorize},
 };
 
-/// The frontends of one Service.
+/// The frontends of one Service: those of its IPv4 cluster IP, then
+/// those of its IPv6 one, each family's from its own addresses and
+/// endpoints.
 pub(super) fn service_frontends(
     service: &Service,
     slices: &[&EndpointSlice],
     node: &NodeContext,
     config: &Config,
 ) -> Vec<Frontend> {
-    let Some(info) = ServiceInfo::from_service(service) else {
-        return Vec::new();
-    };
     let topology = NodeTopology {
         name: &node.name,
         zone: node.zone.as_deref(),
     };
     let mut frontends = Vec::new();
-    for port in &info.ports {
-        let endpoints = endpoints_of_port(
-            slices.iter().copied(),
-            &port.name,
-            port.protocol,
-            &node.name,
-        );
-        let categorized = categorize(&endpoints, &info.traffic_policy(port), topology);
-        push_port_frontends(
-            &mut frontends,
-            &info,
-            port,
-            &categorized,
-            config.nodeport_addresses_for(node),
-            info.lb_algorithm.unwrap_or(config.lb_algorithm),
-        );
+    for family in IpFamily::ALL {
+        let Some(info) = ServiceInfo::for_family(service, family) else {
+            continue;
+        };
+        let nodeport_addresses: Vec<IpAddr> = config.nodeport_addresses_for(node, family).collect();
+        for port in &info.ports {
+            let endpoints = endpoints_of_port(
+                slices.iter().copied(),
+                family,
+                &port.name,
+                port.protocol,
+                &node.name,
+            );
+            let categorized = categorize(&endpoints, &info.traffic_policy(port), topology);
+            push_port_frontends(
+                &mut frontends,
+                &info,
+                port,
+                &categorized,
+                &nodeport_addresses,
+                info.lb_algorithm.unwrap_or(config.lb_algorithm),
+            );
+        }
     }
     frontends
 }
@@ -55,7 +61,7 @@ fn push_port_frontends(
     info: &ServiceInfo,
     port: &ServicePortInfo,
     categorized: &Categorized,
-    nodeport_addresses: &[Ipv4Addr],
+    nodeport_addresses: &[IpAddr],
     lb_algorithm: LbAlgorithm,
 ) {
     let cluster = categorized.cluster.as_deref().unwrap_or_default();
@@ -135,7 +141,7 @@ fn backends(endpoints: &[Endpoint]) -> Vec<BackendRef> {
 
 pub(super) fn frontend_order(
     frontend: &Frontend,
-) -> (&str, &str, super::Protocol, FrontendKind, Ipv4Addr, u16) {
+) -> (&str, &str, super::Protocol, FrontendKind, IpAddr, u16) {
     (
         &frontend.service,
         &frontend.port_name,
@@ -180,21 +186,34 @@ pub(super) fn address_taken(frontend: &Frontend, owner: &Frontend) -> LeftOut {
     }
 }
 
-/// Why `frontend` is not programmed, if an externalIP outside the
-/// configured CIDRs (see [`Config::external_ip_cidrs`]).
-pub(super) fn disallowed_external_ip(frontend: &Frontend, config: &Config) -> Option<LeftOut> {
-    if frontend.kind != FrontendKind::ExternalIP || config.allows_external_ip(frontend.address) {
+/// The address families the kernel programs serve: a frontend of another
+/// is planned and shown, and left out of the maps.
+pub const SERVED_FAMILIES: [IpFamily; 1] = [IpFamily::IPv4];
+
+/// Why `frontend` is not programmed whoever else claims its address, if
+/// so: an externalIP outside the configured CIDRs (see
+/// [`Config::external_ip_cidrs`]), or a family the datapath does not
+/// serve.
+pub(super) fn refused(frontend: &Frontend, config: &Config) -> Option<LeftOut> {
+    let family = IpFamily::of(frontend.address);
+    let reason = if !SERVED_FAMILIES.contains(&family) {
+        LeftOutReason::FamilyNotServed { family }
+    } else if frontend.kind == FrontendKind::ExternalIP
+        && !config.allows_external_ip(frontend.address)
+    {
+        tracing::warn!(
+            service = %frontend.service,
+            frontend = %frontend.label(),
+            "externalIP outside --external-ip-cidrs; not programmed"
+        );
+        LeftOutReason::ExternalIpNotAllowed
+    } else {
         return None;
-    }
-    tracing::warn!(
-        service = %frontend.service,
-        frontend = %frontend.label(),
-        "externalIP outside --external-ip-cidrs; not programmed"
-    );
+    };
     Some(LeftOut {
         service: frontend.service.clone(),
         frontend: frontend.label(),
-        reason: LeftOutReason::ExternalIpNotAllowed,
+        reason,
     })
 }
 
@@ -203,7 +222,7 @@ fn ownership_order(
     frontend: &Frontend,
 ) -> (
     FrontendKind,
-    (&str, &str, super::Protocol, FrontendKind, Ipv4Addr, u16),
+    (&str, &str, super::Protocol, FrontendKind, IpAddr, u16),
 ) {
     // FrontendKind's order is the precedence.
     (frontend.kind, frontend_order(frontend))

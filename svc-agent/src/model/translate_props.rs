@@ -6,7 +6,7 @@
 //! slice), with conditions, address types and protocols of every kind.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     sync::Arc,
 };
 
@@ -29,9 +29,9 @@ use crate::model::endpoints::endpoints_of_port;
 use crate::{
     FastSet,
     model::{
-        BackendState, Config, Frontend, FrontendKind, LABEL_SERVICE_NAME, LeftOut, LeftOutReason,
-        NodeContext, ObjectName, OnEmpty, Protocol, Snapshot, Translator, namespace_of, object_key,
-        service_name, slice_name,
+        BackendState, Config, Frontend, FrontendKind, IpFamily, LABEL_SERVICE_NAME, LeftOut,
+        LeftOutReason, NodeContext, ObjectName, OnEmpty, Protocol, Snapshot, Translator,
+        namespace_of, object_key, service_name, slice_name,
     },
 };
 
@@ -300,11 +300,12 @@ prop_compose! {
             node: NodeContext {
                 name: NODE.to_owned(),
                 zone: None,
-                node_addresses,
+                node_addresses: node_addresses.into_iter().map(IpAddr::from).collect(),
             },
             config: Config {
                 lb_algorithm: Default::default(),
-                nodeport_addresses,
+                nodeport_addresses: nodeport_addresses
+                    .map(|addresses| addresses.into_iter().map(IpAddr::from).collect()),
                 external_ip_cidrs: external_ip_cidrs
                     .iter()
                     .map(|cidr| cidr.parse().expect("CIDR"))
@@ -489,7 +490,7 @@ fn candidates(cluster: &Cluster) -> Vec<Frontend> {
         .collect()
 }
 
-fn key_of(frontend: &Frontend) -> (Ipv4Addr, u16, Protocol) {
+fn key_of(frontend: &Frontend) -> (IpAddr, u16, Protocol) {
     (frontend.address, frontend.port, frontend.protocol)
 }
 
@@ -522,10 +523,10 @@ fn copies(
     cluster: &Cluster,
     service: &Service,
     frontend: &Frontend,
-) -> BTreeMap<(Ipv4Addr, u16), Vec<EndpointCopy>> {
-    let mut copies: BTreeMap<(Ipv4Addr, u16), Vec<EndpointCopy>> = BTreeMap::new();
+) -> BTreeMap<(IpAddr, u16), Vec<EndpointCopy>> {
+    let mut copies: BTreeMap<(IpAddr, u16), Vec<EndpointCopy>> = BTreeMap::new();
     for slice in slices_of(cluster, service) {
-        if slice.address_type != "IPv4" {
+        if slice.address_type != IpFamily::of(frontend.address).api_name() {
             continue;
         }
         let port = slice.ports.iter().flatten().find(|port| {
@@ -540,10 +541,12 @@ fn copies(
             continue;
         };
         for endpoint in slice.endpoints.iter().flatten() {
-            let Some(Ok(address)) = endpoint.addresses.first().map(|a| a.parse::<Ipv4Addr>())
-            else {
+            let Some(Ok(address)) = endpoint.addresses.first().map(|a| a.parse::<IpAddr>()) else {
                 continue;
             };
+            if IpFamily::of(address) != IpFamily::of(frontend.address) {
+                continue;
+            }
             let conditions = endpoint.conditions.clone().unwrap_or_default();
             let ready = conditions.ready.unwrap_or(true);
             copies
@@ -861,7 +864,7 @@ proptest! {
         let mut translator = Translator::default();
         translator.translate_snapshot(&first.0, &first.1, &first.2);
         for (before, (after, node, config)) in [(&first.0, &second), (&second.0, &first)] {
-            let mut held: BTreeMap<(Ipv4Addr, u16, Protocol), Arc<Frontend>> = translator
+            let mut held: BTreeMap<(IpAddr, u16, Protocol), Arc<Frontend>> = translator
                 .frontends()
                 .map(|f| ((f.address, f.port, f.protocol), f.clone()))
                 .collect();
@@ -893,7 +896,7 @@ proptest! {
                 let name = port.name.as_deref().unwrap_or("");
                 let protocol = Protocol::from_api(port.protocol.as_deref()).expect("generated");
                 let merged = |cluster: &Cluster| {
-                    endpoints_of_port(slices_in_order(cluster, service), name, protocol, NODE)
+                    endpoints_of_port(slices_in_order(cluster, service), IpFamily::IPv4, name, protocol, NODE)
                 };
                 prop_assert_eq!(merged(&cluster), merged(&shuffled));
             }

@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::{net::Ipv4Addr, sync::Arc};
 
 use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
@@ -75,8 +75,8 @@ fn node_1() -> NodeContext {
         name: "node-1".into(),
         zone: Some("zone-a".into()),
         node_addresses: vec![
-            Ipv4Addr::new(198, 18, 0, 11),
-            Ipv4Addr::new(198, 18, 100, 11),
+            Ipv4Addr::new(198, 18, 0, 11).into(),
+            Ipv4Addr::new(198, 18, 100, 11).into(),
         ],
     }
 }
@@ -112,17 +112,22 @@ fn line(frontend: &Frontend) -> String {
     let backends: Vec<String> = frontend
         .backends
         .iter()
-        .map(|b| format!("{}:{} {}", b.address, b.port, b.state))
+        .map(|b| {
+            format!(
+                "{} {}",
+                std::net::SocketAddr::new(b.address, b.port),
+                b.state
+            )
+        })
         .collect();
     let on_empty = match frontend.on_empty {
         OnEmpty::Reject => "reject",
         OnEmpty::Drop => "drop",
     };
     format!(
-        "{} {}:{}/{} [{}] {on_empty}",
+        "{} {}/{} [{}] {on_empty}",
         frontend.kind,
-        frontend.address,
-        frontend.port,
+        std::net::SocketAddr::new(frontend.address, frontend.port),
         frontend.protocol,
         backends.join(", ")
     )
@@ -525,7 +530,7 @@ fn configured_nodeport_addresses_replace_the_nodes_own() {
         ..Snapshot::default()
     };
     let config = Config {
-        nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 7, 7)]),
+        nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 7, 7).into()]),
         ..Config::default()
     };
     let node_ports: Vec<String> = translate(&snapshot, &node_1(), &config)
@@ -682,7 +687,7 @@ fn output_order_does_not_depend_on_input_order() {
         named("a", "198.19.0.1", 30002),
         named("b", "198.19.0.2", 30001),
     ];
-    let order = |services| -> Vec<(String, FrontendKind, Ipv4Addr)> {
+    let order = |services| -> Vec<(String, FrontendKind, IpAddr)> {
         plan_of(services, &[])
             .into_iter()
             .map(|f| (f.service, f.kind, f.address))
@@ -715,7 +720,13 @@ fn backends_list_ready_before_terminating_each_by_address() {
     ]);
     let text: Vec<String> = got
         .iter()
-        .map(|b| format!("{}:{} {}", b.address, b.port, b.state))
+        .map(|b| {
+            format!(
+                "{} {}",
+                std::net::SocketAddr::new(b.address, b.port),
+                b.state
+            )
+        })
         .collect();
     assert_eq!(
         text,
@@ -910,13 +921,13 @@ fn a_translator_follows_changed_added_and_removed_objects() {
             .all(|f| f.service == "demo/web")
     );
     let moved = NodeContext {
-        node_addresses: vec![Ipv4Addr::new(198, 18, 0, 99)],
+        node_addresses: vec![Ipv4Addr::new(198, 18, 0, 99).into()],
         ..node_1()
     };
     let got = check(&snapshot, &moved, "node context changed");
     assert!(
-        got.iter()
-            .any(|f| f.kind == FrontendKind::NodePort && f.address == Ipv4Addr::new(198, 18, 0, 99)),
+        got.iter().any(|f| f.kind == FrontendKind::NodePort
+            && f.address == IpAddr::from(Ipv4Addr::new(198, 18, 0, 99))),
         "{:?}",
         lines(&got)
     );
@@ -965,15 +976,177 @@ fn external_ips_outside_the_allowed_cidrs_are_left_out() {
 #[test]
 fn cidrs_parse_and_match_by_prefix() {
     let cidr: Cidr = "198.19.200.0/24".parse().unwrap();
-    assert!(cidr.contains(Ipv4Addr::new(198, 19, 200, 255)));
-    assert!(!cidr.contains(Ipv4Addr::new(198, 19, 201, 0)));
+    assert!(cidr.contains(Ipv4Addr::new(198, 19, 200, 255).into()));
+    assert!(!cidr.contains(Ipv4Addr::new(198, 19, 201, 0).into()));
     let all: Cidr = "0.0.0.0/0".parse().unwrap();
-    assert!(all.contains(Ipv4Addr::new(198, 18, 1, 1)));
+    assert!(all.contains(Ipv4Addr::new(198, 18, 1, 1).into()));
     let host: Cidr = "198.18.1.1/32".parse().unwrap();
-    assert!(host.contains(Ipv4Addr::new(198, 18, 1, 1)));
-    assert!(!host.contains(Ipv4Addr::new(198, 18, 1, 2)));
-    for bad in ["198.18.1.1", "198.18.1.1/33", "fd00::/8", "x/8"] {
+    assert!(host.contains(Ipv4Addr::new(198, 18, 1, 1).into()));
+    assert!(!host.contains(Ipv4Addr::new(198, 18, 1, 2).into()));
+    for bad in ["198.18.1.1", "198.18.1.1/33", "fd00::/129", "x/8"] {
         let parsed: Result<Cidr, _> = bad.parse();
         assert!(parsed.is_err(), "{bad}");
     }
+}
+
+/// node-1 with an address of each family.
+fn dual_stack_node() -> NodeContext {
+    NodeContext {
+        name: "node-1".into(),
+        zone: None,
+        node_addresses: ["198.18.0.11", "fd00:198:18::11"]
+            .map(|text| text.parse().unwrap())
+            .into(),
+    }
+}
+
+/// `slice()` of the IPv6 address type.
+fn slice_v6(name: &str, endpoints: &[&str]) -> EndpointSlice {
+    let mut slice = slice(name, endpoints);
+    slice.address_type = "IPv6".into();
+    slice
+}
+
+/// A RequireDualStack LoadBalancer, IPv6 its primary family, with
+/// addresses of both families everywhere one can be given.
+fn dual_stack_web() -> Service {
+    let mut service = web(
+        "LoadBalancer",
+        json!({
+            "ipFamilyPolicy": "RequireDualStack",
+            "ipFamilies": ["IPv6", "IPv4"],
+            "clusterIP": "fd00:198:19::10",
+            "clusterIPs": ["fd00:198:19::10", "198.19.0.10"],
+            "externalIPs": ["fd00:198:18:200::1", "198.18.200.1"],
+            "loadBalancerSourceRanges": ["198.18.0.0/16", "fd00:198:18::/48"],
+        }),
+    );
+    service.status = serde_json::from_value(json!({"loadBalancer": {"ingress": [
+        {"ip": "198.18.100.1"}, {"ip": "fd00:198:18:100::1"}
+    ]}}))
+    .unwrap();
+    service
+}
+
+#[test]
+fn a_dual_stack_service_gets_each_familys_frontends_from_that_familys_addresses_and_slices() {
+    let v4 = slice("web-v4", &[LOCAL_READY]);
+    let v6 = slice_v6("web-v6", &["fd00:198:18:1::11 node-1 ready"]);
+    let frontends = service_frontends(
+        &dual_stack_web(),
+        &[&v4, &v6],
+        &dual_stack_node(),
+        &Config::default(),
+    );
+    assert_eq!(
+        lines(&frontends),
+        [
+            "ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready] reject",
+            "NodePort 198.18.0.11:30080/TCP [198.18.1.11:8080 ready] reject",
+            "LoadBalancer 198.18.100.1:80/TCP [198.18.1.11:8080 ready] reject",
+            "ExternalIP 198.18.200.1:80/TCP [198.18.1.11:8080 ready] reject",
+            "ClusterIP [fd00:198:19::10]:80/TCP [[fd00:198:18:1::11]:8080 ready] reject",
+            "NodePort [fd00:198:18::11]:30080/TCP [[fd00:198:18:1::11]:8080 ready] reject",
+            "LoadBalancer [fd00:198:18:100::1]:80/TCP [[fd00:198:18:1::11]:8080 ready] reject",
+            "ExternalIP [fd00:198:18:200::1]:80/TCP [[fd00:198:18:1::11]:8080 ready] reject",
+        ]
+    );
+    let ranges: Vec<(String, Vec<String>)> = frontends
+        .iter()
+        .filter(|f| f.kind == FrontendKind::LoadBalancer)
+        .map(|f| {
+            (
+                f.address.to_string(),
+                f.source_ranges.iter().map(ToString::to_string).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranges,
+        [
+            ("198.18.100.1".into(), vec!["198.18.0.0/16".into()]),
+            ("fd00:198:18:100::1".into(), vec!["fd00:198:18::/48".into()]),
+        ]
+    );
+}
+
+#[test]
+fn cluster_ips_pair_with_ip_families_by_index() {
+    let v4 = slice("web-v4", &[LOCAL_READY]);
+    let v6 = slice_v6("web-v6", &["fd00:198:18:1::11 node-1 ready"]);
+    let cluster_ips = |spec: Value| -> Vec<String> {
+        service_frontends(
+            &web("ClusterIP", spec),
+            &[&v4, &v6],
+            &dual_stack_node(),
+            &Config::default(),
+        )
+        .iter()
+        .map(|f| f.address.to_string())
+        .collect()
+    };
+    assert_eq!(
+        cluster_ips(
+            json!({"ipFamilies": ["IPv6"], "clusterIP": "fd00:198:19::10", "clusterIPs": ["fd00:198:19::10"]})
+        ),
+        ["fd00:198:19::10"]
+    );
+    // A Service being upgraded to dual-stack: its second family's IP is
+    // not allocated yet.
+    assert_eq!(
+        cluster_ips(json!({"ipFamilies": ["IPv4", "IPv6"], "clusterIPs": ["198.19.0.10"]})),
+        ["198.19.0.10"]
+    );
+    // An address of the other family where the family list says one: the
+    // API server never writes it, and it is not taken.
+    assert_eq!(
+        cluster_ips(
+            json!({"ipFamilies": ["IPv4"], "clusterIP": "fd00:198:19::10", "clusterIPs": ["fd00:198:19::10"]})
+        ),
+        [] as [String; 0]
+    );
+    // Written before dual-stack: spec.clusterIP alone.
+    assert_eq!(
+        cluster_ips(json!({"clusterIP": "fd00:198:19::10", "clusterIPs": null})),
+        ["fd00:198:19::10"]
+    );
+}
+
+#[test]
+fn frontends_of_a_family_the_datapath_does_not_serve_are_left_out_with_the_reason() {
+    let snapshot = Snapshot {
+        services: vec![Arc::new(dual_stack_web())],
+        endpoint_slices: vec![
+            slice("web-v4", &[LOCAL_READY]).into(),
+            slice_v6("web-v6", &["fd00:198:18:1::11 node-1 ready"]).into(),
+        ],
+        ..Snapshot::default()
+    };
+    let mut translator = Translator::default();
+    let held: Vec<Frontend> = translator
+        .translate(&snapshot, &dual_stack_node(), &Config::default())
+        .into_iter()
+        .map(|frontend| (**frontend).clone())
+        .collect();
+    assert!(
+        held.iter().all(|f| f.address.is_ipv4()) && held.len() == 4,
+        "{:?}",
+        lines(&held)
+    );
+    let left_out: Vec<String> = translator
+        .left_out()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let reason = "IPv6 frontends are not served yet: the kernel programs and maps are IPv4 only";
+    assert_eq!(
+        left_out,
+        [
+            "ClusterIP [fd00:198:19::10]:80/TCP",
+            "NodePort [fd00:198:18::11]:30080/TCP",
+            "LoadBalancer [fd00:198:18:100::1]:80/TCP",
+            "ExternalIP [fd00:198:18:200::1]:80/TCP",
+        ]
+        .map(|frontend| format!("demo/web {frontend}: {reason}"))
+    );
 }

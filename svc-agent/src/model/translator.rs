@@ -10,14 +10,14 @@
 //! write and remove. A whole [`Snapshot`] is compared by pointer: its
 //! Services and EndpointSlices are `Arc`s shared with the watch stores,
 //! which replace an object's `Arc` when the object changes.
-use std::{collections::hash_map::Entry, net::Ipv4Addr, sync::Arc};
+use std::{collections::hash_map::Entry, net::IpAddr, sync::Arc};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::{
     Config, Frontend, LeftOut, NodeContext, NodeContextError, OnEmpty, Plan, Protocol,
     snapshot::{ObjectName, Objects, Snapshot, service_name, service_of, slice_name},
-    translate::{address_taken, disallowed_external_ip, frontend_order, owner, service_frontends},
+    translate::{address_taken, frontend_order, owner, refused, service_frontends},
 };
 use crate::{FastMap, FastSet};
 
@@ -59,7 +59,7 @@ fn sorted(frontends: Vec<&Arc<Frontend>>) -> Vec<Frontend> {
 }
 
 /// A frontend's address, port and protocol: one frontend each.
-type Address = (Ipv4Addr, u16, Protocol);
+type Address = (IpAddr, u16, Protocol);
 
 fn address(frontend: &Frontend) -> Address {
     (frontend.address, frontend.port, frontend.protocol)
@@ -94,7 +94,8 @@ pub struct Translator {
     owners: FastMap<Address, Arc<Frontend>>,
     /// Claims that lost their address, by address.
     taken: FastMap<Address, Vec<LeftOut>>,
-    /// externalIPs not allowed, by Service.
+    /// Frontends refused whoever claims their address (externalIPs not
+    /// allowed, families not served), by Service.
     disallowed: FastMap<ObjectName, Vec<LeftOut>>,
     /// Owners with a healthCheckNodePort.
     health_checked: FastSet<Address>,
@@ -344,7 +345,7 @@ impl Translator {
             .collect();
         let mut claims = Vec::new();
         for frontend in service_frontends(&service, &slices, node, config) {
-            if let Some(left_out) = disallowed_external_ip(&frontend, config) {
+            if let Some(left_out) = refused(&frontend, config) {
                 self.disallowed
                     .entry(name.clone())
                     .or_default()

@@ -6,7 +6,7 @@
 //! every address of the node.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -28,7 +28,7 @@ pub struct HealthCheck {
 pub fn health_checks<'a>(
     frontends: impl IntoIterator<Item = &'a Frontend>,
 ) -> BTreeMap<u16, HealthCheck> {
-    let mut checks: BTreeMap<u16, (String, std::collections::BTreeSet<(Ipv4Addr, u16)>)> =
+    let mut checks: BTreeMap<u16, (String, std::collections::BTreeSet<(std::net::IpAddr, u16)>)> =
         BTreeMap::new();
     for frontend in frontends {
         let Some(port) = frontend.health_check_node_port else {
@@ -87,25 +87,25 @@ type Shared = Arc<Mutex<Option<HealthCheck>>>;
 /// One healthCheckNodePort: its answer and a server per address bound.
 struct Port {
     shared: Shared,
-    serving: BTreeMap<Ipv4Addr, JoinHandle<()>>,
+    serving: BTreeMap<IpAddr, JoinHandle<()>>,
 }
 
 /// The health check servers running, by port.
 pub struct HealthCheckServers {
     /// Where each port is served.
-    addresses: Vec<Ipv4Addr>,
+    addresses: Vec<IpAddr>,
     /// The proxy's own health, for every answer.
     status: Arc<AgentStatus>,
     running: BTreeMap<u16, Port>,
     /// Binds that failed (logged once; retried until they work).
-    failed: BTreeSet<(u16, Ipv4Addr)>,
+    failed: BTreeSet<(u16, IpAddr)>,
 }
 
 impl HealthCheckServers {
     /// Servers on `nodeport_addresses`, or on every address without.
-    pub fn new(nodeport_addresses: Option<&[Ipv4Addr]>, status: Arc<AgentStatus>) -> Self {
+    pub fn new(nodeport_addresses: Option<&[IpAddr]>, status: Arc<AgentStatus>) -> Self {
         Self {
-            addresses: nodeport_addresses.map_or(vec![Ipv4Addr::UNSPECIFIED], <[_]>::to_vec),
+            addresses: nodeport_addresses.map_or(vec![Ipv4Addr::UNSPECIFIED.into()], <[_]>::to_vec),
             status,
             running: BTreeMap::new(),
             failed: BTreeSet::new(),
@@ -206,7 +206,7 @@ mod tests {
             service: "shop/web".into(),
             port_name: String::new(),
             kind: FrontendKind::LoadBalancer,
-            address: Ipv4Addr::from(address),
+            address: Ipv4Addr::from(address).into(),
             port: 80,
             protocol: Protocol::TCP,
             backends,
@@ -220,7 +220,7 @@ mod tests {
 
     fn backend(last: u8, state: BackendState, local: bool) -> BackendRef {
         BackendRef {
-            address: Ipv4Addr::new(198, 18, 1, last),
+            address: Ipv4Addr::new(198, 18, 1, last).into(),
             port: 8080,
             state,
             local,

@@ -19,7 +19,7 @@
 use std::{
     ffi::CStr,
     io,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     time::Duration,
 };
@@ -151,8 +151,9 @@ pub fn with_prefix(prefix: &str) -> std::io::Result<Vec<(String, u32)>> {
         .collect())
 }
 
-/// The interfaces holding one of `addresses` (IPv4), loopback left out.
-pub fn holding(addresses: &[Ipv4Addr]) -> io::Result<Vec<String>> {
+/// The interfaces holding one of `addresses` (of either family), loopback
+/// left out.
+pub fn holding(addresses: &[IpAddr]) -> io::Result<Vec<String>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `list` with a linked list, freed with
     // freeifaddrs below, or fails and leaves it alone.
@@ -162,7 +163,8 @@ pub fn holding(addresses: &[Ipv4Addr]) -> io::Result<Vec<String>> {
     let mut found: Vec<String> = Vec::new();
     let mut entry = list;
     // SAFETY: every entry up to the NULL `ifa_next` is valid; `ifa_addr`
-    // may be NULL, and is a sockaddr_in when its family is AF_INET;
+    // may be NULL, and is a sockaddr_in when its family is AF_INET, a
+    // sockaddr_in6 when AF_INET6;
     // `ifa_name` is a NUL-terminated string; all owned by the list.
     unsafe {
         while let Some(current) = entry.as_ref() {
@@ -170,13 +172,20 @@ pub fn holding(addresses: &[Ipv4Addr]) -> io::Result<Vec<String>> {
             let Some(address) = current.ifa_addr.as_ref() else {
                 continue;
             };
-            if i32::from(address.sa_family) != libc::AF_INET
-                || current.ifa_flags & libc::IFF_LOOPBACK as u32 != 0
-            {
+            if current.ifa_flags & libc::IFF_LOOPBACK as u32 != 0 {
                 continue;
             }
-            let address = &*current.ifa_addr.cast::<libc::sockaddr_in>();
-            let address = Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr));
+            let address: IpAddr = match i32::from(address.sa_family) {
+                libc::AF_INET => {
+                    let address = &*current.ifa_addr.cast::<libc::sockaddr_in>();
+                    Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr)).into()
+                }
+                libc::AF_INET6 => {
+                    let address = &*current.ifa_addr.cast::<libc::sockaddr_in6>();
+                    Ipv6Addr::from(address.sin6_addr.s6_addr).into()
+                }
+                _ => continue,
+            };
             if !addresses.contains(&address) {
                 continue;
             }
@@ -257,7 +266,7 @@ lxc0\t0A0012C6\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0
     #[test]
     fn loopback_never_holds_an_address() {
         assert_eq!(
-            holding(&[Ipv4Addr::LOCALHOST]).unwrap(),
+            holding(&[Ipv4Addr::LOCALHOST.into()]).unwrap(),
             Vec::<String>::new()
         );
     }

@@ -55,7 +55,7 @@ pub struct Settings {
     pub node_address: Option<Ipv4Addr>,
     pub hairpin_address: Ipv4Addr,
     pub nat_ports: (u16, u16),
-    pub nodeport_addresses: Option<Vec<Ipv4Addr>>,
+    pub nodeport_addresses: Option<Vec<std::net::IpAddr>>,
     /// externalIPs outside these are left out (empty: none is).
     pub external_ip_cidrs: Vec<crate::model::Cidr>,
     pub service_cidrs: Vec<crate::model::Cidr>,

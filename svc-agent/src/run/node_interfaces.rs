@@ -12,7 +12,7 @@
 //! attachment fails is retried on every rescan. Nothing is detached.
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
 };
 
 use super::{AgentStatus, RunError, Settings, interfaces};
@@ -45,7 +45,7 @@ pub struct NodeInterfaces {
     given: bool,
     pod_prefix: String,
     /// The Node's InternalIP/ExternalIP addresses, once its object is seen.
-    node_addresses: Vec<Ipv4Addr>,
+    node_addresses: Vec<IpAddr>,
     /// Every interface found, and how; attached or not (yet).
     found: BTreeMap<String, Found>,
     attached: BTreeSet<String>,

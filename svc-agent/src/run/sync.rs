@@ -62,7 +62,14 @@ pub fn sync(
     let node = NodeContext::from_nodes(&update.cluster.nodes(), &settings.node, &config)?;
     let node_address = settings
         .node_address
-        .or_else(|| node.node_addresses.first().copied())
+        .or_else(|| {
+            node.node_addresses
+                .iter()
+                .find_map(|address| match address {
+                    std::net::IpAddr::V4(address) => Some(*address),
+                    std::net::IpAddr::V6(_) => None,
+                })
+        })
         .ok_or_else(|| RunError::NoNodeAddress {
             node: settings.node.clone(),
         })?;

@@ -27,10 +27,32 @@ fn api_defaults(spec: &mut ServiceSpec, type_: &str) {
     }
     spec.ip_family_policy
         .get_or_insert_with(|| "SingleStack".into());
-    spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
     for port in spec.ports.iter_mut().flatten() {
         port.protocol.get_or_insert_with(|| "TCP".into());
         port.target_port.get_or_insert(IntOrString::Int(port.port));
+    }
+}
+
+/// spec.ipFamilies as the API server of a single-stack IPv4 cluster sets
+/// them (the lab's Service range is IPv4 only): IPv4, also for
+/// PreferDualStack; IPv6 or RequireDualStack are refused, as that API
+/// server refuses them.
+fn ip_families(spec: &mut ServiceSpec) -> Result<(), String> {
+    let asked = spec.ip_families.clone().unwrap_or_default();
+    if let Some(family) = asked.iter().find(|family| *family != "IPv4") {
+        return Err(format!(
+            "spec.ipFamilies: {family} is not configured in the lab (its Service range is IPv4 only)"
+        ));
+    }
+    match spec.ip_family_policy.as_deref() {
+        Some("RequireDualStack") => Err(
+            "spec.ipFamilyPolicy: RequireDualStack needs a dual-stack cluster; the lab's Service range is IPv4 only"
+                .into(),
+        ),
+        _ => {
+            spec.ip_families = Some(vec!["IPv4".into()]);
+            Ok(())
+        }
     }
 }
 
@@ -57,6 +79,7 @@ pub fn allocate(
     }
     let previous_spec = previous.and_then(|p| p.spec.as_ref());
     api_defaults(&mut spec, &type_);
+    ip_families(&mut spec).map_err(invalid)?;
 
     // ClusterIP: "None" (headless) stays; else the manifest's, the
     // previous one, or a new one.

@@ -105,6 +105,52 @@ fn a_service_without_addresses_gets_them() {
 }
 
 #[test]
+fn ip_families_are_set_as_a_single_stack_ipv4_api_server_sets_them() {
+    let (mut cluster, _) = seed_cluster();
+    let apply = |cluster: &mut Cluster, name: &str, extra: serde_json::Value| {
+        let mut spec = serde_json::json!({"selector": {"app": "nginx"}, "ports": [{"port": 80}]});
+        for (key, value) in extra.as_object().unwrap() {
+            spec[key] = value.clone();
+        }
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap();
+        let snapshot = Snapshot {
+            services: vec![service.into()],
+            ..Snapshot::default()
+        };
+        cluster.apply(&snapshot, false).map(|_| {
+            let spec = cluster.services.last().unwrap().spec.clone().unwrap();
+            (spec.ip_families.unwrap(), spec.cluster_ips.unwrap())
+        })
+    };
+    let (families, cluster_ips) = apply(
+        &mut cluster,
+        "prefer",
+        serde_json::json!({"ipFamilyPolicy": "PreferDualStack"}),
+    )
+    .unwrap();
+    assert_eq!((families, cluster_ips.len()), (vec!["IPv4".to_owned()], 1));
+    for (name, extra, says) in [
+        (
+            "v6",
+            serde_json::json!({"ipFamilies": ["IPv6"]}),
+            "spec.ipFamilies: IPv6 is not configured",
+        ),
+        (
+            "both",
+            serde_json::json!({"ipFamilyPolicy": "RequireDualStack"}),
+            "RequireDualStack needs a dual-stack cluster",
+        ),
+    ] {
+        let error = apply(&mut cluster, name, extra).unwrap_err().to_string();
+        assert!(error.contains(says), "{name}: {error}");
+    }
+}
+
+#[test]
 fn changing_a_deployment_selector_is_refused_until_it_is_deleted() {
     let (mut cluster, _) = seed_cluster();
     let mut changed = seed("web-deployment.yaml");

@@ -125,11 +125,11 @@ pub fn tail(log: &Path) -> String {
 /// What a frontend is, without counters or names: what must match between
 /// the plan and the kernel.
 pub type FrontendShape = (
-    Ipv4Addr,
+    std::net::IpAddr,
     u16,
     Protocol,
     FrontendKind,
-    Vec<(Ipv4Addr, u16, BackendState)>,
+    Vec<(std::net::IpAddr, u16, BackendState)>,
 );
 
 pub fn shape(frontend: &model::Frontend) -> FrontendShape {

@@ -72,7 +72,7 @@ fn crowded(model: &Model, frontend: &Frontend) -> bool {
         || frontend.backends.iter().any(|b| {
             model
                 .per_backend
-                .get(&((b.address, b.port), proto))
+                .get(&((crate::ipv4(b.address), b.port), proto))
                 .is_some_and(|n| *n >= MAX_FLOWS_PER_SNAT_BACKEND)
         })
 }
@@ -82,7 +82,7 @@ fn crowded(model: &Model, frontend: &Frontend) -> bool {
 fn opening(rng: &mut Rng, model: &Model, client: End, frontend: &Frontend) -> Option<Vec<u8>> {
     let tuple = Tuple {
         src: client,
-        dst: (frontend.address, frontend.port),
+        dst: (crate::ipv4(frontend.address), frontend.port),
         proto: proto_number(frontend.protocol),
     };
     if crowded(model, frontend) || model.flows.contains_key(&tuple) {
@@ -213,7 +213,10 @@ pub(super) fn generate(
             if locals.is_empty() {
                 return None;
             }
-            let client = (rng.pick(&locals).address, 1024 + rng.below(64000) as u16);
+            let client = (
+                crate::ipv4(rng.pick(&locals).address),
+                1024 + rng.below(64000) as u16,
+            );
             return opening(rng, model, client, f).map(|frame| (frame, Side::Pod));
         }
         "pod_forward" => {
@@ -232,7 +235,8 @@ pub(super) fn generate(
             let others: Vec<&Frontend> = frontends
                 .iter()
                 .filter(|f| {
-                    proto_number(f.protocol) == flow.proto && (f.address, f.port) != flow.frontend
+                    proto_number(f.protocol) == flow.proto
+                        && (crate::ipv4(f.address), f.port) != flow.frontend
                 })
                 .collect();
             let sharing: Vec<&Frontend> = others
@@ -241,7 +245,7 @@ pub(super) fn generate(
                 .filter(|f| {
                     f.backends
                         .iter()
-                        .any(|b| (b.address, b.port) == flow.backend)
+                        .any(|b| (crate::ipv4(b.address), b.port) == flow.backend)
                 })
                 .collect();
             let pool = if !sharing.is_empty() && rng.chance(80) {

@@ -123,10 +123,10 @@ impl Model {
                 let backends = f
                     .backends
                     .iter()
-                    .map(|b| ((b.address, b.port), b.local))
+                    .map(|b| ((crate::ipv4(b.address), b.port), b.local))
                     .collect();
                 (
-                    (f.address, f.port, proto_number(f.protocol)),
+                    (crate::ipv4(f.address), f.port, proto_number(f.protocol)),
                     ModelFrontend { backends },
                 )
             })

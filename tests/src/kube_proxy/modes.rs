@@ -238,7 +238,7 @@ impl AgentWriter {
             NodeContext {
                 name: node.to_owned(),
                 zone: None,
-                node_addresses: vec![lab.node(node)?.address],
+                node_addresses: vec![lab.node(node)?.address.into()],
             },
         );
         agent.list(
