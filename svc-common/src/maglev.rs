@@ -28,6 +28,18 @@ pub const MAX_ENTRIES: u32 = 4_194_304;
 /// Arbitrary, fixed: every node must hash a flow alike.
 const SEED: u32 = 0x5f3c_91a7;
 
+/// An IPv6 address folded into one word for [`flow_hash`]: its four
+/// words (as the packet holds them) xored.
+#[inline(always)]
+pub const fn fold_ipv6(addr: [u8; 16]) -> u32 {
+    word(&addr, 0) ^ word(&addr, 4) ^ word(&addr, 8) ^ word(&addr, 12)
+}
+
+#[inline(always)]
+const fn word(addr: &[u8; 16], at: usize) -> u32 {
+    u32::from_ne_bytes([addr[at], addr[at + 1], addr[at + 2], addr[at + 3]])
+}
+
 /// The 5-tuple's hash (addresses and ports in network order, as the
 /// packet holds them), which picks the flow's table entry.
 #[inline(always)]

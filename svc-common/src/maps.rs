@@ -18,6 +18,13 @@ pub mod names {
     pub const SERVICES: &str = "SERVICES_V1";
     pub const BACKENDS: &str = "BACKENDS_V1";
     pub const REV_NAT: &str = "REV_NAT_V1";
+    /// The IPv6 twins of SERVICES, BACKENDS, REV_NAT and SOCK_REV_NAT
+    /// (see the project's design notes: one map per family for what
+    /// holds an address; rev_nat_id and backend id are shared).
+    pub const SERVICES6: &str = "SERVICES6_V1";
+    pub const BACKENDS6: &str = "BACKENDS6_V1";
+    pub const REV_NAT6: &str = "REV_NAT6_V1";
+    pub const SOCK_REV_NAT6: &str = "SOCK_RNAT6_V1";
     pub const FRONTEND_META: &str = "FE_META_V1";
     pub const CT: &str = "CT_V2";
     pub const CT_NEW: &str = "CT_NEW_V2";
@@ -57,10 +64,14 @@ pub mod names {
     /// entry (see the agent's dataplane/pins.rs), then unpins the old map.
     pub const CONVERTED: [(&str, &str); 2] = [("CT_V1", CT), ("CT_NEW_V1", CT_NEW)];
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 21] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
+        SERVICES6,
+        BACKENDS6,
+        REV_NAT6,
+        SOCK_REV_NAT6,
         FRONTEND_META,
         CT,
         CT_NEW,
@@ -139,6 +150,40 @@ impl FrontendKey {
     }
 }
 
+/// An IPv6 address as the IPv6 maps hold it: its 16 bytes in network
+/// order.
+pub type Ipv6Be = [u8; 16];
+
+/// SERVICES6 key: [`FrontendKey`] of an IPv6 frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FrontendKey6 {
+    pub addr: Ipv6Be,
+    pub port_be: u16,
+    pub proto: u8,
+    pub scope: u8,
+    pub slot: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<FrontendKey6>() == 24);
+
+impl FrontendKey6 {
+    pub const fn new(addr: Ipv6Be, port_be: u16, proto: u8, slot: u16) -> Self {
+        Self {
+            addr,
+            port_be,
+            proto,
+            scope: SCOPE_ALL,
+            slot,
+            _pad: 0,
+        }
+    }
+
+    pub const fn with_slot(&self, slot: u16) -> Self {
+        Self { slot, ..*self }
+    }
+}
+
 /// SERVICES value. In slot 0 (the frontend header) `count`,
 /// `terminating_count`, `rev_nat_id`, `flags`, `maglev_size` and
 /// `affinity_timeout_s` are meaningful, and `backend_id` when
@@ -200,6 +245,19 @@ pub struct Backend {
 }
 const _: () = assert!(core::mem::size_of::<Backend>() == 8);
 
+/// BACKENDS6 value, keyed by a `u32` backend id (one id space with
+/// BACKENDS): [`Backend`] of an IPv6 backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Backend6 {
+    pub addr: Ipv6Be,
+    pub port_be: u16,
+    pub proto: u8,
+    /// [`backend_flags`].
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<Backend6>() == 20);
+
 pub mod backend_flags {
     /// The backend runs on this node: external traffic reaches it without
     /// source NAT, replies pass this node anyway.
@@ -224,6 +282,18 @@ pub mod rev_nat_flags {
     pub const LOCAL_ADDRESS: u16 = 1 << 0;
 }
 const _: () = assert!(core::mem::size_of::<RevNat>() == 8);
+
+/// REV_NAT6 value, keyed by rev_nat_id (one id space with REV_NAT):
+/// [`RevNat`] of an IPv6 frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevNat6 {
+    pub addr: Ipv6Be,
+    pub port_be: u16,
+    /// [`rev_nat_flags`].
+    pub flags: u16,
+}
+const _: () = assert!(core::mem::size_of::<RevNat6>() == 20);
 
 pub const SERVICE_NAME_LEN: usize = 128;
 pub const PORT_NAME_LEN: usize = 16;
@@ -603,6 +673,17 @@ pub struct SockKey {
 }
 const _: () = assert!(core::mem::size_of::<SockKey>() == 16);
 
+/// SOCK_RNAT6 key: [`SockKey`] of a socket pointed at an IPv6 backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockKey6 {
+    pub cookie: u64,
+    pub backend_addr: Ipv6Be,
+    pub backend_port_be: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<SockKey6>() == 32);
+
 /// MAGLEV_V1 value: one entry of a Maglev frontend's table (see
 /// [`crate::maglev`]). A struct, so `bpftool map dump` names the field.
 #[repr(C)]
@@ -636,6 +717,10 @@ mod pod {
     // SAFETY: every type is repr(C), has no implicit padding (the size
     // assertions above pin each layout) and is valid for any bit pattern.
     unsafe impl aya::Pod for super::FrontendKey {}
+    unsafe impl aya::Pod for super::FrontendKey6 {}
+    unsafe impl aya::Pod for super::Backend6 {}
+    unsafe impl aya::Pod for super::RevNat6 {}
+    unsafe impl aya::Pod for super::SockKey6 {}
     unsafe impl aya::Pod for super::HostNetns {}
     unsafe impl aya::Pod for super::ServiceSlot {}
     unsafe impl aya::Pod for super::Backend {}

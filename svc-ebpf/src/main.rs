@@ -141,25 +141,46 @@ fn tc_verdict(ctx: &TcContext, result: Result<Action, DropReason>) -> i32 {
 /// connect() of the node's own processes: a frontend becomes a backend.
 #[cgroup_sock_addr(connect4)]
 pub fn svc_sock_connect4(ctx: SockAddrContext) -> i32 {
-    sock_verdict(sock::try_translate(&ctx))
+    sock_verdict(sock::try_translate4(&ctx))
 }
 
 /// sendmsg() on unconnected UDP sockets of the node's processes.
 #[cgroup_sock_addr(sendmsg4)]
 pub fn svc_sock_sendmsg4(ctx: SockAddrContext) -> i32 {
-    sock_verdict(sock::try_translate(&ctx))
+    sock_verdict(sock::try_translate4(&ctx))
 }
 
 /// recvmsg() on UDP sockets: replies show the frontend as their source.
 #[cgroup_sock_addr(recvmsg4)]
 pub fn svc_sock_recvmsg4(ctx: SockAddrContext) -> i32 {
-    sock_verdict(sock::try_reverse(&ctx))
+    sock_verdict(sock::try_reverse4(&ctx))
 }
 
 /// getpeername(): the peer is the frontend that was dialled.
 #[cgroup_sock_addr(getpeername4)]
 pub fn svc_sock_getpeername4(ctx: SockAddrContext) -> i32 {
-    sock_verdict(sock::try_reverse(&ctx))
+    sock_verdict(sock::try_reverse4(&ctx))
+}
+
+/// The four above for IPv6 sockets (IPv4-mapped destinations included).
+#[cgroup_sock_addr(connect6)]
+pub fn svc_sock_connect6(ctx: SockAddrContext) -> i32 {
+    sock_verdict(sock::try_translate6(&ctx))
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn svc_sock_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock_verdict(sock::try_translate6(&ctx))
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn svc_sock_recvmsg6(ctx: SockAddrContext) -> i32 {
+    sock_verdict(sock::try_reverse6(&ctx))
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn svc_sock_getpeername6(ctx: SockAddrContext) -> i32 {
+    sock_verdict(sock::try_reverse6(&ctx))
 }
 
 #[inline(always)]

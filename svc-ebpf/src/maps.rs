@@ -8,11 +8,12 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use svc_common::{
-    Affinity, AffinityKey, Backend, CollectMark, DropCounters, DropReason, Flow, FlowKey,
-    FrontendCounters, FrontendKey, FrontendMeta, HostNetns, MAX_AFFINITY, MAX_BACKENDS,
-    MAX_COLLECT_MARKS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS, MAX_POD_IFACES, MAX_SERVICE_SLOTS,
-    MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, MaglevEntry, NodeConfig, RevNat, ServiceCidrs,
-    ServiceSlot, SockKey, SourceRange, TablesGeneration, flow_cache, maglev,
+    Affinity, AffinityKey, Backend, Backend6, CollectMark, DropCounters, DropReason, Flow, FlowKey,
+    FrontendCounters, FrontendKey, FrontendKey6, FrontendMeta, HostNetns, MAX_AFFINITY,
+    MAX_BACKENDS, MAX_COLLECT_MARKS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS, MAX_POD_IFACES,
+    MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, MaglevEntry, NodeConfig,
+    RevNat, RevNat6, ServiceCidrs, ServiceSlot, SockKey, SockKey6, SourceRange, TablesGeneration,
+    flow_cache, maglev,
 };
 
 use crate::headers::Ipv4Header;
@@ -38,6 +39,24 @@ pub static BACKENDS_V1: HashMap<u32, Backend, { MAX_BACKENDS as usize }, AGENT_W
 /// rev_nat_id → the frontend address replies are rewritten to.
 #[btf_map]
 pub static REV_NAT_V1: HashMap<u32, RevNat, { MAX_FRONTENDS as usize }, AGENT_WRITTEN> =
+    HashMap::new();
+
+/// The IPv6 twins of the three maps above: the same ids (a rev_nat_id or
+/// backend id is in one family's map only), addresses of 16 bytes.
+#[btf_map]
+pub static SERVICES6_V1: HashMap<
+    FrontendKey6,
+    ServiceSlot,
+    { MAX_SERVICE_SLOTS as usize },
+    AGENT_WRITTEN,
+> = HashMap::new();
+
+#[btf_map]
+pub static BACKENDS6_V1: HashMap<u32, Backend6, { MAX_BACKENDS as usize }, AGENT_WRITTEN> =
+    HashMap::new();
+
+#[btf_map]
+pub static REV_NAT6_V1: HashMap<u32, RevNat6, { MAX_FRONTENDS as usize }, AGENT_WRITTEN> =
     HashMap::new();
 
 /// rev_nat_id → what the frontend is. Written by the agent, read by `dump`;
@@ -209,6 +228,11 @@ pub static HOST_NETNS_V1: Array<HostNetns, 1> = Array::new();
 /// stands for (UDP replies, getpeername).
 #[btf_map]
 pub static SOCK_RNAT_V1: LruHashMap<SockKey, RevNat, { MAX_SOCKETS as usize }> = LruHashMap::new();
+
+/// SOCK_RNAT_V1 of sockets pointed at IPv6 backends.
+#[btf_map]
+pub static SOCK_RNAT6_V1: LruHashMap<SockKey6, RevNat6, { MAX_SOCKETS as usize }> =
+    LruHashMap::new();
 
 /// Interfaces whose driver transmits XDP frames (ifindex → its XDP
 /// features, netdev's NETDEV_XDP_ACT_* bits), written by the agent. XDP

@@ -16,16 +16,25 @@
 //! - frontends with sessionAffinity or loadBalancerSourceRanges: both key
 //!   on the client's address, which a socket does not have before
 //!   connect(). The node's own sockets count as 0.0.0.0 there.
+//!
+//! Both families, one way (`translate` and `reverse`, generic over
+//! [`SockFamily`]). IPv6 has no per-packet path yet, so a pod's IPv6 UDP
+//! is balanced here too. An IPv4-mapped address on an IPv6 socket
+//! (::ffff:a.b.c.d, a dual-stack socket dialling IPv4) is looked up as
+//! the IPv4 address it is and written back mapped.
 use aya_ebpf::{
     bindings::{BPF_ANY, bpf_sock_addr},
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval},
     programs::SockAddrContext,
 };
-use svc_common::{DropReason, RevNat, SockKey, frontend_flags, proto};
+use svc_common::{
+    Backend, Backend6, DropReason, Ipv6Be, RevNat, RevNat6, SockKey, SockKey6, frontend_flags,
+    proto,
+};
 
 use crate::{
-    lb::{self, Selection},
-    maps::{HOST_NETNS_V1, SOCK_RNAT_V1},
+    lb::{self, Family, Ipv4, Ipv6, Selection},
+    maps::{HOST_NETNS_V1, SOCK_RNAT_V1, SOCK_RNAT6_V1},
     stats,
 };
 
@@ -56,6 +65,146 @@ impl Syscall {
     }
 }
 
+/// What the socket hooks need of a family beyond lb.rs's: the socket
+/// table of frontends, the service CIDRs, and whether a per-packet path
+/// stands behind the hooks.
+pub trait SockFamily: Family {
+    /// The node's sockets' source before connect(): the unspecified
+    /// address.
+    const UNSPECIFIED: Self::Addr;
+    /// The pods' veths translate this family packet by packet: what a
+    /// pod's socket hook leaves alone is still balanced there.
+    const PER_PACKET: bool;
+
+    fn backend_address(backend: &Self::Backend) -> (Self::Addr, u16);
+    fn in_service_cidrs(addr: Self::Addr) -> bool;
+    /// Remembers that socket `cookie`, pointed at `backend`, dialled
+    /// `frontend`.
+    fn remember_socket(
+        cookie: u64,
+        backend: (Self::Addr, u16),
+        frontend: (Self::Addr, u16),
+    ) -> Result<(), DropReason>;
+    /// The frontend socket `cookie` dialled, if `peer` is the backend it
+    /// was pointed at.
+    fn frontend_of_socket(cookie: u64, peer: (Self::Addr, u16)) -> Option<(Self::Addr, u16)>;
+}
+
+impl SockFamily for Ipv4 {
+    const UNSPECIFIED: u32 = 0;
+    const PER_PACKET: bool = true;
+
+    #[inline(always)]
+    fn backend_address(backend: &Backend) -> (u32, u16) {
+        (backend.addr_be, backend.port_be)
+    }
+
+    #[inline(always)]
+    fn in_service_cidrs(addr: u32) -> bool {
+        lb::in_service_cidrs(addr)
+    }
+
+    #[inline(always)]
+    fn remember_socket(
+        cookie: u64,
+        (backend_addr_be, backend_port_be): (u32, u16),
+        (addr_be, port_be): (u32, u16),
+    ) -> Result<(), DropReason> {
+        let key = SockKey {
+            cookie,
+            backend_addr_be,
+            backend_port_be,
+            _pad: 0,
+        };
+        let frontend = RevNat {
+            addr_be,
+            port_be,
+            flags: 0,
+        };
+        SOCK_RNAT_V1
+            .insert(key, frontend, u64::from(BPF_ANY))
+            .map_err(|_| DropReason::FlowInsertFailed)
+    }
+
+    #[inline(always)]
+    fn frontend_of_socket(
+        cookie: u64,
+        (backend_addr_be, backend_port_be): (u32, u16),
+    ) -> Option<(u32, u16)> {
+        let key = SockKey {
+            cookie,
+            backend_addr_be,
+            backend_port_be,
+            _pad: 0,
+        };
+        // SAFETY: copied out at once.
+        let frontend = unsafe { SOCK_RNAT_V1.get(key) }.copied()?;
+        Some((frontend.addr_be, frontend.port_be))
+    }
+}
+
+impl SockFamily for Ipv6 {
+    const UNSPECIFIED: Ipv6Be = [0; 16];
+    const PER_PACKET: bool = false;
+
+    #[inline(always)]
+    fn backend_address(backend: &Backend6) -> (Ipv6Be, u16) {
+        (backend.addr, backend.port_be)
+    }
+
+    #[inline(always)]
+    fn in_service_cidrs(_addr: Ipv6Be) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn remember_socket(
+        cookie: u64,
+        (backend_addr, backend_port_be): (Ipv6Be, u16),
+        (addr, port_be): (Ipv6Be, u16),
+    ) -> Result<(), DropReason> {
+        let key = SockKey6 {
+            cookie,
+            backend_addr,
+            backend_port_be,
+            _pad: [0; 6],
+        };
+        let frontend = RevNat6 {
+            addr,
+            port_be,
+            flags: 0,
+        };
+        SOCK_RNAT6_V1
+            .insert(key, frontend, u64::from(BPF_ANY))
+            .map_err(|_| DropReason::FlowInsertFailed)
+    }
+
+    #[inline(always)]
+    fn frontend_of_socket(
+        cookie: u64,
+        (backend_addr, backend_port_be): (Ipv6Be, u16),
+    ) -> Option<(Ipv6Be, u16)> {
+        let key = SockKey6 {
+            cookie,
+            backend_addr,
+            backend_port_be,
+            _pad: [0; 6],
+        };
+        // SAFETY: copied out at once.
+        let frontend = unsafe { SOCK_RNAT6_V1.get(key) }.copied()?;
+        Some((frontend.addr, frontend.port_be))
+    }
+}
+
+/// Where a connect() or sendmsg() goes.
+pub enum Destination<A> {
+    /// As the process asked.
+    Unchanged,
+    /// To this backend address and port (network order).
+    Backend(A, u16),
+    Refused,
+}
+
 #[inline(always)]
 fn sock_addr(ctx: &SockAddrContext) -> *mut bpf_sock_addr {
     ctx.sock_addr
@@ -69,94 +218,192 @@ fn in_pod(ctx: &SockAddrContext) -> bool {
     host != 0 && unsafe { bpf_get_netns_cookie(sock_addr(ctx).cast()) } != host
 }
 
-/// connect() and sendmsg(): a frontend destination becomes a backend.
 #[inline(always)]
-pub fn try_translate(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
+fn socket_cookie(ctx: &SockAddrContext) -> u64 {
+    // SAFETY: the context the kernel handed us is the helper's argument.
+    unsafe { bpf_get_socket_cookie(sock_addr(ctx).cast()) }
+}
+
+#[inline(always)]
+fn socket_protocol(ctx: &SockAddrContext) -> u8 {
+    // SAFETY: the context the kernel handed us; `protocol` is readable in
+    // every sock_addr hook.
+    unsafe { (*sock_addr(ctx)).protocol as u8 }
+}
+
+/// The port of the context's address (network order, in the low half).
+#[inline(always)]
+fn user_port(ctx: &SockAddrContext) -> u16 {
+    // SAFETY: the context the kernel handed us.
+    unsafe { (*sock_addr(ctx)).user_port as u16 }
+}
+
+#[inline(always)]
+fn set_user_port(ctx: &SockAddrContext, port_be: u16) {
+    // SAFETY: the context the kernel handed us; writable in the hooks
+    // that call this.
+    unsafe { (*sock_addr(ctx)).user_port = u32::from(port_be) }
+}
+
+/// The context's IPv6 address. Read a word at a time (volatile, so the
+/// compiler keeps the 4-byte loads the verifier allows on it).
+#[inline(always)]
+fn user_ip6(ctx: &SockAddrContext) -> Ipv6Be {
     let sa = sock_addr(ctx);
-    // SAFETY: the context the kernel handed us; these fields are readable
-    // and writable for connect4/sendmsg4.
-    let (daddr_be, dport_be, protocol) =
-        unsafe { ((*sa).user_ip4, (*sa).user_port as u16, (*sa).protocol as u8) };
+    let mut addr = [0u8; 16];
+    for (word, bytes) in addr.chunks_exact_mut(4).enumerate() {
+        // SAFETY: the context the kernel handed us; `word` < 4.
+        let value = unsafe { core::ptr::read_volatile(&raw const (*sa).user_ip6[word]) };
+        bytes.copy_from_slice(&value.to_ne_bytes());
+    }
+    addr
+}
+
+#[inline(always)]
+fn set_user_ip6(ctx: &SockAddrContext, addr: Ipv6Be) {
+    let sa = sock_addr(ctx);
+    for (word, bytes) in addr.chunks_exact(4).enumerate() {
+        let value = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        // SAFETY: as in `user_ip6`; writable in connect6 and sendmsg6.
+        unsafe { core::ptr::write_volatile(&raw mut (*sa).user_ip6[word], value) };
+    }
+}
+
+/// The IPv4 address an IPv4-mapped IPv6 address (::ffff:a.b.c.d) holds.
+#[inline(always)]
+fn mapped_ipv4(addr: &Ipv6Be) -> Option<u32> {
+    let prefix = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+    (addr[..12] == prefix).then(|| u32::from_ne_bytes([addr[12], addr[13], addr[14], addr[15]]))
+}
+
+#[inline(always)]
+fn mapped(addr_be: u32) -> Ipv6Be {
+    let mut addr = [0u8; 16];
+    addr[10] = 0xff;
+    addr[11] = 0xff;
+    addr[12..].copy_from_slice(&addr_be.to_ne_bytes());
+    addr
+}
+
+/// connect() and sendmsg() of an IPv4 socket: a frontend destination
+/// becomes a backend.
+#[inline(always)]
+pub fn try_translate4(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
+    // SAFETY: the context the kernel handed us; readable in connect4 and
+    // sendmsg4.
+    let daddr_be = unsafe { (*sock_addr(ctx)).user_ip4 };
+    Ok(match translate::<Ipv4>(ctx, daddr_be, user_port(ctx))? {
+        Destination::Unchanged => Syscall::Allow,
+        Destination::Refused => Syscall::Refuse,
+        Destination::Backend(addr_be, port_be) => {
+            // SAFETY: as above; writable there.
+            unsafe { (*sock_addr(ctx)).user_ip4 = addr_be };
+            set_user_port(ctx, port_be);
+            Syscall::Allow
+        }
+    })
+}
+
+/// connect() and sendmsg() of an IPv6 socket, IPv4-mapped destinations
+/// included.
+#[inline(always)]
+pub fn try_translate6(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
+    let daddr = user_ip6(ctx);
+    let dport_be = user_port(ctx);
+    let destination = match mapped_ipv4(&daddr) {
+        Some(daddr_be) => match translate::<Ipv4>(ctx, daddr_be, dport_be)? {
+            Destination::Backend(addr_be, port_be) => {
+                Destination::Backend(mapped(addr_be), port_be)
+            }
+            Destination::Unchanged => Destination::Unchanged,
+            Destination::Refused => Destination::Refused,
+        },
+        None => translate::<Ipv6>(ctx, daddr, dport_be)?,
+    };
+    Ok(match destination {
+        Destination::Unchanged => Syscall::Allow,
+        Destination::Refused => Syscall::Refuse,
+        Destination::Backend(addr, port_be) => {
+            set_user_ip6(ctx, addr);
+            set_user_port(ctx, port_be);
+            Syscall::Allow
+        }
+    })
+}
+
+/// Where a socket's connect() or sendmsg() to `daddr`:`dport_be` goes.
+#[inline(always)]
+fn translate<F: SockFamily>(
+    ctx: &SockAddrContext,
+    daddr: F::Addr,
+    dport_be: u16,
+) -> Result<Destination<F::Addr>, DropReason> {
+    let protocol = socket_protocol(ctx);
     if protocol != proto::TCP && protocol != proto::UDP {
-        return Ok(Syscall::Allow);
+        return Ok(Destination::Unchanged);
     }
     let pod = in_pod(ctx);
-    if pod && protocol != proto::TCP {
-        return Ok(Syscall::Allow);
+    if pod && protocol != proto::TCP && F::PER_PACKET {
+        return Ok(Destination::Unchanged);
     }
-    let Some((key, header)) = lb::frontend_header(daddr_be, dport_be, protocol) else {
-        return Ok(if lb::in_service_cidrs(daddr_be) {
-            Syscall::Refuse
+    let Some((key, header)) = lb::frontend_header_of::<F>(daddr, dport_be, protocol) else {
+        return Ok(if F::in_service_cidrs(daddr) {
+            Destination::Refused
         } else {
-            Syscall::Allow
+            Destination::Unchanged
         });
     };
     if pod && (header.affinity_timeout_s > 0 || header.flags & frontend_flags::SOURCE_RANGES != 0) {
-        return Ok(Syscall::Allow);
+        return Ok(Destination::Unchanged);
     }
     // The node's socket has no source address before connect() or
-    // sendmsg(): source ranges and affinity see it as 0.0.0.0.
-    match lb::select_from(key, &header, 0, None)? {
-        Selection::NotAFrontend => Ok(Syscall::Allow),
+    // sendmsg(): source ranges and affinity see it as unspecified.
+    match lb::select_from::<F>(key, &header, F::UNSPECIFIED, None)? {
+        Selection::NotAFrontend => Ok(Destination::Unchanged),
         // The per-packet path drops these (kube-proxy's way for external
         // traffic with eTP Local); a pod's packets go there as before.
-        Selection::Empty { drop: true } if pod => Ok(Syscall::Allow),
-        Selection::Empty { .. } => Ok(Syscall::Refuse),
+        Selection::Empty { drop: true } if pod => Ok(Destination::Unchanged),
+        Selection::Empty { .. } => Ok(Destination::Refused),
         Selection::Backend(selected) => {
-            let backend = selected.backend;
-            // SAFETY: as above.
-            let cookie = unsafe { bpf_get_socket_cookie(sa.cast()) };
-            let key = SockKey {
-                cookie,
-                backend_addr_be: backend.addr_be,
-                backend_port_be: backend.port_be,
-                _pad: 0,
-            };
-            let frontend = RevNat {
-                addr_be: daddr_be,
-                port_be: dport_be,
-                flags: 0,
-            };
-            SOCK_RNAT_V1
-                .insert(key, frontend, u64::from(BPF_ANY))
-                .map_err(|_| DropReason::FlowInsertFailed)?;
+            let backend = F::backend_address(&selected.backend);
+            F::remember_socket(socket_cookie(ctx), backend, (daddr, dport_be))?;
             stats::count_frontend(selected.rev_nat_id, 0);
-            // SAFETY: as above.
-            unsafe {
-                (*sa).user_ip4 = backend.addr_be;
-                (*sa).user_port = u32::from(backend.port_be);
-            }
-            Ok(Syscall::Allow)
+            Ok(Destination::Backend(backend.0, backend.1))
         }
     }
 }
 
-/// recvmsg() and getpeername(): a backend source becomes the frontend the
-/// socket was pointed at.
+/// recvmsg() and getpeername() of an IPv4 socket: a backend source
+/// becomes the frontend the socket was pointed at.
 #[inline(always)]
-pub fn try_reverse(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
-    let sa = sock_addr(ctx);
+pub fn try_reverse4(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
     // SAFETY: the context the kernel handed us.
-    let (addr_be, port_be, cookie) = unsafe {
-        (
-            (*sa).user_ip4,
-            (*sa).user_port as u16,
-            bpf_get_socket_cookie(sa.cast()),
-        )
+    let addr_be = unsafe { (*sock_addr(ctx)).user_ip4 };
+    if let Some((addr_be, port_be)) =
+        Ipv4::frontend_of_socket(socket_cookie(ctx), (addr_be, user_port(ctx)))
+    {
+        // SAFETY: as above; writable in recvmsg4 and getpeername4.
+        unsafe { (*sock_addr(ctx)).user_ip4 = addr_be };
+        set_user_port(ctx, port_be);
+    }
+    Ok(Syscall::Allow)
+}
+
+/// recvmsg() and getpeername() of an IPv6 socket, IPv4-mapped peers
+/// included.
+#[inline(always)]
+pub fn try_reverse6(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
+    let addr = user_ip6(ctx);
+    let port_be = user_port(ctx);
+    let cookie = socket_cookie(ctx);
+    let frontend = match mapped_ipv4(&addr) {
+        Some(addr_be) => Ipv4::frontend_of_socket(cookie, (addr_be, port_be))
+            .map(|(addr_be, port_be)| (mapped(addr_be), port_be)),
+        None => Ipv6::frontend_of_socket(cookie, (addr, port_be)),
     };
-    let key = SockKey {
-        cookie,
-        backend_addr_be: addr_be,
-        backend_port_be: port_be,
-        _pad: 0,
-    };
-    // SAFETY: copied out at once.
-    if let Some(frontend) = unsafe { SOCK_RNAT_V1.get(key) }.copied() {
-        // SAFETY: as above.
-        unsafe {
-            (*sa).user_ip4 = frontend.addr_be;
-            (*sa).user_port = u32::from(frontend.port_be);
-        }
+    if let Some((addr, port_be)) = frontend {
+        set_user_ip6(ctx, addr);
+        set_user_port(ctx, port_be);
     }
     Ok(Syscall::Allow)
 }

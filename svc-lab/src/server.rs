@@ -19,8 +19,10 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The answer body: `pod=NAME node=NAME client=IP:PORT`.
+    /// The answer body: `pod=NAME node=NAME client=IP:PORT`. An IPv4
+    /// client of the dual-stack listener is written as IPv4.
     pub fn answer(&self, client: SocketAddr) -> String {
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         format!("pod={} node={} client={}\n", self.pod, self.node, client)
     }
 }
@@ -67,13 +69,14 @@ pub async fn bind(
     let mut listeners = Vec::new();
     for port in tcp_ports {
         listeners.push(Listener::Tcp(
-            TcpListener::bind(("0.0.0.0", *port)).await?,
+            // Dual-stack: IPv4 clients arrive as IPv4-mapped addresses.
+            TcpListener::bind(("::", *port)).await?,
             identity.clone(),
         ));
     }
     for port in udp_ports {
         listeners.push(Listener::Udp(
-            UdpSocket::bind(("0.0.0.0", *port)).await?,
+            UdpSocket::bind(("::", *port)).await?,
             identity.clone(),
         ));
     }

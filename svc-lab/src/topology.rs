@@ -57,6 +57,7 @@ pub struct LabPod {
     pub name: String,
     pub node: String,
     pub address: Ipv4Addr,
+    pub address6: std::net::Ipv6Addr,
     /// The host-side veth in the node's namespace.
     pub host_interface: String,
     /// Its node's cgroup, which holds the pod's processes as a real node's
@@ -86,6 +87,7 @@ impl LabPod {
 pub struct LabNode {
     pub name: String,
     pub address: Ipv4Addr,
+    pub address6: std::net::Ipv6Addr,
     pub pin_dir: PathBuf,
     /// The cgroup the node's processes run in (and its socket hooks attach to).
     pub cgroup: PathBuf,
@@ -228,6 +230,7 @@ impl Lab {
         Ok(LabNode {
             name: spec.name.clone(),
             address: wiring::node_address(number),
+            address6: wiring::node_address6(number),
             pin_dir: self.pin_dir.join(&spec.name),
             cgroup: cgroup::create(&self.id, &spec.name)?,
             ns,
@@ -257,6 +260,7 @@ impl Lab {
             name: spec.name.clone(),
             node: node.name.clone(),
             address,
+            address6: wiring::pod_address6(address),
             host_interface,
             cgroup: node.cgroup.clone(),
             ns,

@@ -12,8 +12,15 @@
 //! - pods reach 198.18.0.0/15 through that gateway; nobody has a default
 //!   route.
 //!
+//! Every namespace is dual-stack: the same plan in fd00:198:18::/48
+//! (node i fd00:198:18::(10+i)/64 on the fabric, the client
+//! fd00:198:18::100, node i's pods fd00:198:18:i::(10+j)/128 behind the
+//! gateway fd00:198:18:i::1, fd00:198:18::/47 through it, which holds the
+//! Service range fd00:198:19::/112). Addresses are added without duplicate
+//! address detection: usable at once.
+//!
 //! [`Lab`]: crate::Lab
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::{
     LabError,
@@ -23,6 +30,10 @@ use crate::{
 /// Where LoadBalancer ingress IPs come from.
 pub const LB_POOL: &str = "198.19.255.0/24";
 pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const CLIENT_ADDRESS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, 0x100);
+/// What pods and the client reach over IPv6 through their gateway: the
+/// lab's addresses and its Service range.
+const LAB_PREFIX6: &str = "fd00:198:18::/47";
 /// Most pods one node holds (pod j gets 198.18.i.(10+j)).
 pub const MAX_PODS_PER_NODE: usize = 200;
 /// Most nodes one lab holds.
@@ -33,9 +44,33 @@ pub fn node_address(number: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 10 + number)
 }
 
+/// `n` written in decimal, read as hexadecimal: IPv6 addresses that read
+/// as their IPv4 twins (198.18.1.10 and fd00:198:18:1::10).
+fn hextet(n: u8) -> u16 {
+    let n = u16::from(n);
+    (n / 100) * 0x100 + (n / 10 % 10) * 0x10 + n % 10
+}
+
+/// Node `number`'s IPv6 address on the fabric.
+pub fn node_address6(number: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, hextet(10 + number))
+}
+
 /// Node `number`'s pod CIDR.
 pub fn pod_cidr(number: u8) -> String {
     format!("198.18.{number}.0/24")
+}
+
+/// Node `number`'s IPv6 pod CIDR.
+pub fn pod_cidr6(number: u8) -> String {
+    format!("fd00:198:18:{number}::/64")
+}
+
+/// The IPv6 address of the pod at `address` (its IPv4 one):
+/// fd00:198:18:i::(10+j) for 198.18.i.(10+j).
+pub fn pod_address6(address: Ipv4Addr) -> Ipv6Addr {
+    let [_, _, number, host] = address.octets();
+    Ipv6Addr::new(0xfd00, 0x198, 0x18, hextet(number), 0, 0, 0, hextet(host))
 }
 
 /// The address of pod `index` (0-based) on node `number`.
@@ -65,16 +100,18 @@ pub fn create_fabric(name: &str) -> Result<Netns, LabError> {
     Ok(fabric)
 }
 
-/// A veth from `ns` (as `eth0`, holding `address`/24) to the fabric bridge.
+/// A veth from `ns` (as `eth0`, holding `address`/24 and `address6`/64)
+/// to the fabric bridge.
 pub fn plug_into_fabric(
     fabric: &Netns,
     ns: &Netns,
     port: &str,
-    address: Ipv4Addr,
+    (address, address6): (Ipv4Addr, Ipv6Addr),
 ) -> Result<(), LabError> {
     add_veth(fabric, port, ns)?;
     fabric.ip(&["link", "set", port, "master", "br0", "up"])?;
     ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
+    add_address6(ns, &format!("{address6}/64"), "eth0")?;
     ns.ip(&["link", "set", "eth0", "up"])?;
     checksum_offload_off(fabric, port)?;
     checksum_offload_off(ns, "eth0")
@@ -92,10 +129,16 @@ pub fn create_node(fabric: &Netns, name: &str, number: u8) -> Result<Netns, LabE
         // in on; that is not a routing mistake to report.
         ("net.ipv4.conf.all.send_redirects", "0"),
         ("net.ipv4.conf.default.send_redirects", "0"),
+        ("net.ipv6.conf.all.forwarding", "1"),
     ] {
         ns.sysctl(key, value)?;
     }
-    plug_into_fabric(fabric, &ns, &fabric_port(number), node_address(number))?;
+    plug_into_fabric(
+        fabric,
+        &ns,
+        &fabric_port(number),
+        (node_address(number), node_address6(number)),
+    )?;
     Ok(ns)
 }
 
@@ -107,6 +150,8 @@ pub fn route_pod_cidrs(nodes: &[(&Netns, u8)]) -> Result<(), LabError> {
             if other != number {
                 let via = node_address(*other).to_string();
                 ns.ip(&["route", "add", &pod_cidr(*other), "via", &via])?;
+                let via = node_address6(*other).to_string();
+                ns.ip(&["-6", "route", "add", &pod_cidr6(*other), "via", &via])?;
             }
         }
     }
@@ -118,11 +163,13 @@ pub fn route_pod_cidrs(nodes: &[(&Netns, u8)]) -> Result<(), LabError> {
 /// pod and Service addresses through the first node.
 pub fn create_client(fabric: &Netns, name: &str, node_numbers: &[u8]) -> Result<Netns, LabError> {
     let client = Netns::create(name)?;
-    plug_into_fabric(fabric, &client, "client", CLIENT_ADDRESS)?;
+    plug_into_fabric(fabric, &client, "client", (CLIENT_ADDRESS, CLIENT_ADDRESS6))?;
     route_lb_pool(&client, node_numbers)?;
     if let Some(first) = node_numbers.first() {
-        let first = node_address(*first).to_string();
-        client.ip(&["route", "add", "198.18.0.0/15", "via", &first])?;
+        let via = node_address(*first).to_string();
+        client.ip(&["route", "add", "198.18.0.0/15", "via", &via])?;
+        let via = node_address6(*first).to_string();
+        client.ip(&["-6", "route", "add", LAB_PREFIX6, "via", &via])?;
     }
     Ok(client)
 }
@@ -148,7 +195,7 @@ pub fn route_lb_pool(client: &Netns, node_numbers: &[u8]) -> Result<(), LabError
 
 /// A pod namespace named `name` as pod `index` of node `number`, joined to
 /// the node by a veth. Returns the namespace, its address and the host-side
-/// interface.
+/// interface (its IPv6 address is [`pod_address6`] of that address).
 pub fn create_pod(
     node: &Netns,
     name: &str,
@@ -194,9 +241,39 @@ pub fn create_pod(
         "dev",
         &host_interface,
     ])?;
+    let address6 = pod_address6(address);
+    let gateway6 = Ipv6Addr::new(0xfd00, 0x198, 0x18, hextet(number), 0, 0, 0, 1).to_string();
+    add_address6(&ns, &format!("{address6}/128"), "eth0")?;
+    ns.ip(&["-6", "route", "add", &gateway6, "dev", "eth0"])?;
+    ns.ip(&[
+        "-6",
+        "route",
+        "add",
+        LAB_PREFIX6,
+        "via",
+        &gateway6,
+        "dev",
+        "eth0",
+    ])?;
+    add_address6(node, &format!("{gateway6}/128"), &host_interface)?;
+    node.ip(&[
+        "-6",
+        "route",
+        "add",
+        &format!("{address6}/128"),
+        "dev",
+        &host_interface,
+    ])?;
     checksum_offload_off(&ns, "eth0")?;
     checksum_offload_off(node, &host_interface)?;
     Ok((ns, address, host_interface))
+}
+
+/// Adds an IPv6 address, usable at once (no duplicate address detection:
+/// the lab hands out every address once).
+fn add_address6(ns: &Netns, address: &str, interface: &str) -> Result<(), LabError> {
+    ns.ip(&["-6", "addr", "add", address, "dev", interface, "nodad"])?;
+    Ok(())
 }
 
 /// A veth `interface` in `near` whose peer is `eth0` in `far`.
@@ -220,6 +297,16 @@ fn checksum_offload_off(ns: &Netns, interface: &str) -> Result<(), LabError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_read_as_their_ipv4_twins() {
+        let pod = pod_address(12, 190).unwrap();
+        assert_eq!(pod, Ipv4Addr::new(198, 18, 12, 200));
+        assert_eq!(pod_address6(pod).to_string(), "fd00:198:18:12::200");
+        assert_eq!(node_address6(2).to_string(), "fd00:198:18::12");
+        assert_eq!(pod_cidr6(12), "fd00:198:18:12::/64");
+        assert_eq!(CLIENT_ADDRESS6.to_string(), "fd00:198:18::100");
+    }
 
     #[test]
     fn addresses_follow_the_plan() {

@@ -431,13 +431,14 @@ pub fn one_node_lab(frontends: &[svc_agent::model::Frontend]) -> svc_lab::Lab {
     lab
 }
 
-/// A ClusterIP frontend `test/NAME` with ready, local backends.
-pub fn cluster_ip(
+/// A ClusterIP frontend `test/NAME` with ready, local backends, of either
+/// family.
+pub fn cluster_ip<A: Into<std::net::IpAddr> + Copy>(
     name: &str,
-    address: Ipv4Addr,
+    address: A,
     port: u16,
     protocol: svc_agent::model::Protocol,
-    backends: &[(Ipv4Addr, u16)],
+    backends: &[(A, u16)],
 ) -> svc_agent::model::Frontend {
     let backends: Vec<_> = backends
         .iter()
@@ -464,7 +465,7 @@ pub fn ipv4(address: std::net::IpAddr) -> Ipv4Addr {
 pub fn frontend(
     kind: svc_agent::model::FrontendKind,
     name: &str,
-    (address, port): (Ipv4Addr, u16),
+    (address, port): (impl Into<std::net::IpAddr>, u16),
     protocol: svc_agent::model::Protocol,
     backends: &[svc_agent::model::BackendRef],
 ) -> svc_agent::model::Frontend {
@@ -484,7 +485,11 @@ pub fn frontend(
     }
 }
 
-pub fn ready(address: Ipv4Addr, port: u16, local: bool) -> svc_agent::model::BackendRef {
+pub fn ready(
+    address: impl Into<std::net::IpAddr>,
+    port: u16,
+    local: bool,
+) -> svc_agent::model::BackendRef {
     svc_agent::model::BackendRef {
         address: address.into(),
         port,

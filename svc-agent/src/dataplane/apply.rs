@@ -18,7 +18,7 @@ use super::{
     maps::{ServiceMaps, map_error},
     plan::{self, ApplyReport, Chunk, Desired, Op},
 };
-use crate::model::Frontend;
+use crate::model::{Frontend, IpFamily};
 
 /// Makes `maps` hold exactly `desired`, Maglev tables of `maglev_size`
 /// entries. `held` is what they hold, as the last apply left them (read
@@ -129,9 +129,11 @@ pub fn execute(maps: &mut impl ServiceMaps, op: &Op) -> Result<(), MapError> {
             maps.forget_affinities(*rev_nat_id, keep.as_ref())
         }
         Op::RemoveSlot { key, .. } => maps.remove_slot(*key),
-        Op::RemoveRevNat { rev_nat_id, .. } => maps.remove_rev_nat(*rev_nat_id),
+        Op::RemoveRevNat { rev_nat_id, was } => {
+            maps.remove_rev_nat(*rev_nat_id, IpFamily::of(was.address))
+        }
         Op::RemoveMeta { rev_nat_id, .. } => maps.remove_meta(*rev_nat_id),
-        Op::RemoveBackend { id, .. } => maps.remove_backend(*id),
+        Op::RemoveBackend { id, was } => maps.remove_backend(*id, IpFamily::of(was.address)),
     };
     match result {
         Err(MapError::KeyNotFound) => Ok(()),
@@ -155,8 +157,8 @@ fn op_error(op: &Op, service: Option<&str>, error: MapError) -> DataplaneError {
 
 fn capacity(map: &'static str) -> u32 {
     match map {
-        names::SERVICES => MAX_SERVICE_SLOTS,
-        names::BACKENDS => MAX_BACKENDS,
+        names::SERVICES | names::SERVICES6 => MAX_SERVICE_SLOTS,
+        names::BACKENDS | names::BACKENDS6 => MAX_BACKENDS,
         names::SOURCE_RANGES => MAX_SOURCE_RANGES,
         names::MAGLEV => svc_common::maglev::MAX_ENTRIES,
         _ => MAX_FRONTENDS,

@@ -2,13 +2,15 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use svc_common::{
-    Backend, FrontendKey, FrontendMeta, MAX_SERVICE_CIDRS, NodeConfig, PORT_NAME_LEN, RevNat,
-    SERVICE_NAME_LEN, ServiceCidr, ServiceCidrs, backend_flags, frontend_kind, lb_mode, proto,
-    rev_nat_flags,
+    FrontendMeta, MAX_SERVICE_CIDRS, NodeConfig, PORT_NAME_LEN, SERVICE_NAME_LEN, ServiceCidr,
+    ServiceCidrs, backend_flags, frontend_kind, lb_mode, proto, rev_nat_flags,
 };
 
-use super::{DataplaneError, maps::RangeEntry};
-use crate::model::{Cidr, Frontend, FrontendKind, IpFamily, LbMode, Protocol};
+use super::{
+    entries::{BackendEntry, RevNatEntry, SlotKey},
+    maps::RangeEntry,
+};
+use crate::model::{Cidr, Frontend, FrontendKind, LbMode, Protocol};
 
 /// What the programs are told about the node they run on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,18 +90,6 @@ pub fn service_cidrs(cidrs: &[Cidr]) -> Option<ServiceCidrs> {
     (cidrs.len() <= MAX_SERVICE_CIDRS).then_some(entry)
 }
 
-/// `address` as the kernel maps hold it: they are IPv4 only so far, and
-/// the translator leaves other frontends out (`FamilyNotServed`).
-pub fn ipv4(service: &str, address: IpAddr) -> Result<Ipv4Addr, DataplaneError> {
-    match address {
-        IpAddr::V4(address) => Ok(address),
-        IpAddr::V6(_) => Err(DataplaneError::FamilyNotServed {
-            service: service.to_owned(),
-            family: IpFamily::of(address),
-        }),
-    }
-}
-
 pub fn addr_be(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
@@ -125,30 +115,30 @@ pub fn protocol_from_number(number: u8) -> Option<Protocol> {
     }
 }
 
-pub fn header_key(frontend: &Frontend) -> Result<FrontendKey, DataplaneError> {
-    Ok(FrontendKey::new(
-        addr_be(ipv4(&frontend.service, frontend.address)?),
+pub fn header_key(frontend: &Frontend) -> SlotKey {
+    SlotKey::new(
+        frontend.address,
         frontend.port.to_be(),
         protocol_number(frontend.protocol),
         0,
-    ))
+    )
 }
 
-pub fn rev_nat(frontend: &Frontend) -> Result<RevNat, DataplaneError> {
-    Ok(RevNat {
-        addr_be: addr_be(ipv4(&frontend.service, frontend.address)?),
+pub fn rev_nat(frontend: &Frontend) -> RevNatEntry {
+    RevNatEntry {
+        address: frontend.address,
         port_be: frontend.port.to_be(),
         flags: if frontend.kind == FrontendKind::NodePort {
             rev_nat_flags::LOCAL_ADDRESS
         } else {
             0
         },
-    })
+    }
 }
 
-pub fn backend(address: Ipv4Addr, port: u16, protocol: Protocol, local: bool) -> Backend {
-    Backend {
-        addr_be: addr_be(address),
+pub fn backend(address: IpAddr, port: u16, protocol: Protocol, local: bool) -> BackendEntry {
+    BackendEntry {
+        address,
         port_be: port.to_be(),
         proto: protocol_number(protocol),
         flags: if local { backend_flags::LOCAL } else { 0 },

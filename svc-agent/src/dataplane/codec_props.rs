@@ -3,7 +3,7 @@
 //! the field's name ends in `_be`, with its reserved bytes zero; and whole
 //! frontends written through the planner read back from the maps as they
 //! were.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use svc_common::{
@@ -15,7 +15,12 @@ use super::{
     meta_text, node_config, node_settings, protocol_from_number, protocol_number, rev_nat,
     service_cidrs, source_range,
 };
-use crate::dataplane::{apply, fake::FakeMaps, readback};
+use crate::dataplane::{
+    apply,
+    entries::{BackendEntry, ByFamily, SlotKey},
+    fake::FakeMaps,
+    readback,
+};
 use crate::model::{
     BackendRef, BackendState, Cidr, Frontend, FrontendKind, LbMode, OnEmpty, Protocol,
 };
@@ -37,6 +42,36 @@ fn kind() -> impl Strategy<Value = FrontendKind> {
 
 fn address() -> impl Strategy<Value = Ipv4Addr> {
     any::<u32>().prop_map(Ipv4Addr::from)
+}
+
+/// An address of either family.
+fn any_address() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        address().prop_map(IpAddr::from),
+        any::<u128>().prop_map(|bits| Ipv6Addr::from(bits).into()),
+    ]
+}
+
+/// `address` (IPv4) in `family`'s form: itself, or fd00:: with its last
+/// two bytes (as the lab numbers its IPv6 addresses).
+fn of_family(address: IpAddr, ipv6: bool) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) if ipv6 => {
+            let [.., third, last] = v4.octets();
+            Ipv6Addr::new(
+                0xfd00,
+                0x198,
+                0x18,
+                u16::from(third),
+                0,
+                0,
+                0,
+                u16::from(last),
+            )
+            .into()
+        }
+        other => other,
+    }
 }
 
 /// Text of any characters, up to `most` of them.
@@ -77,8 +112,10 @@ fn network() -> impl Strategy<Value = Cidr> {
 prop_compose! {
     /// A frontend of any shape the model makes: names that fit the
     /// metadata fields, backends ready first, affinity and health check
-    /// port absent or non-zero.
-    fn frontend(addresses: impl Strategy<Value = Ipv4Addr>)(
+    /// port absent or non-zero. Backends are of the frontend's family;
+    /// source ranges are IPv4 frontends' only (IPv6 ones are left out by
+    /// the translator).
+    fn frontend(addresses: impl Strategy<Value = IpAddr>)(
         service in "[a-z0-9-]{1,20}/[a-zé0-9-]{1,60}",
         port_name in "[a-z0-9-]{0,15}",
         kind in kind(),
@@ -92,11 +129,16 @@ prop_compose! {
         health_check_node_port in prop::option::of(1u16..),
     ) -> Frontend {
         backends.sort_by_key(|backend| backend.state);
+        let ipv6 = address.is_ipv6();
+        for backend in &mut backends {
+            backend.address = of_family(backend.address, ipv6);
+        }
+        let source_ranges = if ipv6 { Default::default() } else { source_ranges };
         Frontend {
             service,
             port_name,
             kind,
-            address: address.into(),
+            address,
             port,
             protocol,
             backends,
@@ -115,9 +157,11 @@ prop_compose! {
 }
 
 /// Frontends with unique address, port and protocol (as translate gives
-/// them), from four addresses so that two generations share some.
+/// them), from four addresses of each family so that two generations
+/// share some.
 fn frontends() -> impl Strategy<Value = Vec<Frontend>> {
-    let address = (1u8..=4).prop_map(|last| Ipv4Addr::new(198, 19, 0, last));
+    let address = (1u8..=4, any::<bool>())
+        .prop_map(|(last, ipv6)| of_family(Ipv4Addr::new(198, 19, 0, last).into(), ipv6));
     prop::collection::vec(frontend(address), 0..=6).prop_map(|mut frontends| {
         frontends.sort_by_key(|f| (f.address, f.port, f.protocol));
         frontends.dedup_by_key(|f| (f.address, f.port, f.protocol));
@@ -153,16 +197,38 @@ proptest! {
         port in any::<u16>(),
         protocol in protocol(),
         local in any::<bool>(),
+        any in any_address(),
     ) {
         prop_assert_eq!(addr_be(address).to_ne_bytes(), address.octets());
         prop_assert_eq!(addr_from_be(addr_be(address)), address);
 
-        let written = backend(address, port, protocol, local);
-        prop_assert_eq!(written.addr_be.to_ne_bytes(), address.octets());
-        prop_assert_eq!(written.port_be.to_ne_bytes(), port.to_be_bytes());
-        prop_assert_eq!(protocol_from_number(written.proto), Some(protocol));
-        prop_assert_eq!(written.flags & backend_flags::LOCAL != 0, local);
-        prop_assert_eq!(written.flags & !backend_flags::LOCAL, 0);
+        let written = backend(any, port, protocol, local);
+        let (octets, port_be, proto, flags, read) = match written.kernel() {
+            ByFamily::V4(entry) => (
+                entry.addr_be.to_ne_bytes().to_vec(),
+                entry.port_be,
+                entry.proto,
+                entry.flags,
+                BackendEntry::from_v4(&entry),
+            ),
+            ByFamily::V6(entry) => (
+                entry.addr.to_vec(),
+                entry.port_be,
+                entry.proto,
+                entry.flags,
+                BackendEntry::from_v6(&entry),
+            ),
+        };
+        let wanted = match any {
+            IpAddr::V4(address) => address.octets().to_vec(),
+            IpAddr::V6(address) => address.octets().to_vec(),
+        };
+        prop_assert_eq!(octets, wanted);
+        prop_assert_eq!(read, written);
+        prop_assert_eq!(port_be.to_ne_bytes(), port.to_be_bytes());
+        prop_assert_eq!(protocol_from_number(proto), Some(protocol));
+        prop_assert_eq!(flags & backend_flags::LOCAL != 0, local);
+        prop_assert_eq!(flags & !backend_flags::LOCAL, 0);
     }
 
     #[test]
@@ -194,8 +260,8 @@ proptest! {
     /// those three. The reverse translation says the same address and port.
     #[test]
     fn a_frontend_key_is_its_address_port_and_protocol_alone(
-        a in frontend(address()),
-        b in frontend(address()),
+        a in frontend(any_address()),
+        b in frontend(any_address()),
         same in any::<bool>(),
     ) {
         let b = if same {
@@ -203,21 +269,38 @@ proptest! {
         } else {
             b
         };
-        let key = header_key(&a).unwrap();
-        let std::net::IpAddr::V4(address) = a.address else {
-            unreachable!("IPv4 frontends only");
+        let key = header_key(&a);
+        let (octets, port_be, proto, rest, read) = match (key.kernel(), a.address) {
+            (ByFamily::V4(kernel), IpAddr::V4(address)) => (
+                kernel.addr_be.to_ne_bytes().to_vec() == address.octets(),
+                kernel.port_be,
+                kernel.proto,
+                (kernel.scope, kernel.slot, kernel._pad),
+                SlotKey::from_v4(&kernel),
+            ),
+            (ByFamily::V6(kernel), IpAddr::V6(address)) => (
+                kernel.addr == address.octets(),
+                kernel.port_be,
+                kernel.proto,
+                (kernel.scope, kernel.slot, kernel._pad),
+                SlotKey::from_v6(&kernel),
+            ),
+            (kernel, address) => {
+                return Err(TestCaseError::fail(format!("{address} keyed as {kernel:?}")));
+            }
         };
-        prop_assert_eq!(key.addr_be.to_ne_bytes(), address.octets());
-        prop_assert_eq!(key.port_be.to_ne_bytes(), a.port.to_be_bytes());
-        prop_assert_eq!(protocol_from_number(key.proto), Some(a.protocol));
-        prop_assert_eq!((key.scope, key.slot, key._pad), (SCOPE_ALL, 0, 0));
+        prop_assert!(octets, "the key holds the address's bytes in network order");
+        prop_assert_eq!(read, key);
+        prop_assert_eq!(port_be.to_ne_bytes(), a.port.to_be_bytes());
+        prop_assert_eq!(protocol_from_number(proto), Some(a.protocol));
+        prop_assert_eq!(rest, (SCOPE_ALL, 0, 0));
         prop_assert_eq!(
-            key == header_key(&b).unwrap(),
+            key == header_key(&b),
             (a.address, a.port, a.protocol) == (b.address, b.port, b.protocol)
         );
 
-        let reverse = rev_nat(&a).unwrap();
-        prop_assert_eq!((reverse.addr_be, reverse.port_be), (key.addr_be, key.port_be));
+        let reverse = rev_nat(&a);
+        prop_assert_eq!((reverse.address, reverse.port_be), (key.address, key.port_be));
         let expected_flags = if a.kind == FrontendKind::NodePort {
             rev_nat_flags::LOCAL_ADDRESS
         } else {
@@ -315,7 +398,7 @@ proptest! {
     /// stay zero.
     #[test]
     fn metadata_reads_back_names_whole_or_cut_at_a_character(
-        frontend in frontend(address()),
+        frontend in frontend(any_address()),
         service in text(140),
         port_name in text(20),
     ) {

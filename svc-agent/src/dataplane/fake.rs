@@ -3,13 +3,16 @@
 use std::{collections::BTreeSet, fmt::Write as _};
 
 use aya::maps::MapError;
-use svc_common::{Backend, FrontendKey, FrontendMeta, RevNat, ServiceSlot};
+use std::net::SocketAddr;
+
+use svc_common::{FrontendMeta, ServiceSlot};
 
 use super::{
     DataplaneError, codec,
+    entries::{BackendEntry, RevNatEntry, SlotKey},
     maps::{Contents, RangeEntry, ServiceMaps},
 };
-use crate::FastMap;
+use crate::{FastMap, model::IpFamily};
 
 #[derive(Clone, Debug, Default)]
 pub struct FakeMaps {
@@ -47,11 +50,10 @@ impl FakeMaps {
     pub fn render(&self) -> String {
         let mut lines = Vec::new();
         let c = &self.contents;
-        let frontend = |key: &FrontendKey| {
+        let frontend = |key: &SlotKey| {
             format!(
-                "{}:{}/{}",
-                codec::addr_from_be(key.addr_be),
-                u16::from_be(key.port_be),
+                "{}/{}",
+                SocketAddr::new(key.address, u16::from_be(key.port_be)),
                 key.proto
             )
         };
@@ -105,18 +107,16 @@ impl FakeMaps {
         }
         for (id, backend) in &c.backends {
             lines.push(format!(
-                "backends {id} {}:{}/{} flags {:#x}",
-                codec::addr_from_be(backend.addr_be),
-                u16::from_be(backend.port_be),
+                "backends {id} {}/{} flags {:#x}",
+                SocketAddr::new(backend.address, u16::from_be(backend.port_be)),
                 backend.proto,
                 backend.flags
             ));
         }
         for (id, rev_nat) in &c.rev_nats {
             lines.push(format!(
-                "rev_nat {id} {}:{} flags {:#x}",
-                codec::addr_from_be(rev_nat.addr_be),
-                u16::from_be(rev_nat.port_be),
+                "rev_nat {id} {} flags {:#x}",
+                SocketAddr::new(rev_nat.address, u16::from_be(rev_nat.port_be)),
                 rev_nat.flags
             ));
         }
@@ -167,37 +167,43 @@ impl ServiceMaps for FakeMaps {
             .with_written_tables(|start| Ok(self.maglev.get(&start).copied().unwrap_or(0)))
     }
 
-    fn put_slot(&mut self, key: FrontendKey, slot: ServiceSlot) -> Result<(), MapError> {
+    fn put_slot(&mut self, key: SlotKey, slot: ServiceSlot) -> Result<(), MapError> {
         self.write()?;
         self.contents.slots.insert(key, slot);
         Ok(())
     }
 
-    fn remove_slot(&mut self, key: FrontendKey) -> Result<(), MapError> {
+    fn remove_slot(&mut self, key: SlotKey) -> Result<(), MapError> {
         self.write()?;
         remove(&mut self.contents.slots, &key)
     }
 
-    fn put_backend(&mut self, id: u32, backend: Backend) -> Result<(), MapError> {
+    fn put_backend(&mut self, id: u32, backend: BackendEntry) -> Result<(), MapError> {
         self.write()?;
         self.contents.backends.insert(id, backend);
         Ok(())
     }
 
-    fn remove_backend(&mut self, id: u32) -> Result<(), MapError> {
+    fn remove_backend(&mut self, id: u32, family: IpFamily) -> Result<(), MapError> {
         self.write()?;
-        remove(&mut self.contents.backends, &id)
+        match self.contents.backends.get(&id) {
+            Some(backend) if IpFamily::of(backend.address) != family => Err(MapError::KeyNotFound),
+            _ => remove(&mut self.contents.backends, &id),
+        }
     }
 
-    fn put_rev_nat(&mut self, id: u32, rev_nat: RevNat) -> Result<(), MapError> {
+    fn put_rev_nat(&mut self, id: u32, rev_nat: RevNatEntry) -> Result<(), MapError> {
         self.write()?;
         self.contents.rev_nats.insert(id, rev_nat);
         Ok(())
     }
 
-    fn remove_rev_nat(&mut self, id: u32) -> Result<(), MapError> {
+    fn remove_rev_nat(&mut self, id: u32, family: IpFamily) -> Result<(), MapError> {
         self.write()?;
-        remove(&mut self.contents.rev_nats, &id)
+        match self.contents.rev_nats.get(&id) {
+            Some(rev_nat) if IpFamily::of(rev_nat.address) != family => Err(MapError::KeyNotFound),
+            _ => remove(&mut self.contents.rev_nats, &id),
+        }
     }
 
     fn put_meta(&mut self, id: u32, meta: FrontendMeta) -> Result<(), MapError> {

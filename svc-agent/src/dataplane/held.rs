@@ -11,14 +11,17 @@ use std::{
     sync::Arc,
 };
 
-use svc_common::{Backend, FrontendKey, FrontendMeta, RevNat, ServiceSlot};
+use svc_common::{FrontendMeta, ServiceSlot};
 
-use super::maps::{Contents, RangeEntry};
+use super::{
+    entries::{BackendEntry as Backend, RevNatEntry as RevNat, SlotKey as FrontendKey},
+    maps::{Contents, RangeEntry},
+};
 use crate::{FastMap as HashMap, FastSet as HashSet, model::Frontend};
 
 #[derive(Default)]
 pub(super) struct Held {
-    /// SERVICES: headers (slot 0) and backend slots.
+    /// SERVICES and SERVICES6: headers (slot 0) and backend slots.
     pub slots: HashMap<FrontendKey, ServiceSlot>,
     /// The header keys among `slots`.
     pub headers: HashSet<FrontendKey>,
@@ -341,14 +344,14 @@ mod tests {
     #[test]
     fn a_backend_is_unreferenced_once_its_last_slot_goes() {
         let backend = Backend {
-            addr_be: 7,
+            address: std::net::Ipv4Addr::new(198, 18, 1, 7).into(),
             port_be: 80,
             proto: 6,
             flags: 0,
         };
         let mut held = Held::default();
         held.add_backend(backend, 9);
-        let slot = |n| FrontendKey::new(1, 80, 6, n);
+        let slot = |n| FrontendKey::new(std::net::Ipv4Addr::new(198, 19, 0, 1).into(), 80, 6, n);
         let naming = ServiceSlot {
             backend_id: 9,
             ..ServiceSlot::default()

@@ -9,11 +9,12 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use serde::Serialize;
-use svc_common::{AffinityKey, FlowKey, FrontendKey, ServiceSlot, flow_flags, maglev};
+use svc_common::{AffinityKey, FlowKey, ServiceSlot, flow_flags, maglev};
 
 use super::{
     DataplaneError, Tables,
     codec::{addr_be, addr_from_be, protocol_number},
+    entries::SlotKey,
     maps::{ServiceMaps as _, map_error},
     readback,
 };
@@ -101,8 +102,8 @@ impl Tables {
         // The node's mode says how a new flow reaches a remote backend; a
         // node not configured yet has none (source NAT's default).
         let lb_mode = self.node().map(|node| node.lb_mode).unwrap_or_default();
-        let header = contents.slots.get(&FrontendKey::new(
-            addr_be(*to.ip()),
+        let header = contents.slots.get(&SlotKey::new(
+            (*to.ip()).into(),
             to.port().to_be(),
             protocol_number(protocol),
             0,

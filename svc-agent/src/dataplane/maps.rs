@@ -11,12 +11,16 @@ use aya::maps::{
     lpm_trie::LpmTrie,
 };
 use svc_common::{
-    Affinity, AffinityKey, Backend, FrontendCounters, FrontendKey, FrontendMeta, MaglevEntry,
-    RevNat, ServiceSlot, SourceRange, TablesGeneration, names,
+    Affinity, AffinityKey, Backend, Backend6, FrontendCounters, FrontendKey, FrontendKey6,
+    FrontendMeta, MaglevEntry, RevNat, RevNat6, ServiceSlot, SourceRange, TablesGeneration, names,
 };
 
-use super::{DataplaneError, sys};
-use crate::FastMap;
+use super::{
+    DataplaneError,
+    entries::{BackendEntry, ByFamily, RevNatEntry, SlotKey},
+    sys,
+};
+use crate::{FastMap, model::IpFamily};
 
 /// One SRC_RANGES entry: a frontend's (rev_nat_id) client prefix. The
 /// prefix length counts the 32 bits of `rev_nat_id` too, as the LPM key does.
@@ -50,12 +54,12 @@ impl RangeEntry {
     }
 }
 
-/// What the Service maps hold, read whole.
+/// What the Service maps of both families hold, read whole.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Contents {
-    pub slots: FastMap<FrontendKey, ServiceSlot>,
-    pub backends: FastMap<u32, Backend>,
-    pub rev_nats: FastMap<u32, RevNat>,
+    pub slots: FastMap<SlotKey, ServiceSlot>,
+    pub backends: FastMap<u32, BackendEntry>,
+    pub rev_nats: FastMap<u32, RevNatEntry>,
     pub metas: FastMap<u32, FrontendMeta>,
     pub ranges: BTreeSet<RangeEntry>,
     /// The starts of the headers' Maglev tables that hold entries (the
@@ -81,17 +85,18 @@ impl Contents {
     }
 }
 
-/// The writes and reads a plan needs, one map entry at a time. A remove of
-/// an entry that is not there may fail with `KeyNotFound`; the applier
-/// takes that as done.
+/// The writes and reads a plan needs, one map entry at a time, of either
+/// family (an id's entry is in the map of its family). A remove of an
+/// entry that is not there may fail with `KeyNotFound`; the applier takes
+/// that as done.
 pub trait ServiceMaps {
     fn contents(&self) -> Result<Contents, DataplaneError>;
-    fn put_slot(&mut self, key: FrontendKey, slot: ServiceSlot) -> Result<(), MapError>;
-    fn remove_slot(&mut self, key: FrontendKey) -> Result<(), MapError>;
-    fn put_backend(&mut self, id: u32, backend: Backend) -> Result<(), MapError>;
-    fn remove_backend(&mut self, id: u32) -> Result<(), MapError>;
-    fn put_rev_nat(&mut self, id: u32, rev_nat: RevNat) -> Result<(), MapError>;
-    fn remove_rev_nat(&mut self, id: u32) -> Result<(), MapError>;
+    fn put_slot(&mut self, key: SlotKey, slot: ServiceSlot) -> Result<(), MapError>;
+    fn remove_slot(&mut self, key: SlotKey) -> Result<(), MapError>;
+    fn put_backend(&mut self, id: u32, backend: BackendEntry) -> Result<(), MapError>;
+    fn remove_backend(&mut self, id: u32, family: IpFamily) -> Result<(), MapError>;
+    fn put_rev_nat(&mut self, id: u32, rev_nat: RevNatEntry) -> Result<(), MapError>;
+    fn remove_rev_nat(&mut self, id: u32, family: IpFamily) -> Result<(), MapError>;
     fn put_meta(&mut self, id: u32, meta: FrontendMeta) -> Result<(), MapError>;
     fn remove_meta(&mut self, id: u32) -> Result<(), MapError>;
     fn put_range(&mut self, range: RangeEntry) -> Result<(), MapError>;
@@ -117,6 +122,9 @@ pub struct KernelMaps {
     pub(super) services: HashMap<MapData, FrontendKey, ServiceSlot>,
     pub(super) backends: HashMap<MapData, u32, Backend>,
     pub(super) rev_nat: HashMap<MapData, u32, RevNat>,
+    pub(super) services6: HashMap<MapData, FrontendKey6, ServiceSlot>,
+    pub(super) backends6: HashMap<MapData, u32, Backend6>,
+    pub(super) rev_nat6: HashMap<MapData, u32, RevNat6>,
     pub(super) meta: HashMap<MapData, u32, FrontendMeta>,
     pub(super) frontend_stats: PerCpuArray<MapData, FrontendCounters>,
     pub(super) affinity: HashMap<MapData, AffinityKey, Affinity>,
@@ -155,6 +163,9 @@ impl KernelMaps {
             services: typed(names::SERVICES, open)?,
             backends: typed(names::BACKENDS, open)?,
             rev_nat: typed(names::REV_NAT, open)?,
+            services6: typed(names::SERVICES6, open)?,
+            backends6: typed(names::BACKENDS6, open)?,
+            rev_nat6: typed(names::REV_NAT6, open)?,
             meta: typed(names::FRONTEND_META, open)?,
             frontend_stats: typed(names::FRONTEND_STATS, open)?,
             affinity: typed(names::AFFINITY, open)?,
@@ -187,22 +198,37 @@ fn syscall_error(call: &'static str, io_error: std::io::Error) -> MapError {
 
 impl ServiceMaps for KernelMaps {
     fn contents(&self) -> Result<Contents, DataplaneError> {
+        let mut slots = FastMap::default();
+        for entry in self.services.iter() {
+            let (key, slot) = entry.map_err(map_error(names::SERVICES))?;
+            slots.insert(SlotKey::from_v4(&key), slot);
+        }
+        for entry in self.services6.iter() {
+            let (key, slot) = entry.map_err(map_error(names::SERVICES6))?;
+            slots.insert(SlotKey::from_v6(&key), slot);
+        }
+        let mut backends = FastMap::default();
+        for entry in self.backends.iter() {
+            let (id, backend) = entry.map_err(map_error(names::BACKENDS))?;
+            backends.insert(id, BackendEntry::from_v4(&backend));
+        }
+        for entry in self.backends6.iter() {
+            let (id, backend) = entry.map_err(map_error(names::BACKENDS6))?;
+            backends.insert(id, BackendEntry::from_v6(&backend));
+        }
+        let mut rev_nats = FastMap::default();
+        for entry in self.rev_nat.iter() {
+            let (id, rev_nat) = entry.map_err(map_error(names::REV_NAT))?;
+            rev_nats.insert(id, RevNatEntry::from_v4(&rev_nat));
+        }
+        for entry in self.rev_nat6.iter() {
+            let (id, rev_nat) = entry.map_err(map_error(names::REV_NAT6))?;
+            rev_nats.insert(id, RevNatEntry::from_v6(&rev_nat));
+        }
         Contents {
-            slots: self
-                .services
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(map_error(names::SERVICES))?,
-            backends: self
-                .backends
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(map_error(names::BACKENDS))?,
-            rev_nats: self
-                .rev_nat
-                .iter()
-                .collect::<Result<_, _>>()
-                .map_err(map_error(names::REV_NAT))?,
+            slots,
+            backends,
+            rev_nats,
             metas: self
                 .meta
                 .iter()
@@ -219,28 +245,46 @@ impl ServiceMaps for KernelMaps {
         })
     }
 
-    fn put_slot(&mut self, key: FrontendKey, slot: ServiceSlot) -> Result<(), MapError> {
-        self.services.insert(key, slot, 0)
+    fn put_slot(&mut self, key: SlotKey, slot: ServiceSlot) -> Result<(), MapError> {
+        match key.kernel() {
+            ByFamily::V4(key) => self.services.insert(key, slot, 0),
+            ByFamily::V6(key) => self.services6.insert(key, slot, 0),
+        }
     }
 
-    fn remove_slot(&mut self, key: FrontendKey) -> Result<(), MapError> {
-        self.services.remove(&key)
+    fn remove_slot(&mut self, key: SlotKey) -> Result<(), MapError> {
+        match key.kernel() {
+            ByFamily::V4(key) => self.services.remove(&key),
+            ByFamily::V6(key) => self.services6.remove(&key),
+        }
     }
 
-    fn put_backend(&mut self, id: u32, backend: Backend) -> Result<(), MapError> {
-        self.backends.insert(id, backend, 0)
+    fn put_backend(&mut self, id: u32, backend: BackendEntry) -> Result<(), MapError> {
+        match backend.kernel() {
+            ByFamily::V4(backend) => self.backends.insert(id, backend, 0),
+            ByFamily::V6(backend) => self.backends6.insert(id, backend, 0),
+        }
     }
 
-    fn remove_backend(&mut self, id: u32) -> Result<(), MapError> {
-        self.backends.remove(&id)
+    fn remove_backend(&mut self, id: u32, family: IpFamily) -> Result<(), MapError> {
+        match family {
+            IpFamily::IPv4 => self.backends.remove(&id),
+            IpFamily::IPv6 => self.backends6.remove(&id),
+        }
     }
 
-    fn put_rev_nat(&mut self, id: u32, rev_nat: RevNat) -> Result<(), MapError> {
-        self.rev_nat.insert(id, rev_nat, 0)
+    fn put_rev_nat(&mut self, id: u32, rev_nat: RevNatEntry) -> Result<(), MapError> {
+        match rev_nat.kernel() {
+            ByFamily::V4(rev_nat) => self.rev_nat.insert(id, rev_nat, 0),
+            ByFamily::V6(rev_nat) => self.rev_nat6.insert(id, rev_nat, 0),
+        }
     }
 
-    fn remove_rev_nat(&mut self, id: u32) -> Result<(), MapError> {
-        self.rev_nat.remove(&id)
+    fn remove_rev_nat(&mut self, id: u32, family: IpFamily) -> Result<(), MapError> {
+        match family {
+            IpFamily::IPv4 => self.rev_nat.remove(&id),
+            IpFamily::IPv6 => self.rev_nat6.remove(&id),
+        }
     }
 
     fn put_meta(&mut self, id: u32, meta: FrontendMeta) -> Result<(), MapError> {

@@ -14,6 +14,7 @@ mod apply;
 mod attach;
 mod codec;
 mod conntrack;
+mod entries;
 #[cfg(test)]
 mod fake;
 mod held;
@@ -57,12 +58,17 @@ pub const FROM_POD_PROGRAM: &str = "svc_from_pod";
 pub const FROM_WORLD_PROGRAM: &str = "svc_from_world";
 /// The TC program behind it on the same NICs (next hops to resolve).
 pub const FROM_WORLD_TC_PROGRAM: &str = "svc_from_world_tc";
-/// The socket hooks for the node's own processes (cgroup sock_addr).
-pub const SOCKET_PROGRAMS: [&str; 4] = [
+/// The socket hooks for the node's own processes (cgroup sock_addr), of
+/// both families.
+pub const SOCKET_PROGRAMS: [&str; 8] = [
     "svc_sock_connect4",
     "svc_sock_sendmsg4",
     "svc_sock_recvmsg4",
     "svc_sock_getpeername4",
+    "svc_sock_connect6",
+    "svc_sock_sendmsg6",
+    "svc_sock_recvmsg6",
+    "svc_sock_getpeername6",
 ];
 /// An XDP program that passes everything (benchmark baseline).
 pub const XDP_PASS_PROGRAM: &str = "svc_xdp_pass";
@@ -96,11 +102,6 @@ pub enum DataplaneError {
         "a change cannot be applied before the maps' contents are known: apply them whole first"
     )]
     NothingHeld,
-    #[error("{service}: {family} frontends are not served yet (the kernel maps are IPv4 only)")]
-    FamilyNotServed {
-        service: String,
-        family: crate::model::IpFamily,
-    },
     #[error("map {name}")]
     Map {
         name: &'static str,

@@ -17,12 +17,15 @@
 //! fails, every frontend is either as it was or as it is wanted.
 use std::{collections::BTreeSet, fmt, net::SocketAddr, sync::Arc};
 
-use svc_common::{
-    Backend, FrontendKey, FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, RevNat, ServiceSlot,
-    frontend_flags, names,
-};
+use svc_common::{FrontendMeta, MAX_BACKENDS, MAX_FRONTENDS, ServiceSlot, frontend_flags, names};
 
-use super::{DataplaneError, codec, held::Held, maglev, maps::RangeEntry};
+use super::{
+    DataplaneError, codec,
+    entries::{BackendEntry as Backend, RevNatEntry as RevNat, SlotKey},
+    held::Held,
+    maglev,
+    maps::RangeEntry,
+};
 use crate::{
     FastMap, FastSet,
     model::{BackendRef, Frontend, LbAlgorithm, OnEmpty},
@@ -65,6 +68,11 @@ impl<T: Desired> Desired for &T {
     }
 }
 
+/// The name of the map of `address`'s family, of a pair.
+fn by_family(address: std::net::IpAddr, v4: &'static str, v6: &'static str) -> &'static str {
+    if address.is_ipv4() { v4 } else { v6 }
+}
+
 /// One map operation. `was` is what the entry held before (`None`: no
 /// entry), for undoing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +105,7 @@ pub enum Op {
     },
     /// A header (slot 0) or a backend slot.
     PutSlot {
-        key: FrontendKey,
+        key: SlotKey,
         slot: ServiceSlot,
         was: Option<ServiceSlot>,
     },
@@ -110,7 +118,7 @@ pub enum Op {
         keep: Option<BTreeSet<u32>>,
     },
     RemoveSlot {
-        key: FrontendKey,
+        key: SlotKey,
         was: ServiceSlot,
     },
     RemoveRevNat {
@@ -132,10 +140,16 @@ impl Op {
     pub fn map(&self) -> &'static str {
         match self {
             Op::ResetCounters { .. } => names::FRONTEND_STATS,
-            Op::PutRevNat { .. } | Op::RemoveRevNat { .. } => names::REV_NAT,
+            Op::PutRevNat { rev_nat, .. } | Op::RemoveRevNat { was: rev_nat, .. } => {
+                by_family(rev_nat.address, names::REV_NAT, names::REV_NAT6)
+            }
             Op::PutMeta { .. } | Op::RemoveMeta { .. } => names::FRONTEND_META,
-            Op::PutBackend { .. } | Op::RemoveBackend { .. } => names::BACKENDS,
-            Op::PutSlot { .. } | Op::RemoveSlot { .. } => names::SERVICES,
+            Op::PutBackend { backend, .. } | Op::RemoveBackend { was: backend, .. } => {
+                by_family(backend.address, names::BACKENDS, names::BACKENDS6)
+            }
+            Op::PutSlot { key, .. } | Op::RemoveSlot { key, .. } => {
+                by_family(key.address, names::SERVICES, names::SERVICES6)
+            }
             Op::PutRange(_) | Op::RemoveRange(_) => names::SOURCE_RANGES,
             Op::PutMaglev { .. } => names::MAGLEV,
             Op::ForgetAffinities { .. } => names::AFFINITY,
@@ -221,11 +235,10 @@ impl Op {
 
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let slot = |key: &FrontendKey| {
+        let slot = |key: &SlotKey| {
             format!(
-                "{}:{}/{}#{}",
-                codec::addr_from_be(key.addr_be),
-                u16::from_be(key.port_be),
+                "{}/{}#{}",
+                SocketAddr::new(key.address, u16::from_be(key.port_be)),
                 key.proto,
                 key.slot
             )
@@ -318,7 +331,7 @@ pub fn plan_each<F: Desired>(
         wanted_headers.insert(planner.want(item, &mut report, &mut run)?);
     }
 
-    let mut unwanted: Vec<FrontendKey> = planner
+    let mut unwanted: Vec<SlotKey> = planner
         .held
         .headers
         .iter()
@@ -348,10 +361,9 @@ pub fn plan_delta(
     for item in written {
         wanted_headers.insert(planner.want(item, &mut report, &mut run)?);
     }
-    // A frontend the maps cannot hold (another family) was never held.
-    let mut unwanted: Vec<FrontendKey> = removed
+    let mut unwanted: Vec<SlotKey> = removed
         .iter()
-        .filter_map(|frontend| codec::header_key(frontend).ok())
+        .map(|frontend| codec::header_key(frontend))
         .filter(|key| !wanted_headers.contains(key) && planner.held.headers.contains(key))
         .collect();
     unwanted.sort_unstable();
@@ -394,9 +406,9 @@ impl<'a> Planner<'a> {
         item: &F,
         report: &mut ApplyReport,
         run: &mut impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
-    ) -> Result<FrontendKey, DataplaneError> {
+    ) -> Result<SlotKey, DataplaneError> {
         let frontend = item.frontend();
-        let key = codec::header_key(frontend)?;
+        let key = codec::header_key(frontend);
         if let Some(last) = self.held.written.get_mut(&key) {
             if item
                 .shared()
@@ -427,7 +439,7 @@ impl<'a> Planner<'a> {
     /// Plans and runs the removal of the frontend under header `key`.
     fn unwant(
         &mut self,
-        key: FrontendKey,
+        key: SlotKey,
         report: &mut ApplyReport,
         run: &mut impl FnMut(Chunk<'_>) -> Result<(), DataplaneError>,
     ) -> Result<(), DataplaneError> {
@@ -468,11 +480,7 @@ impl<'a> Planner<'a> {
 
     /// Plans the writes that make the maps hold `frontend` under header
     /// `key`, if any.
-    fn write_frontend(
-        &mut self,
-        frontend: &Frontend,
-        key: FrontendKey,
-    ) -> Result<(), DataplaneError> {
+    fn write_frontend(&mut self, frontend: &Frontend, key: SlotKey) -> Result<(), DataplaneError> {
         let full = |map: &'static str, entries: u32| DataplaneError::Full {
             map,
             service: frontend.service.clone(),
@@ -500,7 +508,7 @@ impl<'a> Planner<'a> {
         if old_header.is_none() {
             self.push(Op::ResetCounters { rev_nat_id });
         }
-        let rev_nat = codec::rev_nat(frontend)?;
+        let rev_nat = codec::rev_nat(frontend);
         let held_rev_nat = self.held.rev_nats.get(&rev_nat_id).copied();
         if held_rev_nat != Some(rev_nat) {
             self.push(Op::PutRevNat {
@@ -525,7 +533,7 @@ impl<'a> Planner<'a> {
         let mut slot_ids = Vec::with_capacity(ordered.len());
         for (slot, backend_ref) in (1..=total).zip(&ordered) {
             let backend = codec::backend(
-                codec::ipv4(&frontend.service, backend_ref.address)?,
+                backend_ref.address,
                 backend_ref.port,
                 frontend.protocol,
                 backend_ref.local,
@@ -644,7 +652,7 @@ impl<'a> Planner<'a> {
     /// The backend ids new flows to the frontend under `key` pick among,
     /// as the maps hold it with `header`: the ready slots, or the
     /// terminating ones when none is ready.
-    fn serving_ids(&self, key: FrontendKey, header: &ServiceSlot) -> Vec<u32> {
+    fn serving_ids(&self, key: SlotKey, header: &ServiceSlot) -> Vec<u32> {
         let slots = if header.count > 0 {
             1..=header.count
         } else {
@@ -711,7 +719,7 @@ impl<'a> Planner<'a> {
         (start, size)
     }
 
-    fn remove_slot(&mut self, key: FrontendKey) {
+    fn remove_slot(&mut self, key: SlotKey) {
         if let Some(was) = self.held.slots.get(&key).copied() {
             self.push(Op::RemoveSlot { key, was });
             self.held.remove_slot(key);
@@ -719,7 +727,7 @@ impl<'a> Planner<'a> {
     }
 
     /// Header first: the frontend disappears for new packets in one step.
-    fn remove_frontend(&mut self, key: FrontendKey) {
+    fn remove_frontend(&mut self, key: SlotKey) {
         let Some(header) = self.held.slots.get(&key).copied() else {
             return;
         };

@@ -10,10 +10,11 @@ use std::{
     sync::Arc,
 };
 
-use svc_common::{Backend, FrontendKey, FrontendMeta, RevNat, ServiceSlot, frontend_flags, names};
+use svc_common::{FrontendMeta, ServiceSlot, frontend_flags, names};
 
 use super::{
     DataplaneError, apply,
+    entries::{BackendEntry as Backend, RevNatEntry as RevNat, SlotKey as FrontendKey},
     fake::FakeMaps,
     held::Held,
     maps::{Contents, RangeEntry, ServiceMaps as _},
@@ -276,7 +277,49 @@ fn scenarios() -> Vec<Scenario> {
             ],
             affinities: vec![],
         },
+        Scenario {
+            name: "dual-stack",
+            stages: vec![
+                stage(
+                    "a ClusterIP of each family; the IPv6 one's backends share ids' space",
+                    vec![web(), web6(&[1, 2])],
+                ),
+                stage(
+                    "an IPv6 backend replaced, the IPv4 frontend alone unchanged",
+                    vec![web(), web6(&[2, 3])],
+                ),
+                Stage {
+                    new_agent: true,
+                    ..stage(
+                        "a new agent reads both families back and replaces an IPv6 backend",
+                        vec![web(), web6(&[3, 4])],
+                    )
+                },
+                stage(
+                    "the IPv4 frontend goes, the IPv6 one stays",
+                    vec![web6(&[3, 4])],
+                ),
+                stage("the IPv6 one goes too", vec![]),
+            ],
+            affinities: vec![],
+        },
     ]
+}
+
+/// web's IPv6 ClusterIP [fd00:198:19::10]:80, backends
+/// [fd00:198:18:1::`last`]:8080.
+fn web6(lasts: &[u8]) -> Frontend {
+    Frontend {
+        address: "fd00:198:19::10".parse().unwrap(),
+        backends: lasts
+            .iter()
+            .map(|last| BackendRef {
+                address: format!("fd00:198:18:1::{last}").parse().unwrap(),
+                ..backend(*last, BackendState::Ready)
+            })
+            .collect(),
+        ..web()
+    }
 }
 
 fn add_affinities(maps: &mut FakeMaps, scenario: &Scenario, stage: usize) {

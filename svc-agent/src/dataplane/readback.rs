@@ -46,7 +46,7 @@ pub fn frontends(contents: &Contents) -> Vec<(Frontend, u32)> {
                 let entry = contents.slots.get(&key.with_slot(slot))?;
                 let backend = contents.backends.get(&entry.backend_id)?;
                 Some(BackendRef {
-                    address: codec::addr_from_be(backend.addr_be).into(),
+                    address: backend.address,
                     port: u16::from_be(backend.port_be),
                     state: if slot <= header.count {
                         BackendState::Ready
@@ -70,7 +70,7 @@ pub fn frontends(contents: &Contents) -> Vec<(Frontend, u32)> {
             service: codec::meta_text(&meta.service, meta.service_len),
             port_name: codec::meta_text(&meta.port_name, meta.port_name_len),
             kind,
-            address: codec::addr_from_be(key.addr_be).into(),
+            address: key.address,
             port: u16::from_be(key.port_be),
             protocol,
             backends,

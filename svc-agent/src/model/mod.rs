@@ -60,8 +60,9 @@ pub enum LeftOutReason {
     },
     /// An externalIP outside the agent's --external-ip-cidrs.
     ExternalIpNotAllowed,
-    /// The datapath does not serve this address family yet.
-    FamilyNotServed { family: IpFamily },
+    /// The datapath does not serve this for the frontend's address
+    /// family yet (`what`: a Service field).
+    FamilyNotServed { family: IpFamily, what: String },
     /// A map had no room for the Service's entries.
     MapFull { map: String },
     /// The maps cannot take what the Service holds (the error says what).
@@ -123,10 +124,9 @@ impl fmt::Display for LeftOutReason {
             LeftOutReason::ExternalIpNotAllowed => {
                 write!(f, "externalIP outside --external-ip-cidrs")
             }
-            LeftOutReason::FamilyNotServed { family } => write!(
-                f,
-                "{family} frontends are not served yet: the kernel programs and maps are IPv4 only"
-            ),
+            LeftOutReason::FamilyNotServed { family, what } => {
+                write!(f, "{what} is not served for {family} frontends yet")
+            }
             LeftOutReason::MapFull { map } => write!(f, "the {map} map is full"),
             LeftOutReason::Unwritable { error } => write!(f, "{error}"),
         }

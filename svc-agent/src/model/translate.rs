@@ -186,18 +186,21 @@ pub(super) fn address_taken(frontend: &Frontend, owner: &Frontend) -> LeftOut {
     }
 }
 
-/// The address families the kernel programs serve: a frontend of another
-/// is planned and shown, and left out of the maps.
-pub const SERVED_FAMILIES: [IpFamily; 1] = [IpFamily::IPv4];
-
 /// Why `frontend` is not programmed whoever else claims its address, if
 /// so: an externalIP outside the configured CIDRs (see
-/// [`Config::external_ip_cidrs`]), or a family the datapath does not
-/// serve.
+/// [`Config::external_ip_cidrs`]), or an IPv6 frontend asking for what the
+/// IPv6 datapath does not do yet (sessionAffinity, source ranges: their
+/// maps are IPv4 only), which served without it would be served wrong.
 pub(super) fn refused(frontend: &Frontend, config: &Config) -> Option<LeftOut> {
     let family = IpFamily::of(frontend.address);
-    let reason = if !SERVED_FAMILIES.contains(&family) {
-        LeftOutReason::FamilyNotServed { family }
+    let not_served = |what: &str| LeftOutReason::FamilyNotServed {
+        family,
+        what: what.to_owned(),
+    };
+    let reason = if family == IpFamily::IPv6 && frontend.affinity_timeout_seconds.is_some() {
+        not_served("sessionAffinity")
+    } else if family == IpFamily::IPv6 && !frontend.source_ranges.is_empty() {
+        not_served("loadBalancerSourceRanges")
     } else if frontend.kind == FrontendKind::ExternalIP
         && !config.allows_external_ip(frontend.address)
     {

@@ -198,22 +198,26 @@ fn cases() -> Vec<Case> {
             want: &[],
         },
         Case {
-            name: "IPv6-only Service: nothing, not even its NodePort",
+            name: "IPv6-only Service: its IPv6 ClusterIP without the IPv4 endpoints, no NodePort \
+                   (node-1 has no IPv6 address)",
             service: web(
                 "NodePort",
                 json!({"clusterIP": "fd00::10", "clusterIPs": ["fd00::10"]}),
             ),
             endpoints: &[LOCAL_READY],
-            want: &[],
+            want: &["ClusterIP [fd00::10]:80/TCP [] reject"],
         },
         Case {
-            name: "dual-stack Service: its IPv4 cluster IP",
+            name: "dual-stack Service: a ClusterIP of each family, each with its family's endpoints",
             service: web(
                 "ClusterIP",
                 json!({"clusterIP": "fd00::10", "clusterIPs": ["fd00::10", "198.19.0.10"]}),
             ),
             endpoints: &[LOCAL_READY],
-            want: &["ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready] reject"],
+            want: &[
+                "ClusterIP 198.19.0.10:80/TCP [198.18.1.11:8080 ready] reject",
+                "ClusterIP [fd00::10]:80/TCP [] reject",
+            ],
         },
         Case {
             name: "NodePort: one frontend per node address",
@@ -1113,9 +1117,19 @@ fn cluster_ips_pair_with_ip_families_by_index() {
 }
 
 #[test]
-fn frontends_of_a_family_the_datapath_does_not_serve_are_left_out_with_the_reason() {
+fn ipv6_frontends_are_held_and_those_asking_for_what_ipv6_does_not_serve_left_out() {
+    let mut sticky = dual_stack_web();
+    sticky.metadata.name = Some("sticky".into());
+    if let Some(spec) = sticky.spec.as_mut() {
+        spec.session_affinity = Some("ClientIP".into());
+        spec.load_balancer_source_ranges = None;
+        spec.cluster_ips = Some(vec!["fd00:198:19::11".into(), "198.19.0.11".into()]);
+        spec.external_ips = None;
+        spec.ports.as_mut().unwrap()[0].node_port = Some(30081);
+    }
+    sticky.status = None;
     let snapshot = Snapshot {
-        services: vec![Arc::new(dual_stack_web())],
+        services: vec![Arc::new(dual_stack_web()), Arc::new(sticky)],
         endpoint_slices: vec![
             slice("web-v4", &[LOCAL_READY]).into(),
             slice_v6("web-v6", &["fd00:198:18:1::11 node-1 ready"]).into(),
@@ -1123,30 +1137,34 @@ fn frontends_of_a_family_the_datapath_does_not_serve_are_left_out_with_the_reaso
         ..Snapshot::default()
     };
     let mut translator = Translator::default();
-    let held: Vec<Frontend> = translator
+    let mut held: Vec<String> = translator
         .translate(&snapshot, &dual_stack_node(), &Config::default())
         .into_iter()
-        .map(|frontend| (**frontend).clone())
+        .map(|frontend| frontend.label())
+        .filter(|label| label.contains('['))
         .collect();
-    assert!(
-        held.iter().all(|f| f.address.is_ipv4()) && held.len() == 4,
-        "{:?}",
-        lines(&held)
+    held.sort();
+    // web's IPv6 frontends but its load balancer (source ranges); none of
+    // sticky's (sessionAffinity).
+    assert_eq!(
+        held,
+        [
+            "ClusterIP [fd00:198:19::10]:80/TCP",
+            "ExternalIP [fd00:198:18:200::1]:80/TCP",
+            "NodePort [fd00:198:18::11]:30080/TCP",
+        ]
     );
     let left_out: Vec<String> = translator
         .left_out()
         .iter()
         .map(ToString::to_string)
         .collect();
-    let reason = "IPv6 frontends are not served yet: the kernel programs and maps are IPv4 only";
     assert_eq!(
         left_out,
         [
-            "ClusterIP [fd00:198:19::10]:80/TCP",
-            "NodePort [fd00:198:18::11]:30080/TCP",
-            "LoadBalancer [fd00:198:18:100::1]:80/TCP",
-            "ExternalIP [fd00:198:18:200::1]:80/TCP",
+            "demo/sticky ClusterIP [fd00:198:19::11]:80/TCP: sessionAffinity is not served for IPv6 frontends yet",
+            "demo/sticky NodePort [fd00:198:18::11]:30081/TCP: sessionAffinity is not served for IPv6 frontends yet",
+            "demo/web LoadBalancer [fd00:198:18:100::1]:80/TCP: loadBalancerSourceRanges is not served for IPv6 frontends yet",
         ]
-        .map(|frontend| format!("demo/web {frontend}: {reason}"))
     );
 }
