@@ -29,6 +29,7 @@ use crate::{
 
 /// Where LoadBalancer ingress IPs come from.
 pub const LB_POOL: &str = "198.19.255.0/24";
+pub const LB_POOL6: &str = "fd00:198:19::ff:0/112";
 pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const CLIENT_ADDRESS6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x18, 0, 0, 0, 0, 0x100);
 /// What pods and the client reach over IPv6 through their gateway: the
@@ -182,15 +183,22 @@ pub fn route_lb_pool(client: &Netns, node_numbers: &[u8]) -> Result<(), LabError
         .iter()
         .map(|n| node_address(*n).to_string())
         .collect();
-    let mut route = vec!["route", "replace", LB_POOL];
-    if let [only] = &hops[..] {
-        route.extend(["via", only.as_str()]);
-    } else {
-        for hop in &hops {
-            route.extend(["nexthop", "via", hop.as_str()]);
+    let hops6: Vec<String> = node_numbers
+        .iter()
+        .map(|n| node_address6(*n).to_string())
+        .collect();
+    for (family, pool, hops) in [("-4", LB_POOL, hops), ("-6", LB_POOL6, hops6)] {
+        let mut route = vec![family, "route", "replace", pool];
+        if let [only] = &hops[..] {
+            route.extend(["via", only.as_str()]);
+        } else {
+            for hop in &hops {
+                route.extend(["nexthop", "via", hop.as_str()]);
+            }
         }
+        client.ip(&route)?;
     }
-    client.ip(&route).map(|_| ())
+    Ok(())
 }
 
 /// A pod namespace named `name` as pod `index` of node `number`, joined to

@@ -72,10 +72,23 @@ impl ToolLab {
     }
 
     fn answers(&self, target: &str, url: &str) -> String {
+        self.answers_with(target, url, &[])
+    }
+
+    /// [`answers`](Self::answers) for a URL with an IPv6 address in
+    /// brackets (curl's --globoff).
+    fn answers_globoff(&self, target: &str, url: &str) -> String {
+        self.answers_with(target, url, &["-g"])
+    }
+
+    fn answers_with(&self, target: &str, url: &str, flags: &[&str]) -> String {
         // The tables may land a moment after a change: poll with a deadline.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let output = self.curl(target, url);
+            let mut args = vec!["exec", target, "--", "curl", "-sS", "--max-time", "3"];
+            args.extend(flags);
+            args.push(url);
+            let output = self.run(&args);
             if output.status.success() {
                 return String::from_utf8_lossy(&output.stdout).into_owned();
             }
@@ -295,6 +308,12 @@ fn text(output: &Output) -> String {
 #[test]
 fn dump_equals_plan_after_sync() {
     let lab = ToolLab::up(&SEED);
+    assert_dump_equals_plan(&lab);
+}
+
+/// Each node's `dump` (less counters and ids) equals its `plan` of the
+/// lab's manifests.
+fn assert_dump_equals_plan(lab: &ToolLab) {
     let manifests = lab.state.join("manifests");
     for node in ["node-1", "node-2"] {
         let plan = Command::new(binary("svc-agent"))
@@ -326,6 +345,45 @@ fn dump_equals_plan_after_sync() {
             "node {node}"
         );
     }
+}
+
+/// The seed story's Services made RequireDualStack, and an IPv6-only one:
+/// a pod and a node reach each over IPv6 (and the dual-stack ones over
+/// IPv4), and each node's kernel tables equal its plan, IPv6 frontends
+/// included.
+#[test]
+fn dual_stack_services_answer_over_both_families_and_dump_equals_plan() {
+    let services = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/dual-stack/web-services.yaml")
+        .to_string_lossy()
+        .into_owned();
+    let lab = ToolLab::up(&["nodes.yaml", "web-deployment.yaml"]);
+    assert!(lab.run(&["apply", "-f", &services]).status.success());
+    let pod = format!("pod/{}", lab.first_pod());
+    for target in [pod.as_str(), "node/node-1", "node/node-2"] {
+        for url in [
+            "http://[fd00:198:19::10]/",
+            "http://[fd00:198:19::11]/",
+            "http://[fd00:198:19::12]/",
+            "http://[fd00:198:19::13]/",
+            "http://198.19.0.10/",
+        ] {
+            let answers = lab.answers_globoff(target, url);
+            assert!(answers.contains("pod=web-"), "{target} → {url}: {answers}");
+        }
+    }
+    let ipv6_frontends = |node: &str| -> usize {
+        lab.dump(node)["frontends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["address"].as_str().unwrap().contains(':'))
+            .count()
+    };
+    // Four ClusterIPs, two NodePorts (web-nodeport's and web-lb's on the
+    // node's IPv6 address), web-lb's IPv6 ingress.
+    assert_eq!(ipv6_frontends("node-1"), 7);
+    assert_dump_equals_plan(&lab);
 }
 
 #[test]

@@ -13,6 +13,7 @@ use k8s_openapi::{
 };
 
 use super::{LABEL_SERVICE_NAME, LABEL_TOPOLOGY_ZONE, Snapshot, namespace_of};
+use crate::model::IpFamily;
 
 /// Give every Service that has a selector and no EndpointSlice of its own
 /// the slices the EndpointSlice controller would make from `snapshot`'s
@@ -33,10 +34,48 @@ pub fn add_missing_slices(snapshot: &mut Snapshot) {
         .extend(derived.into_iter().map(Arc::new));
 }
 
-/// The EndpointSlices (IPv4) of `service` from the `pods` its selector
-/// matches: one slice per distinct set of resolved ports. None for a
-/// Service without selector or of type ExternalName.
+/// The EndpointSlices of `service` from the `pods` its selector matches:
+/// for each of the Service's families, one slice per distinct set of
+/// resolved ports, of the Pods' addresses of that family (the IPv4 ones
+/// named `NAME-pods-N`, the IPv6 ones `NAME-pods6-N`). None for a Service
+/// without selector or of type ExternalName.
 pub fn slices_from_pods(service: &Service, pods: &[Pod], nodes: &[Node]) -> Vec<EndpointSlice> {
+    service_families(service)
+        .into_iter()
+        .flat_map(|family| family_slices(service, pods, nodes, family))
+        .collect()
+}
+
+/// The families the EndpointSlice controller makes slices for:
+/// spec.ipFamilies, else (an object from before dual-stack) its cluster
+/// IP's, else IPv4.
+fn service_families(service: &Service) -> Vec<IpFamily> {
+    let spec = service.spec.as_ref();
+    let listed: Vec<IpFamily> = spec
+        .and_then(|spec| spec.ip_families.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| {
+            IpFamily::ALL
+                .into_iter()
+                .find(|family| family.api_name() == name)
+        })
+        .collect();
+    if !listed.is_empty() {
+        return listed;
+    }
+    let cluster_ip = spec
+        .and_then(|spec| spec.cluster_ip.as_deref())
+        .and_then(|ip| ip.trim().parse().ok());
+    vec![cluster_ip.map_or(IpFamily::IPv4, IpFamily::of)]
+}
+
+fn family_slices(
+    service: &Service,
+    pods: &[Pod],
+    nodes: &[Node],
+    family: IpFamily,
+) -> Vec<EndpointSlice> {
     let Some(spec) = service.spec.as_ref() else {
         return Vec::new();
     };
@@ -57,7 +96,7 @@ pub fn slices_from_pods(service: &Service, pods: &[Pod], nodes: &[Node]) -> Vec<
         .collect();
     selected.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     for pod in selected {
-        let Some(endpoint) = pod_endpoint(pod, nodes, publish_not_ready) else {
+        let Some(endpoint) = pod_endpoint(pod, nodes, publish_not_ready, family) else {
             continue;
         };
         let ports = service_ports
@@ -80,12 +119,15 @@ pub fn slices_from_pods(service: &Service, pods: &[Pod], nodes: &[Node]) -> Vec<
         .enumerate()
         .map(|(index, (ports, endpoints))| EndpointSlice {
             metadata: ObjectMeta {
-                name: Some(format!("{service_name}-pods-{}", index + 1)),
+                name: Some(match family {
+                    IpFamily::IPv4 => format!("{service_name}-pods-{}", index + 1),
+                    IpFamily::IPv6 => format!("{service_name}-pods6-{}", index + 1),
+                }),
                 namespace: Some(namespace.to_owned()),
                 labels: Some([(LABEL_SERVICE_NAME.to_owned(), service_name.clone())].into()),
                 ..ObjectMeta::default()
             },
-            address_type: "IPv4".into(),
+            address_type: family.api_name().into(),
             endpoints: Some(endpoints),
             ports: Some(
                 ports
@@ -110,14 +152,19 @@ pub fn selects(selector: &BTreeMap<String, String>, pod: &Pod) -> bool {
         .all(|(key, value)| labels.and_then(|labels| labels.get(key)) == Some(value))
 }
 
-/// The Pod as an endpoint, or `None` when it has no IPv4 address yet or
-/// has finished (phase Succeeded or Failed).
-fn pod_endpoint(pod: &Pod, nodes: &[Node], publish_not_ready: bool) -> Option<Endpoint> {
+/// The Pod as an endpoint of `family`, or `None` when it has no address
+/// of that family yet or has finished (phase Succeeded or Failed).
+fn pod_endpoint(
+    pod: &Pod,
+    nodes: &[Node],
+    publish_not_ready: bool,
+    family: IpFamily,
+) -> Option<Endpoint> {
     let status = pod.status.as_ref()?;
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
-    let address = ipv4_pod_ip(pod)?;
+    let address = pod_ip(pod, family)?;
     let serving = status
         .conditions
         .as_deref()
@@ -163,18 +210,19 @@ fn pod_endpoint(pod: &Pod, nodes: &[Node], publish_not_ready: bool) -> Option<En
     })
 }
 
-/// The Pod's IPv4 address: from status.podIPs, else status.podIP.
-fn ipv4_pod_ip(pod: &Pod) -> Option<String> {
+/// The Pod's address of `family`: from status.podIPs, else status.podIP.
+fn pod_ip(pod: &Pod, family: IpFamily) -> Option<String> {
     let status = pod.status.as_ref()?;
     let from_list = status
         .pod_ips
         .as_deref()
         .unwrap_or_default()
         .iter()
-        .map(|pod_ip| pod_ip.ip.trim().to_owned());
+        .map(|pod_ip| &pod_ip.ip);
     from_list
-        .chain(status.pod_ip.iter().map(|ip| ip.trim().to_owned()))
-        .find(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+        .chain(&status.pod_ip)
+        .find_map(|ip| family.parse(ip))
+        .map(|ip| ip.to_string())
 }
 
 /// The Pod port `port` sends to: its targetPort number, or the number of

@@ -327,3 +327,69 @@ fn services_with_their_own_slices_keep_them() {
     assert_eq!(web, ["web-own"]);
     assert_eq!(api, ["api-pods-1"]);
 }
+
+#[test]
+fn a_dual_stack_service_gets_a_slice_of_each_family_from_the_pods_addresses() {
+    let dual = service(json!({
+        "clusterIP": "fd00:198:19::10",
+        "clusterIPs": ["fd00:198:19::10", "198.19.0.10"],
+        "ipFamilies": ["IPv6", "IPv4"],
+        "ipFamilyPolicy": "RequireDualStack",
+        "selector": {"app": "nginx"},
+        "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+    }));
+    let pods = [
+        pod(
+            "web-a",
+            "198.18.1.10",
+            json!({"status": {"podIPs": [{"ip": "198.18.1.10"}, {"ip": "fd00:198:18:1::10"}]}}),
+        ),
+        // Only an IPv4 address yet: in the IPv4 slice only.
+        pod("web-b", "198.18.1.11", json!({})),
+    ];
+    let slices = slices_from_pods(&dual, &pods, &nodes());
+    let summary: Vec<(String, String, Vec<String>)> = slices
+        .iter()
+        .map(|slice| {
+            (
+                slice.metadata.name.clone().unwrap(),
+                slice.address_type.clone(),
+                slice
+                    .endpoints
+                    .iter()
+                    .flatten()
+                    .map(|endpoint| endpoint.addresses.join(","))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "web-pods6-1".to_owned(),
+                "IPv6".to_owned(),
+                vec!["fd00:198:18:1::10".to_owned()]
+            ),
+            (
+                "web-pods-1".to_owned(),
+                "IPv4".to_owned(),
+                vec!["198.18.1.10".to_owned(), "198.18.1.11".to_owned()]
+            ),
+        ]
+    );
+    // A Service written before dual-stack, with an IPv6 cluster IP only.
+    let v6_only = service(json!({
+        "clusterIP": "fd00:198:19::10",
+        "selector": {"app": "nginx"},
+        "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+    }));
+    let slices = slices_from_pods(&v6_only, &pods, &nodes());
+    assert_eq!(
+        slices
+            .iter()
+            .map(|slice| slice.address_type.as_str())
+            .collect::<Vec<_>>(),
+        ["IPv6"]
+    );
+}

@@ -1154,11 +1154,12 @@ fn ipv6_frontends_are_held_and_those_asking_for_what_ipv6_does_not_serve_left_ou
             "NodePort [fd00:198:18::11]:30080/TCP",
         ]
     );
-    let left_out: Vec<String> = translator
+    let mut left_out: Vec<String> = translator
         .left_out()
         .iter()
         .map(ToString::to_string)
         .collect();
+    left_out.sort();
     assert_eq!(
         left_out,
         [

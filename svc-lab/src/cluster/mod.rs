@@ -148,7 +148,8 @@ impl Eq for PodRecord {}
 
 impl Cluster {
     /// Nodes from `snapshot`'s Node objects, else `count` nodes
-    /// node-1..node-N; each gets its pod CIDR and InternalIP.
+    /// node-1..node-N; each gets its pod CIDRs and InternalIPs (one of
+    /// each family).
     pub fn with_nodes(id: String, snapshot: &Snapshot, count: usize) -> Result<Self, ClusterError> {
         let given: Vec<Node> = if snapshot.nodes.is_empty() {
             (1..=count)
@@ -179,7 +180,7 @@ impl Cluster {
             let address = wiring::node_address(number).to_string();
             node.spec = Some(NodeSpec {
                 pod_cidr: Some(wiring::pod_cidr(number)),
-                pod_cidrs: Some(vec![wiring::pod_cidr(number)]),
+                pod_cidrs: Some(vec![wiring::pod_cidr(number), wiring::pod_cidr6(number)]),
                 ..node.spec.unwrap_or_default()
             });
             node.status = Some(NodeStatus {
@@ -187,6 +188,10 @@ impl Cluster {
                     NodeAddress {
                         type_: "InternalIP".into(),
                         address,
+                    },
+                    NodeAddress {
+                        type_: "InternalIP".into(),
+                        address: wiring::node_address6(number).to_string(),
                     },
                     NodeAddress {
                         type_: "Hostname".into(),
@@ -585,7 +590,10 @@ impl Cluster {
         pod.metadata.creation_timestamp = Some(now.clone());
         pod.status = Some(pods::running_status(
             &pod,
-            &address.to_string(),
+            &[
+                address.to_string(),
+                wiring::pod_address6(address).to_string(),
+            ],
             &host_ip,
             &now,
         ));

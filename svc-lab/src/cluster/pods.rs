@@ -151,8 +151,9 @@ pub fn admit(spec: &mut PodSpec) {
     }
 }
 
-/// The status the kubelet would report for a lab Pod running since `now`.
-pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str, now: &Time) -> PodStatus {
+/// The status the kubelet would report for a lab Pod running since `now`,
+/// with its addresses (IPv4 first, as the lab's pod network is).
+pub fn running_status(pod: &Pod, pod_ips: &[String], host_ip: &str, now: &Time) -> PodStatus {
     let is_ready = ready(pod);
     let ready = if is_ready { "True" } else { "False" };
     let condition = |type_: &str, status: &str| PodCondition {
@@ -162,8 +163,8 @@ pub fn running_status(pod: &Pod, pod_ip: &str, host_ip: &str, now: &Time) -> Pod
     };
     PodStatus {
         phase: Some("Running".into()),
-        pod_ip: Some(pod_ip.into()),
-        pod_ips: Some(vec![PodIP { ip: pod_ip.into() }]),
+        pod_ip: pod_ips.first().cloned(),
+        pod_ips: Some(pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
         host_ip: Some(host_ip.into()),
         conditions: Some(vec![
             condition("PodScheduled", "True"),

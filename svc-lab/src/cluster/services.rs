@@ -1,12 +1,15 @@
 //! A Service as the API server stores it: ClusterIP, NodePorts and the load
 //! balancer's ingress IP filled in.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use k8s_openapi::{
     api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceSpec, ServiceStatus},
     apimachinery::pkg::util::intstr::IntOrString,
 };
-use svc_agent::k8s::{namespace_of, object_key};
+use svc_agent::{
+    k8s::{namespace_of, object_key},
+    model::IpFamily,
+};
 
 use super::{
     ClusterError,
@@ -15,7 +18,7 @@ use super::{
 
 /// The API server's defaults for what a manifest leaves out: TCP, the
 /// target port equal to the port, no session affinity, Cluster traffic
-/// policies, one IPv4 family.
+/// policies, SingleStack (the families: `ip_families`).
 fn api_defaults(spec: &mut ServiceSpec, type_: &str) {
     spec.type_.get_or_insert_with(|| type_.to_owned());
     spec.session_affinity.get_or_insert_with(|| "None".into());
@@ -33,27 +36,60 @@ fn api_defaults(spec: &mut ServiceSpec, type_: &str) {
     }
 }
 
-/// spec.ipFamilies as the API server of a single-stack IPv4 cluster sets
-/// them (the lab's Service range is IPv4 only): IPv4, also for
-/// PreferDualStack; IPv6 or RequireDualStack are refused, as that API
-/// server refuses them.
-fn ip_families(spec: &mut ServiceSpec) -> Result<(), String> {
-    let asked = spec.ip_families.clone().unwrap_or_default();
-    if let Some(family) = asked.iter().find(|family| *family != "IPv4") {
-        return Err(format!(
-            "spec.ipFamilies: {family} is not configured in the lab (its Service range is IPv4 only)"
-        ));
+/// spec.ipFamilies as the API server of a dual-stack cluster (IPv4
+/// first) sets them: SingleStack takes the family asked for (by
+/// ipFamilies, else by the clusterIP asked for, else IPv4);
+/// PreferDualStack and RequireDualStack take both, the one asked for
+/// first.
+fn ip_families(spec: &ServiceSpec) -> Result<Vec<IpFamily>, String> {
+    let mut asked = Vec::new();
+    for name in spec.ip_families.iter().flatten() {
+        let family = IpFamily::ALL
+            .into_iter()
+            .find(|family| family.api_name() == name)
+            .ok_or_else(|| format!("spec.ipFamilies: {name:?} is neither IPv4 nor IPv6"))?;
+        if asked.contains(&family) {
+            return Err(format!("spec.ipFamilies: {name} is given twice"));
+        }
+        asked.push(family);
     }
+    let first_ip = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(&spec.cluster_ip)
+        .find_map(|ip| ip.parse::<IpAddr>().ok());
+    let primary = asked
+        .first()
+        .copied()
+        .or(first_ip.map(IpFamily::of))
+        .unwrap_or(IpFamily::IPv4);
     match spec.ip_family_policy.as_deref() {
-        Some("RequireDualStack") => Err(
-            "spec.ipFamilyPolicy: RequireDualStack needs a dual-stack cluster; the lab's Service range is IPv4 only"
+        Some("PreferDualStack" | "RequireDualStack") => Ok(IpFamily::ALL
+            .into_iter()
+            .filter(|family| *family == primary)
+            .chain(
+                IpFamily::ALL
+                    .into_iter()
+                    .filter(|family| *family != primary),
+            )
+            .collect()),
+        _ if asked.len() > 1 => Err(
+            "spec.ipFamilies: two families need ipFamilyPolicy PreferDualStack or RequireDualStack"
                 .into(),
         ),
-        _ => {
-            spec.ip_families = Some(vec!["IPv4".into()]);
-            Ok(())
-        }
+        _ => Ok(vec![primary]),
     }
+}
+
+/// The ClusterIP asked for in `family` (by clusterIPs, or clusterIP).
+fn asked_cluster_ip(spec: &ServiceSpec, family: IpFamily) -> Option<IpAddr> {
+    spec.cluster_ips
+        .iter()
+        .flatten()
+        .chain(&spec.cluster_ip)
+        .filter_map(|ip| ip.parse::<IpAddr>().ok())
+        .find(|ip| family.holds(*ip))
 }
 
 /// `service` with its addresses: kept from `previous` (the same Service
@@ -79,34 +115,44 @@ pub fn allocate(
     }
     let previous_spec = previous.and_then(|p| p.spec.as_ref());
     api_defaults(&mut spec, &type_);
-    ip_families(&mut spec).map_err(invalid)?;
+    let families = ip_families(&spec).map_err(invalid)?;
+    spec.ip_families = Some(
+        families
+            .iter()
+            .map(|family| family.api_name().to_owned())
+            .collect(),
+    );
 
-    // ClusterIP: "None" (headless) stays; else the manifest's, the
-    // previous one, or a new one.
+    // ClusterIPs, one per family: "None" (headless) stays; else the
+    // manifest's, the previous one, or a new one.
     let headless = spec.cluster_ip.as_deref() == Some("None");
     if !headless {
-        let asked: Option<Ipv4Addr> = spec.cluster_ip.as_deref().and_then(|ip| ip.parse().ok());
-        let kept = previous_spec
-            .and_then(|p| p.cluster_ip.as_deref())
-            .and_then(|ip| ip.parse().ok());
-        let address = match asked {
-            Some(ip) if !allocate::in_service_range(ip) => {
-                return Err(invalid(format!(
-                    "spec.clusterIP {ip} is outside the lab's Service range 198.19.0.0/16"
-                )));
-            }
-            Some(ip) if taken.cluster_ips.contains(&ip) => {
-                return Err(invalid(format!("spec.clusterIP {ip} is already allocated")));
-            }
-            Some(ip) => ip,
-            None => match kept {
+        let mut addresses = Vec::new();
+        for family in &families {
+            let kept = previous_spec.and_then(|p| asked_cluster_ip(p, *family));
+            let address = match asked_cluster_ip(&spec, *family) {
+                Some(ip) if !allocate::in_service_range(ip) => {
+                    return Err(invalid(format!(
+                        "spec.clusterIPs: {ip} is outside the lab's Service ranges \
+                         198.19.0.0/16 and fd00:198:19::/112"
+                    )));
+                }
+                Some(ip) if taken.cluster_ips.contains(&ip) => {
+                    return Err(invalid(format!(
+                        "spec.clusterIPs: {ip} is already allocated"
+                    )));
+                }
                 Some(ip) => ip,
-                None => taken.cluster_ip(&key)?,
-            },
-        };
-        taken.cluster_ips.insert(address);
-        spec.cluster_ip = Some(address.to_string());
-        spec.cluster_ips = Some(vec![address.to_string()]);
+                None => match kept {
+                    Some(ip) => ip,
+                    None => taken.cluster_ip(&key, *family)?,
+                },
+            };
+            taken.cluster_ips.insert(address);
+            addresses.push(address.to_string());
+        }
+        spec.cluster_ip = addresses.first().cloned();
+        spec.cluster_ips = Some(addresses);
     }
 
     // NodePorts for NodePort and LoadBalancer Services.
@@ -148,22 +194,30 @@ pub fn allocate(
     // The lab's load balancer: an ingress IP from its pool. A manifest's
     // address outside the pool would not be routed to the nodes, so it is
     // replaced, as a cloud provider overwrites status.
+    // One address per family of the Service.
     if type_ == "LoadBalancer" {
-        let wanted = allocate::lb_ingress(&service)
-            .into_iter()
-            .chain(previous.map(allocate::lb_ingress).unwrap_or_default())
-            .find(|ip| allocate::in_lb_pool(*ip) && !taken.lb_ips.contains(ip));
-        let address = match wanted {
-            Some(ip) => ip,
-            None => taken.lb_ip(&key)?,
-        };
+        let mut ingress = Vec::new();
+        for family in &families {
+            let wanted = allocate::lb_ingress(&service)
+                .into_iter()
+                .chain(previous.map(allocate::lb_ingress).unwrap_or_default())
+                .find(|ip| {
+                    family.holds(*ip) && allocate::in_lb_pool(*ip) && !taken.lb_ips.contains(ip)
+                });
+            let address = match wanted {
+                Some(ip) => ip,
+                None => taken.lb_ip(&key, *family)?,
+            };
+            taken.lb_ips.insert(address);
+            ingress.push(LoadBalancerIngress {
+                ip: Some(address.to_string()),
+                ip_mode: Some("VIP".into()),
+                ..LoadBalancerIngress::default()
+            });
+        }
         service.status = Some(ServiceStatus {
             load_balancer: Some(LoadBalancerStatus {
-                ingress: Some(vec![LoadBalancerIngress {
-                    ip: Some(address.to_string()),
-                    ip_mode: Some("VIP".into()),
-                    ..LoadBalancerIngress::default()
-                }]),
+                ingress: Some(ingress),
             }),
             ..ServiceStatus::default()
         });

@@ -105,10 +105,12 @@ fn a_service_without_addresses_gets_them() {
 }
 
 #[test]
-fn ip_families_are_set_as_a_single_stack_ipv4_api_server_sets_them() {
+fn ip_families_and_cluster_ips_are_set_as_a_dual_stack_api_server_sets_them() {
     let (mut cluster, _) = seed_cluster();
     let apply = |cluster: &mut Cluster, name: &str, extra: serde_json::Value| {
-        let mut spec = serde_json::json!({"selector": {"app": "nginx"}, "ports": [{"port": 80}]});
+        let mut spec = serde_json::json!({
+            "type": "LoadBalancer", "selector": {"app": "nginx"}, "ports": [{"port": 80}]
+        });
         for (key, value) in extra.as_object().unwrap() {
             spec[key] = value.clone();
         }
@@ -122,27 +124,73 @@ fn ip_families_are_set_as_a_single_stack_ipv4_api_server_sets_them() {
             ..Snapshot::default()
         };
         cluster.apply(&snapshot, false).map(|_| {
-            let spec = cluster.services.last().unwrap().spec.clone().unwrap();
-            (spec.ip_families.unwrap(), spec.cluster_ips.unwrap())
+            let service = cluster.services.last().unwrap();
+            let spec = service.spec.clone().unwrap();
+            let ingress: Vec<String> = lb_ingress(service)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            (
+                spec.ip_families.unwrap(),
+                spec.cluster_ips.unwrap(),
+                ingress,
+            )
         })
     };
-    let (families, cluster_ips) = apply(
+    let (families, cluster_ips, ingress) =
+        apply(&mut cluster, "single", serde_json::json!({})).unwrap();
+    assert_eq!(families, ["IPv4"]);
+    assert!(
+        cluster_ips[0].starts_with("198.19.") && cluster_ips.len() == 1,
+        "{cluster_ips:?}"
+    );
+    assert!(
+        ingress.len() == 1 && ingress[0].starts_with("198.19.255."),
+        "{ingress:?}"
+    );
+
+    let (families, cluster_ips, ingress) = apply(
         &mut cluster,
-        "prefer",
-        serde_json::json!({"ipFamilyPolicy": "PreferDualStack"}),
+        "both",
+        serde_json::json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6"]}),
     )
     .unwrap();
-    assert_eq!((families, cluster_ips.len()), (vec!["IPv4".to_owned()], 1));
+    assert_eq!(families, ["IPv6", "IPv4"]);
+    assert!(
+        cluster_ips[0].starts_with("fd00:198:19::") && cluster_ips[1].starts_with("198.19."),
+        "{cluster_ips:?}"
+    );
+    assert!(
+        ingress.len() == 2 && ingress[0].starts_with("fd00:198:19::ff:"),
+        "{ingress:?}"
+    );
+
+    let (families, cluster_ips, _) = apply(
+        &mut cluster,
+        "v6",
+        serde_json::json!({"ipFamilies": ["IPv6"], "clusterIP": "fd00:198:19::20"}),
+    )
+    .unwrap();
+    assert_eq!(
+        (families, cluster_ips),
+        (vec!["IPv6".to_owned()], vec!["fd00:198:19::20".to_owned()])
+    );
+
     for (name, extra, says) in [
         (
-            "v6",
-            serde_json::json!({"ipFamilies": ["IPv6"]}),
-            "spec.ipFamilies: IPv6 is not configured",
+            "two-single",
+            serde_json::json!({"ipFamilies": ["IPv4", "IPv6"]}),
+            "need ipFamilyPolicy PreferDualStack or RequireDualStack",
         ),
         (
-            "both",
-            serde_json::json!({"ipFamilyPolicy": "RequireDualStack"}),
-            "RequireDualStack needs a dual-stack cluster",
+            "taken",
+            serde_json::json!({"ipFamilies": ["IPv6"], "clusterIP": "fd00:198:19::20"}),
+            "fd00:198:19::20 is already allocated",
+        ),
+        (
+            "outside",
+            serde_json::json!({"ipFamilies": ["IPv6"], "clusterIP": "fd00:198:18::20"}),
+            "outside the lab's Service ranges",
         ),
     ] {
         let error = apply(&mut cluster, name, extra).unwrap_err().to_string();
