@@ -18,6 +18,12 @@ fn main() -> anyhow::Result<()> {
     let common_dir = workspace.join("svc-common");
     println!("cargo:rerun-if-changed={}", common_dir.display());
     println!("cargo:rerun-if-env-changed=SVC_TOOLCHAIN_DIR");
+    // xtask builds the previous commit's agent from another tree into
+    // this checkout's target directory, where both trees' svc-agent share
+    // one OUT_DIR (cargo hashes a path package by its path inside its
+    // workspace): the variable it sets for that build changes between the
+    // two, so each build makes its own tree's kernel object again.
+    println!("cargo:rerun-if-env-changed=SVC_PREVIOUS_COMMIT");
 
     let toolchain = ebpf_toolchain(&ebpf_dir)?;
     let tools = env::var_os("SVC_TOOLCHAIN_DIR")

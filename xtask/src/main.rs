@@ -463,9 +463,11 @@ fn previous_agent(root: &Path, tools: &setup::Tools) -> anyhow::Result<Option<Pa
     // The binary lands where this checkout's own agent does, which the
     // caller builds again next: copied out at once.
     let target = root.join("target");
+    // SVC_PREVIOUS_COMMIT: see svc-agent/build.rs (the shared OUT_DIR).
     run(cargo(&tree)
         .env("SVC_TOOLCHAIN_DIR", &tools.dir)
         .env("CARGO_TARGET_DIR", &target)
+        .env("SVC_PREVIOUS_COMMIT", &commit)
         .args(["build", "--release", "-p", "svc-agent"]))?;
     // Whole or not at all: a binary that is there counts as built.
     let part = dir.join("svc-agent.part");
