@@ -29,10 +29,10 @@ pub enum Command {
         node: String,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
-        /// Serve NodePorts on these addresses instead of the Node's
-        /// InternalIP/ExternalIP addresses (comma-separated).
+        /// Serve NodePorts only on these instead of all the Node's
+        /// InternalIP/ExternalIP addresses (comma-separated, as `run`).
         #[arg(long, value_delimiter = ',')]
-        nodeport_addresses: Option<Vec<std::net::IpAddr>>,
+        nodeport_addresses: Option<Vec<crate::model::NodePortAddress>>,
         /// Plan externalIPs only inside these CIDRs (as `run` does).
         #[arg(long, value_delimiter = ',')]
         external_ip_cidrs: Vec<crate::model::Cidr>,
@@ -200,10 +200,13 @@ pub struct RunArgs {
     /// Ports source NAT hands out, MIN-MAX.
     #[arg(long, default_value = "61000-65535", value_parser = parse_port_range)]
     pub nat_ports: (u16, u16),
-    /// Serve NodePorts on these addresses instead of the Node's own
-    /// (comma-separated).
+    /// Serve NodePorts (and healthCheckNodePorts) only on these instead of
+    /// all the Node's InternalIP/ExternalIP addresses (comma-separated):
+    /// CIDRs (the Node's addresses inside them, either family),
+    /// `primary` (the Node's first address of each family), as
+    /// kube-proxy's flag, or addresses (each as given).
     #[arg(long, value_delimiter = ',')]
-    pub nodeport_addresses: Option<Vec<std::net::IpAddr>>,
+    pub nodeport_addresses: Option<Vec<crate::model::NodePortAddress>>,
     /// Program externalIPs only inside these CIDRs (comma-separated); the
     /// others are left out, with the reason in /left-out, /metrics, dump
     /// and diagnose. Default: every externalIP, as kube-proxy does. The

@@ -170,15 +170,16 @@ fn table_output_shows_the_broken_service_refusing() {
     );
 }
 
-#[test]
-fn nodeport_addresses_flag_replaces_the_nodes_addresses() {
+/// The addresses node-1's plan gives web-nodeport's NodePort with
+/// `--nodeport-addresses FLAG`, sorted.
+fn node_ports(flag: &str) -> Vec<String> {
     let output = plan(&[
         "--node",
         "node-1",
         "-o",
         "json",
         "--nodeport-addresses",
-        "198.18.7.1,198.18.7.2",
+        flag,
     ]);
     assert!(
         output.status.success(),
@@ -192,7 +193,31 @@ fn nodeport_addresses_flag_replaces_the_nodes_addresses() {
         .map(|line| line.split(' ').nth(2).unwrap_or_default().to_owned())
         .collect();
     addresses.sort();
-    assert_eq!(addresses, ["198.18.7.1:30080/TCP", "198.18.7.2:30080/TCP"]);
+    addresses
+}
+
+#[test]
+fn nodeport_addresses_flag_replaces_the_nodes_addresses() {
+    assert_eq!(
+        node_ports("198.18.7.1,198.18.7.2"),
+        ["198.18.7.1:30080/TCP", "198.18.7.2:30080/TCP"]
+    );
+}
+
+/// kube-proxy's forms: CIDRs pick among the Node's own addresses,
+/// `primary` takes its first.
+#[test]
+fn nodeport_addresses_cidrs_and_primary_pick_among_the_nodes_addresses() {
+    assert_eq!(node_ports("198.18.0.0/24"), ["198.18.0.11:30080/TCP"]);
+    assert_eq!(node_ports("primary"), ["198.18.0.11:30080/TCP"]);
+    assert_eq!(node_ports("10.0.0.0/8"), [] as [&str; 0]);
+    let refused = plan(&["--node", "node-1", "--nodeport-addresses", "198.18.0.0/40"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("198.18.0.0/40"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
 
 #[test]

@@ -489,23 +489,30 @@ fn huge() -> (String, String) {
 }
 
 /// With --nodeport-addresses, healthCheckNodePort is served on those
-/// addresses only, as kube-proxy serves it.
+/// addresses only, as kube-proxy serves it: an address as given, or the
+/// node's addresses a CIDR holds.
 #[test]
 fn health_check_node_ports_listen_on_the_node_port_addresses() {
-    let lab = lab();
-    let (_manifests, _agent) = synced_agent(
-        &lab,
-        &[pod_ip(&lab, "web-1")],
-        &["--nodeport-addresses", NODE_IP],
-    );
-    let (code, body) = wait_for(
-        "health check on the node address",
-        Duration::from_secs(5),
-        || http_get(&lab, NODE, &format!("http://{NODE_IP}:32001/")),
-    );
-    assert_eq!(code, 200, "{body}");
-    assert!(body.contains("\"localEndpoints\":1"), "{body}");
-    assert_eq!(http_get(&lab, NODE, "http://127.0.0.1:32001/"), None);
+    for flag in [NODE_IP, "198.18.0.0/24"] {
+        let lab = lab();
+        let (_manifests, _agent) = synced_agent(
+            &lab,
+            &[pod_ip(&lab, "web-1")],
+            &["--nodeport-addresses", flag],
+        );
+        let (code, body) = wait_for(
+            "health check on the node address",
+            Duration::from_secs(5),
+            || http_get(&lab, NODE, &format!("http://{NODE_IP}:32001/")),
+        );
+        assert_eq!(code, 200, "{flag}: {body}");
+        assert!(body.contains("\"localEndpoints\":1"), "{flag}: {body}");
+        assert_eq!(
+            http_get(&lab, NODE, "http://127.0.0.1:32001/"),
+            None,
+            "{flag}"
+        );
+    }
 }
 
 /// A healthCheckNodePort another process holds (kube-proxy, while both

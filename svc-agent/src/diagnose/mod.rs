@@ -83,6 +83,13 @@ pub enum Finding {
     /// externalTrafficPolicy=Local and no ready endpoint on this node:
     /// external traffic to it is dropped here.
     LocalPolicyNoLocalEndpoint { node: String },
+    /// IPv6 frontends for traffic from outside the node: served to the
+    /// node's own processes and its pods (socket hooks), not yet to
+    /// packets from outside (no per-packet IPv6 path).
+    Ipv6ExternalNotServed {
+        node: String,
+        frontends: Vec<String>,
+    },
     /// The plan has these frontends but the kernel maps do not.
     FrontendMissing {
         node: String,
@@ -303,6 +310,17 @@ fn plan_findings(
             node: node.to_owned(),
         });
     }
+    let ipv6_external: Vec<String> = external
+        .iter()
+        .filter(|f| f.address.is_ipv6())
+        .map(|f| f.label())
+        .collect();
+    if !ipv6_external.is_empty() {
+        findings.push(Finding::Ipv6ExternalNotServed {
+            node: node.to_owned(),
+            frontends: ipv6_external,
+        });
+    }
     let Some(kernel) = kernel else {
         return Ok(findings);
     };
@@ -431,6 +449,13 @@ impl fmt::Display for Finding {
                 f,
                 "externalTrafficPolicy=Local and no ready endpoint on node {node}: \
                  external traffic arriving there is dropped"
+            ),
+            Finding::Ipv6ExternalNotServed { node, frontends } => write!(
+                f,
+                "on node {node}, these IPv6 frontends answer the node's own processes and its \
+                 pods only (socket hooks): IPv6 packets from outside the node are not translated \
+                 yet: {}",
+                frontends.join(", ")
             ),
             Finding::FrontendMissing { node, frontends } => write!(
                 f,

@@ -312,3 +312,48 @@ fn frontends_left_out_are_named_with_their_reason() {
     .unwrap();
     assert_eq!(findings, [Finding::Serving { endpoints: 3 }]);
 }
+
+/// A dual-stack NodePort on a node with an IPv6 address: its IPv6
+/// NodePort answers the node and its pods only, and diagnose says so; the
+/// IPv4 one is not named.
+#[test]
+fn ipv6_external_frontends_are_said_to_serve_the_node_and_its_pods_only() {
+    let snapshot = seed_with(|s| {
+        let spec = service_mut(s, "web-nodeport").spec.as_mut().unwrap();
+        spec.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
+        spec.cluster_ips = Some(vec!["198.19.0.11".into(), "fd00:198:19::11".into()]);
+        for pod in &mut s.pods {
+            let status = pod.status.as_mut().unwrap();
+            let v4 = status.pod_ip.clone().unwrap();
+            let v6 = format!(
+                "fd00:198:18:{}",
+                v4.trim_start_matches("198.18.").replace('.', "::")
+            );
+            status.pod_ips = Some(
+                [v4, v6]
+                    .map(|ip| k8s_openapi::api::core::v1::PodIP { ip })
+                    .into(),
+            );
+        }
+        let node = &mut s.nodes[0];
+        let addresses = node.status.as_mut().unwrap().addresses.as_mut().unwrap();
+        addresses.push(k8s_openapi::api::core::v1::NodeAddress {
+            type_: "InternalIP".into(),
+            address: "fd00:198:18::11".into(),
+        });
+    });
+    let findings = diagnose(&snapshot, "default/web-nodeport", Some("node-1"), None).unwrap();
+    assert!(
+        findings.contains(&Finding::Ipv6ExternalNotServed {
+            node: "node-1".into(),
+            frontends: vec!["NodePort [fd00:198:18::11]:30080/TCP".into()],
+        }),
+        "{findings:?}"
+    );
+    let text = findings
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("not translated yet"), "{text}");
+}

@@ -25,9 +25,9 @@ pub struct NodeContext {
 /// The agent's settings that change what it programs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// Serve NodePorts on these addresses instead of the Node's own
-    /// (kube-proxy's --nodeport-addresses, as addresses rather than CIDRs).
-    pub nodeport_addresses: Option<Vec<IpAddr>>,
+    /// Serve NodePorts on these instead of on all the Node's own
+    /// addresses (`--nodeport-addresses`).
+    pub nodeport_addresses: Option<Vec<NodePortAddress>>,
     /// externalIPs are programmed only inside these (--external-ip-cidrs,
     /// as the DenyServiceExternalIPs admission plugin would for the API);
     /// empty allows every one, as kube-proxy does.
@@ -35,6 +35,47 @@ pub struct Config {
     /// How frontends pick backends unless their Service's
     /// `svc-lb.io/lb-algorithm` annotation says otherwise.
     pub lb_algorithm: super::LbAlgorithm,
+}
+
+/// One `--nodeport-addresses` entry: kube-proxy's forms, a CIDR (the
+/// node's addresses inside it) or `primary` (the node's first address of
+/// each family), and an address (that one, whether or not the Node lists
+/// it: for a node whose Node object does not say all its addresses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodePortAddress {
+    Address(IpAddr),
+    Cidr(Cidr),
+    Primary,
+}
+
+impl std::str::FromStr for NodePortAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text == "primary" {
+            Ok(NodePortAddress::Primary)
+        } else if text.contains('/') {
+            text.parse().map(NodePortAddress::Cidr)
+        } else {
+            text.parse().map(NodePortAddress::Address).map_err(|_| {
+                format!(
+                    "{text:?} is neither an address, a CIDR (like 198.18.0.0/24 or \
+                     fd00:198:18::/64) nor `primary`"
+                )
+            })
+        }
+    }
+}
+
+impl std::fmt::Display for NodePortAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodePortAddress::Address(address) => write!(f, "{address}"),
+            NodePortAddress::Cidr(cidr) => write!(f, "{cidr}"),
+            NodePortAddress::Primary => f.write_str("primary"),
+        }
+    }
 }
 
 /// A CIDR of either family, written `a.b.c.d/len` or `fd00::/len` (also
@@ -138,18 +179,39 @@ impl Config {
     }
 
     /// The addresses of `family` NodePort frontends are made for on
-    /// `node`.
-    pub fn nodeport_addresses_for<'a>(
-        &'a self,
-        node: &'a NodeContext,
-        family: IpFamily,
-    ) -> impl Iterator<Item = IpAddr> + 'a {
-        self.nodeport_addresses
-            .as_deref()
-            .unwrap_or(&node.node_addresses)
+    /// `node`, each once, in the order the settings and the Node give
+    /// them.
+    pub fn nodeport_addresses_for(&self, node: &NodeContext, family: IpFamily) -> Vec<IpAddr> {
+        let own = node
+            .node_addresses
             .iter()
             .copied()
-            .filter(move |address| family.holds(*address))
+            .filter(|address| family.holds(*address));
+        let Some(entries) = &self.nodeport_addresses else {
+            return own.collect();
+        };
+        let mut addresses = Vec::new();
+        for entry in entries {
+            let found: Vec<IpAddr> = match entry {
+                NodePortAddress::Address(address) => vec![*address],
+                NodePortAddress::Cidr(cidr) => own.clone().filter(|a| cidr.contains(*a)).collect(),
+                NodePortAddress::Primary => own.clone().take(1).collect(),
+            };
+            for address in found {
+                if family.holds(address) && !addresses.contains(&address) {
+                    addresses.push(address);
+                }
+            }
+        }
+        addresses
+    }
+
+    /// The NodePort addresses of both families on `node`.
+    pub fn all_nodeport_addresses(&self, node: &NodeContext) -> Vec<IpAddr> {
+        IpFamily::ALL
+            .into_iter()
+            .flat_map(|family| self.nodeport_addresses_for(node, family))
+            .collect()
     }
 }
 
@@ -308,6 +370,51 @@ mod tests {
     }
 
     #[test]
+    fn nodeport_address_cidrs_and_primary_pick_among_the_nodes_own() {
+        let context = NodeContext::from_node(&node(
+            "node-1",
+            None,
+            &[
+                ("InternalIP", "198.18.0.11"),
+                ("InternalIP", "fd00:198:18::11"),
+                ("ExternalIP", "198.18.100.11"),
+                ("ExternalIP", "fd00:198:18:100::11"),
+            ],
+        ));
+        let nodeport = |entries: &str| -> Vec<String> {
+            let config = Config {
+                nodeport_addresses: Some(
+                    entries
+                        .split(',')
+                        .map(|entry| entry.parse().unwrap())
+                        .collect(),
+                ),
+                ..Config::default()
+            };
+            config
+                .all_nodeport_addresses(&context)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(nodeport("198.18.100.0/24"), ["198.18.100.11"]);
+        assert_eq!(nodeport("primary"), ["198.18.0.11", "fd00:198:18::11"]);
+        assert_eq!(
+            nodeport("fd00:198:18:100::/64,primary,198.18.0.0/16"),
+            [
+                "198.18.0.11",
+                "198.18.100.11",
+                "fd00:198:18:100::11",
+                "fd00:198:18::11"
+            ]
+        );
+        assert_eq!(nodeport("10.0.0.0/8"), [] as [&str; 0]);
+        for bad in ["primary/8", "198.18.0.0/33", "node", ""] {
+            assert!(bad.parse::<NodePortAddress>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn empty_zone_label_is_no_zone() {
         let context = NodeContext::from_node(&node("node-1", Some(""), &[]));
         assert_eq!(context.zone, None);
@@ -319,13 +426,13 @@ mod tests {
             NodeContext::from_node(&node("node-1", None, &[("InternalIP", "198.18.0.11")]));
         let own = Config::default();
         let of = |config: &Config, family| -> Vec<IpAddr> {
-            config.nodeport_addresses_for(&context, family).collect()
+            config.nodeport_addresses_for(&context, family)
         };
         assert_eq!(of(&own, IpFamily::IPv4), [Ipv4Addr::new(198, 18, 0, 11)]);
         assert_eq!(of(&own, IpFamily::IPv6), [] as [IpAddr; 0]);
         let configured = Config {
             nodeport_addresses: Some(vec![
-                Ipv4Addr::new(198, 18, 5, 5).into(),
+                "198.18.5.5".parse().unwrap(),
                 "fd00:198:18::5".parse().unwrap(),
             ]),
             ..Config::default()
@@ -357,7 +464,7 @@ mod tests {
     #[test]
     fn unknown_node_with_configured_addresses_plans_without_zone() {
         let config = Config {
-            nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 5, 5).into()]),
+            nodeport_addresses: Some(vec!["198.18.5.5".parse().unwrap()]),
             ..Config::default()
         };
         let context = NodeContext::from_snapshot(&Snapshot::default(), "node-9", &config)

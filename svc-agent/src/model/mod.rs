@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use self::service_port::ServiceInfo;
 pub use self::{
-    context::{Cidr, Config, NodeContext, NodeContextError},
+    context::{Cidr, Config, NodeContext, NodeContextError, NodePortAddress},
     family::IpFamily,
     snapshot::{
         Changed, LABEL_SERVICE_NAME, LABEL_SERVICE_PROXY_NAME, LABEL_TOPOLOGY_ZONE, ObjectName,

@@ -32,7 +32,7 @@ pub(super) fn service_frontends(
         let Some(info) = ServiceInfo::for_family(service, family) else {
             continue;
         };
-        let nodeport_addresses: Vec<IpAddr> = config.nodeport_addresses_for(node, family).collect();
+        let nodeport_addresses = config.nodeport_addresses_for(node, family);
         for port in &info.ports {
             let endpoints = endpoints_of_port(
                 slices.iter().copied(),

@@ -30,8 +30,8 @@ use crate::{
     FastSet,
     model::{
         BackendState, Config, Frontend, FrontendKind, IpFamily, LABEL_SERVICE_NAME, LeftOut,
-        LeftOutReason, NodeContext, ObjectName, OnEmpty, Protocol, Snapshot, Translator,
-        namespace_of, object_key, service_name, slice_name,
+        LeftOutReason, NodeContext, NodePortAddress, ObjectName, OnEmpty, Protocol, Snapshot,
+        Translator, namespace_of, object_key, service_name, slice_name,
     },
 };
 
@@ -304,8 +304,12 @@ prop_compose! {
             },
             config: Config {
                 lb_algorithm: Default::default(),
-                nodeport_addresses: nodeport_addresses
-                    .map(|addresses| addresses.into_iter().map(IpAddr::from).collect()),
+                nodeport_addresses: nodeport_addresses.map(|addresses| {
+                    addresses
+                        .into_iter()
+                        .map(|address| NodePortAddress::Address(address.into()))
+                        .collect()
+                }),
                 external_ip_cidrs: external_ip_cidrs
                     .iter()
                     .map(|cidr| cidr.parse().expect("CIDR"))

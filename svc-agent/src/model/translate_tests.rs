@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Service;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::model::{Cidr, Plan, Protocol, Snapshot, Translator, translate};
+use crate::model::{Cidr, NodePortAddress, Plan, Protocol, Snapshot, Translator, translate};
 
 const LOCAL_READY: &str = "198.18.1.11 node-1 ready";
 const REMOTE_READY: &str = "198.18.2.11 node-2 ready";
@@ -534,7 +534,9 @@ fn configured_nodeport_addresses_replace_the_nodes_own() {
         ..Snapshot::default()
     };
     let config = Config {
-        nodeport_addresses: Some(vec![Ipv4Addr::new(198, 18, 7, 7).into()]),
+        nodeport_addresses: Some(vec![NodePortAddress::Address(
+            Ipv4Addr::new(198, 18, 7, 7).into(),
+        )]),
         ..Config::default()
     };
     let node_ports: Vec<String> = translate(&snapshot, &node_1(), &config)

@@ -102,14 +102,37 @@ pub struct HealthCheckServers {
 }
 
 impl HealthCheckServers {
-    /// Servers on `nodeport_addresses`, or on every address without.
-    pub fn new(nodeport_addresses: Option<&[IpAddr]>, status: Arc<AgentStatus>) -> Self {
+    /// Servers on every address until [`set_addresses`] says otherwise.
+    ///
+    /// [`set_addresses`]: Self::set_addresses
+    pub fn new(status: Arc<AgentStatus>) -> Self {
         Self {
-            addresses: nodeport_addresses.map_or(vec![Ipv4Addr::UNSPECIFIED.into()], <[_]>::to_vec),
+            addresses: vec![Ipv4Addr::UNSPECIFIED.into()],
             status,
             running: BTreeMap::new(),
             failed: BTreeSet::new(),
         }
+    }
+
+    /// Serves the ports on `addresses` from now on (every address with
+    /// `None`): listeners on others stop, the next bind adds the new ones.
+    pub fn set_addresses(&mut self, addresses: Option<Vec<IpAddr>>) {
+        let addresses = addresses.unwrap_or_else(|| vec![Ipv4Addr::UNSPECIFIED.into()]);
+        if addresses == self.addresses {
+            return;
+        }
+        for running in self.running.values_mut() {
+            running.serving.retain(|address, task| {
+                let keep = addresses.contains(address);
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+        }
+        self.failed
+            .retain(|(_, address)| addresses.contains(address));
+        self.addresses = addresses;
     }
 
     /// Serves exactly `checks`: updates the answers of running ports, starts

@@ -55,7 +55,7 @@ pub struct Settings {
     pub node_address: Option<Ipv4Addr>,
     pub hairpin_address: Ipv4Addr,
     pub nat_ports: (u16, u16),
-    pub nodeport_addresses: Option<Vec<std::net::IpAddr>>,
+    pub nodeport_addresses: Option<Vec<crate::model::NodePortAddress>>,
     /// externalIPs outside these are left out (empty: none is).
     pub external_ip_cidrs: Vec<crate::model::Cidr>,
     pub service_cidrs: Vec<crate::model::Cidr>,
@@ -151,8 +151,7 @@ async fn agent(settings: Settings) -> Result<(), RunError> {
             None
         }
     };
-    let mut health_check_servers =
-        HealthCheckServers::new(settings.nodeport_addresses.as_deref(), status.clone());
+    let mut health_check_servers = HealthCheckServers::new(status.clone());
     let mut reconciler = Reconciler::new(started);
     let mut resync = settings
         .resync_period

@@ -178,6 +178,7 @@ impl Reconciler {
             since_event_us = update.seen_at.elapsed().as_micros() as u64,
             "synced"
         );
+        health_check_servers.set_addresses(synced.health_check_addresses);
         health_check_servers.update(synced.health_checks).await;
         self.programmed = Some(update);
         if !status.synced.swap(true, Ordering::AcqRel) {

@@ -25,6 +25,9 @@ pub struct Synced {
     pub no_local_endpoints: NoLocalEndpoints,
     /// The healthCheckNodePorts to serve, as of these tables.
     pub health_checks: BTreeMap<u16, HealthCheck>,
+    /// Where to serve them: the NodePort addresses `--nodeport-addresses`
+    /// picks on this node, or every address (`None`) without it.
+    pub health_check_addresses: Option<Vec<std::net::IpAddr>>,
     pub report: ApplyReport,
     /// Frontends and Services left out: by rule (an address clash, an
     /// externalIP not allowed) or because the maps could not take them
@@ -60,6 +63,10 @@ pub fn sync(
         lb_algorithm: settings.lb_algorithm,
     };
     let node = NodeContext::from_nodes(&update.cluster.nodes(), &settings.node, &config)?;
+    let health_check_addresses = config
+        .nodeport_addresses
+        .as_ref()
+        .map(|_| config.all_nodeport_addresses(&node));
     let node_address = settings
         .node_address
         .or_else(|| {
@@ -105,6 +112,7 @@ pub fn sync(
                     backends,
                     no_local_endpoints: no_local_endpoints(translator.dropping()),
                     health_checks: health_checks(translator.health_checked()),
+                    health_check_addresses,
                     report,
                     left_out,
                 });
@@ -128,6 +136,7 @@ pub fn sync(
                     backends: desired.iter().map(|f| f.backends.len()).sum(),
                     no_local_endpoints: no_local_endpoints(desired.iter().map(|f| &**f)),
                     health_checks: health_checks(desired.iter().map(|f| &**f)),
+                    health_check_addresses,
                     report,
                     left_out,
                 });
