@@ -145,6 +145,9 @@ pub fn run_xdp(program: &Xdp, frame: &[u8]) -> (u32, Vec<u8>) {
     (verdict, out)
 }
 
+/// The room the kernel leaves in front of an XDP frame (XDP_PACKET_HEADROOM).
+const XDP_PACKET_HEADROOM: usize = 256;
+
 /// struct xdp_md (include/uapi/linux/bpf.h): data, data_end, data_meta,
 /// ingress_ifindex, rx_queue_index, egress_ifindex.
 const XDP_MD_LEN: usize = 24;
@@ -164,7 +167,10 @@ pub fn run_xdp_repeated(
     // No metadata in: data at 0, data_end at the frame's end.
     ctx_in[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
     let mut ctx_out = [0u8; XDP_MD_LEN];
-    let mut out = vec![0u8; frame.len().max(128) + 64];
+    // Room for the metadata too: a repeated run starts from the last
+    // run's buffer, metadata and all, so the mark each translation puts
+    // in front (4 bytes) piles up, as far as the headroom goes.
+    let mut out = vec![0u8; frame.len().max(128) + 64 + XDP_PACKET_HEADROOM];
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
