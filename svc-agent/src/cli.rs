@@ -216,10 +216,11 @@ pub struct RunArgs {
     pub external_ip_cidrs: Vec<crate::model::Cidr>,
     /// The cluster's service CIDRs (the API server's
     /// --service-cluster-ip-range; repeatable or comma-separated, at most
-    /// 4). TCP and UDP to an address in them that no Service serves, or to
-    /// a port a ClusterIP does not serve, are refused at once (reset / ICMP
-    /// port unreachable, counted), not routed out, as kube-proxy's
-    /// nftables mode does. Default: none.
+    /// 4 of each family). TCP and UDP to an address in them that no
+    /// Service serves, or to a port a ClusterIP does not serve, are
+    /// refused at once (reset / ICMP port unreachable, counted), not
+    /// routed out, as kube-proxy's nftables mode does; IPv6 ones so far
+    /// in connect() and sendmsg() only (the socket hooks). Default: none.
     #[arg(long = "service-cidr", value_delimiter = ',')]
     pub service_cidrs: Vec<crate::model::Cidr>,
     /// How new flows to NodePorts, LoadBalancer IPs and externalIPs pick a

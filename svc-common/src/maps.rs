@@ -36,6 +36,8 @@ pub mod names {
     pub const SOCK_REV_NAT: &str = "SOCK_RNAT_V1";
     pub const TABLES_GENERATION: &str = "TABLES_GEN_V1";
     pub const SERVICE_CIDRS: &str = "SVC_CIDRS_V1";
+    /// The IPv6 service CIDRs (see [`crate::ServiceCidrs6`]).
+    pub const SERVICE_CIDRS6: &str = "SVC_CIDRS6_V1";
     /// The Maglev frontends' lookup tables (see [`crate::maglev`]).
     pub const MAGLEV: &str = "MAGLEV_V1";
     /// Conntrack keys the agent's collector has just taken out of their
@@ -64,7 +66,7 @@ pub mod names {
     /// entry (see the agent's dataplane/pins.rs), then unpins the old map.
     pub const CONVERTED: [(&str, &str); 2] = [("CT_V1", CT), ("CT_NEW_V1", CT_NEW)];
     /// Every map the agent pins, in the order they are created.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         SERVICES,
         BACKENDS,
         REV_NAT,
@@ -83,6 +85,7 @@ pub mod names {
         SOCK_REV_NAT,
         TABLES_GENERATION,
         SERVICE_CIDRS,
+        SERVICE_CIDRS6,
         MAGLEV,
         CT_COLLECTING,
         HOST_NETNS,
@@ -597,6 +600,55 @@ impl ServiceCidrs {
     }
 }
 
+/// SVC_CIDRS6_V1's one entry: [`ServiceCidrs`] of the IPv6 service CIDRs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCidrs6 {
+    /// How many of `cidrs` are set, from the first.
+    pub count: u32,
+    pub _pad: u32,
+    pub cidrs: [ServiceCidr6; MAX_SERVICE_CIDRS],
+}
+const _: () = assert!(core::mem::size_of::<ServiceCidrs6>() == 136);
+
+/// One IPv6 service CIDR: an address is in it when `address & mask ==
+/// network`, byte by byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCidr6 {
+    pub network: Ipv6Be,
+    pub mask: Ipv6Be,
+}
+
+impl ServiceCidrs6 {
+    /// Whether `addr` is in one of the CIDRs.
+    #[inline(always)]
+    pub fn contain(&self, addr: &Ipv6Be) -> bool {
+        let mut i = 0;
+        while i < MAX_SERVICE_CIDRS {
+            if (i as u32) < self.count && self.cidrs[i].holds(addr) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+impl ServiceCidr6 {
+    #[inline(always)]
+    fn holds(&self, addr: &Ipv6Be) -> bool {
+        let mut byte = 0;
+        while byte < 16 {
+            if addr[byte] & self.mask[byte] != self.network[byte] {
+                return false;
+            }
+            byte += 1;
+        }
+        true
+    }
+}
+
 /// TABLES_GEN_V1 (one entry): raised by the agent after every change to
 /// the tables, so the programs' flow caches (see [`crate::flow_cache`])
 /// stop using what they copied from the old ones.
@@ -739,5 +791,6 @@ mod pod {
     unsafe impl aya::Pod for super::TablesGeneration {}
     unsafe impl aya::Pod for super::CollectMark {}
     unsafe impl aya::Pod for super::ServiceCidrs {}
+    unsafe impl aya::Pod for super::ServiceCidrs6 {}
     unsafe impl aya::Pod for super::MaglevEntry {}
 }

@@ -12,8 +12,8 @@ use svc_common::{
     FrontendCounters, FrontendKey, FrontendKey6, FrontendMeta, HostNetns, MAX_AFFINITY,
     MAX_BACKENDS, MAX_COLLECT_MARKS, MAX_FLOWS, MAX_FRONTENDS, MAX_NEW_FLOWS, MAX_POD_IFACES,
     MAX_SERVICE_SLOTS, MAX_SOCKETS, MAX_SOURCE_RANGES, MAX_XDP_TARGETS, MaglevEntry, NodeConfig,
-    RevNat, RevNat6, ServiceCidrs, ServiceSlot, SockKey, SockKey6, SourceRange, TablesGeneration,
-    flow_cache, maglev,
+    RevNat, RevNat6, ServiceCidrs, ServiceCidrs6, ServiceSlot, SockKey, SockKey6, SourceRange,
+    TablesGeneration, flow_cache, maglev,
 };
 
 use crate::headers::Ipv4Header;
@@ -199,6 +199,11 @@ pub static TABLES_GEN_V1: Array<TablesGeneration, 1> = Array::new();
 /// The cluster's service CIDRs (one entry): see svc-common's ServiceCidrs.
 #[btf_map]
 pub static SVC_CIDRS_V1: Array<ServiceCidrs, 1> = Array::new();
+
+/// The cluster's IPv6 service CIDRs (one entry): svc-common's
+/// ServiceCidrs6.
+#[btf_map]
+pub static SVC_CIDRS6_V1: Array<ServiceCidrs6, 1> = Array::new();
 
 /// The Maglev frontends' lookup tables, one after another (svc-common's
 /// maglev module): each entry a backend id, 0 for none. A frontend's

@@ -34,7 +34,7 @@ use svc_common::{
 
 use crate::{
     lb::{self, Family, Ipv4, Ipv6, Selection},
-    maps::{HOST_NETNS_V1, SOCK_RNAT_V1, SOCK_RNAT6_V1},
+    maps::{HOST_NETNS_V1, SOCK_RNAT_V1, SOCK_RNAT6_V1, SVC_CIDRS6_V1},
     stats,
 };
 
@@ -153,8 +153,11 @@ impl SockFamily for Ipv6 {
     }
 
     #[inline(always)]
-    fn in_service_cidrs(_addr: Ipv6Be) -> bool {
-        false
+    fn in_service_cidrs(addr: Ipv6Be) -> bool {
+        // SAFETY: a map value, read in place (136 bytes).
+        SVC_CIDRS6_V1
+            .get_ptr(0)
+            .is_some_and(|cidrs| unsafe { (*cidrs).contain(&addr) })
     }
 
     #[inline(always)]

@@ -17,8 +17,8 @@ pub mod wiring;
 use std::{io, path::PathBuf};
 
 pub use topology::{
-    HAIRPIN_ADDRESS, Lab, LabNode, LabPod, NAT_PORTS, NodeSpec, PodSpec, SERVICE_CIDR, Topology,
-    ensure_bpffs, pass_xdp,
+    HAIRPIN_ADDRESS, Lab, LabNode, LabPod, NAT_PORTS, NodeSpec, PodSpec, SERVICE_CIDR,
+    SERVICE_CIDR6, Topology, ensure_bpffs, pass_xdp,
 };
 pub use wiring::{CLIENT_ADDRESS, LB_POOL};
 

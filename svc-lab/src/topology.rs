@@ -141,6 +141,9 @@ pub const NAT_PORTS: (u16, u16) = (61000, 65535);
 /// (198.19.255.0/24). The agents `svc-lab` runs are told it, so packets
 /// to an address or port of it no Service serves are refused.
 pub const SERVICE_CIDR: &str = "198.19.0.0/16";
+/// The same for IPv6: the ClusterIP range fd00:198:19::/112 and the load
+/// balancer pool fd00:198:19::ff:0/112.
+pub const SERVICE_CIDR6: &str = "fd00:198:19::/104";
 
 impl Lab {
     pub fn up(topology: &Topology) -> Result<Self, LabError> {

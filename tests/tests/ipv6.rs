@@ -180,3 +180,43 @@ except OSError as error:
     );
     assert_eq!(python_in_pod(&lab, &script), "refused");
 }
+
+/// Once the node knows the IPv6 service CIDR, connect() to an address of
+/// it that no Service holds, or to a port a ClusterIP does not serve, is
+/// refused at once; before, it goes out (here: no route beyond the node).
+#[test]
+fn unserved_addresses_and_ports_of_the_ipv6_service_cidr_are_refused() {
+    let lab = lab();
+    let script = |address: Ipv6Addr, port: u16| {
+        format!(
+            r#"
+import socket
+try:
+    socket.create_connection(("{address}", {port}), timeout=5)
+    print("connected")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as error:
+    print(type(error).__name__)
+"#
+        )
+    };
+    let unused: Ipv6Addr = "fd00:198:19::99".parse().unwrap();
+    assert_ne!(python_in_pod(&lab, &script(unused, 80)), "refused");
+
+    let mut tables = lab.tables("node-1").unwrap();
+    let mut node = tables.node().unwrap();
+    node.service_cidrs = vec![
+        svc_lab::SERVICE_CIDR.parse().unwrap(),
+        svc_lab::SERVICE_CIDR6.parse().unwrap(),
+    ];
+    tables.set_node(&node).unwrap();
+    assert_eq!(tables.node().unwrap(), node, "both families read back");
+    assert_eq!(python_in_pod(&lab, &script(unused, 80)), "refused");
+    assert_eq!(python_in_pod(&lab, &script(CLUSTER_IP, 82)), "refused");
+    // Outside the CIDR: not ours, routed as before.
+    let outside: Ipv6Addr = "fd00:198:19:1::99".parse().unwrap();
+    assert_ne!(python_in_pod(&lab, &script(outside, 80)), "refused");
+    // Served frontends are not touched.
+    assert_eq!(python_in_pod(&lab, &script(CLUSTER_IP, 80)), "connected");
+}

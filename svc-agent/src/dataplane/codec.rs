@@ -3,7 +3,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use svc_common::{
     FrontendMeta, MAX_SERVICE_CIDRS, NodeConfig, PORT_NAME_LEN, SERVICE_NAME_LEN, ServiceCidr,
-    ServiceCidrs, backend_flags, frontend_kind, lb_mode, proto, rev_nat_flags,
+    ServiceCidr6, ServiceCidrs, ServiceCidrs6, backend_flags, frontend_kind, lb_mode, proto,
+    rev_nat_flags,
 };
 
 use super::{
@@ -21,9 +22,9 @@ pub struct NodeSettings {
     pub hairpin_address: Ipv4Addr,
     /// The source NAT port range, inclusive.
     pub nat_ports: (u16, u16),
-    /// The cluster's IPv4 service CIDRs (at most [`MAX_SERVICE_CIDRS`]):
-    /// TCP and UDP to an address in them that no frontend serves is
-    /// refused.
+    /// The cluster's service CIDRs (at most [`MAX_SERVICE_CIDRS`] of each
+    /// family): TCP and UDP to an address in them that no frontend serves
+    /// is refused.
     pub service_cidrs: Vec<Cidr>,
     /// How external traffic reaches a backend on another node.
     pub lb_mode: LbMode,
@@ -44,8 +45,13 @@ pub fn node_config(node: &NodeSettings) -> NodeConfig {
     }
 }
 
-pub fn node_settings(config: &NodeConfig, cidrs: &ServiceCidrs) -> NodeSettings {
+pub fn node_settings(
+    config: &NodeConfig,
+    cidrs: &ServiceCidrs,
+    cidrs6: &ServiceCidrs6,
+) -> NodeSettings {
     let count = (cidrs.count as usize).min(MAX_SERVICE_CIDRS);
+    let count6 = (cidrs6.count as usize).min(MAX_SERVICE_CIDRS);
     NodeSettings {
         node_address: addr_from_be(config.node_addr_be),
         hairpin_address: addr_from_be(config.hairpin_addr_be),
@@ -62,6 +68,10 @@ pub fn node_settings(config: &NodeConfig, cidrs: &ServiceCidrs) -> NodeSettings 
                 address: addr_from_be(cidr.network_be).into(),
                 prefix: u32::from_be(cidr.mask_be).count_ones() as u8,
             })
+            .chain(cidrs6.cidrs[..count6].iter().map(|cidr| Cidr {
+                address: std::net::Ipv6Addr::from(cidr.network).into(),
+                prefix: u128::from_be_bytes(cidr.mask).count_ones() as u8,
+            }))
             .collect(),
     }
 }
@@ -85,6 +95,34 @@ pub fn service_cidrs(cidrs: &[Cidr]) -> Option<ServiceCidrs> {
         *slot = ServiceCidr {
             network_be: addr_be(*network),
             mask_be: mask.to_be(),
+        };
+    }
+    (cidrs.len() <= MAX_SERVICE_CIDRS).then_some(entry)
+}
+
+/// SVC_CIDRS6_V1's entry: each IPv6 CIDR as its network and mask, or None
+/// when there are more than the map holds.
+pub fn service_cidrs6(cidrs: &[Cidr]) -> Option<ServiceCidrs6> {
+    let cidrs: Vec<(std::net::Ipv6Addr, u128)> = cidrs
+        .iter()
+        .filter_map(|cidr| match cidr.network() {
+            IpAddr::V6(network) => Some((
+                network,
+                u128::MAX
+                    .checked_shl(128 - u32::from(cidr.prefix.min(128)))
+                    .unwrap_or(0),
+            )),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    let mut entry = ServiceCidrs6 {
+        count: u32::try_from(cidrs.len()).ok()?,
+        ..ServiceCidrs6::default()
+    };
+    for (slot, (network, mask)) in entry.cidrs.iter_mut().zip(&cidrs) {
+        *slot = ServiceCidr6 {
+            network: network.octets(),
+            mask: mask.to_be_bytes(),
         };
     }
     (cidrs.len() <= MAX_SERVICE_CIDRS).then_some(entry)

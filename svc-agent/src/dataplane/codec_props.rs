@@ -13,7 +13,7 @@ use svc_common::{
 use super::{
     NodeSettings, addr_be, addr_from_be, backend, header_key, kind_from_number, kind_number, meta,
     meta_text, node_config, node_settings, protocol_from_number, protocol_number, rev_nat,
-    service_cidrs, source_range,
+    service_cidrs, service_cidrs6, source_range,
 };
 use crate::dataplane::{
     apply,
@@ -317,13 +317,32 @@ proptest! {
         hairpin_address in address(),
         nat_ports in (any::<u16>(), any::<u16>()),
         cidrs in prop::collection::vec((address(), 0u8..=32), 0..=svc_common::MAX_SERVICE_CIDRS),
+        cidrs6 in prop::collection::vec(
+            (any::<u128>(), 0u8..=128),
+            0..=svc_common::MAX_SERVICE_CIDRS,
+        ),
         probe in address(),
+        probe6 in any::<u128>(),
+        near in any::<bool>(),
         lb_mode in prop::sample::select(vec![LbMode::Snat, LbMode::Dsr, LbMode::Hybrid]),
     ) {
+        // IPv4 CIDRs first, as the readback gives them.
         let given: Vec<Cidr> = cidrs
             .iter()
             .map(|&(address, prefix)| Cidr { address: address.into(), prefix })
+            .chain(cidrs6.iter().map(|&(bits, prefix)| Cidr {
+                address: Ipv6Addr::from(bits).into(),
+                prefix,
+            }))
             .collect();
+        // An IPv6 probe in the first CIDR's network half the time.
+        let probe6 = match cidrs6.first() {
+            Some(&(bits, prefix)) if near => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                Ipv6Addr::from((bits & mask) | (probe6 & !mask))
+            }
+            _ => Ipv6Addr::from(probe6),
+        };
         let settings = NodeSettings {
             node_address,
             hairpin_address,
@@ -341,7 +360,13 @@ proptest! {
             entry.contain(addr_be(probe)),
             settings.service_cidrs.iter().any(|cidr| cidr.contains(probe.into()))
         );
-        let read = node_settings(&config, &entry);
+        let entry6 = service_cidrs6(&settings.service_cidrs).unwrap();
+        prop_assert_eq!(entry6._pad, 0);
+        prop_assert_eq!(
+            entry6.contain(&probe6.octets()),
+            settings.service_cidrs.iter().any(|cidr| cidr.contains(probe6.into()))
+        );
+        let read = node_settings(&config, &entry, &entry6);
         prop_assert_eq!(read.service_cidrs.len(), settings.service_cidrs.len());
         for (read, given) in read.service_cidrs.iter().zip(&settings.service_cidrs) {
             prop_assert_eq!(read.prefix, given.prefix);

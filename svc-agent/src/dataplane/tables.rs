@@ -7,7 +7,9 @@
 //! failure), then kept in memory (held.rs), so a change among many
 //! frontends costs only its own writes.
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
-use svc_common::{DropCounters, Flow, FlowKey, HostNetns, NodeConfig, ServiceCidrs, names};
+use svc_common::{
+    DropCounters, Flow, FlowKey, HostNetns, NodeConfig, ServiceCidrs, ServiceCidrs6, names,
+};
 
 use super::{
     DataplaneError, apply,
@@ -27,6 +29,7 @@ pub struct Tables {
     pub(super) drops: PerCpuArray<MapData, DropCounters>,
     config: Array<MapData, NodeConfig>,
     service_cidrs: Array<MapData, ServiceCidrs>,
+    service_cidrs6: Array<MapData, ServiceCidrs6>,
     host_netns: Array<MapData, HostNetns>,
     /// What the maps hold, once the first apply has read them.
     held: Option<Held>,
@@ -45,6 +48,7 @@ impl Tables {
             drops: typed(names::DROP_STATS, &mut open)?,
             config: typed(names::CONFIG, &mut open)?,
             service_cidrs: typed(names::SERVICE_CIDRS, &mut open)?,
+            service_cidrs6: typed(names::SERVICE_CIDRS6, &mut open)?,
             host_netns: typed(names::HOST_NETNS, &mut open)?,
             held: None,
             maglev_size: svc_common::maglev::DEFAULT_TABLE_SIZE,
@@ -66,11 +70,11 @@ impl Tables {
     /// Sets this node's addresses (source NAT, hairpin) and the service
     /// CIDRs for the programs.
     pub fn set_node(&mut self, node: &NodeSettings) -> Result<(), DataplaneError> {
-        let cidrs = codec::service_cidrs(&node.service_cidrs).ok_or(
-            DataplaneError::TooManyServiceCidrs {
-                count: node.service_cidrs.len(),
-            },
-        )?;
+        let too_many = || DataplaneError::TooManyServiceCidrs {
+            count: node.service_cidrs.len(),
+        };
+        let cidrs = codec::service_cidrs(&node.service_cidrs).ok_or_else(too_many)?;
+        let cidrs6 = codec::service_cidrs6(&node.service_cidrs).ok_or_else(too_many)?;
         let written = self
             .config
             .set(0, codec::node_config(node), 0)
@@ -79,6 +83,11 @@ impl Tables {
                 self.service_cidrs
                     .set(0, cidrs, 0)
                     .map_err(map_error(names::SERVICE_CIDRS))
+            })
+            .and_then(|()| {
+                self.service_cidrs6
+                    .set(0, cidrs6, 0)
+                    .map_err(map_error(names::SERVICE_CIDRS6))
             });
         self.maps
             .next_generation()
@@ -93,7 +102,11 @@ impl Tables {
             .service_cidrs
             .get(&0, 0)
             .map_err(map_error(names::SERVICE_CIDRS))?;
-        Ok(codec::node_settings(&config, &cidrs))
+        let cidrs6 = self
+            .service_cidrs6
+            .get(&0, 0)
+            .map_err(map_error(names::SERVICE_CIDRS6))?;
+        Ok(codec::node_settings(&config, &cidrs, &cidrs6))
     }
 
     /// Makes the maps hold exactly `desired`: only entries that differ are

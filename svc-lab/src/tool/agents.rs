@@ -14,7 +14,7 @@ use svc_agent::{
 };
 
 use super::{ToolError, process, state::StateDir};
-use crate::{HAIRPIN_ADDRESS, NAT_PORTS, SERVICE_CIDR, netns::Netns};
+use crate::{HAIRPIN_ADDRESS, NAT_PORTS, SERVICE_CIDR, SERVICE_CIDR6, netns::Netns};
 
 pub const HEALTH_ADDRESS: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10266));
@@ -62,6 +62,7 @@ pub fn start(state: &StateDir, ns: &Netns, launch: &Launch<'_>) -> Result<u32, T
         .args(["--hairpin-address", &HAIRPIN_ADDRESS.to_string()])
         .args(["--nat-ports", &format!("{}-{}", NAT_PORTS.0, NAT_PORTS.1)])
         .args(["--service-cidr", SERVICE_CIDR])
+        .args(["--service-cidr", SERVICE_CIDR6])
         .args(["--listen", &HEALTH_ADDRESS.to_string()])
         .arg("--cgroup")
         .arg(launch.cgroup)
