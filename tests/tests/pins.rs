@@ -254,3 +254,60 @@ fn conntrack_of_the_previous_layout_is_carried_over() {
     assert_eq!(established.get(&key(99), 0).unwrap().backend_id, 99);
     assert_eq!(established.keys().count(), 51);
 }
+
+/// The pins of an agent from before the IPv6 maps (none of SERVICES6,
+/// BACKENDS6, REV_NAT6, SVC_CIDRS6 pinned), as a newer `dump` or lab reads
+/// them during an upgrade: the IPv4 frontends and the node settings read
+/// back, IPv4 writes work, and an IPv6 write is refused, naming the map.
+#[test]
+fn the_pins_of_an_agent_from_before_the_ipv6_maps_read_and_take_ipv4() {
+    let dir = PinDir::new("pins-before-ipv6");
+    let datapath = Datapath::load(Some(&dir.0)).unwrap();
+    let web = tests::cluster_ip(
+        "web",
+        Ipv4Addr::new(198, 19, 0, 10),
+        80,
+        svc_agent::model::Protocol::TCP,
+        &[(Ipv4Addr::new(198, 18, 1, 10), 8080)],
+    );
+    let mut tables = svc_agent::dataplane::Tables::open_pinned(&dir.0).unwrap();
+    tables.apply(&[web.clone()]).unwrap();
+    drop(datapath);
+    for name in [
+        names::SERVICES6,
+        names::BACKENDS6,
+        names::REV_NAT6,
+        names::SERVICE_CIDRS6,
+    ] {
+        std::fs::remove_file(dir.0.join(name)).unwrap();
+    }
+    let mut older = svc_agent::dataplane::Tables::open_pinned(&dir.0).unwrap();
+    let held: Vec<_> = older
+        .read()
+        .unwrap()
+        .into_iter()
+        .map(|state| state.frontend)
+        .collect();
+    assert_eq!(held, [web.clone()]);
+    let node = older.node().unwrap();
+    assert!(node.service_cidrs.is_empty());
+    older.set_node(&node).unwrap();
+    let web6 = tests::cluster_ip(
+        "web6",
+        "fd00:198:19::10".parse::<std::net::Ipv6Addr>().unwrap(),
+        80,
+        svc_agent::model::Protocol::TCP,
+        &[("fd00:198:18:1::10".parse().unwrap(), 8080)],
+    );
+    let error = older.apply(&[web.clone(), web6]).unwrap_err().to_string();
+    assert!(error.contains(names::REV_NAT6), "{error}");
+    let moved = svc_agent::model::Frontend { port: 81, ..web };
+    older.apply(&[moved.clone()]).unwrap();
+    let held: Vec<_> = older
+        .read()
+        .unwrap()
+        .into_iter()
+        .map(|state| state.frontend)
+        .collect();
+    assert_eq!(held, [moved]);
+}

@@ -122,9 +122,12 @@ pub struct KernelMaps {
     pub(super) services: HashMap<MapData, FrontendKey, ServiceSlot>,
     pub(super) backends: HashMap<MapData, u32, Backend>,
     pub(super) rev_nat: HashMap<MapData, u32, RevNat>,
-    pub(super) services6: HashMap<MapData, FrontendKey6, ServiceSlot>,
-    pub(super) backends6: HashMap<MapData, u32, Backend6>,
-    pub(super) rev_nat6: HashMap<MapData, u32, RevNat6>,
+    /// The IPv6 maps; `None` in the pins of an agent from before them
+    /// (read by a newer `dump` or lab during an upgrade: they hold
+    /// nothing, and nothing can be written there).
+    pub(super) services6: Option<HashMap<MapData, FrontendKey6, ServiceSlot>>,
+    pub(super) backends6: Option<HashMap<MapData, u32, Backend6>>,
+    pub(super) rev_nat6: Option<HashMap<MapData, u32, RevNat6>>,
     pub(super) meta: HashMap<MapData, u32, FrontendMeta>,
     pub(super) frontend_stats: PerCpuArray<MapData, FrontendCounters>,
     pub(super) affinity: HashMap<MapData, AffinityKey, Affinity>,
@@ -147,6 +150,30 @@ pub(super) fn map_error(name: &'static str) -> impl Fn(MapError) -> DataplaneErr
     }
 }
 
+/// Opens `name` with `open` as the map type `T`, or `None` when it is not
+/// pinned: a map newer than the agent whose pins these are.
+pub(super) fn typed_if_pinned<T: TryFrom<Map, Error = MapError>>(
+    name: &'static str,
+    open: &mut impl FnMut(&'static str) -> Result<Map, DataplaneError>,
+) -> Result<Option<T>, DataplaneError> {
+    match open(name) {
+        Ok(map) => T::try_from(map).map(Some).map_err(map_error(name)),
+        Err(DataplaneError::NotPinned { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// A map [`typed_if_pinned`] found, or the error of writing to one an
+/// older agent's pins lack.
+fn older<T>(map: &mut Option<T>) -> Result<&mut T, MapError> {
+    map.as_mut().ok_or_else(|| {
+        syscall_error(
+            "a map the agent of these pins does not have (an older one)",
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        )
+    })
+}
+
 /// Opens `name` with `open` as the map type `T`.
 pub(super) fn typed<T: TryFrom<Map, Error = MapError>>(
     name: &'static str,
@@ -163,9 +190,9 @@ impl KernelMaps {
             services: typed(names::SERVICES, open)?,
             backends: typed(names::BACKENDS, open)?,
             rev_nat: typed(names::REV_NAT, open)?,
-            services6: typed(names::SERVICES6, open)?,
-            backends6: typed(names::BACKENDS6, open)?,
-            rev_nat6: typed(names::REV_NAT6, open)?,
+            services6: typed_if_pinned(names::SERVICES6, open)?,
+            backends6: typed_if_pinned(names::BACKENDS6, open)?,
+            rev_nat6: typed_if_pinned(names::REV_NAT6, open)?,
             meta: typed(names::FRONTEND_META, open)?,
             frontend_stats: typed(names::FRONTEND_STATS, open)?,
             affinity: typed(names::AFFINITY, open)?,
@@ -203,7 +230,7 @@ impl ServiceMaps for KernelMaps {
             let (key, slot) = entry.map_err(map_error(names::SERVICES))?;
             slots.insert(SlotKey::from_v4(&key), slot);
         }
-        for entry in self.services6.iter() {
+        for entry in self.services6.iter().flat_map(HashMap::iter) {
             let (key, slot) = entry.map_err(map_error(names::SERVICES6))?;
             slots.insert(SlotKey::from_v6(&key), slot);
         }
@@ -212,7 +239,7 @@ impl ServiceMaps for KernelMaps {
             let (id, backend) = entry.map_err(map_error(names::BACKENDS))?;
             backends.insert(id, BackendEntry::from_v4(&backend));
         }
-        for entry in self.backends6.iter() {
+        for entry in self.backends6.iter().flat_map(HashMap::iter) {
             let (id, backend) = entry.map_err(map_error(names::BACKENDS6))?;
             backends.insert(id, BackendEntry::from_v6(&backend));
         }
@@ -221,7 +248,7 @@ impl ServiceMaps for KernelMaps {
             let (id, rev_nat) = entry.map_err(map_error(names::REV_NAT))?;
             rev_nats.insert(id, RevNatEntry::from_v4(&rev_nat));
         }
-        for entry in self.rev_nat6.iter() {
+        for entry in self.rev_nat6.iter().flat_map(HashMap::iter) {
             let (id, rev_nat) = entry.map_err(map_error(names::REV_NAT6))?;
             rev_nats.insert(id, RevNatEntry::from_v6(&rev_nat));
         }
@@ -248,42 +275,42 @@ impl ServiceMaps for KernelMaps {
     fn put_slot(&mut self, key: SlotKey, slot: ServiceSlot) -> Result<(), MapError> {
         match key.kernel() {
             ByFamily::V4(key) => self.services.insert(key, slot, 0),
-            ByFamily::V6(key) => self.services6.insert(key, slot, 0),
+            ByFamily::V6(key) => older(&mut self.services6)?.insert(key, slot, 0),
         }
     }
 
     fn remove_slot(&mut self, key: SlotKey) -> Result<(), MapError> {
         match key.kernel() {
             ByFamily::V4(key) => self.services.remove(&key),
-            ByFamily::V6(key) => self.services6.remove(&key),
+            ByFamily::V6(key) => older(&mut self.services6)?.remove(&key),
         }
     }
 
     fn put_backend(&mut self, id: u32, backend: BackendEntry) -> Result<(), MapError> {
         match backend.kernel() {
             ByFamily::V4(backend) => self.backends.insert(id, backend, 0),
-            ByFamily::V6(backend) => self.backends6.insert(id, backend, 0),
+            ByFamily::V6(backend) => older(&mut self.backends6)?.insert(id, backend, 0),
         }
     }
 
     fn remove_backend(&mut self, id: u32, family: IpFamily) -> Result<(), MapError> {
         match family {
             IpFamily::IPv4 => self.backends.remove(&id),
-            IpFamily::IPv6 => self.backends6.remove(&id),
+            IpFamily::IPv6 => older(&mut self.backends6)?.remove(&id),
         }
     }
 
     fn put_rev_nat(&mut self, id: u32, rev_nat: RevNatEntry) -> Result<(), MapError> {
         match rev_nat.kernel() {
             ByFamily::V4(rev_nat) => self.rev_nat.insert(id, rev_nat, 0),
-            ByFamily::V6(rev_nat) => self.rev_nat6.insert(id, rev_nat, 0),
+            ByFamily::V6(rev_nat) => older(&mut self.rev_nat6)?.insert(id, rev_nat, 0),
         }
     }
 
     fn remove_rev_nat(&mut self, id: u32, family: IpFamily) -> Result<(), MapError> {
         match family {
             IpFamily::IPv4 => self.rev_nat.remove(&id),
-            IpFamily::IPv6 => self.rev_nat6.remove(&id),
+            IpFamily::IPv6 => older(&mut self.rev_nat6)?.remove(&id),
         }
     }
 

@@ -15,7 +15,7 @@ use super::{
     DataplaneError, apply,
     codec::{self, NodeSettings},
     held::Held,
-    maps::{KernelMaps, ServiceMaps as _, map_error, typed},
+    maps::{KernelMaps, ServiceMaps as _, map_error, typed, typed_if_pinned},
     plan::{ApplyReport, Desired},
     sys,
 };
@@ -29,7 +29,8 @@ pub struct Tables {
     pub(super) drops: PerCpuArray<MapData, DropCounters>,
     config: Array<MapData, NodeConfig>,
     service_cidrs: Array<MapData, ServiceCidrs>,
-    service_cidrs6: Array<MapData, ServiceCidrs6>,
+    /// `None` in the pins of an agent from before it.
+    service_cidrs6: Option<Array<MapData, ServiceCidrs6>>,
     host_netns: Array<MapData, HostNetns>,
     /// What the maps hold, once the first apply has read them.
     held: Option<Held>,
@@ -48,7 +49,7 @@ impl Tables {
             drops: typed(names::DROP_STATS, &mut open)?,
             config: typed(names::CONFIG, &mut open)?,
             service_cidrs: typed(names::SERVICE_CIDRS, &mut open)?,
-            service_cidrs6: typed(names::SERVICE_CIDRS6, &mut open)?,
+            service_cidrs6: typed_if_pinned(names::SERVICE_CIDRS6, &mut open)?,
             host_netns: typed(names::HOST_NETNS, &mut open)?,
             held: None,
             maglev_size: svc_common::maglev::DEFAULT_TABLE_SIZE,
@@ -84,10 +85,15 @@ impl Tables {
                     .set(0, cidrs, 0)
                     .map_err(map_error(names::SERVICE_CIDRS))
             })
-            .and_then(|()| {
-                self.service_cidrs6
+            .and_then(|()| match &mut self.service_cidrs6 {
+                Some(map) => map
                     .set(0, cidrs6, 0)
-                    .map_err(map_error(names::SERVICE_CIDRS6))
+                    .map_err(map_error(names::SERVICE_CIDRS6)),
+                None if cidrs6.count == 0 => Ok(()),
+                None => Err(DataplaneError::Map {
+                    name: names::SERVICE_CIDRS6,
+                    source: Box::new(aya::maps::MapError::KeyNotFound),
+                }),
             });
         self.maps
             .next_generation()
@@ -102,10 +108,10 @@ impl Tables {
             .service_cidrs
             .get(&0, 0)
             .map_err(map_error(names::SERVICE_CIDRS))?;
-        let cidrs6 = self
-            .service_cidrs6
-            .get(&0, 0)
-            .map_err(map_error(names::SERVICE_CIDRS6))?;
+        let cidrs6 = match &self.service_cidrs6 {
+            Some(map) => map.get(&0, 0).map_err(map_error(names::SERVICE_CIDRS6))?,
+            None => ServiceCidrs6::default(),
+        };
         Ok(codec::node_settings(&config, &cidrs, &cidrs6))
     }
 
