@@ -255,6 +255,16 @@ fn conntrack_of_the_previous_layout_is_carried_over() {
     assert_eq!(established.keys().count(), 51);
 }
 
+/// The frontends `tables` hold.
+fn held(tables: &svc_agent::dataplane::Tables) -> Vec<svc_agent::model::Frontend> {
+    tables
+        .read()
+        .unwrap()
+        .into_iter()
+        .map(|state| state.frontend)
+        .collect()
+}
+
 /// The pins of an agent from before the IPv6 maps (none of SERVICES6,
 /// BACKENDS6, REV_NAT6, SVC_CIDRS6 pinned), as a newer `dump` or lab reads
 /// them during an upgrade: the IPv4 frontends and the node settings read
@@ -271,7 +281,7 @@ fn the_pins_of_an_agent_from_before_the_ipv6_maps_read_and_take_ipv4() {
         &[(Ipv4Addr::new(198, 18, 1, 10), 8080)],
     );
     let mut tables = svc_agent::dataplane::Tables::open_pinned(&dir.0).unwrap();
-    tables.apply(&[web.clone()]).unwrap();
+    tables.apply(std::slice::from_ref(&web)).unwrap();
     drop(datapath);
     for name in [
         names::SERVICES6,
@@ -282,13 +292,7 @@ fn the_pins_of_an_agent_from_before_the_ipv6_maps_read_and_take_ipv4() {
         std::fs::remove_file(dir.0.join(name)).unwrap();
     }
     let mut older = svc_agent::dataplane::Tables::open_pinned(&dir.0).unwrap();
-    let held: Vec<_> = older
-        .read()
-        .unwrap()
-        .into_iter()
-        .map(|state| state.frontend)
-        .collect();
-    assert_eq!(held, [web.clone()]);
+    assert_eq!(held(&older), std::slice::from_ref(&web));
     let node = older.node().unwrap();
     assert!(node.service_cidrs.is_empty());
     older.set_node(&node).unwrap();
@@ -302,12 +306,6 @@ fn the_pins_of_an_agent_from_before_the_ipv6_maps_read_and_take_ipv4() {
     let error = older.apply(&[web.clone(), web6]).unwrap_err().to_string();
     assert!(error.contains(names::REV_NAT6), "{error}");
     let moved = svc_agent::model::Frontend { port: 81, ..web };
-    older.apply(&[moved.clone()]).unwrap();
-    let held: Vec<_> = older
-        .read()
-        .unwrap()
-        .into_iter()
-        .map(|state| state.frontend)
-        .collect();
-    assert_eq!(held, [moved]);
+    older.apply(std::slice::from_ref(&moved)).unwrap();
+    assert_eq!(held(&older), [moved]);
 }
