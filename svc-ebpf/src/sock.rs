@@ -208,6 +208,33 @@ pub enum Destination<A> {
     Refused,
 }
 
+impl<A> Destination<A> {
+    /// The same destination with the backend address in another form.
+    #[inline(always)]
+    fn map<B>(self, convert: impl FnOnce(A) -> B) -> Destination<B> {
+        match self {
+            Destination::Unchanged => Destination::Unchanged,
+            Destination::Backend(addr, port_be) => Destination::Backend(convert(addr), port_be),
+            Destination::Refused => Destination::Refused,
+        }
+    }
+
+    /// What the syscall does; `write` puts a backend's address into the
+    /// context (the port is written here).
+    #[inline(always)]
+    fn into_syscall(self, ctx: &SockAddrContext, write: impl FnOnce(A)) -> Syscall {
+        match self {
+            Destination::Unchanged => Syscall::Allow,
+            Destination::Refused => Syscall::Refuse,
+            Destination::Backend(addr, port_be) => {
+                write(addr);
+                set_user_port(ctx, port_be);
+                Syscall::Allow
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn sock_addr(ctx: &SockAddrContext) -> *mut bpf_sock_addr {
     ctx.sock_addr
@@ -295,16 +322,11 @@ pub fn try_translate4(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
     // SAFETY: the context the kernel handed us; readable in connect4 and
     // sendmsg4.
     let daddr_be = unsafe { (*sock_addr(ctx)).user_ip4 };
-    Ok(match translate::<Ipv4>(ctx, daddr_be, user_port(ctx))? {
-        Destination::Unchanged => Syscall::Allow,
-        Destination::Refused => Syscall::Refuse,
-        Destination::Backend(addr_be, port_be) => {
-            // SAFETY: as above; writable there.
-            unsafe { (*sock_addr(ctx)).user_ip4 = addr_be };
-            set_user_port(ctx, port_be);
-            Syscall::Allow
-        }
-    })
+    let destination = translate::<Ipv4>(ctx, daddr_be, user_port(ctx))?;
+    Ok(destination.into_syscall(ctx, |addr_be| {
+        // SAFETY: as above; writable there.
+        unsafe { (*sock_addr(ctx)).user_ip4 = addr_be };
+    }))
 }
 
 /// connect() and sendmsg() of an IPv6 socket, IPv4-mapped destinations
@@ -314,24 +336,10 @@ pub fn try_translate6(ctx: &SockAddrContext) -> Result<Syscall, DropReason> {
     let daddr = user_ip6(ctx);
     let dport_be = user_port(ctx);
     let destination = match mapped_ipv4(&daddr) {
-        Some(daddr_be) => match translate::<Ipv4>(ctx, daddr_be, dport_be)? {
-            Destination::Backend(addr_be, port_be) => {
-                Destination::Backend(mapped(addr_be), port_be)
-            }
-            Destination::Unchanged => Destination::Unchanged,
-            Destination::Refused => Destination::Refused,
-        },
+        Some(daddr_be) => translate::<Ipv4>(ctx, daddr_be, dport_be)?.map(mapped),
         None => translate::<Ipv6>(ctx, daddr, dport_be)?,
     };
-    Ok(match destination {
-        Destination::Unchanged => Syscall::Allow,
-        Destination::Refused => Syscall::Refuse,
-        Destination::Backend(addr, port_be) => {
-            set_user_ip6(ctx, addr);
-            set_user_port(ctx, port_be);
-            Syscall::Allow
-        }
-    })
+    Ok(destination.into_syscall(ctx, |addr| set_user_ip6(ctx, addr)))
 }
 
 /// Where a socket's connect() or sendmsg() to `daddr`:`dport_be` goes.
