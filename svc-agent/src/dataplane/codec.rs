@@ -7,6 +7,7 @@ use svc_common::{
     rev_nat_flags,
 };
 
+pub use super::entries::{addr_be, addr_from_be};
 use super::{
     entries::{BackendEntry, RevNatEntry, SlotKey},
     maps::RangeEntry,
@@ -106,12 +107,7 @@ pub fn service_cidrs6(cidrs: &[Cidr]) -> Option<ServiceCidrs6> {
     let cidrs: Vec<(std::net::Ipv6Addr, u128)> = cidrs
         .iter()
         .filter_map(|cidr| match cidr.network() {
-            IpAddr::V6(network) => Some((
-                network,
-                u128::MAX
-                    .checked_shl(128 - u32::from(cidr.prefix.min(128)))
-                    .unwrap_or(0),
-            )),
+            IpAddr::V6(network) => Some((network, cidr.mask128())),
             IpAddr::V4(_) => None,
         })
         .collect();
@@ -126,14 +122,6 @@ pub fn service_cidrs6(cidrs: &[Cidr]) -> Option<ServiceCidrs6> {
         };
     }
     (cidrs.len() <= MAX_SERVICE_CIDRS).then_some(entry)
-}
-
-pub fn addr_be(addr: Ipv4Addr) -> u32 {
-    u32::from_ne_bytes(addr.octets())
-}
-
-pub fn addr_from_be(addr_be: u32) -> Ipv4Addr {
-    Ipv4Addr::from(addr_be.to_ne_bytes())
 }
 
 pub fn protocol_number(protocol: Protocol) -> u8 {

@@ -7,6 +7,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use svc_common::{Backend, Backend6, FrontendKey, FrontendKey6, RevNat, RevNat6};
 
+/// An IPv4 address as the IPv4 maps hold it: network order, in a u32.
+pub fn addr_be(addr: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(addr.octets())
+}
+
+pub fn addr_from_be(addr_be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(addr_be.to_ne_bytes())
+}
+
 /// One of a pair of values of the two families' maps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ByFamily<V4, V6> {
@@ -43,7 +52,7 @@ impl SlotKey {
     pub fn kernel(&self) -> ByFamily<FrontendKey, FrontendKey6> {
         match self.address {
             IpAddr::V4(address) => ByFamily::V4(FrontendKey::new(
-                u32::from_ne_bytes(address.octets()),
+                addr_be(address),
                 self.port_be,
                 self.proto,
                 self.slot,
@@ -60,7 +69,7 @@ impl SlotKey {
     /// A key read from SERVICES (the scope is always `SCOPE_ALL`).
     pub fn from_v4(key: &FrontendKey) -> Self {
         Self::new(
-            Ipv4Addr::from(key.addr_be.to_ne_bytes()).into(),
+            addr_from_be(key.addr_be).into(),
             key.port_be,
             key.proto,
             key.slot,
@@ -92,7 +101,7 @@ impl BackendEntry {
     pub fn kernel(&self) -> ByFamily<Backend, Backend6> {
         match self.address {
             IpAddr::V4(address) => ByFamily::V4(Backend {
-                addr_be: u32::from_ne_bytes(address.octets()),
+                addr_be: addr_be(address),
                 port_be: self.port_be,
                 proto: self.proto,
                 flags: self.flags,
@@ -108,7 +117,7 @@ impl BackendEntry {
 
     pub fn from_v4(backend: &Backend) -> Self {
         Self {
-            address: Ipv4Addr::from(backend.addr_be.to_ne_bytes()).into(),
+            address: addr_from_be(backend.addr_be).into(),
             port_be: backend.port_be,
             proto: backend.proto,
             flags: backend.flags,
@@ -139,7 +148,7 @@ impl RevNatEntry {
     pub fn kernel(&self) -> ByFamily<RevNat, RevNat6> {
         match self.address {
             IpAddr::V4(address) => ByFamily::V4(RevNat {
-                addr_be: u32::from_ne_bytes(address.octets()),
+                addr_be: addr_be(address),
                 port_be: self.port_be,
                 flags: self.flags,
             }),
@@ -153,7 +162,7 @@ impl RevNatEntry {
 
     pub fn from_v4(rev_nat: &RevNat) -> Self {
         Self {
-            address: Ipv4Addr::from(rev_nat.addr_be.to_ne_bytes()).into(),
+            address: addr_from_be(rev_nat.addr_be).into(),
             port_be: rev_nat.port_be,
             flags: rev_nat.flags,
         }

@@ -100,7 +100,8 @@ impl Cidr {
             .unwrap_or(0)
     }
 
-    fn mask128(&self) -> u128 {
+    /// An IPv6 prefix as a mask (host order): its first `prefix` bits set.
+    pub fn mask128(&self) -> u128 {
         u128::MAX
             .checked_shl(128 - u32::from(self.prefix.min(128)))
             .unwrap_or(0)
