@@ -55,11 +55,7 @@ fn service_families(service: &Service) -> Vec<IpFamily> {
         .and_then(|spec| spec.ip_families.as_deref())
         .unwrap_or_default()
         .iter()
-        .filter_map(|name| {
-            IpFamily::ALL
-                .into_iter()
-                .find(|family| family.api_name() == name)
-        })
+        .filter_map(|name| IpFamily::from_api_name(name))
         .collect();
     if !listed.is_empty() {
         return listed;

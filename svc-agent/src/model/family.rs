@@ -37,6 +37,21 @@ impl IpFamily {
         }
     }
 
+    /// The family the API names `name`; `None` for any other name.
+    pub fn from_api_name(name: &str) -> Option<Self> {
+        IpFamily::ALL
+            .into_iter()
+            .find(|family| family.api_name() == name)
+    }
+
+    /// The other family.
+    pub fn other(self) -> Self {
+        match self {
+            IpFamily::IPv4 => IpFamily::IPv6,
+            IpFamily::IPv6 => IpFamily::IPv4,
+        }
+    }
+
     /// An address of this family written as the API writes it; `None` for
     /// anything else. An IPv4-mapped IPv6 address is not IPv4 here, as the
     /// API server refuses it in a Service or an endpoint.

@@ -44,36 +44,20 @@ fn api_defaults(spec: &mut ServiceSpec, type_: &str) {
 fn ip_families(spec: &ServiceSpec) -> Result<Vec<IpFamily>, String> {
     let mut asked = Vec::new();
     for name in spec.ip_families.iter().flatten() {
-        let family = IpFamily::ALL
-            .into_iter()
-            .find(|family| family.api_name() == name)
+        let family = IpFamily::from_api_name(name)
             .ok_or_else(|| format!("spec.ipFamilies: {name:?} is neither IPv4 nor IPv6"))?;
         if asked.contains(&family) {
             return Err(format!("spec.ipFamilies: {name} is given twice"));
         }
         asked.push(family);
     }
-    let first_ip = spec
-        .cluster_ips
-        .iter()
-        .flatten()
-        .chain(&spec.cluster_ip)
-        .find_map(|ip| ip.parse::<IpAddr>().ok());
     let primary = asked
         .first()
         .copied()
-        .or(first_ip.map(IpFamily::of))
+        .or(asked_cluster_ips(spec).next().map(IpFamily::of))
         .unwrap_or(IpFamily::IPv4);
     match spec.ip_family_policy.as_deref() {
-        Some("PreferDualStack" | "RequireDualStack") => Ok(IpFamily::ALL
-            .into_iter()
-            .filter(|family| *family == primary)
-            .chain(
-                IpFamily::ALL
-                    .into_iter()
-                    .filter(|family| *family != primary),
-            )
-            .collect()),
+        Some("PreferDualStack" | "RequireDualStack") => Ok(vec![primary, primary.other()]),
         _ if asked.len() > 1 => Err(
             "spec.ipFamilies: two families need ipFamilyPolicy PreferDualStack or RequireDualStack"
                 .into(),
@@ -82,14 +66,18 @@ fn ip_families(spec: &ServiceSpec) -> Result<Vec<IpFamily>, String> {
     }
 }
 
-/// The ClusterIP asked for in `family` (by clusterIPs, or clusterIP).
-fn asked_cluster_ip(spec: &ServiceSpec, family: IpFamily) -> Option<IpAddr> {
+/// The ClusterIPs asked for: clusterIPs, then clusterIP.
+fn asked_cluster_ips(spec: &ServiceSpec) -> impl Iterator<Item = IpAddr> + '_ {
     spec.cluster_ips
         .iter()
         .flatten()
         .chain(&spec.cluster_ip)
         .filter_map(|ip| ip.parse::<IpAddr>().ok())
-        .find(|ip| family.holds(*ip))
+}
+
+/// The ClusterIP asked for in `family`.
+fn asked_cluster_ip(spec: &ServiceSpec, family: IpFamily) -> Option<IpAddr> {
+    asked_cluster_ips(spec).find(|ip| family.holds(*ip))
 }
 
 /// `service` with its addresses: kept from `previous` (the same Service
