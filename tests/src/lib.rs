@@ -531,6 +531,24 @@ pub fn curl(
     )
 }
 
+/// What `script` prints, run by python3 as a process of pod curl of a
+/// one-node lab (in its node's cgroup, so the socket hooks see it).
+pub fn python_in_pod(lab: &svc_lab::Lab, script: &str) -> String {
+    let python3 = lab.pod("curl").unwrap().command("python3").unwrap();
+    python_output(python3, script).trim().to_owned()
+}
+
+/// Packets (and socket-hook connects) node-1's tables counted for
+/// `service`'s frontend.
+pub fn frontend_packets(lab: &svc_lab::Lab, service: &str) -> u64 {
+    let states = lab.tables("node-1").unwrap().read().unwrap();
+    states
+        .iter()
+        .find(|s| s.frontend.service == service)
+        .unwrap_or_else(|| panic!("{service} is in the maps"))
+        .packets
+}
+
 /// What `script` prints on stdout, run as `python3 -c script` by
 /// `python3` (a command for python3 where it is to run: a node, a pod);
 /// it must succeed.

@@ -10,7 +10,7 @@ use std::{
 
 use svc_agent::model::Protocol;
 use svc_lab::server::Answer;
-use tests::{cluster_ip, one_node_lab};
+use tests::{cluster_ip, one_node_lab, python_in_pod};
 
 const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 10);
 const EMPTY_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 11);
@@ -90,25 +90,13 @@ fn curl_from_pod_to_cluster_ip_reaches_the_backend_pod() {
     assert!(counted >= 4, "{counted}");
 }
 
-/// What `script` prints, run by python3 as a process of pod curl (in its
-/// node's cgroup).
-fn python_in_pod(lab: &svc_lab::Lab, script: &str) -> String {
-    let python3 = lab.pod("curl").unwrap().command("python3").unwrap();
-    tests::python_output(python3, script).trim().to_owned()
-}
-
 /// Packets (and socket-hook connects) counted for test/web on node-1.
 fn web_packets(lab: &svc_lab::Lab) -> u64 {
     packets(lab, "test/web")
 }
 
 fn packets(lab: &svc_lab::Lab, service: &str) -> u64 {
-    let states = lab.tables("node-1").unwrap().read().unwrap();
-    states
-        .iter()
-        .find(|s| s.frontend.service == service)
-        .unwrap()
-        .packets
+    tests::frontend_packets(lab, service)
 }
 
 /// What a pod's socket hooks leave to the per-packet path: UDP (a

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use svc_agent::model::Protocol;
 use svc_lab::server::Answer;
-use tests::{cluster_ip, one_node_lab, python_output};
+use tests::{cluster_ip, frontend_packets as packets, one_node_lab, python_in_pod};
 
 const CLUSTER_IP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x19, 0, 0, 0, 0, 0x10);
 const EMPTY_IP: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x198, 0x19, 0, 0, 0, 0, 0x11);
@@ -28,13 +28,18 @@ fn lab() -> svc_lab::Lab {
     ])
 }
 
-fn packets(lab: &svc_lab::Lab, service: &str) -> u64 {
-    let states = lab.tables("node-1").unwrap().read().unwrap();
-    states
-        .iter()
-        .find(|s| s.frontend.service == service)
-        .unwrap_or_else(|| panic!("{service} is in the maps"))
-        .packets
+/// The lab server's answer `curl` (a pod's or a node's) gets from `url`.
+fn curl_answer(mut curl: std::process::Command, url: &str) -> Answer {
+    let output = curl
+        .args(["-sS", "-g", "--max-time", "5", url])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "curl {url} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Answer::parse(&String::from_utf8_lossy(&output.stdout)).unwrap()
 }
 
 #[test]
@@ -46,18 +51,7 @@ fn curl_from_a_pod_and_from_the_node_reaches_the_backend_over_ipv6() {
         "fd00:198:18:1::10".parse::<Ipv6Addr>().unwrap()
     );
     let url = format!("http://[{CLUSTER_IP}]/");
-    let output = curl
-        .command("curl")
-        .unwrap()
-        .args(["-sS", "-g", "--max-time", "5", &url])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "curl from the pod failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer = Answer::parse(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    let answer = curl_answer(curl.command("curl").unwrap(), &url);
     assert_eq!(answer.pod, "web");
     assert_eq!(answer.client.ip(), IpAddr::from(curl.address6));
     assert_eq!(
@@ -67,18 +61,7 @@ fn curl_from_a_pod_and_from_the_node_reaches_the_backend_over_ipv6() {
     );
 
     let node = lab.node("node-1").unwrap();
-    let output = node
-        .command("curl")
-        .unwrap()
-        .args(["-sS", "-g", "--max-time", "5", &url])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "curl from the node failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer = Answer::parse(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    let answer = curl_answer(node.command("curl").unwrap(), &url);
     assert_eq!(answer.pod, "web");
     // The node's own address on the pod's veth, as the kernel picks a
     // source for that route: the pod network's gateway.
@@ -87,13 +70,6 @@ fn curl_from_a_pod_and_from_the_node_reaches_the_backend_over_ipv6() {
         "fd00:198:18:1::1".parse::<IpAddr>().unwrap()
     );
     assert_eq!(packets(&lab, "test/web6"), 2);
-}
-
-/// What `script` prints, run by python3 as a process of pod curl (in its
-/// node's cgroup).
-fn python_in_pod(lab: &svc_lab::Lab, script: &str) -> String {
-    let python3 = lab.pod("curl").unwrap().command("python3").unwrap();
-    python_output(python3, script).trim().to_owned()
 }
 
 /// A python script that GETs / from `address` port 80 over an IPv6
